@@ -1,0 +1,122 @@
+# runwire — the one entry point. `make help` lists the targets.
+#
+# Every target bootstraps what it needs: a fresh clone needs only python3.11,
+# node/npm, go and cargo on PATH.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := tools/node_modules/.bin/buf
+# protoc plugins (mypy-protobuf, betterproto) live in the virtualenv.
+WITH_VENV := PATH="$(abspath $(VENV))/bin:$$PATH"
+PROTOS := $(wildcard protos/runwire/v1/*.proto)
+CLIENTS := go rust ts
+
+# Every directory that `make gen` writes; `make gen-check` fails when
+# regenerating changes any of them.
+GEN_DIRS := server/runwire/v1 clients/python/src/runwire_client/_gen \
+	clients/go/gen clients/rust/src/gen clients/ts/src/gen
+GEN_DIGEST = for d in $(GEN_DIRS); do [ ! -d $$d ] || find $$d -type f; done \
+	| grep -v __pycache__ | LC_ALL=C sort | xargs -r sha256sum
+
+.PHONY: help
+help: ## List the targets.
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+# --- bootstrap -------------------------------------------------------------
+
+$(VENV)/.installed: requirements.lock pyproject.toml clients/python/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e . -e clients/python
+	touch $@
+
+# buf is pinned exactly in tools/package.json (its platform binary is an exact
+# optional dependency of that version), so no lock file is kept: npm's lock
+# files cannot hold other platforms' optional packages without network here.
+$(BUF): tools/package.json
+	cd tools && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+.PHONY: bootstrap
+bootstrap: $(VENV)/.installed $(BUF) ## Install pinned Python deps, buf and every client toolchain (idempotent).
+	@for c in $(CLIENTS); do $(MAKE) --no-print-directory -C clients/$$c bootstrap; done
+
+# --- generated code --------------------------------------------------------
+
+.PHONY: gen
+gen: bootstrap ## Regenerate every stub from protos/.
+	rm -rf server/runwire/v1 clients/python/src/runwire_client/_gen
+	mkdir -p server/runwire/v1 clients/python/src/runwire_client/_gen
+	$(WITH_VENV) $(PY) -m grpc_tools.protoc -Iprotos \
+		--python_out=server --pyi_out=server \
+		--grpc_python_out=server --mypy_grpc_out=server \
+		$(PROTOS)
+	printf '"""Generated protobuf and gRPC stubs for runwire.v1; never edited."""\n' > server/runwire/v1/__init__.py
+	$(WITH_VENV) $(PY) -m grpc_tools.protoc -Iprotos \
+		--python_betterproto_out=clients/python/src/runwire_client/_gen \
+		$(PROTOS)
+	@for c in $(CLIENTS); do $(MAKE) --no-print-directory -C clients/$$c gen; done
+
+.PHONY: gen-check
+gen-check: ## Fail when `make gen` changes any generated file.
+	@before=$$($(GEN_DIGEST)); \
+	$(MAKE) --no-print-directory gen >/dev/null; \
+	after=$$($(GEN_DIGEST)); \
+	if [ "$$before" != "$$after" ]; then \
+		diff <(echo "$$before") <(echo "$$after") || true; \
+		echo "gen-check: generated code differs from protos/; run 'make gen' and commit." >&2; exit 1; \
+	fi; echo "gen-check: generated code is up to date."
+
+# --- style -----------------------------------------------------------------
+
+.PHONY: fmt
+fmt: bootstrap ## Format everything in place (the only target that writes sources).
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+	$(BUF) format -w
+	@for c in $(CLIENTS); do $(MAKE) --no-print-directory -C clients/$$c fmt; done
+
+.PHONY: lint
+lint: bootstrap ## Read-only checks: ruff, mypy strict, buf lint/format/breaking, client linters.
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	$(BUF) breaking --against protos/baseline.binpb
+	@for c in $(CLIENTS); do $(MAKE) --no-print-directory -C clients/$$c lint; done
+
+# --- tests -----------------------------------------------------------------
+
+.PHONY: test
+test: lint gen-check test-python test-clients ## Lint, gen-check and every test in every language.
+
+.PHONY: test-python
+test-python: bootstrap ## The pytest suite (server, Python client, corpus, live cross-language test).
+	$(PY) -m pytest -q
+
+.PHONY: test-clients
+test-clients: bootstrap ## Go, Rust and TypeScript unit and corpus tests.
+	@for c in $(CLIENTS); do $(MAKE) --no-print-directory -C clients/$$c test; done
+
+# --- running ---------------------------------------------------------------
+
+.PHONY: run
+run: $(VENV)/.installed ## Start the service on its embedded defaults (127.0.0.1:50051).
+	$(VENV)/bin/runwire serve $(RUN_ARGS)
+
+.PHONY: bench
+bench: bootstrap ## Throughput and latency benchmarks; prints numbers.
+	$(PY) bench/run.py
+
+.PHONY: clean
+clean: ## Remove the virtualenv, tool installs, build outputs and local data.
+	rm -rf $(VENV) tools/node_modules .runwire .pytest_cache .mypy_cache .ruff_cache
+	@for c in $(CLIENTS); do $(MAKE) --no-print-directory -C clients/$$c clean; done

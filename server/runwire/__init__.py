@@ -1,0 +1,1 @@
+"""runwire: run flows and narrate every run as a durable gRPC event stream."""
