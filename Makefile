@@ -60,7 +60,7 @@ gen: bootstrap ## Regenerate every stub from protos/.
 		$(PROTOS)
 	printf '"""Generated protobuf and gRPC stubs for runwire.v1; never edited."""\n' > server/runwire/v1/__init__.py
 	$(WITH_VENV) $(PY) -m grpc_tools.protoc -Iprotos \
-		--python_betterproto_out=clients/python/src/runwire_client/_gen \
+		--python_betterproto2_out=client_generation=async:clients/python/src/runwire_client/_gen \
 		$(PROTOS)
 	@for c in $(CLIENTS); do $(MAKE) --no-print-directory -C clients/$$c gen; done
 

@@ -1,0 +1,134 @@
+"""`watch`: a run's events, resumed across transport errors and server restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Final, cast
+
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+
+from ._errors import RunwireError
+from ._events import event_case
+from ._gen.runwire.v1 import RunEvent, RunServiceStub, WatchRunRequest, WatchRunResponse
+
+__all__ = ["Backoff", "watch"]
+
+# Statuses after which the same WatchRun, resumed from the last seen seq, can
+# succeed: UNAVAILABLE is a draining or unreachable server; INTERNAL and
+# UNKNOWN are what a server dying mid-stream (a reset stream, a half-written
+# trailer) looks like. Anything else is the server's considered answer
+# (NOT_FOUND, INVALID_ARGUMENT, ...) and is raised as RunwireError.
+RETRYABLE_STATUSES: Final = frozenset({Status.UNAVAILABLE, Status.INTERNAL, Status.UNKNOWN})
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How `watch` waits between reconnects: capped exponential with jitter.
+
+    Attributes:
+        initial: The first wait, in seconds.
+        maximum: The cap on one wait, in seconds.
+        multiplier: The growth of the wait per failed reconnect.
+        jitter: The wait is scaled by a random factor in `1 - jitter .. 1`,
+            so many watchers of a restarted server do not reconnect in step.
+        give_up_after: Seconds of failing without receiving anything after
+            which `watch` raises `RunwireError(UNAVAILABLE)`; `None` retries
+            forever. The default outlasts a server restart by a wide margin.
+    """
+
+    initial: float = 0.05
+    maximum: float = 2.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+    give_up_after: float | None = 120.0
+
+    def delay(self, failures: int) -> float:
+        """The wait before reconnect number `failures + 1` of a failing streak."""
+        exponent = min(failures, 64)  # beyond the cap anyway; keeps the float finite
+        wait = min(self.maximum, self.initial * self.multiplier**exponent)
+        return wait * (1.0 - self.jitter * random.random())
+
+
+async def watch(
+    channel_or_stub: Channel | RunServiceStub,
+    run_id: str,
+    after_seq: int = 0,
+    *,
+    backoff: Backoff | None = None,
+) -> AsyncIterator[RunEvent]:
+    """Yields the run's events with `seq > after_seq`, in order, then stops after RunCompleted.
+
+    On a transport error, a server restart or a draining server (UNAVAILABLE,
+    a reset or lost stream, INTERNAL or UNKNOWN from a dying server) it
+    reconnects with `after_seq` set to the last `seq` it yielded, waiting per
+    `backoff`; it never yields a `seq` twice (a server may resend events) and
+    drops nothing. A stream that ends without RunCompleted is resumed the
+    same way.
+
+    Args:
+        channel_or_stub: A grpclib `Channel` to the server, or a
+            `RunServiceStub` built on one (to pass metadata, timeouts, ...).
+        run_id: The run to watch.
+        after_seq: Yield only events after this `seq`; 0 for the whole stream.
+        backoff: The reconnect policy; `Backoff()` when omitted.
+
+    Raises:
+        RunwireError: The server answered with a status that is not retried
+            (for example NOT_FOUND), or reconnecting failed for longer than
+            `backoff.give_up_after`.
+        UnknownEventError: The server sent an event this client does not know.
+    """
+    stub = (
+        channel_or_stub
+        if isinstance(channel_or_stub, RunServiceStub)
+        else RunServiceStub(channel_or_stub)
+    )
+    policy = backoff or Backoff()
+    loop = asyncio.get_running_loop()
+    last_seq = after_seq
+    failures = 0
+    failing_since: float | None = None
+    while True:
+        request = WatchRunRequest(run_id=run_id, after_seq=last_seq)
+        try:
+            # aclosing: leaving early (RunCompleted, or the caller breaking
+            # out) cancels the RPC now instead of when it is garbage collected.
+            # The generated method is an async generator typed as an iterator.
+            stream = cast(AsyncGenerator[WatchRunResponse, None], stub.watch_run(request))
+            async with aclosing(stream) as responses:
+                async for response in responses:
+                    failures, failing_since = 0, None
+                    for event in response.events:
+                        case = event_case(event)
+                        if event.seq <= last_seq:
+                            continue  # already yielded: the server resent it after a resume
+                        last_seq = event.seq
+                        yield event
+                        if case == "run_completed":
+                            return
+            cause = f"WatchRun ended after seq {last_seq} without RunCompleted"
+        except GRPCError as error:
+            if error.status not in RETRYABLE_STATUSES:
+                raise RunwireError.from_grpc_error(error) from error
+            cause = f"{error.status.name}: {error.message}"
+        except (StreamTerminatedError, OSError) as error:
+            # StreamTerminatedError: the connection or stream was lost mid-call;
+            # OSError: connection refused or reset while the server is down.
+            cause = f"{type(error).__name__}: {error}"
+        now = loop.time()
+        if failing_since is None:
+            failing_since = now
+        if policy.give_up_after is not None and now - failing_since >= policy.give_up_after:
+            raise RunwireError(
+                Status.UNAVAILABLE,
+                f"gave up watching run {run_id!r} after {now - failing_since:.1f}s of failures "
+                f"(last seq {last_seq}): {cause}",
+            )
+        await asyncio.sleep(policy.delay(failures))
+        failures += 1
