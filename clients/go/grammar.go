@@ -1,0 +1,238 @@
+package runwire
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	runwirev1 "github.com/runwire/runwire/clients/go/gen/runwire/v1"
+)
+
+// The stream grammar rules of clients/GRAMMAR.md; every runwire client uses
+// these names.
+const (
+	RuleSeqStart               = "seq-start"
+	RuleSeqGapless             = "seq-gapless"
+	RuleRunIDStable            = "run-id-stable"
+	RuleRunStartedFirst        = "run-started-first"
+	RuleRunCompletedLast       = "run-completed-last"
+	RuleAttemptOpen            = "attempt-open"
+	RuleOutputOutsideAttempt   = "output-outside-attempt"
+	RuleTerminalOutsideAttempt = "terminal-outside-attempt"
+	RuleSkipInsideAttempt      = "skip-inside-attempt"
+	RuleAttemptUnclosed        = "attempt-unclosed"
+)
+
+// Violation is one broken grammar rule.
+type Violation struct {
+	// Rule is one of the Rule* names.
+	Rule string
+	// Seq is the seq of the offending event; for a stream finished without
+	// RunCompleted, the last seq seen (after_seq when none was).
+	Seq int64
+	// Detail says what was wrong, for people.
+	Detail string
+}
+
+// Error formats the violation as `<rule> at seq <seq>: <detail>`.
+func (v *Violation) Error() string {
+	return fmt.Sprintf("%s at seq %d: %s", v.Rule, v.Seq, v.Detail)
+}
+
+// attempt identifies a node attempt by its envelope fields.
+type attempt struct {
+	iteration, attempt int32
+}
+
+func (a attempt) String() string {
+	return fmt.Sprintf("iteration %d attempt %d", a.iteration, a.attempt)
+}
+
+// Checker checks one run's event stream against the grammar. Create it with
+// the after_seq the watch started from, Check each event in arrival order,
+// and Finish when the stream ends. A Checker is not safe for concurrent use.
+type Checker struct {
+	afterSeq  int64
+	started   bool // some event was checked
+	firstRun  string
+	lastSeq   int64
+	completed bool
+	open      map[string]attempt // node_id -> its open attempt
+	// seen holds the nodes whose attempt state the checker knows: it saw an
+	// attempt open or close. A resumed stream (after_seq > 0) accepts output
+	// and terminal events of other nodes, whose NodeStarted came earlier.
+	seen map[string]bool
+}
+
+// NewChecker returns a Checker for a stream of the events after afterSeq
+// (0 for the whole stream).
+func NewChecker(afterSeq int64) *Checker {
+	return &Checker{
+		afterSeq: afterSeq,
+		lastSeq:  afterSeq,
+		open:     map[string]attempt{},
+		seen:     map[string]bool{},
+	}
+}
+
+// eventKind is the grammar's view of a oneof case.
+type eventKind int
+
+const (
+	kindOther eventKind = iota // run status, gates, AI audit, retries, caps, sandbox, unknown
+	kindRunStarted
+	kindRunCompleted
+	kindNodeStarted
+	kindNodeOutput   // NodeLog, NodeToken, ToolCall, NodeHeartbeat
+	kindNodeTerminal // NodeSucceeded, NodeFailed
+	kindNodeSkipped
+)
+
+// kindOf is the one hand-written mapping of variants in this client: a new
+// variant that belongs to a node attempt must be added here (see
+// fixtures/corpus/README.md).
+func kindOf(ev *runwirev1.RunEvent) eventKind {
+	switch ev.GetEvent().(type) {
+	case *runwirev1.RunEvent_RunStarted:
+		return kindRunStarted
+	case *runwirev1.RunEvent_RunCompleted:
+		return kindRunCompleted
+	case *runwirev1.RunEvent_NodeStarted:
+		return kindNodeStarted
+	case *runwirev1.RunEvent_NodeLog, *runwirev1.RunEvent_NodeToken,
+		*runwirev1.RunEvent_ToolCall, *runwirev1.RunEvent_NodeHeartbeat:
+		return kindNodeOutput
+	case *runwirev1.RunEvent_NodeSucceeded, *runwirev1.RunEvent_NodeFailed:
+		return kindNodeTerminal
+	case *runwirev1.RunEvent_NodeSkipped:
+		return kindNodeSkipped
+	default:
+		return kindOther
+	}
+}
+
+// variantName is the oneof field name of ev's case, for messages.
+func variantName(ev *runwirev1.RunEvent) string {
+	m := ev.ProtoReflect()
+	if f := m.WhichOneof(m.Descriptor().Oneofs().ByName("event")); f != nil {
+		return string(f.Name())
+	}
+	return "unknown event"
+}
+
+// Check checks the next event. It returns the first rule ev breaks as a
+// *Violation, or nil. The checker's state advances either way, so checking
+// can go on after a violation.
+func (c *Checker) Check(ev *runwirev1.RunEvent) error {
+	v := c.check(ev)
+	if v == nil {
+		return nil
+	}
+	return v
+}
+
+func (c *Checker) check(ev *runwirev1.RunEvent) *Violation {
+	seq := ev.GetSeq()
+	fail := func(rule, format string, args ...any) *Violation {
+		return &Violation{Rule: rule, Seq: seq, Detail: fmt.Sprintf(format, args...)}
+	}
+	first := !c.started
+	prev := c.lastSeq
+	c.started = true
+	c.lastSeq = seq
+	if first {
+		c.firstRun = ev.GetRunId()
+	}
+	kind := kindOf(ev)
+	node := ev.GetNodeId()
+	key := attempt{ev.GetIteration(), ev.GetAttempt()}
+	name := variantName(ev)
+
+	// Attempt bookkeeping happens before the rules are judged, so that a
+	// violation does not derail the checks of later events.
+	open, isOpen := c.open[node]
+	known := c.seen[node] || c.afterSeq == 0
+	wasCompleted := c.completed
+	switch kind {
+	case kindNodeStarted:
+		c.open[node] = key
+		c.seen[node] = true
+	case kindNodeTerminal:
+		if !isOpen || open == key {
+			delete(c.open, node)
+		}
+		c.seen[node] = true
+	case kindNodeSkipped:
+		c.seen[node] = true
+	case kindRunCompleted:
+		c.completed = true
+	}
+
+	switch {
+	case first && seq != c.afterSeq+1:
+		return fail(RuleSeqStart, "first event has seq %d, want %d (after_seq %d)", seq, c.afterSeq+1, c.afterSeq)
+	case !first && seq != prev+1:
+		return fail(RuleSeqGapless, "seq %d follows seq %d", seq, prev)
+	case ev.GetRunId() != c.firstRun:
+		return fail(RuleRunIDStable, "run_id %q differs from %q", ev.GetRunId(), c.firstRun)
+	case seq == 1 && kind != kindRunStarted:
+		return fail(RuleRunStartedFirst, "%s at seq 1, want run_started", name)
+	case seq != 1 && kind == kindRunStarted:
+		return fail(RuleRunStartedFirst, "run_started at seq %d, want seq 1", seq)
+	case wasCompleted:
+		return fail(RuleRunCompletedLast, "%s follows run_completed", name)
+	}
+
+	switch kind {
+	case kindNodeStarted:
+		if isOpen {
+			return fail(RuleAttemptOpen, "node_started for node %q (%s) while its %s is open", node, key, open)
+		}
+	case kindNodeOutput:
+		switch {
+		case isOpen && open != key:
+			return fail(RuleOutputOutsideAttempt, "%s for node %q (%s) while its open attempt is %s", name, node, key, open)
+		case !isOpen && known:
+			return fail(RuleOutputOutsideAttempt, "%s for node %q (%s) with no open attempt", name, node, key)
+		}
+	case kindNodeTerminal:
+		switch {
+		case isOpen && open != key:
+			return fail(RuleTerminalOutsideAttempt, "%s for node %q (%s) while its open attempt is %s", name, node, key, open)
+		case !isOpen && known:
+			return fail(RuleTerminalOutsideAttempt, "%s for node %q (%s) with no open attempt", name, node, key)
+		}
+	case kindNodeSkipped:
+		if isOpen {
+			return fail(RuleSkipInsideAttempt, "node_skipped for node %q while its %s is open", node, open)
+		}
+	case kindRunCompleted:
+		if len(c.open) > 0 {
+			return fail(RuleAttemptUnclosed, "run_completed while attempts are open: %s", c.describeOpen())
+		}
+	}
+	return nil
+}
+
+// describeOpen lists the open attempts in node order.
+func (c *Checker) describeOpen() string {
+	nodes := make([]string, 0, len(c.open))
+	for n := range c.open {
+		nodes = append(nodes, n)
+	}
+	sort.Strings(nodes)
+	parts := make([]string, len(nodes))
+	for i, n := range nodes {
+		parts[i] = fmt.Sprintf("node %q (%s)", n, c.open[n])
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Finish is called when the stream has ended. It returns a *Violation when
+// the stream ended without RunCompleted, and nil otherwise.
+func (c *Checker) Finish() error {
+	if c.completed {
+		return nil
+	}
+	return &Violation{Rule: RuleRunCompletedLast, Seq: c.lastSeq, Detail: "stream finished without run_completed"}
+}

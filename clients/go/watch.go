@@ -1,0 +1,221 @@
+package runwire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"math/rand/v2"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	runwirev1 "github.com/runwire/runwire/clients/go/gen/runwire/v1"
+)
+
+// Watch defaults; see WatchOptions.
+const (
+	DefaultInitialBackoff = 100 * time.Millisecond
+	DefaultMaxBackoff     = 2 * time.Second
+	DefaultRetryTimeout   = 60 * time.Second
+)
+
+// ErrSeqGap is wrapped by the error Watch yields when the server skips a
+// seq: the events in between would otherwise be lost without a trace.
+var ErrSeqGap = errors.New("runwire: WatchRun skipped a seq")
+
+// WatchOptions tune Watch. The zero value (or nil) gives the defaults.
+type WatchOptions struct {
+	// InitialBackoff is the wait before the first reconnect; it doubles with
+	// each failed attempt up to MaxBackoff, and resets once events arrive.
+	// Default DefaultInitialBackoff.
+	InitialBackoff time.Duration
+	// MaxBackoff caps the wait between reconnects. Default DefaultMaxBackoff.
+	MaxBackoff time.Duration
+	// RetryTimeout is how long Watch keeps reconnecting without receiving
+	// anything before it gives up and yields the last error. The clock starts
+	// at the first failure after the last received response, so a run that is
+	// quiet for hours costs nothing. Default DefaultRetryTimeout (a server
+	// restart fits well inside it); negative retries until ctx ends.
+	RetryTimeout time.Duration
+	// OnRetry, when set, is called before each wait with the error that
+	// broke the stream and the wait that follows; for logging.
+	OnRetry func(err error, delay time.Duration)
+	// CallOptions are passed to every WatchRun call.
+	CallOptions []grpc.CallOption
+}
+
+func (o *WatchOptions) withDefaults() WatchOptions {
+	var w WatchOptions
+	if o != nil {
+		w = *o
+	}
+	if w.InitialBackoff <= 0 {
+		w.InitialBackoff = DefaultInitialBackoff
+	}
+	if w.MaxBackoff <= 0 {
+		w.MaxBackoff = DefaultMaxBackoff
+	}
+	if w.MaxBackoff < w.InitialBackoff {
+		w.MaxBackoff = w.InitialBackoff
+	}
+	if w.RetryTimeout == 0 {
+		w.RetryTimeout = DefaultRetryTimeout
+	}
+	return w
+}
+
+// Watch streams the events of run runID with seq > afterSeq, in order and
+// each exactly once, and ends after RunCompleted.
+//
+// When the stream breaks (the server restarts or drains, the connection
+// drops) Watch calls WatchRun again with after_seq set to the last seq it
+// yielded, after a capped exponential backoff, and drops the events it has
+// already yielded should the server send them again. It never skips one:
+// a seq gap ends the watch with an error wrapping ErrSeqGap.
+//
+// The iterator yields (event, nil) pairs and at most one final (nil, err):
+// an *Error for a non-retryable status (NOT_FOUND, INVALID_ARGUMENT, ...),
+// an *UnknownEventError for an event of a variant this client does not
+// know, the context's error when ctx ends, or the last error wrapped when
+// RetryTimeout passes without the server answering. Stopping the loop early
+// cancels the stream.
+//
+// For quick reconnects after a server restart, give the client's
+// grpc.ClientConn a short connection backoff (grpc.WithConnectParams); the
+// default one grows to two minutes.
+func Watch(ctx context.Context, client runwirev1.RunServiceClient, runID string, afterSeq int64, opts *WatchOptions) iter.Seq2[*runwirev1.RunEvent, error] {
+	o := opts.withDefaults()
+	return func(yield func(*runwirev1.RunEvent, error) bool) {
+		w := watcher{client: client, runID: runID, last: afterSeq, opts: o, yield: yield}
+		if err := w.run(ctx); err != nil && !errors.Is(err, errStopped) {
+			yield(nil, err)
+		}
+	}
+}
+
+// errStopped means the consumer stopped iterating; nothing more is yielded.
+var errStopped = errors.New("runwire: watch stopped by the consumer")
+
+// errCompleted ends an attempt once RunCompleted has been yielded.
+var errCompleted = errors.New("runwire: run completed")
+
+type watcher struct {
+	client runwirev1.RunServiceClient
+	runID  string
+	last   int64 // the seq last yielded, or the starting after_seq
+	opts   WatchOptions
+	yield  func(*runwirev1.RunEvent, error) bool
+}
+
+func (w *watcher) run(ctx context.Context) error {
+	backoff := w.opts.InitialBackoff
+	var failingSince time.Time // zero while the last attempt made progress
+	for {
+		progressed, err := w.attempt(ctx)
+		switch {
+		case errors.Is(err, errCompleted):
+			return nil
+		case errors.Is(err, errStopped):
+			return err
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case !retryable(err):
+			return FromError(err)
+		}
+		now := time.Now()
+		if progressed || failingSince.IsZero() {
+			failingSince = now
+		}
+		if progressed {
+			backoff = w.opts.InitialBackoff
+		}
+		if w.opts.RetryTimeout > 0 && now.Sub(failingSince) >= w.opts.RetryTimeout {
+			return fmt.Errorf("runwire: watch run %q after seq %d: no answer for %v: %w",
+				w.runID, w.last, now.Sub(failingSince).Round(time.Millisecond), FromError(err))
+		}
+		// Equal jitter: half the backoff fixed, half random, so clients cut
+		// off by one restart do not all come back in the same instant.
+		delay := backoff/2 + rand.N(backoff/2+1)
+		if w.opts.OnRetry != nil {
+			w.opts.OnRetry(err, delay)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, w.opts.MaxBackoff)
+	}
+}
+
+// attempt runs one WatchRun call from w.last. It reports whether any
+// response arrived, and why the call ended: errCompleted, errStopped, a
+// contract error, or the stream's error.
+func (w *watcher) attempt(ctx context.Context) (progressed bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // also cancels the stream when the consumer stops early
+	stream, err := w.client.WatchRun(ctx, &runwirev1.WatchRunRequest{RunId: w.runID, AfterSeq: w.last}, w.opts.CallOptions...)
+	if err != nil {
+		return false, err
+	}
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			// The server promises to end with OK only after RunCompleted, so
+			// this is a connection lost in an unusual way: resume.
+			return progressed, status.Error(codes.Unavailable, "WatchRun stream ended before run_completed")
+		}
+		if err != nil {
+			return progressed, err
+		}
+		progressed = true
+		for _, ev := range resp.GetEvents() {
+			if ev.GetSeq() <= w.last {
+				continue // already yielded before a reconnect
+			}
+			if ev.GetSeq() != w.last+1 {
+				return progressed, fmt.Errorf("%w: run %q sent seq %d after seq %d", ErrSeqGap, w.runID, ev.GetSeq(), w.last)
+			}
+			if err := CheckKnown(ev); err != nil {
+				return progressed, err
+			}
+			w.last = ev.GetSeq()
+			if !w.yield(ev, nil) {
+				return progressed, errStopped
+			}
+			if _, done := ev.GetEvent().(*runwirev1.RunEvent_RunCompleted); done {
+				return progressed, errCompleted
+			}
+		}
+	}
+}
+
+// retryable reports whether err broke the stream in a way that resuming from
+// the last seq can heal.
+//
+// UNAVAILABLE is the server draining or the connection gone. A dying server
+// or connection can also surface as INTERNAL, CANCELLED, DEADLINE_EXCEEDED
+// or ABORTED (an HTTP/2 RST_STREAM, a proxy timeout); those are retried only
+// when they carry no runwire ErrorInfo, because the runwire server attaches
+// one to every error it raises itself, and its own INTERNAL is a fault that
+// a retry would only repeat.
+func retryable(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		return true
+	case codes.Internal, codes.Canceled, codes.DeadlineExceeded, codes.Aborted:
+		return !hasRunwireInfo(st)
+	default:
+		return false
+	}
+}
