@@ -77,9 +77,9 @@ func (e *Error) Error() string {
 // status.Code keep working on an Error.
 func (e *Error) GRPCStatus() *status.Status { return e.status }
 
-// FromError turns a gRPC status error into an *Error. It returns nil for
-// nil, and err unchanged when err is already an *Error or carries no gRPC
-// status (a context error, for example).
+// FromError returns the *Error for the gRPC status in err's chain. It
+// returns nil for nil, and err unchanged when err is already an *Error or
+// carries no gRPC status (a context error, for example).
 func FromError(err error) error {
 	if err == nil {
 		return nil
@@ -88,11 +88,12 @@ func FromError(err error) error {
 	if errors.As(err, &e) {
 		return err
 	}
-	st, ok := status.FromError(err)
-	if !ok {
+	// Not status.FromError: on a wrapped error it rewrites the message.
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) || se.GRPCStatus() == nil {
 		return err
 	}
-	return newError(st)
+	return newError(se.GRPCStatus())
 }
 
 func newError(st *status.Status) *Error {

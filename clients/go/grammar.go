@@ -59,7 +59,7 @@ type Checker struct {
 	completed bool
 	open      map[string]attempt // node_id -> its open attempt
 	// seen holds the nodes whose attempt state the checker knows: it saw an
-	// attempt open or close. A resumed stream (after_seq > 0) accepts output
+	// attempt of theirs open or close (a skip says nothing about attempts). A resumed stream (after_seq > 0) accepts output
 	// and terminal events of other nodes, whose NodeStarted came earlier.
 	seen map[string]bool
 }
@@ -79,7 +79,7 @@ func NewChecker(afterSeq int64) *Checker {
 type eventKind int
 
 const (
-	kindOther eventKind = iota // run status, gates, AI audit, retries, caps, sandbox, unknown
+	kindOther eventKind = iota // run status, gates, AI audit, retries, caps, sandbox
 	kindRunStarted
 	kindRunCompleted
 	kindNodeStarted
@@ -121,9 +121,14 @@ func variantName(ev *runwirev1.RunEvent) string {
 }
 
 // Check checks the next event. It returns the first rule ev breaks as a
-// *Violation, or nil. The checker's state advances either way, so checking
-// can go on after a violation.
+// *Violation, or nil; rules are judged in the order of clients/GRAMMAR.md,
+// run-completed-last before run-started-first. The checker's state advances
+// either way, so checking can go on after a violation. An event of an
+// unknown variant is no violation: Check returns its *UnknownEventError.
 func (c *Checker) Check(ev *runwirev1.RunEvent) error {
+	if err := CheckKnown(ev); err != nil {
+		return err
+	}
 	v := c.check(ev)
 	if v == nil {
 		return nil
@@ -162,8 +167,6 @@ func (c *Checker) check(ev *runwirev1.RunEvent) *Violation {
 			delete(c.open, node)
 		}
 		c.seen[node] = true
-	case kindNodeSkipped:
-		c.seen[node] = true
 	case kindRunCompleted:
 		c.completed = true
 	}
@@ -175,12 +178,12 @@ func (c *Checker) check(ev *runwirev1.RunEvent) *Violation {
 		return fail(RuleSeqGapless, "seq %d follows seq %d", seq, prev)
 	case ev.GetRunId() != c.firstRun:
 		return fail(RuleRunIDStable, "run_id %q differs from %q", ev.GetRunId(), c.firstRun)
+	case wasCompleted:
+		return fail(RuleRunCompletedLast, "%s follows run_completed", name)
 	case seq == 1 && kind != kindRunStarted:
 		return fail(RuleRunStartedFirst, "%s at seq 1, want run_started", name)
 	case seq != 1 && kind == kindRunStarted:
 		return fail(RuleRunStartedFirst, "run_started at seq %d, want seq 1", seq)
-	case wasCompleted:
-		return fail(RuleRunCompletedLast, "%s follows run_completed", name)
 	}
 
 	switch kind {

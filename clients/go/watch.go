@@ -20,7 +20,7 @@ import (
 const (
 	DefaultInitialBackoff = 100 * time.Millisecond
 	DefaultMaxBackoff     = 2 * time.Second
-	DefaultRetryTimeout   = 60 * time.Second
+	DefaultRetryTimeout   = 2 * time.Minute
 )
 
 // ErrSeqGap is wrapped by the error Watch yields when the server skips a
@@ -200,11 +200,12 @@ func (w *watcher) attempt(ctx context.Context) (progressed bool, err error) {
 // the last seq can heal.
 //
 // UNAVAILABLE is the server draining or the connection gone. A dying server
-// or connection can also surface as INTERNAL, CANCELLED, DEADLINE_EXCEEDED
-// or ABORTED (an HTTP/2 RST_STREAM, a proxy timeout); those are retried only
-// when they carry no runwire ErrorInfo, because the runwire server attaches
-// one to every error it raises itself, and its own INTERNAL is a fault that
-// a retry would only repeat.
+// or connection can also surface as INTERNAL, UNKNOWN, CANCELLED,
+// DEADLINE_EXCEEDED or ABORTED (an HTTP/2 RST_STREAM, a half-written
+// trailer, a proxy timeout); those are retried only when they carry no
+// runwire ErrorInfo, because the runwire server attaches one to every error
+// it raises itself, and its own INTERNAL is a fault that a retry would only
+// repeat.
 func retryable(err error) bool {
 	st, ok := status.FromError(err)
 	if !ok {
@@ -213,7 +214,7 @@ func retryable(err error) bool {
 	switch st.Code() {
 	case codes.Unavailable:
 		return true
-	case codes.Internal, codes.Canceled, codes.DeadlineExceeded, codes.Aborted:
+	case codes.Internal, codes.Unknown, codes.Canceled, codes.DeadlineExceeded, codes.Aborted:
 		return !hasRunwireInfo(st)
 	default:
 		return false

@@ -454,7 +454,8 @@ func TestRetryableClassifiesStatuses(t *testing.T) {
 		{status.Error(codes.Canceled, "RST_STREAM CANCEL"), true},
 		{status.Error(codes.NotFound, ""), false},
 		{status.Error(codes.InvalidArgument, ""), false},
-		{status.Error(codes.Unknown, "handler panicked"), false},
+		{status.Error(codes.Unknown, "half-written trailer"), true},
+		{withInfo(codes.Unknown), false},
 		{status.Error(codes.ResourceExhausted, "message too large"), false},
 		{errors.New("not a status"), false},
 	}
