@@ -249,7 +249,9 @@ def format_timestamp(seconds: int, nanos: int) -> str:
     if not 0 <= nanos < _NANOS_PER_SECOND:
         raise ValueError(f"Timestamp nanos out of range: {nanos}")
     base = _EPOCH + datetime.timedelta(seconds=seconds)
-    return f"{base:%Y-%m-%dT%H:%M:%S}{_fraction(nanos)}Z"
+    # Not strftime: %Y does not zero-pad years before 1000 on every platform.
+    date = f"{base.year:04d}-{base.month:02d}-{base.day:02d}"
+    return f"{date}T{base.hour:02d}:{base.minute:02d}:{base.second:02d}{_fraction(nanos)}Z"
 
 
 def parse_timestamp(text: str) -> tuple[int, int]:

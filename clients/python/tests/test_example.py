@@ -1,0 +1,91 @@
+"""examples/watch.py, run as a program against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import grpc
+
+from runwire_client import event_to_json
+
+from ._events import RUN_ID, stream
+from .conftest import Abort, ScriptedRunService, Send, StartServer
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "watch.py"
+
+RUN = stream(
+    "run_started",
+    ("node_started", "a"),
+    ("node_log", "a"),
+    ("node_succeeded", "a"),
+    "run_completed",
+)
+
+
+async def run_example(*args: str) -> tuple[int, list[str], str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLE),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        stdout, stderr = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode("utf-8").splitlines(), stderr.decode("utf-8")
+
+
+async def test_example_prints_one_json_line_per_event_and_exits_zero(
+    start_server: StartServer,
+) -> None:
+    service = ScriptedRunService(
+        [Send(RUN[:2]), Abort(grpc.StatusCode.UNAVAILABLE, "draining")],
+        [Send(RUN[1:])],
+    )
+    port, _ = await start_server(service)
+
+    code, lines, stderr = await run_example("--addr", f"127.0.0.1:{port}", "--run-id", RUN_ID)
+
+    assert (code, stderr) == (0, "")
+    assert lines == [event_to_json(event) for event in RUN]
+    assert [json.loads(line)["seq"] for line in lines] == ["1", "2", "3", "4", "5"]
+
+
+async def test_example_resumes_after_seq(start_server: StartServer) -> None:
+    service = ScriptedRunService([Send(RUN[3:])])
+    port, _ = await start_server(service)
+
+    code, lines, _ = await run_example(
+        "--addr", f"127.0.0.1:{port}", "--run-id", RUN_ID, "--after-seq", "3"
+    )
+
+    assert code == 0
+    assert [json.loads(line)["seq"] for line in lines] == ["4", "5"]
+    assert service.after_seqs == [3]
+
+
+async def test_example_exits_nonzero_when_the_grammar_breaks(start_server: StartServer) -> None:
+    broken = stream("run_started", ("node_log", "a"), "run_completed")
+    port, _ = await start_server(ScriptedRunService([Send(broken)]))
+
+    code, lines, stderr = await run_example("--addr", f"127.0.0.1:{port}", "--run-id", RUN_ID)
+
+    assert code == 1
+    assert len(lines) == 2
+    assert "output-outside-attempt at seq 2: " in stderr
+
+
+async def test_example_exits_nonzero_on_server_error(start_server: StartServer) -> None:
+    service = ScriptedRunService(
+        [Abort(grpc.StatusCode.NOT_FOUND, "no run", reason="RUN_NOT_FOUND")]
+    )
+    port, _ = await start_server(service)
+
+    code, lines, stderr = await run_example("--addr", f"127.0.0.1:{port}", "--run-id", "run_x")
+
+    assert (code, lines) == (3, [])
+    assert "NOT_FOUND RUN_NOT_FOUND: no run" in stderr
