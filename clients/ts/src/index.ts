@@ -1,0 +1,28 @@
+/**
+ * runwire TypeScript client: a RunService client, a resuming `watch`, the
+ * stream grammar checker and typed errors. Generated messages live in
+ * `./gen/runwire/v1/*_pb.js`.
+ */
+
+export { createRunServiceClient, type RunServiceClient } from "./_client.js";
+export {
+  ERROR_DOMAIN,
+  GrammarViolationError,
+  RpcError,
+  RunwireError,
+  SeqGapError,
+  UnknownEventError,
+  WatchGaveUpError,
+  toRpcError,
+  type FieldViolation,
+  type GrammarRule,
+} from "./_errors.js";
+export {
+  EVENT_ROLES,
+  requireKnownEvent,
+  type EventCase,
+  type EventRole,
+  type KnownRunEvent,
+} from "./_events.js";
+export { GrammarChecker, checkStream } from "./_grammar.js";
+export { isRetryable, watch, type WatchOptions, type WatchRetry } from "./_watch.js";

@@ -1,0 +1,385 @@
+/** watch() against a real gRPC server on 127.0.0.1:0 that drops, resets, drains and restarts. */
+
+import assert from "node:assert/strict";
+import * as http2 from "node:http2";
+import { afterEach, describe, test } from "node:test";
+import { fromBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { BadRequestSchema, ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
+import { ErrorReason } from "../src/gen/runwire/v1/errors_pb.js";
+import { RunEventSchema, type RunEvent } from "../src/gen/runwire/v1/events_pb.js";
+import {
+  RpcError,
+  SeqGapError,
+  UnknownEventError,
+  WatchGaveUpError,
+  checkStream,
+  createRunServiceClient,
+  watch,
+  type WatchOptions,
+  type WatchRetry,
+} from "../src/index.js";
+import {
+  E,
+  RUN_ID,
+  ScriptedServer,
+  aborted,
+  ev,
+  latch,
+  validRun,
+  type WatchScript,
+} from "./_support.js";
+
+/** Fast backoff so retries cost milliseconds; nothing waits on these timers. */
+const FAST: WatchOptions = { initialBackoffMs: 1, maxBackoffMs: 20 };
+
+const servers: ScriptedServer[] = [];
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((s) => s.stop()));
+});
+
+async function serve(script: WatchScript): Promise<ScriptedServer> {
+  const server = await ScriptedServer.start(script);
+  servers.push(server);
+  return server;
+}
+
+/** The events with seq in [from, to]. */
+function seqs(events: RunEvent[], from: number, to: number): RunEvent[] {
+  return events.filter((e) => e.seq >= BigInt(from) && e.seq <= BigInt(to));
+}
+
+function seqList(events: RunEvent[]): number[] {
+  return events.map((e) => Number(e.seq));
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
+
+function runwireError(
+  message: string,
+  code: Code,
+  reason: string,
+  extra: ConstructorParameters<typeof ConnectError>[3] = [],
+): ConnectError {
+  return new ConnectError(message, code, undefined, [
+    {
+      desc: ErrorInfoSchema,
+      value: { reason, domain: "runwire.v1", metadata: { run_id: RUN_ID } },
+    },
+    ...(extra ?? []),
+  ]);
+}
+
+describe("watch", () => {
+  test("test_watch_resumes_after_dropped_connection_and_drain_without_duplicates_or_loss", async () => {
+    // The server delivers 1..3, then the connection dies under it. The
+    // client resumes from 3; the server re-sends 2 and 3 (as a replica
+    // replaying a committed batch would), adds 4..8 and then drains with
+    // UNAVAILABLE. The client resumes from 8, gets 8 again and the rest.
+    const run = validRun(12);
+    const server = await serve(async function* (req, call) {
+      if (call.index === 0) {
+        yield { events: seqs(run, 1, 2) };
+        yield { events: seqs(run, 3, 3) };
+        await aborted(call.signal);
+      } else if (call.index === 1) {
+        yield { events: seqs(run, 2, 6) };
+        yield { events: seqs(run, 7, 8) };
+        throw runwireError("server is draining", Code.Unavailable, "SERVER_DRAINING");
+      } else {
+        yield { events: seqs(run, Number(req.afterSeq), 12) };
+      }
+    });
+    const client = createRunServiceClient(server.address);
+    const retries: WatchRetry[] = [];
+    const received: RunEvent[] = [];
+    for await (const event of watch(client, RUN_ID, 0n, {
+      ...FAST,
+      onRetry: (r) => retries.push(r),
+    })) {
+      received.push(event);
+      if (event.seq === 3n) server.dropConnections();
+    }
+
+    assert.deepEqual(seqList(received), range(1, 12));
+    assert.deepEqual(
+      server.requests.map((r) => [r.runId, r.afterSeq]),
+      [
+        [RUN_ID, 0n],
+        [RUN_ID, 3n],
+        [RUN_ID, 8n],
+      ],
+    );
+    assert.deepEqual(
+      retries.map((r) => r.afterSeq),
+      [3n, 8n],
+    );
+    assert.equal(retries[1]?.error.code, Code.Unavailable);
+    checkStream(received);
+  });
+
+  test("test_watch_rides_out_a_server_restart", async () => {
+    const run = validRun(9);
+    let restarted: Promise<void> | undefined;
+    const server = await serve(async function* (req, call) {
+      if (call.index === 0) {
+        yield { events: seqs(run, 1, 4) };
+        await aborted(call.signal);
+      } else {
+        yield { events: seqs(run, Number(req.afterSeq) + 1, 9) };
+      }
+    });
+    const client = createRunServiceClient(server.address);
+    const retries: WatchRetry[] = [];
+    const onRetry = (r: WatchRetry): void => {
+      retries.push(r);
+      // Come back only once the client has been refused while the server
+      // was away, so the test proves the retry over a missing server.
+      if (restarted === undefined && r.error.code === Code.Unavailable) restarted = server.listen();
+    };
+    const received: RunEvent[] = [];
+    for await (const event of watch(client, RUN_ID, 0n, { ...FAST, onRetry })) {
+      received.push(event);
+      if (event.seq === 4n) await server.stop();
+    }
+
+    assert.deepEqual(seqList(received), range(1, 9));
+    assert.ok(restarted, "the client never saw the server gone");
+    assert.ok(retries.length >= 2, `retries: ${retries.map((r) => r.error.message).join("; ")}`);
+    assert.deepEqual(
+      server.requests.map((r) => r.afterSeq),
+      [0n, 4n],
+    );
+    checkStream(received);
+  });
+
+  test("test_watch_retries_an_http2_stream_reset_with_internal_error", async () => {
+    const run = validRun(6);
+    const sawTwo = latch();
+    const server = await serve(async function* (req, call) {
+      if (call.index === 0) {
+        yield { events: seqs(run, 1, 2) };
+        await sawTwo.promise;
+        call.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+        await aborted(call.signal);
+      } else {
+        yield { events: seqs(run, Number(req.afterSeq) + 1, 6) };
+      }
+    });
+    const client = createRunServiceClient(server.address);
+    const retries: WatchRetry[] = [];
+    const received: RunEvent[] = [];
+    for await (const event of watch(client, RUN_ID, 0n, {
+      ...FAST,
+      onRetry: (r) => retries.push(r),
+    })) {
+      received.push(event);
+      if (event.seq === 2n) sawTwo.resolve();
+    }
+
+    assert.deepEqual(seqList(received), range(1, 6));
+    assert.deepEqual(
+      retries.map((r) => r.error.code),
+      [Code.Internal],
+    );
+    assert.deepEqual(
+      server.requests.map((r) => r.afterSeq),
+      [0n, 2n],
+    );
+  });
+
+  test("test_watch_resumes_when_the_stream_ends_ok_before_run_completed", async () => {
+    const run = validRun(5);
+    const server = await serve(async function* (req) {
+      yield { events: seqs(run, Number(req.afterSeq) + 1, Math.min(Number(req.afterSeq) + 2, 5)) };
+    });
+    const client = createRunServiceClient(server.address);
+    const received: RunEvent[] = [];
+    for await (const event of watch(client, RUN_ID, 0n, FAST)) received.push(event);
+
+    assert.deepEqual(seqList(received), range(1, 5));
+    assert.deepEqual(
+      server.requests.map((r) => r.afterSeq),
+      [0n, 2n, 4n],
+    );
+  });
+
+  test("test_watch_starts_after_after_seq", async () => {
+    const run = validRun(7);
+    const server = await serve(async function* (req) {
+      yield { events: seqs(run, Number(req.afterSeq) + 1, 7) };
+    });
+    const client = createRunServiceClient(server.address);
+    const received: RunEvent[] = [];
+    for await (const event of watch(client, RUN_ID, 4, FAST)) received.push(event);
+
+    assert.deepEqual(seqList(received), [5, 6, 7]);
+    checkStream(received, 4);
+  });
+
+  test("test_watch_not_found_is_a_typed_error_without_retry", async () => {
+    const server = await serve(async function* () {
+      yield* [];
+      throw runwireError("run run_test not found", Code.NotFound, "RUN_NOT_FOUND");
+    });
+    const client = createRunServiceClient(server.address);
+    await assert.rejects(collect(watch(client, RUN_ID, 0n, FAST)), (err: unknown) => {
+      assert.ok(err instanceof RpcError, String(err));
+      assert.equal(err.code, Code.NotFound);
+      assert.equal(err.reason, ErrorReason.RUN_NOT_FOUND);
+      assert.equal(err.reasonName, "RUN_NOT_FOUND");
+      assert.equal(err.domain, "runwire.v1");
+      assert.deepEqual(err.metadata, { run_id: RUN_ID });
+      assert.equal(err.statusMessage, "run run_test not found");
+      return true;
+    });
+    assert.equal(server.requests.length, 1);
+  });
+
+  test("test_watch_invalid_argument_carries_bad_request_field_violations", async () => {
+    const server = await serve(async function* () {
+      yield* [];
+      throw runwireError(
+        "after_seq must not be negative",
+        Code.InvalidArgument,
+        "REQUEST_INVALID",
+        [
+          {
+            desc: BadRequestSchema,
+            value: { fieldViolations: [{ field: "after_seq", description: "-1 is negative" }] },
+          },
+        ],
+      );
+    });
+    const client = createRunServiceClient(server.address);
+    await assert.rejects(collect(watch(client, RUN_ID, -1n, FAST)), (err: unknown) => {
+      assert.ok(err instanceof RpcError, String(err));
+      assert.equal(err.code, Code.InvalidArgument);
+      assert.equal(err.reason, ErrorReason.REQUEST_INVALID);
+      assert.deepEqual(err.fieldViolations, [
+        { field: "after_seq", description: "-1 is negative" },
+      ]);
+      assert.match(err.message, /after_seq: -1 is negative/);
+      return true;
+    });
+    assert.equal(server.requests.length, 1);
+  });
+
+  test("test_watch_does_not_retry_a_server_internal_error", async () => {
+    const server = await serve(async function* () {
+      yield* [];
+      throw runwireError("boom", Code.Internal, "INTERNAL");
+    });
+    const client = createRunServiceClient(server.address);
+    await assert.rejects(collect(watch(client, RUN_ID, 0n, FAST)), (err: unknown) => {
+      assert.ok(err instanceof RpcError, String(err));
+      assert.equal(err.reason, ErrorReason.INTERNAL);
+      return true;
+    });
+    assert.equal(server.requests.length, 1);
+  });
+
+  test("test_watch_unknown_variant_is_an_upgrade_error", async () => {
+    const future = fromBinary(
+      RunEventSchema,
+      new BinaryWriter()
+        .tag(1, WireType.LengthDelimited)
+        .string(RUN_ID)
+        .tag(2, WireType.Varint)
+        .int64(2n)
+        .tag(127, WireType.LengthDelimited)
+        .bytes(new Uint8Array())
+        .finish(),
+    );
+    const server = await serve(async function* () {
+      yield { events: [ev(1, E.runStarted), future] };
+    });
+    const client = createRunServiceClient(server.address);
+    const received: RunEvent[] = [];
+    await assert.rejects(
+      async () => {
+        for await (const event of watch(client, RUN_ID, 0n, FAST)) received.push(event);
+      },
+      (err: unknown) => {
+        assert.ok(err instanceof UnknownEventError, String(err));
+        assert.match(err.message, /^unknown event, upgrade the client/);
+        assert.equal(err.seq, 2n);
+        return true;
+      },
+    );
+    assert.deepEqual(seqList(received), [1]);
+  });
+
+  test("test_watch_seq_gap_is_an_error_not_a_silent_loss", async () => {
+    const server = await serve(async function* () {
+      yield { events: [ev(1, E.runStarted), ev(3, E.runCompleted)] };
+    });
+    const client = createRunServiceClient(server.address);
+    await assert.rejects(collect(watch(client, RUN_ID, 0n, FAST)), (err: unknown) => {
+      assert.ok(err instanceof SeqGapError, String(err));
+      assert.equal(err.expectedSeq, 2n);
+      assert.equal(err.receivedSeq, 3n);
+      return true;
+    });
+  });
+
+  test("test_watch_gives_up_after_its_budget_without_a_healthy_stream", async () => {
+    const server = await serve(async function* () {
+      yield* [];
+      throw runwireError("server is draining", Code.Unavailable, "SERVER_DRAINING");
+    });
+    const client = createRunServiceClient(server.address);
+    await assert.rejects(
+      collect(watch(client, RUN_ID, 0n, { ...FAST, giveUpAfterMs: 30 })),
+      (err: unknown) => {
+        assert.ok(err instanceof WatchGaveUpError, String(err));
+        assert.ok(err.cause instanceof ConnectError);
+        assert.equal(err.cause.code, Code.Unavailable);
+        assert.equal(err.lastSeq, 0n);
+        assert.ok(err.failedAttempts >= 2);
+        return true;
+      },
+    );
+    assert.ok(server.requests.length >= 2);
+  });
+
+  test("test_watch_break_cancels_the_call", async () => {
+    const serverSawCancel = latch();
+    const server = await serve(async function* (_req, call) {
+      yield { events: [ev(1, E.runStarted)] };
+      await aborted(call.signal);
+      serverSawCancel.resolve();
+    });
+    const client = createRunServiceClient(server.address);
+    for await (const event of watch(client, RUN_ID, 0n, FAST)) {
+      assert.equal(event.seq, 1n);
+      break;
+    }
+    await serverSawCancel.promise;
+    assert.equal(server.requests.length, 1);
+  });
+
+  test("test_watch_abort_signal_stops_it", async () => {
+    const server = await serve(async function* (_req, call) {
+      yield { events: [ev(1, E.runStarted)] };
+      await aborted(call.signal);
+    });
+    const client = createRunServiceClient(server.address);
+    const stop = new AbortController();
+    const reason = new Error("stopped by test");
+    await assert.rejects(async () => {
+      for await (const _ of watch(client, RUN_ID, 0n, { ...FAST, signal: stop.signal })) {
+        stop.abort(reason);
+      }
+    }, reason);
+  });
+});
+
+async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {
+  const out: RunEvent[] = [];
+  for await (const e of events) out.push(e);
+  return out;
+}
