@@ -96,6 +96,7 @@ async def watch(
     failing_since: float | None = None
     while True:
         request = WatchRunRequest(run_id=run_id, after_seq=last_seq)
+        error: Exception | None = None
         try:
             # aclosing: leaving early (RunCompleted, or the caller breaking
             # out) cancels the RPC now instead of when it is garbage collected.
@@ -113,14 +114,14 @@ async def watch(
                         if case == "run_completed":
                             return
             cause = f"WatchRun ended after seq {last_seq} without RunCompleted"
-        except GRPCError as error:
-            if error.status not in RETRYABLE_STATUSES:
-                raise RunwireError.from_grpc_error(error) from error
-            cause = f"{error.status.name}: {error.message}"
-        except (StreamTerminatedError, OSError) as error:
+        except GRPCError as status_error:
+            if status_error.status not in RETRYABLE_STATUSES:
+                raise RunwireError.from_grpc_error(status_error) from status_error
+            error, cause = status_error, f"{status_error.status.name}: {status_error.message}"
+        except (StreamTerminatedError, OSError) as transport_error:
             # StreamTerminatedError: the connection or stream was lost mid-call;
             # OSError: connection refused or reset while the server is down.
-            cause = f"{type(error).__name__}: {error}"
+            error, cause = transport_error, f"{type(transport_error).__name__}: {transport_error}"
         now = loop.time()
         if failing_since is None:
             failing_since = now
@@ -129,6 +130,6 @@ async def watch(
                 Status.UNAVAILABLE,
                 f"gave up watching run {run_id!r} after {now - failing_since:.1f}s of failures "
                 f"(last seq {last_seq}): {cause}",
-            )
+            ) from error
         await asyncio.sleep(policy.delay(failures))
         failures += 1
