@@ -1,0 +1,138 @@
+/** examples/watch.ts as a process: one JSON line per event, grammar checked, exit status. */
+
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import * as path from "node:path";
+import { createInterface } from "node:readline";
+import { afterEach, describe, test } from "node:test";
+import { toJsonString } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
+import { RunEventSchema } from "../src/gen/runwire/v1/events_pb.js";
+import {
+  E,
+  RUN_ID,
+  ScriptedServer,
+  aborted,
+  canonicalJson,
+  ev,
+  packageRoot,
+  validRun,
+  type WatchScript,
+} from "./_support.js";
+
+const EXAMPLE = path.join(packageRoot(), "build", "examples", "watch.js");
+
+const servers: ScriptedServer[] = [];
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((s) => s.stop()));
+});
+
+async function serve(script: WatchScript): Promise<ScriptedServer> {
+  const server = await ScriptedServer.start(script);
+  servers.push(server);
+  return server;
+}
+
+interface Outcome {
+  code: number | null;
+  lines: string[];
+  stderr: string;
+}
+
+/** Runs the example; `onLine` sees each stdout line as it arrives. */
+function runExample(args: string[], onLine: (line: string) => void = () => {}): Promise<Outcome> {
+  const child = spawn(process.execPath, [EXAMPLE, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const lines: string[] = [];
+  let stderr = "";
+  child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+  createInterface({ input: child.stdout }).on("line", (line) => {
+    lines.push(line);
+    onLine(line);
+  });
+  return new Promise((resolve, reject) => {
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, lines, stderr }));
+  });
+}
+
+describe("example watch script", () => {
+  test("test_example_prints_every_event_once_across_a_dropped_connection", async () => {
+    const run = validRun(8);
+    const server = await serve(async function* (req, call) {
+      if (call.index === 0) {
+        yield { events: run.slice(0, 3) };
+        await aborted(call.signal);
+      } else {
+        // Resend the last event the client saw, then the rest.
+        yield { events: run.slice(Number(req.afterSeq) - 1) };
+      }
+    });
+    const out = await runExample(["--addr", server.address, "--run-id", RUN_ID], (line) => {
+      if (JSON.parse(line).seq === "3") server.dropConnections();
+    });
+
+    assert.equal(out.code, 0, out.stderr);
+    assert.deepEqual(
+      out.lines.map(canonicalJson),
+      run.map((e) => canonicalJson(toJsonString(RunEventSchema, e))),
+    );
+    assert.match(out.stderr, /resuming after seq 3/);
+    assert.deepEqual(
+      server.requests.map((r) => r.afterSeq),
+      [0n, 3n],
+    );
+  });
+
+  test("test_example_resumes_from_after_seq", async () => {
+    const run = validRun(6);
+    const server = await serve(async function* (req) {
+      yield { events: run.slice(Number(req.afterSeq)) };
+    });
+    const out = await runExample([
+      "--addr",
+      server.address,
+      "--run-id",
+      RUN_ID,
+      "--after-seq",
+      "4",
+    ]);
+
+    assert.equal(out.code, 0, out.stderr);
+    assert.deepEqual(
+      out.lines.map((l) => JSON.parse(l).seq),
+      ["5", "6"],
+    );
+  });
+
+  test("test_example_exits_1_when_the_grammar_breaks", async () => {
+    const server = await serve(async function* () {
+      yield { events: [ev(1, E.runStarted), ev(2, E.nodeLog, "a"), ev(3, E.runCompleted)] };
+    });
+    const out = await runExample(["--addr", server.address, "--run-id", RUN_ID]);
+
+    assert.equal(out.code, 1);
+    assert.equal(out.lines.length, 3);
+    assert.match(out.stderr, /^grammar: output-outside-attempt at seq 2: /m);
+  });
+
+  test("test_example_exits_2_on_a_typed_error", async () => {
+    const server = await serve(async function* () {
+      yield* [];
+      throw new ConnectError("run run_test not found", Code.NotFound, undefined, [
+        { desc: ErrorInfoSchema, value: { reason: "RUN_NOT_FOUND", domain: "runwire.v1" } },
+      ]);
+    });
+    const out = await runExample(["--addr", server.address, "--run-id", RUN_ID]);
+
+    assert.equal(out.code, 2);
+    assert.deepEqual(out.lines, []);
+    assert.match(out.stderr, /NotFound: run run_test not found \(reason RUN_NOT_FOUND\)/);
+  });
+
+  test("test_example_exits_64_on_bad_usage", async () => {
+    const out = await runExample(["--run-id", RUN_ID]);
+    assert.equal(out.code, 64);
+    assert.match(out.stderr, /^usage: /m);
+  });
+});
