@@ -1,0 +1,122 @@
+//! The `runwire-watch` example as the live cross-language test runs it: a
+//! child process against a scripted server, one JSON line per event.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use runwire_client::v1::RunEvent;
+use serde_json::Value;
+use support::server::{Proxy, Server, Step, runwire_status};
+use support::*;
+use tonic::Code;
+use tonic_types::ErrorDetails;
+
+/// `target/<profile>/examples/runwire-watch`, built by `cargo test`.
+fn example_binary() -> PathBuf {
+    let test_exe = std::env::current_exe().unwrap();
+    let profile_dir = test_exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let bin = profile_dir.join("examples").join(format!("runwire-watch{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run plain `cargo test`, which builds the examples before the tests",
+        bin.display()
+    );
+    bin
+}
+
+struct Watcher {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Watcher {
+    fn spawn(addr: std::net::SocketAddr, after_seq: i64) -> Watcher {
+        let mut child = Command::new(example_binary())
+            .args(["--addr", &addr.to_string(), "--run-id", RUN_ID, "--after-seq", &after_seq.to_string()])
+            .args(["--give-up-after", "30"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                if tx.send(line.unwrap()).is_err() {
+                    return;
+                }
+            }
+        });
+        Watcher { child, lines }
+    }
+
+    /// Blocks (off the runtime) until the next stdout line.
+    async fn line(&mut self) -> Option<String> {
+        tokio::task::block_in_place(|| self.lines.recv().ok())
+    }
+
+    /// Waits for exit: `(code, remaining stdout lines, stderr)`.
+    async fn finish(mut self) -> (i32, Vec<String>, String) {
+        tokio::task::block_in_place(|| {
+            let status = self.child.wait().unwrap();
+            let mut stderr = String::new();
+            self.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+            (status.code().unwrap_or(-1), self.lines.iter().collect(), stderr)
+        })
+    }
+}
+
+fn json_of(event: &RunEvent) -> Value {
+    serde_json::to_value(event).unwrap()
+}
+
+fn parse(lines: &[String]) -> Vec<Value> {
+    lines.iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_example_prints_each_event_once_across_a_disconnect() {
+    let run = simple_run(6);
+    let server =
+        Server::start(vec![vec![Step::Send(run[..3].to_vec()), Step::Hang], vec![Step::Send(run[1..].to_vec())]]).await;
+    let proxy = Proxy::start(server.addr).await;
+    let mut watcher = Watcher::spawn(proxy.addr, 0);
+
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        lines.push(watcher.line().await.expect("a line per event"));
+    }
+    proxy.cut_connections();
+    let (code, rest, stderr) = watcher.finish().await;
+    lines.extend(rest);
+
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert!(lines.iter().all(|l| !l.contains('\n') && l.contains("\"runId\"")), "{lines:?}");
+    assert_eq!(parse(&lines), run.iter().map(json_of).collect::<Vec<_>>());
+    assert_eq!(server.after_seqs(), [0, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_example_exits_nonzero_when_the_grammar_breaks() {
+    let mut run = simple_run(4);
+    run.remove(2); // a gap at seq 3
+    let server = Server::start(vec![vec![Step::Send(run.clone())]]).await;
+    let (code, lines, stderr) = Watcher::spawn(server.addr, 0).finish().await;
+    assert_eq!(code, 1, "stderr: {stderr}");
+    assert_eq!(parse(&lines), run.iter().map(json_of).collect::<Vec<_>>());
+    assert!(stderr.contains("seq-gapless at seq 4: seq 4 follows seq 2, expected 3"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_example_exits_nonzero_on_a_typed_error() {
+    let status = runwire_status(Code::NotFound, "RUN_NOT_FOUND", ErrorDetails::new());
+    let server = Server::start(vec![vec![Step::Fail(status)]]).await;
+    let (code, lines, stderr) = Watcher::spawn(server.addr, 0).finish().await;
+    assert_eq!(code, 3, "stderr: {stderr}");
+    assert!(lines.is_empty());
+    assert!(stderr.contains("NotFound (RUN_NOT_FOUND)"), "{stderr}");
+}

@@ -1,0 +1,231 @@
+//! `watch` against a real tonic server on 127.0.0.1:0 that plays a scripted
+//! WatchRun, behind a TCP proxy the tests use to cut connections and to
+//! play an absent server. Every wait is on an event, never on time.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use runwire_client::v1::run_service_client::RunServiceClient;
+use runwire_client::v1::{ErrorReason, RunEvent};
+use runwire_client::{Error, Watch, WatchOptions, check_stream, watch_with_options};
+use support::server::{Proxy, Server, Step, draining, runwire_status};
+use support::*;
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tonic_types::ErrorDetails;
+
+// --- helpers ---------------------------------------------------------------
+
+fn fast() -> WatchOptions {
+    WatchOptions {
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(10),
+        give_up_after: Duration::from_secs(30),
+    }
+}
+
+fn client(addr: SocketAddr) -> RunServiceClient<Channel> {
+    RunServiceClient::new(Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy())
+}
+
+/// Events `from..=to` of `simple_run(total)`.
+fn events(total: i64, from: i64, to: i64) -> Vec<RunEvent> {
+    simple_run(total).into_iter().filter(|e| (from..=to).contains(&e.seq)).collect()
+}
+
+async fn next_ok(watch: &mut Watch) -> RunEvent {
+    match watch.next().await {
+        Some(Ok(event)) => event,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+/// Drains the watch, which must end cleanly.
+async fn rest(watch: &mut Watch) -> Vec<RunEvent> {
+    let mut out = Vec::new();
+    while let Some(item) = watch.next().await {
+        out.push(item.unwrap_or_else(|e| panic!("watch failed: {e}")));
+    }
+    out
+}
+
+fn seqs(events: &[RunEvent]) -> Vec<i64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
+// --- tests -----------------------------------------------------------------
+
+/// The connection dies mid-stream; the resumed call re-sends seqs the
+/// client already has; then the server drains with UNAVAILABLE and the
+/// third call re-sends one more. The client sees 1..=6 once each.
+#[tokio::test]
+async fn test_watch_resumes_after_connection_loss_without_duplicates() {
+    let server = Server::start(vec![
+        vec![Step::Send(events(6, 1, 2)), Step::Send(events(6, 3, 3)), Step::Hang],
+        vec![Step::Send(events(6, 2, 4)), Step::Send(events(6, 5, 5)), Step::Fail(draining())],
+        vec![Step::Send(events(6, 5, 6))],
+    ])
+    .await;
+    let proxy = Proxy::start(server.addr).await;
+    let mut watch = watch_with_options(client(proxy.addr), RUN_ID, 0, fast());
+
+    let mut got = vec![next_ok(&mut watch).await, next_ok(&mut watch).await, next_ok(&mut watch).await];
+    assert_eq!(seqs(&got), [1, 2, 3]);
+    proxy.cut_connections(); // the first call hangs after seq 3
+    got.extend(rest(&mut watch).await);
+
+    assert_eq!(seqs(&got), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(got, simple_run(6));
+    assert!(check_stream(0, &got).is_empty());
+    assert_eq!(server.after_seqs(), [0, 3, 5]);
+    assert!(proxy.accepted() >= 2, "the client reconnected through a new connection");
+}
+
+/// The server goes away entirely (connections refused while it is down)
+/// and comes back: the watch keeps retrying and resumes where it was.
+#[tokio::test]
+async fn test_watch_retries_while_the_server_is_absent() {
+    let server =
+        Server::start(vec![vec![Step::Send(events(5, 1, 2)), Step::Hang], vec![Step::Send(events(5, 3, 5))]]).await;
+    let proxy = Proxy::start(server.addr).await;
+    let mut watch = watch_with_options(client(proxy.addr), RUN_ID, 0, fast());
+
+    let mut got = vec![next_ok(&mut watch).await, next_ok(&mut watch).await];
+    proxy.set_down(true);
+    proxy.cut_connections();
+    // Drive the watch while waiting: it only retries while polled.
+    let reconnected = tokio::spawn(async move { rest(&mut watch).await });
+    proxy.until_refused(3).await;
+    proxy.set_down(false);
+    got.extend(reconnected.await.unwrap());
+
+    assert_eq!(got, simple_run(5));
+    assert_eq!(server.after_seqs(), [0, 2]);
+}
+
+/// A real server restart on the same port: the first server drains (its
+/// stream ends UNAVAILABLE) and stops; a new one takes the port.
+#[tokio::test]
+async fn test_watch_survives_a_server_restart_on_the_same_port() {
+    let first = Server::start(vec![vec![Step::Send(events(6, 1, 3)), Step::Fail(draining())]]).await;
+    let addr = first.addr;
+    let mut watch = watch_with_options(client(addr), RUN_ID, 0, fast());
+    let mut got = vec![next_ok(&mut watch).await, next_ok(&mut watch).await, next_ok(&mut watch).await];
+
+    // Keep polling so the client retries against the stopping server and
+    // then against nothing at all.
+    let resumed = tokio::spawn(async move { rest(&mut watch).await });
+    let first_calls = first.stop().await;
+    let second = Server::start_on(
+        TcpListener::bind(addr).await.expect("rebind the restarted server's port"),
+        vec![vec![Step::Send(events(6, 2, 4))], vec![Step::Send(events(6, 4, 6))]],
+    );
+    got.extend(resumed.await.unwrap());
+
+    assert_eq!(got, simple_run(6));
+    assert!(first_calls.iter().all(|after| *after == 0 || *after == 3), "{first_calls:?}");
+    // The second server saw a resume from 3, then (its stream ended OK
+    // before RunCompleted) from 4.
+    assert_eq!(second.after_seqs(), [3, 4]);
+}
+
+#[tokio::test]
+async fn test_watch_retries_internal_from_a_dying_stream() {
+    let server = Server::start(vec![
+        vec![Step::Send(events(4, 1, 2)), Step::Fail(Status::internal("h2 protocol error: stream reset"))],
+        vec![Step::Fail(Status::unknown("error reading a body from connection"))],
+        vec![Step::Send(events(4, 3, 4))],
+    ])
+    .await;
+    let mut watch = watch_with_options(client(server.addr), RUN_ID, 0, fast());
+    assert_eq!(rest(&mut watch).await, simple_run(4));
+    assert_eq!(server.after_seqs(), [0, 2, 2]);
+}
+
+#[tokio::test]
+async fn test_watch_surfaces_non_retryable_status_as_typed_error() {
+    let server =
+        Server::start(vec![vec![Step::Fail(runwire_status(Code::NotFound, "RUN_NOT_FOUND", ErrorDetails::new()))]])
+            .await;
+    let mut watch = watch_with_options(client(server.addr), RUN_ID, 0, fast());
+    match watch.next().await {
+        Some(Err(Error::Rpc(e))) => {
+            assert_eq!(e.code(), Code::NotFound);
+            assert_eq!(e.reason(), Some(ErrorReason::RunNotFound));
+        }
+        other => panic!("expected RUN_NOT_FOUND, got {other:?}"),
+    }
+    assert!(watch.next().await.is_none());
+    assert_eq!(server.after_seqs(), [0], "not retried");
+}
+
+#[tokio::test]
+async fn test_watch_reports_bad_request_field_violations() {
+    let mut details = ErrorDetails::new();
+    details.add_bad_request_violation("after_seq", "must be >= 0, got -1");
+    let server =
+        Server::start(vec![vec![Step::Fail(runwire_status(Code::InvalidArgument, "REQUEST_INVALID", details))]]).await;
+    let mut watch = watch_with_options(client(server.addr), RUN_ID, -1, fast());
+    let Some(Err(Error::Rpc(e))) = watch.next().await else { panic!("expected INVALID_ARGUMENT") };
+    assert_eq!(e.reason(), Some(ErrorReason::RequestInvalid));
+    assert_eq!(e.field_violations()[0].field, "after_seq");
+    assert_eq!(e.field_violations()[0].description, "must be >= 0, got -1");
+}
+
+#[tokio::test]
+async fn test_watch_internal_fault_reported_by_server_is_not_retried() {
+    let fault = runwire_status(Code::Internal, "INTERNAL", ErrorDetails::new());
+    let server = Server::start(vec![vec![Step::Send(events(4, 1, 1)), Step::Fail(fault)]]).await;
+    let mut watch = watch_with_options(client(server.addr), RUN_ID, 0, fast());
+    assert_eq!(next_ok(&mut watch).await.seq, 1);
+    let Some(Err(Error::Rpc(e))) = watch.next().await else { panic!("expected INTERNAL") };
+    assert_eq!(e.reason(), Some(ErrorReason::Internal));
+    assert_eq!(server.after_seqs(), [0]);
+}
+
+#[tokio::test]
+async fn test_watch_unknown_event_ends_with_upgrade_error() {
+    let mut unknown = events(4, 2, 2).remove(0);
+    unknown.event = None; // what prost makes of a oneof case it does not know
+    let server = Server::start(vec![vec![Step::Send(vec![events(4, 1, 1).remove(0), unknown])]]).await;
+    let mut watch = watch_with_options(client(server.addr), RUN_ID, 0, fast());
+    assert_eq!(next_ok(&mut watch).await.seq, 1);
+    match watch.next().await {
+        Some(Err(Error::UnknownEvent(e))) => {
+            assert_eq!(e.seq, 2);
+            assert!(e.to_string().contains("upgrade the client"));
+        }
+        other => panic!("expected an unknown-event error, got {other:?}"),
+    }
+    assert!(watch.next().await.is_none());
+}
+
+#[tokio::test]
+async fn test_watch_gives_up_after_its_budget_without_progress() {
+    let server = Server::start(vec![]).await;
+    let proxy = Proxy::start(server.addr).await;
+    proxy.set_down(true);
+    let options = WatchOptions { give_up_after: Duration::from_millis(50), ..fast() };
+    let mut watch = watch_with_options(client(proxy.addr), RUN_ID, 7, options);
+    match watch.next().await {
+        Some(Err(Error::RetriesExhausted { after_seq, last, .. })) => {
+            assert_eq!(after_seq, 7);
+            assert!(last.is_retryable());
+        }
+        other => panic!("expected RetriesExhausted, got {other:?}"),
+    }
+    assert!(watch.next().await.is_none());
+}
+
+#[tokio::test]
+async fn test_watch_resumed_from_after_seq_stops_after_run_completed() {
+    let server = Server::start(vec![vec![Step::Send(events(5, 3, 5)), Step::Hang]]).await;
+    let mut watch = watch_with_options(client(server.addr), RUN_ID, 2, fast());
+    let got = rest(&mut watch).await;
+    assert_eq!(seqs(&got), [3, 4, 5]);
+    assert!(check_stream(2, &got).is_empty());
+}
