@@ -1,0 +1,99 @@
+"""What every adapter provides and what it may ask of the engine while it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from runwire.v1 import events_pb2
+
+__all__ = [
+    "ActionFailed",
+    "ActionSpec",
+    "Adapter",
+    "NodeContext",
+    "SandboxRefused",
+]
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One action of an adapter: its JSON Schema for params and whether it destroys."""
+
+    name: str
+    summary: str
+    params_schema: Mapping[str, Any]
+    destructive: bool = False
+
+
+class ActionFailed(Exception):
+    """The action ran and failed; the node attempt fails with this reason."""
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        exit_code: int = 0,
+        output: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.exit_code = exit_code
+        self.output = output
+
+
+class SandboxRefused(ActionFailed):
+    """The adapter refused the action; the engine emits SandboxViolation first."""
+
+    def __init__(self, kind: int, target: str, detail: str) -> None:
+        super().__init__("SANDBOX", detail)
+        self.kind = kind
+        self.target = target
+        self.detail = detail
+
+
+class NodeContext(Protocol):
+    """The engine's side of a running node attempt."""
+
+    @property
+    def run_id(self) -> str:
+        """The run."""
+        ...
+
+    @property
+    def node_id(self) -> str:
+        """The node."""
+        ...
+
+    @property
+    def workspace(self) -> Path:
+        """The run's private working directory."""
+        ...
+
+    async def log(self, stream: events_pb2.LogStream.ValueType, lines: list[str]) -> None:
+        """Emit one NodeLog per line, in order."""
+        ...
+
+    def count_output(self, nbytes: int) -> None:
+        """Add to the attempt's output byte count (reported by heartbeats)."""
+        ...
+
+
+class Adapter(Protocol):
+    """A family of actions a node can run."""
+
+    name: str
+    actions: Mapping[str, ActionSpec]
+
+    def check(self, action: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Extra checks beyond the JSON Schema: (params sub-path, description) pairs."""
+        ...
+
+    async def execute(self, ctx: NodeContext, action: str, params: Mapping[str, Any]) -> Any:
+        """Run the action; returns the node output (JSON-able) or raises ActionFailed."""
+        ...
+

@@ -1,0 +1,62 @@
+"""The util adapter: side-effect-free steps (set a value, wait, fail on purpose)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from runwire.adapters._base import ActionFailed, ActionSpec, NodeContext
+
+__all__ = ["UtilAdapter"]
+
+
+class UtilAdapter:
+    """`set` outputs a value, `sleep` waits (cancellably), `fail` fails with a message."""
+
+    name = "util"
+    actions: Mapping[str, ActionSpec] = {
+        "set": ActionSpec(
+            "set",
+            "Output a value",
+            {
+                "type": "object",
+                "properties": {"value": {}},
+                "required": ["value"],
+                "additionalProperties": False,
+            },
+        ),
+        "sleep": ActionSpec(
+            "sleep",
+            "Wait a number of seconds",
+            {
+                "type": "object",
+                "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 86400}},
+                "required": ["seconds"],
+                "additionalProperties": False,
+            },
+        ),
+        "fail": ActionSpec(
+            "fail",
+            "Fail with a message",
+            {
+                "type": "object",
+                "properties": {"message": {"type": "string", "maxLength": 4096}},
+                "required": ["message"],
+                "additionalProperties": False,
+            },
+        ),
+    }
+
+    def check(self, action: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """No checks beyond the schema."""
+        return []
+
+    async def execute(self, ctx: NodeContext, action: str, params: Mapping[str, Any]) -> Any:
+        """Run one util action."""
+        if action == "set":
+            return params["value"]
+        if action == "sleep":
+            await asyncio.sleep(float(params["seconds"]))
+            return {"slept_seconds": params["seconds"]}
+        raise ActionFailed("FAILED", str(params["message"]))

@@ -1,0 +1,27 @@
+"""The engine: validates flows, schedules their graphs and narrates runs as RunEvents.
+
+It knows flows, adapters and events; it knows nothing of gRPC or Postgres.
+"""
+
+from runwire.engine._engine import Engine
+from runwire.engine._events import VARIANTS, NodeRef, SpanIds, new_event
+from runwire.engine._executor import EngineSettings, RunExecutor, RunPlan
+from runwire.engine._state import Journal, RunPatch
+from runwire.engine._validate import Graph, canonical_json, flow_digest, validate_flow
+
+__all__ = [
+    "VARIANTS",
+    "Engine",
+    "EngineSettings",
+    "Graph",
+    "Journal",
+    "NodeRef",
+    "RunExecutor",
+    "RunPatch",
+    "RunPlan",
+    "SpanIds",
+    "canonical_json",
+    "flow_digest",
+    "new_event",
+    "validate_flow",
+]

@@ -1,0 +1,58 @@
+"""The one place that builds RunEvents, so one place knows the oneof."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from runwire.v1 import events_pb2
+
+__all__ = ["NodeRef", "SpanIds", "VARIANTS", "new_event"]
+
+VARIANTS: frozenset[str] = frozenset(
+    f.name for f in events_pb2.RunEvent.DESCRIPTOR.oneofs_by_name["event"].fields
+)
+_PAYLOAD_TYPE = {
+    f.name: f.message_type.name
+    for f in events_pb2.RunEvent.DESCRIPTOR.oneofs_by_name["event"].fields
+}
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """Which node visit and attempt an event is about."""
+
+    node_id: str
+    iteration: int
+    attempt: int
+
+
+@dataclass(frozen=True)
+class SpanIds:
+    """W3C ids of the span an event happened in, as lowercase hex."""
+
+    trace_id: str
+    span_id: str
+
+
+def new_event(
+    run_id: str, seq: int, variant: str, payload: Message, *, span: SpanIds, node: NodeRef | None
+) -> events_pb2.RunEvent:
+    """A RunEvent with the envelope filled and `payload` as its `variant` case."""
+    if _PAYLOAD_TYPE.get(variant) != payload.DESCRIPTOR.name:
+        raise ValueError(f"{payload.DESCRIPTOR.name} is not the payload of variant {variant!r}")
+    now = time.time_ns()
+    event = events_pb2.RunEvent(
+        run_id=run_id,
+        seq=seq,
+        event_time=Timestamp(seconds=now // 1_000_000_000, nanos=now % 1_000_000_000),
+        trace_id=span.trace_id,
+        span_id=span.span_id,
+    )
+    if node is not None:
+        event.node_id, event.iteration, event.attempt = node.node_id, node.iteration, node.attempt
+    getattr(event, variant).CopyFrom(payload)
+    return event

@@ -1,0 +1,44 @@
+"""Plain values the engine hands to whoever persists a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from runwire.v1 import events_pb2
+
+__all__ = ["Journal", "RunPatch"]
+
+
+@dataclass(frozen=True)
+class RunPatch:
+    """Changes to a run's row that commit atomically with the events they ride on."""
+
+    status: int | None = None
+    succeeded_node_count: int | None = None
+    failed_node_count: int | None = None
+    skipped_node_count: int | None = None
+    finished: bool = False
+    error: events_pb2.ErrorSummary | None = None
+
+
+class Journal(Protocol):
+    """Where a run's events go: durable storage with group commit."""
+
+    async def wait_for_space(self) -> None:
+        """Wait while too many events are pending commit (backpressure)."""
+        ...
+
+    def append(
+        self, run_id: str, events: list[events_pb2.RunEvent], patch: RunPatch | None = None
+    ) -> None:
+        """Queue events (in seq order) for the next commit; never blocks.
+
+        Synchronous on purpose: a caller that assigns seqs and appends without
+        an await in between cannot be cancelled half-way and leave a gap.
+        """
+        ...
+
+    async def flush(self) -> None:
+        """Wait until everything appended so far is committed."""
+        ...

@@ -1,0 +1,236 @@
+"""Flow checks shared by StartRun and ValidateFlow; every problem names its field path."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+import rfc8785
+from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
+
+from runwire.adapters import Registry
+from runwire.errors import AdapterDisabled, FieldViolation, FlowInvalid
+from runwire.v1 import flow_pb2
+
+__all__ = ["Graph", "canonical_json", "flow_digest", "validate_flow"]
+
+NODE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+MAX_NODES = 1000
+MAX_ATTEMPTS = 10
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+MAX_PARALLEL = 64
+# Bidirectional overrides and isolates can make a name read differently than it is.
+_BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F)}
+
+
+def canonical_json(value: Any) -> str:
+    """RFC 8785 canonical JSON text."""
+    return rfc8785.dumps(value).decode("utf-8")
+
+
+def flow_digest(flow: flow_pb2.Flow) -> str:
+    """Hex SHA-256 of the flow's canonical proto3 JSON."""
+    return hashlib.sha256(canonical_json(json_format.MessageToDict(flow)).encode()).hexdigest()
+
+
+@dataclass
+class Graph:
+    """A validated flow as a graph: nodes by id, edges in and out."""
+
+    flow: flow_pb2.Flow
+    nodes: dict[str, flow_pb2.Node]
+    incoming: dict[str, list[flow_pb2.Edge]] = field(default_factory=dict)
+    outgoing: dict[str, list[flow_pb2.Edge]] = field(default_factory=dict)
+
+    @property
+    def roots(self) -> list[str]:
+        """Node ids with no incoming edge, in flow order."""
+        return [n for n in self.nodes if not self.incoming[n]]
+
+
+def _seconds(d: Duration) -> float:
+    return d.seconds + d.nanos / 1e9
+
+
+def _text_problem(value: str) -> str | None:
+    if any(c in _BIDI for c in value):
+        return "must not contain bidirectional control characters"
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        return "must not contain control characters"
+    return None
+
+
+def _schema_path(base: str, parts: Iterable[str | int]) -> str:
+    out = base
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+def _check_retry(policy: flow_pb2.RetryPolicy, path: str, out: list[FieldViolation]) -> None:
+    if not 0 <= policy.max_attempts <= MAX_ATTEMPTS:
+        out.append(FieldViolation(f"{path}.max_attempts", f"must be between 0 and {MAX_ATTEMPTS}, got {policy.max_attempts}"))
+    if policy.HasField("initial_backoff") and _seconds(policy.initial_backoff) <= 0:
+        out.append(FieldViolation(f"{path}.initial_backoff", "must be positive"))
+    if policy.backoff_multiplier != 0 and not 1 <= policy.backoff_multiplier <= 10:
+        out.append(FieldViolation(f"{path}.backoff_multiplier", f"must be between 1 and 10, got {policy.backoff_multiplier}"))
+    if policy.HasField("max_backoff"):
+        if _seconds(policy.max_backoff) <= 0:
+            out.append(FieldViolation(f"{path}.max_backoff", "must be positive"))
+        elif policy.HasField("initial_backoff") and _seconds(policy.max_backoff) < _seconds(policy.initial_backoff):
+            out.append(FieldViolation(f"{path}.max_backoff", "must not be less than initial_backoff"))
+
+
+def _check_timeout(d: Duration, path: str, out: list[FieldViolation]) -> None:
+    s = _seconds(d)
+    if s <= 0:
+        out.append(FieldViolation(path, f"must be positive, got {s:g}s"))
+    elif s > MAX_TIMEOUT_SECONDS:
+        out.append(FieldViolation(path, f"must be at most {MAX_TIMEOUT_SECONDS}s, got {s:g}s"))
+
+
+def _check_action(
+    action: flow_pb2.ActionNode,
+    path: str,
+    registry: Registry,
+    out: list[FieldViolation],
+    disabled: list[AdapterDisabled],
+) -> None:
+    adapter = registry.get(action.adapter)
+    if adapter is None:
+        out.append(FieldViolation(f"{path}.adapter", f"unknown adapter {action.adapter!r}; known: {', '.join(registry.names())}"))
+        return
+    if action.adapter in registry.disabled:
+        disabled.append(AdapterDisabled(f"{path}.adapter", action.adapter, registry.disabled[action.adapter]))
+        return
+    spec = adapter.actions.get(action.action)
+    if spec is None:
+        out.append(FieldViolation(f"{path}.action", f"adapter {action.adapter!r} has no action {action.action!r}; known: {', '.join(sorted(adapter.actions))}"))
+        return
+    params: Mapping[str, Any] = json_format.MessageToDict(action.params)
+    errors = sorted(
+        jsonschema.Draft202012Validator(spec.params_schema).iter_errors(params),
+        key=lambda e: list(map(str, e.absolute_path)),
+    )
+    for err in errors:
+        out.append(FieldViolation(_schema_path(f"{path}.params", err.absolute_path), err.message))
+    if not errors:
+        for sub, why in adapter.check(action.action, params):
+            out.append(FieldViolation(f"{path}.params.{sub}", why))
+
+
+def _find_cycle(nodes: dict[str, flow_pb2.Node], outgoing: dict[str, list[flow_pb2.Edge]]) -> list[str] | None:
+    white, grey, black = 0, 1, 2
+    color = dict.fromkeys(nodes, white)
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        color[n] = grey
+        stack.append(n)
+        for e in outgoing[n]:
+            if color[e.target] == grey:
+                return [*stack[stack.index(e.target):], e.target]
+            if color[e.target] == white and (found := visit(e.target)):
+                return found
+        stack.pop()
+        color[n] = black
+        return None
+
+    for n in nodes:
+        if color[n] == white and (found := visit(n)):
+            return found
+    return None
+
+
+def validate_flow(flow: flow_pb2.Flow, registry: Registry, *, path: str = "flow") -> Graph:
+    """Check every rule; raise FlowInvalid listing each bad field, or AdapterDisabled."""
+    out: list[FieldViolation] = []
+    disabled: list[AdapterDisabled] = []
+    if not flow.name:
+        out.append(FieldViolation(f"{path}.name", "must not be empty"))
+    elif len(flow.name) > 128:
+        out.append(FieldViolation(f"{path}.name", f"must be at most 128 characters, got {len(flow.name)}"))
+    elif problem := _text_problem(flow.name):
+        out.append(FieldViolation(f"{path}.name", problem))
+    if not flow.nodes:
+        out.append(FieldViolation(f"{path}.nodes", "a flow needs at least one node"))
+    if len(flow.nodes) > MAX_NODES:
+        out.append(FieldViolation(f"{path}.nodes", f"at most {MAX_NODES} nodes, got {len(flow.nodes)}"))
+
+    nodes: dict[str, flow_pb2.Node] = {}
+    first_at: dict[str, int] = {}
+    for i, node in enumerate(flow.nodes):
+        npath = f"{path}.nodes[{i}]"
+        if not NODE_ID.match(node.id):
+            out.append(FieldViolation(f"{npath}.id", f"{node.id!r} is not a node id: 1-64 of [A-Za-z0-9_-], starting with a letter"))
+        elif node.id in first_at:
+            out.append(FieldViolation(f"{npath}.id", f"duplicate node id {node.id!r} (first at {path}.nodes[{first_at[node.id]}])"))
+        else:
+            first_at[node.id] = i
+            nodes[node.id] = node
+        if node.HasField("timeout"):
+            _check_timeout(node.timeout, f"{npath}.timeout", out)
+        if node.HasField("retry_policy"):
+            _check_retry(node.retry_policy, f"{npath}.retry_policy", out)
+        if not 0 <= node.max_visits <= 1000:
+            out.append(FieldViolation(f"{npath}.max_visits", f"must be between 0 and 1000, got {node.max_visits}"))
+        kind = node.WhichOneof("kind")
+        if kind is None:
+            out.append(FieldViolation(f"{npath}.kind", "set one of action, ai, approval"))
+        elif kind == "action":
+            _check_action(node.action, f"{npath}.action", registry, out, disabled)
+        elif kind == "ai":
+            disabled.append(AdapterDisabled(f"{npath}.ai", "ai", "no AI provider is configured on this server"))
+        else:
+            disabled.append(AdapterDisabled(f"{npath}.approval", "approval", "approval nodes are not enabled on this server version"))
+
+    incoming: dict[str, list[flow_pb2.Edge]] = {n: [] for n in nodes}
+    outgoing: dict[str, list[flow_pb2.Edge]] = {n: [] for n in nodes}
+    seen_edges: dict[tuple[str, str, int], int] = {}
+    for i, edge in enumerate(flow.edges):
+        epath = f"{path}.edges[{i}]"
+        ok = True
+        for end in ("source", "target"):
+            value = getattr(edge, end)
+            if value not in nodes and value not in first_at:
+                out.append(FieldViolation(f"{epath}.{end}", f"no node has id {value!r}"))
+                ok = False
+        if ok and edge.source == edge.target:
+            out.append(FieldViolation(f"{epath}.target", f"edge from {edge.source!r} to itself; loop through another node with max_visits"))
+            ok = False
+        if edge.condition not in flow_pb2.EdgeCondition.values():
+            out.append(FieldViolation(f"{epath}.condition", f"unknown condition {edge.condition}"))
+            ok = False
+        key = (edge.source, edge.target, edge.condition or flow_pb2.EDGE_CONDITION_SUCCESS)
+        if ok and key in seen_edges:
+            out.append(FieldViolation(f"{epath}", f"duplicate of {path}.edges[{seen_edges[key]}]"))
+            ok = False
+        if ok and edge.source in nodes and edge.target in nodes:
+            seen_edges[key] = i
+            incoming[edge.target].append(edge)
+            outgoing[edge.source].append(edge)
+
+    if nodes and not out:
+        cycle = _find_cycle(nodes, outgoing)
+        if cycle is not None:
+            out.append(FieldViolation(f"{path}.edges", "edges form a cycle " + " -> ".join(cycle) + "; loops are not supported by this server version"))
+
+    settings = flow.settings
+    if not 0 <= settings.max_parallel <= MAX_PARALLEL:
+        out.append(FieldViolation(f"{path}.settings.max_parallel", f"must be between 0 and {MAX_PARALLEL}, got {settings.max_parallel}"))
+    if settings.HasField("default_timeout"):
+        _check_timeout(settings.default_timeout, f"{path}.settings.default_timeout", out)
+    if settings.HasField("default_retry_policy"):
+        _check_retry(settings.default_retry_policy, f"{path}.settings.default_retry_policy", out)
+
+    if out:
+        raise FlowInvalid(out)
+    if disabled:
+        raise disabled[0]
+    return Graph(flow=flow, nodes=nodes, incoming=incoming, outgoing=outgoing)

@@ -1,0 +1,183 @@
+"""The runwire error tree: one root, typed subclasses that each name their gRPC code.
+
+    RunwireError
+    ├── InvalidArgument            INVALID_ARGUMENT, with field violations
+    │   ├── FlowInvalid            the flow breaks a rule
+    │   ├── PageTokenInvalid       a ListRuns page token is malformed or foreign
+    │   └── FilterInvalid          a ListRuns filter cannot be parsed
+    ├── RunNotFound                NOT_FOUND
+    ├── RequestIdReused            ALREADY_EXISTS
+    ├── FailedPrecondition
+    │   ├── RunFinished            the run has ended and cannot be controlled
+    │   ├── AdapterDisabled        the flow needs an adapter this server has off
+    │   ├── GateNotPending         no gate of that kind waits on the node
+    │   └── GateAlreadyResolved    the gate was decided differently
+    ├── ServerDraining             UNAVAILABLE
+    └── Unauthenticated            UNAUTHENTICATED
+
+`rpc` maps these to `google.rpc.Status` in one function; anything else becomes
+INTERNAL without leaking details.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import grpc
+
+__all__ = [
+    "AdapterDisabled",
+    "FailedPrecondition",
+    "FieldViolation",
+    "FilterInvalid",
+    "FlowInvalid",
+    "GateAlreadyResolved",
+    "GateNotPending",
+    "InvalidArgument",
+    "PageTokenInvalid",
+    "RequestIdReused",
+    "RunFinished",
+    "RunNotFound",
+    "RunwireError",
+    "ServerDraining",
+    "Unauthenticated",
+]
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad request field, named by its proto field path (AIP-193)."""
+
+    field: str
+    description: str
+
+
+class RunwireError(Exception):
+    """Root of every error runwire reports to callers."""
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    reason: ClassVar[str] = "INTERNAL"
+
+    def __init__(self, message: str, *, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = metadata or {}
+
+
+class InvalidArgument(RunwireError):
+    """The request is malformed; `violations` names each bad field."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "REQUEST_INVALID"
+
+    def __init__(self, violations: list[FieldViolation], message: str | None = None) -> None:
+        if not violations:
+            raise ValueError("InvalidArgument needs at least one violation")
+        first = violations[0]
+        summary = message or f"{first.field}: {first.description}"
+        if len(violations) > 1 and message is None:
+            summary += f" (and {len(violations) - 1} more)"
+        super().__init__(summary)
+        self.violations = violations
+
+
+class FlowInvalid(InvalidArgument):
+    """The flow breaks a validation rule."""
+
+    reason = "FLOW_INVALID"
+
+
+class PageTokenInvalid(InvalidArgument):
+    """A ListRuns page token is malformed or belongs to another query."""
+
+    reason = "PAGE_TOKEN_INVALID"
+
+
+class FilterInvalid(InvalidArgument):
+    """A ListRuns filter cannot be parsed."""
+
+    reason = "FILTER_INVALID"
+
+
+class RunNotFound(RunwireError):
+    """No run has the given id."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "RUN_NOT_FOUND"
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id!r} not found", metadata={"run_id": run_id})
+
+
+class RequestIdReused(RunwireError):
+    """A StartRun request id was used before with a different body."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "REQUEST_ID_REUSED"
+
+    def __init__(self, request_id: str, run_id: str) -> None:
+        super().__init__(
+            f"request_id {request_id!r} was used for run {run_id!r} with a different request body",
+            metadata={"request_id": request_id, "run_id": run_id},
+        )
+
+
+class FailedPrecondition(RunwireError):
+    """The request is well-formed but the system is not in a state to honour it."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "INTERNAL"
+
+
+class RunFinished(FailedPrecondition):
+    """The run has ended; control RPCs cannot change it."""
+
+    reason = "RUN_FINISHED"
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(
+            f"run {run_id!r} already finished with status {status}",
+            metadata={"run_id": run_id, "status": status},
+        )
+
+
+class AdapterDisabled(FailedPrecondition):
+    """The flow uses an adapter (or node kind) this server has disabled."""
+
+    reason = "ADAPTER_DISABLED"
+
+    def __init__(self, field: str, adapter: str, hint: str) -> None:
+        super().__init__(
+            f"{field}: adapter {adapter!r} is disabled on this server; {hint}",
+            metadata={"field": field, "adapter": adapter},
+        )
+
+
+class GateNotPending(FailedPrecondition):
+    """No gate of the requested kind waits on the node."""
+
+    reason = "GATE_NOT_PENDING"
+
+
+class GateAlreadyResolved(FailedPrecondition):
+    """The gate was already decided differently."""
+
+    reason = "GATE_ALREADY_RESOLVED"
+
+
+class ServerDraining(RunwireError):
+    """The server is shutting down and takes no new work."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "SERVER_DRAINING"
+
+    def __init__(self) -> None:
+        super().__init__("server is draining; retry against another replica")
+
+
+class Unauthenticated(RunwireError):
+    """No valid credentials were presented."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"

@@ -1,0 +1,229 @@
+"""Assemble and run a runwire server: database, writer, hub, engine, gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.sdk.trace import TracerProvider
+
+from runwire import telemetry
+from runwire.adapters import Registry
+from runwire.config import Settings
+from runwire.engine import Engine, EngineSettings
+from runwire.rpc._service import RunService
+from runwire.store import EmbeddedPostgres, EventWriter, Hub, Store, migrate
+from runwire.v1 import run_service_pb2
+
+__all__ = ["RunwireServer"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "runwire.v1.RunService"
+_HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
+
+
+def _handlers(service: RunService) -> grpc.GenericRpcHandler:
+    pb = run_service_pb2
+
+    def unary(fn: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(
+            fn, request_deserializer=request.FromString, response_serializer=response.SerializeToString
+        )
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE_NAME,
+        {
+            "StartRun": unary(service.StartRun, pb.StartRunRequest, pb.StartRunResponse),
+            # WatchRun writes pre-serialized WatchRunResponse bytes: identity serializer.
+            "WatchRun": grpc.unary_stream_rpc_method_handler(
+                service.WatchRun,
+                request_deserializer=pb.WatchRunRequest.FromString,
+                response_serializer=lambda b: b,
+            ),
+            "GetRun": unary(service.GetRun, pb.GetRunRequest, pb.GetRunResponse),
+            "ListRuns": unary(service.ListRuns, pb.ListRunsRequest, pb.ListRunsResponse),
+            "PauseRun": unary(service.PauseRun, pb.PauseRunRequest, pb.PauseRunResponse),
+            "ResumeRun": unary(service.ResumeRun, pb.ResumeRunRequest, pb.ResumeRunResponse),
+            "CancelRun": unary(service.CancelRun, pb.CancelRunRequest, pb.CancelRunResponse),
+            "ConfirmAction": unary(service.ConfirmAction, pb.ConfirmActionRequest, pb.ConfirmActionResponse),
+            "ResolveApproval": unary(service.ResolveApproval, pb.ResolveApprovalRequest, pb.ResolveApprovalResponse),
+            "ResolveReview": unary(service.ResolveReview, pb.ResolveReviewRequest, pb.ResolveReviewResponse),
+            "ValidateFlow": unary(service.ValidateFlow, pb.ValidateFlowRequest, pb.ValidateFlowResponse),
+        },
+    )
+
+
+class _BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
+    """Require `authorization: Bearer <token>` on every RPC but health checks."""
+
+    def __init__(self, tokens: tuple[str, ...]) -> None:
+        self._tokens = [t.encode() for t in tokens]
+
+        async def deny(_request: Any, context: grpc.aio.ServicerContext) -> None:
+            from runwire.errors import Unauthenticated  # noqa: PLC0415
+            from runwire.rpc._status import to_status  # noqa: PLC0415
+
+            await context.abort_with_status(to_status(Unauthenticated("a valid bearer token is required")))
+
+        self._deny_unary = grpc.unary_unary_rpc_method_handler(deny)
+        self._deny_stream = grpc.unary_stream_rpc_method_handler(deny)
+
+    def _ok(self, metadata: Any) -> bool:
+        for key, value in metadata or ():
+            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+                given = value[len("Bearer ") :].encode()
+                return any(hmac.compare_digest(given, t) for t in self._tokens)
+        return False
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        if details.method.startswith(_HEALTH_METHOD_PREFIX) or self._ok(details.invocation_metadata):
+            return await continuation(details)
+        return self._deny_stream if details.method.endswith("/WatchRun") else self._deny_unary
+
+
+class RunwireServer:
+    """One server process: start it, serve, drain it."""
+
+    def __init__(self, settings: Settings, *, tracer_provider: TracerProvider | None = None) -> None:
+        if not settings.listen_is_loopback() and not settings.auth_tokens:
+            raise ValueError(
+                f"refusing to listen on non-loopback address {settings.listen!r} without --auth-token"
+            )
+        self.settings = settings
+        self.tracer_provider = tracer_provider or telemetry.make_tracer_provider()
+        self.port = 0
+        self.database_url = settings.database_url or ""
+        self._embedded: EmbeddedPostgres | None = None
+        self._pool: asyncpg.Pool | None = None
+        self.hub = Hub(settings.watcher_queue_chunks)
+        self._writer: EventWriter | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self.service: RunService | None = None
+        self.engine: Engine | None = None
+        self.store: Store | None = None
+        self._control_tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        """Connect (or start an embedded Postgres), migrate, and listen; returns the port."""
+        if not self.database_url:
+            self._embedded = EmbeddedPostgres(self.settings.data_dir / "postgres")
+            self.database_url = await asyncio.to_thread(self._embedded.start)
+        url = self.database_url
+        self._pool = await asyncpg.create_pool(url, min_size=2, max_size=10)
+        async with self._pool.acquire() as conn:
+            await migrate(conn)
+        self.store = Store(self._pool)
+        self.hub.on_control = self._on_control
+        self.hub.start(lambda: asyncpg.connect(url))
+        self._writer = EventWriter(self._pool, self.hub, interval=self.settings.commit_interval)
+        self._writer.start()
+        self.engine = Engine(
+            self._writer,
+            Registry.default(shell_allow=self.settings.shell_allow),
+            telemetry.tracer(self.tracer_provider),
+            EngineSettings(
+                workspace_root=(self.settings.data_dir / "workspaces").resolve(),
+                heartbeat_interval=self.settings.heartbeat_interval,
+                max_parallel=self.settings.max_parallel,
+            ),
+        )
+        self.service = RunService(self.store, self.hub, self.engine)
+        interceptors: list[Any] = [aio_server_interceptor(tracer_provider=self.tracer_provider)]
+        if self.settings.auth_tokens:
+            interceptors.insert(0, _BearerAuth(self.settings.auth_tokens))
+        self._grpc = grpc.aio.server(interceptors=interceptors)
+        self._grpc.add_generic_rpc_handlers((_handlers(self.service),))
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
+        if self.settings.reflection:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, reflection.SERVICE_NAME, "grpc.health.v1.Health"), self._grpc
+            )
+        self.port = self._grpc.add_insecure_port(self.settings.listen)
+        await self._grpc.start()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("runwire serving on %s (port %d)", self.settings.listen, self.port)
+        return self.port
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", SERVICE_NAME):
+            result = self._health.set(name, status)
+            if asyncio.iscoroutine(result):
+                await result
+
+    def _on_control(self, run_id: str) -> None:
+        # Another process recorded a control request for a run; apply it if it is ours.
+        if self.engine is None or self.store is None or run_id not in self.engine.running():
+            return
+        task = asyncio.create_task(self._apply_control(run_id))
+        self._control_tasks.add(task)
+        task.add_done_callback(self._control_tasks.discard)
+
+    async def _apply_control(self, run_id: str) -> None:
+        assert self.store is not None and self.engine is not None
+        row = await self.store.get_run(run_id)
+        if row is not None:
+            self.engine.control(
+                run_id,
+                pause=row.pause_requested,
+                cancel=row.cancel_requested,
+                principal=row.control_principal,
+                reason=row.control_reason,
+            )
+
+    async def drain(self) -> None:
+        """Graceful stop: refuse new runs, close streams after the grace period, stop."""
+        assert self.service is not None
+        log.info("draining")
+        self.service.draining.set()
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        grace = self.settings.drain_grace
+        if self.engine is not None and self.engine.running():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.engine.wait_idle(), grace)
+        self.service.closing_streams.set()
+        await self.stop(grace=min(grace, 1.0))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop everything this server started."""
+        if self.service is not None:
+            self.service.draining.set()
+            self.service.closing_streams.set()
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+        if self.engine is not None:
+            left = await self.engine.stop()
+            if left and self.store is not None:
+                log.warning("%d runs left unfinished: %s", len(left), ", ".join(left))
+        if self._writer is not None:
+            await self._writer.stop()
+        await self.hub.stop()
+        if self._pool is not None:
+            await self._pool.close()
+        if self._embedded is not None:
+            await asyncio.to_thread(self._embedded.stop)
+        self.tracer_provider.shutdown()
+
+    async def serve_until_signal(self) -> None:
+        """Run until SIGTERM or SIGINT, then drain."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await self.drain()

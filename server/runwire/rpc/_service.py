@@ -1,0 +1,355 @@
+"""RunService: requests in, engine and store calls, errors out."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import json_format
+from opentelemetry import context as otel_context
+
+from runwire.engine import Engine, RunPlan, canonical_json, flow_digest, validate_flow
+from runwire.errors import (
+    FieldViolation,
+    FlowInvalid,
+    GateNotPending,
+    InvalidArgument,
+    RequestIdReused,
+    RunFinished,
+    RunNotFound,
+    ServerDraining,
+)
+from runwire.rpc._convert import decode_page_token, encode_page_token, parse_filter, run_to_proto
+from runwire.rpc._status import to_status
+from runwire.store import Hub, NewRun, RunRow, Store, frame_events
+from runwire.v1 import events_pb2, run_service_pb2
+
+__all__ = ["RunService", "principal_of"]
+
+log = logging.getLogger(__name__)
+
+_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_REPLAY_PAGE = 2000
+_MAX_INPUT_BYTES = 1 << 20
+PRINCIPAL_HEADER = "x-runwire-principal"
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def principal_of(context: grpc.aio.ServicerContext) -> str:
+    """Who is calling: the principal header a mesh or proxy sets, else `anonymous`."""
+    for key, value in context.invocation_metadata() or ():
+        if key == PRINCIPAL_HEADER and isinstance(value, str) and value:
+            return value[:256]
+    return "anonymous"
+
+
+def _mapped(
+    fn: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
+) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        try:
+            return await fn(self, request, context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await context.abort_with_status(to_status(exc))
+            raise  # unreachable: abort_with_status raises
+
+    return wrapper
+
+
+def _check_run_id(run_id: str) -> None:
+    if not run_id:
+        raise InvalidArgument([FieldViolation("run_id", "must not be empty")])
+    if len(run_id) > 128:
+        raise InvalidArgument([FieldViolation("run_id", "must be at most 128 characters")])
+
+
+class RunService:
+    """The RunService implementation over one store, hub and engine."""
+
+    def __init__(self, store: Store, hub: Hub, engine: Engine) -> None:
+        self.store = store
+        self.hub = hub
+        self.engine = engine
+        self.draining = asyncio.Event()
+        self.closing_streams = asyncio.Event()
+
+    # -- helpers ---------------------------------------------------------------
+
+    async def _run(self, run_id: str) -> RunRow:
+        _check_run_id(run_id)
+        row = await self.store.get_run(run_id)
+        if row is None:
+            raise RunNotFound(run_id)
+        return row
+
+    def _check_start(self, request: run_service_pb2.StartRunRequest) -> list[FieldViolation]:
+        out: list[FieldViolation] = []
+        if len(request.request_id) > 128:
+            out.append(FieldViolation("request_id", "must be at most 128 characters"))
+        elif request.request_id and not request.request_id.isprintable():
+            out.append(FieldViolation("request_id", "must be printable"))
+        for key, value in request.labels.items():
+            if not _LABEL_KEY.match(key):
+                out.append(FieldViolation(f"labels[{key!r}]", "label keys are [a-z][a-z0-9_-]{0,62}"))
+            elif len(value) > 256:
+                out.append(FieldViolation(f"labels[{key!r}]", "label values are at most 256 characters"))
+        if request.inputs.ByteSize() > _MAX_INPUT_BYTES:
+            out.append(FieldViolation("inputs", f"must be at most {_MAX_INPUT_BYTES} bytes encoded"))
+        return out
+
+    def _validate(self, request: run_service_pb2.StartRunRequest) -> Any:
+        out = self._check_start(request)
+        if not request.HasField("flow"):
+            raise InvalidArgument([FieldViolation("flow", "a flow is required"), *out])
+        try:
+            graph = validate_flow(request.flow, self.engine.registry)
+        except FlowInvalid as exc:
+            raise FlowInvalid([*exc.violations, *out]) from None
+        if out:
+            raise InvalidArgument(out)
+        return graph
+
+    # -- RPCs -----------------------------------------------------------------
+
+    @_mapped
+    async def StartRun(
+        self, request: run_service_pb2.StartRunRequest, context: grpc.aio.ServicerContext
+    ) -> run_service_pb2.StartRunResponse:
+        if self.draining.is_set():
+            raise ServerDraining
+        graph = self._validate(request)
+        flow_json = json_format.MessageToDict(request.flow)
+        inputs = json_format.MessageToDict(request.inputs)
+        labels = dict(request.labels)
+        request_digest = hashlib.sha256(
+            canonical_json({"flow": flow_json, "inputs": inputs, "labels": labels}).encode()
+        ).hexdigest()
+        digest = flow_digest(request.flow)
+        principal = principal_of(context)
+        new = NewRun(
+            run_id=f"run_{uuid.uuid4().hex}",
+            flow_name=request.flow.name,
+            flow_digest=digest,
+            flow_json=flow_json,
+            inputs=inputs,
+            labels=labels,
+            request_id=request.request_id or None,
+            request_digest=request_digest,
+            principal=principal,
+            status=events_pb2.RUN_STATUS_PENDING,
+            node_count=len(graph.nodes),
+        )
+        row, created = await self.store.create_run(new, owner_id="", lease_seconds=0)
+        if not created:
+            if row.request_digest != request_digest:
+                raise RequestIdReused(request.request_id, row.run_id)
+            return run_service_pb2.StartRunResponse(run=run_to_proto(row))
+        self.engine.start(
+            RunPlan(
+                run_id=row.run_id,
+                graph=graph,
+                inputs=inputs,
+                flow_digest=digest,
+                principal=principal,
+                trigger="api",
+                request_id=request.request_id,
+                parent_context=otel_context.get_current(),
+            )
+        )
+        return run_service_pb2.StartRunResponse(run=run_to_proto(row))
+
+    @_mapped
+    async def ValidateFlow(
+        self, request: run_service_pb2.ValidateFlowRequest, context: grpc.aio.ServicerContext
+    ) -> run_service_pb2.ValidateFlowResponse:
+        if not request.HasField("flow"):
+            raise InvalidArgument([FieldViolation("flow", "a flow is required")])
+        graph = validate_flow(request.flow, self.engine.registry)
+        return run_service_pb2.ValidateFlowResponse(
+            flow_digest=flow_digest(request.flow), node_count=len(graph.nodes), root_node_ids=graph.roots
+        )
+
+    @_mapped
+    async def GetRun(
+        self, request: run_service_pb2.GetRunRequest, context: grpc.aio.ServicerContext
+    ) -> run_service_pb2.GetRunResponse:
+        return run_service_pb2.GetRunResponse(run=run_to_proto(await self._run(request.run_id)))
+
+    @_mapped
+    async def ListRuns(
+        self, request: run_service_pb2.ListRunsRequest, context: grpc.aio.ServicerContext
+    ) -> run_service_pb2.ListRunsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
+        size = min(request.page_size or 50, 500)
+        status, labels = parse_filter(request.filter)
+        after = decode_page_token(request.page_token, request.filter) if request.page_token else None
+        rows = await self.store.list_runs(status=status, labels=labels, after=after, limit=size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        return run_service_pb2.ListRunsResponse(
+            runs=[run_to_proto(r) for r in rows],
+            next_page_token=encode_page_token(rows[-1], request.filter) if more else "",
+        )
+
+    async def _control(
+        self,
+        run_id: str,
+        context: grpc.aio.ServicerContext,
+        *,
+        pause: bool | None,
+        cancel: bool,
+        reason: str,
+    ) -> run_service_pb2.Run:
+        row = await self._run(run_id)
+        if row.finished:
+            if cancel and row.status == events_pb2.RUN_STATUS_CANCELLED:
+                return run_to_proto(row)  # cancelling a cancelled run is a no-op
+            raise RunFinished(run_id, events_pb2.RunStatus.Name(row.status))  # type: ignore[arg-type]
+        principal = principal_of(context)
+        updated = await self.store.request_control(
+            run_id, pause=pause, cancel=cancel, principal=principal, reason=reason
+        )
+        if updated is None:  # finished between the read and the update
+            row = await self._run(run_id)
+            raise RunFinished(run_id, events_pb2.RunStatus.Name(row.status))  # type: ignore[arg-type]
+        self.engine.control(run_id, pause=pause, cancel=cancel, principal=principal, reason=reason)
+        return run_to_proto(updated)
+
+    @_mapped
+    async def PauseRun(
+        self, request: run_service_pb2.PauseRunRequest, context: grpc.aio.ServicerContext
+    ) -> run_service_pb2.PauseRunResponse:
+        run = await self._control(request.run_id, context, pause=True, cancel=False, reason=request.reason)
+        return run_service_pb2.PauseRunResponse(run=run)
+
+    @_mapped
+    async def ResumeRun(
+        self, request: run_service_pb2.ResumeRunRequest, context: grpc.aio.ServicerContext
+    ) -> run_service_pb2.ResumeRunResponse:
+        run = await self._control(request.run_id, context, pause=False, cancel=False, reason=request.reason)
+        return run_service_pb2.ResumeRunResponse(run=run)
+
+    @_mapped
+    async def CancelRun(
+        self, request: run_service_pb2.CancelRunRequest, context: grpc.aio.ServicerContext
+    ) -> run_service_pb2.CancelRunResponse:
+        run = await self._control(request.run_id, context, pause=None, cancel=True, reason=request.reason)
+        return run_service_pb2.CancelRunResponse(run=run)
+
+    async def _gate(self, run_id: str, node_id: str, kind: str) -> None:
+        row = await self._run(run_id)
+        if not node_id:
+            raise InvalidArgument([FieldViolation("node_id", "must not be empty")])
+        if row.finished:
+            raise RunFinished(run_id, events_pb2.RunStatus.Name(row.status))  # type: ignore[arg-type]
+        raise GateNotPending(
+            f"node {node_id!r} of run {run_id!r} has no pending {kind}",
+            metadata={"run_id": run_id, "node_id": node_id},
+        )
+
+    @_mapped
+    async def ConfirmAction(
+        self, request: run_service_pb2.ConfirmActionRequest, context: grpc.aio.ServicerContext
+    ) -> run_service_pb2.ConfirmActionResponse:
+        await self._gate(request.run_id, request.node_id, "confirmation")
+        raise AssertionError("unreachable")
+
+    @_mapped
+    async def ResolveApproval(
+        self, request: run_service_pb2.ResolveApprovalRequest, context: grpc.aio.ServicerContext
+    ) -> run_service_pb2.ResolveApprovalResponse:
+        await self._gate(request.run_id, request.node_id, "approval")
+        raise AssertionError("unreachable")
+
+    @_mapped
+    async def ResolveReview(
+        self, request: run_service_pb2.ResolveReviewRequest, context: grpc.aio.ServicerContext
+    ) -> run_service_pb2.ResolveReviewResponse:
+        await self._gate(request.run_id, request.node_id, "review")
+        raise AssertionError("unreachable")
+
+    # -- WatchRun ---------------------------------------------------------------
+
+    async def WatchRun(
+        self, request: run_service_pb2.WatchRunRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """Yield serialized WatchRunResponses: replay from the store, then live chunks.
+
+        Responses are bytes (the method's serializer is the identity), so a
+        committed chunk framed once by the writer is shared by every watcher.
+        """
+        try:
+            if request.after_seq < 0:
+                raise InvalidArgument([FieldViolation("after_seq", f"must not be negative, got {request.after_seq}")])
+            await self._run(request.run_id)
+        except Exception as exc:
+            await context.abort_with_status(to_status(exc))
+            return
+        # Subscribe before the first store read, so nothing committed between
+        # the read and the subscription can fall into a gap.
+        sub = self.hub.subscribe(request.run_id)
+        cursor = _Cursor(request.after_seq)
+        try:
+            async for response in self._catch_up(request.run_id, cursor):
+                yield response
+            while not cursor.done:
+                if self.closing_streams.is_set():
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "server is draining; resume with after_seq")
+                    return
+                waiter = asyncio.ensure_future(sub.wait())
+                closer = asyncio.ensure_future(self.closing_streams.wait())
+                try:
+                    await asyncio.wait({waiter, closer}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                    closer.cancel()
+                chunks, overflowed, wake_seq = sub.take()
+                parts: list[bytes] = []
+                for chunk in chunks:
+                    if chunk.last_seq <= cursor.last:
+                        continue  # already sent (replayed from the store)
+                    if chunk.first_seq != cursor.last + 1:
+                        overflowed = True  # a gap or an overlap: let the store settle it
+                        break
+                    parts.append(chunk.framed)
+                    cursor.last, cursor.done = chunk.last_seq, chunk.completed
+                if parts:
+                    yield b"".join(parts)
+                if not cursor.done and (overflowed or wake_seq > cursor.last):
+                    async for response in self._catch_up(request.run_id, cursor):
+                        yield response
+        finally:
+            sub.close()
+
+    async def _catch_up(self, run_id: str, cursor: _Cursor) -> AsyncIterator[bytes]:
+        """Yield every committed event after the cursor, advancing it."""
+        while True:
+            rows = await self.store.read_events(run_id, cursor.last, _REPLAY_PAGE)
+            if rows:
+                cursor.last = rows[-1].seq
+                cursor.done = rows[-1].kind == "run_completed"
+                yield frame_events(r.payload for r in rows)
+            if cursor.done or len(rows) < _REPLAY_PAGE:
+                return
+
+
+@dataclass
+class _Cursor:
+    """How far one watcher has been sent."""
+
+    last: int
+    done: bool = False

@@ -1,0 +1,60 @@
+"""The one mapping from runwire errors to google.rpc.Status."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from runwire.errors import InvalidArgument, RunwireError
+
+__all__ = ["DOMAIN", "to_status"]
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "runwire.v1"
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]  # any protobuf message
+    return packed
+
+
+def to_status(exc: BaseException) -> grpc.Status:
+    """A gRPC status with one ErrorInfo (and BadRequest for INVALID_ARGUMENT).
+
+    Anything that is not a RunwireError becomes INTERNAL without its message,
+    so internals never leak to callers; it is logged here instead.
+    """
+    if isinstance(exc, RunwireError):
+        code, reason, message, metadata = exc.code, exc.reason, exc.message, exc.metadata
+    else:
+        log.error("unexpected error in RPC", exc_info=exc)
+        code, reason, message, metadata = (
+            grpc.StatusCode.INTERNAL,
+            "INTERNAL",
+            "internal error; see the server log",
+            {},
+        )
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
+    status.details.append(
+        _pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))
+    )
+    if isinstance(exc, InvalidArgument):
+        status.details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in exc.violations
+                    ]
+                )
+            )
+        )
+    return rpc_status.to_status(status)

@@ -1,0 +1,170 @@
+"""Fan committed events out to this process's watchers.
+
+Local commits are published with their bytes already framed, so one
+serialization serves every watcher of a run. Commits made by other processes
+arrive as Postgres NOTIFY wake-ups carrying only the new last seq; watchers
+then read the events from the store. Publishing never blocks: a watcher whose
+bounded queue overflows is marked, drops its queue and catches up from the
+store (promise 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+__all__ = ["CONTROL_CHANNEL", "EVENTS_CHANNEL", "Chunk", "Hub", "Subscription"]
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "runwire_events"
+CONTROL_CHANNEL = "runwire_control"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive committed events of one run, framed for WatchRunResponse."""
+
+    first_seq: int
+    last_seq: int
+    framed: bytes
+    completed: bool
+
+
+class Subscription:
+    """One watcher's bounded view of a run's live events."""
+
+    def __init__(self, hub: Hub, run_id: str, max_chunks: int) -> None:
+        self._hub = hub
+        self.run_id = run_id
+        self._max = max_chunks
+        self._chunks: deque[Chunk] = deque()
+        self._ready = asyncio.Event()
+        self.overflowed = False
+        self.wake_seq = 0
+
+    def _offer(self, chunk: Chunk) -> None:
+        if self.overflowed:
+            return
+        if len(self._chunks) >= self._max:
+            # Slow watcher: forget the queue, it will re-read from the store.
+            self._chunks.clear()
+            self.overflowed = True
+            self.wake_seq = max(self.wake_seq, chunk.last_seq)
+        else:
+            self._chunks.append(chunk)
+        self._ready.set()
+
+    def _wake(self, seq: int) -> None:
+        self.wake_seq = max(self.wake_seq, seq)
+        self._ready.set()
+
+    async def wait(self) -> None:
+        """Return once something was offered since the last `take`."""
+        await self._ready.wait()
+
+    def take(self) -> tuple[list[Chunk], bool, int]:
+        """Everything queued, whether the queue overflowed, and the newest seq woken for."""
+        chunks = list(self._chunks)
+        self._chunks.clear()
+        overflowed, wake_seq = self.overflowed, self.wake_seq
+        self.overflowed = False
+        self._ready.clear()
+        return chunks, overflowed, wake_seq
+
+    def close(self) -> None:
+        """Stop receiving."""
+        self._hub._unsubscribe(self)
+
+
+class Hub:
+    """Per-process registry of watchers, fed by the writer and by NOTIFY."""
+
+    def __init__(self, max_chunks: int = 256) -> None:
+        self._subs: dict[str, set[Subscription]] = {}
+        self._max_chunks = max_chunks
+        self._listener: asyncio.Task[None] | None = None
+        self.on_control: Callable[[str], None] | None = None
+
+    def subscribe(self, run_id: str) -> Subscription:
+        """Start queueing the run's live events for one watcher."""
+        sub = Subscription(self, run_id, self._max_chunks)
+        self._subs.setdefault(run_id, set()).add(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.run_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.run_id]
+
+    def watcher_count(self, run_id: str) -> int:
+        """How many watchers of the run this process serves."""
+        return len(self._subs.get(run_id, ()))
+
+    def publish(self, run_id: str, chunk: Chunk) -> None:
+        """Hand a committed chunk to every local watcher of the run."""
+        for sub in self._subs.get(run_id, ()):
+            sub._offer(chunk)
+
+    def wake(self, run_id: str, seq: int) -> None:
+        """Tell the run's watchers that events up to `seq` are committed."""
+        for sub in self._subs.get(run_id, ()):
+            sub._wake(seq)
+
+    def wake_all(self) -> None:
+        """After a lost LISTEN connection: every watcher re-checks the store."""
+        for run_id, subs in self._subs.items():
+            for sub in subs:
+                sub._wake(1 << 62)
+            log.debug("woke watchers of %s after reconnect", run_id)
+
+    def _on_notify(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+        if channel == EVENTS_CHANNEL:
+            run_id, _, seq = payload.rpartition(":")
+            with contextlib.suppress(ValueError):
+                self.wake(run_id, int(seq))
+        elif channel == CONTROL_CHANNEL and self.on_control is not None:
+            self.on_control(payload)
+
+    def start(self, connect: Callable[[], Awaitable[asyncpg.Connection]]) -> None:
+        """Listen for other processes' commits and control requests."""
+        self._listener = asyncio.create_task(self._listen(connect), name="runwire-listen")
+
+    async def _listen(self, connect: Callable[[], Awaitable[asyncpg.Connection]]) -> None:
+        backoff = 0.1
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await connect()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("LISTEN connection failed (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            try:
+                conn.add_termination_listener(lambda _c: lost.set())
+                await conn.add_listener(EVENTS_CHANNEL, self._on_notify)
+                await conn.add_listener(CONTROL_CHANNEL, self._on_notify)
+                backoff = 0.1
+                # Anything committed while we were not listening must be read now.
+                self.wake_all()
+                await lost.wait()
+                log.warning("LISTEN connection lost; reconnecting")
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener

@@ -1,0 +1,226 @@
+"""Runs and events in Postgres."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from runwire.store._hub import CONTROL_CHANNEL
+
+__all__ = ["NewRun", "RunRow", "StoredEvent", "Store"]
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """What StartRun persists."""
+
+    run_id: str
+    flow_name: str
+    flow_digest: str
+    flow_json: dict[str, Any]
+    inputs: dict[str, Any]
+    labels: dict[str, str]
+    request_id: str | None
+    request_digest: str
+    principal: str
+    status: int
+    node_count: int
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A run as stored."""
+
+    run_id: str
+    flow_name: str
+    flow_digest: str
+    flow_json: dict[str, Any]
+    inputs: dict[str, Any]
+    labels: dict[str, str]
+    request_id: str | None
+    request_digest: str | None
+    principal: str
+    status: int
+    create_time: datetime
+    update_time: datetime
+    end_time: datetime | None
+    node_count: int
+    succeeded_node_count: int
+    failed_node_count: int
+    skipped_node_count: int
+    last_seq: int
+    error: dict[str, Any] | None
+    pause_requested: bool
+    cancel_requested: bool
+    control_principal: str
+    control_reason: str
+    owner_id: str | None
+
+    @property
+    def finished(self) -> bool:
+        """True once RunCompleted is committed."""
+        return self.end_time is not None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One committed event, still in its binary encoding."""
+
+    seq: int
+    kind: str
+    payload: bytes
+
+
+def _row(r: asyncpg.Record) -> RunRow:
+    def _j(v: Any) -> Any:
+        return json.loads(v) if isinstance(v, str) else v
+
+    return RunRow(
+        run_id=r["run_id"],
+        flow_name=r["flow_name"],
+        flow_digest=r["flow_digest"],
+        flow_json=_j(r["flow"]),
+        inputs=_j(r["inputs"]),
+        labels=_j(r["labels"]),
+        request_id=r["request_id"],
+        request_digest=r["request_digest"],
+        principal=r["principal"],
+        status=r["status"],
+        create_time=r["create_time"],
+        update_time=r["update_time"],
+        end_time=r["end_time"],
+        node_count=r["node_count"],
+        succeeded_node_count=r["succeeded_node_count"],
+        failed_node_count=r["failed_node_count"],
+        skipped_node_count=r["skipped_node_count"],
+        last_seq=r["last_seq"],
+        error=_j(r["error"]),
+        pause_requested=r["pause_requested"],
+        cancel_requested=r["cancel_requested"],
+        control_principal=r["control_principal"],
+        control_reason=r["control_reason"],
+        owner_id=r["owner_id"],
+    )
+
+
+class Store:
+    """Queries over a connection pool; the event writer owns event inserts."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def create_run(self, run: NewRun, *, owner_id: str, lease_seconds: float) -> tuple[RunRow, bool]:
+        """Insert the run; with a known request id return the existing run instead.
+
+        Returns the row and whether it was created by this call.
+        """
+        async with self.pool.acquire() as conn:
+            record = await conn.fetchrow(
+                """INSERT INTO runs (run_id, flow_name, flow_digest, flow, inputs, labels,
+                                     request_id, request_digest, principal, status, node_count,
+                                     owner_id, lease_expire_time)
+                   VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6::jsonb, $7, $8, $9, $10, $11,
+                           $12, now() + make_interval(secs => $13))
+                   ON CONFLICT (request_id) DO NOTHING
+                   RETURNING *""",
+                run.run_id,
+                run.flow_name,
+                run.flow_digest,
+                json.dumps(run.flow_json),
+                json.dumps(run.inputs),
+                json.dumps(run.labels),
+                run.request_id,
+                run.request_digest,
+                run.principal,
+                run.status,
+                run.node_count,
+                owner_id,
+                lease_seconds,
+            )
+            if record is not None:
+                return _row(record), True
+            existing = await conn.fetchrow(
+                "SELECT * FROM runs WHERE request_id = $1", run.request_id
+            )
+            assert existing is not None  # the conflict row cannot vanish: runs are never deleted
+            return _row(existing), False
+
+    async def get_run(self, run_id: str) -> RunRow | None:
+        """The run, or None."""
+        record = await self.pool.fetchrow("SELECT * FROM runs WHERE run_id = $1", run_id)
+        return None if record is None else _row(record)
+
+    async def list_runs(
+        self,
+        *,
+        status: int | None,
+        labels: dict[str, str],
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[RunRow]:
+        """Runs newest first, after the (create_time, run_id) cursor."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        if status is not None:
+            args.append(status)
+            clauses.append(f"status = ${len(args)}")
+        if labels:
+            args.append(json.dumps(labels))
+            clauses.append(f"labels @> ${len(args)}::jsonb")
+        if after is not None:
+            args.extend(after)
+            clauses.append(f"(create_time, run_id) < (${len(args) - 1}, ${len(args)})")
+        args.append(limit)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        records = await self.pool.fetch(
+            f"SELECT * FROM runs {where} ORDER BY create_time DESC, run_id DESC LIMIT ${len(args)}",
+            *args,
+        )
+        return [_row(r) for r in records]
+
+    async def read_events(self, run_id: str, after_seq: int, limit: int) -> list[StoredEvent]:
+        """Committed events with seq > after_seq, in order."""
+        records = await self.pool.fetch(
+            """SELECT seq, kind, event FROM events
+               WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3""",
+            run_id,
+            after_seq,
+            limit,
+        )
+        return [StoredEvent(r["seq"], r["kind"], r["event"]) for r in records]
+
+    async def request_control(
+        self, run_id: str, *, pause: bool | None, cancel: bool, principal: str, reason: str
+    ) -> RunRow | None:
+        """Record a pause/resume/cancel request and wake the run's owner."""
+        sets = ["control_principal = $2", "control_reason = $3", "update_time = now()"]
+        if pause is not None:
+            sets.append(f"pause_requested = {'true' if pause else 'false'}")
+        if cancel:
+            sets.append("cancel_requested = true")
+        async with self.pool.acquire() as conn, conn.transaction():
+            record = await conn.fetchrow(
+                f"UPDATE runs SET {', '.join(sets)} WHERE run_id = $1 AND end_time IS NULL RETURNING *",
+                run_id,
+                principal,
+                reason,
+            )
+            if record is not None:
+                await conn.execute("SELECT pg_notify($1, $2)", CONTROL_CHANNEL, run_id)
+        return None if record is None else _row(record)
+
+    async def all_events(self, run_id: str) -> list[StoredEvent]:
+        """Every committed event of the run (tests and tools)."""
+        return await self.read_events(run_id, 0, 1 << 62)
+
+    async def mark_abandoned(self, run_ids: Sequence[str]) -> None:
+        """Release leases of runs this process stops driving."""
+        await self.pool.execute(
+            "UPDATE runs SET owner_id = NULL, lease_expire_time = now() WHERE run_id = ANY($1)",
+            list(run_ids),
+        )
