@@ -5,7 +5,8 @@
 Exit status: 0 after RunCompleted when the grammar held; 1 when the stream
 broke a grammar rule; 2 for bad arguments; 3 when the server answered with an
 error (for example NOT_FOUND) or sent an event this client does not know.
-Reconnects on its own across transport errors and server restarts.
+Reconnects on its own across transport errors and server restarts, noting
+each reconnect on stderr.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import logging
 import sys
 
 from grpclib.client import Channel
@@ -64,6 +66,8 @@ async def run(host: str, port: int, run_id: str, after_seq: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Reconnects are reported on stderr; stdout carries only the events.
+    logging.basicConfig(level=logging.INFO, format="watch: %(message)s", stream=sys.stderr)
     # One event per line, non-ASCII as is, whatever the locale says.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(encoding="utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -18,6 +19,8 @@ from ._events import event_case
 from ._gen.runwire.v1 import RunEvent, RunServiceStub, WatchRunRequest, WatchRunResponse
 
 __all__ = ["Backoff", "watch"]
+
+logger = logging.getLogger("runwire_client")
 
 # Statuses after which the same WatchRun, resumed from the last seen seq, can
 # succeed: UNAVAILABLE is a draining or unreachable server; INTERNAL and
@@ -131,5 +134,7 @@ async def watch(
                 f"gave up watching run {run_id!r} after {now - failing_since:.1f}s of failures "
                 f"(last seq {last_seq}): {cause}",
             ) from error
-        await asyncio.sleep(policy.delay(failures))
+        delay = policy.delay(failures)
+        logger.info("watch %s: %s; resuming after seq %d in %.2fs", run_id, cause, last_seq, delay)
+        await asyncio.sleep(delay)
         failures += 1
