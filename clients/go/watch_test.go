@@ -26,6 +26,14 @@ func fast() *WatchOptions {
 	return &WatchOptions{InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
 }
 
+// bounded is the test's context with a deadline, so that a watch which
+// never ends fails its test instead of hanging the run; nothing waits on it.
+func bounded(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // collect drains a watch: the events in order and the final error.
 func collect(t *testing.T, seq iter.Seq2[*runwirev1.RunEvent, error]) ([]*runwirev1.RunEvent, error) {
 	t.Helper()
@@ -113,7 +121,7 @@ func TestWatchDeliversEveryBatchInOrderAndStopsAfterRunCompleted(t *testing.T) {
 	stream := scripted.Stream(runID, 5)
 	srv := scripted.Start(t, honest(stream))
 
-	got, err := collect(t, Watch(t.Context(), srv.Dial(t), runID, 0, fast()))
+	got, err := collect(t, Watch(bounded(t), srv.Dial(t), runID, 0, fast()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +133,7 @@ func TestWatchStartsAfterTheGivenSeq(t *testing.T) {
 	stream := scripted.Stream(runID, 3)
 	srv := scripted.Start(t, honest(stream))
 
-	got, err := collect(t, Watch(t.Context(), srv.Dial(t), runID, 4, fast()))
+	got, err := collect(t, Watch(bounded(t), srv.Dial(t), runID, 4, fast()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +160,7 @@ func TestWatchResumesAfterDrainAndDropsRepeatedSeqs(t *testing.T) {
 		return scripted.Send(s, stream[4:]...)
 	})
 
-	got, err := collect(t, Watch(t.Context(), srv.Dial(t), runID, 0, fast()))
+	got, err := collect(t, Watch(bounded(t), srv.Dial(t), runID, 0, fast()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +187,7 @@ func TestWatchResumesAfterConnectionDrop(t *testing.T) {
 	var retryErrs []error
 	opts := fast()
 	opts.OnRetry = func(err error, _ time.Duration) { retryErrs = append(retryErrs, err) }
-	for ev, err := range Watch(t.Context(), srv.Dial(t), runID, 0, opts) {
+	for ev, err := range Watch(bounded(t), srv.Dial(t), runID, 0, opts) {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,7 +230,7 @@ func TestWatchResumesAcrossServerRestart(t *testing.T) {
 		}
 	}
 	var got []*runwirev1.RunEvent
-	for ev, err := range Watch(t.Context(), srv.Dial(t), runID, 0, opts) {
+	for ev, err := range Watch(bounded(t), srv.Dial(t), runID, 0, opts) {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -253,7 +261,7 @@ func TestWatchRetriesTransportResets(t *testing.T) {
 				}
 				return honest(stream)(call, req, s)
 			})
-			got, err := collect(t, Watch(t.Context(), srv.Dial(t), runID, 0, fast()))
+			got, err := collect(t, Watch(bounded(t), srv.Dial(t), runID, 0, fast()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -273,7 +281,7 @@ func TestWatchResumesWhenStreamEndsBeforeRunCompleted(t *testing.T) {
 		}
 		return honest(stream)(call, req, s)
 	})
-	got, err := collect(t, Watch(t.Context(), srv.Dial(t), runID, 0, fast()))
+	got, err := collect(t, Watch(bounded(t), srv.Dial(t), runID, 0, fast()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +331,7 @@ func TestWatchReturnsTypedErrorsWithoutRetrying(t *testing.T) {
 			srv := scripted.Start(t, func(int, *runwirev1.WatchRunRequest, runwirev1.RunService_WatchRunServer) error {
 				return tt.err
 			})
-			got, err := collect(t, Watch(t.Context(), srv.Dial(t), runID, 0, fast()))
+			got, err := collect(t, Watch(bounded(t), srv.Dial(t), runID, 0, fast()))
 			if len(got) != 0 {
 				t.Errorf("got events %v", seqs(got))
 			}
@@ -357,7 +365,7 @@ func TestWatchRejectsAnUnknownVariant(t *testing.T) {
 		return scripted.Send(s, stream[0], future, stream[1])
 	})
 
-	got, err := collect(t, Watch(t.Context(), srv.Dial(t), runID, 0, fast()))
+	got, err := collect(t, Watch(bounded(t), srv.Dial(t), runID, 0, fast()))
 	assertEvents(t, got, stream[:1])
 	var unknown *UnknownEventError
 	if !errors.As(err, &unknown) {
@@ -374,7 +382,7 @@ func TestWatchFailsOnASeqGap(t *testing.T) {
 	srv := scripted.Start(t, func(_ int, _ *runwirev1.WatchRunRequest, s runwirev1.RunService_WatchRunServer) error {
 		return scripted.Send(s, stream[0], stream[1], stream[3])
 	})
-	got, err := collect(t, Watch(t.Context(), srv.Dial(t), runID, 0, fast()))
+	got, err := collect(t, Watch(bounded(t), srv.Dial(t), runID, 0, fast()))
 	assertEvents(t, got, stream[:2])
 	if !errors.Is(err, ErrSeqGap) {
 		t.Fatalf("error %v, want ErrSeqGap", err)
@@ -387,7 +395,7 @@ func TestWatchGivesUpAfterRetryTimeoutWithoutProgress(t *testing.T) {
 	})
 	opts := fast()
 	opts.RetryTimeout = 20 * time.Millisecond
-	_, err := collect(t, Watch(t.Context(), srv.Dial(t), runID, 0, opts))
+	_, err := collect(t, Watch(bounded(t), srv.Dial(t), runID, 0, opts))
 	var e *Error
 	if !errors.As(err, &e) || e.Code != codes.Unavailable {
 		t.Fatalf("error %v, want a wrapped UNAVAILABLE *Error", err)
@@ -401,7 +409,7 @@ func TestWatchEndsWithTheContext(t *testing.T) {
 	srv := scripted.Start(t, func(int, *runwirev1.WatchRunRequest, runwirev1.RunService_WatchRunServer) error {
 		return status.Error(codes.Unavailable, "still starting")
 	})
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := context.WithCancel(bounded(t))
 	opts := fast()
 	opts.RetryTimeout = -1 // forever, but for ctx
 	opts.OnRetry = func(error, time.Duration) {
@@ -426,8 +434,9 @@ func TestWatchCancelsTheStreamWhenTheConsumerStops(t *testing.T) {
 		close(cancelled)
 		return nil
 	})
+	ctx := bounded(t)
 	var got []*runwirev1.RunEvent
-	for ev, err := range Watch(t.Context(), srv.Dial(t), runID, 0, fast()) {
+	for ev, err := range Watch(ctx, srv.Dial(t), runID, 0, fast()) {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -436,7 +445,11 @@ func TestWatchCancelsTheStreamWhenTheConsumerStops(t *testing.T) {
 			break
 		}
 	}
-	<-cancelled // the server saw the stream end; hangs (test timeout) if not
+	select {
+	case <-cancelled:
+	case <-ctx.Done():
+		t.Fatal("the server never saw the stream end")
+	}
 	assertEvents(t, got, stream[:2])
 }
 
