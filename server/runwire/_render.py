@@ -53,7 +53,9 @@ class _View:
         if case == "run_started":
             self.flow = e.run_started.flow_name
         elif case == "run_status_changed":
-            self.status = events_pb2.RunStatus.Name(e.run_status_changed.new_status).removeprefix("RUN_STATUS_")
+            self.status = events_pb2.RunStatus.Name(e.run_status_changed.new_status).removeprefix(
+                "RUN_STATUS_"
+            )
         elif case == "run_paused":
             self.notes.append(f"paused by {e.run_paused.principal} {e.run_paused.reason}")
         elif case == "run_resumed":
@@ -62,9 +64,16 @@ class _View:
             self.final = e.run_completed
         elif node is not None:
             if case == "node_started":
-                node.status, node.attempt, node.detail = "running", e.attempt, f"{e.node_started.adapter}.{e.node_started.action}"
+                node.status, node.attempt, node.detail = (
+                    "running",
+                    e.attempt,
+                    f"{e.node_started.adapter}.{e.node_started.action}",
+                )
             elif case == "node_succeeded":
-                node.status, node.duration = "succeeded", f"{e.node_succeeded.duration.ToTimedelta().total_seconds():.2f}s"
+                node.status, node.duration = (
+                    "succeeded",
+                    f"{e.node_succeeded.duration.ToTimedelta().total_seconds():.2f}s",
+                )
             elif case == "node_failed":
                 node.status = "retrying" if e.node_failed.will_retry else "failed"
                 node.duration = f"{e.node_failed.duration.ToTimedelta().total_seconds():.2f}s"
@@ -89,7 +98,10 @@ class _View:
         for node_id, node in self.nodes.items():
             table.add_row(
                 node_id,
-                Text(node.status + (f" #{node.attempt}" if node.attempt > 1 else ""), style=_STYLE.get(node.status, "")),
+                Text(
+                    node.status + (f" #{node.attempt}" if node.attempt > 1 else ""),
+                    style=_STYLE.get(node.status, ""),
+                ),
                 node.duration,
                 "\n".join(node.lines) or node.detail,
             )
@@ -110,7 +122,11 @@ def watch_and_render(
     """Watch until RunCompleted, reconnecting with after_seq; 0 when the run succeeded."""
     view = _View(run_id, last_seq=after_seq)
     console = Console()
-    live = None if plain or not console.is_terminal else Live(view.render(), console=console, refresh_per_second=8)
+    live = (
+        None
+        if plain or not console.is_terminal
+        else Live(view.render(), console=console, refresh_per_second=8)
+    )
     backoff = 0.2
     if live:
         live.start()
@@ -120,7 +136,8 @@ def watch_and_render(
             stub = run_service_pb2_grpc.RunServiceStub(channel)
             try:
                 for response in stub.WatchRun(
-                    run_service_pb2.WatchRunRequest(run_id=run_id, after_seq=view.last_seq), metadata=metadata
+                    run_service_pb2.WatchRunRequest(run_id=run_id, after_seq=view.last_seq),
+                    metadata=metadata,
                 ):
                     backoff = 0.2
                     for event in response.events:
@@ -132,8 +149,8 @@ def watch_and_render(
                     if live:
                         live.update(view.render())
             except grpc.RpcError as exc:
-                if exc.code() not in _RETRYABLE:  # type: ignore[attr-defined]
-                    print(f"runwire: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+                if exc.code() not in _RETRYABLE:
+                    print(f"runwire: {exc.code().name}: {exc.details()}", file=sys.stderr)
                     return 1
                 time.sleep(backoff)  # reconnect pacing, not synchronisation
                 backoff = min(backoff * 2, 5.0)

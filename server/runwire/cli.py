@@ -24,7 +24,7 @@ DEFAULT_ADDR = "127.0.0.1:50051"
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from runwire.rpc import RunwireServer  # noqa: PLC0415 - keep client commands light
+    from runwire.rpc import RunwireServer
 
     logging.basicConfig(
         level=os.environ.get("RUNWIRE_LOG_LEVEL", "INFO"),
@@ -83,14 +83,14 @@ def _stub(args: argparse.Namespace) -> tuple[grpc.Channel, run_service_pb2_grpc.
 
 
 def _fail(exc: grpc.RpcError) -> int:
-    from grpc_status import rpc_status  # noqa: PLC0415
+    from grpc_status import rpc_status
 
-    from runwire.v1 import errors_pb2  # noqa: F401, PLC0415 - registers ErrorReason
+    from runwire.v1 import errors_pb2  # noqa: F401 - registers ErrorReason
 
-    print(f"runwire: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    print(f"runwire: {exc.code().name}: {exc.details()}", file=sys.stderr)
+    status = rpc_status.from_call(exc)
     if status is not None:
-        from google.rpc import error_details_pb2  # noqa: PLC0415
+        from google.rpc import error_details_pb2
 
         for detail in status.details:
             if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
@@ -126,9 +126,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from runwire._render import watch_and_render  # noqa: PLC0415
+    from runwire._render import watch_and_render
 
-    return watch_and_render(args.addr, args.run_id, args.after_seq, _metadata(args), plain=args.plain)
+    return watch_and_render(
+        args.addr, args.run_id, args.after_seq, _metadata(args), plain=args.plain
+    )
 
 
 def _control(args: argparse.Namespace) -> int:
@@ -136,11 +138,20 @@ def _control(args: argparse.Namespace) -> int:
     with channel:
         try:
             if args.command == "pause":
-                run = stub.PauseRun(run_service_pb2.PauseRunRequest(run_id=args.run_id, reason=args.reason), metadata=_metadata(args)).run
+                run = stub.PauseRun(
+                    run_service_pb2.PauseRunRequest(run_id=args.run_id, reason=args.reason),
+                    metadata=_metadata(args),
+                ).run
             elif args.command == "resume":
-                run = stub.ResumeRun(run_service_pb2.ResumeRunRequest(run_id=args.run_id, reason=args.reason), metadata=_metadata(args)).run
+                run = stub.ResumeRun(
+                    run_service_pb2.ResumeRunRequest(run_id=args.run_id, reason=args.reason),
+                    metadata=_metadata(args),
+                ).run
             else:
-                run = stub.CancelRun(run_service_pb2.CancelRunRequest(run_id=args.run_id, reason=args.reason), metadata=_metadata(args)).run
+                run = stub.CancelRun(
+                    run_service_pb2.CancelRunRequest(run_id=args.run_id, reason=args.reason),
+                    metadata=_metadata(args),
+                ).run
         except grpc.RpcError as exc:
             return _fail(exc)
     print(f"{run.run_id} {events_pb2.RunStatus.Name(run.status)}")
@@ -152,13 +163,16 @@ def _runs_list(args: argparse.Namespace) -> int:
     with channel:
         try:
             response = stub.ListRuns(
-                run_service_pb2.ListRunsRequest(page_size=args.limit, filter=args.filter), metadata=_metadata(args)
+                run_service_pb2.ListRunsRequest(page_size=args.limit, filter=args.filter),
+                metadata=_metadata(args),
             )
         except grpc.RpcError as exc:
             return _fail(exc)
     for run in response.runs:
         status = events_pb2.RunStatus.Name(run.status).removeprefix("RUN_STATUS_")
-        print(f"{run.run_id}  {status:<10} {run.create_time.ToDatetime().isoformat(timespec='seconds')}  {run.flow_name}")
+        print(
+            f"{run.run_id}  {status:<10} {run.create_time.ToDatetime().isoformat(timespec='seconds')}  {run.flow_name}"
+        )
     if response.next_page_token:
         print(f"(more: page token {response.next_page_token})")
     return 0
@@ -168,7 +182,9 @@ def _get(args: argparse.Namespace) -> int:
     channel, stub = _stub(args)
     with channel:
         try:
-            run = stub.GetRun(run_service_pb2.GetRunRequest(run_id=args.run_id), metadata=_metadata(args)).run
+            run = stub.GetRun(
+                run_service_pb2.GetRunRequest(run_id=args.run_id), metadata=_metadata(args)
+            ).run
         except grpc.RpcError as exc:
             return _fail(exc)
     _print_run(run)
@@ -180,11 +196,14 @@ def _validate(args: argparse.Namespace) -> int:
     with channel:
         try:
             response = stub.ValidateFlow(
-                run_service_pb2.ValidateFlowRequest(flow=load_flow(Path(args.flow))), metadata=_metadata(args)
+                run_service_pb2.ValidateFlowRequest(flow=load_flow(Path(args.flow))),
+                metadata=_metadata(args),
             )
         except grpc.RpcError as exc:
             return _fail(exc)
-    print(f"valid: {response.node_count} nodes, starts at {', '.join(response.root_node_ids)}; digest {response.flow_digest}")
+    print(
+        f"valid: {response.node_count} nodes, starts at {', '.join(response.root_node_ids)}; digest {response.flow_digest}"
+    )
     return 0
 
 
@@ -198,17 +217,31 @@ def _parser() -> argparse.ArgumentParser:
 
     def client(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--addr", default=os.environ.get("RUNWIRE_ADDR", DEFAULT_ADDR), help="server address (RUNWIRE_ADDR; default %(default)s)")
+        p.add_argument(
+            "--addr",
+            default=os.environ.get("RUNWIRE_ADDR", DEFAULT_ADDR),
+            help="server address (RUNWIRE_ADDR; default %(default)s)",
+        )
         p.add_argument("--token", default=None, help="bearer token (RUNWIRE_TOKEN)")
         return p
 
     run = client("run", "start a run from a YAML or JSON flow file")
-    run.add_argument("flow", help="flow file: the proto3 JSON mapping of runwire.v1.Flow, as YAML or JSON")
-    run.add_argument("--input", action="append", default=[], metavar="KEY=VALUE", help="run input; VALUE is JSON or a string")
+    run.add_argument(
+        "flow", help="flow file: the proto3 JSON mapping of runwire.v1.Flow, as YAML or JSON"
+    )
+    run.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="run input; VALUE is JSON or a string",
+    )
     run.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     run.add_argument("--request-id", default="", help="idempotency key")
     run.add_argument("--watch", action="store_true", help="watch the run until it completes")
-    run.add_argument("--plain", action="store_true", help="with --watch: one line per event, no live display")
+    run.add_argument(
+        "--plain", action="store_true", help="with --watch: one line per event, no live display"
+    )
     run.set_defaults(func=_run)
 
     watch = client("watch", "render a run's live event stream")
@@ -230,7 +263,9 @@ def _parser() -> argparse.ArgumentParser:
     runs_list = runs_sub.add_parser("list", help="list runs, newest first")
     runs_list.add_argument("--addr", default=os.environ.get("RUNWIRE_ADDR", DEFAULT_ADDR))
     runs_list.add_argument("--token", default=None)
-    runs_list.add_argument("--filter", default="", help='e.g. status = RUNNING AND labels.team = "infra"')
+    runs_list.add_argument(
+        "--filter", default="", help='e.g. status = RUNNING AND labels.team = "infra"'
+    )
     runs_list.add_argument("--limit", type=int, default=20)
     runs_list.set_defaults(func=_runs_list)
 

@@ -173,7 +173,9 @@ class ServerDraining(RunwireError):
     reason = "SERVER_DRAINING"
 
     def __init__(self) -> None:
-        super().__init__("server is draining; retry against another replica")
+        super().__init__(
+            "server is draining; retry against another replica (WatchRun: resume with after_seq)"
+        )
 
 
 class Unauthenticated(RunwireError):

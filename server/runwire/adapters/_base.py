@@ -49,7 +49,7 @@ class ActionFailed(Exception):
 class SandboxRefused(ActionFailed):
     """The adapter refused the action; the engine emits SandboxViolation first."""
 
-    def __init__(self, kind: int, target: str, detail: str) -> None:
+    def __init__(self, kind: events_pb2.SandboxViolationKind, target: str, detail: str) -> None:
         super().__init__("SANDBOX", detail)
         self.kind = kind
         self.target = target
@@ -74,7 +74,7 @@ class NodeContext(Protocol):
         """The run's private working directory."""
         ...
 
-    async def log(self, stream: events_pb2.LogStream.ValueType, lines: list[str]) -> None:
+    async def log(self, stream: events_pb2.LogStream, lines: list[str]) -> None:
         """Emit one NodeLog per line, in order."""
         ...
 
@@ -96,4 +96,3 @@ class Adapter(Protocol):
     async def execute(self, ctx: NodeContext, action: str, params: Mapping[str, Any]) -> Any:
         """Run the action; returns the node output (JSON-able) or raises ActionFailed."""
         ...
-

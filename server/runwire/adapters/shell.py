@@ -106,9 +106,13 @@ class ShellAdapter:
             env=env,
             start_new_session=True,
         )
-        tails = {events_pb2.LOG_STREAM_STDOUT: bytearray(), events_pb2.LOG_STREAM_STDERR: bytearray()}
+        tails = {
+            events_pb2.LOG_STREAM_STDOUT: bytearray(),
+            events_pb2.LOG_STREAM_STDERR: bytearray(),
+        }
         try:
-            assert proc.stdout is not None and proc.stderr is not None
+            assert proc.stdout is not None
+            assert proc.stderr is not None
             await asyncio.gather(
                 self._pump(ctx, proc.stdout, events_pb2.LOG_STREAM_STDOUT, tails),
                 self._pump(ctx, proc.stderr, events_pb2.LOG_STREAM_STDERR, tails),
@@ -126,7 +130,10 @@ class ShellAdapter:
         }
         if code != 0:
             raise ActionFailed(
-                "EXIT_STATUS", f"{Path(argv[0]).name} exited with status {code}", exit_code=code, output=output
+                "EXIT_STATUS",
+                f"{Path(argv[0]).name} exited with status {code}",
+                exit_code=code,
+                output=output,
             )
         return output
 
@@ -134,8 +141,8 @@ class ShellAdapter:
         self,
         ctx: NodeContext,
         reader: asyncio.StreamReader,
-        stream: events_pb2.LogStream.ValueType,
-        tails: dict[events_pb2.LogStream.ValueType, bytearray],
+        stream: events_pb2.LogStream,
+        tails: dict[events_pb2.LogStream, bytearray],
     ) -> None:
         pending = b""
         tail = tails[stream]
@@ -153,6 +160,9 @@ class ShellAdapter:
                 pending = b""
             if complete:
                 await ctx.log(stream, [_clean(line[:_MAX_LINE]) for line in complete])
+            # A fast producer always has data ready, so reads never suspend;
+            # yield so other runs and the event writer get their turn.
+            await asyncio.sleep(0)
         if pending:
             await ctx.log(stream, [_clean(pending[:_MAX_LINE])])
 
@@ -164,10 +174,8 @@ def _kill_group(pgid: int, sig: signal.Signals) -> None:
 
 async def _terminate_group(proc: asyncio.subprocess.Process) -> None:
     _kill_group(proc.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
         await asyncio.wait_for(asyncio.shield(proc.wait()), _KILL_GRACE)
-    except (TimeoutError, asyncio.CancelledError):
-        pass
     _kill_group(proc.pid, signal.SIGKILL)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(asyncio.shield(proc.wait()), _KILL_GRACE)

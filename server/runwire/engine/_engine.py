@@ -36,7 +36,9 @@ class Engine:
         self._runs[plan.run_id] = (executor, task)
         task.add_done_callback(lambda _t: self._runs.pop(plan.run_id, None))
 
-    def control(self, run_id: str, *, pause: bool | None, cancel: bool, principal: str, reason: str) -> bool:
+    def control(
+        self, run_id: str, *, pause: bool | None, cancel: bool, principal: str, reason: str
+    ) -> bool:
         """Apply a control request to a local run; False when this process does not run it."""
         entry = self._runs.get(run_id)
         if entry is None:

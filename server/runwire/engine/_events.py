@@ -10,13 +10,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from runwire.v1 import events_pb2
 
-__all__ = ["NodeRef", "SpanIds", "VARIANTS", "new_event"]
+__all__ = ["VARIANTS", "NodeRef", "SpanIds", "new_event"]
 
 VARIANTS: frozenset[str] = frozenset(
     f.name for f in events_pb2.RunEvent.DESCRIPTOR.oneofs_by_name["event"].fields
 )
 _PAYLOAD_TYPE = {
-    f.name: f.message_type.name
+    f.name: f.message_type.name if f.message_type is not None else ""
     for f in events_pb2.RunEvent.DESCRIPTOR.oneofs_by_name["event"].fields
 }
 
@@ -42,8 +42,9 @@ def new_event(
     run_id: str, seq: int, variant: str, payload: Message, *, span: SpanIds, node: NodeRef | None
 ) -> events_pb2.RunEvent:
     """A RunEvent with the envelope filled and `payload` as its `variant` case."""
-    if _PAYLOAD_TYPE.get(variant) != payload.DESCRIPTOR.name:
-        raise ValueError(f"{payload.DESCRIPTOR.name} is not the payload of variant {variant!r}")
+    name = payload.DESCRIPTOR.name if payload.DESCRIPTOR is not None else "?"
+    if _PAYLOAD_TYPE.get(variant) != name:
+        raise ValueError(f"{name} is not the payload of variant {variant!r}")
     now = time.time_ns()
     event = events_pb2.RunEvent(
         run_id=run_id,

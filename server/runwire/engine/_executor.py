@@ -133,7 +133,7 @@ class _Attempt:
     def count_output(self, nbytes: int) -> None:
         self.output_bytes += nbytes
 
-    async def log(self, stream: ev.LogStream.ValueType, lines: list[str]) -> None:
+    async def log(self, stream: ev.LogStream, lines: list[str]) -> None:
         payloads: list[tuple[str, Message]] = []
         n = self._line_numbers.get(stream, 0)
         for line in lines:
@@ -163,7 +163,7 @@ class RunExecutor:
         self._tracer = tracer
         self._settings = settings
         self._seq = 0
-        self._status: int = ev.RUN_STATUS_PENDING
+        self._status: ev.RunStatus = ev.RUN_STATUS_PENDING
         self._nodes = dict.fromkeys(self.graph.nodes, NodeStatus.PENDING)
         self._outputs: dict[str, Any] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -208,15 +208,19 @@ class RunExecutor:
         for variant, payload in payloads:
             self._seq += 1
             events.append(
-                new_event(self.run_id, self._seq, variant, payload, span=span or self._run_span, node=node)
+                new_event(
+                    self.run_id, self._seq, variant, payload, span=span or self._run_span, node=node
+                )
             )
         self._journal.append(self.run_id, events, patch)
 
-    async def _set_status(self, status: int, reason: str, principal: str = "") -> None:
+    async def _set_status(self, status: ev.RunStatus, reason: str, principal: str = "") -> None:
         previous, self._status = self._status, status
         await self.emit(
             "run_status_changed",
-            ev.RunStatusChanged(previous_status=previous, new_status=status, reason=reason, principal=principal),
+            ev.RunStatusChanged(
+                previous_status=previous, new_status=status, reason=reason, principal=principal
+            ),
             patch=RunPatch(status=status),
         )
 
@@ -286,7 +290,10 @@ class RunExecutor:
                 if self._pause_requested and self._paused_since is None:
                     self._paused_since = time.monotonic()
                     await self.emit(
-                        "run_paused", ev.RunPaused(principal=self._control_principal, reason=self._control_reason)
+                        "run_paused",
+                        ev.RunPaused(
+                            principal=self._control_principal, reason=self._control_reason
+                        ),
                     )
                     await self._set_status(ev.RUN_STATUS_PAUSED, "paused", self._control_principal)
                 elif not self._pause_requested and self._paused_since is not None:
@@ -300,7 +307,9 @@ class RunExecutor:
                             paused_duration=_duration(paused_for),
                         ),
                     )
-                    await self._set_status(ev.RUN_STATUS_RUNNING, "resumed", self._control_principal)
+                    await self._set_status(
+                        ev.RUN_STATUS_RUNNING, "resumed", self._control_principal
+                    )
                     continue
             if not running and (self._paused_since is None or cancelled):
                 pending = [n for n, s in self._nodes.items() if s is NodeStatus.PENDING]
@@ -323,7 +332,11 @@ class RunExecutor:
             for node_id, status in self._nodes.items():
                 if status is not NodeStatus.PENDING or not self._ready(node_id):
                     continue
-                blocked = [e for e in self.graph.incoming[node_id] if not _edge_taken(e.condition, self._nodes[e.source])]
+                blocked = [
+                    e
+                    for e in self.graph.incoming[node_id]
+                    if not _edge_taken(e.condition, self._nodes[e.source])
+                ]
                 if blocked:
                     e = blocked[0]
                     reason = (
@@ -352,7 +365,9 @@ class RunExecutor:
                 return
             if status is NodeStatus.PENDING and self._ready(node_id):
                 self._nodes[node_id] = NodeStatus.RUNNING
-                self._tasks[node_id] = asyncio.create_task(self._run_node(node_id), name=f"node:{node_id}")
+                self._tasks[node_id] = asyncio.create_task(
+                    self._run_node(node_id), name=f"node:{node_id}"
+                )
                 running += 1
 
     async def _run_node(self, node_id: str) -> None:
@@ -375,15 +390,25 @@ class RunExecutor:
         if node.HasField("timeout"):
             return _seconds(node.timeout)
         settings = self.graph.flow.settings
-        return _seconds(settings.default_timeout) if settings.HasField("default_timeout") else _DEFAULT_TIMEOUT
+        return (
+            _seconds(settings.default_timeout)
+            if settings.HasField("default_timeout")
+            else _DEFAULT_TIMEOUT
+        )
 
     async def _attempts(self, node_id: str) -> None:
         node = self.graph.nodes[node_id]
         policy = self._retry_policy(node)
         max_attempts = max(1, policy.max_attempts)
-        backoff = _seconds(policy.initial_backoff) if policy.HasField("initial_backoff") else _DEFAULT_BACKOFF
+        backoff = (
+            _seconds(policy.initial_backoff)
+            if policy.HasField("initial_backoff")
+            else _DEFAULT_BACKOFF
+        )
         multiplier = policy.backoff_multiplier or 2.0
-        max_backoff = _seconds(policy.max_backoff) if policy.HasField("max_backoff") else _DEFAULT_MAX_BACKOFF
+        max_backoff = (
+            _seconds(policy.max_backoff) if policy.HasField("max_backoff") else _DEFAULT_MAX_BACKOFF
+        )
         for attempt in range(1, max_attempts + 1):
             ref = NodeRef(node_id, 1, attempt)
             outcome = await self._attempt(node, ref)
@@ -396,7 +421,10 @@ class RunExecutor:
                 await self.emit(
                     "node_retrying",
                     ev.NodeRetrying(
-                        next_attempt=attempt + 1, backoff=_duration(wait), max_attempts=max_attempts, error=outcome.error
+                        next_attempt=attempt + 1,
+                        backoff=_duration(wait),
+                        max_attempts=max_attempts,
+                        error=outcome.error,
                     ),
                     node=ref,
                 )
@@ -432,7 +460,9 @@ class RunExecutor:
             ctx = _Attempt(self, ref, ids)
             await self.emit(
                 "node_started",
-                ev.NodeStarted(adapter=action.adapter, action=action.action, params_json=canonical_json(params)),
+                ev.NodeStarted(
+                    adapter=action.adapter, action=action.action, params_json=canonical_json(params)
+                ),
                 span=ids,
                 node=ref,
             )
@@ -472,39 +502,65 @@ class RunExecutor:
             return outcome
 
     async def _execute(
-        self, ctx: _Attempt, action: flow_pb2.ActionNode, params: Mapping[str, Any], timeout: float
+        self, ctx: _Attempt, action: flow_pb2.ActionNode, params: Mapping[str, Any], limit: float
     ) -> _Outcome:
         adapter = self._registry.get(action.adapter)
         if adapter is None:  # validated at StartRun; a server restarted with less may differ
-            return _Outcome(False, None, ev.ErrorSummary(reason="ADAPTER_UNKNOWN", message=f"adapter {action.adapter!r} is not available"))
+            return _Outcome(
+                False,
+                None,
+                ev.ErrorSummary(
+                    reason="ADAPTER_UNKNOWN", message=f"adapter {action.adapter!r} is not available"
+                ),
+            )
         if self._cancelled.is_set():
-            return _Outcome(False, None, ev.ErrorSummary(reason="CANCELLED", message="run cancelled"))
+            return _Outcome(
+                False, None, ev.ErrorSummary(reason="CANCELLED", message="run cancelled")
+            )
         inner = asyncio.create_task(adapter.execute(ctx, action.action, params))
         self._inner[ctx.node_id] = inner
         try:
-            done, _ = await asyncio.wait({inner}, timeout=timeout)
+            done, _ = await asyncio.wait({inner}, timeout=limit)
             if not done:
                 inner.cancel()
                 await asyncio.wait({inner})
-                return _Outcome(False, None, ev.ErrorSummary(reason="TIMEOUT", message=f"attempt timed out after {timeout:g}s"))
+                return _Outcome(
+                    False,
+                    None,
+                    ev.ErrorSummary(
+                        reason="TIMEOUT", message=f"attempt timed out after {limit:g}s"
+                    ),
+                )
         finally:
             self._inner.pop(ctx.node_id, None)
         if inner.cancelled():
-            return _Outcome(False, None, ev.ErrorSummary(reason="CANCELLED", message="run cancelled"))
+            return _Outcome(
+                False, None, ev.ErrorSummary(reason="CANCELLED", message="run cancelled")
+            )
         exc = inner.exception()
         if exc is None:
             return _Outcome(True, inner.result())
         if isinstance(exc, SandboxRefused):
             await self.emit(
                 "sandbox_violation",
-                ev.SandboxViolation(kind=exc.kind, adapter=action.adapter, target=exc.target, detail=exc.detail),  # type: ignore[arg-type]  # kind is a SandboxViolationKind number
+                ev.SandboxViolation(
+                    kind=exc.kind, adapter=action.adapter, target=exc.target, detail=exc.detail
+                ),
                 span=ctx.span,
                 node=ctx.ref,
             )
         if isinstance(exc, ActionFailed):
-            return _Outcome(False, exc.output, ev.ErrorSummary(reason=exc.reason, message=exc.message, exit_code=exc.exit_code))
+            return _Outcome(
+                False,
+                exc.output,
+                ev.ErrorSummary(reason=exc.reason, message=exc.message, exit_code=exc.exit_code),
+            )
         log.error("adapter %s failed unexpectedly", action.adapter, exc_info=exc)
-        return _Outcome(False, None, ev.ErrorSummary(reason="ADAPTER_ERROR", message=f"{type(exc).__name__}: {exc}"))
+        return _Outcome(
+            False,
+            None,
+            ev.ErrorSummary(reason="ADAPTER_ERROR", message=f"{type(exc).__name__}: {exc}"),
+        )
 
     async def _heartbeats(self, ctx: _Attempt, started: float) -> None:
         interval = self._settings.heartbeat_interval
@@ -516,13 +572,17 @@ class RunExecutor:
             await self.emit(
                 "node_heartbeat",
                 ev.NodeHeartbeat(
-                    elapsed=_duration(time.monotonic() - started), output_bytes=ctx.output_bytes, stagnant_count=stagnant
+                    elapsed=_duration(time.monotonic() - started),
+                    output_bytes=ctx.output_bytes,
+                    stagnant_count=stagnant,
                 ),
                 span=ctx.span,
                 node=ctx.ref,
             )
 
-    async def _finish(self, span: trace.Span, started: float, crash: Exception | None = None) -> None:
+    async def _finish(
+        self, span: trace.Span, started: float, crash: Exception | None = None
+    ) -> None:
         for task in list(self._tasks.values()):
             task.cancel()
         if self._tasks:
@@ -530,15 +590,21 @@ class RunExecutor:
         error: ev.ErrorSummary | None = None
         if crash is not None:
             status = ev.RUN_STATUS_FAILED
-            error = ev.ErrorSummary(reason="INTERNAL", message="the engine failed; see the server log")
+            error = ev.ErrorSummary(
+                reason="INTERNAL", message="the engine failed; see the server log"
+            )
             why = "internal error"
         elif self._cancelled.is_set():
             status = ev.RUN_STATUS_CANCELLED
-            error = ev.ErrorSummary(reason="CANCELLED", message=self._control_reason or "run cancelled")
+            error = ev.ErrorSummary(
+                reason="CANCELLED", message=self._control_reason or "run cancelled"
+            )
             why = "cancelled"
         elif self._failed_node is not None:
             status = ev.RUN_STATUS_FAILED
-            error = ev.ErrorSummary(reason="NODE_FAILED", message=f"node {self._failed_node!r} failed")
+            error = ev.ErrorSummary(
+                reason="NODE_FAILED", message=f"node {self._failed_node!r} failed"
+            )
             why = f"node {self._failed_node!r} failed"
         else:
             status, why = ev.RUN_STATUS_SUCCEEDED, "all nodes finished"
@@ -556,7 +622,7 @@ class RunExecutor:
             error=error,
         )
         completed = ev.RunCompleted(
-            status=status,  # type: ignore[arg-type]  # a RunStatus number
+            status=status,
             succeeded_node_count=counts.succeeded_node_count or 0,
             failed_node_count=counts.failed_node_count or 0,
             skipped_node_count=counts.skipped_node_count or 0,

@@ -75,16 +75,30 @@ def _schema_path(base: str, parts: Iterable[str | int]) -> str:
 
 def _check_retry(policy: flow_pb2.RetryPolicy, path: str, out: list[FieldViolation]) -> None:
     if not 0 <= policy.max_attempts <= MAX_ATTEMPTS:
-        out.append(FieldViolation(f"{path}.max_attempts", f"must be between 0 and {MAX_ATTEMPTS}, got {policy.max_attempts}"))
+        out.append(
+            FieldViolation(
+                f"{path}.max_attempts",
+                f"must be between 0 and {MAX_ATTEMPTS}, got {policy.max_attempts}",
+            )
+        )
     if policy.HasField("initial_backoff") and _seconds(policy.initial_backoff) <= 0:
         out.append(FieldViolation(f"{path}.initial_backoff", "must be positive"))
     if policy.backoff_multiplier != 0 and not 1 <= policy.backoff_multiplier <= 10:
-        out.append(FieldViolation(f"{path}.backoff_multiplier", f"must be between 1 and 10, got {policy.backoff_multiplier}"))
+        out.append(
+            FieldViolation(
+                f"{path}.backoff_multiplier",
+                f"must be between 1 and 10, got {policy.backoff_multiplier}",
+            )
+        )
     if policy.HasField("max_backoff"):
         if _seconds(policy.max_backoff) <= 0:
             out.append(FieldViolation(f"{path}.max_backoff", "must be positive"))
-        elif policy.HasField("initial_backoff") and _seconds(policy.max_backoff) < _seconds(policy.initial_backoff):
-            out.append(FieldViolation(f"{path}.max_backoff", "must not be less than initial_backoff"))
+        elif policy.HasField("initial_backoff") and _seconds(policy.max_backoff) < _seconds(
+            policy.initial_backoff
+        ):
+            out.append(
+                FieldViolation(f"{path}.max_backoff", "must not be less than initial_backoff")
+            )
 
 
 def _check_timeout(d: Duration, path: str, out: list[FieldViolation]) -> None:
@@ -104,14 +118,26 @@ def _check_action(
 ) -> None:
     adapter = registry.get(action.adapter)
     if adapter is None:
-        out.append(FieldViolation(f"{path}.adapter", f"unknown adapter {action.adapter!r}; known: {', '.join(registry.names())}"))
+        out.append(
+            FieldViolation(
+                f"{path}.adapter",
+                f"unknown adapter {action.adapter!r}; known: {', '.join(registry.names())}",
+            )
+        )
         return
     if action.adapter in registry.disabled:
-        disabled.append(AdapterDisabled(f"{path}.adapter", action.adapter, registry.disabled[action.adapter]))
+        disabled.append(
+            AdapterDisabled(f"{path}.adapter", action.adapter, registry.disabled[action.adapter])
+        )
         return
     spec = adapter.actions.get(action.action)
     if spec is None:
-        out.append(FieldViolation(f"{path}.action", f"adapter {action.adapter!r} has no action {action.action!r}; known: {', '.join(sorted(adapter.actions))}"))
+        out.append(
+            FieldViolation(
+                f"{path}.action",
+                f"adapter {action.adapter!r} has no action {action.action!r}; known: {', '.join(sorted(adapter.actions))}",
+            )
+        )
         return
     params: Mapping[str, Any] = json_format.MessageToDict(action.params)
     errors = sorted(
@@ -125,7 +151,9 @@ def _check_action(
             out.append(FieldViolation(f"{path}.params.{sub}", why))
 
 
-def _find_cycle(nodes: dict[str, flow_pb2.Node], outgoing: dict[str, list[flow_pb2.Edge]]) -> list[str] | None:
+def _find_cycle(
+    nodes: dict[str, flow_pb2.Node], outgoing: dict[str, list[flow_pb2.Edge]]
+) -> list[str] | None:
     white, grey, black = 0, 1, 2
     color = dict.fromkeys(nodes, white)
     stack: list[str] = []
@@ -135,7 +163,7 @@ def _find_cycle(nodes: dict[str, flow_pb2.Node], outgoing: dict[str, list[flow_p
         stack.append(n)
         for e in outgoing[n]:
             if color[e.target] == grey:
-                return [*stack[stack.index(e.target):], e.target]
+                return [*stack[stack.index(e.target) :], e.target]
             if color[e.target] == white and (found := visit(e.target)):
                 return found
         stack.pop()
@@ -155,22 +183,36 @@ def validate_flow(flow: flow_pb2.Flow, registry: Registry, *, path: str = "flow"
     if not flow.name:
         out.append(FieldViolation(f"{path}.name", "must not be empty"))
     elif len(flow.name) > 128:
-        out.append(FieldViolation(f"{path}.name", f"must be at most 128 characters, got {len(flow.name)}"))
+        out.append(
+            FieldViolation(f"{path}.name", f"must be at most 128 characters, got {len(flow.name)}")
+        )
     elif problem := _text_problem(flow.name):
         out.append(FieldViolation(f"{path}.name", problem))
     if not flow.nodes:
         out.append(FieldViolation(f"{path}.nodes", "a flow needs at least one node"))
     if len(flow.nodes) > MAX_NODES:
-        out.append(FieldViolation(f"{path}.nodes", f"at most {MAX_NODES} nodes, got {len(flow.nodes)}"))
+        out.append(
+            FieldViolation(f"{path}.nodes", f"at most {MAX_NODES} nodes, got {len(flow.nodes)}")
+        )
 
     nodes: dict[str, flow_pb2.Node] = {}
     first_at: dict[str, int] = {}
     for i, node in enumerate(flow.nodes):
         npath = f"{path}.nodes[{i}]"
         if not NODE_ID.match(node.id):
-            out.append(FieldViolation(f"{npath}.id", f"{node.id!r} is not a node id: 1-64 of [A-Za-z0-9_-], starting with a letter"))
+            out.append(
+                FieldViolation(
+                    f"{npath}.id",
+                    f"{node.id!r} is not a node id: 1-64 of [A-Za-z0-9_-], starting with a letter",
+                )
+            )
         elif node.id in first_at:
-            out.append(FieldViolation(f"{npath}.id", f"duplicate node id {node.id!r} (first at {path}.nodes[{first_at[node.id]}])"))
+            out.append(
+                FieldViolation(
+                    f"{npath}.id",
+                    f"duplicate node id {node.id!r} (first at {path}.nodes[{first_at[node.id]}])",
+                )
+            )
         else:
             first_at[node.id] = i
             nodes[node.id] = node
@@ -179,16 +221,28 @@ def validate_flow(flow: flow_pb2.Flow, registry: Registry, *, path: str = "flow"
         if node.HasField("retry_policy"):
             _check_retry(node.retry_policy, f"{npath}.retry_policy", out)
         if not 0 <= node.max_visits <= 1000:
-            out.append(FieldViolation(f"{npath}.max_visits", f"must be between 0 and 1000, got {node.max_visits}"))
+            out.append(
+                FieldViolation(
+                    f"{npath}.max_visits", f"must be between 0 and 1000, got {node.max_visits}"
+                )
+            )
         kind = node.WhichOneof("kind")
         if kind is None:
             out.append(FieldViolation(f"{npath}.kind", "set one of action, ai, approval"))
         elif kind == "action":
             _check_action(node.action, f"{npath}.action", registry, out, disabled)
         elif kind == "ai":
-            disabled.append(AdapterDisabled(f"{npath}.ai", "ai", "no AI provider is configured on this server"))
+            disabled.append(
+                AdapterDisabled(f"{npath}.ai", "ai", "no AI provider is configured on this server")
+            )
         else:
-            disabled.append(AdapterDisabled(f"{npath}.approval", "approval", "approval nodes are not enabled on this server version"))
+            disabled.append(
+                AdapterDisabled(
+                    f"{npath}.approval",
+                    "approval",
+                    "approval nodes are not enabled on this server version",
+                )
+            )
 
     incoming: dict[str, list[flow_pb2.Edge]] = {n: [] for n in nodes}
     outgoing: dict[str, list[flow_pb2.Edge]] = {n: [] for n in nodes}
@@ -202,7 +256,12 @@ def validate_flow(flow: flow_pb2.Flow, registry: Registry, *, path: str = "flow"
                 out.append(FieldViolation(f"{epath}.{end}", f"no node has id {value!r}"))
                 ok = False
         if ok and edge.source == edge.target:
-            out.append(FieldViolation(f"{epath}.target", f"edge from {edge.source!r} to itself; loop through another node with max_visits"))
+            out.append(
+                FieldViolation(
+                    f"{epath}.target",
+                    f"edge from {edge.source!r} to itself; loop through another node with max_visits",
+                )
+            )
             ok = False
         if edge.condition not in flow_pb2.EdgeCondition.values():
             out.append(FieldViolation(f"{epath}.condition", f"unknown condition {edge.condition}"))
@@ -219,11 +278,23 @@ def validate_flow(flow: flow_pb2.Flow, registry: Registry, *, path: str = "flow"
     if nodes and not out:
         cycle = _find_cycle(nodes, outgoing)
         if cycle is not None:
-            out.append(FieldViolation(f"{path}.edges", "edges form a cycle " + " -> ".join(cycle) + "; loops are not supported by this server version"))
+            out.append(
+                FieldViolation(
+                    f"{path}.edges",
+                    "edges form a cycle "
+                    + " -> ".join(cycle)
+                    + "; loops are not supported by this server version",
+                )
+            )
 
     settings = flow.settings
     if not 0 <= settings.max_parallel <= MAX_PARALLEL:
-        out.append(FieldViolation(f"{path}.settings.max_parallel", f"must be between 0 and {MAX_PARALLEL}, got {settings.max_parallel}"))
+        out.append(
+            FieldViolation(
+                f"{path}.settings.max_parallel",
+                f"must be between 0 and {MAX_PARALLEL}, got {settings.max_parallel}",
+            )
+        )
     if settings.HasField("default_timeout"):
         _check_timeout(settings.default_timeout, f"{path}.settings.default_timeout", out)
     if settings.HasField("default_retry_policy"):

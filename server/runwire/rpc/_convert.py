@@ -56,6 +56,9 @@ _TERM = re.compile(
 )
 
 
+_STATUS_NAMES = frozenset(events_pb2.RunStatus.keys()) - {"RUN_STATUS_UNSPECIFIED"}
+
+
 def parse_filter(text: str) -> tuple[int | None, dict[str, str]]:
     """Parse the AIP-160 subset ListRuns accepts into (status, labels)."""
     status: int | None = None
@@ -66,12 +69,17 @@ def parse_filter(text: str) -> tuple[int | None, dict[str, str]]:
         m = _TERM.match(term)
         if m is None:
             raise FilterInvalid(
-                [FieldViolation("filter", f"cannot parse {term!r}; expected status = RUN_STATUS_... or labels.<key> = \"value\"")]
+                [
+                    FieldViolation(
+                        "filter",
+                        f'cannot parse {term!r}; expected status = RUN_STATUS_... or labels.<key> = "value"',
+                    )
+                ]
             )
         value = m["quoted"] if m["quoted"] is not None else m["bare"]
         if m["status"]:
             name = value if value.startswith("RUN_STATUS_") else f"RUN_STATUS_{value}"
-            if name not in events_pb2.RunStatus.keys() or name == "RUN_STATUS_UNSPECIFIED":
+            if name not in _STATUS_NAMES:
                 raise FilterInvalid([FieldViolation("filter", f"unknown run status {value!r}")])
             status = events_pb2.RunStatus.Value(name)
         else:
@@ -85,7 +93,9 @@ def _filter_key(text: str) -> str:
 
 def encode_page_token(row: RunRow, filter_text: str) -> str:
     """An opaque token resuming after `row` for the same filter."""
-    raw = json.dumps({"t": row.create_time.isoformat(), "r": row.run_id, "f": _filter_key(filter_text)})
+    raw = json.dumps(
+        {"t": row.create_time.isoformat(), "r": row.run_id, "f": _filter_key(filter_text)}
+    )
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -98,5 +108,7 @@ def decode_page_token(token: str, filter_text: str) -> tuple[datetime, str]:
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise PageTokenInvalid([FieldViolation("page_token", "malformed page token")]) from exc
     if key != _filter_key(filter_text):
-        raise PageTokenInvalid([FieldViolation("page_token", "page token was issued for a different filter")])
+        raise PageTokenInvalid(
+            [FieldViolation("page_token", "page token was issued for a different filter")]
+        )
     return cursor

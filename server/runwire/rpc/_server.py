@@ -38,7 +38,9 @@ def _handlers(service: RunService) -> grpc.GenericRpcHandler:
 
     def unary(fn: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
-            fn, request_deserializer=request.FromString, response_serializer=response.SerializeToString
+            fn,
+            request_deserializer=request.FromString,
+            response_serializer=response.SerializeToString,
         )
 
     return grpc.method_handlers_generic_handler(
@@ -56,10 +58,18 @@ def _handlers(service: RunService) -> grpc.GenericRpcHandler:
             "PauseRun": unary(service.PauseRun, pb.PauseRunRequest, pb.PauseRunResponse),
             "ResumeRun": unary(service.ResumeRun, pb.ResumeRunRequest, pb.ResumeRunResponse),
             "CancelRun": unary(service.CancelRun, pb.CancelRunRequest, pb.CancelRunResponse),
-            "ConfirmAction": unary(service.ConfirmAction, pb.ConfirmActionRequest, pb.ConfirmActionResponse),
-            "ResolveApproval": unary(service.ResolveApproval, pb.ResolveApprovalRequest, pb.ResolveApprovalResponse),
-            "ResolveReview": unary(service.ResolveReview, pb.ResolveReviewRequest, pb.ResolveReviewResponse),
-            "ValidateFlow": unary(service.ValidateFlow, pb.ValidateFlowRequest, pb.ValidateFlowResponse),
+            "ConfirmAction": unary(
+                service.ConfirmAction, pb.ConfirmActionRequest, pb.ConfirmActionResponse
+            ),
+            "ResolveApproval": unary(
+                service.ResolveApproval, pb.ResolveApprovalRequest, pb.ResolveApprovalResponse
+            ),
+            "ResolveReview": unary(
+                service.ResolveReview, pb.ResolveReviewRequest, pb.ResolveReviewResponse
+            ),
+            "ValidateFlow": unary(
+                service.ValidateFlow, pb.ValidateFlowRequest, pb.ValidateFlowResponse
+            ),
         },
     )
 
@@ -71,10 +81,12 @@ class _BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc shi
         self._tokens = [t.encode() for t in tokens]
 
         async def deny(_request: Any, context: grpc.aio.ServicerContext) -> None:
-            from runwire.errors import Unauthenticated  # noqa: PLC0415
-            from runwire.rpc._status import to_status  # noqa: PLC0415
+            from runwire.errors import Unauthenticated
+            from runwire.rpc._status import to_status
 
-            await context.abort_with_status(to_status(Unauthenticated("a valid bearer token is required")))
+            await context.abort_with_status(
+                to_status(Unauthenticated("a valid bearer token is required"))
+            )
 
         self._deny_unary = grpc.unary_unary_rpc_method_handler(deny)
         self._deny_stream = grpc.unary_stream_rpc_method_handler(deny)
@@ -91,7 +103,9 @@ class _BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc shi
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        if details.method.startswith(_HEALTH_METHOD_PREFIX) or self._ok(details.invocation_metadata):
+        if details.method.startswith(_HEALTH_METHOD_PREFIX) or self._ok(
+            details.invocation_metadata
+        ):
             return await continuation(details)
         return self._deny_stream if details.method.endswith("/WatchRun") else self._deny_unary
 
@@ -99,7 +113,9 @@ class _BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc shi
 class RunwireServer:
     """One server process: start it, serve, drain it."""
 
-    def __init__(self, settings: Settings, *, tracer_provider: TracerProvider | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, tracer_provider: TracerProvider | None = None
+    ) -> None:
         if not settings.listen_is_loopback() and not settings.auth_tokens:
             raise ValueError(
                 f"refusing to listen on non-loopback address {settings.listen!r} without --auth-token"
@@ -113,7 +129,9 @@ class RunwireServer:
         self.hub = Hub(settings.watcher_queue_chunks)
         self._writer: EventWriter | None = None
         self._grpc: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self._health = (
+            health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        )
         self.service: RunService | None = None
         self.engine: Engine | None = None
         self.store: Store | None = None
@@ -144,7 +162,9 @@ class RunwireServer:
             ),
         )
         self.service = RunService(self.store, self.hub, self.engine)
-        interceptors: list[Any] = [aio_server_interceptor(tracer_provider=self.tracer_provider)]
+        interceptors: list[Any] = [
+            aio_server_interceptor(tracer_provider=self.tracer_provider)  # type: ignore[no-untyped-call]  # untyped library
+        ]
         if self.settings.auth_tokens:
             interceptors.insert(0, _BearerAuth(self.settings.auth_tokens))
         self._grpc = grpc.aio.server(interceptors=interceptors)
@@ -175,7 +195,8 @@ class RunwireServer:
         task.add_done_callback(self._control_tasks.discard)
 
     async def _apply_control(self, run_id: str) -> None:
-        assert self.store is not None and self.engine is not None
+        assert self.store is not None
+        assert self.engine is not None
         row = await self.store.get_run(run_id)
         if row is not None:
             self.engine.control(

@@ -103,11 +103,17 @@ class RunService:
             out.append(FieldViolation("request_id", "must be printable"))
         for key, value in request.labels.items():
             if not _LABEL_KEY.match(key):
-                out.append(FieldViolation(f"labels[{key!r}]", "label keys are [a-z][a-z0-9_-]{0,62}"))
+                out.append(
+                    FieldViolation(f"labels[{key!r}]", "label keys are [a-z][a-z0-9_-]{0,62}")
+                )
             elif len(value) > 256:
-                out.append(FieldViolation(f"labels[{key!r}]", "label values are at most 256 characters"))
+                out.append(
+                    FieldViolation(f"labels[{key!r}]", "label values are at most 256 characters")
+                )
         if request.inputs.ByteSize() > _MAX_INPUT_BYTES:
-            out.append(FieldViolation("inputs", f"must be at most {_MAX_INPUT_BYTES} bytes encoded"))
+            out.append(
+                FieldViolation("inputs", f"must be at most {_MAX_INPUT_BYTES} bytes encoded")
+            )
         return out
 
     def _validate(self, request: run_service_pb2.StartRunRequest) -> Any:
@@ -179,7 +185,9 @@ class RunService:
             raise InvalidArgument([FieldViolation("flow", "a flow is required")])
         graph = validate_flow(request.flow, self.engine.registry)
         return run_service_pb2.ValidateFlowResponse(
-            flow_digest=flow_digest(request.flow), node_count=len(graph.nodes), root_node_ids=graph.roots
+            flow_digest=flow_digest(request.flow),
+            node_count=len(graph.nodes),
+            root_node_ids=graph.roots,
         )
 
     @_mapped
@@ -196,7 +204,9 @@ class RunService:
             raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
         size = min(request.page_size or 50, 500)
         status, labels = parse_filter(request.filter)
-        after = decode_page_token(request.page_token, request.filter) if request.page_token else None
+        after = (
+            decode_page_token(request.page_token, request.filter) if request.page_token else None
+        )
         rows = await self.store.list_runs(status=status, labels=labels, after=after, limit=size + 1)
         more = len(rows) > size
         rows = rows[:size]
@@ -218,14 +228,14 @@ class RunService:
         if row.finished:
             if cancel and row.status == events_pb2.RUN_STATUS_CANCELLED:
                 return run_to_proto(row)  # cancelling a cancelled run is a no-op
-            raise RunFinished(run_id, events_pb2.RunStatus.Name(row.status))  # type: ignore[arg-type]
+            raise RunFinished(run_id, events_pb2.RunStatus.Name(row.status))
         principal = principal_of(context)
         updated = await self.store.request_control(
             run_id, pause=pause, cancel=cancel, principal=principal, reason=reason
         )
         if updated is None:  # finished between the read and the update
             row = await self._run(run_id)
-            raise RunFinished(run_id, events_pb2.RunStatus.Name(row.status))  # type: ignore[arg-type]
+            raise RunFinished(run_id, events_pb2.RunStatus.Name(row.status))
         self.engine.control(run_id, pause=pause, cancel=cancel, principal=principal, reason=reason)
         return run_to_proto(updated)
 
@@ -233,21 +243,27 @@ class RunService:
     async def PauseRun(
         self, request: run_service_pb2.PauseRunRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.PauseRunResponse:
-        run = await self._control(request.run_id, context, pause=True, cancel=False, reason=request.reason)
+        run = await self._control(
+            request.run_id, context, pause=True, cancel=False, reason=request.reason
+        )
         return run_service_pb2.PauseRunResponse(run=run)
 
     @_mapped
     async def ResumeRun(
         self, request: run_service_pb2.ResumeRunRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.ResumeRunResponse:
-        run = await self._control(request.run_id, context, pause=False, cancel=False, reason=request.reason)
+        run = await self._control(
+            request.run_id, context, pause=False, cancel=False, reason=request.reason
+        )
         return run_service_pb2.ResumeRunResponse(run=run)
 
     @_mapped
     async def CancelRun(
         self, request: run_service_pb2.CancelRunRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.CancelRunResponse:
-        run = await self._control(request.run_id, context, pause=None, cancel=True, reason=request.reason)
+        run = await self._control(
+            request.run_id, context, pause=None, cancel=True, reason=request.reason
+        )
         return run_service_pb2.CancelRunResponse(run=run)
 
     async def _gate(self, run_id: str, node_id: str, kind: str) -> None:
@@ -255,7 +271,7 @@ class RunService:
         if not node_id:
             raise InvalidArgument([FieldViolation("node_id", "must not be empty")])
         if row.finished:
-            raise RunFinished(run_id, events_pb2.RunStatus.Name(row.status))  # type: ignore[arg-type]
+            raise RunFinished(run_id, events_pb2.RunStatus.Name(row.status))
         raise GateNotPending(
             f"node {node_id!r} of run {run_id!r} has no pending {kind}",
             metadata={"run_id": run_id, "node_id": node_id},
@@ -294,11 +310,15 @@ class RunService:
         """
         try:
             if request.after_seq < 0:
-                raise InvalidArgument([FieldViolation("after_seq", f"must not be negative, got {request.after_seq}")])
-            await self._run(request.run_id)
+                raise InvalidArgument(
+                    [FieldViolation("after_seq", f"must not be negative, got {request.after_seq}")]
+                )
+            row = await self._run(request.run_id)
         except Exception as exc:
             await context.abort_with_status(to_status(exc))
             return
+        if row.finished and request.after_seq >= row.last_seq:
+            return  # nothing after the end of a finished run
         # Subscribe before the first store read, so nothing committed between
         # the read and the subscription can fall into a gap.
         sub = self.hub.subscribe(request.run_id)
@@ -308,7 +328,7 @@ class RunService:
                 yield response
             while not cursor.done:
                 if self.closing_streams.is_set():
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, "server is draining; resume with after_seq")
+                    await context.abort_with_status(to_status(ServerDraining()))
                     return
                 waiter = asyncio.ensure_future(sub.wait())
                 closer = asyncio.ensure_future(self.closing_streams.wait())

@@ -20,10 +20,12 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or join) the cluster; returns its connection URL."""
-        import pgserver  # noqa: PLC0415 - heavy import, only needed without DATABASE_URL
+        import pgserver
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(str(self.data_dir.resolve()), cleanup_mode="stop")
+        self._server = pgserver.get_server(  # type: ignore[attr-defined]  # re-exported without __all__
+            str(self.data_dir.resolve()), cleanup_mode="stop"
+        )
         uri: str = self._server.get_uri()
         log.info("embedded Postgres in %s", self.data_dir)
         return uri

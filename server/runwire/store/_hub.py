@@ -56,6 +56,7 @@ class Subscription:
             # Slow watcher: forget the queue, it will re-read from the store.
             self._chunks.clear()
             self.overflowed = True
+            self._hub.overflows += 1
             self.wake_seq = max(self.wake_seq, chunk.last_seq)
         else:
             self._chunks.append(chunk)
@@ -89,6 +90,7 @@ class Hub:
     def __init__(self, max_chunks: int = 256) -> None:
         self._subs: dict[str, set[Subscription]] = {}
         self._max_chunks = max_chunks
+        self.overflows = 0  # how often a slow watcher fell back to the store
         self._listener: asyncio.Task[None] | None = None
         self.on_control: Callable[[str], None] | None = None
 
@@ -126,7 +128,8 @@ class Hub:
                 sub._wake(1 << 62)
             log.debug("woke watchers of %s after reconnect", run_id)
 
-    def _on_notify(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+    def _on_notify(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
+        payload = str(payload)
         if channel == EVENTS_CHANNEL:
             run_id, _, seq = payload.rpartition(":")
             with contextlib.suppress(ValueError):
@@ -150,7 +153,7 @@ class Hub:
                 backoff = min(backoff * 2, 5.0)
                 continue
             try:
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(EVENTS_CHANNEL, self._on_notify)
                 await conn.add_listener(CONTROL_CHANNEL, self._on_notify)
                 backoff = 0.1

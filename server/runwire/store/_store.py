@@ -12,7 +12,7 @@ import asyncpg
 
 from runwire.store._hub import CONTROL_CHANNEL
 
-__all__ = ["NewRun", "RunRow", "StoredEvent", "Store"]
+__all__ = ["NewRun", "RunRow", "Store", "StoredEvent"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,9 @@ class Store:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def create_run(self, run: NewRun, *, owner_id: str, lease_seconds: float) -> tuple[RunRow, bool]:
+    async def create_run(
+        self, run: NewRun, *, owner_id: str, lease_seconds: float
+    ) -> tuple[RunRow, bool]:
         """Insert the run; with a known request id return the existing run instead.
 
         Returns the row and whether it was created by this call.
