@@ -93,6 +93,11 @@ class Adapter(Protocol):
         """Extra checks beyond the JSON Schema: (params sub-path, description) pairs."""
         ...
 
+    def describe_destructive(self, action: str, params: Mapping[str, Any]) -> str | None:
+        """A one-line human summary if running this would destroy something
+        (for example `Delete file: build/out.bin`), else None. Params are rendered."""
+        ...
+
     async def execute(self, ctx: NodeContext, action: str, params: Mapping[str, Any]) -> Any:
         """Run the action; returns the node output (JSON-able) or raises ActionFailed."""
         ...

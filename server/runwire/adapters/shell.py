@@ -66,8 +66,9 @@ class ShellAdapter:
         )
     }
 
-    def __init__(self, allow: tuple[str, ...]) -> None:
+    def __init__(self, allow: tuple[str, ...], destructive: tuple[str, ...] = ()) -> None:
         self.allowed = frozenset(p for p in (resolve_program(a) for a in allow) if p)
+        self.destructive = frozenset(p for p in (resolve_program(a) for a in destructive) if p)
         self.enabled = bool(allow)
 
     def check(self, action: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -82,6 +83,14 @@ class ShellAdapter:
         if resolved not in self.allowed:
             return [("argv[0]", f"program {program!r} is not on this server's --shell-allow list")]
         return []
+
+    def describe_destructive(self, action: str, params: Mapping[str, Any]) -> str | None:
+        """Destructive when argv[0] is on the configured destructive list."""
+        argv = [str(a) for a in params.get("argv") or []]
+        program = resolve_program(argv[0]) if argv else None
+        if program is not None and program in self.destructive:
+            return "Run: " + " ".join(argv)[:200]
+        return None
 
     async def execute(self, ctx: NodeContext, action: str, params: Mapping[str, Any]) -> Any:
         """Run the program, streaming its output as NodeLog lines."""

@@ -52,6 +52,10 @@ class UtilAdapter:
         """No checks beyond the schema."""
         return []
 
+    def describe_destructive(self, action: str, params: Mapping[str, Any]) -> str | None:
+        """Util actions destroy nothing."""
+        return None
+
     async def execute(self, ctx: NodeContext, action: str, params: Mapping[str, Any]) -> Any:
         """Run one util action."""
         if action == "set":
