@@ -113,7 +113,7 @@ type watcher struct {
 
 func (w *watcher) run(ctx context.Context) error {
 	backoff := w.opts.InitialBackoff
-	var failingSince time.Time // zero while the last attempt made progress
+	var failingSince time.Time // when the current streak of failed attempts began
 	for {
 		progressed, err := w.attempt(ctx)
 		switch {
