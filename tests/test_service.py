@@ -241,7 +241,12 @@ async def test_validate_flow_checks_without_starting(harness: Harness) -> None:
     cyclic = three_node_flow()
     cyclic.edges.append(edge("test", "build"))
     exc = await _error(harness.stub.ValidateFlow(run_service_pb2.ValidateFlowRequest(flow=cyclic)))
-    assert _details(exc)[1][0][0] == "flow.edges"
+    assert _details(exc)[1] == [
+        (
+            "flow.edges[2]",
+            "edges form a cycle build -> shape -> test -> build; set max_visits on node 'build' to bound the loop",
+        )
+    ]
     assert list((await harness.stub.ListRuns(run_service_pb2.ListRunsRequest())).runs) == []
 
 

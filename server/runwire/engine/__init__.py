@@ -6,13 +6,15 @@ It knows flows, adapters and events; it knows nothing of gRPC or Postgres.
 from runwire.engine._engine import Engine
 from runwire.engine._events import VARIANTS, NodeRef, SpanIds, new_event
 from runwire.engine._executor import EngineSettings, RunExecutor, RunPlan
-from runwire.engine._state import Journal, RunPatch
+from runwire.engine._state import Decision, GateStore, Journal, RunPatch
 from runwire.engine._validate import Graph, canonical_json, flow_digest, validate_flow
 
 __all__ = [
     "VARIANTS",
+    "Decision",
     "Engine",
     "EngineSettings",
+    "GateStore",
     "Graph",
     "Journal",
     "NodeRef",

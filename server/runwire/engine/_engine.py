@@ -10,7 +10,7 @@ from opentelemetry import trace
 
 from runwire.adapters import Registry
 from runwire.engine._executor import EngineSettings, RunExecutor, RunPlan
-from runwire.engine._state import Journal
+from runwire.engine._state import Decision, GateStore, Journal
 
 __all__ = ["Engine"]
 
@@ -21,9 +21,15 @@ class Engine:
     """Owns every run this process executes."""
 
     def __init__(
-        self, journal: Journal, registry: Registry, tracer: trace.Tracer, settings: EngineSettings
+        self,
+        journal: Journal,
+        gates: GateStore,
+        registry: Registry,
+        tracer: trace.Tracer,
+        settings: EngineSettings,
     ) -> None:
         self.journal = journal
+        self.gates = gates
         self.registry = registry
         self.settings = settings
         self._tracer = tracer
@@ -31,7 +37,11 @@ class Engine:
 
     def start(self, plan: RunPlan) -> None:
         """Execute a persisted run in the background."""
-        executor = RunExecutor(plan, self.journal, self.registry, self._tracer, self.settings)
+        if plan.run_id in self._runs:
+            return  # already executing here (a takeover raced a local start)
+        executor = RunExecutor(
+            plan, self.journal, self.gates, self.registry, self._tracer, self.settings
+        )
         task = asyncio.create_task(executor.run(), name=f"run:{plan.run_id}")
         self._runs[plan.run_id] = (executor, task)
         task.add_done_callback(lambda _t: self._runs.pop(plan.run_id, None))
@@ -45,6 +55,12 @@ class Engine:
             return False
         entry[0].control(pause=pause, cancel=cancel, principal=principal, reason=reason)
         return True
+
+    def deliver_gate(self, run_id: str, node_id: str, kind: int, decision: Decision) -> None:
+        """Hand a gate decision to a local run's waiting node, if any."""
+        entry = self._runs.get(run_id)
+        if entry is not None:
+            entry[0].deliver_gate(node_id, kind, decision)
 
     def running(self) -> list[str]:
         """Ids of runs executing in this process."""

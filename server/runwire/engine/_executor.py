@@ -1,29 +1,41 @@
-"""Drive one run: schedule its graph, run node attempts, narrate every step as events."""
+"""Drive one run: schedule its graph, run node attempts, narrate every step as events.
+
+A node *visit* is one scheduling of the node (`iteration` in the envelope); a
+loop edge back to an earlier node starts a new visit of it and of everything
+downstream of it. Each visit runs one or more *attempts* (retries). An
+executor can also pick up a run another process started: it rebuilds its
+state from the stored events and continues, so finished nodes are not rerun.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from runwire import telemetry
 from runwire.adapters import ActionFailed, Registry, SandboxRefused
 from runwire.engine._events import NodeRef, SpanIds, new_event
-from runwire.engine._state import Journal, RunPatch
+from runwire.engine._state import Decision, GateStore, Journal, RunPatch
+from runwire.engine._templates import TemplateError, render_value
 from runwire.engine._validate import Graph, canonical_json
 from runwire.v1 import events_pb2 as ev
-from runwire.v1 import flow_pb2
+from runwire.v1 import flow_pb2, run_service_pb2
 
 __all__ = ["EngineSettings", "RunExecutor", "RunPlan"]
 
@@ -32,6 +44,7 @@ log = logging.getLogger(__name__)
 _DEFAULT_TIMEOUT = 600.0
 _DEFAULT_BACKOFF = 1.0
 _DEFAULT_MAX_BACKOFF = 60.0
+_SYSTEM = "system"
 
 
 @dataclass(frozen=True)
@@ -55,10 +68,14 @@ class RunPlan:
     trigger: str
     request_id: str
     parent_context: otel_context.Context | None = None
+    # Set when taking over a run: its committed events, oldest first.
+    history: list[ev.RunEvent] | None = None
+    pause_requested: bool = False
+    cancel_requested: bool = False
 
 
 class NodeStatus(enum.Enum):
-    """Where a node is in this run."""
+    """Where a node's current visit is."""
 
     PENDING = "pending"
     RUNNING = "running"
@@ -108,6 +125,20 @@ class _Outcome:
     error: ev.ErrorSummary = field(default_factory=ev.ErrorSummary)
 
 
+def _failure(reason: str, message: str, output: Any = None) -> _Outcome:
+    return _Outcome(False, output, ev.ErrorSummary(reason=reason, message=message))
+
+
+@dataclass
+class _Resume:
+    """Where an interrupted node stood when its run was taken over."""
+
+    attempt: int = 0  # the last attempt that started
+    open_attempt: bool = False  # NodeStarted without a terminal event
+    gate_kind: int = 0  # a gate opened but not resolved
+    gate_open_span: SpanIds | None = None
+
+
 class _Attempt:
     """The NodeContext an adapter sees for one attempt."""
 
@@ -133,12 +164,17 @@ class _Attempt:
     def count_output(self, nbytes: int) -> None:
         self.output_bytes += nbytes
 
-    async def log(self, stream: ev.LogStream, lines: list[str]) -> None:
+    async def log(self, stream: ev.LogStream, lines: list[str], *, truncated: bool = False) -> None:
         payloads: list[tuple[str, Message]] = []
         n = self._line_numbers.get(stream, 0)
         for line in lines:
             n += 1
-            payloads.append(("node_log", ev.NodeLog(stream=stream, line=line, line_number=n)))
+            payloads.append(
+                (
+                    "node_log",
+                    ev.NodeLog(stream=stream, line=line, line_number=n, truncated=truncated),
+                )
+            )
         self._line_numbers[stream] = n
         await self._executor.emit_many(payloads, span=self.span, node=self.ref)
 
@@ -150,6 +186,7 @@ class RunExecutor:
         self,
         plan: RunPlan,
         journal: Journal,
+        gates: GateStore,
         registry: Registry,
         tracer: trace.Tracer,
         settings: EngineSettings,
@@ -159,25 +196,33 @@ class RunExecutor:
         self.graph = plan.graph
         self.workspace = settings.workspace_root / plan.run_id
         self._journal = journal
+        self._gates = gates
         self._registry = registry
         self._tracer = tracer
         self._settings = settings
         self._seq = 0
         self._status: ev.RunStatus = ev.RUN_STATUS_PENDING
         self._nodes = dict.fromkeys(self.graph.nodes, NodeStatus.PENDING)
+        self._visits = dict.fromkeys(self.graph.nodes, 0)
         self._outputs: dict[str, Any] = {}
+        self._resume: dict[str, _Resume] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._inner: dict[str, asyncio.Task[Any]] = {}
+        self._gate_waiters: dict[tuple[str, int], asyncio.Future[Decision]] = {}
         self._wake = asyncio.Event()
         self._cancelled = asyncio.Event()
-        self._pause_requested = False
+        self._pause_requested = plan.pause_requested
         self._paused_since: float | None = None
         self._control_principal = ""
         self._control_reason = ""
         self._failed_node: str | None = None
+        self._capped = False
         self._run_span = SpanIds("", "")
-        settings_max = self.graph.flow.settings.max_parallel
-        self._max_parallel = settings_max or settings.max_parallel
+        self._max_parallel = self.graph.flow.settings.max_parallel or settings.max_parallel
+        settings_flow = self.graph.flow.settings
+        self._confirm = (
+            not settings_flow.HasField("confirm_destructive") or settings_flow.confirm_destructive
+        )
 
     # -- events -------------------------------------------------------------
 
@@ -238,33 +283,51 @@ class RunExecutor:
             self._control_principal, self._control_reason = principal, reason
         self._wake.set()
 
+    def deliver_gate(self, node_id: str, kind: int, decision: Decision) -> None:
+        """Hand a gate decision made through the API to the node waiting on it."""
+        waiter = self._gate_waiters.get((node_id, kind))
+        if waiter is not None and not waiter.done():
+            waiter.set_result(decision)
+
     # -- the run --------------------------------------------------------------
 
     async def run(self) -> None:
-        """Execute the run; always ends with RunCompleted unless the process dies."""
+        """Execute (or continue) the run; always ends with RunCompleted unless the process dies."""
         flow = self.graph.flow
+        parent = self.plan.parent_context
+        if self.plan.history:
+            parent = self._rebuild(self.plan.history)
         span = self._tracer.start_span(
             f"{telemetry.SPAN_RUN_PREFIX}{flow.name}",
-            context=self.plan.parent_context,
+            context=parent,
             attributes={telemetry.ATTR_RUN_ID: self.run_id, telemetry.ATTR_FLOW_NAME: flow.name},
         )
         self._run_span = _span_ids(span)
         started = time.monotonic()
         try:
-            await self.emit(
-                "run_started",
-                ev.RunStarted(
-                    flow_name=flow.name,
-                    flow_digest=self.plan.flow_digest,
-                    trigger=self.plan.trigger,
-                    principal=self.plan.principal,
-                    node_count=len(self.graph.nodes),
-                    inputs_json=canonical_json(self.plan.inputs),
-                    request_id=self.plan.request_id,
-                ),
-            )
-            await self._set_status(ev.RUN_STATUS_RUNNING, "run started")
+            if not self.plan.history:
+                await self.emit(
+                    "run_started",
+                    ev.RunStarted(
+                        flow_name=flow.name,
+                        flow_digest=self.plan.flow_digest,
+                        trigger=self.plan.trigger,
+                        principal=self.plan.principal,
+                        node_count=len(self.graph.nodes),
+                        inputs_json=canonical_json(self.plan.inputs),
+                        request_id=self.plan.request_id,
+                    ),
+                )
+                await self._set_status(ev.RUN_STATUS_RUNNING, "run started")
+            elif self.plan.cancel_requested:
+                self.control(
+                    pause=None,
+                    cancel=True,
+                    principal=_SYSTEM,
+                    reason="cancel requested before takeover",
+                )
             with trace.use_span(span, end_on_exit=False):
+                self._restart_interrupted()
                 await self._schedule()
             await self._finish(span, started)
         except asyncio.CancelledError:
@@ -277,6 +340,74 @@ class RunExecutor:
             await self._finish(span, started, crash=exc)
         finally:
             span.end()
+
+    def _rebuild(self, history: list[ev.RunEvent]) -> otel_context.Context:
+        """Restore scheduling state from committed events; returns the run's trace context."""
+        self._seq = history[-1].seq
+        trace_id = span_id = 0
+        for e in history:
+            case = e.WhichOneof("event")
+            node = e.node_id
+            if not node:
+                if case == "run_started":
+                    trace_id, span_id = int(e.trace_id or "0", 16), int(e.span_id or "0", 16)
+                elif case == "run_status_changed":
+                    self._status = e.run_status_changed.new_status
+                elif case == "run_paused":
+                    self._paused_since = time.monotonic()
+                elif case == "run_resumed":
+                    self._paused_since = None
+                continue
+            if node not in self._nodes:
+                continue
+            state = self._resume.setdefault(node, _Resume())
+            if case == "node_started":
+                self._visits[node] = e.iteration
+                self._nodes[node] = NodeStatus.RUNNING
+                state.attempt, state.open_attempt = e.attempt, True
+            elif case == "node_succeeded":
+                self._nodes[node] = NodeStatus.SUCCEEDED
+                self._outputs[node] = json.loads(e.node_succeeded.output_json or "null")
+                state.open_attempt = False
+            elif case == "node_failed":
+                state.open_attempt = False
+                # A failure that will be retried leaves the node running.
+                self._nodes[node] = (
+                    NodeStatus.RUNNING if e.node_failed.will_retry else NodeStatus.FAILED
+                )
+            elif case == "node_skipped":
+                self._visits[node] = e.iteration
+                self._nodes[node] = NodeStatus.SKIPPED
+            elif case in ("awaiting_confirmation", "approval_requested"):
+                self._visits[node] = e.iteration
+                self._nodes[node] = NodeStatus.RUNNING
+                state.gate_kind = (
+                    run_service_pb2.GATE_KIND_CONFIRMATION
+                    if case == "awaiting_confirmation"
+                    else run_service_pb2.GATE_KIND_APPROVAL
+                )
+                state.gate_open_span = SpanIds(e.trace_id, e.span_id)
+            elif case in ("confirmation_resolved", "approval_resolved"):
+                state.gate_kind = 0
+            elif case == "iteration_capped":
+                self._capped = True
+        for node_id, status in self._nodes.items():
+            if (
+                status is NodeStatus.FAILED
+                and not self._handled(node_id)
+                and self._failed_node is None
+            ):
+                self._failed_node = node_id
+        ctx = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(1))
+        return trace.set_span_in_context(trace.NonRecordingSpan(ctx))
+
+    def _restart_interrupted(self) -> None:
+        """Continue nodes that were running when the previous owner stopped."""
+        for node_id, status in self._nodes.items():
+            if status is NodeStatus.RUNNING:
+                self._tasks[node_id] = asyncio.create_task(
+                    self._run_node(node_id, resumed=True), name=f"node:{node_id}"
+                )
 
     async def _schedule(self) -> None:
         while True:
@@ -316,14 +447,20 @@ class RunExecutor:
                 if cancelled or self._failed_node is not None or not pending:
                     return
                 if not any(self._ready(n) for n in pending):
-                    # Unreachable in a validated DAG; guard against spinning anyway.
-                    return
+                    return  # unreachable in a validated graph; never spin
                 continue
             self._wake.clear()
             await self._wake.wait()
 
     def _ready(self, node_id: str) -> bool:
         return all(self._nodes[e.source] in _TERMINAL for e in self.graph.incoming[node_id])
+
+    def _handled(self, node_id: str) -> bool:
+        edges = (*self.graph.outgoing[node_id], *self.graph.back_edges[node_id])
+        return any(
+            e.condition in (flow_pb2.EDGE_CONDITION_FAILURE, flow_pb2.EDGE_CONDITION_ALWAYS)
+            for e in edges
+        )
 
     async def _skip_unreachable(self) -> None:
         changed = True
@@ -347,11 +484,12 @@ class RunExecutor:
                     changed = True
 
     async def _skip(self, node_id: str, reason: str) -> None:
+        self._visits[node_id] += 1
         self._nodes[node_id] = NodeStatus.SKIPPED
         await self.emit(
             "node_skipped",
             ev.NodeSkipped(reason=reason),
-            node=NodeRef(node_id, 1, 0),
+            node=NodeRef(node_id, self._visits[node_id], 0),
             patch=RunPatch(skipped_node_count=self._count(NodeStatus.SKIPPED)),
         )
 
@@ -365,14 +503,19 @@ class RunExecutor:
                 return
             if status is NodeStatus.PENDING and self._ready(node_id):
                 self._nodes[node_id] = NodeStatus.RUNNING
+                self._visits[node_id] += 1
+                self._resume.pop(node_id, None)
                 self._tasks[node_id] = asyncio.create_task(
                     self._run_node(node_id), name=f"node:{node_id}"
                 )
                 running += 1
 
-    async def _run_node(self, node_id: str) -> None:
+    async def _run_node(self, node_id: str, *, resumed: bool = False) -> None:
         try:
-            await self._attempts(node_id)
+            await self._visit(node_id, resumed=resumed)
+            await self._follow_loops(node_id)
+        except asyncio.CancelledError:
+            raise
         except Exception:
             log.exception("node %s of run %s crashed", node_id, self.run_id)
             self._nodes[node_id] = NodeStatus.FAILED
@@ -380,6 +523,33 @@ class RunExecutor:
         finally:
             self._tasks.pop(node_id, None)
             self._wake.set()
+
+    async def _follow_loops(self, node_id: str) -> None:
+        """Take edges back to earlier nodes: start a new visit of the loop, or cap it."""
+        status = self._nodes[node_id]
+        if status is NodeStatus.SKIPPED or self._cancelled.is_set():
+            return
+        for e in self.graph.back_edges[node_id]:
+            if not _edge_taken(e.condition, status):
+                continue
+            head = e.target
+            limit = self.graph.nodes[head].max_visits
+            if self._visits[head] >= limit:
+                self._capped = True
+                await self.emit(
+                    "iteration_capped",
+                    ev.IterationCapped(max_visits=limit, source_node_id=node_id),
+                    node=NodeRef(head, self._visits[head], 0),
+                )
+                continue
+            for n in self.graph.downstream(head):
+                if self._nodes[n] in _TERMINAL:
+                    self._nodes[n] = NodeStatus.PENDING
+            if (
+                self._failed_node is not None
+                and self._nodes.get(self._failed_node) is NodeStatus.PENDING
+            ):
+                self._failed_node = None
 
     def _retry_policy(self, node: flow_pb2.Node) -> flow_pb2.RetryPolicy:
         if node.HasField("retry_policy"):
@@ -396,8 +566,156 @@ class RunExecutor:
             else _DEFAULT_TIMEOUT
         )
 
-    async def _attempts(self, node_id: str) -> None:
+    def _template_context(self) -> dict[str, Any]:
+        return {
+            "inputs": self.plan.inputs,
+            "nodes": {
+                n: {"output": self._outputs.get(n), "status": s.value, "iteration": self._visits[n]}
+                for n, s in self._nodes.items()
+            },
+        }
+
+    async def _visit(self, node_id: str, *, resumed: bool) -> None:
         node = self.graph.nodes[node_id]
+        iteration = self._visits[node_id]
+        state = self._resume.get(node_id, _Resume()) if resumed else _Resume()
+        params: dict[str, Any] = {}
+        render_error: TemplateError | None = None
+        if node.WhichOneof("kind") == "action":
+            try:
+                params = render_value(
+                    json_format.MessageToDict(node.action.params), self._template_context()
+                )
+            except TemplateError as exc:
+                render_error = exc
+            if render_error is None and self._confirm and state.attempt == 0:
+                summary = self._adapter_destructive(node.action, params)
+                if summary is not None:
+                    decision = await self._gate(
+                        NodeRef(node_id, iteration, 0),
+                        run_service_pb2.GATE_KIND_CONFIRMATION,
+                        summary,
+                        None,
+                        resumed=state.gate_kind == run_service_pb2.GATE_KIND_CONFIRMATION,
+                        details=ev.AwaitingConfirmation(
+                            action_summary=summary,
+                            adapter=node.action.adapter,
+                            action=node.action.action,
+                            params_json=canonical_json(params),
+                        ),
+                    )
+                    if decision.decision != ev.GATE_DECISION_APPROVED:
+                        word = (
+                            ev.GateDecision.Name(decision.decision)
+                            .removeprefix("GATE_DECISION_")
+                            .lower()
+                        )
+                        await self._skip_visit(
+                            node_id, f"confirmation {word} by {decision.principal}"
+                        )
+                        return
+        await self._attempts(node, iteration, params, render_error, state)
+
+    async def _skip_visit(self, node_id: str, reason: str) -> None:
+        self._nodes[node_id] = NodeStatus.SKIPPED
+        await self.emit(
+            "node_skipped",
+            ev.NodeSkipped(reason=reason),
+            node=NodeRef(node_id, self._visits[node_id], 0),
+            patch=RunPatch(skipped_node_count=self._count(NodeStatus.SKIPPED)),
+        )
+
+    def _adapter_destructive(
+        self, action: flow_pb2.ActionNode, params: Mapping[str, Any]
+    ) -> str | None:
+        adapter = self._registry.get(action.adapter)
+        return None if adapter is None else adapter.describe_destructive(action.action, params)
+
+    async def _gate(
+        self,
+        ref: NodeRef,
+        kind: int,
+        message: str,
+        timeout: float | None,
+        *,
+        resumed: bool,
+        details: Message,
+        span: SpanIds | None = None,
+    ) -> Decision:
+        """Open a durable gate, announce it, wait for a decision (or expiry or cancel), record it."""
+        expire = datetime.now(UTC) + timedelta(seconds=timeout) if timeout else None
+        waiter: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._gate_waiters[(ref.node_id, kind)] = waiter
+        try:
+            standing = await self._gates.open_gate(
+                self.run_id, ref.node_id, ref.iteration, kind, message, expire
+            )
+            if not resumed:
+                if isinstance(details, ev.ApprovalRequested) and expire is not None:
+                    ts = Timestamp()
+                    ts.FromDatetime(expire)
+                    details.expire_time.CopyFrom(ts)
+                variant = (
+                    "awaiting_confirmation"
+                    if kind == run_service_pb2.GATE_KIND_CONFIRMATION
+                    else "approval_requested"
+                )
+                await self.emit(variant, details, node=ref, span=span)
+            if standing is None:
+                standing = await self._wait_gate(ref, kind, waiter, timeout)
+        finally:
+            self._gate_waiters.pop((ref.node_id, kind), None)
+        if kind == run_service_pb2.GATE_KIND_CONFIRMATION:
+            await self.emit(
+                "confirmation_resolved",
+                ev.ConfirmationResolved(
+                    decision=standing.decision,
+                    principal=standing.principal,
+                    comment=standing.comment,
+                ),
+                node=ref,
+                span=span,
+            )
+        else:
+            await self.emit(
+                "approval_resolved",
+                ev.ApprovalResolved(
+                    decision=standing.decision,
+                    principal=standing.principal,
+                    comment=standing.comment,
+                ),
+                node=ref,
+                span=span,
+            )
+        return standing
+
+    async def _wait_gate(
+        self, ref: NodeRef, kind: int, waiter: asyncio.Future[Decision], timeout: float | None
+    ) -> Decision:
+        cancelled = asyncio.ensure_future(self._cancelled.wait())
+        try:
+            waits: set[asyncio.Future[Any]] = {waiter, cancelled}
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancelled.cancel()
+        if waiter.done():
+            return waiter.result()
+        # Expired or cancelled: record it, unless a person decided first.
+        if self._cancelled.is_set():
+            mine = Decision(ev.GATE_DECISION_CANCELLED, _SYSTEM, "run cancelled")
+        else:
+            mine = Decision(ev.GATE_DECISION_EXPIRED, _SYSTEM, "timed out")
+        return await self._gates.decide_gate(self.run_id, ref.node_id, ref.iteration, kind, mine)
+
+    async def _attempts(
+        self,
+        node: flow_pb2.Node,
+        iteration: int,
+        params: dict[str, Any],
+        render_error: TemplateError | None,
+        state: _Resume,
+    ) -> None:
+        node_id = node.id
         policy = self._retry_policy(node)
         max_attempts = max(1, policy.max_attempts)
         backoff = (
@@ -409,14 +727,49 @@ class RunExecutor:
         max_backoff = (
             _seconds(policy.max_backoff) if policy.HasField("max_backoff") else _DEFAULT_MAX_BACKOFF
         )
-        for attempt in range(1, max_attempts + 1):
-            ref = NodeRef(node_id, 1, attempt)
-            outcome = await self._attempt(node, ref)
+        first = state.attempt or 1
+        if state.attempt and state.open_attempt and node.WhichOneof("kind") != "approval":
+            # The previous owner died mid-attempt: close it, then run it again.
+            ref = NodeRef(node_id, iteration, state.attempt)
+            await self.emit(
+                "node_failed",
+                ev.NodeFailed(
+                    error=ev.ErrorSummary(
+                        reason="INTERRUPTED", message="the server running this attempt stopped"
+                    ),
+                    duration=_duration(0),
+                    will_retry=True,
+                    output_json="null",
+                ),
+                node=ref,
+            )
+            first = state.attempt + 1
+            max_attempts = max(max_attempts, first)
+            await self.emit(
+                "node_retrying",
+                ev.NodeRetrying(
+                    next_attempt=first, backoff=_duration(0), max_attempts=max_attempts
+                ),
+                node=ref,
+            )
+        elif state.attempt and not state.open_attempt and node.WhichOneof("kind") != "approval":
+            first = state.attempt + 1  # a retry was due when the previous owner stopped
+            max_attempts = max(max_attempts, first)
+        for attempt in range(first, max_attempts + 1):
+            ref = NodeRef(node_id, iteration, attempt)
+            resume_gate = state.open_attempt and attempt == state.attempt
+            outcome = await self._attempt(
+                node, ref, params, render_error, max_attempts, resume_gate, state
+            )
             if outcome.ok:
                 self._outputs[node_id] = outcome.output
                 self._nodes[node_id] = NodeStatus.SUCCEEDED
                 return
-            if attempt < max_attempts and not self._cancelled.is_set():
+            if (
+                attempt < max_attempts
+                and not self._cancelled.is_set()
+                and outcome.error.reason not in ("TEMPLATE",)
+            ):
                 wait = min(backoff, max_backoff)
                 await self.emit(
                     "node_retrying",
@@ -435,18 +788,20 @@ class RunExecutor:
                     continue
             break
         self._nodes[node_id] = NodeStatus.FAILED
-        handled = any(
-            e.condition in (flow_pb2.EDGE_CONDITION_FAILURE, flow_pb2.EDGE_CONDITION_ALWAYS)
-            for e in self.graph.outgoing[node_id]
-        )
-        if not handled and self._failed_node is None:
+        if not self._handled(node_id) and self._failed_node is None:
             self._failed_node = node_id
 
-    async def _attempt(self, node: flow_pb2.Node, ref: NodeRef) -> _Outcome:
-        action = node.action
-        params: dict[str, Any] = json_format.MessageToDict(action.params)
-        policy = self._retry_policy(node)
-        max_attempts = max(1, policy.max_attempts)
+    async def _attempt(
+        self,
+        node: flow_pb2.Node,
+        ref: NodeRef,
+        params: dict[str, Any],
+        render_error: TemplateError | None,
+        max_attempts: int,
+        resume_gate: bool,
+        state: _Resume,
+    ) -> _Outcome:
+        kind = node.WhichOneof("kind")
         with self._tracer.start_as_current_span(
             f"{telemetry.SPAN_NODE_PREFIX}{ref.node_id}",
             attributes={
@@ -456,24 +811,33 @@ class RunExecutor:
                 telemetry.ATTR_ITERATION: ref.iteration,
             },
         ) as span:
-            ids = _span_ids(span)
+            ids = state.gate_open_span if resume_gate and state.gate_open_span else _span_ids(span)
             ctx = _Attempt(self, ref, ids)
-            await self.emit(
-                "node_started",
-                ev.NodeStarted(
-                    adapter=action.adapter, action=action.action, params_json=canonical_json(params)
-                ),
-                span=ids,
-                node=ref,
-            )
-            started = time.monotonic()
-            heartbeat = asyncio.create_task(self._heartbeats(ctx, started))
+            if not resume_gate:
+                if kind == "approval":
+                    started = ev.NodeStarted(adapter="approval", params_json=canonical_json({}))
+                else:
+                    started = ev.NodeStarted(
+                        adapter=node.action.adapter,
+                        action=node.action.action,
+                        params_json=canonical_json(
+                            params or json_format.MessageToDict(node.action.params)
+                        ),
+                    )
+                await self.emit("node_started", started, span=ids, node=ref)
+            t0 = time.monotonic()
+            heartbeat = asyncio.create_task(self._heartbeats(ctx, t0))
             try:
-                outcome = await self._execute(ctx, action, params, self._timeout(node))
+                if render_error is not None:
+                    outcome = _failure("TEMPLATE", str(render_error))
+                elif kind == "approval":
+                    outcome = await self._approval(node, ref, ids, resume_gate)
+                else:
+                    outcome = await self._execute(ctx, node, params)
             finally:
                 heartbeat.cancel()
                 await asyncio.gather(heartbeat, return_exceptions=True)
-            elapsed = _duration(time.monotonic() - started)
+            elapsed = _duration(time.monotonic() - t0)
             if outcome.ok:
                 await self.emit(
                     "node_succeeded",
@@ -483,7 +847,11 @@ class RunExecutor:
                     patch=RunPatch(succeeded_node_count=self._count(NodeStatus.SUCCEEDED) + 1),
                 )
                 return outcome
-            will_retry = ref.attempt < max_attempts and not self._cancelled.is_set()
+            will_retry = (
+                ref.attempt < max_attempts
+                and not self._cancelled.is_set()
+                and outcome.error.reason != "TEMPLATE"
+            )
             final_failures = self._count(NodeStatus.FAILED) + (0 if will_retry else 1)
             await self.emit(
                 "node_failed",
@@ -501,22 +869,52 @@ class RunExecutor:
             span.set_attribute(telemetry.ATTR_ERROR_REASON, outcome.error.reason)
             return outcome
 
-    async def _execute(
-        self, ctx: _Attempt, action: flow_pb2.ActionNode, params: Mapping[str, Any], limit: float
+    async def _approval(
+        self, node: flow_pb2.Node, ref: NodeRef, span: SpanIds, resumed: bool
     ) -> _Outcome:
+        approval = node.approval
+        try:
+            message = (
+                str(render_value(approval.message, self._template_context()))
+                or f"Approve {node.id}?"
+            )
+        except TemplateError as exc:
+            return _failure("TEMPLATE", str(exc))
+        timeout = _seconds(approval.timeout) if approval.HasField("timeout") else None
+        decision = await self._gate(
+            ref,
+            run_service_pb2.GATE_KIND_APPROVAL,
+            message,
+            timeout,
+            resumed=resumed,
+            details=ev.ApprovalRequested(message=message),
+            span=span,
+        )
+        word = ev.GateDecision.Name(decision.decision).removeprefix("GATE_DECISION_")
+        output = {"decision": word, "principal": decision.principal, "comment": decision.comment}
+        if decision.decision == ev.GATE_DECISION_APPROVED:
+            return _Outcome(True, output)
+        reason = "CANCELLED" if decision.decision == ev.GATE_DECISION_CANCELLED else word
+        return _failure(reason, f"approval {word.lower()} by {decision.principal}", output)
+
+    async def _execute(
+        self, ctx: _Attempt, node: flow_pb2.Node, params: Mapping[str, Any]
+    ) -> _Outcome:
+        action = node.action
         adapter = self._registry.get(action.adapter)
         if adapter is None:  # validated at StartRun; a server restarted with less may differ
-            return _Outcome(
-                False,
-                None,
-                ev.ErrorSummary(
-                    reason="ADAPTER_UNKNOWN", message=f"adapter {action.adapter!r} is not available"
-                ),
-            )
+            return _failure("ADAPTER_UNKNOWN", f"adapter {action.adapter!r} is not available")
+        spec = adapter.actions.get(action.action)
+        if spec is not None:
+            problems = list(jsonschema.Draft202012Validator(spec.params_schema).iter_errors(params))
+            if problems:
+                where = ".".join(map(str, problems[0].absolute_path)) or "params"
+                return _failure(
+                    "PARAMS_INVALID", f"rendered params: {where}: {problems[0].message}"
+                )
         if self._cancelled.is_set():
-            return _Outcome(
-                False, None, ev.ErrorSummary(reason="CANCELLED", message="run cancelled")
-            )
+            return _failure("CANCELLED", "run cancelled")
+        limit = self._timeout(node)
         inner = asyncio.create_task(adapter.execute(ctx, action.action, params))
         self._inner[ctx.node_id] = inner
         try:
@@ -524,19 +922,11 @@ class RunExecutor:
             if not done:
                 inner.cancel()
                 await asyncio.wait({inner})
-                return _Outcome(
-                    False,
-                    None,
-                    ev.ErrorSummary(
-                        reason="TIMEOUT", message=f"attempt timed out after {limit:g}s"
-                    ),
-                )
+                return _failure("TIMEOUT", f"attempt timed out after {limit:g}s")
         finally:
             self._inner.pop(ctx.node_id, None)
         if inner.cancelled():
-            return _Outcome(
-                False, None, ev.ErrorSummary(reason="CANCELLED", message="run cancelled")
-            )
+            return _failure("CANCELLED", "run cancelled")
         exc = inner.exception()
         if exc is None:
             return _Outcome(True, inner.result())
@@ -556,11 +946,7 @@ class RunExecutor:
                 ev.ErrorSummary(reason=exc.reason, message=exc.message, exit_code=exc.exit_code),
             )
         log.error("adapter %s failed unexpectedly", action.adapter, exc_info=exc)
-        return _Outcome(
-            False,
-            None,
-            ev.ErrorSummary(reason="ADAPTER_ERROR", message=f"{type(exc).__name__}: {exc}"),
-        )
+        return _failure("ADAPTER_ERROR", f"{type(exc).__name__}: {exc}")
 
     async def _heartbeats(self, ctx: _Attempt, started: float) -> None:
         interval = self._settings.heartbeat_interval
@@ -606,6 +992,12 @@ class RunExecutor:
                 reason="NODE_FAILED", message=f"node {self._failed_node!r} failed"
             )
             why = f"node {self._failed_node!r} failed"
+        elif self._capped:
+            status = ev.RUN_STATUS_PARTIAL
+            error = ev.ErrorSummary(
+                reason="ITERATION_CAPPED", message="a loop reached its node's max_visits"
+            )
+            why = "a loop was capped"
         else:
             status, why = ev.RUN_STATUS_SUCCEEDED, "all nodes finished"
         for node_id, node_status in self._nodes.items():

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from runwire.v1 import events_pb2
 
-__all__ = ["Journal", "RunPatch"]
+__all__ = ["Decision", "GateStore", "Journal", "RunPatch"]
 
 
 @dataclass(frozen=True)
@@ -41,4 +42,36 @@ class Journal(Protocol):
 
     async def flush(self) -> None:
         """Wait until everything appended so far is committed."""
+        ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How a human gate was decided, and by whom."""
+
+    decision: events_pb2.GateDecision
+    principal: str
+    comment: str = ""
+    output_json: str = ""
+
+
+class GateStore(Protocol):
+    """Durable gate state, so a run waiting at a gate survives a restart."""
+
+    async def open_gate(
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int,
+        kind: int,
+        message: str,
+        expire_time: datetime | None,
+    ) -> Decision | None:
+        """Record a pending gate (idempotent); returns the decision if it was already made."""
+        ...
+
+    async def decide_gate(
+        self, run_id: str, node_id: str, iteration: int, kind: int, decision: Decision
+    ) -> Decision:
+        """Decide a pending gate; the first decision stands and is returned."""
         ...

@@ -15,6 +15,7 @@ from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 
 from runwire.adapters import Registry
+from runwire.engine._templates import TemplateError, has_template, references
 from runwire.errors import AdapterDisabled, FieldViolation, FlowInvalid
 from runwire.v1 import flow_pb2
 
@@ -41,17 +42,49 @@ def flow_digest(flow: flow_pb2.Flow) -> str:
 
 @dataclass
 class Graph:
-    """A validated flow as a graph: nodes by id, edges in and out."""
+    """A validated flow as a graph.
+
+    Edges are split into forward edges (a DAG, which decides when a node is
+    ready) and back edges (an edge to a node already on the path from a root,
+    which re-visits that node: a bounded loop).
+    """
 
     flow: flow_pb2.Flow
     nodes: dict[str, flow_pb2.Node]
     incoming: dict[str, list[flow_pb2.Edge]] = field(default_factory=dict)
     outgoing: dict[str, list[flow_pb2.Edge]] = field(default_factory=dict)
+    back_edges: dict[str, list[flow_pb2.Edge]] = field(default_factory=dict)
 
     @property
     def roots(self) -> list[str]:
-        """Node ids with no incoming edge, in flow order."""
+        """Node ids with no incoming forward edge (where the run starts), in flow order."""
         return [n for n in self.nodes if not self.incoming[n]]
+
+    def downstream(self, node_id: str) -> list[str]:
+        """`node_id` and every node reachable from it over forward edges, in flow order."""
+        seen = {node_id}
+        stack = [node_id]
+        while stack:
+            for e in self.outgoing[stack.pop()]:
+                if e.target not in seen:
+                    seen.add(e.target)
+                    stack.append(e.target)
+        return [n for n in self.nodes if n in seen]
+
+    def upstream(self, node_id: str) -> set[str]:
+        """Every node with a path to `node_id` over any edges (loops included)."""
+        into: dict[str, list[str]] = {n: [] for n in self.nodes}
+        for edges in (*self.outgoing.values(), *self.back_edges.values()):
+            for e in edges:
+                into[e.target].append(e.source)
+        seen: set[str] = set()
+        stack = [node_id]
+        while stack:
+            for source in into[stack.pop()]:
+                if source not in seen:
+                    seen.add(source)
+                    stack.append(source)
+        return seen
 
 
 def _seconds(d: Duration) -> float:
@@ -144,6 +177,8 @@ def _check_action(
         jsonschema.Draft202012Validator(spec.params_schema).iter_errors(params),
         key=lambda e: list(map(str, e.absolute_path)),
     )
+    # A templated string is checked after rendering, at run time.
+    errors = [e for e in errors if not (isinstance(e.instance, str) and has_template(e.instance))]
     for err in errors:
         out.append(FieldViolation(_schema_path(f"{path}.params", err.absolute_path), err.message))
     if not errors:
@@ -151,32 +186,43 @@ def _check_action(
             out.append(FieldViolation(f"{path}.params.{sub}", why))
 
 
-def _find_cycle(
+def _split_back_edges(
     nodes: dict[str, flow_pb2.Node], outgoing: dict[str, list[flow_pb2.Edge]]
-) -> list[str] | None:
-    white, grey, black = 0, 1, 2
-    color = dict.fromkeys(nodes, white)
+) -> dict[int, list[str]]:
+    """Depth-first from the entry nodes: each back edge (by id) with the cycle it closes."""
+    has_incoming = {e.target for edges in outgoing.values() for e in edges}
+    grey: set[str] = set()
+    done: set[str] = set()
     stack: list[str] = []
+    back: dict[int, list[str]] = {}
 
-    def visit(n: str) -> list[str] | None:
-        color[n] = grey
+    def visit(n: str) -> None:
+        grey.add(n)
         stack.append(n)
         for e in outgoing[n]:
-            if color[e.target] == grey:
-                return [*stack[stack.index(e.target) :], e.target]
-            if color[e.target] == white and (found := visit(e.target)):
-                return found
+            if e.target in grey:
+                back[id(e)] = [*stack[stack.index(e.target) :], e.target]
+            elif e.target not in done:
+                visit(e.target)
         stack.pop()
-        color[n] = black
-        return None
+        grey.discard(n)
+        done.add(n)
 
-    for n in nodes:
-        if color[n] == white and (found := visit(n)):
-            return found
-    return None
+    # Entry nodes first, so a loop's head is the node the flow enters it by;
+    # then whatever only a cycle leads to, in flow order.
+    for n in [*(n for n in nodes if n not in has_incoming), *nodes]:
+        if n not in done:
+            visit(n)
+    return back
 
 
-def validate_flow(flow: flow_pb2.Flow, registry: Registry, *, path: str = "flow") -> Graph:
+def validate_flow(
+    flow: flow_pb2.Flow,
+    registry: Registry,
+    *,
+    inputs: Mapping[str, Any] | None = None,
+    path: str = "flow",
+) -> Graph:
     """Check every rule; raise FlowInvalid listing each bad field, or AdapterDisabled."""
     out: list[FieldViolation] = []
     disabled: list[AdapterDisabled] = []
@@ -235,14 +281,8 @@ def validate_flow(flow: flow_pb2.Flow, registry: Registry, *, path: str = "flow"
             disabled.append(
                 AdapterDisabled(f"{npath}.ai", "ai", "no AI provider is configured on this server")
             )
-        else:
-            disabled.append(
-                AdapterDisabled(
-                    f"{npath}.approval",
-                    "approval",
-                    "approval nodes are not enabled on this server version",
-                )
-            )
+        elif node.approval.HasField("timeout"):
+            _check_timeout(node.approval.timeout, f"{npath}.approval.timeout", out)
 
     incoming: dict[str, list[flow_pb2.Edge]] = {n: [] for n in nodes}
     outgoing: dict[str, list[flow_pb2.Edge]] = {n: [] for n in nodes}
@@ -275,17 +315,30 @@ def validate_flow(flow: flow_pb2.Flow, registry: Registry, *, path: str = "flow"
             incoming[edge.target].append(edge)
             outgoing[edge.source].append(edge)
 
+    back_edges: dict[str, list[flow_pb2.Edge]] = {n: [] for n in nodes}
     if nodes and not out:
-        cycle = _find_cycle(nodes, outgoing)
-        if cycle is not None:
-            out.append(
-                FieldViolation(
-                    f"{path}.edges",
-                    "edges form a cycle "
-                    + " -> ".join(cycle)
-                    + "; loops are not supported by this server version",
+        back = _split_back_edges(nodes, outgoing)
+        for i, edge in enumerate(flow.edges):
+            cycle = back.get(id(edge))
+            if cycle is None:
+                continue
+            if nodes[edge.target].max_visits < 1:
+                out.append(
+                    FieldViolation(
+                        f"{path}.edges[{i}]",
+                        "edges form a cycle "
+                        + " -> ".join(cycle)
+                        + f"; set max_visits on node {edge.target!r} to bound the loop",
+                    )
                 )
-            )
+            outgoing[edge.source].remove(edge)
+            incoming[edge.target].remove(edge)
+            back_edges[edge.source].append(edge)
+    graph = Graph(
+        flow=flow, nodes=nodes, incoming=incoming, outgoing=outgoing, back_edges=back_edges
+    )
+    if not out:
+        _check_templates(flow, graph, inputs, path, out)
 
     settings = flow.settings
     if not 0 <= settings.max_parallel <= MAX_PARALLEL:
@@ -304,4 +357,46 @@ def validate_flow(flow: flow_pb2.Flow, registry: Registry, *, path: str = "flow"
         raise FlowInvalid(out)
     if disabled:
         raise disabled[0]
-    return Graph(flow=flow, nodes=nodes, incoming=incoming, outgoing=outgoing)
+    return graph
+
+
+def _check_templates(
+    flow: flow_pb2.Flow,
+    graph: Graph,
+    inputs: Mapping[str, Any] | None,
+    path: str,
+    out: list[FieldViolation],
+) -> None:
+    for i, node in enumerate(flow.nodes):
+        kind = node.WhichOneof("kind")
+        if kind == "action":
+            value: Any = json_format.MessageToDict(node.action.params)
+            base = f"{path}.nodes[{i}].action.params"
+        elif kind == "approval":
+            value, base = node.approval.message, f"{path}.nodes[{i}].approval.message"
+        else:
+            continue
+        try:
+            refs = references(value)
+        except TemplateError as exc:
+            out.append(FieldViolation(f"{base}.{exc.path}" if exc.path else base, exc.message))
+            continue
+        upstream = graph.upstream(node.id)
+        for ref in refs:
+            where = f"{base}.{ref.path}" if ref.path else base
+            if ref.root == "nodes":
+                if ref.key is None:
+                    out.append(
+                        FieldViolation(where, "reference a node as nodes.<id> or nodes['<id>']")
+                    )
+                elif ref.key not in graph.nodes:
+                    out.append(FieldViolation(where, f"no node has id {ref.key!r}"))
+                elif ref.key not in upstream:
+                    out.append(
+                        FieldViolation(
+                            where,
+                            f"node {ref.key!r} is not upstream of {node.id!r}, so its output is not available",
+                        )
+                    )
+            elif inputs is not None and ref.key is not None and ref.key not in inputs:
+                out.append(FieldViolation(where, f"run input {ref.key!r} is not given"))

@@ -7,19 +7,20 @@ import binascii
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from datetime import datetime
 
 from google.protobuf import json_format
 
 from runwire.errors import FieldViolation, FilterInvalid, PageTokenInvalid
-from runwire.store import RunRow
+from runwire.store import GateRow, RunRow
 from runwire.v1 import events_pb2, run_service_pb2
 
 __all__ = ["decode_page_token", "encode_page_token", "parse_filter", "run_to_proto"]
 
 
-def run_to_proto(row: RunRow) -> run_service_pb2.Run:
-    """The API view of a stored run."""
+def run_to_proto(row: RunRow, pending: Sequence[GateRow] = ()) -> run_service_pb2.Run:
+    """The API view of a stored run, with its pending gates when given."""
     run = run_service_pb2.Run(
         run_id=row.run_id,
         flow_name=row.flow_name,
@@ -38,6 +39,11 @@ def run_to_proto(row: RunRow) -> run_service_pb2.Run:
     if row.end_time is not None:
         run.end_time.FromDatetime(row.end_time)
     json_format.ParseDict(row.inputs, run.inputs)
+    for gate in pending:
+        pg = run.pending_gates.add(node_id=gate.node_id, kind=gate.kind, message=gate.message)
+        pg.create_time.FromDatetime(gate.create_time)
+        if gate.expire_time is not None:
+            pg.expire_time.FromDatetime(gate.expire_time)
     if row.error:
         run.error.CopyFrom(
             events_pb2.ErrorSummary(

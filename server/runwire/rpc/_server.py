@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import grpc
+from google.protobuf import json_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
@@ -20,10 +21,20 @@ from opentelemetry.sdk.trace import TracerProvider
 from runwire import telemetry
 from runwire.adapters import Registry
 from runwire.config import Settings
-from runwire.engine import Engine, EngineSettings
+from runwire.engine import Engine, EngineSettings, RunPlan, validate_flow
+from runwire.errors import RunwireError
 from runwire.rpc._service import RunService
-from runwire.store import EmbeddedPostgres, EventWriter, Hub, Store, migrate
-from runwire.v1 import run_service_pb2
+from runwire.store import (
+    DurableGates,
+    EmbeddedPostgres,
+    EventWriter,
+    Hub,
+    RunRow,
+    Store,
+    decision_of,
+    migrate,
+)
+from runwire.v1 import events_pb2, flow_pb2, run_service_pb2
 
 __all__ = ["RunwireServer"]
 
@@ -136,6 +147,7 @@ class RunwireServer:
         self.engine: Engine | None = None
         self.store: Store | None = None
         self._control_tasks: set[asyncio.Task[None]] = set()
+        self._leases: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Connect (or start an embedded Postgres), migrate, and listen; returns the port."""
@@ -153,6 +165,7 @@ class RunwireServer:
         self._writer.start()
         self.engine = Engine(
             self._writer,
+            DurableGates(self.store),
             Registry.default(shell_allow=self.settings.shell_allow),
             telemetry.tracer(self.tracer_provider),
             EngineSettings(
@@ -161,7 +174,13 @@ class RunwireServer:
                 max_parallel=self.settings.max_parallel,
             ),
         )
-        self.service = RunService(self.store, self.hub, self.engine)
+        self.service = RunService(
+            self.store,
+            self.hub,
+            self.engine,
+            server_id=self.settings.server_id,
+            lease_seconds=self.settings.lease_seconds,
+        )
         interceptors: list[Any] = [
             aio_server_interceptor(tracer_provider=self.tracer_provider)  # type: ignore[no-untyped-call]  # untyped library
         ]
@@ -177,6 +196,7 @@ class RunwireServer:
         self.port = self._grpc.add_insecure_port(self.settings.listen)
         await self._grpc.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._leases = asyncio.create_task(self._lease_loop(), name="runwire-leases")
         log.info("runwire serving on %s (port %d)", self.settings.listen, self.port)
         return self.port
 
@@ -206,6 +226,61 @@ class RunwireServer:
                 principal=row.control_principal,
                 reason=row.control_reason,
             )
+        for gate in await self.store.gates(run_id, pending=False):
+            decision = decision_of(gate)
+            if decision is not None:
+                self.engine.deliver_gate(run_id, gate.node_id, gate.kind, decision)
+
+    async def _lease_loop(self) -> None:
+        """Keep leases on local runs fresh and take over runs whose owner went away."""
+        assert self.store is not None
+        assert self.engine is not None
+        period = max(self.settings.lease_seconds / 3, 0.05)
+        while True:
+            try:
+                local = self.engine.running()
+                if local:
+                    await self.store.renew_leases(
+                        self.settings.server_id, local, self.settings.lease_seconds
+                    )
+                if not (self.service and self.service.draining.is_set()):
+                    for row in await self.store.claim_runs(
+                        self.settings.server_id, self.settings.lease_seconds, 16
+                    ):
+                        await self._take_over(row)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("lease upkeep failed (%s); retrying", exc)
+            await asyncio.sleep(period)
+
+    async def _take_over(self, row: RunRow) -> None:
+        """Continue a run another process (or an earlier life of this one) left unfinished."""
+        assert self.store is not None
+        assert self.engine is not None
+        flow = json_format.ParseDict(row.flow_json, flow_pb2.Flow())
+        try:
+            graph = validate_flow(flow, self.engine.registry)
+        except RunwireError as exc:
+            log.error("run %s cannot be taken over: %s", row.run_id, exc)
+            return
+        history = [
+            events_pb2.RunEvent.FromString(e.payload)
+            for e in await self.store.all_events(row.run_id)
+        ]
+        log.info("taking over run %s at seq %d", row.run_id, history[-1].seq if history else 0)
+        self.engine.start(
+            RunPlan(
+                run_id=row.run_id,
+                graph=graph,
+                inputs=row.inputs,
+                flow_digest=row.flow_digest,
+                principal=row.principal,
+                trigger="api",
+                request_id=row.request_id or "",
+                history=history or None,
+                pause_requested=row.pause_requested,
+                cancel_requested=row.cancel_requested,
+            )
+        )
 
     async def drain(self) -> None:
         """Graceful stop: refuse new runs, close streams after the grace period, stop."""
@@ -227,10 +302,17 @@ class RunwireServer:
             self.service.closing_streams.set()
         if self._grpc is not None:
             await self._grpc.stop(grace)
+        if self._leases is not None:
+            self._leases.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._leases
         if self.engine is not None:
             left = await self.engine.stop()
-            if left and self.store is not None:
-                log.warning("%d runs left unfinished: %s", len(left), ", ".join(left))
+            if left and self._writer is not None and self.store is not None:
+                await self._writer.flush()
+                # Hand the runs over at once instead of waiting for leases to expire.
+                await self.store.release_leases(left)
+                log.warning("%d runs left for takeover: %s", len(left), ", ".join(left))
         if self._writer is not None:
             await self._writer.stop()
         await self.hub.stop()

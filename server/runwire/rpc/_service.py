@@ -20,6 +20,7 @@ from runwire.engine import Engine, RunPlan, canonical_json, flow_digest, validat
 from runwire.errors import (
     FieldViolation,
     FlowInvalid,
+    GateAlreadyResolved,
     GateNotPending,
     InvalidArgument,
     RequestIdReused,
@@ -29,7 +30,7 @@ from runwire.errors import (
 )
 from runwire.rpc._convert import decode_page_token, encode_page_token, parse_filter, run_to_proto
 from runwire.rpc._status import to_status
-from runwire.store import Hub, NewRun, RunRow, Store, frame_events
+from runwire.store import Hub, NewRun, RunRow, Store, decision_of, frame_events
 from runwire.v1 import events_pb2, run_service_pb2
 
 __all__ = ["RunService", "principal_of"]
@@ -79,7 +80,11 @@ def _check_run_id(run_id: str) -> None:
 class RunService:
     """The RunService implementation over one store, hub and engine."""
 
-    def __init__(self, store: Store, hub: Hub, engine: Engine) -> None:
+    def __init__(
+        self, store: Store, hub: Hub, engine: Engine, *, server_id: str, lease_seconds: float
+    ) -> None:
+        self.server_id = server_id
+        self.lease_seconds = lease_seconds
         self.store = store
         self.hub = hub
         self.engine = engine
@@ -121,7 +126,11 @@ class RunService:
         if not request.HasField("flow"):
             raise InvalidArgument([FieldViolation("flow", "a flow is required"), *out])
         try:
-            graph = validate_flow(request.flow, self.engine.registry)
+            graph = validate_flow(
+                request.flow,
+                self.engine.registry,
+                inputs=json_format.MessageToDict(request.inputs),
+            )
         except FlowInvalid as exc:
             raise FlowInvalid([*exc.violations, *out]) from None
         if out:
@@ -158,7 +167,9 @@ class RunService:
             status=events_pb2.RUN_STATUS_PENDING,
             node_count=len(graph.nodes),
         )
-        row, created = await self.store.create_run(new, owner_id="", lease_seconds=0)
+        row, created = await self.store.create_run(
+            new, owner_id=self.server_id, lease_seconds=self.lease_seconds
+        )
         if not created:
             if row.request_digest != request_digest:
                 raise RequestIdReused(request.request_id, row.run_id)
@@ -194,7 +205,7 @@ class RunService:
     async def GetRun(
         self, request: run_service_pb2.GetRunRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.GetRunResponse:
-        return run_service_pb2.GetRunResponse(run=run_to_proto(await self._run(request.run_id)))
+        return run_service_pb2.GetRunResponse(run=await self._view(await self._run(request.run_id)))
 
     @_mapped
     async def ListRuns(
@@ -237,7 +248,7 @@ class RunService:
             row = await self._run(run_id)
             raise RunFinished(run_id, events_pb2.RunStatus.Name(row.status))
         self.engine.control(run_id, pause=pause, cancel=cancel, principal=principal, reason=reason)
-        return run_to_proto(updated)
+        return await self._view(updated)
 
     @_mapped
     async def PauseRun(
@@ -266,37 +277,97 @@ class RunService:
         )
         return run_service_pb2.CancelRunResponse(run=run)
 
-    async def _gate(self, run_id: str, node_id: str, kind: str) -> None:
+    async def _view(self, row: RunRow) -> run_service_pb2.Run:
+        """The run with its pending gates."""
+        return run_to_proto(row, await self.store.gates(row.run_id, pending=True))
+
+    async def _decide(
+        self,
+        context: grpc.aio.ServicerContext,
+        run_id: str,
+        node_id: str,
+        kind: int,
+        approve: bool,
+        comment: str,
+        output_json: str = "",
+    ) -> run_service_pb2.Run:
+        """Decide a gate idempotently: the same decision again is OK, a different one is not."""
         row = await self._run(run_id)
         if not node_id:
             raise InvalidArgument([FieldViolation("node_id", "must not be empty")])
-        if row.finished:
-            raise RunFinished(run_id, events_pb2.RunStatus.Name(row.status))
-        raise GateNotPending(
-            f"node {node_id!r} of run {run_id!r} has no pending {kind}",
-            metadata={"run_id": run_id, "node_id": node_id},
+        if len(comment) > 4096:
+            raise InvalidArgument([FieldViolation("comment", "must be at most 4096 characters")])
+        what = run_service_pb2.GateKind.Name(kind).removeprefix("GATE_KIND_").lower()
+        wanted = events_pb2.GATE_DECISION_APPROVED if approve else events_pb2.GATE_DECISION_REJECTED
+        gate, changed = await self.store.decide_gate(
+            run_id,
+            node_id,
+            kind,
+            decision=wanted,
+            principal=principal_of(context),
+            comment=comment,
+            output_json=output_json,
         )
+        if gate is None:
+            if row.finished:
+                raise RunFinished(run_id, events_pb2.RunStatus.Name(row.status))
+            raise GateNotPending(
+                f"node {node_id!r} of run {run_id!r} has no pending {what}",
+                metadata={"run_id": run_id, "node_id": node_id},
+            )
+        if not changed and gate.decision != wanted:
+            standing = events_pb2.GateDecision.Name(gate.decision or 0)
+            raise GateAlreadyResolved(
+                f"the {what} of node {node_id!r} was already decided: {standing} by {gate.principal}",
+                metadata={"run_id": run_id, "node_id": node_id, "decision": standing},
+            )
+        decision = decision_of(gate)
+        if changed and decision is not None:
+            self.engine.deliver_gate(run_id, node_id, kind, decision)
+        return await self._view(await self._run(run_id))
 
     @_mapped
     async def ConfirmAction(
         self, request: run_service_pb2.ConfirmActionRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.ConfirmActionResponse:
-        await self._gate(request.run_id, request.node_id, "confirmation")
-        raise AssertionError("unreachable")
+        run = await self._decide(
+            context,
+            request.run_id,
+            request.node_id,
+            run_service_pb2.GATE_KIND_CONFIRMATION,
+            request.approve,
+            request.comment,
+        )
+        return run_service_pb2.ConfirmActionResponse(run=run)
 
     @_mapped
     async def ResolveApproval(
         self, request: run_service_pb2.ResolveApprovalRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.ResolveApprovalResponse:
-        await self._gate(request.run_id, request.node_id, "approval")
-        raise AssertionError("unreachable")
+        run = await self._decide(
+            context,
+            request.run_id,
+            request.node_id,
+            run_service_pb2.GATE_KIND_APPROVAL,
+            request.approve,
+            request.comment,
+        )
+        return run_service_pb2.ResolveApprovalResponse(run=run)
 
     @_mapped
     async def ResolveReview(
         self, request: run_service_pb2.ResolveReviewRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.ResolveReviewResponse:
-        await self._gate(request.run_id, request.node_id, "review")
-        raise AssertionError("unreachable")
+        run = await self._decide(
+            context,
+            request.run_id,
+            request.node_id,
+            run_service_pb2.GATE_KIND_REVIEW,
+            request.approve,
+            request.comment,
+            request.output_json,
+        )
+        return run_service_pb2.ResolveReviewResponse(run=run)
 
     # -- WatchRun ---------------------------------------------------------------
 

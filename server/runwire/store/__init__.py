@@ -2,21 +2,25 @@
 
 from runwire.store._embedded import EmbeddedPostgres
 from runwire.store._framing import frame_event, frame_events
+from runwire.store._gates import DurableGates, decision_of
 from runwire.store._hub import Chunk, Hub, Subscription
 from runwire.store._migrate import migrate
-from runwire.store._store import NewRun, RunRow, Store, StoredEvent
+from runwire.store._store import GateRow, NewRun, RunRow, Store, StoredEvent
 from runwire.store._writer import EventWriter
 
 __all__ = [
     "Chunk",
+    "DurableGates",
     "EmbeddedPostgres",
     "EventWriter",
+    "GateRow",
     "Hub",
     "NewRun",
     "RunRow",
     "Store",
     "StoredEvent",
     "Subscription",
+    "decision_of",
     "frame_event",
     "frame_events",
     "migrate",

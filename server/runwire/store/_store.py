@@ -76,6 +76,39 @@ class StoredEvent:
     payload: bytes
 
 
+@dataclass(frozen=True)
+class GateRow:
+    """A human gate as stored."""
+
+    run_id: str
+    node_id: str
+    iteration: int
+    kind: int
+    message: str
+    create_time: datetime
+    expire_time: datetime | None
+    decision: int | None
+    principal: str
+    comment: str
+    output_json: str
+
+
+def _gate(r: asyncpg.Record) -> GateRow:
+    return GateRow(
+        run_id=r["run_id"],
+        node_id=r["node_id"],
+        iteration=r["iteration"],
+        kind=r["kind"],
+        message=r["message"],
+        create_time=r["create_time"],
+        expire_time=r["expire_time"],
+        decision=r["decision"],
+        principal=r["principal"],
+        comment=r["comment"],
+        output_json=r["output_json"],
+    )
+
+
 def _row(r: asyncpg.Record) -> RunRow:
     def _j(v: Any) -> Any:
         return json.loads(v) if isinstance(v, str) else v
@@ -216,12 +249,141 @@ class Store:
                 await conn.execute("SELECT pg_notify($1, $2)", CONTROL_CHANNEL, run_id)
         return None if record is None else _row(record)
 
+    # -- gates ------------------------------------------------------------------
+
+    async def open_gate(
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int,
+        kind: int,
+        message: str,
+        expire_time: datetime | None,
+    ) -> GateRow:
+        """Record a pending gate; returns the stored row (it may already be decided)."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                """INSERT INTO gates (run_id, node_id, iteration, kind, message, expire_time)
+                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
+                run_id,
+                node_id,
+                iteration,
+                kind,
+                message,
+                expire_time,
+            )
+            record = await conn.fetchrow(
+                """SELECT * FROM gates
+                   WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND kind = $4""",
+                run_id,
+                node_id,
+                iteration,
+                kind,
+            )
+        assert record is not None
+        return _gate(record)
+
+    async def decide_gate(
+        self,
+        run_id: str,
+        node_id: str,
+        kind: int,
+        *,
+        decision: int,
+        principal: str,
+        comment: str,
+        output_json: str = "",
+        iteration: int | None = None,
+    ) -> tuple[GateRow | None, bool]:
+        """Decide the node's newest gate of `kind` if it is pending, and wake its run's owner.
+
+        Returns the gate (None when the node never had one) and whether this
+        call decided it; when it did not, the row shows the decision that stands.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            record = await conn.fetchrow(
+                """SELECT * FROM gates WHERE run_id = $1 AND node_id = $2 AND kind = $3
+                     AND ($4::int IS NULL OR iteration = $4)
+                   ORDER BY iteration DESC LIMIT 1 FOR UPDATE""",
+                run_id,
+                node_id,
+                kind,
+                iteration,
+            )
+            if record is None:
+                return None, False
+            if record["decision"] is not None:
+                return _gate(record), False
+            record = await conn.fetchrow(
+                """UPDATE gates SET decision = $5, principal = $6, comment = $7, output_json = $8,
+                          resolve_time = now()
+                   WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND kind = $4
+                   RETURNING *""",
+                run_id,
+                node_id,
+                record["iteration"],
+                kind,
+                decision,
+                principal,
+                comment,
+                output_json,
+            )
+            await conn.execute("SELECT pg_notify($1, $2)", CONTROL_CHANNEL, run_id)
+        assert record is not None
+        return _gate(record), True
+
+    async def gates(self, run_id: str, *, pending: bool | None = None) -> list[GateRow]:
+        """The run's gates, oldest first; only pending (or only decided) ones when asked."""
+        clause = (
+            ""
+            if pending is None
+            else ("AND decision IS NULL" if pending else "AND decision IS NOT NULL")
+        )
+        records = await self.pool.fetch(
+            f"SELECT * FROM gates WHERE run_id = $1 {clause} ORDER BY create_time, node_id",
+            run_id,
+        )
+        return [_gate(r) for r in records]
+
+    # -- leases -----------------------------------------------------------------
+
+    async def renew_leases(
+        self, owner_id: str, run_ids: Sequence[str], seconds: float
+    ) -> list[str]:
+        """Extend this owner's leases; returns the runs it still owns."""
+        records = await self.pool.fetch(
+            """UPDATE runs SET lease_expire_time = now() + make_interval(secs => $3)
+               WHERE run_id = ANY($2) AND owner_id = $1 AND end_time IS NULL
+               RETURNING run_id""",
+            owner_id,
+            list(run_ids),
+            seconds,
+        )
+        return [r["run_id"] for r in records]
+
+    async def claim_runs(self, owner_id: str, seconds: float, limit: int) -> list[RunRow]:
+        """Take over unfinished runs whose lease expired (or was released)."""
+        records = await self.pool.fetch(
+            """UPDATE runs SET owner_id = $1, lease_expire_time = now() + make_interval(secs => $2)
+               WHERE run_id IN (
+                   SELECT run_id FROM runs
+                   WHERE end_time IS NULL AND (lease_expire_time IS NULL OR lease_expire_time < now())
+                   ORDER BY create_time
+                   LIMIT $3
+                   FOR UPDATE SKIP LOCKED)
+               RETURNING *""",
+            owner_id,
+            seconds,
+            limit,
+        )
+        return [_row(r) for r in records]
+
     async def all_events(self, run_id: str) -> list[StoredEvent]:
         """Every committed event of the run (tests and tools)."""
         return await self.read_events(run_id, 0, 1 << 62)
 
-    async def mark_abandoned(self, run_ids: Sequence[str]) -> None:
-        """Release leases of runs this process stops driving."""
+    async def release_leases(self, run_ids: Sequence[str]) -> None:
+        """Release leases of runs this process stops driving, for another to take over."""
         await self.pool.execute(
             "UPDATE runs SET owner_id = NULL, lease_expire_time = now() WHERE run_id = ANY($1)",
             list(run_ids),

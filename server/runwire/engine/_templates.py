@@ -1,0 +1,125 @@
+"""Sandboxed templates in node params: `{{ inputs.branch }}`, `{{ nodes.build.output.exit_code }}`.
+
+Rendered values are data: a string that is exactly one `{{ expression }}`
+keeps the expression's type (a number stays a number, an object an object);
+any other string renders to a string. Nothing is ever spliced into a shell.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+__all__ = ["TemplateError", "TemplateRef", "has_template", "references", "render_value"]
+
+_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+_WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+ROOTS = frozenset({"inputs", "nodes"})
+
+
+class TemplateError(Exception):
+    """A template failed to parse or render; `path` names the params sub-path."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TemplateRef:
+    """One variable a template reads: `inputs.<key>` or `nodes.<id>`."""
+
+    root: str
+    key: str | None
+    path: str
+
+
+def has_template(value: str) -> bool:
+    """True when the string holds template syntax."""
+    return "{{" in value or "{%" in value
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _strings(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{path}[{i}]")
+
+
+def _key_of(node: nodes.Node) -> str | None:
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    if (
+        isinstance(node, nodes.Getitem)
+        and isinstance(node.arg, nodes.Const)
+        and isinstance(node.arg.value, str)
+    ):
+        return node.arg.value
+    return None
+
+
+def references(value: Any, path: str = "") -> list[TemplateRef]:
+    """Every variable the templates in `value` read; TemplateError on bad syntax."""
+    refs: list[TemplateRef] = []
+    for where, text in _strings(value, path):
+        if not has_template(text):
+            continue
+        try:
+            tree = _ENV.parse(text)
+        except TemplateSyntaxError as exc:
+            raise TemplateError(where, f"template syntax error: {exc.message}") from None
+        seen: set[int] = set()
+        # `nodes.build.output` is Getattr(Getattr(Name(nodes), build), output):
+        # look at the innermost attribute access on a root name.
+        accesses: list[nodes.Getattr | nodes.Getitem] = [
+            *tree.find_all(nodes.Getattr),
+            *tree.find_all(nodes.Getitem),
+        ]
+        for access in accesses:
+            inner = access.node
+            if isinstance(inner, nodes.Name) and inner.name in ROOTS and id(access) not in seen:
+                seen.add(id(access))
+                refs.append(TemplateRef(inner.name, _key_of(access), where))
+        for name in tree.find_all(nodes.Name):
+            if name.ctx == "load" and name.name not in ROOTS:
+                raise TemplateError(
+                    where, f"unknown variable {name.name!r}; use inputs.<key> or nodes.<id>.output"
+                )
+    return refs
+
+
+def _render_string(text: str, context: Mapping[str, Any], where: str) -> Any:
+    try:
+        whole = _WHOLE.match(text)
+        if whole and "{{" not in whole["expr"] and "{%" not in text:
+            result = _ENV.compile_expression(whole["expr"], undefined_to_none=False)(**context)
+            if isinstance(result, Undefined):
+                str(result)  # StrictUndefined raises UndefinedError here
+            return result
+        return _ENV.from_string(text).render(**context)
+    except (UndefinedError, SecurityError, TemplateSyntaxError, TypeError, ValueError) as exc:
+        raise TemplateError(where, str(exc)) from None
+
+
+def render_value(value: Any, context: Mapping[str, Any], path: str = "") -> Any:
+    """`value` with every templated string rendered against `context`."""
+    if isinstance(value, str):
+        return _render_string(value, context, path) if has_template(value) else value
+    if isinstance(value, Mapping):
+        return {
+            k: render_value(v, context, f"{path}.{k}" if path else str(k)) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [render_value(v, context, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value

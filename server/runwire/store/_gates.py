@@ -1,0 +1,63 @@
+"""The engine's GateStore, kept in Postgres so a waiting gate survives a restart."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import cast
+
+from runwire.engine import Decision
+from runwire.store._store import GateRow, Store
+from runwire.v1 import events_pb2
+
+__all__ = ["DurableGates", "decision_of"]
+
+
+def decision_of(row: GateRow) -> Decision | None:
+    """The decision recorded on a gate row, or None while it is pending."""
+    if row.decision is None:
+        return None
+    return Decision(
+        cast(events_pb2.GateDecision, row.decision),
+        row.principal,
+        row.comment,
+        row.output_json,
+    )
+
+
+class DurableGates:
+    """engine.GateStore over the gates table."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def open_gate(
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int,
+        kind: int,
+        message: str,
+        expire_time: datetime | None,
+    ) -> Decision | None:
+        """Record the pending gate; the decision if one was already made."""
+        row = await self._store.open_gate(run_id, node_id, iteration, kind, message, expire_time)
+        return decision_of(row)
+
+    async def decide_gate(
+        self, run_id: str, node_id: str, iteration: int, kind: int, decision: Decision
+    ) -> Decision:
+        """Decide the gate unless someone already did; the standing decision."""
+        row, _ = await self._store.decide_gate(
+            run_id,
+            node_id,
+            kind,
+            decision=decision.decision,
+            principal=decision.principal,
+            comment=decision.comment,
+            output_json=decision.output_json,
+            iteration=iteration,
+        )
+        assert row is not None, "the engine decides only gates it opened"
+        standing = decision_of(row)
+        assert standing is not None
+        return standing
