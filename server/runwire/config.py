@@ -26,6 +26,7 @@ class Settings:
     drain_grace: float = 5.0
     max_parallel: int = 4
     watcher_queue_chunks: int = 256
+    lease_seconds: float = 15.0
     server_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
 
     def listen_is_loopback(self) -> bool:
