@@ -96,7 +96,7 @@ lint: bootstrap ## Read-only checks: ruff, mypy strict, buf lint/format/breaking
 # --- tests -----------------------------------------------------------------
 
 .PHONY: test
-test: lint gen-check test-python test-clients ## Lint, gen-check and every test in every language.
+test: lint gen-check test-clients test-python ## Lint, gen-check and every test in every language.
 
 .PHONY: test-python
 test-python: bootstrap ## The pytest suite (server, Python client, corpus, live cross-language test).
