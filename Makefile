@@ -108,8 +108,11 @@ test-clients: bootstrap ## Go, Rust and TypeScript unit and corpus tests.
 
 # --- running ---------------------------------------------------------------
 
+# The examples/ flows run these programs; override with `make run RUN_ARGS=...`.
+RUN_ARGS ?= --shell-allow echo --shell-allow seq --shell-allow sleep --shell-allow ls
+
 .PHONY: run
-run: $(VENV)/.installed ## Start the service on its embedded defaults (127.0.0.1:50051).
+run: $(VENV)/.installed ## Start the service on its embedded defaults (127.0.0.1:50051, data in .runwire/).
 	$(VENV)/bin/runwire serve $(RUN_ARGS)
 
 .PHONY: bench

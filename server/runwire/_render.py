@@ -43,6 +43,7 @@ class _View:
     status: str = "PENDING"
     nodes: dict[str, _Node] = field(default_factory=dict)
     notes: deque[str] = field(default_factory=lambda: deque(maxlen=5))
+    gates: dict[str, str] = field(default_factory=dict)
     last_seq: int = 0
     final: events_pb2.RunCompleted | None = None
 
@@ -86,8 +87,31 @@ class _View:
                 node.duration = f"{e.node_heartbeat.elapsed.ToTimedelta().total_seconds():.0f}s…"
             elif case == "sandbox_violation":
                 node.lines.append(f"sandbox: {e.sandbox_violation.detail}")
-            elif case in {"awaiting_confirmation", "approval_requested", "ai_review_required"}:
-                self.notes.append(f"⚠ {e.node_id} waits for a decision ({case.replace('_', ' ')})")
+            elif case == "awaiting_confirmation":
+                self.gates[e.node_id] = (
+                    f"⚠ {e.node_id} waits for confirmation: {e.awaiting_confirmation.action_summary}"
+                    f" — runwire confirm|reject {self.run_id} {e.node_id}"
+                )
+                node.detail = "awaiting confirmation"
+            elif case == "approval_requested":
+                self.gates[e.node_id] = (
+                    f"⚠ {e.node_id} waits for approval: {e.approval_requested.message}"
+                    f" — runwire approve|reject {self.run_id} {e.node_id}"
+                )
+                node.detail = "awaiting approval"
+            elif case in {"confirmation_resolved", "approval_resolved"}:
+                self.gates.pop(e.node_id, None)
+                payload = getattr(e, case)
+                decision = (
+                    events_pb2.GateDecision.Name(payload.decision)
+                    .removeprefix("GATE_DECISION_")
+                    .lower()
+                )
+                node.lines.append(f"{decision} by {payload.principal}")
+            elif case == "iteration_capped":
+                self.notes.append(
+                    f"loop at {e.node_id} capped at {e.iteration_capped.max_visits} visits"
+                )
 
     def render(self) -> Group:
         table = Table(title=f"{self.flow} · {self.run_id} · {self.status}", expand=True)
@@ -105,7 +129,11 @@ class _View:
                 node.duration,
                 "\n".join(node.lines) or node.detail,
             )
-        return Group(table, *(Text(n, style="bold yellow") for n in self.notes))
+        return Group(
+            table,
+            *(Text(g, style="bold black on yellow") for g in self.gates.values()),
+            *(Text(n, style="bold yellow") for n in self.notes),
+        )
 
 
 def _line(e: events_pb2.RunEvent) -> str:
@@ -146,6 +174,11 @@ def watch_and_render(
                         view.apply(event)
                         if live is None:
                             print(_line(event), flush=True)
+                            if event.node_id in view.gates and event.WhichOneof("event") in (
+                                "awaiting_confirmation",
+                                "approval_requested",
+                            ):
+                                print(view.gates[event.node_id], flush=True)
                     if live:
                         live.update(view.render())
             except grpc.RpcError as exc:

@@ -158,6 +158,61 @@ def _control(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decide(args: argparse.Namespace) -> int:
+    """confirm / approve / reject: resolve the node's pending gate, whatever its kind."""
+    channel, stub = _stub(args)
+    md = _metadata(args)
+    approve = args.command != "reject"
+    with channel:
+        try:
+            run = stub.GetRun(run_service_pb2.GetRunRequest(run_id=args.run_id), metadata=md).run
+            kinds = [g.kind for g in run.pending_gates if g.node_id == args.node_id]
+            kind = (
+                kinds[0]
+                if kinds
+                else (
+                    run_service_pb2.GATE_KIND_CONFIRMATION
+                    if args.command == "confirm"
+                    else run_service_pb2.GATE_KIND_APPROVAL
+                )
+            )
+            if kind == run_service_pb2.GATE_KIND_CONFIRMATION:
+                run = stub.ConfirmAction(
+                    run_service_pb2.ConfirmActionRequest(
+                        run_id=args.run_id,
+                        node_id=args.node_id,
+                        approve=approve,
+                        comment=args.comment,
+                    ),
+                    metadata=md,
+                ).run
+            elif kind == run_service_pb2.GATE_KIND_REVIEW:
+                run = stub.ResolveReview(
+                    run_service_pb2.ResolveReviewRequest(
+                        run_id=args.run_id,
+                        node_id=args.node_id,
+                        approve=approve,
+                        comment=args.comment,
+                    ),
+                    metadata=md,
+                ).run
+            else:
+                run = stub.ResolveApproval(
+                    run_service_pb2.ResolveApprovalRequest(
+                        run_id=args.run_id,
+                        node_id=args.node_id,
+                        approve=approve,
+                        comment=args.comment,
+                    ),
+                    metadata=md,
+                ).run
+        except grpc.RpcError as exc:
+            return _fail(exc)
+    word = "approved" if approve else "rejected"
+    print(f"{args.run_id} {args.node_id}: {word}; run is {events_pb2.RunStatus.Name(run.status)}")
+    return 0
+
+
 def _runs_list(args: argparse.Namespace) -> int:
     channel, stub = _stub(args)
     with channel:
@@ -268,6 +323,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     runs_list.add_argument("--limit", type=int, default=20)
     runs_list.set_defaults(func=_runs_list)
+
+    for name, text in (
+        ("confirm", "approve a destructive action held for confirmation"),
+        ("approve", "approve a pending gate (approval node or held action)"),
+        ("reject", "reject a pending gate"),
+    ):
+        p = client(name, text)
+        p.add_argument("run_id")
+        p.add_argument("node_id")
+        p.add_argument("--comment", default="")
+        p.set_defaults(func=_decide)
 
     for name in ("pause", "resume", "cancel"):
         p = client(name, f"{name} a run at the next node boundary")
