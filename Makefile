@@ -11,7 +11,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 BUF := tools/node_modules/.bin/buf
-# protoc plugins (mypy-protobuf, betterproto) live in the virtualenv.
+# protoc plugins (mypy-protobuf, betterproto2) live in the virtualenv.
 WITH_VENV := PATH="$(abspath $(VENV))/bin:$$PATH"
 PROTOS := $(wildcard protos/runwire/v1/*.proto)
 CLIENTS := go rust ts
