@@ -15,7 +15,13 @@ __all__ = [
     "Adapter",
     "NodeContext",
     "SandboxRefused",
+    "is_templated",
 ]
+
+
+def is_templated(value: object) -> bool:
+    """True for a string holding template syntax, which is only checked once rendered."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
 @dataclass(frozen=True)
@@ -47,10 +53,22 @@ class ActionFailed(Exception):
 
 
 class SandboxRefused(ActionFailed):
-    """The adapter refused the action; the engine emits SandboxViolation first."""
+    """The adapter refused the action; the engine emits SandboxViolation first.
 
-    def __init__(self, kind: events_pb2.SandboxViolationKind, target: str, detail: str) -> None:
-        super().__init__("SANDBOX", detail)
+    `exit_code` and `output` are set when the action had already run, for
+    example a process killed for exceeding a resource limit.
+    """
+
+    def __init__(
+        self,
+        kind: events_pb2.SandboxViolationKind,
+        target: str,
+        detail: str,
+        *,
+        exit_code: int = 0,
+        output: Any = None,
+    ) -> None:
+        super().__init__("SANDBOX", detail, exit_code=exit_code, output=output)
         self.kind = kind
         self.target = target
         self.detail = detail
@@ -74,8 +92,16 @@ class NodeContext(Protocol):
         """The run's private working directory."""
         ...
 
-    async def log(self, stream: events_pb2.LogStream, lines: list[str]) -> None:
-        """Emit one NodeLog per line, in order."""
+    async def log(
+        self, stream: events_pb2.LogStream, lines: list[str], *, truncated: bool = False
+    ) -> None:
+        """Emit one NodeLog per line, in order.
+
+        Args:
+            stream: Where the lines came from.
+            lines: The lines, already valid UTF-8 without NUL.
+            truncated: Mark every line as cut short, or as the output-cap marker.
+        """
         ...
 
     def count_output(self, nbytes: int) -> None:
