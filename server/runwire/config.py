@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Settings", "add_serve_arguments", "settings_from_args"]
+from runwire.adapters import ShellLimits, fs, http
+
+__all__ = ["Settings", "add_serve_arguments", "parse_size", "settings_from_args"]
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,12 @@ class Settings:
     data_dir: Path = Path(".runwire")
     reflection: bool = False
     shell_allow: tuple[str, ...] = ()
+    shell_destructive: tuple[str, ...] = ()
+    shell_limits: ShellLimits = field(default_factory=ShellLimits)
+    fs_roots: tuple[str, ...] = ()
+    fs_max_bytes: int = fs.DEFAULT_MAX_BYTES
+    http_allow: tuple[str, ...] = ()
+    http_max_bytes: int = http.DEFAULT_MAX_BYTES
     auth_tokens: tuple[str, ...] = ()
     heartbeat_interval: float = 5.0
     commit_interval: float = 0.004
@@ -44,9 +53,33 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"RUNWIRE_{name}", default)
 
 
-def _env_list(name: str) -> list[str]:
+def _env_list(name: str, *, commas_only: bool = False) -> list[str]:
     raw = _env(name) or ""
-    return [p for p in raw.replace(",", os.pathsep).split(os.pathsep) if p]
+    if not commas_only:
+        raw = raw.replace(os.pathsep, ",")
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from `4096`, `512K`, `8M`, `1GiB` (binary multiples); 0 means no limit.
+
+    Raises:
+        ValueError: The text is not a size.
+    """
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a size such as 4096, 512K, 8M or 1G")
+    return int(m.group(1)) << (10 * " KMGT".index((m.group(2) or " ").upper()))
+
+
+def _size_arg(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +118,71 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "(RUNWIRE_SHELL_ALLOW, colon-separated). Without it the shell adapter is off.",
     )
     parser.add_argument(
+        "--shell-destructive",
+        action="append",
+        default=_env_list("SHELL_DESTRUCTIVE"),
+        metavar="PROGRAM",
+        help="shell nodes running this program wait for ConfirmAction first; repeatable "
+        "(RUNWIRE_SHELL_DESTRUCTIVE, colon-separated)",
+    )
+    limits = d.shell_limits
+    for flag, env, default, what in (
+        ("--shell-cpu-seconds", "SHELL_CPU_SECONDS", limits.cpu_seconds, "CPU seconds"),
+        ("--shell-processes", "SHELL_PROCESSES", limits.processes, "processes of the user"),
+        ("--shell-open-files", "SHELL_OPEN_FILES", limits.open_files, "open files"),
+    ):
+        parser.add_argument(
+            flag,
+            type=int,
+            default=int(_env(env, str(default)) or default),
+            metavar="N",
+            help=f"limit on a shell child's {what}; 0 keeps the server's own "
+            f"(RUNWIRE_{env}; default %(default)s)",
+        )
+    for flag, env, default, what in (
+        ("--shell-memory", "SHELL_MEMORY", limits.memory_bytes, "address space"),
+        ("--shell-file-size", "SHELL_FILE_SIZE", limits.file_bytes, "largest file written"),
+        (
+            "--shell-output-cap",
+            "SHELL_OUTPUT_CAP",
+            limits.output_bytes,
+            "stdout+stderr logged per attempt",
+        ),
+        ("--fs-max-bytes", "FS_MAX_BYTES", d.fs_max_bytes, "fs read or write"),
+        (
+            "--http-max-bytes",
+            "HTTP_MAX_BYTES",
+            d.http_max_bytes,
+            "http request body (refused above) and response body (truncated)",
+        ),
+    ):
+        parser.add_argument(
+            flag,
+            type=_size_arg,
+            default=_size_arg(_env(env) or str(default)),
+            metavar="SIZE",
+            help=f"bytes for the {what}; K/M/G suffixes, 0 for no limit "
+            f"(RUNWIRE_{env}; default %(default)s)",
+        )
+    parser.add_argument(
+        "--fs-root",
+        action="append",
+        default=_env_list("FS_ROOTS"),
+        metavar="[NAME=]PATH",
+        help="an extra directory fs nodes may use with `root: NAME` (NAME defaults to the "
+        "directory's name); repeatable (RUNWIRE_FS_ROOTS, colon-separated). "
+        "Without it fs nodes see only their run's workspace.",
+    )
+    parser.add_argument(
+        "--http-allow",
+        action="append",
+        default=_env_list("HTTP_ALLOW", commas_only=True),
+        metavar="HOST_OR_CIDR",
+        help="let http nodes reach this host name, *.suffix, IP or CIDR even though it is "
+        "loopback, private, link-local or metadata; repeatable "
+        "(RUNWIRE_HTTP_ALLOW, comma-separated)",
+    )
+    parser.add_argument(
         "--auth-token",
         action="append",
         default=_env_list("AUTH_TOKENS"),
@@ -114,6 +212,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "(RUNWIRE_DRAIN_GRACE; default %(default)s)",
     )
     parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=float(_env("LEASE_SECONDS", str(d.lease_seconds)) or 15.0),
+        help="how long this replica's claim on a run lasts without renewal; another replica "
+        "takes an expired run over (RUNWIRE_LEASE_SECONDS; default %(default)s)",
+    )
+    parser.add_argument(
         "--max-parallel",
         type=int,
         default=int(_env("MAX_PARALLEL", str(d.max_parallel)) or 4),
@@ -130,9 +235,23 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         data_dir=args.data_dir,
         reflection=args.reflection,
         shell_allow=tuple(args.shell_allow),
+        shell_destructive=tuple(args.shell_destructive),
+        shell_limits=ShellLimits(
+            cpu_seconds=args.shell_cpu_seconds,
+            memory_bytes=args.shell_memory,
+            processes=args.shell_processes,
+            file_bytes=args.shell_file_size,
+            open_files=args.shell_open_files,
+            output_bytes=args.shell_output_cap,
+        ),
+        fs_roots=tuple(args.fs_root),
+        fs_max_bytes=args.fs_max_bytes,
+        http_allow=tuple(args.http_allow),
+        http_max_bytes=args.http_max_bytes,
         auth_tokens=tuple(args.auth_token),
         heartbeat_interval=args.heartbeat_interval,
         commit_interval=args.commit_interval,
         drain_grace=args.drain_grace,
         max_parallel=args.max_parallel,
+        lease_seconds=args.lease_seconds,
     )

@@ -166,7 +166,15 @@ class RunwireServer:
         self.engine = Engine(
             self._writer,
             DurableGates(self.store),
-            Registry.default(shell_allow=self.settings.shell_allow),
+            Registry.default(
+                shell_allow=self.settings.shell_allow,
+                shell_destructive=self.settings.shell_destructive,
+                shell_limits=self.settings.shell_limits,
+                fs_roots=self.settings.fs_roots,
+                fs_max_bytes=self.settings.fs_max_bytes,
+                http_allow=self.settings.http_allow,
+                http_max_bytes=self.settings.http_max_bytes,
+            ),
             telemetry.tracer(self.tracer_provider),
             EngineSettings(
                 workspace_root=(self.settings.data_dir / "workspaces").resolve(),
