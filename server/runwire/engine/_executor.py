@@ -636,14 +636,14 @@ class RunExecutor:
         ref: NodeRef,
         kind: int,
         message: str,
-        timeout: float | None,
+        expires_in: float | None,
         *,
         resumed: bool,
         details: Message,
         span: SpanIds | None = None,
     ) -> Decision:
         """Open a durable gate, announce it, wait for a decision (or expiry or cancel), record it."""
-        expire = datetime.now(UTC) + timedelta(seconds=timeout) if timeout else None
+        expire = datetime.now(UTC) + timedelta(seconds=expires_in) if expires_in else None
         waiter: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._gate_waiters[(ref.node_id, kind)] = waiter
         try:
@@ -662,7 +662,7 @@ class RunExecutor:
                 )
                 await self.emit(variant, details, node=ref, span=span)
             if standing is None:
-                standing = await self._wait_gate(ref, kind, waiter, timeout)
+                standing = await self._wait_gate(ref, kind, waiter, expires_in)
         finally:
             self._gate_waiters.pop((ref.node_id, kind), None)
         if kind == run_service_pb2.GATE_KIND_CONFIRMATION:
@@ -690,12 +690,12 @@ class RunExecutor:
         return standing
 
     async def _wait_gate(
-        self, ref: NodeRef, kind: int, waiter: asyncio.Future[Decision], timeout: float | None
+        self, ref: NodeRef, kind: int, waiter: asyncio.Future[Decision], expires_in: float | None
     ) -> Decision:
         cancelled = asyncio.ensure_future(self._cancelled.wait())
         try:
             waits: set[asyncio.Future[Any]] = {waiter, cancelled}
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=expires_in, return_when=asyncio.FIRST_COMPLETED)
         finally:
             cancelled.cancel()
         if waiter.done():
