@@ -587,3 +587,30 @@ async def test_health_serving_then_drain_refuses_new_runs_and_closes_streams(
     harness.server.service.closing_streams.set()
     exc = await _error(watcher)
     assert exc.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_bearer_tokens_guard_every_rpc_but_health(harness_factory: Any) -> None:
+    h: Harness = await harness_factory(auth_tokens=("s3cret",))
+    health = health_pb2_grpc.HealthStub(h.channel)
+    assert (
+        await health.Check(health_pb2.HealthCheckRequest())
+    ).status == health_pb2.HealthCheckResponse.SERVING
+    request = run_service_pb2.ListRunsRequest()
+    for metadata in ((), (("authorization", "Bearer wrong"),), (("authorization", "s3cret"),)):
+        exc = await _error(h.stub.ListRuns(request, metadata=metadata))
+        assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert _details(exc)[0].reason == "UNAUTHENTICATED"
+    exc = await _error(collect(h.stub, "run_x"))
+    assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+    ok = await h.stub.ListRuns(request, metadata=(("authorization", "Bearer s3cret"),))
+    assert list(ok.runs) == []
+
+
+def test_non_loopback_listener_requires_tokens(tmp_path: Path) -> None:
+    from runwire.config import Settings
+    from runwire.rpc import RunwireServer
+
+    with pytest.raises(ValueError, match="without --auth-token"):
+        RunwireServer(Settings(listen="0.0.0.0:0", data_dir=tmp_path))
+    RunwireServer(Settings(listen="0.0.0.0:0", data_dir=tmp_path, auth_tokens=("t",)))
+    RunwireServer(Settings(listen="[::1]:0", data_dir=tmp_path))
