@@ -176,36 +176,20 @@ def _decide(args: argparse.Namespace) -> int:
                     else run_service_pb2.GATE_KIND_APPROVAL
                 )
             )
-            if kind == run_service_pb2.GATE_KIND_CONFIRMATION:
-                run = stub.ConfirmAction(
-                    run_service_pb2.ConfirmActionRequest(
-                        run_id=args.run_id,
-                        node_id=args.node_id,
-                        approve=approve,
-                        comment=args.comment,
-                    ),
-                    metadata=md,
-                ).run
-            elif kind == run_service_pb2.GATE_KIND_REVIEW:
-                run = stub.ResolveReview(
-                    run_service_pb2.ResolveReviewRequest(
-                        run_id=args.run_id,
-                        node_id=args.node_id,
-                        approve=approve,
-                        comment=args.comment,
-                    ),
-                    metadata=md,
-                ).run
-            else:
-                run = stub.ResolveApproval(
-                    run_service_pb2.ResolveApprovalRequest(
-                        run_id=args.run_id,
-                        node_id=args.node_id,
-                        approve=approve,
-                        comment=args.comment,
-                    ),
-                    metadata=md,
-                ).run
+            method, request_type = {
+                run_service_pb2.GATE_KIND_CONFIRMATION: (
+                    stub.ConfirmAction,
+                    run_service_pb2.ConfirmActionRequest,
+                ),
+                run_service_pb2.GATE_KIND_REVIEW: (
+                    stub.ResolveReview,
+                    run_service_pb2.ResolveReviewRequest,
+                ),
+            }.get(kind, (stub.ResolveApproval, run_service_pb2.ResolveApprovalRequest))
+            request = request_type(
+                run_id=args.run_id, node_id=args.node_id, approve=approve, comment=args.comment
+            )
+            run = method(request, metadata=md).run
         except grpc.RpcError as exc:
             return _fail(exc)
     word = "approved" if approve else "rejected"

@@ -665,28 +665,16 @@ class RunExecutor:
                 standing = await self._wait_gate(ref, kind, waiter, expires_in)
         finally:
             self._gate_waiters.pop((ref.node_id, kind), None)
-        if kind == run_service_pb2.GATE_KIND_CONFIRMATION:
-            await self.emit(
-                "confirmation_resolved",
-                ev.ConfirmationResolved(
-                    decision=standing.decision,
-                    principal=standing.principal,
-                    comment=standing.comment,
-                ),
-                node=ref,
-                span=span,
-            )
-        else:
-            await self.emit(
-                "approval_resolved",
-                ev.ApprovalResolved(
-                    decision=standing.decision,
-                    principal=standing.principal,
-                    comment=standing.comment,
-                ),
-                node=ref,
-                span=span,
-            )
+        confirmation = kind == run_service_pb2.GATE_KIND_CONFIRMATION
+        resolved = ev.ConfirmationResolved if confirmation else ev.ApprovalResolved
+        await self.emit(
+            "confirmation_resolved" if confirmation else "approval_resolved",
+            resolved(
+                decision=standing.decision, principal=standing.principal, comment=standing.comment
+            ),
+            node=ref,
+            span=span,
+        )
         return standing
 
     async def _wait_gate(
