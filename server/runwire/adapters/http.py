@@ -468,7 +468,7 @@ class _Exchange:
         if target.scheme not in ("http", "https"):
             raise SandboxRefused(
                 events_pb2.SANDBOX_VIOLATION_KIND_NETWORK,
-                _redact(target),
+                location,
                 f"redirect to scheme {target.scheme!r} refused; only http and https are allowed",
             )
         if (status == 303 and self.method != "HEAD") or (
