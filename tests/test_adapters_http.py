@@ -181,7 +181,7 @@ async def test_http_request_outputs_status_headers_and_parsed_json(
             "post",
             web.url("/echo"),
             method="POST",
-            json={"greeting": "{{ nodes.fetch.output.body.hello }}"},
+            json={"greeting": "{{ nodes.fetch.output.body.hello }}", "count": 3},
             headers={"Authorization": "Bearer t0ken"},
         ),
         edges=[edge("fetch", "post")],
@@ -200,7 +200,7 @@ async def test_http_request_outputs_status_headers_and_parsed_json(
     echo = out["post"]["body"]
     assert echo["method"] == "POST"
     assert echo["content_type"] == "application/json"
-    assert json.loads(echo["body"]) == {"greeting": "world"}
+    assert echo["body"] == '{"count":3,"greeting":"world"}'
     assert echo["authorization"] == "Bearer t0ken"
     assert echo["host"] == f"127.0.0.1:{web.port}"
 

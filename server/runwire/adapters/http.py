@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import rfc8785
 
 from runwire.adapters._base import ActionFailed, ActionSpec, NodeContext, SandboxRefused
 from runwire.adapters._base import is_templated as _templated
@@ -336,7 +337,11 @@ class HttpAdapter:
             value = params[key]
             if isinstance(value, str) and _templated(value):
                 continue
-            size = len(_encode_body(key, value))
+            try:
+                size = len(_encode_body(key, value))
+            except ValueError as exc:
+                problems.append((key, str(exc)))
+                continue
             if size > self.max_bytes:
                 problems.append(
                     (
@@ -370,7 +375,10 @@ class HttpAdapter:
         content: bytes | None = None
         for key in ("body", "json"):
             if key in params:
-                content = _encode_body(key, params[key])
+                try:
+                    content = _encode_body(key, params[key])
+                except ValueError as exc:
+                    raise ActionFailed("PARAMS_INVALID", f"{key}: {exc}") from None
                 if key == "json" and not any(h.lower() == "content-type" for h in headers):
                     headers["Content-Type"] = "application/json"
         if content is not None and len(content) > self.max_bytes:
@@ -407,7 +415,13 @@ class HttpAdapter:
 
 def _encode_body(key: str, value: Any) -> bytes:
     if key == "json":
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        # Params arrive through protobuf Struct, where every number is a double;
+        # canonical JSON writes 1.0 as 1, which is what an API expecting an int wants.
+        try:
+            body: bytes = rfc8785.dumps(value)
+        except rfc8785.CanonicalizationError:
+            raise ValueError("must hold only finite numbers") from None
+        return body
     return str(value).encode("utf-8")
 
 
