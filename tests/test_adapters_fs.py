@@ -219,7 +219,7 @@ async def test_fs_delete_waits_for_confirmation_with_a_readable_summary(
         name="fs",
         nodes=[
             fs_node("make", "write-file", path="build/out.bin", content="x"),
-            fs_node("clean", "delete-file", path="build/out.bin"),
+            fs_node("clean", "delete-file", path="./build//{{ nodes.make.output.path[6:] }}"),
         ],
         edges=[edge("make", "clean")],
     )

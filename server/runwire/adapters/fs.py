@@ -198,8 +198,12 @@ class FsAdapter:
         """`delete-file` destroys: `Delete file: <path>`."""
         if action != "delete-file":
             return None
+        path = str(params.get("path", ""))
+        # The person approving reads this line: show the path as it will be used,
+        # and escaped if it holds characters that could disguise it (execution
+        # refuses those anyway).
+        label = "/".join(_parts(path)) if path_problem(path) is None else repr(path)
         root = params.get("root")
-        label = str(params.get("path", ""))
         if root and root != WORKSPACE:
             label = f"{root}:{label}"
         return f"Delete file: {label[:300]}"
