@@ -166,9 +166,10 @@ async def test_shell_destructive_program_waits_for_confirmation(harness_factory:
     [
         (["echo", "a\x00b"], None, "flow.nodes[0].action.params.argv[1]"),
         (["echo"], {"K": "v\x00"}, "flow.nodes[0].action.params.env.K"),
+        (["echo"], {"LD_PRELOAD": "./evil.so"}, "flow.nodes[0].action.params.env.LD_PRELOAD"),
         (["rm", "-rf", "x"], None, "flow.nodes[0].action.params.argv[0]"),
     ],
-    ids=["nul-in-argv", "nul-in-env", "not-allowed"],
+    ids=["nul-in-argv", "nul-in-env", "loader-variable", "not-allowed"],
 )
 async def test_shell_bad_params_are_refused_at_start_run(
     harness: Harness, argv: list[str], env: dict[str, str] | None, field: str

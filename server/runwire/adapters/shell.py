@@ -106,6 +106,16 @@ def resolve_program(name: str) -> str | None:
     return os.path.realpath(found)
 
 
+def _env_problem(name: str, value: str) -> str | None:
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    if name.startswith("LD_"):
+        # The dynamic loader reads these before any program code runs: LD_PRELOAD
+        # would run a library of the flow's choosing inside an allow-listed program.
+        return f"{name} is a dynamic loader variable and cannot be set"
+    return None
+
+
 def _clean(raw: bytes) -> str:
     # Output must be valid UTF-8 on the wire: bad bytes become U+FFFD, NUL U+2400.
     return raw.decode("utf-8", errors="replace").replace("\x00", "\u2400")
@@ -166,8 +176,8 @@ class ShellAdapter:
             if "\x00" in str(arg):
                 problems.append((f"argv[{i}]", "must not contain NUL characters"))
         for key, value in (params.get("env") or {}).items():
-            if "\x00" in str(value):
-                problems.append((f"env.{key}", "must not contain NUL characters"))
+            if why := _env_problem(str(key), str(value)):
+                problems.append((f"env.{key}", why))
         program = str(argv[0]) if argv else ""
         if not program or "{{" in program or problems:
             return problems
@@ -199,7 +209,10 @@ class ShellAdapter:
         ctx.workspace.mkdir(parents=True, exist_ok=True)
         # Built from nothing: the server's environment (tokens, DATABASE_URL) never leaks in.
         env = {"PATH": SAFE_PATH, "HOME": str(ctx.workspace), "LANG": "C.UTF-8"}
-        env.update({str(k): str(v) for k, v in (params.get("env") or {}).items()})
+        for key, value in (params.get("env") or {}).items():
+            if why := _env_problem(str(key), str(value)):
+                raise ActionFailed("PARAMS_INVALID", f"env.{key}: {why}")
+            env[str(key)] = str(value)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-I",
