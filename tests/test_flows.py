@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from conftest import Harness, cases, edge, shell_node, util_node, wait_for_event
@@ -310,4 +311,27 @@ async def test_interrupted_node_is_rerun_and_finished_nodes_are_not(harness_fact
     interrupted = next(e for e in events if e.HasField("node_failed"))
     assert interrupted.node_failed.error.reason == "INTERRUPTED"
     assert interrupted.node_failed.will_retry
+    assert events[-1].run_completed.status == events_pb2.RUN_STATUS_SUCCEEDED
+
+
+async def test_drain_releases_leases_of_unfinished_runs(harness_factory: Any) -> None:
+    """Regression: the drain's grace timeout cancelled the runs through gather,
+    so stop() found none to release and a successor waited a whole lease."""
+    first: Harness = await harness_factory(drain_grace=0.2)
+    flow = flow_pb2.Flow(name="slow", nodes=[shell_node("nap", "sleep", "5")])
+    run = await first.start(flow)
+    await wait_for_event(first.stub, run.run_id, lambda e: e.HasField("node_started"))
+    await first.server.drain()
+    conn = await asyncpg.connect(first.database_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT owner_id, lease_expire_time <= now() AS expired FROM runs WHERE run_id = $1",
+            run.run_id,
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    assert (row["owner_id"], row["expired"]) == (None, True)
+    second: Harness = await harness_factory()
+    events = await second.events(run.run_id)
     assert events[-1].run_completed.status == events_pb2.RUN_STATUS_SUCCEEDED

@@ -614,3 +614,41 @@ def test_non_loopback_listener_requires_tokens(tmp_path: Path) -> None:
         RunwireServer(Settings(listen="0.0.0.0:0", data_dir=tmp_path))
     RunwireServer(Settings(listen="0.0.0.0:0", data_dir=tmp_path, auth_tokens=("t",)))
     RunwireServer(Settings(listen="[::1]:0", data_dir=tmp_path))
+
+
+async def test_live_watchers_get_shared_chunks_not_store_reads(harness: Harness) -> None:
+    """Regression: the process's own NOTIFY used to arrive before its local
+    chunk and send every watcher to the store on every commit."""
+    flow = flow_pb2.Flow(
+        name="ticks",
+        nodes=[
+            shell_node(
+                "tick", "sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do echo $i; sleep 0.02; done"
+            )
+        ],
+    )
+    run = await harness.start(flow)
+    assert harness.server.store is not None
+    watchers = [asyncio.ensure_future(collect(harness.stub, run.run_id)) for _ in range(5)]
+    results = await asyncio.gather(*watchers)
+    stored = await harness.stored(run.run_id)
+    assert all(r == stored for r in results)
+    commits = len({e.event_time.ToNanoseconds() // 1_000_000 for e in stored})
+    assert commits > 5  # the run really was spread over many commits
+    # One replay per watcher at subscription time, not one per commit per watcher.
+    assert harness.server.store.event_reads <= 2 * len(watchers) + 1
+
+
+async def test_watch_run_responses_stay_under_the_size_budget(harness: Harness) -> None:
+    flow = flow_pb2.Flow(name="firehose", nodes=[shell_node("spam", "seq", "1", "80000")])
+    run = await harness.start(flow)
+    for _ in ("live", "replay"):
+        sizes: list[int] = []
+        count = 0
+        request = run_service_pb2.WatchRunRequest(run_id=run.run_id)
+        async for response in harness.stub.WatchRun(request):
+            sizes.append(response.ByteSize())
+            count += len(response.events)
+        assert count == len(await harness.stored(run.run_id))
+        assert max(sizes) <= (1 << 20) + 64 * 1024, max(sizes)
+        assert sum(sizes) > 4 << 20  # more than one gRPC-default message's worth in total

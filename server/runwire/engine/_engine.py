@@ -67,9 +67,13 @@ class Engine:
         return list(self._runs)
 
     async def wait_idle(self) -> None:
-        """Wait for every local run to finish (tests, drain)."""
+        """Wait for every local run to finish (tests, drain).
+
+        asyncio.wait, not gather: when a drain's grace period cancels this
+        wait, the runs must keep going so that stop() can hand them over.
+        """
         while self._runs:
-            await asyncio.gather(*(t for _, t in list(self._runs.values())), return_exceptions=True)
+            await asyncio.wait([t for _, t in list(self._runs.values())])
 
     async def stop(self) -> list[str]:
         """Stop executing; returns the ids of runs left unfinished for takeover."""

@@ -45,6 +45,7 @@ _DEFAULT_TIMEOUT = 600.0
 _DEFAULT_BACKOFF = 1.0
 _DEFAULT_MAX_BACKOFF = 60.0
 _SYSTEM = "system"
+_LOG_SLICE = 256
 
 
 @dataclass(frozen=True)
@@ -165,18 +166,19 @@ class _Attempt:
         self.output_bytes += nbytes
 
     async def log(self, stream: ev.LogStream, lines: list[str], *, truncated: bool = False) -> None:
-        payloads: list[tuple[str, Message]] = []
-        n = self._line_numbers.get(stream, 0)
-        for line in lines:
-            n += 1
-            payloads.append(
-                (
-                    "node_log",
-                    ev.NodeLog(stream=stream, line=line, line_number=n, truncated=truncated),
-                )
-            )
-        self._line_numbers[stream] = n
-        await self._executor.emit_many(payloads, span=self.span, node=self.ref)
+        for start in range(0, len(lines), _LOG_SLICE):
+            if start:
+                # A fast producer hands over thousands of lines at once; let the
+                # writer, the watchers and other runs in between slices.
+                await asyncio.sleep(0)
+            payloads: list[tuple[str, Message]] = []
+            n = self._line_numbers.get(stream, 0)
+            for line in lines[start : start + _LOG_SLICE]:
+                n += 1
+                log_line = ev.NodeLog(stream=stream, line=line, line_number=n, truncated=truncated)
+                payloads.append(("node_log", log_line))
+            self._line_numbers[stream] = n
+            await self._executor.emit_many(payloads, span=self.span, node=self.ref)
 
 
 class RunExecutor:

@@ -54,6 +54,7 @@ class Graph:
     incoming: dict[str, list[flow_pb2.Edge]] = field(default_factory=dict)
     outgoing: dict[str, list[flow_pb2.Edge]] = field(default_factory=dict)
     back_edges: dict[str, list[flow_pb2.Edge]] = field(default_factory=dict)
+    _into: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @property
     def roots(self) -> list[str]:
@@ -73,10 +74,12 @@ class Graph:
 
     def upstream(self, node_id: str) -> set[str]:
         """Every node with a path to `node_id` over any edges (loops included)."""
-        into: dict[str, list[str]] = {n: [] for n in self.nodes}
-        for edges in (*self.outgoing.values(), *self.back_edges.values()):
-            for e in edges:
-                into[e.target].append(e.source)
+        if not self._into:
+            self._into = {n: [] for n in self.nodes}
+            for edges in (*self.outgoing.values(), *self.back_edges.values()):
+                for e in edges:
+                    self._into[e.target].append(e.source)
+        into = self._into
         seen: set[str] = set()
         stack = [node_id]
         while stack:
@@ -189,30 +192,35 @@ def _check_action(
 def _split_back_edges(
     nodes: dict[str, flow_pb2.Node], outgoing: dict[str, list[flow_pb2.Edge]]
 ) -> dict[int, list[str]]:
-    """Depth-first from the entry nodes: each back edge (by id) with the cycle it closes."""
+    """Depth-first from the entry nodes: each back edge (by id) with the cycle it closes.
+
+    Iterative, so a 1000-node chain does not hit Python's recursion limit.
+    """
     has_incoming = {e.target for edges in outgoing.values() for e in edges}
-    grey: set[str] = set()
+    on_path: set[str] = set()
     done: set[str] = set()
-    stack: list[str] = []
     back: dict[int, list[str]] = {}
-
-    def visit(n: str) -> None:
-        grey.add(n)
-        stack.append(n)
-        for e in outgoing[n]:
-            if e.target in grey:
-                back[id(e)] = [*stack[stack.index(e.target) :], e.target]
-            elif e.target not in done:
-                visit(e.target)
-        stack.pop()
-        grey.discard(n)
-        done.add(n)
-
     # Entry nodes first, so a loop's head is the node the flow enters it by;
     # then whatever only a cycle leads to, in flow order.
-    for n in [*(n for n in nodes if n not in has_incoming), *nodes]:
-        if n not in done:
-            visit(n)
+    for start in [*(n for n in nodes if n not in has_incoming), *nodes]:
+        if start in done:
+            continue
+        path = [start]
+        on_path.add(start)
+        cursors = [iter(outgoing[start])]
+        while cursors:
+            e = next(cursors[-1], None)
+            if e is None:
+                finished = path.pop()
+                cursors.pop()
+                on_path.discard(finished)
+                done.add(finished)
+            elif e.target in on_path:
+                back[id(e)] = [*path[path.index(e.target) :], e.target]
+            elif e.target not in done:
+                path.append(e.target)
+                on_path.add(e.target)
+                cursors.append(iter(outgoing[e.target]))
     return back
 
 
@@ -381,7 +389,7 @@ def _check_templates(
         except TemplateError as exc:
             out.append(FieldViolation(f"{base}.{exc.path}" if exc.path else base, exc.message))
             continue
-        upstream = graph.upstream(node.id)
+        upstream = graph.upstream(node.id) if any(r.root == "nodes" for r in refs) else set()
         for ref in refs:
             where = f"{base}.{ref.path}" if ref.path else base
             if ref.root == "nodes":

@@ -30,7 +30,7 @@ from runwire.errors import (
 )
 from runwire.rpc._convert import decode_page_token, encode_page_token, parse_filter, run_to_proto
 from runwire.rpc._status import to_status
-from runwire.store import Hub, NewRun, RunRow, Store, decision_of, frame_events
+from runwire.store import Hub, NewRun, RunRow, Store, decision_of, frame_event
 from runwire.v1 import events_pb2, run_service_pb2
 
 __all__ = ["RunService", "principal_of"]
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _REPLAY_PAGE = 2000
+# Keep every WatchRunResponse well under gRPC's default 4 MiB receive limit.
+RESPONSE_BYTES = 1 << 20
 _MAX_INPUT_BYTES = 1 << 20
 PRINCIPAL_HEADER = "x-runwire-principal"
 
@@ -410,13 +412,18 @@ class RunService:
                     closer.cancel()
                 chunks, overflowed, wake_seq = sub.take()
                 parts: list[bytes] = []
+                size = 0
                 for chunk in chunks:
                     if chunk.last_seq <= cursor.last:
                         continue  # already sent (replayed from the store)
                     if chunk.first_seq != cursor.last + 1:
                         overflowed = True  # a gap or an overlap: let the store settle it
                         break
+                    if parts and size + len(chunk.framed) > RESPONSE_BYTES:
+                        yield b"".join(parts)
+                        parts, size = [], 0
                     parts.append(chunk.framed)
+                    size += len(chunk.framed)
                     cursor.last, cursor.done = chunk.last_seq, chunk.completed
                 if parts:
                     yield b"".join(parts)
@@ -430,10 +437,19 @@ class RunService:
         """Yield every committed event after the cursor, advancing it."""
         while True:
             rows = await self.store.read_events(run_id, cursor.last, _REPLAY_PAGE)
-            if rows:
-                cursor.last = rows[-1].seq
-                cursor.done = rows[-1].kind == "run_completed"
-                yield frame_events(r.payload for r in rows)
+            parts: list[bytes] = []
+            size = 0
+            for row in rows:
+                framed = frame_event(row.payload)
+                if parts and size + len(framed) > RESPONSE_BYTES:
+                    yield b"".join(parts)
+                    parts, size = [], 0
+                parts.append(framed)
+                size += len(framed)
+                cursor.last = row.seq
+                cursor.done = row.kind == "run_completed"
+            if parts:
+                yield b"".join(parts)
             if cursor.done or len(rows) < _REPLAY_PAGE:
                 return
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ class Hub:
         self._subs: dict[str, set[Subscription]] = {}
         self._max_chunks = max_chunks
         self.overflows = 0  # how often a slow watcher fell back to the store
+        self.origin = uuid.uuid4().hex[:16]  # tags this process's NOTIFYs
         self._listener: asyncio.Task[None] | None = None
         self.on_control: Callable[[str], None] | None = None
 
@@ -131,7 +133,13 @@ class Hub:
     def _on_notify(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
         payload = str(payload)
         if channel == EVENTS_CHANNEL:
-            run_id, _, seq = payload.rpartition(":")
+            origin, _, rest = payload.partition("|")
+            if origin == self.origin:
+                # Our own commit: its chunk is published locally, and Postgres
+                # delivers the NOTIFY before our writer has even returned from
+                # COMMIT, so waking on it would send every watcher to the store.
+                return
+            run_id, _, seq = rest.rpartition(":")
             with contextlib.suppress(ValueError):
                 self.wake(run_id, int(seq))
         elif channel == CONTROL_CHANNEL and self.on_control is not None:

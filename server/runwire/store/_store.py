@@ -146,6 +146,7 @@ class Store:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self.event_reads = 0  # read_events calls: how often watchers went to the store
 
     async def create_run(
         self, run: NewRun, *, owner_id: str, lease_seconds: float
@@ -220,6 +221,7 @@ class Store:
 
     async def read_events(self, run_id: str, after_seq: int, limit: int) -> list[StoredEvent]:
         """Committed events with seq > after_seq, in order."""
+        self.event_reads += 1
         records = await self.pool.fetch(
             """SELECT seq, kind, event FROM events
                WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3""",

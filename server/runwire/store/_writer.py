@@ -47,6 +47,29 @@ def _merge_patch(into: dict[str, object], patch: RunPatch) -> None:
         )
 
 
+# Live chunks are cut at this size so one commit of a chatty run never makes
+# a WatchRunResponse bigger than WatchRun's response budget.
+CHUNK_BYTES = 256 * 1024
+
+
+def _chunks(p: _Pending) -> list[Chunk]:
+    out: list[Chunk] = []
+    start, size = 0, 0
+    parts: list[bytes] = []
+    for i, payload in enumerate(p.payloads):
+        framed = frame_event(payload)
+        if parts and size + len(framed) > CHUNK_BYTES:
+            out.append(Chunk(p.seqs[start], p.seqs[i - 1], b"".join(parts), completed=False))
+            start, size, parts = i, 0, []
+        parts.append(framed)
+        size += len(framed)
+    if parts:
+        out.append(
+            Chunk(p.seqs[start], p.seqs[-1], b"".join(parts), p.kinds[-1] == "run_completed")
+        )
+    return out
+
+
 _INSERT_EVENTS = """
 INSERT INTO events (run_id, seq, kind, event)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[])
@@ -182,7 +205,7 @@ class EventWriter:
                 )
             )
             if last:
-                notices.append(f"{p.run_id}:{last}")
+                notices.append(f"{self._hub.origin}|{p.run_id}:{last}")
         async with self._pool.acquire() as conn, conn.transaction():
             if seqs:
                 await conn.execute(_INSERT_EVENTS, run_ids, seqs, kinds, payloads)
@@ -195,16 +218,8 @@ class EventWriter:
         self.batches_committed += 1
         self.events_committed += len(seqs)
         for p in batch.values():
-            if p.seqs:
-                self._hub.publish(
-                    p.run_id,
-                    Chunk(
-                        first_seq=p.seqs[0],
-                        last_seq=p.seqs[-1],
-                        framed=b"".join(frame_event(b) for b in p.payloads),
-                        completed=p.kinds[-1] == "run_completed",
-                    ),
-                )
+            for chunk in _chunks(p):
+                self._hub.publish(p.run_id, chunk)
 
     async def stop(self) -> None:
         """Commit what is pending, then stop."""
