@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import os
 import re
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,9 @@ class Settings:
     max_parallel: int = 4
     watcher_queue_chunks: int = 256
     lease_seconds: float = 15.0
-    server_id: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+    server_id: str = field(
+        default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    )
 
     def listen_is_loopback(self) -> bool:
         """True when the listener only accepts connections from this machine."""
