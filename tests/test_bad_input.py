@@ -66,6 +66,10 @@ CASES: list[tuple[str, Callable[[], flow_pb2.Flow], str]] = [
     ("too many attempts", lambda: _flow(flow_pb2.Node(id="a", retry_policy=flow_pb2.RetryPolicy(max_attempts=50), action=flow_pb2.ActionNode(adapter="util", action="set"))), "flow.nodes[0].retry_policy.max_attempts"),
     ("node with no kind", lambda: _flow(flow_pb2.Node(id="a")), "flow.nodes[0].kind"),
     ("no nodes", lambda: flow_pb2.Flow(name="empty"), "flow.nodes"),
+    ("NUL in a param", lambda: _flow(util_node("a", "set", value={"deep": ["ok", "a\x00b"]})), "flow.nodes[0].action.params.value.deep[1]"),
+    ("NaN in a param", lambda: _flow(util_node("a", "sleep", seconds=float("nan"))), "flow.nodes[0].action.params.seconds"),
+    ("NUL in a description", lambda: _flow(flow_pb2.Node(id="a", description="x\x00", action=flow_pb2.ActionNode(adapter="util", action="set"))), "flow.nodes[0].description"),
+    ("NUL in an approval message", lambda: _flow(flow_pb2.Node(id="a", approval=flow_pb2.ApprovalNode(message="ok\x00?"))), "flow.nodes[0].approval.message"),
 ]  # fmt: skip
 
 
@@ -116,6 +120,25 @@ async def test_start_run_rejects_oversized_inputs_and_requests(harness: Harness)
     assert list((await harness.stub.ListRuns(run_service_pb2.ListRunsRequest())).runs) == []
     run = (await harness.stub.StartRun(run_service_pb2.StartRunRequest(flow=flow))).run
     assert (await harness.events(run.run_id))[-1].HasField("run_completed")
+
+
+async def test_free_text_with_nul_or_infinity_is_invalid_not_internal(harness: Harness) -> None:
+    """Regression: NUL and non-finite numbers reached Postgres (jsonb, text) and came back INTERNAL."""
+    flow = _flow(util_node("a", "set", value=1))
+    request = run_service_pb2.StartRunRequest(flow=flow, labels={"team": "a\x00"})
+    request.inputs.update({"x": "a\x00", "n": float("inf")})
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.stub.StartRun(request)
+    assert caught.value.code() == INVALID
+    assert sorted(_violations(caught.value)) == ["inputs.n", "inputs.x", "labels['team']"]
+    run = (await harness.stub.StartRun(run_service_pb2.StartRunRequest(flow=flow))).run
+    await harness.events(run.run_id)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.stub.CancelRun(
+            run_service_pb2.CancelRunRequest(run_id=run.run_id, reason="\x00")
+        )
+    assert caught.value.code() == INVALID
+    assert _violations(caught.value) == ["reason"]
 
 
 async def test_start_run_rejects_bad_labels_and_request_id(harness: Harness) -> None:

@@ -335,3 +335,21 @@ async def test_drain_releases_leases_of_unfinished_runs(harness_factory: Any) ->
     second: Harness = await harness_factory()
     events = await second.events(run.run_id)
     assert events[-1].run_completed.status == events_pb2.RUN_STATUS_SUCCEEDED
+
+
+async def test_template_keys_win_over_dict_methods(harness: Harness) -> None:
+    """Regression: `nodes.get` resolved to dict.get and `output.items` to dict.items."""
+    flow = flow_pb2.Flow(
+        name="keys",
+        nodes=[
+            util_node("get", "set", value={"items": [1, 2], "keys": "k"}),
+            util_node(
+                "use",
+                "set",
+                value={"items": "{{ nodes.get.output.items }}", "k": "{{ nodes.get.output.keys }}"},
+            ),
+        ],
+        edges=[edge("get", "use")],
+    )
+    events = await harness.events((await harness.start(flow)).run_id)
+    assert _outputs(events)["use"] == {"items": [1, 2], "k": "k"}

@@ -7,7 +7,13 @@ from runwire.engine._engine import Engine
 from runwire.engine._events import VARIANTS, NodeRef, SpanIds, new_event
 from runwire.engine._executor import EngineSettings, RunExecutor, RunPlan
 from runwire.engine._state import Decision, GateStore, Journal, RunPatch
-from runwire.engine._validate import Graph, canonical_json, flow_digest, validate_flow
+from runwire.engine._validate import (
+    Graph,
+    canonical_json,
+    flow_digest,
+    struct_problems,
+    validate_flow,
+)
 
 __all__ = [
     "VARIANTS",
@@ -25,5 +31,6 @@ __all__ = [
     "canonical_json",
     "flow_digest",
     "new_event",
+    "struct_problems",
     "validate_flow",
 ]

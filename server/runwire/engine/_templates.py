@@ -18,7 +18,18 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 __all__ = ["TemplateError", "TemplateRef", "has_template", "references", "render_value"]
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+class _DataEnvironment(ImmutableSandboxedEnvironment):
+    """Mapping keys win over attributes: `nodes.get.output` is the node `get`,
+    not `dict.get`; `output.items` is the key `items` of a JSON body."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+_ENV = _DataEnvironment(undefined=StrictUndefined, autoescape=False)
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 ROOTS = frozenset({"inputs", "nodes"})
 

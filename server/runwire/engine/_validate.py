@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -11,7 +12,7 @@ from typing import Any
 
 import jsonschema
 import rfc8785
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 from google.protobuf.duration_pb2 import Duration
 
 from runwire.adapters import Registry
@@ -19,7 +20,7 @@ from runwire.engine._templates import TemplateError, has_template, references
 from runwire.errors import AdapterDisabled, FieldViolation, FlowInvalid
 from runwire.v1 import flow_pb2
 
-__all__ = ["Graph", "canonical_json", "flow_digest", "validate_flow"]
+__all__ = ["Graph", "canonical_json", "flow_digest", "struct_problems", "validate_flow"]
 
 NODE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 MAX_NODES = 1000
@@ -102,6 +103,29 @@ def _text_problem(value: str) -> str | None:
     return None
 
 
+def struct_problems(value: struct_pb2.Struct | struct_pb2.Value, path: str) -> list[FieldViolation]:
+    """NUL characters and non-finite numbers, which JSON (and Postgres jsonb) cannot hold."""
+    out: list[FieldViolation] = []
+    if isinstance(value, struct_pb2.Struct):
+        for key, item in value.fields.items():
+            where = f"{path}.{key}"
+            if "\x00" in key:
+                out.append(FieldViolation(where, "keys must not contain NUL characters"))
+            out.extend(struct_problems(item, where))
+        return out
+    kind = value.WhichOneof("kind")
+    if kind == "string_value" and "\x00" in value.string_value:
+        out.append(FieldViolation(path, "must not contain NUL characters"))
+    elif kind == "number_value" and not math.isfinite(value.number_value):
+        out.append(FieldViolation(path, "must be a finite number"))
+    elif kind == "struct_value":
+        out.extend(struct_problems(value.struct_value, path))
+    elif kind == "list_value":
+        for i, item in enumerate(value.list_value.values):
+            out.extend(struct_problems(item, f"{path}[{i}]"))
+    return out
+
+
 def _schema_path(base: str, parts: Iterable[str | int]) -> str:
     out = base
     for p in parts:
@@ -152,6 +176,9 @@ def _check_action(
     out: list[FieldViolation],
     disabled: list[AdapterDisabled],
 ) -> None:
+    if problems := struct_problems(action.params, f"{path}.params"):
+        out.extend(problems)
+        return
     adapter = registry.get(action.adapter)
     if adapter is None:
         out.append(
@@ -270,6 +297,8 @@ def validate_flow(
         else:
             first_at[node.id] = i
             nodes[node.id] = node
+        if "\x00" in node.description:
+            out.append(FieldViolation(f"{npath}.description", "must not contain NUL characters"))
         if node.HasField("timeout"):
             _check_timeout(node.timeout, f"{npath}.timeout", out)
         if node.HasField("retry_policy"):
@@ -289,8 +318,13 @@ def validate_flow(
             disabled.append(
                 AdapterDisabled(f"{npath}.ai", "ai", "no AI provider is configured on this server")
             )
-        elif node.approval.HasField("timeout"):
-            _check_timeout(node.approval.timeout, f"{npath}.approval.timeout", out)
+        else:
+            if "\x00" in node.approval.message:
+                out.append(
+                    FieldViolation(f"{npath}.approval.message", "must not contain NUL characters")
+                )
+            if node.approval.HasField("timeout"):
+                _check_timeout(node.approval.timeout, f"{npath}.approval.timeout", out)
 
     incoming: dict[str, list[flow_pb2.Edge]] = {n: [] for n in nodes}
     outgoing: dict[str, list[flow_pb2.Edge]] = {n: [] for n in nodes}

@@ -16,7 +16,14 @@ import grpc
 from google.protobuf import json_format
 from opentelemetry import context as otel_context
 
-from runwire.engine import Engine, RunPlan, canonical_json, flow_digest, validate_flow
+from runwire.engine import (
+    Engine,
+    RunPlan,
+    canonical_json,
+    flow_digest,
+    struct_problems,
+    validate_flow,
+)
 from runwire.errors import (
     FieldViolation,
     FlowInvalid,
@@ -72,6 +79,13 @@ def _mapped(
     return wrapper
 
 
+def _check_text(field: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise InvalidArgument([FieldViolation(field, f"must be at most {limit} characters")])
+    if "\x00" in value:
+        raise InvalidArgument([FieldViolation(field, "must not contain NUL characters")])
+
+
 def _check_run_id(run_id: str) -> None:
     if not run_id:
         raise InvalidArgument([FieldViolation("run_id", "must not be empty")])
@@ -117,10 +131,14 @@ class RunService:
                 out.append(
                     FieldViolation(f"labels[{key!r}]", "label values are at most 256 characters")
                 )
+            elif "\x00" in value:
+                out.append(FieldViolation(f"labels[{key!r}]", "must not contain NUL characters"))
         if request.inputs.ByteSize() > _MAX_INPUT_BYTES:
             out.append(
                 FieldViolation("inputs", f"must be at most {_MAX_INPUT_BYTES} bytes encoded")
             )
+        else:
+            out.extend(struct_problems(request.inputs, "inputs"))
         return out
 
     def _validate(self, request: run_service_pb2.StartRunRequest) -> Any:
@@ -131,7 +149,8 @@ class RunService:
             graph = validate_flow(
                 request.flow,
                 self.engine.registry,
-                inputs=json_format.MessageToDict(request.inputs),
+                # Inputs that are not valid JSON are reported below, not parsed here.
+                inputs=None if out else json_format.MessageToDict(request.inputs),
             )
         except FlowInvalid as exc:
             raise FlowInvalid([*exc.violations, *out]) from None
@@ -237,6 +256,7 @@ class RunService:
         cancel: bool,
         reason: str,
     ) -> run_service_pb2.Run:
+        _check_text("reason", reason, 1024)
         row = await self._run(run_id)
         if row.finished:
             if cancel and row.status == events_pb2.RUN_STATUS_CANCELLED:
@@ -297,8 +317,8 @@ class RunService:
         row = await self._run(run_id)
         if not node_id:
             raise InvalidArgument([FieldViolation("node_id", "must not be empty")])
-        if len(comment) > 4096:
-            raise InvalidArgument([FieldViolation("comment", "must be at most 4096 characters")])
+        _check_text("comment", comment, 4096)
+        _check_text("output_json", output_json, 1 << 20)
         what = run_service_pb2.GateKind.Name(kind).removeprefix("GATE_KIND_").lower()
         wanted = events_pb2.GATE_DECISION_APPROVED if approve else events_pb2.GATE_DECISION_REJECTED
         gate, changed = await self.store.decide_gate(
