@@ -59,7 +59,9 @@ async def test_params_reference_inputs_and_upstream_outputs(harness: Harness) ->
                 "set",
                 value={"code": "{{ nodes.greet.output.exit_code }}", "n": "{{ inputs.n + 1 }}"},
             ),
-            shell_node("use", "echo", "code={{ nodes.shape.output.code }}", "; rm -rf /"),
+            shell_node(
+                "use", "echo", "code={{ nodes.shape.output.code }}", "; rm -rf /", "{{ inputs.n }}"
+            ),
         ],
         edges=[edge("greet", "shape"), edge("shape", "use")],
     )
@@ -67,11 +69,11 @@ async def test_params_reference_inputs_and_upstream_outputs(harness: Harness) ->
     events = await harness.events(run.run_id)
     logs = [e.node_log.line for e in events if e.HasField("node_log")]
     # Rendered values are argv elements, never shell text.
-    assert logs == ["branch=main; echo pwned", "code=0 ; rm -rf /"]
+    assert logs == ["branch=main; echo pwned", "code=0 ; rm -rf / 41"]
     assert _outputs(events)["shape"] == {"code": 0, "n": 42}
     started = next(e for e in events if e.node_id == "use" and e.HasField("node_started"))
     assert json.loads(started.node_started.params_json) == {
-        "argv": ["echo", "code=0", "; rm -rf /"]
+        "argv": ["echo", "code=0", "; rm -rf /", 41]
     }
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import rfc8785
+
 from runwire.adapters._base import ActionFailed, ActionSpec, NodeContext, SandboxRefused
 from runwire.v1 import events_pb2
 
@@ -116,6 +118,10 @@ def _env_problem(name: str, value: str) -> str | None:
     return None
 
 
+def _arg(value: str | float | bool) -> str:
+    return value if isinstance(value, str) else rfc8785.dumps(value).decode()
+
+
 def _clean(raw: bytes) -> str:
     # Output must be valid UTF-8 on the wire: bad bytes become U+FFFD, NUL U+2400.
     return raw.decode("utf-8", errors="replace").replace("\x00", "\u2400")
@@ -134,7 +140,14 @@ class ShellAdapter:
                 "properties": {
                     "argv": {
                         "type": "array",
-                        "items": {"type": "string", "maxLength": 65536},
+                        # Numbers and booleans (a template like {{ inputs.n }}
+                        # renders to one) become their canonical JSON text.
+                        "items": {
+                            "anyOf": [
+                                {"type": "string", "maxLength": 65536},
+                                {"type": ["number", "boolean"]},
+                            ]
+                        },
                         "minItems": 1,
                         "maxItems": 4096,
                     },
@@ -190,7 +203,7 @@ class ShellAdapter:
 
     def describe_destructive(self, action: str, params: Mapping[str, Any]) -> str | None:
         """Destructive when argv[0] is on the configured destructive list."""
-        argv = [str(a) for a in params.get("argv") or []]
+        argv = [_arg(a) for a in params.get("argv") or []]
         program = resolve_program(argv[0]) if argv else None
         if program is not None and program in self.destructive:
             return "Run: " + " ".join(argv)[:200]
@@ -198,7 +211,7 @@ class ShellAdapter:
 
     async def execute(self, ctx: NodeContext, action: str, params: Mapping[str, Any]) -> Any:
         """Run the program, streaming its output as NodeLog lines."""
-        argv = [str(a) for a in params["argv"]]
+        argv = [_arg(a) for a in params["argv"]]
         program = resolve_program(argv[0])
         if program is None or program not in self.allowed:
             raise SandboxRefused(
