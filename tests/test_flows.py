@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -355,3 +356,28 @@ async def test_template_keys_win_over_dict_methods(harness: Harness) -> None:
     )
     events = await harness.events((await harness.start(flow)).run_id)
     assert _outputs(events)["use"] == {"items": [1, 2], "k": "k"}
+
+
+async def test_server_that_lost_its_lease_is_fenced_and_stops(harness_factory: Any) -> None:
+    """A server that lost a run's lease (a pause, a partition) must not write
+    into the stream its new owner now extends, and must stop executing it."""
+    h: Harness = await harness_factory(lease_seconds=0.6, heartbeat_interval=0.05)
+    run = await h.start(flow_pb2.Flow(name="stolen", nodes=[shell_node("nap", "sleep", "30")]))
+    await wait_for_event(h.stub, run.run_id, lambda e: e.HasField("node_heartbeat"))
+    assert h.server.engine is not None
+    task = h.server.engine.task_of(run.run_id)
+    assert task is not None
+    conn = await asyncpg.connect(h.database_url)
+    try:
+        stolen_at = await conn.fetchval(
+            """UPDATE runs SET owner_id = 'another-server', lease_expire_time = now() + interval '1 hour'
+               WHERE run_id = $1 RETURNING last_seq""",
+            run.run_id,
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)  # the lease loop notices and stops the run here
+        last = await conn.fetchval("SELECT max(seq) FROM events WHERE run_id = $1", run.run_id)
+    finally:
+        await conn.close()
+    assert last == stolen_at, "no event may be committed after the lease was lost"
+    assert h.server.engine.task_of(run.run_id) is None

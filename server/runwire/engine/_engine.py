@@ -62,6 +62,11 @@ class Engine:
         if entry is not None:
             entry[0].deliver_gate(node_id, kind, decision)
 
+    def task_of(self, run_id: str) -> asyncio.Task[None] | None:
+        """The task executing a local run, if any."""
+        entry = self._runs.get(run_id)
+        return None if entry is None else entry[1]
+
     def running(self) -> list[str]:
         """Ids of runs executing in this process."""
         return list(self._runs)
@@ -74,6 +79,14 @@ class Engine:
         """
         while self._runs:
             await asyncio.wait([t for _, t in list(self._runs.values())])
+
+    async def abandon(self, run_id: str) -> None:
+        """Stop executing one run without finishing it: another server owns it now."""
+        entry = self._runs.get(run_id)
+        if entry is not None:
+            entry[1].cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await entry[1]
 
     async def stop(self) -> list[str]:
         """Stop executing; returns the ids of runs left unfinished for takeover."""

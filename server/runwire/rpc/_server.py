@@ -161,7 +161,12 @@ class RunwireServer:
         self.store = Store(self._pool)
         self.hub.on_control = self._on_control
         self.hub.start(lambda: asyncpg.connect(url))
-        self._writer = EventWriter(self._pool, self.hub, interval=self.settings.commit_interval)
+        self._writer = EventWriter(
+            self._pool,
+            self.hub,
+            owner_id=self.settings.server_id,
+            interval=self.settings.commit_interval,
+        )
         self._writer.start()
         self.engine = Engine(
             self._writer,
@@ -248,9 +253,14 @@ class RunwireServer:
             try:
                 local = self.engine.running()
                 if local:
-                    await self.store.renew_leases(
-                        self.settings.server_id, local, self.settings.lease_seconds
+                    still = set(
+                        await self.store.renew_leases(
+                            self.settings.server_id, local, self.settings.lease_seconds
+                        )
                     )
+                    for run_id in local:
+                        if run_id not in still:
+                            await self._maybe_abandon(run_id)
                 if not (self.service and self.service.draining.is_set()):
                     for row in await self.store.claim_runs(
                         self.settings.server_id, self.settings.lease_seconds, 16
@@ -259,6 +269,16 @@ class RunwireServer:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("lease upkeep failed (%s); retrying", exc)
             await asyncio.sleep(period)
+
+    async def _maybe_abandon(self, run_id: str) -> None:
+        """Stop executing a run whose lease another server has taken."""
+        assert self.store is not None
+        assert self.engine is not None
+        row = await self.store.get_run(run_id)
+        if row is None or row.finished or row.owner_id == self.settings.server_id:
+            return
+        log.error("lost the lease on run %s to %s; stopping it here", run_id, row.owner_id)
+        await self.engine.abandon(run_id)
 
     async def _take_over(self, row: RunRow) -> None:
         """Continue a run another process (or an earlier life of this one) left unfinished."""

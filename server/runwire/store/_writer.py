@@ -70,6 +70,20 @@ def _chunks(p: _Pending) -> list[Chunk]:
     return out
 
 
+def _update_args(p: _Pending) -> tuple[object, ...]:
+    patch = p.patch
+    return (
+        p.run_id,
+        p.seqs[-1] if p.seqs else 0,
+        patch.get("status"),
+        patch.get("succeeded_node_count"),
+        patch.get("failed_node_count"),
+        patch.get("skipped_node_count"),
+        bool(patch.get("finished", False)),
+        patch.get("error"),
+    )
+
+
 _INSERT_EVENTS = """
 INSERT INTO events (run_id, seq, kind, event)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[])
@@ -98,11 +112,13 @@ class EventWriter:
         pool: asyncpg.Pool,
         hub: Hub,
         *,
+        owner_id: str,
         interval: float = 0.004,
         max_pending: int = 100_000,
     ) -> None:
         self._pool = pool
         self._hub = hub
+        self._owner_id = owner_id
         self._interval = interval
         self._max_pending = max_pending
         self._batch: dict[str, _Pending] = {}
@@ -116,6 +132,7 @@ class EventWriter:
         self._task: asyncio.Task[None] | None = None
         self.batches_committed = 0
         self.events_committed = 0
+        self.events_fenced = 0  # events dropped because another server owns their run
 
     def start(self) -> None:
         """Begin committing in the background."""
@@ -179,37 +196,40 @@ class EventWriter:
                 backoff = min(backoff * 2, 2.0)
 
     async def _commit(self, batch: dict[str, _Pending]) -> None:
-        run_ids: list[str] = []
-        seqs: list[int] = []
-        kinds: list[str] = []
-        payloads: list[bytes] = []
-        updates = []
-        notices = []
-        for p in batch.values():
-            run_ids.extend([p.run_id] * len(p.seqs))
-            seqs.extend(p.seqs)
-            kinds.extend(p.kinds)
-            payloads.extend(p.payloads)
-            last = p.seqs[-1] if p.seqs else 0
-            patch = p.patch
-            updates.append(
-                (
-                    p.run_id,
-                    last,
-                    patch.get("status"),
-                    patch.get("succeeded_node_count"),
-                    patch.get("failed_node_count"),
-                    patch.get("skipped_node_count"),
-                    bool(patch.get("finished", False)),
-                    patch.get("error"),
-                )
-            )
-            if last:
-                notices.append(f"{self._hub.origin}|{p.run_id}:{last}")
         async with self._pool.acquire() as conn, conn.transaction():
+            # Fencing: only the lease holder may extend a run's stream. Locking
+            # the rows also keeps a takeover (FOR UPDATE SKIP LOCKED) from
+            # claiming a run while its events are being committed.
+            owned = {
+                r["run_id"]
+                for r in await conn.fetch(
+                    "SELECT run_id FROM runs WHERE run_id = ANY($1) AND owner_id = $2 FOR UPDATE",
+                    list(batch),
+                    self._owner_id,
+                )
+            }
+            kept = [p for p in batch.values() if p.run_id in owned]
+            for p in batch.values():
+                if p.run_id not in owned:
+                    self.events_fenced += len(p.seqs)
+                    log.error(
+                        "dropping %d events of run %s: this server no longer holds its lease",
+                        len(p.seqs),
+                        p.run_id,
+                    )
+            run_ids = [p.run_id for p in kept for _ in p.seqs]
+            seqs = [s for p in kept for s in p.seqs]
             if seqs:
-                await conn.execute(_INSERT_EVENTS, run_ids, seqs, kinds, payloads)
-            await conn.executemany(_UPDATE_RUN, updates)
+                await conn.execute(
+                    _INSERT_EVENTS,
+                    run_ids,
+                    seqs,
+                    [k for p in kept for k in p.kinds],
+                    [b for p in kept for b in p.payloads],
+                )
+            if kept:
+                await conn.executemany(_UPDATE_RUN, [_update_args(p) for p in kept])
+            notices = [f"{self._hub.origin}|{p.run_id}:{p.seqs[-1]}" for p in kept if p.seqs]
             if notices:
                 # Delivered to listeners on commit, never before.
                 await conn.execute(
@@ -217,7 +237,7 @@ class EventWriter:
                 )
         self.batches_committed += 1
         self.events_committed += len(seqs)
-        for p in batch.values():
+        for p in kept:
             for chunk in _chunks(p):
                 self._hub.publish(p.run_id, chunk)
 
