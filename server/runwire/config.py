@@ -31,6 +31,9 @@ class Settings:
     http_allow: tuple[str, ...] = ()
     http_max_bytes: int = http.DEFAULT_MAX_BYTES
     auth_tokens: tuple[str, ...] = ()
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
     heartbeat_interval: float = 5.0
     commit_interval: float = 0.004
     drain_grace: float = 5.0
@@ -40,6 +43,10 @@ class Settings:
     server_id: str = field(
         default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
+
+    def mutual_tls(self) -> bool:
+        """True when clients must present a certificate signed by --tls-client-ca."""
+        return self.tls_cert is not None and self.tls_client_ca is not None
 
     def listen_is_loopback(self) -> bool:
         """True when the listener only accepts connections from this machine."""
@@ -215,6 +222,28 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "(RUNWIRE_DRAIN_GRACE; default %(default)s)",
     )
     parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=_env("TLS_CERT"),
+        metavar="FILE",
+        help="serve TLS with this PEM certificate chain (RUNWIRE_TLS_CERT); needs --tls-key",
+    )
+    parser.add_argument(
+        "--tls-key",
+        type=Path,
+        default=_env("TLS_KEY"),
+        metavar="FILE",
+        help="PEM private key of --tls-cert (RUNWIRE_TLS_KEY)",
+    )
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=_env("TLS_CLIENT_CA"),
+        metavar="FILE",
+        help="require client certificates signed by these PEM CAs: mutual TLS "
+        "(RUNWIRE_TLS_CLIENT_CA). The certificate's common name becomes the caller's principal.",
+    )
+    parser.add_argument(
         "--lease-seconds",
         type=float,
         default=float(_env("LEASE_SECONDS", str(d.lease_seconds)) or 15.0),
@@ -257,4 +286,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         drain_grace=args.drain_grace,
         max_parallel=args.max_parallel,
         lease_seconds=args.lease_seconds,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
     )

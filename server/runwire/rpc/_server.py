@@ -41,6 +41,16 @@ __all__ = ["RunwireServer"]
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "runwire.v1.RunService"
+# Keepalive pings find watchers whose connection died without a FIN (their
+# subscriptions are freed) and keep idle streams alive through proxies and
+# meshes that drop quiet connections; clients may ping every 10 s.
+_SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
 _HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
 
 
@@ -127,9 +137,16 @@ class RunwireServer:
     def __init__(
         self, settings: Settings, *, tracer_provider: TracerProvider | None = None
     ) -> None:
-        if not settings.listen_is_loopback() and not settings.auth_tokens:
+        if (settings.tls_cert is None) != (settings.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if settings.tls_client_ca is not None and settings.tls_cert is None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        if not settings.listen_is_loopback() and not (
+            settings.auth_tokens or settings.mutual_tls()
+        ):
             raise ValueError(
-                f"refusing to listen on non-loopback address {settings.listen!r} without --auth-token"
+                f"refusing to listen on non-loopback address {settings.listen!r} without "
+                "--auth-token or mutual TLS (--tls-cert, --tls-key, --tls-client-ca)"
             )
         self.settings = settings
         self.tracer_provider = tracer_provider or telemetry.make_tracer_provider()
@@ -199,19 +216,31 @@ class RunwireServer:
         ]
         if self.settings.auth_tokens:
             interceptors.insert(0, _BearerAuth(self.settings.auth_tokens))
-        self._grpc = grpc.aio.server(interceptors=interceptors)
+        self._grpc = grpc.aio.server(interceptors=interceptors, options=_SERVER_OPTIONS)
         self._grpc.add_generic_rpc_handlers((_handlers(self.service),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         if self.settings.reflection:
             reflection.enable_server_reflection(
                 (SERVICE_NAME, reflection.SERVICE_NAME, "grpc.health.v1.Health"), self._grpc
             )
-        self.port = self._grpc.add_insecure_port(self.settings.listen)
+        self.port = self._listen()
         await self._grpc.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._leases = asyncio.create_task(self._lease_loop(), name="runwire-leases")
         log.info("runwire serving on %s (port %d)", self.settings.listen, self.port)
         return self.port
+
+    def _listen(self) -> int:
+        assert self._grpc is not None
+        s = self.settings
+        if s.tls_cert is None or s.tls_key is None:
+            return int(self._grpc.add_insecure_port(s.listen))
+        credentials = grpc.ssl_server_credentials(
+            [(s.tls_key.read_bytes(), s.tls_cert.read_bytes())],
+            root_certificates=s.tls_client_ca.read_bytes() if s.tls_client_ca else None,
+            require_client_auth=s.tls_client_ca is not None,
+        )
+        return int(self._grpc.add_secure_port(s.listen, credentials))
 
     async def _set_health(self, status: int) -> None:
         for name in ("", SERVICE_NAME):

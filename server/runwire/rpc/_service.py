@@ -56,7 +56,11 @@ Resp = TypeVar("Resp")
 
 
 def principal_of(context: grpc.aio.ServicerContext) -> str:
-    """Who is calling: the principal header a mesh or proxy sets, else `anonymous`."""
+    """Who is calling: a verified client certificate's common name, else the
+    principal header a mesh or proxy sets, else `anonymous`."""
+    names = (context.auth_context() or {}).get("x509_common_name") or []
+    if names:
+        return f"cert:{names[0].decode(errors='replace')}"[:256]
     for key, value in context.invocation_metadata() or ():
         if key == PRINCIPAL_HEADER and isinstance(value, str) and value:
             return value[:256]
