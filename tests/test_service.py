@@ -559,6 +559,9 @@ async def test_span_tree_of_three_node_run(harness: Harness) -> None:
         s.name for s in spans.values() if s.parent and s.parent.span_id == run_span.context.span_id
     ]
     assert sorted(children) == ["ExecuteNode:build", "ExecuteNode:shape", "ExecuteNode:test"]
+    watch = spans["/runwire.v1.RunService/WatchRun"]
+    assert watch.kind.name == "SERVER"
+    assert watch.attributes["runwire.run_id"] == response.run.run_id
 
 
 async def test_failed_node_span_has_error_status(harness: Harness) -> None:

@@ -15,7 +15,7 @@ import grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.trace import TracerProvider
 
 from runwire import telemetry
@@ -210,9 +210,14 @@ class RunwireServer:
             self.engine,
             server_id=self.settings.server_id,
             lease_seconds=self.settings.lease_seconds,
+            tracer=telemetry.tracer(self.tracer_provider),
         )
+        # WatchRun makes its own span (see RunService.WatchRun): the aio
+        # interceptor keeps a context attached across the stream's yields and
+        # cannot detach it when a client drops the stream mid-write.
+        not_watch = filters.negate(filters.method_name("WatchRun"))
         interceptors: list[Any] = [
-            aio_server_interceptor(tracer_provider=self.tracer_provider)  # type: ignore[no-untyped-call]  # untyped library
+            aio_server_interceptor(tracer_provider=self.tracer_provider, filter_=not_watch)  # type: ignore[no-untyped-call]  # untyped library
         ]
         if self.settings.auth_tokens:
             interceptors.insert(0, _BearerAuth(self.settings.auth_tokens))

@@ -15,7 +15,9 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import json_format
 from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 
+from runwire import telemetry
 from runwire.engine import (
     Engine,
     RunPlan,
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _REPLAY_PAGE = 2000
+WATCH_SPAN = "/runwire.v1.RunService/WatchRun"
 # Keep every WatchRunResponse well under gRPC's default 4 MiB receive limit.
 RESPONSE_BYTES = 1 << 20
 _MAX_INPUT_BYTES = 1 << 20
@@ -101,8 +104,16 @@ class RunService:
     """The RunService implementation over one store, hub and engine."""
 
     def __init__(
-        self, store: Store, hub: Hub, engine: Engine, *, server_id: str, lease_seconds: float
+        self,
+        store: Store,
+        hub: Hub,
+        engine: Engine,
+        *,
+        server_id: str,
+        lease_seconds: float,
+        tracer: trace.Tracer | None = None,
     ) -> None:
+        self.tracer = tracer or trace.get_tracer(telemetry.TRACER_NAME)
         self.server_id = server_id
         self.lease_seconds = lease_seconds
         self.store = store
@@ -416,46 +427,62 @@ class RunService:
             return
         if row.finished and request.after_seq >= row.last_seq:
             return  # nothing after the end of a finished run
-        # Subscribe before the first store read, so nothing committed between
-        # the read and the subscription can fall into a gap.
-        sub = self.hub.subscribe(request.run_id)
-        cursor = _Cursor(request.after_seq)
+        # A span we start and end ourselves, never attached as the current
+        # context: the generator may be finalized in another task.
+        span = self.tracer.start_span(
+            WATCH_SPAN,
+            context=propagate.extract(dict(context.invocation_metadata() or ())),
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.service": "runwire.v1.RunService",
+                "rpc.method": "WatchRun",
+                telemetry.ATTR_RUN_ID: request.run_id,
+            },
+        )
         try:
-            async for response in self._catch_up(request.run_id, cursor):
-                yield response
-            while not cursor.done:
-                if self.closing_streams.is_set():
-                    await context.abort_with_status(to_status(ServerDraining()))
-                    return
-                waiter = asyncio.ensure_future(sub.wait())
-                closer = asyncio.ensure_future(self.closing_streams.wait())
-                try:
-                    await asyncio.wait({waiter, closer}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiter.cancel()
-                    closer.cancel()
-                chunks, overflowed, wake_seq = sub.take()
-                parts: list[bytes] = []
-                size = 0
-                for chunk in chunks:
-                    if chunk.last_seq <= cursor.last:
-                        continue  # already sent (replayed from the store)
-                    if chunk.first_seq != cursor.last + 1:
-                        overflowed = True  # a gap or an overlap: let the store settle it
-                        break
-                    if parts and size + len(chunk.framed) > RESPONSE_BYTES:
+            # Subscribe before the first store read, so nothing committed between
+            # the read and the subscription can fall into a gap.
+            sub = self.hub.subscribe(request.run_id)
+            cursor = _Cursor(request.after_seq)
+            try:
+                async for response in self._catch_up(request.run_id, cursor):
+                    yield response
+                while not cursor.done:
+                    if self.closing_streams.is_set():
+                        await context.abort_with_status(to_status(ServerDraining()))
+                        return
+                    waiter = asyncio.ensure_future(sub.wait())
+                    closer = asyncio.ensure_future(self.closing_streams.wait())
+                    try:
+                        await asyncio.wait({waiter, closer}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        waiter.cancel()
+                        closer.cancel()
+                    chunks, overflowed, wake_seq = sub.take()
+                    parts: list[bytes] = []
+                    size = 0
+                    for chunk in chunks:
+                        if chunk.last_seq <= cursor.last:
+                            continue  # already sent (replayed from the store)
+                        if chunk.first_seq != cursor.last + 1:
+                            overflowed = True  # a gap or an overlap: let the store settle it
+                            break
+                        if parts and size + len(chunk.framed) > RESPONSE_BYTES:
+                            yield b"".join(parts)
+                            parts, size = [], 0
+                        parts.append(chunk.framed)
+                        size += len(chunk.framed)
+                        cursor.last, cursor.done = chunk.last_seq, chunk.completed
+                    if parts:
                         yield b"".join(parts)
-                        parts, size = [], 0
-                    parts.append(chunk.framed)
-                    size += len(chunk.framed)
-                    cursor.last, cursor.done = chunk.last_seq, chunk.completed
-                if parts:
-                    yield b"".join(parts)
-                if not cursor.done and (overflowed or wake_seq > cursor.last):
-                    async for response in self._catch_up(request.run_id, cursor):
-                        yield response
+                    if not cursor.done and (overflowed or wake_seq > cursor.last):
+                        async for response in self._catch_up(request.run_id, cursor):
+                            yield response
+            finally:
+                sub.close()
         finally:
-            sub.close()
+            span.end()
 
     async def _catch_up(self, run_id: str, cursor: _Cursor) -> AsyncIterator[bytes]:
         """Yield every committed event after the cursor, advancing it."""
