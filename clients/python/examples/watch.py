@@ -66,8 +66,15 @@ async def run(host: str, port: int, run_id: str, after_seq: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Reconnects are reported on stderr; stdout carries only the events.
-    logging.basicConfig(level=logging.INFO, format="watch: %(message)s", stream=sys.stderr)
+    # One line on stderr per reconnect, from watch's note on the runwire_client
+    # logger; stdout carries only the events. Only that logger is set to INFO,
+    # so no other library's chatter lands between the notes.
+    note = logging.StreamHandler(sys.stderr)
+    note.setFormatter(logging.Formatter("watch: %(message)s"))
+    reconnects = logging.getLogger("runwire_client")
+    reconnects.addHandler(note)
+    reconnects.setLevel(logging.INFO)
+    reconnects.propagate = False
     # One event per line, non-ASCII as is, whatever the locale says.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(encoding="utf-8")

@@ -1,10 +1,15 @@
-"""A real grpc.aio RunService on 127.0.0.1 whose WatchRun plays a script."""
+"""A real grpc.aio RunService on 127.0.0.1 whose WatchRun plays a script, and a
+TCP front that breaks connections to it on purpose."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Literal
 
 import grpc
 import pytest
@@ -25,12 +30,17 @@ class Send:
 
 @dataclasses.dataclass(frozen=True)
 class Abort:
-    """End the call with a non-OK status, optionally with rich status details."""
+    """End the call with a non-OK status, optionally with rich status details.
+
+    A `reason` adds a google.rpc.ErrorInfo of `domain` (runwire's own unless
+    given); without one the status looks like the transport's.
+    """
 
     code: grpc.StatusCode
     message: str
     reason: str = ""
     violations: Sequence[tuple[str, str]] = ()
+    domain: str = "runwire.v1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +62,7 @@ def _status_details(abort: Abort) -> bytes:
     details = []
     if abort.reason:
         info = any_pb2.Any()
-        info.Pack(error_details_pb2.ErrorInfo(reason=abort.reason, domain="runwire.v1"))
+        info.Pack(error_details_pb2.ErrorInfo(reason=abort.reason, domain=abort.domain))
         details.append(info)
     if abort.violations:
         bad = error_details_pb2.BadRequest(
@@ -107,6 +117,85 @@ class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
 
 StartServer = Callable[..., Awaitable[tuple[int, grpc.aio.Server]]]
 
+# What FaultyFront does to a connection: break HTTP/2 (a SETTINGS frame with an
+# out-of-range INITIAL_WINDOW_SIZE, which h2 rejects as a protocol error),
+# reset the TCP connection (RST, as a crashed host or a proxy does), or relay
+# it to the server.
+Fault = Literal["h2_protocol_error", "tcp_reset"]
+
+# One SETTINGS frame (length 6, type 0x4, no flags, stream 0) that sets
+# INITIAL_WINDOW_SIZE (0x4) to 2**31, one above the largest allowed.
+_BAD_SETTINGS = (6).to_bytes(3, "big") + bytes([0x4, 0x0]) + (0).to_bytes(4, "big")
+_BAD_SETTINGS += struct.pack(">HI", 0x4, 2**31)
+
+
+class FaultyFront:
+    """A TCP front for a server: the first connections get `faults`, in order;
+    later ones are relayed to the server untouched."""
+
+    def __init__(self, backend_port: int, *faults: Fault) -> None:
+        self.backend_port = backend_port
+        self.faults = list(faults)
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        fault = self.faults.pop(0) if self.faults else None
+        task = asyncio.create_task(self._serve(fault, reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(
+        self, fault: Fault | None, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            if fault is None:
+                await self._relay(reader, writer)
+                return
+            await reader.read(1)  # the client has started talking HTTP/2
+            if fault == "tcp_reset":
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+                return
+            writer.write(_BAD_SETTINGS)
+            await writer.drain()
+            while await reader.read(65536):  # until the client hangs up
+                pass
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.backend_port)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            up_writer.close()
+
 
 @pytest.fixture
 async def start_server() -> AsyncIterator[StartServer]:
@@ -124,6 +213,24 @@ async def start_server() -> AsyncIterator[StartServer]:
     yield start
     for server in servers:
         await server.stop(None)
+
+
+StartFront = Callable[..., Awaitable[tuple[int, FaultyFront]]]
+
+
+@pytest.fixture
+async def start_front() -> AsyncIterator[StartFront]:
+    """Starts FaultyFronts for servers on 127.0.0.1; closes them afterwards."""
+    fronts: list[FaultyFront] = []
+
+    async def start(backend_port: int, *faults: Fault) -> tuple[int, FaultyFront]:
+        front = FaultyFront(backend_port, *faults)
+        fronts.append(front)
+        return await front.start(), front
+
+    yield start
+    for front in fronts:
+        await front.close()
 
 
 @pytest.fixture

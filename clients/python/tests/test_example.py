@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import grpc
 from runwire_client import event_to_json
 
 from ._events import RUN_ID, stream
-from .conftest import Abort, ScriptedRunService, Send, StartServer
+from .conftest import Abort, ScriptedRunService, Send, StartFront, StartServer
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "watch.py"
 
@@ -58,6 +59,56 @@ async def test_example_prints_one_json_line_per_event_and_exits_zero(
     )
     assert stderr.count("\n") == 1
     assert [json.loads(line)["seq"] for line in lines] == ["1", "2", "3", "4", "5"]
+
+
+async def test_example_notes_each_reconnect_on_one_stderr_line(
+    start_server: StartServer, start_front: StartFront
+) -> None:
+    """A reset connection, a draining server, a dying stream and an early OK end: four notes."""
+    service = ScriptedRunService(
+        [Send(RUN[:1]), Abort(grpc.StatusCode.UNAVAILABLE, "draining", reason="SERVER_DRAINING")],
+        [Send(RUN[1:2]), Abort(grpc.StatusCode.INTERNAL, "stream reset")],
+        [Send(RUN[2:3])],
+        [Send(RUN[3:])],
+    )
+    backend, _ = await start_server(service)
+    port, _ = await start_front(backend, "tcp_reset")
+
+    code, lines, stderr = await run_example("--addr", f"127.0.0.1:{port}", "--run-id", RUN_ID)
+
+    assert code == 0
+    assert lines == [event_to_json(event) for event in RUN]
+    notes = stderr.splitlines()
+    assert len(notes) == 4, stderr
+    assert re.fullmatch(
+        r"watch: watch run_test: \w+Error: .+; resuming after seq 0 in \d+\.\d\ds", notes[0]
+    )
+    for note, cause in zip(
+        notes[1:],
+        [
+            "UNAVAILABLE: draining; resuming after seq 1",
+            "INTERNAL: stream reset; resuming after seq 2",
+            "WatchRun ended after seq 3 without RunCompleted; resuming after seq 3",
+        ],
+        strict=True,
+    ):
+        assert note.startswith(f"watch: watch run_test: {cause} in "), note
+    assert service.after_seqs == [0, 1, 2, 3]
+
+
+async def test_example_does_not_retry_a_server_internal_error(start_server: StartServer) -> None:
+    """INTERNAL with runwire's ErrorInfo is the server reporting a bug: no reconnect, exit 3."""
+    service = ScriptedRunService(
+        [Send(RUN[:2]), Abort(grpc.StatusCode.INTERNAL, "store broke", reason="INTERNAL")],
+        [Send(RUN[2:])],
+    )
+    port, _ = await start_server(service)
+
+    code, lines, stderr = await run_example("--addr", f"127.0.0.1:{port}", "--run-id", RUN_ID)
+
+    assert (code, len(lines)) == (3, 2)
+    assert stderr == "watch: INTERNAL INTERNAL: store broke\n"
+    assert service.after_seqs == [0]
 
 
 async def test_example_resumes_after_seq(start_server: StartServer) -> None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any
 
 import grpc
+import h2.exceptions
 import pytest
 from grpclib.client import Channel
 from grpclib.const import Status
+from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
 from runwire_client import (
     Backoff,
@@ -23,7 +27,7 @@ from runwire_client import (
 )
 
 from ._events import RUN_ID, stream
-from .conftest import Abort, Hold, ScriptedRunService, Send, StartServer
+from .conftest import Abort, Hold, ScriptedRunService, Send, StartFront, StartServer
 
 # Fast reconnects keep the suite quick; the defaults are tested on their own.
 FAST = Backoff(initial=0.001, maximum=0.01, give_up_after=30.0)
@@ -115,22 +119,187 @@ async def test_watch_resumes_from_after_seq(
     assert service.after_seqs == [4]
 
 
-async def test_watch_retries_dying_server_statuses_and_early_ends(
+# The retry policy, the same as the Go and TypeScript clients': for each status
+# code, the runwire ErrorInfo reason that comes with it when the server raises
+# it, and whether watch resumes the stream without that ErrorInfo (a dying
+# connection, a proxy) and with it (the server's own answer).
+Code = grpc.StatusCode
+RETRY_POLICY: dict[grpc.StatusCode, tuple[str, bool, bool]] = {
+    #                         reason               without  with
+    Code.UNAVAILABLE:         ("SERVER_DRAINING",   True,    True),
+    Code.INTERNAL:            ("INTERNAL",          True,    False),
+    Code.UNKNOWN:             ("INTERNAL",          True,    False),
+    Code.CANCELLED:           ("INTERNAL",          True,    False),
+    Code.ABORTED:             ("REQUEST_ID_REUSED", True,    False),
+    Code.DEADLINE_EXCEEDED:   ("INTERNAL",          True,    False),
+    Code.NOT_FOUND:           ("RUN_NOT_FOUND",     False,   False),
+    Code.INVALID_ARGUMENT:    ("REQUEST_INVALID",   False,   False),
+    Code.FAILED_PRECONDITION: ("RUN_FINISHED",      False,   False),
+    Code.UNAUTHENTICATED:     ("INTERNAL",          False,   False),
+    Code.PERMISSION_DENIED:   ("ADAPTER_DISABLED",  False,   False),
+    Code.ALREADY_EXISTS:      ("REQUEST_ID_REUSED", False,   False),
+    Code.RESOURCE_EXHAUSTED:  ("INTERNAL",          False,   False),
+    Code.OUT_OF_RANGE:        ("REQUEST_INVALID",   False,   False),
+    Code.UNIMPLEMENTED:       ("INTERNAL",          False,   False),
+    Code.DATA_LOSS:           ("INTERNAL",          False,   False),
+}  # fmt: skip
+
+
+async def drain_into(seen: list[RunEvent], events: AsyncIterator[RunEvent]) -> None:
+    """Appends each event to `seen`, so what came before an exception stays visible."""
+    async with asyncio.timeout(10):
+        async for event in events:
+            seen.append(event)
+
+
+@pytest.mark.parametrize("with_info", [False, True], ids=["without_info", "with_info"])
+@pytest.mark.parametrize("code", list(RETRY_POLICY), ids=lambda code: code.name)
+async def test_watch_retry_policy(
+    code: grpc.StatusCode,
+    with_info: bool,
+    start_server: StartServer,
+    channel_to: Callable[[int], Channel],
+) -> None:
+    """After seq 2 the stream ends with `code`; watch either resumes from seq 2 or raises it."""
+    reason, resumed_without, resumed_with = RETRY_POLICY[code]
+    resumed = resumed_with if with_info else resumed_without
+    service = ScriptedRunService(
+        [Send(RUN[:2]), Abort(code, "cut off", reason=reason if with_info else "")],
+        [Send(RUN[1:])],
+    )
+    port, _ = await start_server(service)
+    seen: list[RunEvent] = []
+
+    if resumed:
+        await drain_into(seen, watch(channel_to(port), RUN_ID, backoff=FAST))
+        assert seqs(seen) == list(range(1, 9))
+        assert service.after_seqs == [0, 2]
+        return
+    with pytest.raises(RunwireError) as caught:
+        await drain_into(seen, watch(channel_to(port), RUN_ID, backoff=FAST))
+    assert seqs(seen) == [1, 2]
+    assert service.after_seqs == [0]
+    error = caught.value
+    assert (error.code, error.message) == (Status(code.value[0]), "cut off")
+    assert (error.reason, error.domain) == ((reason, "runwire.v1") if with_info else ("", ""))
+
+
+async def test_watch_resumes_internal_with_another_domains_error_info(
     start_server: StartServer, channel_to: Callable[[int], Channel]
 ) -> None:
-    """INTERNAL and UNKNOWN from a dying server, and an OK end before RunCompleted, all resume."""
+    """Only a runwire ErrorInfo makes INTERNAL the server's answer; a proxy's own is transport."""
     service = ScriptedRunService(
-        [Send(RUN[:2]), Abort(grpc.StatusCode.INTERNAL, "stream reset")],
-        [Send(RUN[2:4]), Abort(grpc.StatusCode.UNKNOWN, "")],
-        [Send(RUN[4:6])],
-        [Send([]), Send(RUN[6:])],
+        [
+            Send(RUN[:2]),
+            Abort(Code.INTERNAL, "upstream reset", reason="UPSTREAM_RESET", domain="proxy.example"),
+        ],
+        [Send(RUN[2:])],
     )
     port, _ = await start_server(service)
 
     events = await collect(watch(channel_to(port), RUN_ID, backoff=FAST))
 
     assert seqs(events) == list(range(1, 9))
-    assert service.after_seqs == [0, 2, 4, 6]
+    assert service.after_seqs == [0, 2]
+
+
+async def test_watch_resumes_streams_that_end_ok_before_run_completed(
+    start_server: StartServer, channel_to: Callable[[int], Channel]
+) -> None:
+    """The server ends with OK only after RunCompleted, so an earlier OK end is a lost stream."""
+    service = ScriptedRunService(
+        [Send(RUN[:3])],
+        [],
+        [Send([]), Send(RUN[3:])],
+    )
+    port, _ = await start_server(service)
+
+    events = await collect(watch(channel_to(port), RUN_ID, backoff=FAST))
+
+    assert seqs(events) == list(range(1, 9))
+    assert service.after_seqs == [0, 3, 3]
+
+
+async def test_watch_resumes_across_tcp_resets_and_http2_protocol_errors(
+    start_server: StartServer, start_front: StartFront, channel_to: Callable[[int], Channel]
+) -> None:
+    """Through a front that resets the first connection and breaks HTTP/2 on the second."""
+    service = ScriptedRunService([Send(RUN)])
+    backend, _ = await start_server(service)
+    port, front = await start_front(backend, "tcp_reset", "h2_protocol_error")
+
+    events = await asyncio.wait_for(collect(watch(channel_to(port), RUN_ID, backoff=FAST)), 10)
+
+    assert seqs(events) == list(range(1, 9))
+    assert front.connections == 3
+    assert service.after_seqs == [0]
+
+
+class FaultyStub(RunServiceStub):
+    """A stub whose first WatchRun relays the server's first response and then
+    raises `fault`: transport failures that a real server cannot stage on cue."""
+
+    def __init__(self, channel: Channel, fault: Exception) -> None:
+        super().__init__(channel)
+        self.fault: Exception | None = fault
+
+    async def watch_run(self, message: v1.WatchRunRequest, **kwargs: Any) -> Any:
+        async with aclosing(super().watch_run(message, **kwargs)) as responses:  # type: ignore[type-var]
+            async for response in responses:
+                yield response
+                if self.fault is not None:
+                    fault, self.fault = self.fault, None
+                    raise fault
+
+
+# Errors below the gRPC status and whether watch resumes after them.
+TRANSPORT_FAULTS: list[tuple[str, Exception, bool]] = [
+    ("stream_reset", StreamTerminatedError("Stream reset by remote party, error_code: 2"), True),
+    ("connection_lost", StreamTerminatedError("Connection lost"), True),
+    ("connection_reset", ConnectionResetError(104, "Connection reset by peer"), True),
+    ("connection_refused", ConnectionRefusedError(111, "Connect call failed"), True),
+    ("stub_timeout", TimeoutError("Deadline exceeded"), True),
+    ("h2_stream_closed", h2.exceptions.StreamClosedError(1), True),
+    (
+        "h2_connection_closed",
+        h2.exceptions.ProtocolError("Invalid input ConnectionInputs.SEND_DATA in state CLOSED"),
+        True,
+    ),
+    # grpclib's own ProtocolError means the calling code misused a stream.
+    ("grpclib_misuse", ProtocolError("Stream was already ended"), False),
+    ("a_bug", ValueError("not a transport error"), False),
+]
+
+
+@pytest.mark.parametrize(
+    ("fault", "resumed"),
+    [(fault, resumed) for _, fault, resumed in TRANSPORT_FAULTS],
+    ids=[name for name, _, _ in TRANSPORT_FAULTS],
+)
+async def test_watch_transport_faults(
+    fault: Exception,
+    resumed: bool,
+    start_server: StartServer,
+    channel_to: Callable[[int], Channel],
+) -> None:
+    """The fault strikes after seq 3; watch resumes from there or lets the exception through."""
+    service = ScriptedRunService([Send(RUN[:3]), Hold()], [Send(RUN[3:])])
+    port, _ = await start_server(service)
+    stub = FaultyStub(channel_to(port), fault)
+    seen: list[RunEvent] = []
+
+    if resumed:
+        await drain_into(seen, watch(stub, RUN_ID, backoff=FAST))
+        assert seqs(seen) == list(range(1, 9))
+        assert service.after_seqs == [0, 3]
+    else:
+        with pytest.raises(type(fault)) as caught:
+            await drain_into(seen, watch(stub, RUN_ID, backoff=FAST))
+        assert caught.value is fault
+        assert seqs(seen) == [1, 2, 3]
+        assert service.after_seqs == [0]
+    # Leaving the faulted call cancelled it on the server.
+    await asyncio.wait_for(service.until_calls_ended(1), 10)
 
 
 async def test_watch_resumes_across_server_restart(

@@ -126,6 +126,22 @@ def _details(error: GRPCError) -> Sequence[Any]:
     return details if isinstance(details, Sequence) else ()
 
 
+def has_runwire_info(error: GRPCError) -> bool:
+    """Whether the status carries a runwire ErrorInfo (domain `runwire.v1`).
+
+    The runwire server attaches one to every error it raises, so a status
+    without one came from the transport (a reset HTTP/2 stream, a proxy), not
+    from the service. An ErrorInfo of another domain does not count. This
+    reads the details the channel's status details codec decoded, which
+    grpclib's default `Channel` does when googleapis-common-protos is
+    installed (a dependency of this package).
+    """
+    return any(
+        isinstance(detail, error_details_pb2.ErrorInfo) and detail.domain == ERROR_DOMAIN
+        for detail in _details(error)
+    )
+
+
 class UnknownEventError(ValueError):
     """An event's oneof case is not in this client's catalog.
 

@@ -13,8 +13,9 @@ from typing import Final, cast
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from h2.exceptions import ProtocolError as H2ProtocolError
 
-from ._errors import RunwireError
+from ._errors import RunwireError, has_runwire_info
 from ._events import event_case
 from ._gen.runwire.v1 import RunEvent, RunServiceStub, WatchRunRequest, WatchRunResponse
 
@@ -22,12 +23,37 @@ __all__ = ["Backoff", "watch"]
 
 logger = logging.getLogger("runwire_client")
 
-# Statuses after which the same WatchRun, resumed from the last seen seq, can
-# succeed: UNAVAILABLE is a draining or unreachable server; INTERNAL and
-# UNKNOWN are what a server dying mid-stream (a reset stream, a half-written
-# trailer) looks like. Anything else is the server's considered answer
-# (NOT_FOUND, INVALID_ARGUMENT, ...) and is raised as RunwireError.
-RETRYABLE_STATUSES: Final = frozenset({Status.UNAVAILABLE, Status.INTERNAL, Status.UNKNOWN})
+# Statuses that a dying connection produces as well as the server: an HTTP/2
+# RST_STREAM, a half-written response, a proxy's timeout or reset. Without a
+# runwire ErrorInfo they came from the transport and the WatchRun is resumed;
+# with one they are the server's own answer (its INTERNAL is a fault that a
+# retry would only repeat) and are raised. UNAVAILABLE (a draining or
+# unreachable server) is always resumed; every other status is the server's
+# considered answer (NOT_FOUND, INVALID_ARGUMENT, ...) and is raised. The Go
+# and TypeScript clients decide the same way.
+TRANSPORT_STATUSES: Final = frozenset(
+    {
+        Status.INTERNAL,
+        Status.UNKNOWN,
+        Status.CANCELLED,
+        Status.ABORTED,
+        Status.DEADLINE_EXCEEDED,
+    }
+)
+
+# Failures below the gRPC status, all resumed: StreamTerminatedError (the
+# connection or stream was lost or reset mid-call, or the peer broke HTTP/2),
+# OSError (connection refused or reset while the server is down, and
+# TimeoutError: a timeout set on the stub ran out), and h2's ProtocolError
+# (the HTTP/2 connection or stream closed under a send).
+TRANSPORT_ERRORS: Final = (StreamTerminatedError, OSError, H2ProtocolError)
+
+
+def retryable(error: GRPCError) -> bool:
+    """Whether resuming the WatchRun that ended with this status can succeed."""
+    if error.status is Status.UNAVAILABLE:
+        return True
+    return error.status in TRANSPORT_STATUSES and not has_runwire_info(error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +93,14 @@ async def watch(
 ) -> AsyncIterator[RunEvent]:
     """Yields the run's events with `seq > after_seq`, in order, then stops after RunCompleted.
 
-    On a transport error, a server restart or a draining server (UNAVAILABLE,
-    a reset or lost stream, INTERNAL or UNKNOWN from a dying server) it
-    reconnects with `after_seq` set to the last `seq` it yielded, waiting per
-    `backoff`; it never yields a `seq` twice (a server may resend events) and
-    drops nothing. A stream that ends without RunCompleted is resumed the
-    same way.
+    On a transport error, a server restart or a draining server it reconnects
+    with `after_seq` set to the last `seq` it yielded, waiting per `backoff`;
+    it never yields a `seq` twice (a server may resend events) and drops
+    nothing. Resumed are: UNAVAILABLE; INTERNAL, UNKNOWN, CANCELLED, ABORTED
+    and DEADLINE_EXCEEDED when the status carries no runwire ErrorInfo (a
+    dying connection, not the server's answer); a lost, reset or refused
+    connection and HTTP/2 protocol errors; and a stream that ends without
+    RunCompleted.
 
     Args:
         channel_or_stub: A grpclib `Channel` to the server, or a
@@ -83,8 +111,8 @@ async def watch(
 
     Raises:
         RunwireError: The server answered with a status that is not retried
-            (for example NOT_FOUND), or reconnecting failed for longer than
-            `backoff.give_up_after`.
+            (for example NOT_FOUND, or INTERNAL with reason INTERNAL), or
+            reconnecting failed for longer than `backoff.give_up_after`.
         UnknownEventError: The server sent an event this client does not know.
     """
     stub = (
@@ -118,12 +146,12 @@ async def watch(
                             return
             cause = f"WatchRun ended after seq {last_seq} without RunCompleted"
         except GRPCError as status_error:
-            if status_error.status not in RETRYABLE_STATUSES:
+            if not retryable(status_error):
                 raise RunwireError.from_grpc_error(status_error) from status_error
-            error, cause = status_error, f"{status_error.status.name}: {status_error.message}"
-        except (StreamTerminatedError, OSError) as transport_error:
-            # StreamTerminatedError: the connection or stream was lost mid-call;
-            # OSError: connection refused or reset while the server is down.
+            error, cause = status_error, status_error.status.name
+            if status_error.message:
+                cause += f": {status_error.message}"
+        except TRANSPORT_ERRORS as transport_error:
             error, cause = transport_error, f"{type(transport_error).__name__}: {transport_error}"
         now = loop.time()
         if failing_since is None:
