@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
@@ -32,8 +31,8 @@ from runwire import telemetry
 from runwire.adapters import ActionFailed, Registry, SandboxRefused
 from runwire.engine._events import NodeRef, SpanIds, new_event
 from runwire.engine._state import Decision, GateStore, Journal, RunPatch
-from runwire.engine._templates import TemplateError, render_value
-from runwire.engine._validate import Graph, canonical_json
+from runwire.engine._templates import TemplateError, contains_template, render_value
+from runwire.engine._validate import Graph, canonical_json, params_validator
 from runwire.v1 import events_pb2 as ev
 from runwire.v1 import flow_pb2, run_service_pb2
 
@@ -585,8 +584,10 @@ class RunExecutor:
         render_error: TemplateError | None = None
         if node.WhichOneof("kind") == "action":
             try:
-                params = render_value(
-                    json_format.MessageToDict(node.action.params), self._template_context()
+                raw = json_format.MessageToDict(node.action.params)
+                # The context covers every node: build it only when it is read.
+                params = (
+                    render_value(raw, self._template_context()) if contains_template(raw) else raw
                 )
             except TemplateError as exc:
                 render_error = exc
@@ -896,7 +897,7 @@ class RunExecutor:
             return _failure("ADAPTER_UNKNOWN", f"adapter {action.adapter!r} is not available")
         spec = adapter.actions.get(action.action)
         if spec is not None:
-            problems = list(jsonschema.Draft202012Validator(spec.params_schema).iter_errors(params))
+            problems = list(params_validator(spec).iter_errors(params))
             if problems:
                 where = ".".join(map(str, problems[0].absolute_path)) or "params"
                 return _failure(

@@ -16,7 +16,14 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedErr
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-__all__ = ["TemplateError", "TemplateRef", "has_template", "references", "render_value"]
+__all__ = [
+    "TemplateError",
+    "TemplateRef",
+    "contains_template",
+    "has_template",
+    "references",
+    "render_value",
+]
 
 
 class _DataEnvironment(ImmutableSandboxedEnvironment):
@@ -55,6 +62,11 @@ class TemplateRef:
 def has_template(value: str) -> bool:
     """True when the string holds template syntax."""
     return "{{" in value or "{%" in value
+
+
+def contains_template(value: Any) -> bool:
+    """True when any string inside `value` holds template syntax."""
+    return any(has_template(text) for _, text in _strings(value, ""))
 
 
 def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:

@@ -15,7 +15,7 @@ import rfc8785
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.duration_pb2 import Duration
 
-from runwire.adapters import Registry
+from runwire.adapters import ActionSpec, Registry
 from runwire.engine._templates import TemplateError, has_template, references
 from runwire.errors import AdapterDisabled, FieldViolation, FlowInvalid
 from runwire.v1 import flow_pb2
@@ -29,6 +29,17 @@ MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 MAX_PARALLEL = 64
 # Bidirectional overrides and isolates can make a name read differently than it is.
 _BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F)}
+
+
+_VALIDATORS: dict[int, jsonschema.Draft202012Validator] = {}
+
+
+def params_validator(spec: ActionSpec) -> jsonschema.Draft202012Validator:
+    """The compiled validator of an action's params schema (built once per spec)."""
+    validator = _VALIDATORS.get(id(spec))
+    if validator is None:
+        validator = _VALIDATORS[id(spec)] = jsonschema.Draft202012Validator(spec.params_schema)
+    return validator
 
 
 def canonical_json(value: Any) -> str:
@@ -204,7 +215,7 @@ def _check_action(
         return
     params: Mapping[str, Any] = json_format.MessageToDict(action.params)
     errors = sorted(
-        jsonschema.Draft202012Validator(spec.params_schema).iter_errors(params),
+        params_validator(spec).iter_errors(params),
         key=lambda e: list(map(str, e.absolute_path)),
     )
     # A templated string is checked after rendering, at run time.
