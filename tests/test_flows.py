@@ -381,3 +381,26 @@ async def test_server_that_lost_its_lease_is_fenced_and_stops(harness_factory: A
         await conn.close()
     assert last == stolen_at, "no event may be committed after the lease was lost"
     assert h.server.engine.task_of(run.run_id) is None
+
+
+async def test_takeover_follows_a_loop_edge_cut_off_by_the_stop(harness_factory: Any) -> None:
+    """Regression: when the stop came after a loop's last body node finished
+    but before the loop head started again, the successor finished the run
+    without looping. Pausing during the body produces exactly that history."""
+    first: Harness = await harness_factory(lease_seconds=0.5)
+    flow = _loop_flow(passes_at=2, max_visits=4)
+    flow.nodes[2].CopyFrom(util_node("fix", "sleep", seconds=0.5))
+    run = await first.start(flow)
+    await wait_for_event(
+        first.stub, run.run_id, lambda e: e.node_id == "fix" and e.HasField("node_started")
+    )
+    await first.stub.PauseRun(run_service_pb2.PauseRunRequest(run_id=run.run_id))
+    await wait_for_event(first.stub, run.run_id, lambda e: e.HasField("run_paused"))
+    await first.server.stop(grace=0.5)
+    second: Harness = await harness_factory(lease_seconds=0.5)
+    await second.stub.ResumeRun(run_service_pb2.ResumeRunRequest(run_id=run.run_id))
+    events = await second.events(run.run_id)
+    assert [e.iteration for e in events if e.node_id == "check" and e.HasField("node_started")][
+        :2
+    ] == [1, 2]
+    assert events[-1].run_completed.status == events_pb2.RUN_STATUS_SUCCEEDED

@@ -44,6 +44,9 @@ _DEFAULT_TIMEOUT = 600.0
 _DEFAULT_BACKOFF = 1.0
 _DEFAULT_MAX_BACKOFF = 60.0
 _SYSTEM = "system"
+_VISIT_OPENERS = frozenset(
+    {"node_started", "node_skipped", "awaiting_confirmation", "approval_requested"}
+)
 _LOG_SLICE = 256
 
 
@@ -218,6 +221,7 @@ class RunExecutor:
         self._control_reason = ""
         self._failed_node: str | None = None
         self._capped = False
+        self._loops_to_follow: list[str] = []
         self._run_span = SpanIds("", "")
         self._max_parallel = self.graph.flow.settings.max_parallel or settings.max_parallel
         settings_flow = self.graph.flow.settings
@@ -328,6 +332,8 @@ class RunExecutor:
                     reason="cancel requested before takeover",
                 )
             with trace.use_span(span, end_on_exit=False):
+                for source in self._loops_to_follow:
+                    await self._follow_loops(source)
                 self._restart_interrupted()
                 await self._schedule()
             await self._finish(span, started)
@@ -346,9 +352,22 @@ class RunExecutor:
         """Restore scheduling state from committed events; returns the run's trace context."""
         self._seq = history[-1].seq
         trace_id = span_id = 0
+        # Seqs that tell whether a loop edge was followed before the takeover.
+        visit_start: dict[str, int] = {}
+        terminal_at: dict[str, int] = {}
+        capped_at: dict[str, int] = {}
         for e in history:
             case = e.WhichOneof("event")
             node = e.node_id
+            new_visit = e.iteration != self._visits.get(node, 0)
+            if new_visit and case in _VISIT_OPENERS:
+                visit_start[node] = e.seq
+            if case in ("node_succeeded", "node_skipped") or (
+                case == "node_failed" and not e.node_failed.will_retry
+            ):
+                terminal_at[node] = e.seq
+            if case == "iteration_capped":
+                capped_at[e.iteration_capped.source_node_id] = e.seq
             if not node:
                 if case == "run_started":
                     trace_id, span_id = int(e.trace_id or "0", 16), int(e.span_id or "0", 16)
@@ -399,6 +418,16 @@ class RunExecutor:
                 and self._failed_node is None
             ):
                 self._failed_node = node_id
+        # A loop source that finished after its head last started (and was not
+        # capped since) had its edge back cut off by the stop: follow it now.
+        self._loops_to_follow = [
+            source
+            for source, edges in self.graph.back_edges.items()
+            if edges
+            and self._nodes[source] in _TERMINAL
+            and any(terminal_at.get(source, 0) > visit_start.get(e.target, 0) for e in edges)
+            and capped_at.get(source, 0) < terminal_at.get(source, 0)
+        ]
         ctx = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(1))
         return trace.set_span_in_context(trace.NonRecordingSpan(ctx))
 
