@@ -7,7 +7,8 @@
 //! Exits 0 after RunCompleted when the stream kept the grammar; otherwise
 //! prints why on stderr and exits 1 (grammar), 2 (usage) or 3 (watch
 //! failed). Disconnects and server restarts are retried for up to
-//! `--give-up-after` seconds (default 60) without progress.
+//! `--give-up-after` seconds (default 60) without progress, with one line
+//! on stderr per reconnect; stdout carries only the events.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use runwire_client::v1::run_service_client::RunServiceClient;
-use runwire_client::{GrammarChecker, WatchOptions, watch_with_options};
+use runwire_client::{GrammarChecker, OnRetry, WatchOptions, watch_with_options};
 use tonic::transport::Endpoint;
 
 struct Args {
@@ -81,7 +82,15 @@ async fn main() -> ExitCode {
     };
     // Lazy: a server that is not up yet is retried like a restarting one.
     let client = RunServiceClient::new(endpoint.connect_lazy());
-    let options = WatchOptions { give_up_after: args.give_up_after, ..WatchOptions::default() };
+    let run_id = args.run_id.clone();
+    let on_retry = OnRetry::new(move |retry| {
+        eprintln!(
+            "runwire-watch: run {run_id}: {}; reconnecting after seq {} in {:?}",
+            retry.error, retry.after_seq, retry.delay
+        );
+    });
+    let options =
+        WatchOptions { give_up_after: args.give_up_after, on_retry: Some(on_retry), ..WatchOptions::default() };
     let mut events = watch_with_options(client, args.run_id.clone(), args.after_seq, options);
     let mut checker = GrammarChecker::new(args.after_seq);
     let mut stdout = std::io::stdout().lock();

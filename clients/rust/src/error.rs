@@ -14,7 +14,7 @@ use std::fmt;
 use std::time::Duration;
 
 use tonic::Code;
-use tonic_types::StatusExt;
+use tonic_types::{ErrorDetail, StatusExt};
 
 use crate::v1::ErrorReason;
 
@@ -92,29 +92,29 @@ struct RpcErrorInner {
 
 impl RpcError {
     /// Reads a status and its `grpc-status-details-bin` details.
+    ///
+    /// A status may carry several `ErrorInfo`s (a proxy can add its own):
+    /// the runwire one (domain [`ERROR_DOMAIN`]) is read when present, else
+    /// the first.
     pub fn from_status(status: &tonic::Status) -> Self {
-        let info = status.get_details_error_info();
-        let field_violations = status
-            .get_details_bad_request()
-            .map(|bad| {
-                bad.field_violations
-                    .into_iter()
-                    .map(|v| FieldViolation { field: v.field, description: v.description })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let from_runwire = info.as_ref().is_some_and(|i| i.domain == ERROR_DOMAIN);
-        let retryable = match status.code() {
-            // Connection refused or reset, or a draining server
-            // (SERVER_DRAINING): another replica, or this one restarted,
-            // will answer.
-            Code::Unavailable => true,
-            // A runwire server puts an ErrorInfo on every status it sends, so
-            // these codes without one come from the transport: an h2 stream
-            // or connection dying under the call, as when the server process
-            // is killed mid-stream.
-            Code::Internal | Code::Unknown | Code::Cancelled => !from_runwire,
-            _ => false,
+        let mut infos = Vec::new();
+        let mut field_violations = Vec::new();
+        for detail in status.get_error_details_vec() {
+            match detail {
+                ErrorDetail::ErrorInfo(info) => infos.push(info),
+                ErrorDetail::BadRequest(bad) => field_violations.extend(
+                    bad.field_violations
+                        .into_iter()
+                        .map(|v| FieldViolation { field: v.field, description: v.description }),
+                ),
+                _ => {}
+            }
+        }
+        let runwire_info = infos.iter().position(|i| i.domain == ERROR_DOMAIN);
+        let retryable = is_retryable(status.code(), runwire_info.is_some());
+        let info = match runwire_info {
+            Some(at) => Some(infos.swap_remove(at)),
+            None => infos.into_iter().next(),
         };
         let (reason, domain, metadata) = match info {
             Some(i) => (Some(i.reason), Some(i.domain), i.metadata),
@@ -171,10 +171,32 @@ impl RpcError {
         &self.0.field_violations
     }
 
-    /// Whether a watch retries after this error: `UNAVAILABLE`, or an
-    /// `INTERNAL`, `UNKNOWN` or `CANCELLED` the runwire server did not send.
+    /// Whether a watch retries after this error: `UNAVAILABLE` always;
+    /// `INTERNAL`, `UNKNOWN`, `CANCELLED`, `ABORTED` and `DEADLINE_EXCEEDED`
+    /// only without a runwire `ErrorInfo` (one of another domain does not
+    /// count); nothing else.
     pub fn is_retryable(&self) -> bool {
         self.0.retryable
+    }
+}
+
+/// The watch retry policy, the same in every runwire client.
+///
+/// `UNAVAILABLE` is a draining server (`SERVER_DRAINING`) or a connection
+/// refused or reset: another replica, or this one restarted, will answer.
+/// A dying connection also surfaces as `INTERNAL`, `UNKNOWN`, `CANCELLED`,
+/// `ABORTED` or `DEADLINE_EXCEEDED` (an h2 `RST_STREAM`, a half-written
+/// response, a proxy's timeout); the runwire server puts an `ErrorInfo` of
+/// domain `runwire.v1` on every status it sends itself, so these codes are
+/// retried only without one: with one they are the server's answer (its
+/// `INTERNAL` is a fault a retry would only repeat). An `ErrorInfo` of
+/// another domain, a proxy's for example, does not block the retry. Every
+/// other code is the server's considered answer and is not retried.
+fn is_retryable(code: Code, from_runwire: bool) -> bool {
+    match code {
+        Code::Unavailable => true,
+        Code::Internal | Code::Unknown | Code::Cancelled | Code::Aborted | Code::DeadlineExceeded => !from_runwire,
+        _ => false,
     }
 }
 
@@ -209,7 +231,7 @@ impl std::error::Error for RpcError {}
 #[cfg(test)]
 mod tests {
     use tonic::Code;
-    use tonic_types::{ErrorDetails, StatusExt};
+    use tonic_types::{ErrorDetails, ErrorInfo, StatusExt};
 
     use super::*;
 
@@ -261,21 +283,73 @@ mod tests {
         assert_eq!(newer.reason_name(), Some("SOMETHING_NEW"));
     }
 
+    fn with_infos(code: Code, domains: &[&str]) -> RpcError {
+        let infos = domains.iter().map(|d| ErrorInfo::new("SOME_REASON", *d, HashMap::new()).into());
+        RpcError::from(tonic::Status::with_error_details_vec(code, "x", infos))
+    }
+
     #[test]
-    fn test_rpc_error_retryable_codes() {
-        let bare = |code| RpcError::from(tonic::Status::new(code, "x"));
-        assert!(bare(Code::Unavailable).is_retryable());
-        assert!(bare(Code::Internal).is_retryable(), "an h2 stream dying under the call");
-        assert!(bare(Code::Unknown).is_retryable());
-        assert!(bare(Code::Cancelled).is_retryable());
-        assert!(!bare(Code::NotFound).is_retryable());
-        assert!(!bare(Code::InvalidArgument).is_retryable());
-        assert!(!bare(Code::DeadlineExceeded).is_retryable());
+    fn test_rpc_error_retry_policy() {
+        const RUNWIRE: &[&str] = &[ERROR_DOMAIN];
+        const PROXY: &[&str] = &["proxy.example.com"];
+        const BOTH: &[&str] = &["proxy.example.com", ERROR_DOMAIN];
+        // (code, ErrorInfo domains on the status, retried)
+        let cases: &[(Code, &[&str], bool)] = &[
+            (Code::Unavailable, &[], true),
+            (Code::Unavailable, RUNWIRE, true), // SERVER_DRAINING
+            (Code::Unavailable, PROXY, true),
+            (Code::Internal, &[], true), // an h2 stream dying under the call
+            (Code::Unknown, &[], true),
+            (Code::Cancelled, &[], true),
+            (Code::Aborted, &[], true),
+            (Code::DeadlineExceeded, &[], true), // a proxy's timeout
+            (Code::Internal, RUNWIRE, false),    // a fault the server reported itself
+            (Code::Unknown, RUNWIRE, false),
+            (Code::Cancelled, RUNWIRE, false),
+            (Code::Aborted, RUNWIRE, false),
+            (Code::DeadlineExceeded, RUNWIRE, false),
+            (Code::Internal, PROXY, true),
+            (Code::Unknown, PROXY, true),
+            (Code::Cancelled, PROXY, true),
+            (Code::Aborted, PROXY, true),
+            (Code::DeadlineExceeded, PROXY, true),
+            (Code::Internal, BOTH, false), // the runwire one counts wherever it is
+            (Code::Aborted, BOTH, false),
+            (Code::DeadlineExceeded, BOTH, false),
+            (Code::NotFound, &[], false),
+            (Code::InvalidArgument, &[], false),
+            (Code::FailedPrecondition, &[], false),
+            (Code::PermissionDenied, PROXY, false),
+            (Code::Unauthenticated, &[], false),
+            (Code::ResourceExhausted, &[], false),
+            (Code::OutOfRange, &[], false),
+            (Code::Unimplemented, &[], false),
+            (Code::DataLoss, &[], false),
+            (Code::AlreadyExists, RUNWIRE, false),
+        ];
+        for (code, domains, retried) in cases {
+            assert_eq!(with_infos(*code, domains).is_retryable(), *retried, "{code:?} with ErrorInfo of {domains:?}");
+        }
 
         let draining = RpcError::from(runwire_status(Code::Unavailable, "SERVER_DRAINING", ErrorDetails::new()));
         assert!(draining.is_retryable());
         assert_eq!(draining.reason(), Some(ErrorReason::ServerDraining));
-        let fault = RpcError::from(runwire_status(Code::Internal, "INTERNAL", ErrorDetails::new()));
-        assert!(!fault.is_retryable(), "a server-side fault the server reported itself");
+    }
+
+    #[test]
+    fn test_rpc_error_prefers_the_runwire_error_info() {
+        let infos = [
+            ErrorInfo::new("UPSTREAM_RESET", "proxy.example.com", HashMap::new()).into(),
+            ErrorInfo::new("RUN_NOT_FOUND", ERROR_DOMAIN, HashMap::from([("run_id".into(), "r1".into())])).into(),
+        ];
+        let err = RpcError::from(tonic::Status::with_error_details_vec(Code::NotFound, "x", infos));
+        assert_eq!(err.reason(), Some(ErrorReason::RunNotFound));
+        assert_eq!(err.reason_name(), Some("RUN_NOT_FOUND"));
+        assert_eq!(err.domain(), Some(ERROR_DOMAIN));
+        assert_eq!(err.metadata()["run_id"], "r1");
+
+        let foreign = with_infos(Code::Aborted, &["proxy.example.com"]);
+        assert_eq!(foreign.domain(), Some("proxy.example.com"));
+        assert_eq!(foreign.reason(), None);
     }
 }

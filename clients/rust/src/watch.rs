@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,9 @@ pub struct WatchOptions {
     /// on this long with no progress (no stream opened, no events received).
     /// The default outlasts a server restart.
     pub give_up_after: Duration,
+    /// Called before each wait for a reconnect, for logging; `None` (the
+    /// default) calls nothing.
+    pub on_retry: Option<OnRetry>,
 }
 
 impl Default for WatchOptions {
@@ -34,9 +38,49 @@ impl Default for WatchOptions {
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
             give_up_after: Duration::from_secs(60),
+            on_retry: None,
         }
     }
 }
+
+/// What [`WatchOptions::on_retry`] is told about a reconnect.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct WatchRetry<'a> {
+    /// The retryable error that ended the last call or stream.
+    pub error: &'a RpcError,
+    /// The wait before the next call.
+    pub delay: Duration,
+    /// The `after_seq` the next call asks for: the last `seq` delivered.
+    pub after_seq: i64,
+}
+
+/// A callback for [`WatchOptions::on_retry`]. It runs on the task polling
+/// the [`Watch`], so it should be quick and must not block. Two `OnRetry`
+/// are equal when they share one callback.
+#[derive(Clone)]
+pub struct OnRetry(Arc<dyn Fn(&WatchRetry<'_>) + Send + Sync>);
+
+impl OnRetry {
+    /// Wraps a callback.
+    pub fn new(callback: impl Fn(&WatchRetry<'_>) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(callback))
+    }
+}
+
+impl std::fmt::Debug for OnRetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnRetry(..)")
+    }
+}
+
+impl PartialEq for OnRetry {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for OnRetry {}
 
 /// The events of one run, from [`watch`]: each `Ok` event once, in `seq`
 /// order, ending after RunCompleted, or with one `Err` after which the
@@ -62,13 +106,17 @@ impl Stream for Watch {
 /// Watches run `run_id` from `after_seq` (0 for the whole stream) with the
 /// default [`WatchOptions`].
 ///
-/// After a retryable failure (see [`RpcError::is_retryable`]: connection
-/// refused or reset, a draining or restarting server, an h2 stream dying) it
-/// calls `WatchRun` again with the last `seq` it delivered, after a capped
-/// exponential backoff. Events at or below that `seq`, which a server may
-/// resend, are dropped, so no `seq` is delivered twice. Any other status
-/// ends the stream with [`Error::Rpc`]; an event of an unknown oneof case
-/// ends it with [`Error::UnknownEvent`].
+/// After a retryable failure it calls `WatchRun` again with the last `seq`
+/// it delivered, after a capped exponential backoff. Retried are
+/// `UNAVAILABLE` (connection refused or reset, a draining or restarting
+/// server); `INTERNAL`, `UNKNOWN`, `CANCELLED`, `ABORTED` and
+/// `DEADLINE_EXCEEDED` when the status carries no `ErrorInfo` of domain
+/// `runwire.v1` (an h2 stream dying, a proxy's timeout; a proxy's own
+/// `ErrorInfo` does not count); and a stream that ends OK before
+/// RunCompleted. See [`RpcError::is_retryable`]. Events at or below that
+/// `seq`, which a server may resend, are dropped, so no `seq` is delivered
+/// twice. Any other status ends the stream with [`Error::Rpc`]; an event of
+/// an unknown oneof case ends it with [`Error::UnknownEvent`].
 pub fn watch(client: RunServiceClient<Channel>, run_id: impl Into<String>, after_seq: i64) -> Watch {
     watch_with_options(client, run_id, after_seq, WatchOptions::default())
 }
@@ -199,6 +247,9 @@ impl Watcher {
         }
         let wait = self.backoff.min(self.options.give_up_after - elapsed);
         self.backoff = (self.backoff * 2).min(self.options.max_backoff);
+        if let Some(on_retry) = &self.options.on_retry {
+            (on_retry.0)(&WatchRetry { error: &error, delay: wait, after_seq: self.last_seq });
+        }
         tokio::time::sleep(wait).await;
     }
 

@@ -10,9 +10,9 @@ use std::sync::mpsc;
 
 use runwire_client::v1::RunEvent;
 use serde_json::Value;
-use support::server::{Proxy, Server, Step, runwire_status};
+use support::server::{Proxy, Server, Step, draining, runwire_status};
 use support::*;
-use tonic::Code;
+use tonic::{Code, Status};
 use tonic_types::ErrorDetails;
 
 /// `target/<profile>/examples/runwire-watch`, built by `cargo test`.
@@ -98,6 +98,38 @@ async fn test_example_prints_each_event_once_across_a_disconnect() {
     assert!(lines.iter().all(|l| !l.contains('\n') && l.contains("\"runId\"")), "{lines:?}");
     assert_eq!(parse(&lines), run.iter().map(json_of).collect::<Vec<_>>());
     assert_eq!(server.after_seqs(), [0, 3]);
+    // The client may need more than one call to get through, but stderr
+    // holds reconnect notes and nothing else.
+    assert!(!stderr.is_empty(), "no reconnect note on stderr");
+    assert!(stderr.lines().all(is_reconnect_note), "{stderr}");
+}
+
+fn is_reconnect_note(line: &str) -> bool {
+    line.starts_with(&format!("runwire-watch: run {RUN_ID}: ")) && line.contains("; reconnecting after seq ")
+}
+
+/// Each reconnect is one line on stderr naming the error and the seq the
+/// watch resumes after; stdout stays one JSON line per event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_example_notes_each_reconnect_on_stderr() {
+    let run = simple_run(6);
+    let server = Server::start(vec![
+        vec![Step::Send(run[..3].to_vec()), Step::Fail(Status::aborted("stream reset by a proxy"))],
+        vec![Step::Send(run[3..4].to_vec()), Step::Fail(draining())],
+        vec![Step::Send(run[4..].to_vec())],
+    ])
+    .await;
+    let (code, lines, stderr) = Watcher::spawn(server.addr, 0).finish().await;
+
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert_eq!(parse(&lines), run.iter().map(json_of).collect::<Vec<_>>());
+    assert_eq!(server.after_seqs(), [0, 3, 4]);
+    let notes: Vec<&str> = stderr.lines().collect();
+    assert_eq!(notes.len(), 2, "one line per reconnect: {stderr}");
+    assert!(notes.iter().all(|l| is_reconnect_note(l)), "{stderr}");
+    assert!(notes[0].contains("Aborted: stream reset by a proxy; reconnecting after seq 3 in "), "{stderr}");
+    assert!(notes[1].contains("Unavailable (SERVER_DRAINING)"), "{stderr}");
+    assert!(notes[1].contains("reconnecting after seq 4 in "), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

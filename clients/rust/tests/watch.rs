@@ -4,19 +4,21 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use runwire_client::v1::run_service_client::RunServiceClient;
 use runwire_client::v1::{ErrorReason, RunEvent};
-use runwire_client::{Error, Watch, WatchOptions, check_stream, watch_with_options};
+use runwire_client::{ERROR_DOMAIN, Error, OnRetry, Watch, WatchOptions, check_stream, watch_with_options};
 use support::server::{Proxy, Server, Step, draining, runwire_status};
 use support::*;
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
-use tonic_types::ErrorDetails;
+use tonic_types::{ErrorDetails, StatusExt};
 
 // --- helpers ---------------------------------------------------------------
 
@@ -25,7 +27,28 @@ fn fast() -> WatchOptions {
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(10),
         give_up_after: Duration::from_secs(30),
+        on_retry: None,
     }
+}
+
+/// A status with one `ErrorInfo` of `domain`, or none.
+fn status_with_info(code: Code, domain: Option<&str>) -> Status {
+    let mut details = ErrorDetails::new();
+    if let Some(domain) = domain {
+        details.set_error_info("SCRIPTED", domain, HashMap::new());
+    }
+    Status::with_error_details(code, format!("{code:?} (scripted)"), details)
+}
+
+/// `(code, after_seq)` of every reconnect, as `on_retry` heard of them.
+type Retries = Arc<Mutex<Vec<(Code, i64)>>>;
+
+/// [`fast`] options that record every reconnect.
+fn recording() -> (WatchOptions, Retries) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let on_retry = OnRetry::new(move |r| log.lock().unwrap().push((r.error.code(), r.after_seq)));
+    (WatchOptions { on_retry: Some(on_retry), ..fast() }, seen)
 }
 
 fn client(addr: SocketAddr) -> RunServiceClient<Channel> {
@@ -228,4 +251,103 @@ async fn test_watch_resumed_from_after_seq_stops_after_run_completed() {
     let got = rest(&mut watch).await;
     assert_eq!(seqs(&got), [3, 4, 5]);
     assert!(check_stream(2, &got).is_empty());
+}
+
+/// The retry policy against a real server, for the codes a dying connection
+/// or a proxy produces besides UNAVAILABLE: without a runwire ErrorInfo they
+/// are resumed, with one they are the server's answer and end the watch, and
+/// an ErrorInfo of another domain (a proxy's) does not count. Each status is
+/// played both as the call's only answer (trailers-only) and mid-stream.
+#[tokio::test]
+async fn test_watch_retry_policy_by_code_and_error_info_domain() {
+    const PROXY: Option<&str> = Some("proxy.example.com");
+    const RUNWIRE: Option<&str> = Some(ERROR_DOMAIN);
+    // (code, ErrorInfo domain, retried)
+    let cases = [
+        (Code::Aborted, None, true),
+        (Code::DeadlineExceeded, None, true),
+        (Code::Aborted, PROXY, true),
+        (Code::DeadlineExceeded, PROXY, true),
+        (Code::Internal, PROXY, true),
+        (Code::Unknown, PROXY, true),
+        (Code::Cancelled, PROXY, true),
+        (Code::Unavailable, PROXY, true),
+        (Code::Aborted, RUNWIRE, false),
+        (Code::DeadlineExceeded, RUNWIRE, false),
+        (Code::Internal, RUNWIRE, false),
+        (Code::Cancelled, RUNWIRE, false),
+        (Code::FailedPrecondition, None, false),
+        (Code::ResourceExhausted, PROXY, false),
+    ];
+    for (code, domain, retried) in cases {
+        for mid_stream in [false, true] {
+            let case = format!("{code:?} with ErrorInfo {domain:?}, mid-stream: {mid_stream}");
+            let failure = Step::Fail(status_with_info(code, domain));
+            let first = if mid_stream { vec![Step::Send(events(4, 1, 2)), failure] } else { vec![failure] };
+            let resume_from = if mid_stream { 2 } else { 0 };
+            let server = Server::start(vec![first, vec![Step::Send(events(4, resume_from + 1, 4))]]).await;
+            let (options, retries) = recording();
+            let mut watch = watch_with_options(client(server.addr), RUN_ID, 0, options);
+
+            let mut got = Vec::new();
+            let mut error = None;
+            while let Some(item) = watch.next().await {
+                match item {
+                    Ok(event) => got.push(event),
+                    Err(e) => error = Some(e),
+                }
+            }
+
+            if retried {
+                assert!(error.is_none(), "{case}: {error:?}");
+                assert_eq!(got, simple_run(4), "{case}");
+                assert_eq!(server.after_seqs(), [0, resume_from], "{case}");
+                assert_eq!(*retries.lock().unwrap(), [(code, resume_from)], "{case}: one reconnect");
+            } else {
+                let Some(Error::Rpc(e)) = error else { panic!("{case}: expected Error::Rpc, got {error:?}") };
+                assert_eq!(e.code(), code, "{case}");
+                assert_eq!(e.domain(), domain, "{case}");
+                assert!(!e.is_retryable(), "{case}");
+                assert_eq!(seqs(&got), events(4, 1, resume_from).iter().map(|e| e.seq).collect::<Vec<_>>(), "{case}");
+                assert_eq!(server.after_seqs(), [0], "{case}: not retried");
+                assert!(retries.lock().unwrap().is_empty(), "{case}");
+            }
+        }
+    }
+}
+
+/// A proxy may add its own ErrorInfo next to runwire's: the runwire one
+/// still marks the status as the server's answer, and is the one read.
+#[tokio::test]
+async fn test_watch_runwire_error_info_behind_a_foreign_one_is_not_retried() {
+    let infos = [
+        tonic_types::ErrorInfo::new("UPSTREAM_ERROR", "proxy.example.com", HashMap::new()).into(),
+        tonic_types::ErrorInfo::new("INTERNAL", ERROR_DOMAIN, HashMap::new()).into(),
+    ];
+    let status = Status::with_error_details_vec(Code::Internal, "boom", infos);
+    let server = Server::start(vec![vec![Step::Send(events(4, 1, 1)), Step::Fail(status)]]).await;
+    let mut watch = watch_with_options(client(server.addr), RUN_ID, 0, fast());
+    assert_eq!(next_ok(&mut watch).await.seq, 1);
+    let Some(Err(Error::Rpc(e))) = watch.next().await else { panic!("expected INTERNAL") };
+    assert_eq!(e.reason(), Some(ErrorReason::Internal));
+    assert_eq!(e.domain(), Some(ERROR_DOMAIN));
+    assert!(watch.next().await.is_none());
+    assert_eq!(server.after_seqs(), [0]);
+}
+
+/// `on_retry` hears of every reconnect, and of nothing else.
+#[tokio::test]
+async fn test_watch_calls_on_retry_once_per_reconnect() {
+    let server = Server::start(vec![
+        vec![Step::Send(events(6, 1, 2)), Step::Fail(Status::aborted("stream reset"))],
+        vec![Step::Fail(draining())],
+        vec![Step::Send(events(6, 3, 4))], // ends OK before RunCompleted
+        vec![Step::Send(events(6, 5, 6))],
+    ])
+    .await;
+    let (options, retries) = recording();
+    let mut watch = watch_with_options(client(server.addr), RUN_ID, 0, options);
+    assert_eq!(rest(&mut watch).await, simple_run(6));
+    assert_eq!(server.after_seqs(), [0, 2, 2, 4]);
+    assert_eq!(*retries.lock().unwrap(), [(Code::Aborted, 2), (Code::Unavailable, 2), (Code::Unavailable, 4)]);
 }
