@@ -36,9 +36,19 @@ export interface FieldViolation {
 /**
  * A call failed with a status the client does not retry.
  *
- * `reason` is the runwire `ErrorReason` from the status's ErrorInfo
- * (`ErrorReason.UNSPECIFIED` when the error carried none, e.g. a client-side
- * deadline, or came from another domain); `reasonName` is the wire string as
+ * The ErrorInfo fields (`reasonName`, `domain`, `metadata`) come from the
+ * status's runwire ErrorInfo (domain `runwire.v1`), whatever other ErrorInfos
+ * sit before or after it. When the status carries only ErrorInfos of other
+ * domains (a proxy's, a gateway's) they come from the first of those, for
+ * diagnosis: `domain` then names that domain, the message says
+ * `(reason X from <domain>)`, and `reason` stays `ErrorReason.UNSPECIFIED`,
+ * because a foreign reason that happens to share a runwire name (a proxy's
+ * `INTERNAL`) is not runwire's. Check `domain === ERROR_DOMAIN` before acting
+ * on `reasonName` or `metadata`.
+ *
+ * `reason` is the runwire `ErrorReason` (`ErrorReason.UNSPECIFIED` when the
+ * status carried no runwire ErrorInfo, e.g. a client-side deadline, or names
+ * a reason newer than this client); `reasonName` is the wire string as
  * received (`RUN_NOT_FOUND`).
  */
 export class RpcError extends RunwireError {
@@ -49,7 +59,10 @@ export class RpcError extends RunwireError {
   readonly reason: ErrorReason;
   /** `ErrorInfo.reason` as received; empty when there was no ErrorInfo. */
   readonly reasonName: string;
-  /** `ErrorInfo.domain` as received; `runwire.v1` for runwire errors. */
+  /**
+   * `ErrorInfo.domain` as received: `runwire.v1` (`ERROR_DOMAIN`) for runwire
+   * errors, another domain when only a foreign ErrorInfo came, empty for none.
+   */
   readonly domain: string;
   /** `ErrorInfo.metadata`, e.g. `{run_id: "…"}`. */
   readonly metadata: Readonly<Record<string, string>>;
@@ -68,15 +81,19 @@ export class RpcError extends RunwireError {
     cause?: unknown;
   }) {
     const reasonName = init.reasonName ?? "";
+    const domain = init.domain ?? "";
     const violations = init.fieldViolations ?? [];
     let text = `${codeName(init.code)}: ${init.statusMessage}`;
-    if (reasonName !== "") text += ` (reason ${reasonName})`;
+    if (reasonName !== "") {
+      const foreign = domain !== ERROR_DOMAIN && domain !== "";
+      text += foreign ? ` (reason ${reasonName} from ${domain})` : ` (reason ${reasonName})`;
+    }
     for (const v of violations) text += `; ${v.field}: ${v.description}`;
     super(text, { cause: init.cause });
     this.code = init.code;
     this.statusMessage = init.statusMessage;
     this.reasonName = reasonName;
-    this.domain = init.domain ?? "";
+    this.domain = domain;
     this.metadata = init.metadata ?? {};
     this.fieldViolations = violations;
     this.reason = this.domain === ERROR_DOMAIN ? parseReason(reasonName) : ErrorReason.UNSPECIFIED;
@@ -157,13 +174,14 @@ export class GrammarViolationError extends RunwireError {
 
 /**
  * Turns a failed call into an `RpcError`, reading the status's
- * `google.rpc.ErrorInfo` and `google.rpc.BadRequest` details. Errors of this
- * client's own tree are returned unchanged.
+ * `google.rpc.ErrorInfo` and `google.rpc.BadRequest` details: the runwire
+ * ErrorInfo if there is one, else the first ErrorInfo of another domain (see
+ * `RpcError`). Errors of this client's own tree are returned unchanged.
  */
 export function toRpcError(err: unknown): RunwireError {
   if (err instanceof RunwireError) return err;
   const ce = ConnectError.from(err);
-  const info = findErrorInfo(ce);
+  const info = runwireErrorInfo(ce) ?? ce.findDetails(ErrorInfoSchema)[0];
   const violations = ce
     .findDetails(BadRequestSchema)
     .flatMap((br) =>
@@ -180,12 +198,15 @@ export function toRpcError(err: unknown): RunwireError {
   });
 }
 
-/** The status's runwire ErrorInfo, else its first ErrorInfo, else undefined. */
-export function findErrorInfo(
+/**
+ * The status's ErrorInfo of domain `runwire.v1` exactly, or undefined. Only
+ * the runwire server attaches one, so its presence means the service itself
+ * answered; an ErrorInfo of another domain (a proxy's) does not count.
+ */
+export function runwireErrorInfo(
   err: ConnectError,
 ): { reason: string; domain: string; metadata: Record<string, string> } | undefined {
-  const infos = err.findDetails(ErrorInfoSchema);
-  return infos.find((i) => i.domain === ERROR_DOMAIN) ?? infos[0];
+  return err.findDetails(ErrorInfoSchema).find((i) => i.domain === ERROR_DOMAIN);
 }
 
 function parseReason(name: string): ErrorReason {

@@ -9,7 +9,7 @@ import {
   RunwireError,
   SeqGapError,
   WatchGaveUpError,
-  findErrorInfo,
+  runwireErrorInfo,
   toRpcError,
 } from "./_errors.js";
 
@@ -54,14 +54,16 @@ export interface WatchRetry {
  *
  * The server sends `WatchRunResponse` batches. When a stream breaks (server
  * draining with UNAVAILABLE, a restart, a reset connection, an HTTP/2 stream
- * dying with INTERNAL or UNKNOWN, or an OK end before RunCompleted) the watch
- * reconnects with `after_seq` set to the last seq it yielded, after a capped
- * exponential backoff with jitter, and drops events it already yielded should
- * the server send them again.
+ * or a proxy failing with INTERNAL, UNKNOWN, CANCELLED, ABORTED or
+ * DEADLINE_EXCEEDED without a runwire ErrorInfo, or an OK end before
+ * RunCompleted; see `isRetryable`) the watch reconnects with `after_seq` set
+ * to the last seq it yielded, after a capped exponential backoff with jitter,
+ * and drops events it already yielded should the server send them again.
  *
  * Breaking out of the loop cancels the call.
  *
- * @throws RpcError for a status that is not retried (NOT_FOUND, INVALID_ARGUMENT, …).
+ * @throws RpcError for a status that is not retried (NOT_FOUND, INVALID_ARGUMENT,
+ *   INTERNAL with a runwire ErrorInfo, …).
  * @throws WatchGaveUpError after `giveUpAfterMs` without a healthy stream.
  * @throws UnknownEventError for a variant this client does not know.
  * @throws SeqGapError if the server skips a seq.
@@ -145,15 +147,18 @@ export async function* watch(
 }
 
 /**
- * Whether a failed WatchRun is worth resuming.
+ * Whether a failed WatchRun is worth resuming; the Go and Python clients
+ * decide the same way.
  *
  * UNAVAILABLE always is: a draining server, a refused connection. INTERNAL,
- * UNKNOWN, ABORTED, CANCELLED and DEADLINE_EXCEEDED are when no runwire
- * ErrorInfo came with them: then they describe a dying HTTP/2 stream (Connect
- * maps RST_STREAM INTERNAL_ERROR to INTERNAL and a dropped connection to
- * CANCELLED or ABORTED) or a proxy's timeout, not an answer of the service,
- * which attaches an ErrorInfo to every error it raises; its own INTERNAL is
- * a fault that a retry would only repeat.
+ * UNKNOWN, ABORTED, CANCELLED and DEADLINE_EXCEEDED are when no ErrorInfo of
+ * domain `runwire.v1` came with them: then they describe a dying HTTP/2
+ * stream (Connect maps RST_STREAM INTERNAL_ERROR to INTERNAL and a dropped
+ * connection to CANCELLED or ABORTED) or a proxy's timeout or reset (which
+ * may carry the proxy's own ErrorInfo, of its own domain), not an answer of
+ * the service, which attaches a runwire ErrorInfo to every error it raises;
+ * its own INTERNAL is a fault that a retry would only repeat. Every other
+ * code is the service's considered answer and is not retried.
  */
 export function isRetryable(err: ConnectError): boolean {
   switch (err.code) {
@@ -164,7 +169,7 @@ export function isRetryable(err: ConnectError): boolean {
     case Code.Aborted:
     case Code.Canceled:
     case Code.DeadlineExceeded:
-      return findErrorInfo(err) === undefined;
+      return runwireErrorInfo(err) === undefined;
     default:
       return false;
   }

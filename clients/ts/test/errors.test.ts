@@ -13,6 +13,19 @@ function withInfo(code: Code, reason: string, domain = "runwire.v1"): ConnectErr
   ]);
 }
 
+/** An error carrying one ErrorInfo per `[domain, reason]`, in this order, metadata `{i}`. */
+function withInfos(code: Code, ...infos: Array<[string, string]>): ConnectError {
+  return new ConnectError(
+    "msg",
+    code,
+    undefined,
+    infos.map(([domain, reason], i) => ({
+      desc: ErrorInfoSchema,
+      value: { reason, domain, metadata: { i: `${i}` } },
+    })),
+  );
+}
+
 describe("errors", () => {
   const RETRY: Array<[string, ConnectError, boolean]> = [
     ["unavailable", new ConnectError("gone", Code.Unavailable), true],
@@ -22,7 +35,22 @@ describe("errors", () => {
     ["econnreset", new ConnectError("reset", Code.Aborted), true],
     ["half-written trailer", new ConnectError("?", Code.Unknown), true],
     ["proxy timeout", new ConnectError("late", Code.DeadlineExceeded), true],
+    ["proxy internal", withInfo(Code.Internal, "UPSTREAM_RESET", "proxy.example.com"), true],
+    ["proxy unknown", withInfo(Code.Unknown, "BAD_GATEWAY", "proxy.example.com"), true],
+    ["proxy cancel", withInfo(Code.Canceled, "CLIENT_GONE", "proxy.example.com"), true],
+    ["proxy abort", withInfo(Code.Aborted, "CONN_RESET", "proxy.example.com"), true],
+    ["proxy timeout info", withInfo(Code.DeadlineExceeded, "TIMEOUT", "proxy.example.com"), true],
+    ["proxy internal named like runwire", withInfo(Code.Internal, "INTERNAL", "example.com"), true],
     ["server fault", withInfo(Code.Internal, "INTERNAL"), false],
+    [
+      "server fault behind proxy info",
+      withInfos(Code.Internal, ["proxy.example.com", "UPSTREAM_RESET"], ["runwire.v1", "INTERNAL"]),
+      false,
+    ],
+    ["server unknown", withInfo(Code.Unknown, "INTERNAL"), false],
+    ["server aborted", withInfo(Code.Aborted, "INTERNAL"), false],
+    ["server deadline", withInfo(Code.DeadlineExceeded, "INTERNAL"), false],
+    ["not found from proxy", withInfo(Code.NotFound, "NO_ROUTE", "proxy.example.com"), false],
     ["not found", withInfo(Code.NotFound, "RUN_NOT_FOUND"), false],
     ["bad request", withInfo(Code.InvalidArgument, "REQUEST_INVALID"), false],
     ["unauthenticated", withInfo(Code.Unauthenticated, "UNAUTHENTICATED"), false],
@@ -74,6 +102,25 @@ describe("errors", () => {
     assert.equal(err.reason, ErrorReason.UNSPECIFIED);
     assert.equal(err.reasonName, "RUN_NOT_FOUND");
     assert.equal(err.domain, "example.com");
+  });
+
+  test("test_errors_foreign_reason_names_its_domain_in_the_message", () => {
+    const err = toRpcError(withInfo(Code.Internal, "INTERNAL", "proxy.example.com"));
+    assert.ok(err instanceof RpcError);
+    assert.equal(err.reason, ErrorReason.UNSPECIFIED);
+    assert.equal(err.message, "Internal: msg (reason INTERNAL from proxy.example.com)");
+  });
+
+  test("test_errors_runwire_error_info_wins_over_a_foreign_one_before_it", () => {
+    const err = toRpcError(
+      withInfos(Code.Internal, ["proxy.example.com", "UPSTREAM_RESET"], ["runwire.v1", "INTERNAL"]),
+    );
+    assert.ok(err instanceof RpcError);
+    assert.equal(err.domain, "runwire.v1");
+    assert.equal(err.reason, ErrorReason.INTERNAL);
+    assert.equal(err.reasonName, "INTERNAL");
+    assert.deepEqual(err.metadata, { i: "1" });
+    assert.equal(err.message, "Internal: msg (reason INTERNAL)");
   });
 
   test("test_errors_unknown_reason_is_unspecified_but_kept", () => {

@@ -268,19 +268,158 @@ describe("watch", () => {
     assert.equal(server.requests.length, 1);
   });
 
-  test("test_watch_does_not_retry_a_server_internal_error", async () => {
-    const server = await serve(async function* () {
-      yield* [];
-      throw runwireError("boom", Code.Internal, "INTERNAL");
+  /**
+   * How a WatchRun that fails with a status is handled, by code and the
+   * ErrorInfos it carries: only an ErrorInfo of domain `runwire.v1` marks an
+   * INTERNAL (UNKNOWN, CANCELLED, ABORTED, DEADLINE_EXCEEDED) as the
+   * service's own answer; a proxy's ErrorInfo does not, and such a status is
+   * resumed. The first call fails after `before` events; a resumed watch
+   * must then get the rest exactly once.
+   */
+  type ErrorDetail = NonNullable<ConstructorParameters<typeof ConnectError>[3]>[number];
+  const PROXY_INFO: ErrorDetail = {
+    desc: ErrorInfoSchema,
+    value: { reason: "UPSTREAM_RESET", domain: "proxy.example.com", metadata: { hop: "edge-1" } },
+  };
+  const RUNWIRE_INFO: ErrorDetail = {
+    desc: ErrorInfoSchema,
+    value: { reason: "INTERNAL", domain: "runwire.v1", metadata: { run_id: RUN_ID } },
+  };
+  interface StatusCase {
+    name: string;
+    code: Code;
+    details: ErrorDetail[];
+    /** Events the failing call delivers first; 0 makes it a trailers-only response. */
+    before: number;
+    /** What the RpcError exposes, or undefined when the watch must resume. */
+    raises?: { domain: string; reasonName: string; reason: ErrorReason; metadata: object };
+  }
+  const RUNWIRE_INTERNAL = {
+    domain: "runwire.v1",
+    reasonName: "INTERNAL",
+    reason: ErrorReason.INTERNAL,
+    metadata: { run_id: RUN_ID },
+  };
+  const STATUS_CASES: StatusCase[] = [
+    {
+      name: "internal_with_proxy_error_info",
+      code: Code.Internal,
+      details: [PROXY_INFO],
+      before: 2,
+    },
+    {
+      name: "internal_with_proxy_error_info_before_any_event",
+      code: Code.Internal,
+      details: [PROXY_INFO],
+      before: 0,
+    },
+    { name: "unknown_with_proxy_error_info", code: Code.Unknown, details: [PROXY_INFO], before: 2 },
+    { name: "aborted_with_proxy_error_info", code: Code.Aborted, details: [PROXY_INFO], before: 2 },
+    {
+      name: "cancelled_with_proxy_error_info",
+      code: Code.Canceled,
+      details: [PROXY_INFO],
+      before: 2,
+    },
+    {
+      name: "deadline_exceeded_with_proxy_error_info",
+      code: Code.DeadlineExceeded,
+      details: [PROXY_INFO],
+      before: 2,
+    },
+    { name: "internal_without_error_info", code: Code.Internal, details: [], before: 2 },
+    {
+      name: "internal_with_runwire_error_info",
+      code: Code.Internal,
+      details: [RUNWIRE_INFO],
+      before: 0,
+      raises: RUNWIRE_INTERNAL,
+    },
+    {
+      name: "internal_with_runwire_error_info_after_events",
+      code: Code.Internal,
+      details: [RUNWIRE_INFO],
+      before: 2,
+      raises: RUNWIRE_INTERNAL,
+    },
+    {
+      name: "internal_with_proxy_then_runwire_error_info",
+      code: Code.Internal,
+      details: [PROXY_INFO, RUNWIRE_INFO],
+      before: 0,
+      raises: RUNWIRE_INTERNAL,
+    },
+    {
+      name: "not_found_with_proxy_error_info",
+      code: Code.NotFound,
+      details: [PROXY_INFO],
+      before: 0,
+      // Only a foreign ErrorInfo: shown as received, but no runwire reason.
+      raises: {
+        domain: "proxy.example.com",
+        reasonName: "UPSTREAM_RESET",
+        reason: ErrorReason.UNSPECIFIED,
+        metadata: { hop: "edge-1" },
+      },
+    },
+  ];
+  for (const c of STATUS_CASES) {
+    const verdict = c.raises === undefined ? "is_retried" : "is_raised";
+    test(`test_watch_status_${c.name}_${verdict}`, async () => {
+      const run = validRun(6);
+      const server = await serve(async function* (req, call) {
+        if (call.index === 0) {
+          if (c.before > 0) yield { events: seqs(run, 1, c.before) };
+          throw new ConnectError("stream failed", c.code, undefined, c.details);
+        }
+        yield { events: seqs(run, Number(req.afterSeq) + 1, 6) };
+      });
+      const client = createRunServiceClient(server.address);
+      const retries: WatchRetry[] = [];
+      const received: RunEvent[] = [];
+      const watching = (async () => {
+        for await (const event of watch(client, RUN_ID, 0n, {
+          ...FAST,
+          onRetry: (r) => retries.push(r),
+        })) {
+          received.push(event);
+        }
+      })();
+
+      const { raises } = c;
+      if (raises === undefined) {
+        await watching;
+        assert.deepEqual(seqList(received), range(1, 6));
+        assert.deepEqual(
+          retries.map((r) => r.error.code),
+          [c.code],
+        );
+        assert.deepEqual(
+          retries[0]?.error.findDetails(ErrorInfoSchema).map((i) => i.domain),
+          c.details.map(() => "proxy.example.com"),
+        );
+        assert.deepEqual(
+          server.requests.map((r) => r.afterSeq),
+          [0n, BigInt(c.before)],
+        );
+        checkStream(received);
+        return;
+      }
+      await assert.rejects(watching, (err: unknown) => {
+        assert.ok(err instanceof RpcError, String(err));
+        assert.equal(err.code, c.code);
+        assert.equal(err.domain, raises.domain);
+        assert.equal(err.reasonName, raises.reasonName);
+        assert.equal(err.reason, raises.reason);
+        assert.deepEqual(err.metadata, raises.metadata);
+        assert.equal(err.statusMessage, "stream failed");
+        return true;
+      });
+      assert.deepEqual(seqList(received), range(1, c.before));
+      assert.deepEqual(retries, []);
+      assert.equal(server.requests.length, 1);
     });
-    const client = createRunServiceClient(server.address);
-    await assert.rejects(collect(watch(client, RUN_ID, 0n, FAST)), (err: unknown) => {
-      assert.ok(err instanceof RpcError, String(err));
-      assert.equal(err.reason, ErrorReason.INTERNAL);
-      return true;
-    });
-    assert.equal(server.requests.length, 1);
-  });
+  }
 
   test("test_watch_unknown_variant_is_an_upgrade_error", async () => {
     const future = fromBinary(
