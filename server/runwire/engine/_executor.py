@@ -513,8 +513,10 @@ class RunExecutor:
                     await self._skip(node_id, reason)
                     changed = True
 
-    async def _skip(self, node_id: str, reason: str) -> None:
-        self._visits[node_id] += 1
+    async def _skip(self, node_id: str, reason: str, *, new_visit: bool = True) -> None:
+        """Emit NodeSkipped; `new_visit=False` when the visit already started (a rejected gate)."""
+        if new_visit:
+            self._visits[node_id] += 1
         self._nodes[node_id] = NodeStatus.SKIPPED
         await self.emit(
             "node_skipped",
@@ -642,20 +644,11 @@ class RunExecutor:
                             .removeprefix("GATE_DECISION_")
                             .lower()
                         )
-                        await self._skip_visit(
-                            node_id, f"confirmation {word} by {decision.principal}"
+                        await self._skip(
+                            node_id, f"confirmation {word} by {decision.principal}", new_visit=False
                         )
                         return
         await self._attempts(node, iteration, params, render_error, state)
-
-    async def _skip_visit(self, node_id: str, reason: str) -> None:
-        self._nodes[node_id] = NodeStatus.SKIPPED
-        await self.emit(
-            "node_skipped",
-            ev.NodeSkipped(reason=reason),
-            node=NodeRef(node_id, self._visits[node_id], 0),
-            patch=RunPatch(skipped_node_count=self._count(NodeStatus.SKIPPED)),
-        )
 
     def _adapter_destructive(
         self, action: flow_pb2.ActionNode, params: Mapping[str, Any]

@@ -343,6 +343,9 @@ class RunwireServer:
                 cancel_requested=row.cancel_requested,
             )
         )
+        # A pause, resume or cancel recorded between the claim and now found no
+        # local run to tell and its NOTIFY was ignored: read the row again.
+        await self._apply_control(row.run_id)
 
     async def drain(self) -> None:
         """Graceful stop: refuse new runs, close streams after the grace period, stop."""
