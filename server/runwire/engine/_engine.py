@@ -10,7 +10,7 @@ from opentelemetry import trace
 
 from runwire.adapters import Registry
 from runwire.engine._executor import EngineSettings, RunExecutor, RunPlan
-from runwire.engine._state import Decision, GateStore, Journal
+from runwire.engine._ports import Decision, GateStore, Journal
 
 __all__ = ["Engine"]
 

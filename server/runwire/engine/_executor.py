@@ -30,7 +30,7 @@ from opentelemetry import trace
 from runwire import telemetry
 from runwire.adapters import ActionFailed, Registry, SandboxRefused
 from runwire.engine._events import NodeRef, SpanIds, new_event
-from runwire.engine._state import Decision, GateStore, Journal, RunPatch
+from runwire.engine._ports import Decision, GateStore, Journal, RunPatch
 from runwire.engine._templates import TemplateError, contains_template, render_value
 from runwire.engine._validate import Graph, canonical_json, params_validator
 from runwire.v1 import events_pb2 as ev

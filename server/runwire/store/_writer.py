@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from runwire.engine._state import RunPatch
+from runwire.engine._ports import RunPatch
 from runwire.store._framing import frame_event
 from runwire.store._hub import EVENTS_CHANNEL, Chunk, Hub
 from runwire.v1 import events_pb2
@@ -133,6 +133,7 @@ class EventWriter:
         self.batches_committed = 0
         self.events_committed = 0
         self.events_fenced = 0  # events dropped because another server owns their run
+        self._fenced_runs: set[str] = set()
 
     def start(self) -> None:
         """Begin committing in the background."""
@@ -166,6 +167,10 @@ class EventWriter:
         target = self._appended_gen
         async with self._committed:
             await self._committed.wait_for(lambda: self._committed_gen >= target)
+
+    def holds(self, run_id: str) -> bool:
+        """False once an event of the run was dropped because another server owns it."""
+        return run_id not in self._fenced_runs
 
     async def _run(self) -> None:
         while True:
@@ -212,6 +217,7 @@ class EventWriter:
             for p in batch.values():
                 if p.run_id not in owned:
                     self.events_fenced += len(p.seqs)
+                    self._fenced_runs.add(p.run_id)
                     log.error(
                         "dropping %d events of run %s: this server no longer holds its lease",
                         len(p.seqs),

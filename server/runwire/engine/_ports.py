@@ -1,4 +1,4 @@
-"""Plain values the engine hands to whoever persists a run."""
+"""Ports: what the engine needs from whoever persists a run (Protocols and plain values)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,19 @@ from typing import Protocol
 
 from runwire.v1 import events_pb2
 
-__all__ = ["Decision", "GateStore", "Journal", "RunPatch"]
+__all__ = ["Decision", "GateStore", "Journal", "LeaseLost", "RunPatch"]
+
+
+class LeaseLost(Exception):
+    """This server no longer holds the run's lease: it must start nothing more for it.
+
+    Raised by a Journal or GateStore when a write for the run was fenced (another
+    server owns the run now); the executor stops the run without finishing it.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"this server no longer holds the lease on run {run_id}")
+        self.run_id = run_id
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,10 @@ class Journal(Protocol):
         """Wait until everything appended so far is committed."""
         ...
 
+    def holds(self, run_id: str) -> bool:
+        """False once any event of the run was fenced: another server owns it now."""
+        ...
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -67,11 +83,17 @@ class GateStore(Protocol):
         message: str,
         expire_time: datetime | None,
     ) -> Decision | None:
-        """Record a pending gate (idempotent); returns the decision if it was already made."""
+        """Record a pending gate (idempotent); returns the decision if it was already made.
+
+        Raises LeaseLost when this server no longer owns the run.
+        """
         ...
 
     async def decide_gate(
         self, run_id: str, node_id: str, iteration: int, kind: int, decision: Decision
     ) -> Decision:
-        """Decide a pending gate; the first decision stands and is returned."""
+        """Decide a pending gate; the first decision stands and is returned.
+
+        Raises LeaseLost when this server no longer owns the run.
+        """
         ...
