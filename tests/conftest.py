@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -30,19 +31,30 @@ TEMPLATE_DB = "runwire_template"
 SHELL_ALLOW = ("echo", "sh", "sleep", "seq", "cat", "false", "true", "ls", "yes", "head")
 
 
+# Each session's Postgres lives under the checkout, not pytest's shared
+# temporary root: a second pytest session on the machine re-restricts that root
+# (0700, owned by root) and the first session's Postgres, which runs as another
+# user, then panics on `pg_control: Permission denied` mid-suite.
+_PG_ROOT = Path(__file__).resolve().parent.parent / ".runwire" / "test-pg"
+
+
 @pytest.fixture(scope="session")
-def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_url() -> Iterator[str]:
     """A Postgres server for the whole session: DATABASE_URL if given, else embedded."""
     given = os.environ.get("RUNWIRE_TEST_DATABASE_URL")
     if given:
         yield given
         return
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    _PG_ROOT.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=_PG_ROOT))
+    root.chmod(0o755)
+    pg = EmbeddedPostgres(root / "data")
     url = pg.start()
     try:
         yield url
     finally:
         pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _with_db(url: str, name: str) -> str:
