@@ -25,6 +25,7 @@ class UtilAdapter:
                 "required": ["value"],
                 "additionalProperties": False,
             },
+            pure=True,
         ),
         "sleep": ActionSpec(
             "sleep",
@@ -35,6 +36,7 @@ class UtilAdapter:
                 "required": ["seconds"],
                 "additionalProperties": False,
             },
+            pure=True,
         ),
         "fail": ActionSpec(
             "fail",
@@ -45,6 +47,7 @@ class UtilAdapter:
                 "required": ["message"],
                 "additionalProperties": False,
             },
+            pure=True,
         ),
     }
 

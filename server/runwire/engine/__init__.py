@@ -5,7 +5,7 @@ It knows flows, adapters and events; it knows nothing of gRPC or Postgres.
 
 from runwire.engine._engine import Engine
 from runwire.engine._events import VARIANTS, NodeRef, SpanIds, new_event
-from runwire.engine._executor import EngineSettings, RunExecutor, RunPlan
+from runwire.engine._orchestrator import EngineSettings, RunExecutor, RunPlan
 from runwire.engine._ports import Decision, GateStore, Journal, LeaseLost, RunPatch
 from runwire.engine._validate import (
     Graph,
