@@ -9,6 +9,7 @@ an open gate is waited on again without being announced twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -80,6 +81,7 @@ class _Outcome:
     ok: bool
     output: Any = None
     error: ev.ErrorSummary | None = None
+    will_retry: bool = False
 
 
 def _failure(reason: str, message: str, output: Any = None) -> _Outcome:
@@ -137,11 +139,15 @@ async def run_visit(x: RunExecutor, node_id: str, *, resume: bool) -> None:
     render_error: TemplateError | None = None
     kind = node.WhichOneof("kind")
     if kind == "action":
-        try:
-            raw = json_format.MessageToDict(node.action.params)
-            params = render_value(raw, x.template_context()) if contains_template(raw) else raw
-        except TemplateError as exc:
-            render_error = exc
+        if resume and n.params_json:
+            # Rendered when the visit began; rendering again could read newer state.
+            params = json.loads(n.params_json)
+        else:
+            try:
+                raw = json_format.MessageToDict(node.action.params)
+                params = render_value(raw, x.template_context()) if contains_template(raw) else raw
+            except TemplateError as exc:
+                render_error = exc
         if render_error is None and x.confirm and where.attempt == 0:
             summary = x.describe_destructive(node.action, params)
             if summary is not None:
@@ -222,31 +228,19 @@ async def _attempts(
     for attempt in range(first, max_attempts + 1):
         ref = NodeRef(node_id, iteration, attempt)
         resumed = where.attempt_open and attempt == where.attempt
-        outcome = await _attempt(x, node, ref, params, render_error, max_attempts, resumed, where)
-        if outcome.ok:
+        wait = min(backoff, max_backoff)
+        outcome = await _attempt(
+            x, node, ref, params, render_error, max_attempts, wait, resumed, where
+        )
+        if not outcome.will_retry:
             return
-        assert outcome.error is not None
-        if (
-            attempt < max_attempts
-            and not x.cancelled.is_set()
-            and outcome.error.reason != "TEMPLATE"
-        ):
-            wait = min(backoff, max_backoff)
-            await x.emit(
-                "node_retrying",
-                ev.NodeRetrying(
-                    next_attempt=attempt + 1,
-                    backoff=duration_of(int(wait * 1e9)),
-                    max_attempts=max_attempts,
-                    error=outcome.error,
-                ),
-                node=ref,
-            )
-            backoff *= multiplier
-            try:
-                await asyncio.wait_for(x.cancelled.wait(), wait)
-            except TimeoutError:
-                continue
+        backoff *= multiplier
+        try:
+            await asyncio.wait_for(x.cancelled.wait(), wait)
+        except TimeoutError:
+            continue
+        # Cancelled while waiting to retry: the announced retry will not run.
+        await x.skip(node_id, "retry not started: run cancelled", new_visit=False)
         return
 
 
@@ -257,9 +251,11 @@ async def _attempt(
     params: dict[str, Any],
     render_error: TemplateError | None,
     max_attempts: int,
+    backoff: float,
     resumed: bool,
     where: _Where,
 ) -> _Outcome:
+    """One attempt, closed by NodeSucceeded or NodeFailed (with NodeRetrying when it will retry)."""
     kind = node.WhichOneof("kind")
     with x.tracer.start_as_current_span(
         f"{telemetry.SPAN_NODE_PREFIX}{ref.node_id}",
@@ -306,22 +302,28 @@ async def _attempt(
             )
             return outcome
         assert outcome.error is not None
-        will_retry = (
+        outcome.will_retry = (
             ref.attempt < max_attempts
             and not x.cancelled.is_set()
             and outcome.error.reason != "TEMPLATE"
         )
-        await x.emit(
-            "node_failed",
-            ev.NodeFailed(
-                error=outcome.error,
-                duration=elapsed,
-                will_retry=will_retry,
-                output_json=canonical_json(outcome.output),
-            ),
-            span=ids,
-            node=ref,
+        failed = ev.NodeFailed(
+            error=outcome.error,
+            duration=elapsed,
+            will_retry=outcome.will_retry,
+            output_json=canonical_json(outcome.output),
         )
+        payloads: list[tuple[str, Message]] = [("node_failed", failed)]
+        if outcome.will_retry:
+            # One append: a takeover never sees the failure without its retry notice.
+            retrying = ev.NodeRetrying(
+                next_attempt=ref.attempt + 1,
+                backoff=duration_of(int(backoff * 1e9)),
+                max_attempts=max_attempts,
+                error=outcome.error,
+            )
+            payloads.append(("node_retrying", retrying))
+        await x.emit_many(payloads, span=ids, node=ref)
         span.set_status(trace.Status(trace.StatusCode.ERROR, outcome.error.message))
         span.set_attribute(telemetry.ATTR_ERROR_REASON, outcome.error.reason)
         return outcome

@@ -294,6 +294,9 @@ class RunExecutor:
     async def _schedule(self) -> None:
         st = self.state
         while True:
+            # Cleared before looking, not before waiting: a wake-up raised while
+            # this pass emits (a control request, a node finishing) is kept.
+            self._wake.clear()
             if self._stop is not None:
                 raise self._stop
             cancelled = self.cancelled.is_set()
@@ -329,7 +332,6 @@ class RunExecutor:
                 if not st.has_candidates():
                     return  # unreachable in a validated graph; never spin
                 continue
-            self._wake.clear()
             await self._wake.wait()
 
     async def _skip_unreachable(self) -> None:

@@ -82,6 +82,7 @@ class NodeState:
     decision: Decision | None = None  # how this visit's gate was decided
     decided_kind: int = 0
     output: Any = None  # of the last success
+    params_json: str = ""  # rendered params of this visit, as its first event recorded them
     waiting: int = 0  # forward in-edges whose source has not finished
     blocked: int = 0  # forward in-edges whose source finished without taking the edge
 
@@ -368,6 +369,7 @@ class RunState:
             n.attempt = n.next_attempt = n.max_attempts = n.gate = n.decided_kind = 0
             n.attempt_open = False
             n.gate_span = n.decision = None
+            n.params_json = ""
         return n
 
     # -- handlers, one per variant that changes the state -----------------------
@@ -393,6 +395,7 @@ class RunState:
         n.attempt, n.attempt_open = e.attempt, True
         n.next_attempt = 0
         n.attempt_started_ns = e.event_time.ToNanoseconds()
+        n.params_json = e.node_started.params_json
         self._set(e.node_id, NodeStatus.RUNNING)
 
     def _node_succeeded(self, e: ev.RunEvent) -> None:
@@ -424,6 +427,8 @@ class RunState:
             else run_service_pb2.GATE_KIND_APPROVAL
         )
         n.gate_span = SpanIds(e.trace_id, e.span_id)
+        if e.HasField("awaiting_confirmation"):
+            n.params_json = e.awaiting_confirmation.params_json
         self._set(e.node_id, NodeStatus.RUNNING)
 
     def _gate_resolved(self, e: ev.RunEvent) -> None:
