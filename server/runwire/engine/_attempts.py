@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from opentelemetry import trace
@@ -28,7 +27,7 @@ from runwire.engine._events import NodeRef, SpanIds
 from runwire.engine._gates import decision_word, hold_gate
 from runwire.engine._ports import Decision, LeaseLost
 from runwire.engine._run_state import NodeState
-from runwire.engine._templates import TemplateError, contains_template, render_value
+from runwire.engine._templates import TemplateError, render_value
 from runwire.engine._validate import canonical_json, params_validator
 from runwire.v1 import events_pb2 as ev
 from runwire.v1 import flow_pb2, run_service_pb2
@@ -144,8 +143,8 @@ async def run_visit(x: RunExecutor, node_id: str, *, resume: bool) -> None:
             params = json.loads(n.params_json)
         else:
             try:
-                raw = json_format.MessageToDict(node.action.params)
-                params = render_value(raw, x.template_context()) if contains_template(raw) else raw
+                raw, templated = x.raw_params(node_id)
+                params = render_value(raw, x.template_context()) if templated else raw
             except TemplateError as exc:
                 render_error = exc
         if render_error is None and x.confirm and where.attempt == 0:
@@ -275,23 +274,22 @@ async def _attempt(
                 started = ev.NodeStarted(
                     adapter=node.action.adapter,
                     action=node.action.action,
-                    params_json=canonical_json(
-                        params or json_format.MessageToDict(node.action.params)
-                    ),
+                    params_json=canonical_json(params or x.raw_params(node.id)[0]),
                 )
             await x.emit("node_started", started, span=ids, node=ref)
         t0 = x.state.nodes[ref.node_id].attempt_started_ns
-        heartbeat = asyncio.create_task(_heartbeats(x, ctx, t0))
-        try:
-            if render_error is not None:
-                outcome = _failure("TEMPLATE", str(render_error))
-            elif kind == "approval":
+        if render_error is not None:
+            outcome = _failure("TEMPLATE", str(render_error))
+        elif kind == "approval":
+            beats = _Heartbeats(x, ctx, t0)
+            heartbeat = asyncio.create_task(beats.run())
+            try:
                 outcome = await _approval(x, node, ref, ids)
-            else:
-                outcome = await _execute(x, ctx, node, params)
-        finally:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            finally:
+                heartbeat.cancel()
+                await asyncio.gather(heartbeat, return_exceptions=True)
+        else:
+            outcome = await _execute(x, ctx, node, params, _Heartbeats(x, ctx, t0))
         elapsed = duration_of(max(0, time.time_ns() - t0))
         if outcome.ok:
             await x.emit(
@@ -363,14 +361,19 @@ def _timeout(x: RunExecutor, node: flow_pb2.Node) -> float:
 
 
 async def _execute(
-    x: RunExecutor, ctx: AttemptContext, node: flow_pb2.Node, params: Mapping[str, Any]
+    x: RunExecutor,
+    ctx: AttemptContext,
+    node: flow_pb2.Node,
+    params: Mapping[str, Any],
+    beats: _Heartbeats,
 ) -> _Outcome:
     action = node.action
     adapter = x.registry.get(action.adapter)
     if adapter is None:  # validated at StartRun; a server restarted with less may differ
         return _failure("ADAPTER_UNKNOWN", f"adapter {action.adapter!r} is not available")
     spec = adapter.actions.get(action.action)
-    if spec is not None:
+    if spec is not None and x.raw_params(node.id)[1]:
+        # Params without templates were checked against the schema at StartRun.
         problems = list(params_validator(spec).iter_errors(params))
         if problems:
             where = ".".join(map(str, problems[0].absolute_path)) or "params"
@@ -384,14 +387,20 @@ async def _execute(
         if not x.journal.holds(x.run_id):
             raise LeaseLost(x.run_id)
     limit = _timeout(x, node)
+    deadline = time.monotonic() + limit
     inner = asyncio.create_task(adapter.execute(ctx, action.action, params))
     x.inner[ctx.node_id] = inner
     try:
-        done, _ = await asyncio.wait({inner}, timeout=limit)
-        if not done:
-            inner.cancel()
-            await asyncio.wait({inner})
-            return _failure("TIMEOUT", f"attempt timed out after {limit:g}s")
+        # Heartbeats are sent from this wait, not from a task of their own:
+        # most actions end long before the first one is due.
+        while not (
+            await asyncio.wait({inner}, timeout=min(deadline, beats.due) - time.monotonic())
+        )[0]:
+            if time.monotonic() >= deadline:
+                inner.cancel()
+                await asyncio.wait({inner})
+                return _failure("TIMEOUT", f"attempt timed out after {limit:g}s")
+            await beats.beat()
     finally:
         x.inner.pop(ctx.node_id, None)
     if inner.cancelled():
@@ -420,20 +429,40 @@ async def _execute(
     return _failure("ADAPTER_ERROR", f"{type(exc).__name__}: {exc}")
 
 
-async def _heartbeats(x: RunExecutor, ctx: AttemptContext, started_ns: int) -> None:
-    interval = x.settings.heartbeat_interval
-    last_bytes, stagnant = 0, 0
-    while True:
-        await asyncio.sleep(interval)
-        stagnant = stagnant + 1 if ctx.output_bytes == last_bytes else 0
-        last_bytes = ctx.output_bytes
-        await x.emit(
+class _Heartbeats:
+    """NodeHeartbeats of one attempt: elapsed time, output bytes, how long output stood still."""
+
+    def __init__(self, x: RunExecutor, ctx: AttemptContext, started_ns: int) -> None:
+        self._x = x
+        self._ctx = ctx
+        self._started_ns = started_ns
+        self._interval = x.settings.heartbeat_interval
+        self.due = time.monotonic() + self._interval
+        self._last_bytes = 0
+        self._stagnant = 0
+
+    async def beat(self) -> None:
+        """Emit one heartbeat if it is due."""
+        now = time.monotonic()
+        if now < self.due:
+            return
+        self.due = now + self._interval
+        ctx = self._ctx
+        self._stagnant = self._stagnant + 1 if ctx.output_bytes == self._last_bytes else 0
+        self._last_bytes = ctx.output_bytes
+        await self._x.emit(
             "node_heartbeat",
             ev.NodeHeartbeat(
-                elapsed=duration_of(max(0, time.time_ns() - started_ns)),
+                elapsed=duration_of(max(0, time.time_ns() - self._started_ns)),
                 output_bytes=ctx.output_bytes,
-                stagnant_count=stagnant,
+                stagnant_count=self._stagnant,
             ),
             span=ctx.span,
             node=ctx.ref,
         )
+
+    async def run(self) -> None:
+        """Beat on schedule until cancelled (while a node waits at a gate)."""
+        while True:
+            await asyncio.sleep(max(0.0, self.due - time.monotonic()))
+            await self.beat()

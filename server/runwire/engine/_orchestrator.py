@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import json_format
 from google.protobuf.message import Message
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -32,6 +33,7 @@ from runwire.engine._events import NodeRef, SpanIds, new_event
 from runwire.engine._gates import SYSTEM
 from runwire.engine._ports import Decision, GateStore, Journal, LeaseLost, RunPatch
 from runwire.engine._run_state import NodeStatus, RunState
+from runwire.engine._templates import contains_template
 from runwire.engine._validate import Graph, canonical_json
 from runwire.v1 import events_pb2 as ev
 from runwire.v1 import flow_pb2
@@ -115,6 +117,7 @@ class RunExecutor:
         self._control_principal = ""
         self._control_reason = ""
         self._stop: BaseException | None = None  # a node task crashed or the lease was lost
+        self._raw_params: dict[str, tuple[dict[str, Any], bool]] = {}
 
     # -- events -------------------------------------------------------------
 
@@ -177,6 +180,14 @@ class RunExecutor:
         )
 
     # -- what attempts and gates ask -------------------------------------------
+
+    def raw_params(self, node_id: str) -> tuple[dict[str, Any], bool]:
+        """An action node's params as the flow has them, and whether any is a template."""
+        found = self._raw_params.get(node_id)
+        if found is None:
+            raw = json_format.MessageToDict(self.graph.nodes[node_id].action.params)
+            found = self._raw_params[node_id] = (raw, contains_template(raw))
+        return found
 
     def template_context(self) -> dict[str, Any]:
         """`inputs` and `nodes` for templates; node entries are built only when read."""
