@@ -33,6 +33,7 @@ from pathlib import Path
 
 import grpc
 import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runwire.v1 import events_pb2, flow_pb2, run_service_pb2, run_service_pb2_grpc
 
@@ -167,6 +168,39 @@ async def measure_runs_per_second(server: Server, runs: int, clients: int, out: 
     out.add("server CPU ms/run", cpu * 1e3 / runs)
 
 
+async def measure_start_stall(server: Server, nodes: int, out: Figures) -> None:
+    """The longest health-check wait while one StartRun of a `nodes`-node chain is answered."""
+    flow = chain(nodes)
+    async with (
+        grpc.aio.insecure_channel(server.addr) as channel,
+        grpc.aio.insecure_channel(
+            server.addr, options=[("grpc.use_local_subchannel_pool", 1)]
+        ) as probe,
+    ):
+        stub = run_service_pb2_grpc.RunServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(probe)
+        await health.Check(health_pb2.HealthCheckRequest())
+        waits: list[float] = []
+        done = asyncio.Event()
+
+        async def ping() -> None:
+            while not done.is_set():
+                t0 = time.perf_counter()
+                await health.Check(health_pb2.HealthCheckRequest())
+                waits.append((time.perf_counter() - t0) * 1e3)
+                await asyncio.sleep(0.002)
+
+        pinger = asyncio.create_task(ping())
+        run = (await stub.StartRun(run_service_pb2.StartRunRequest(flow=flow))).run
+        done.set()
+        await pinger
+        # Let the run finish before the next figure.
+        async for response in stub.WatchRun(run_service_pb2.WatchRunRequest(run_id=run.run_id)):
+            if response.events and response.events[-1].HasField("run_completed"):
+                break
+    out.add(f"longest health wait during a {nodes}-node StartRun, ms", max(waits))
+
+
 async def measure_latency(server: Server, runs: int, out: Figures) -> None:
     flow = chain(1)
     samples = []
@@ -196,7 +230,7 @@ def print_table(figures: dict[str, Figures], order: list[str]) -> None:
     print(
         f"{'figure (min / median / max)':<{width}}  "
         + "  ".join(f"{lab:>{w}}" for lab, w in zip(labels, cols, strict=True))
-        + "  ratio (median)"
+        + "  this/ref (medians)"
     )
     for name in names:
         cells = [_fmt(figures[lab].samples.get(name, [])) for lab in labels]
@@ -205,7 +239,7 @@ def print_table(figures: dict[str, Figures], order: list[str]) -> None:
             for lab in labels
             if name in figures[lab].samples
         ]
-        ratio = f"{meds[1] / meds[0]:.2f}x" if len(meds) == 2 and meds[0] else ""
+        ratio = f"{meds[0] / meds[1]:.2f}" if len(meds) == 2 and meds[1] else ""
         print(
             f"{name:<{width}}  "
             + "  ".join(f"{c:>{w}}" for c, w in zip(cells, cols, strict=True))
@@ -234,11 +268,13 @@ async def main_async(args: argparse.Namespace, servers: list[Server]) -> dict[st
         for s in servers:
             await measure_runs_per_second(s, args.runs, args.clients, figures[s.label])
             await measure_latency(s, args.latency_runs, figures[s.label])
+            await measure_start_stall(s, 1000, figures[s.label])
     order += [
         f"runs/s, 5-node flows, {args.clients} clients",
         "server CPU ms/run",
         "1-node latency p50 ms",
         "1-node latency p99 ms",
+        "longest health wait during a 1000-node StartRun, ms",
     ]
     print()
     print_table(figures, order)
