@@ -38,21 +38,36 @@ class TcpProxy:
     client came back after `cut()` reset everything it had open.
     """
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        *,
+        upstream_unix: str | None = None,
+        listen_unix: str | None = None,
+    ) -> None:
         self.upstream_port = upstream_port
+        # Unix-domain sockets instead of TCP on either side (an embedded Postgres).
+        self.upstream_unix = upstream_unix
+        self.listen_unix = listen_unix
         self.accepted = 0
+        self.refusing = False  # set: new connections are reset at once, like a dead server
         self._links: set[_Link] = set()
         self._server: asyncio.Server | None = None
 
     @property
     def addr(self) -> str:
         assert self._server is not None, "start() the proxy first"
+        if self.listen_unix is not None:
+            return self.listen_unix
         port = self._server.sockets[0].getsockname()[1]
         return f"127.0.0.1:{port}"
 
     async def start(self) -> str:
         """Start listening; returns the proxy's `host:port`."""
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        if self.listen_unix is not None:
+            self._server = await asyncio.start_unix_server(self._accept, self.listen_unix)
+        else:
+            self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         return self.addr
 
     async def cut(self) -> int:
@@ -74,8 +89,16 @@ class TcpProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        if self.refusing:
+            writer.transport.abort()
+            return
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            if self.upstream_unix is not None:
+                up_reader, up_writer = await asyncio.open_unix_connection(self.upstream_unix)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(
+                    "127.0.0.1", self.upstream_port
+                )
         except OSError:
             writer.transport.abort()  # nothing upstream (a restarting server): refuse
             return

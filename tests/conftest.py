@@ -175,9 +175,8 @@ async def harness_factory(database_url: str, tmp_path: Path) -> AsyncIterator[An
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         data_dir = tmp_path / f"server{len(started)}"
-        server = RunwireServer(
-            make_settings(database_url, data_dir, **overrides), tracer_provider=provider
-        )
+        url = overrides.pop("database_url", database_url)
+        server = RunwireServer(make_settings(url, data_dir, **overrides), tracer_provider=provider)
         await server.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
         h = Harness(

@@ -53,6 +53,7 @@ PUBLIC: dict[str, list[str]] = {
         "Store",
         "StoredEvent",
         "Subscription",
+        "database_unreachable",
         "decision_of",
         "frame_event",
         "frame_events",

@@ -39,6 +39,9 @@ class Settings:
     commit_interval: float = 0.004
     drain_grace: float = 5.0
     max_parallel: int = 4
+    max_starting: int = 128
+    max_active_runs: int = 5000
+    max_watchers: int = 10_000
     watcher_queue_chunks: int = 256
     lease_seconds: float = 15.0
     server_id: str = field(
@@ -266,6 +269,22 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="nodes a run executes at once when its flow does not say "
         "(RUNWIRE_MAX_PARALLEL; default %(default)s)",
     )
+    _add_admission_args(parser, d)
+
+
+def _add_admission_args(parser: argparse.ArgumentParser, d: Settings) -> None:
+    for flag, env, value, what in (
+        ("--max-starting", "MAX_STARTING", d.max_starting, "StartRun calls in flight"),
+        ("--max-active-runs", "MAX_ACTIVE_RUNS", d.max_active_runs, "runs executing here"),
+        ("--max-watchers", "MAX_WATCHERS", d.max_watchers, "open WatchRun streams"),
+    ):
+        parser.add_argument(
+            flag,
+            type=int,
+            default=int(_env(env, str(value)) or value),
+            help=f"at most this many {what}; past it calls fail at once with "
+            f"RESOURCE_EXHAUSTED and a retry delay (RUNWIRE_{env}; default %(default)s)",
+        )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -299,4 +318,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         trusted_network=args.trusted_network,
+        max_starting=args.max_starting,
+        max_active_runs=args.max_active_runs,
+        max_watchers=args.max_watchers,
     )

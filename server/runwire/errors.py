@@ -13,6 +13,8 @@
     │   ├── GateNotPending         no gate of that kind waits on the node
     │   └── GateAlreadyResolved    the gate was decided differently
     ├── ServerDraining             UNAVAILABLE
+    ├── DatabaseUnavailable        UNAVAILABLE, retry: the database cannot be reached
+    ├── Overloaded                 RESOURCE_EXHAUSTED, with a retry delay
     └── Unauthenticated            UNAUTHENTICATED
 
 `rpc` maps these to `google.rpc.Status` in one function; anything else becomes
@@ -26,6 +28,7 @@ from typing import ClassVar
 
 __all__ = [
     "AdapterDisabled",
+    "DatabaseUnavailable",
     "FailedPrecondition",
     "FieldViolation",
     "FilterInvalid",
@@ -33,6 +36,7 @@ __all__ = [
     "GateAlreadyResolved",
     "GateNotPending",
     "InvalidArgument",
+    "Overloaded",
     "PageTokenInvalid",
     "RequestIdReused",
     "RunFinished",
@@ -176,6 +180,30 @@ class ServerDraining(RunwireError):
         super().__init__(
             "server is draining; retry against another replica (WatchRun: resume with after_seq)"
         )
+
+
+class DatabaseUnavailable(RunwireError):
+    """The database cannot be reached right now; the same request may succeed later."""
+
+    code = "UNAVAILABLE"
+    reason = "DATABASE_UNAVAILABLE"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the database is unreachable ({detail}); retry shortly")
+
+
+class Overloaded(RunwireError):
+    """The server is at its bound for this kind of work; retry after `retry_after` seconds."""
+
+    code = "RESOURCE_EXHAUSTED"
+    reason = "OVERLOADED"
+
+    def __init__(self, what: str, limit: int, retry_after: float) -> None:
+        super().__init__(
+            f"server busy: {what} at its limit of {limit}; retry in {retry_after:g}s",
+            metadata={"limit": str(limit), "retry_after_ms": str(int(retry_after * 1000))},
+        )
+        self.retry_after = retry_after
 
 
 class Unauthenticated(RunwireError):

@@ -67,6 +67,10 @@ class Engine:
         entry = self._runs.get(run_id)
         return None if entry is None else entry[1]
 
+    def active(self) -> int:
+        """How many runs execute in this process."""
+        return len(self._runs)
+
     def running(self) -> list[str]:
         """Ids of runs executing in this process."""
         return list(self._runs)

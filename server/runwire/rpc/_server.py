@@ -23,6 +23,7 @@ from runwire.adapters import Registry
 from runwire.config import Settings
 from runwire.engine import Engine, EngineSettings, RunPlan, validate_flow
 from runwire.errors import RunwireError
+from runwire.rpc._admission import Admission, Limits
 from runwire.rpc._decode import decode_request
 from runwire.rpc._service import RunService
 from runwire.rpc._status import to_status
@@ -56,49 +57,64 @@ _SERVER_OPTIONS = [
 _HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
 
 
-def _decoding(fn: Any, request: Any) -> Any:
-    """`fn` taking the request's bytes: a request that does not parse is INVALID_ARGUMENT."""
+def _decoding(fn: Any, request: Any, admit: Callable[[], Any] | None = None) -> Any:
+    """`fn` taking the request's bytes: a request that does not parse is INVALID_ARGUMENT;
+    with `admit`, a call over its admission limit is RESOURCE_EXHAUSTED at once."""
 
     async def handler(data: bytes, context: grpc.aio.ServicerContext) -> Any:
         try:
             decoded = decode_request(request, data)
+            place = admit() if admit is not None else contextlib.nullcontext()
+            place.__enter__()
         except RunwireError as exc:
             await context.abort_with_status(to_status(exc))
-        return await fn(decoded, context)
+        try:
+            return await fn(decoded, context)
+        finally:
+            place.__exit__(None, None, None)
 
     return handler
 
 
-def _decoding_stream(fn: Any, request: Any) -> Any:
+def _decoding_stream(fn: Any, request: Any, admit: Callable[[], Any]) -> Any:
     async def handler(data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
             decoded = decode_request(request, data)
+            place = admit()
+            place.__enter__()
         except RunwireError as exc:
             await context.abort_with_status(to_status(exc))
-        async for item in fn(decoded, context):
-            yield item
+        try:
+            async for item in fn(decoded, context):
+                yield item
+        finally:
+            place.__exit__(None, None, None)
 
     return handler
 
 
-def _handlers(service: RunService) -> grpc.GenericRpcHandler:
+def _handlers(service: RunService, admission: Admission) -> grpc.GenericRpcHandler:
     pb = run_service_pb2
 
     # Requests arrive as bytes (no request_deserializer) and are decoded by
     # rpc/_decode.py, so a parse failure names its field instead of being
     # gRPC's INTERNAL.
-    def unary(fn: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
+    def unary(
+        fn: Any, request: Any, response: Any, admit: Callable[[], Any] | None = None
+    ) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
-            _decoding(fn, request), response_serializer=response.SerializeToString
+            _decoding(fn, request, admit), response_serializer=response.SerializeToString
         )
 
     return grpc.method_handlers_generic_handler(
         SERVICE_NAME,
         {
-            "StartRun": unary(service.StartRun, pb.StartRunRequest, pb.StartRunResponse),
+            "StartRun": unary(
+                service.StartRun, pb.StartRunRequest, pb.StartRunResponse, admission.start
+            ),
             # WatchRun writes pre-serialized WatchRunResponse bytes: identity serializer.
             "WatchRun": grpc.unary_stream_rpc_method_handler(
-                _decoding_stream(service.WatchRun, pb.WatchRunRequest),
+                _decoding_stream(service.WatchRun, pb.WatchRunRequest, admission.watch),
                 response_serializer=lambda b: b,
             ),
             "GetRun": unary(service.GetRun, pb.GetRunRequest, pb.GetRunResponse),
@@ -262,7 +278,15 @@ class RunwireServer:
         if self.settings.auth_tokens:
             interceptors.insert(0, _BearerAuth(self.settings.auth_tokens))
         self._grpc = grpc.aio.server(interceptors=interceptors, options=_SERVER_OPTIONS)
-        self._grpc.add_generic_rpc_handlers((_handlers(self.service),))
+        self.admission = Admission(
+            Limits(
+                starting=self.settings.max_starting,
+                active_runs=self.settings.max_active_runs,
+                watchers=self.settings.max_watchers,
+            ),
+            self.engine.active,
+        )
+        self._grpc.add_generic_rpc_handlers((_handlers(self.service, self.admission),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         if self.settings.reflection:
             reflection.enable_server_reflection(

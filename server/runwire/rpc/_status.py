@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from runwire.errors import InvalidArgument, RunwireError
+from runwire.errors import DatabaseUnavailable, InvalidArgument, Overloaded, RunwireError
+from runwire.store import database_unreachable
 
 __all__ = ["DOMAIN", "to_status"]
 
@@ -30,6 +32,9 @@ def to_status(exc: BaseException) -> grpc.Status:
     Anything that is not a RunwireError becomes INTERNAL without its message,
     so internals never leak to callers; it is logged here instead.
     """
+    if not isinstance(exc, RunwireError) and (detail := database_unreachable(exc)):
+        log.warning("database unreachable: %s", detail)
+        exc = DatabaseUnavailable(detail)
     if isinstance(exc, RunwireError):
         code, reason, message, metadata = exc.code, exc.reason, exc.message, exc.metadata
     else:
@@ -57,4 +62,20 @@ def to_status(exc: BaseException) -> grpc.Status:
                 )
             )
         )
-    return rpc_status.to_status(status)
+    if isinstance(exc, Overloaded):
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(int(exc.retry_after * 1000))
+        status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    converted = rpc_status.to_status(status)
+    if isinstance(exc, Overloaded):
+        # gRPC's own retry policy reads this trailer (gRFC A6: server pushback).
+        pushback = (("grpc-retry-pushback-ms", str(int(exc.retry_after * 1000))),)
+        return _Status(converted.code, converted.details, converted.trailing_metadata + pushback)
+    return converted
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):  # type: ignore[misc]  # grpc ships no types
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]

@@ -5,6 +5,7 @@ from runwire.store._framing import frame_event, frame_events
 from runwire.store._gates import DurableGates, decision_of
 from runwire.store._hub import Chunk, Hub, Subscription
 from runwire.store._migrate import migrate
+from runwire.store._reachability import database_unreachable
 from runwire.store._store import GateRow, NewRun, RunRow, Store, StoredEvent
 from runwire.store._writer import EventWriter
 
@@ -20,6 +21,7 @@ __all__ = [
     "Store",
     "StoredEvent",
     "Subscription",
+    "database_unreachable",
     "decision_of",
     "frame_event",
     "frame_events",

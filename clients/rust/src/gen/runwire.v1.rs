@@ -34,6 +34,12 @@ pub enum ErrorReason {
     PageTokenInvalid = 12,
     /// INVALID_ARGUMENT: the filter expression cannot be parsed.
     FilterInvalid = 13,
+    /// UNAVAILABLE: the server cannot reach its database right now; retry.
+    DatabaseUnavailable = 14,
+    /// RESOURCE_EXHAUSTED: the server is at its bound for this kind of work
+    /// (StartRun calls in flight, runs executing, open WatchRun streams); retry
+    /// after the RetryInfo delay.
+    Overloaded = 15,
 }
 impl ErrorReason {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -56,6 +62,8 @@ impl ErrorReason {
             Self::Unauthenticated => "ERROR_REASON_UNAUTHENTICATED",
             Self::PageTokenInvalid => "ERROR_REASON_PAGE_TOKEN_INVALID",
             Self::FilterInvalid => "ERROR_REASON_FILTER_INVALID",
+            Self::DatabaseUnavailable => "ERROR_REASON_DATABASE_UNAVAILABLE",
+            Self::Overloaded => "ERROR_REASON_OVERLOADED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -75,6 +83,8 @@ impl ErrorReason {
             "ERROR_REASON_UNAUTHENTICATED" => Some(Self::Unauthenticated),
             "ERROR_REASON_PAGE_TOKEN_INVALID" => Some(Self::PageTokenInvalid),
             "ERROR_REASON_FILTER_INVALID" => Some(Self::FilterInvalid),
+            "ERROR_REASON_DATABASE_UNAVAILABLE" => Some(Self::DatabaseUnavailable),
+            "ERROR_REASON_OVERLOADED" => Some(Self::Overloaded),
             _ => None,
         }
     }

@@ -2430,6 +2430,8 @@ impl serde::Serialize for ErrorReason {
             Self::Unauthenticated => "ERROR_REASON_UNAUTHENTICATED",
             Self::PageTokenInvalid => "ERROR_REASON_PAGE_TOKEN_INVALID",
             Self::FilterInvalid => "ERROR_REASON_FILTER_INVALID",
+            Self::DatabaseUnavailable => "ERROR_REASON_DATABASE_UNAVAILABLE",
+            Self::Overloaded => "ERROR_REASON_OVERLOADED",
         };
         serializer.serialize_str(variant)
     }
@@ -2455,6 +2457,8 @@ impl<'de> serde::Deserialize<'de> for ErrorReason {
             "ERROR_REASON_UNAUTHENTICATED",
             "ERROR_REASON_PAGE_TOKEN_INVALID",
             "ERROR_REASON_FILTER_INVALID",
+            "ERROR_REASON_DATABASE_UNAVAILABLE",
+            "ERROR_REASON_OVERLOADED",
         ];
         struct GeneratedVisitor;
         impl serde::de::Visitor<'_> for GeneratedVisitor {
@@ -2516,6 +2520,10 @@ impl<'de> serde::Deserialize<'de> for ErrorReason {
                         Ok(ErrorReason::PageTokenInvalid)
                     }
                     "ERROR_REASON_FILTER_INVALID" => Ok(ErrorReason::FilterInvalid),
+                    "ERROR_REASON_DATABASE_UNAVAILABLE" => {
+                        Ok(ErrorReason::DatabaseUnavailable)
+                    }
+                    "ERROR_REASON_OVERLOADED" => Ok(ErrorReason::Overloaded),
                     _ => Err(serde::de::Error::unknown_variant(value, FIELDS)),
                 }
             }

@@ -212,6 +212,18 @@ class ErrorReason(betterproto2.Enum):
     INVALID_ARGUMENT: the filter expression cannot be parsed.
     """
 
+    DATABASE_UNAVAILABLE = 14
+    """
+    UNAVAILABLE: the server cannot reach its database right now; retry.
+    """
+
+    OVERLOADED = 15
+    """
+    RESOURCE_EXHAUSTED: the server is at its bound for this kind of work
+    (StartRun calls in flight, runs executing, open WatchRun streams); retry
+    after the RetryInfo delay.
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -229,6 +241,8 @@ class ErrorReason(betterproto2.Enum):
             11: "ERROR_REASON_UNAUTHENTICATED",
             12: "ERROR_REASON_PAGE_TOKEN_INVALID",
             13: "ERROR_REASON_FILTER_INVALID",
+            14: "ERROR_REASON_DATABASE_UNAVAILABLE",
+            15: "ERROR_REASON_OVERLOADED",
         }
 
     @classmethod
@@ -248,6 +262,8 @@ class ErrorReason(betterproto2.Enum):
             "ERROR_REASON_UNAUTHENTICATED": 11,
             "ERROR_REASON_PAGE_TOKEN_INVALID": 12,
             "ERROR_REASON_FILTER_INVALID": 13,
+            "ERROR_REASON_DATABASE_UNAVAILABLE": 14,
+            "ERROR_REASON_OVERLOADED": 15,
         }
 
 
