@@ -53,6 +53,11 @@ _SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
+    # gRPC core cancels calls that wait unrequested beyond 1000 (CANCELLED, which
+    # says nothing). Let them reach rpc/_admission.py instead, which answers
+    # RESOURCE_EXHAUSTED with a retry delay past its bounds.
+    ("grpc.server.max_pending_requests", 20_000),
+    ("grpc.server.max_pending_requests_hard_limit", 40_000),
 ]
 _HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
 
