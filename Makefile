@@ -122,7 +122,7 @@ bench: bootstrap ## Throughput and latency benchmarks, then the engine's cost; p
 
 .PHONY: faults
 faults: $(VENV)/.installed ## Fault runs: kill -9, frozen replicas, bursts against real server processes; prints figures.
-	RUNWIRE_FAULTS=1 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_fault_kill9.py tests/faults | grep -E '^FAULT|passed|failed|Error'
+	RUNWIRE_FAULTS=1 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_fault_kill9.py tests/faults | grep -E 'FAULT|passed|failed|Error'
 
 .PHONY: bench-engine
 bench-engine: $(VENV)/.installed ## The engine's cost per node and per run, this tree against the code before the state machine.
