@@ -145,7 +145,13 @@ def _line(e: events_pb2.RunEvent) -> str:
 
 
 def watch_and_render(
-    addr: str, run_id: str, after_seq: int, metadata: list[tuple[str, str]], *, plain: bool = False
+    addr: str,
+    run_id: str,
+    after_seq: int,
+    metadata: list[tuple[str, str]],
+    *,
+    plain: bool = False,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> int:
     """Watch until RunCompleted, reconnecting with after_seq; 0 when the run succeeded."""
     view = _View(run_id, last_seq=after_seq)
@@ -160,7 +166,11 @@ def watch_and_render(
         live.start()
     try:
         while view.final is None:
-            channel = grpc.insecure_channel(addr)
+            channel = (
+                grpc.secure_channel(addr, credentials)
+                if credentials is not None
+                else grpc.insecure_channel(addr)
+            )
             stub = run_service_pb2_grpc.RunServiceStub(channel)
             try:
                 for response in stub.WatchRun(
