@@ -134,11 +134,13 @@ class ShellAdapter:
     actions: Mapping[str, ActionSpec] = {
         "exec": ActionSpec(
             "exec",
-            "Run a program",
+            "Run a program; output {exit_code, stdout_tail, stderr_tail, truncated}",
             {
                 "type": "object",
                 "properties": {
                     "argv": {
+                        "description": "The program and its arguments, passed to exec"
+                        " without a shell; argv[0] must be on --shell-allow.",
                         "type": "array",
                         # Numbers and booleans (a template like {{ inputs.n }}
                         # renders to one) become their canonical JSON text.
@@ -152,6 +154,8 @@ class ShellAdapter:
                         "maxItems": 4096,
                     },
                     "env": {
+                        "description": "Extra environment variables. The child starts"
+                        " from PATH, HOME (the workspace) and LANG only; LD_* is refused.",
                         "type": "object",
                         "additionalProperties": {"type": "string", "maxLength": 65536},
                         "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
@@ -202,7 +206,7 @@ class ShellAdapter:
         return []
 
     def describe_destructive(self, action: str, params: Mapping[str, Any]) -> str | None:
-        """Destructive when argv[0] is on the configured destructive list."""
+        """When argv[0] is on the server's `--shell-destructive` list: `Run: <argv>`."""
         argv = [_arg(a) for a in params.get("argv") or []]
         program = resolve_program(argv[0]) if argv else None
         if program is not None and program in self.destructive:
