@@ -148,6 +148,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.watch:
         print(f"started {run.run_id}", flush=True)
         args.run_id, args.after_seq = run.run_id, 0
+        args.node_ids = [node.id for node in flow.nodes]
         return _watch(args)
     _print_run(run, args, run.run_id)
     return 0
@@ -164,6 +165,7 @@ def _watch(args: argparse.Namespace) -> int:
         connection.metadata(),
         plain=args.plain,
         credentials=connection.credentials(),
+        node_ids=getattr(args, "node_ids", ()),
     )
 
 
