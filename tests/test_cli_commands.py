@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -294,3 +295,40 @@ async def test_cli_logs_prints_lines_and_follows(harness: Harness, tmp_path: Pat
     out_b, err_b = await follow.communicate()
     assert follow.returncode == 0, err_b
     assert out_b.decode() == "released a\n"
+
+
+async def test_cli_completion_bash_completes_commands_options_and_values(tmp_path: Path) -> None:
+    code, script, err = await _cli(None, "completion", "bash")
+    assert code == 0, err
+    (tmp_path / "flow.yaml").touch()
+    probe = tmp_path / "probe.sh"
+    probe.write_text(script + """
+t() { COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]}-1)); COMPREPLY=(); _runwire; echo "${COMPREPLY[*]}"; }
+t runwire ru
+t runwire runs list --pa
+t runwire get run_x -o ""
+t runwire run flo
+t runwire run flow.yaml --inp
+t runwire completion ""
+""")  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        "bash", str(probe), cwd=tmp_path, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert out.decode().splitlines() == [
+        "run runs",
+        "--page-token",
+        "table wide json yaml",
+        "flow.yaml",
+        "--input --inputs-file",
+        "--help bash zsh fish",
+    ]
+
+
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+async def test_cli_completion_scripts_name_every_command(shell: str) -> None:
+    code, script, err = await _cli(None, "completion", shell)
+    assert code == 0, err
+    for command in ("run", "watch", "logs", "get", "runs", "pause", "completion"):
+        assert re.search(rf"\b{command}\b", script)
+    assert "--inputs-file" in script or "inputs-file" in script

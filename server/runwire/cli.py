@@ -379,6 +379,13 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _completion(args: argparse.Namespace) -> int:
+    from runwire._completion import completion_script
+
+    print(completion_script(_parser(), args.shell), end="")
+    return 0
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -512,6 +519,16 @@ def _parser() -> argparse.ArgumentParser:
             "--wait", action="store_true", help=f"wait until the run has {_WORD[name]} and say so"
         )
         p.set_defaults(func=_control)
+
+    completion = sub.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print a completion script: `source <(runwire completion bash)` in"
+        " ~/.bashrc, `source <(runwire completion zsh)` in ~/.zshrc, or"
+        " `runwire completion fish > ~/.config/fish/completions/runwire.fish`.",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"))
+    completion.set_defaults(func=_completion)
     return parser
 
 
