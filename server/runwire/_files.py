@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 from google.protobuf import descriptor_pool, json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from runwire._connect import UsageError
 from runwire.v1 import flow_pb2
@@ -26,6 +28,17 @@ def _read_text(path: Path, what: str) -> str:
         raise UsageError(f"{what} {path} is not UTF-8 text") from None
     except OSError as exc:
         raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML without implicit timestamps: `2024-01-01` stays the string it reads as,
+    as the proto3 JSON mapping wants (a Timestamp is a string)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def load_mapping(path: Path, what: str) -> dict[str, Any]:
@@ -45,7 +58,7 @@ def load_mapping(path: Path, what: str) -> dict[str, Any]:
             ) from None
     else:
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
@@ -94,7 +107,50 @@ def _explain(message: str) -> str:
         return f"{_flow_path(m['at'])}: invalid value {value!r}{hint}" + (
             f" (valid values: {', '.join(names)})" if names else ""
         )
-    return _PREFIX.sub("", first).replace(" at Flow", " at flow")
+    text = _PREFIX.sub("", first).rstrip(".")
+    if "expected string or bytes-like object" in text:
+        return "a key is not a string; field names are text"
+    return text.replace(" at Flow", " at flow")
+
+
+def _parses(data: Any, message: Message) -> bool:
+    try:
+        json_format.ParseDict(data, type(message)())
+    except (json_format.ParseError, TypeError, ValueError, AttributeError):
+        return False
+    return True
+
+
+def _locate(data: Any, message: Message, path: str) -> str:
+    """The path of the first value in `data` that does not parse into `message`.
+
+    protobuf names the field for some errors and not for others (an integer
+    field given `many`); narrowing down field by field always can.
+    """
+    if not isinstance(data, dict):
+        return path
+    fields: dict[str, Any] = dict(message.DESCRIPTOR.fields_by_camelcase_name)
+    fields.update(message.DESCRIPTOR.fields_by_name)
+    for key, value in data.items():
+        if not isinstance(key, str):
+            return path
+        if _parses({key: value}, message):
+            continue
+        field = fields.get(key)
+        where = f"{path}.{key}"
+        if field is None or field.type != FieldDescriptor.TYPE_MESSAGE:
+            return where
+        child = getattr(type(message)(), field.name)
+        if field.is_repeated and isinstance(value, list):
+            if field.message_type is not None and field.message_type.GetOptions().map_entry:
+                return where
+            item = child.add()
+            for i, element in enumerate(value):
+                if not _parses(element, item):
+                    return _locate(element, item, f"{where}[{i}]")
+            return where
+        return _locate(value, child, where)
+    return path
 
 
 def load_flow(path: Path) -> flow_pb2.Flow:
@@ -107,8 +163,12 @@ def load_flow(path: Path) -> flow_pb2.Flow:
     data = load_mapping(path, "flow file")
     try:
         return json_format.ParseDict(data, flow_pb2.Flow())
-    except json_format.ParseError as exc:
-        raise UsageError(f"{path}: {_explain(str(exc))}") from None
+    except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
+        explained = _explain(str(exc)).rstrip(".")
+        if not explained.startswith("flow"):
+            where = _locate(data, flow_pb2.Flow(), "flow")
+            explained = f"{where}: {explained}".replace(f" at {where}", "").removesuffix(" at flow")
+        raise UsageError(f"{path}: {explained}") from None
 
 
 def parse_inputs(pairs: list[str], files: list[str] | None = None) -> dict[str, Any]:
