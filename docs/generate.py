@@ -352,15 +352,17 @@ def flag_tables() -> dict[str, str]:
     return {"serve-flags": _table(serve), "client-flags": _table(client)}
 
 
+# The body is lazy and may be empty, and cannot run past the next marker.
 _SECTION = re.compile(
-    r"(<!-- generated: (?P<name>[a-z-]+) -->\n)(?P<body>.*?)(\n<!-- end generated -->)", re.DOTALL
+    r"(<!-- generated: (?P<name>[a-z-]+) -->\n)(?P<body>(?:(?!<!-- ).)*?)(<!-- end generated -->)",
+    re.DOTALL,
 )
 
 
 def operations(current: str) -> str:
     """`current` with every generated section rewritten."""
     tables = flag_tables()
-    return _SECTION.sub(lambda m: m[1] + tables[m["name"]] + m[4], current)
+    return _SECTION.sub(lambda m: m[1] + tables[m["name"]] + "\n" + m[4], current)
 
 
 # --- entry point -------------------------------------------------------------------

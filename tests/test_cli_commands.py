@@ -25,11 +25,18 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 _HOLD = "while [ ! -e {name} ]; do sleep 0.02; done; echo released {name}"
 
 
+# The CLI reads RUNWIRE_* and ~/.config/runwire: start each from none of the caller's.
+_ENV = {k: v for k, v in os.environ.items() if not k.startswith("RUNWIRE_")} | {
+    "RUNWIRE_PRINCIPAL": "tester",
+    "XDG_CONFIG_HOME": "/nonexistent",
+}
+
+
 async def _spawn(*args: str, addr: str | None = None, **kwargs: Any) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "runwire.cli", *args, *(["--addr", addr] if addr else []),
         stdout=kwargs.pop("stdout", asyncio.subprocess.PIPE), stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "RUNWIRE_PRINCIPAL": "tester", **kwargs.pop("env", {})}, **kwargs,
+        env={**_ENV, **kwargs.pop("env", {})}, **kwargs,
     )  # fmt: skip
 
 
@@ -337,3 +344,35 @@ async def test_cli_completion_scripts_name_every_command(shell: str) -> None:
     for command in ("run", "watch", "logs", "get", "runs", "pause", "completion"):
         assert re.search(rf"\b{command}\b", script)
     assert "--inputs-file" in script or "inputs-file" in script
+
+
+async def test_cli_profile_supplies_address_and_token(harness_factory: Any, tmp_path: Path) -> None:
+    """Flag, then RUNWIRE_*, then the runwire.toml profile, then the default."""
+    h: Harness = await harness_factory(auth_tokens=("s3cret",))
+    (tmp_path / "prod.token").write_text("s3cret\n")
+    (tmp_path / "runwire.toml").write_text(
+        f'default_profile = "prod"\n[profiles.prod]\naddr = "{h.addr}"\ntoken_file = "prod.token"\n'
+        '[profiles.nowhere]\naddr = "127.0.0.1:1"\n'
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    config = {"RUNWIRE_CONFIG": str(tmp_path / "runwire.toml")}
+
+    async def runs(*args: str, cwd: Path = tmp_path, **env: str) -> tuple[int, str]:
+        code, _, err = await _cli(None, "runs", "list", *args, cwd=cwd, env=env)
+        return code, err
+
+    assert (await runs())[0] == 0  # ./runwire.toml, its default profile, the token file
+    assert (await runs(cwd=elsewhere, **config))[0] == 0  # RUNWIRE_CONFIG from anywhere
+    assert (await runs("--profile", "nowhere"))[0] == 3
+    assert (await runs(RUNWIRE_PROFILE="nowhere"))[0] == 3
+    assert (await runs(RUNWIRE_ADDR="127.0.0.1:1"))[0] == 3  # the variable beats the profile
+    assert (await runs("--addr", "127.0.0.1:1", RUNWIRE_ADDR=h.addr))[0] == 3  # the flag beats both
+    assert (await runs("--token", "wrong"))[0] == 1
+    code, err = await runs("--profile", "staging")
+    assert code == 2
+    assert "no profile 'staging' (profiles: nowhere, prod)" in err
+    (tmp_path / "runwire.toml").write_text('[profiles.x]\nadress = "a"\n')
+    code, err = await runs("--profile", "x")
+    assert code == 2
+    assert "profiles.x: unknown key 'adress'" in err

@@ -89,3 +89,15 @@ def test_docs_flow_schema_allows_templates_where_values_are_typed() -> None:
                                          "params": {"seconds": "{{ inputs.wait }}"}}}],
     }  # fmt: skip
     assert list(_validator().iter_errors(flow)) == []
+
+
+def test_docs_operations_keeps_every_generated_section() -> None:
+    """Regression: an empty generated section swallowed the text up to the next one."""
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    assert "## Client connection options" in text
+    for name in GENERATE.flag_tables():
+        section = text.split(f"<!-- generated: {name} -->\n", 1)[1].split("<!-- end generated -->")[
+            0
+        ]
+        assert section.startswith("| flag | what it does |"), name
+        assert "<!--" not in section
