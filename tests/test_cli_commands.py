@@ -284,6 +284,8 @@ async def test_cli_control_says_what_was_requested_and_waits(
         if e.HasField("run_paused") or e.HasField("run_resumed")
     ] == ["run_paused", "run_resumed"]
     assert events[-1].run_completed.status == events_pb2.RUN_STATUS_CANCELLED
+    code, out, err = await _cli(harness, "cancel", run_id)  # idempotent, and says so
+    assert (code, out) == (0, f"{run_id} already finished: CANCELLED\n"), err
 
 
 async def test_cli_logs_prints_lines_and_follows(harness: Harness, tmp_path: Path) -> None:

@@ -203,11 +203,16 @@ def _control(args: argparse.Namespace) -> int:
                 run_service_pb2.CancelRunRequest(run_id=args.run_id, reason=args.reason),
                 metadata=md,
             ).run
+        if run.status >= events_pb2.RUN_STATUS_SUCCEEDED:
+            _print_run(run, args, f"{run.run_id} already finished: {status_name(run.status)}")
+            return 0
         if not args.wait:
             _print_run(
                 run,
                 args,
-                f"{args.command} requested for {run.run_id} (now {status_name(run.status)});"
+                f"{run.run_id} {_WORD[args.command]}; now {status_name(run.status)}"
+                if _took_effect(args.command, run)
+                else f"{args.command} requested for {run.run_id} (now {status_name(run.status)});"
                 " it takes effect at the next node boundary",
             )
             return 0
