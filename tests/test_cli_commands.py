@@ -298,6 +298,11 @@ async def test_cli_logs_prints_lines_and_follows(harness: Harness, tmp_path: Pat
     code, out, err = await _cli(harness, "logs", run_id)
     assert code == 0, err
     assert out.splitlines() == [f"{n}: {line}" for n, line in lines]
+    code, out, err = await _cli(harness, "logs", run_id, "-o", "json")
+    assert code == 0, err
+    as_json = [json.loads(line) for line in out.splitlines()]
+    assert [(e["nodeId"], e["nodeLog"]["line"]) for e in as_json] == lines
+    assert all(e["attempt"] == 1 and e["iteration"] == 1 for e in as_json)
 
     code, out, err = await _cli(harness, "run", str(_hold_flow(tmp_path, "a")))
     run_id = out.strip()

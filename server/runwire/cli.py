@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
+import json
 import logging
 import os
 import re
@@ -362,7 +363,11 @@ def _logs(args: argparse.Namespace) -> int:
         for event in client.events(args.run_id):
             if event.HasField("node_log") and args.node in (None, event.node_id):
                 line = event.node_log.line
-                print(line if args.node else f"{event.node_id}: {line}", flush=args.follow)
+                if args.output == "json":
+                    line = json.dumps(json_format.MessageToDict(event), ensure_ascii=False)
+                elif not args.node:
+                    line = f"{event.node_id}: {line}"
+                print(line, flush=args.follow)
             if last is not None and event.seq >= last:
                 break
     return 0
@@ -473,6 +478,13 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("node", nargs="?", default=None, help="only this node's lines, unprefixed")
     logs.add_argument(
         "-f", "--follow", action="store_true", help="keep printing until the run completes"
+    )
+    logs.add_argument(
+        "-o",
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="text (default), or json: one NodeLog RunEvent per line in the proto3 JSON mapping",
     )
     logs.set_defaults(func=_logs)
 
