@@ -69,7 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
         asyncio.run(run())
     except ValueError as exc:
         print(f"runwire: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return 2
     return 0
 
 
