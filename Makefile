@@ -121,8 +121,13 @@ run: $(VENV)/.installed ## Start the service on its embedded defaults (127.0.0.1
 	$(VENV)/bin/runwire serve $(RUN_ARGS)
 
 .PHONY: bench
-bench: bootstrap ## Throughput and latency benchmarks; prints numbers.
+bench: bootstrap ## Throughput and latency benchmarks, then the engine's cost; prints numbers.
 	$(PY) bench/run.py
+	$(PY) bench/engine.py
+
+.PHONY: bench-engine
+bench-engine: $(VENV)/.installed ## The engine's cost per node and per run, this tree against the code before the state machine.
+	$(PY) bench/engine.py
 
 .PHONY: clean
 clean: ## Remove the virtualenv, tool installs, build outputs and local data.

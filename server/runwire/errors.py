@@ -24,8 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import grpc
-
 __all__ = [
     "AdapterDisabled",
     "FailedPrecondition",
@@ -56,7 +54,9 @@ class FieldViolation:
 class RunwireError(Exception):
     """Root of every error runwire reports to callers."""
 
-    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    # The canonical gRPC code's name: this module stays free of grpc, so the
+    # engine that raises these errors can be loaded without it.
+    code: ClassVar[str] = "INTERNAL"
     reason: ClassVar[str] = "INTERNAL"
 
     def __init__(self, message: str, *, metadata: dict[str, str] | None = None) -> None:
@@ -68,7 +68,7 @@ class RunwireError(Exception):
 class InvalidArgument(RunwireError):
     """The request is malformed; `violations` names each bad field."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = "INVALID_ARGUMENT"
     reason = "REQUEST_INVALID"
 
     def __init__(self, violations: list[FieldViolation], message: str | None = None) -> None:
@@ -103,7 +103,7 @@ class FilterInvalid(InvalidArgument):
 class RunNotFound(RunwireError):
     """No run has the given id."""
 
-    code = grpc.StatusCode.NOT_FOUND
+    code = "NOT_FOUND"
     reason = "RUN_NOT_FOUND"
 
     def __init__(self, run_id: str) -> None:
@@ -113,7 +113,7 @@ class RunNotFound(RunwireError):
 class RequestIdReused(RunwireError):
     """A StartRun request id was used before with a different body."""
 
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = "ALREADY_EXISTS"
     reason = "REQUEST_ID_REUSED"
 
     def __init__(self, request_id: str, run_id: str) -> None:
@@ -126,7 +126,7 @@ class RequestIdReused(RunwireError):
 class FailedPrecondition(RunwireError):
     """The request is well-formed but the system is not in a state to honour it."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = "FAILED_PRECONDITION"
     reason = "INTERNAL"
 
 
@@ -169,7 +169,7 @@ class GateAlreadyResolved(FailedPrecondition):
 class ServerDraining(RunwireError):
     """The server is shutting down and takes no new work."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = "UNAVAILABLE"
     reason = "SERVER_DRAINING"
 
     def __init__(self) -> None:
@@ -181,5 +181,5 @@ class ServerDraining(RunwireError):
 class Unauthenticated(RunwireError):
     """No valid credentials were presented."""
 
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = "UNAUTHENTICATED"
     reason = "UNAUTHENTICATED"

@@ -26,12 +26,15 @@ def is_templated(value: object) -> bool:
 
 @dataclass(frozen=True)
 class ActionSpec:
-    """One action of an adapter: its JSON Schema for params and whether it destroys."""
+    """One action of an adapter: its JSON Schema for params, whether it destroys,
+    and whether it is pure (no effect outside the run, so it may start before
+    its NodeStarted is committed)."""
 
     name: str
     summary: str
     params_schema: Mapping[str, Any]
     destructive: bool = False
+    pure: bool = False
 
 
 class ActionFailed(Exception):

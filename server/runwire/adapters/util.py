@@ -27,6 +27,7 @@ class UtilAdapter:
                 "required": ["value"],
                 "additionalProperties": False,
             },
+            pure=True,
         ),
         "sleep": ActionSpec(
             "sleep",
@@ -44,6 +45,7 @@ class UtilAdapter:
                 "required": ["seconds"],
                 "additionalProperties": False,
             },
+            pure=True,
         ),
         "fail": ActionSpec(
             "fail",
@@ -60,6 +62,7 @@ class UtilAdapter:
                 "required": ["message"],
                 "additionalProperties": False,
             },
+            pure=True,
         ),
     }
 

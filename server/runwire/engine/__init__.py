@@ -5,8 +5,9 @@ It knows flows, adapters and events; it knows nothing of gRPC or Postgres.
 
 from runwire.engine._engine import Engine
 from runwire.engine._events import VARIANTS, NodeRef, SpanIds, new_event
-from runwire.engine._executor import EngineSettings, RunExecutor, RunPlan
+from runwire.engine._orchestrator import EngineSettings, RunExecutor, RunPlan
 from runwire.engine._ports import Decision, GateStore, Journal, LeaseLost, RunPatch
+from runwire.engine._run_state import NodeStatus, RunState
 from runwire.engine._validate import (
     Graph,
     canonical_json,
@@ -25,9 +26,11 @@ __all__ = [
     "Journal",
     "LeaseLost",
     "NodeRef",
+    "NodeStatus",
     "RunExecutor",
     "RunPatch",
     "RunPlan",
+    "RunState",
     "SpanIds",
     "canonical_json",
     "flow_digest",

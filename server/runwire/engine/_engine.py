@@ -9,7 +9,7 @@ import logging
 from opentelemetry import trace
 
 from runwire.adapters import Registry
-from runwire.engine._executor import EngineSettings, RunExecutor, RunPlan
+from runwire.engine._orchestrator import EngineSettings, RunExecutor, RunPlan
 from runwire.engine._ports import Decision, GateStore, Journal
 
 __all__ = ["Engine"]

@@ -23,7 +23,11 @@ from runwire.v1 import flow_pb2
 __all__ = ["Graph", "canonical_json", "flow_digest", "struct_problems", "validate_flow"]
 
 NODE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
-MAX_NODES = 1000
+# The engine's cost per node is flat (see `make bench-engine`): a 10 000-node
+# flow is checked in about a second (off the event loop) and runs at the
+# speed of its nodes. The bound keeps one StartRun's request and its stored
+# flow JSON a few MiB at most.
+MAX_NODES = 10_000
 MAX_ATTEMPTS = 10
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 MAX_PARALLEL = 64
@@ -67,6 +71,8 @@ class Graph:
     outgoing: dict[str, list[flow_pb2.Edge]] = field(default_factory=dict)
     back_edges: dict[str, list[flow_pb2.Edge]] = field(default_factory=dict)
     _into: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _index: dict[str, int] = field(default_factory=dict, repr=False)
+    _downstream: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @property
     def roots(self) -> list[str]:
@@ -75,6 +81,9 @@ class Graph:
 
     def downstream(self, node_id: str) -> list[str]:
         """`node_id` and every node reachable from it over forward edges, in flow order."""
+        cached = self._downstream.get(node_id)
+        if cached is not None:
+            return cached
         seen = {node_id}
         stack = [node_id]
         while stack:
@@ -82,24 +91,37 @@ class Graph:
                 if e.target not in seen:
                     seen.add(e.target)
                     stack.append(e.target)
-        return [n for n in self.nodes if n in seen]
+        if not self._index:
+            self._index = {n: i for i, n in enumerate(self.nodes)}
+        found = self._downstream[node_id] = sorted(seen, key=self._index.__getitem__)
+        return found
 
-    def upstream(self, node_id: str) -> set[str]:
-        """Every node with a path to `node_id` over any edges (loops included)."""
+    def reaches(self, source: str, target: str) -> bool:
+        """Whether a path leads from `source` to `target` over any edges (loops included).
+
+        Searched backwards from `target` and stopped as soon as `source` is
+        found: a template usually reads a node close upstream, so checking a
+        flow's templates stays about linear in its size.
+        """
+        into = self._edges_into()
+        seen: set[str] = set()
+        stack = [target]
+        while stack:
+            for s in into[stack.pop()]:
+                if s == source:
+                    return True
+                if s not in seen:
+                    seen.add(s)
+                    stack.append(s)
+        return False
+
+    def _edges_into(self) -> dict[str, list[str]]:
         if not self._into:
             self._into = {n: [] for n in self.nodes}
             for edges in (*self.outgoing.values(), *self.back_edges.values()):
                 for e in edges:
                     self._into[e.target].append(e.source)
-        into = self._into
-        seen: set[str] = set()
-        stack = [node_id]
-        while stack:
-            for source in into[stack.pop()]:
-                if source not in seen:
-                    seen.add(source)
-                    stack.append(source)
-        return seen
+        return self._into
 
 
 def _seconds(d: Duration) -> float:
@@ -434,7 +456,6 @@ def _check_templates(
         except TemplateError as exc:
             out.append(FieldViolation(f"{base}.{exc.path}" if exc.path else base, exc.message))
             continue
-        upstream = graph.upstream(node.id) if any(r.root == "nodes" for r in refs) else set()
         for ref in refs:
             where = f"{base}.{ref.path}" if ref.path else base
             if ref.root == "nodes":
@@ -444,7 +465,7 @@ def _check_templates(
                     )
                 elif ref.key not in graph.nodes:
                     out.append(FieldViolation(where, f"no node has id {ref.key!r}"))
-                elif ref.key not in upstream:
+                elif not graph.reaches(ref.key, node.id):
                     out.append(
                         FieldViolation(
                             where,

@@ -35,12 +35,12 @@ def to_status(exc: BaseException) -> grpc.Status:
     else:
         log.error("unexpected error in RPC", exc_info=exc)
         code, reason, message, metadata = (
-            grpc.StatusCode.INTERNAL,
+            "INTERNAL",
             "INTERNAL",
             "internal error; see the server log",
             {},
         )
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
+    status = status_pb2.Status(code=getattr(code_pb2, code), message=message)
     status.details.append(
         _pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata))
     )

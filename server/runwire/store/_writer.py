@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from runwire.engine._ports import RunPatch
+from runwire.engine import RunPatch
 from runwire.store._framing import frame_event
 from runwire.store._hub import EVENTS_CHANNEL, Chunk, Hub
 from runwire.v1 import events_pb2

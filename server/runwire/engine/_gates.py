@@ -1,0 +1,102 @@
+"""Human gates of a node visit: open one durably, announce it, wait, record the decision.
+
+A gate is a confirmation (a destructive action waits for a person) or an
+approval (an approval node). Its row in the GateStore is written before the
+event that announces it, so a person who reacts to the event always finds the
+gate pending. After a takeover the run state says how far the gate got: an
+announced gate is not announced again and a decided one is not reopened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from runwire.engine._events import NodeRef, SpanIds
+from runwire.engine._ports import Decision
+from runwire.v1 import events_pb2 as ev
+from runwire.v1 import run_service_pb2
+
+if TYPE_CHECKING:
+    from runwire.engine._orchestrator import RunExecutor
+
+__all__ = ["SYSTEM", "decision_word", "hold_gate"]
+
+SYSTEM = "system"
+
+
+def decision_word(decision: Decision) -> str:
+    """`APPROVED`, `REJECTED`, `EXPIRED`, `CANCELLED`."""
+    return ev.GateDecision.Name(decision.decision).removeprefix("GATE_DECISION_")
+
+
+async def hold_gate(
+    x: RunExecutor,
+    ref: NodeRef,
+    kind: int,
+    message: str,
+    expires_in: float | None,
+    *,
+    details: Message,
+    span: SpanIds | None = None,
+) -> Decision:
+    """Open the gate of this visit (or continue the one a takeover found) and return its decision."""
+    node = x.state.nodes[ref.node_id]
+    if node.decided_kind == kind and node.decision is not None:
+        return node.decision  # decided and recorded before a takeover
+    confirmation = kind == run_service_pb2.GATE_KIND_CONFIRMATION
+    expire = datetime.now(UTC) + timedelta(seconds=expires_in) if expires_in else None
+    waiter: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+    x.gate_waiters[(ref.node_id, kind)] = waiter
+    try:
+        standing = await x.gates.open_gate(
+            x.run_id, ref.node_id, ref.iteration, kind, message, expire
+        )
+        if node.gate != kind:
+            if isinstance(details, ev.ApprovalRequested) and expire is not None:
+                ts = Timestamp()
+                ts.FromDatetime(expire)
+                details.expire_time.CopyFrom(ts)
+            variant = "awaiting_confirmation" if confirmation else "approval_requested"
+            await x.emit(variant, details, node=ref, span=span)
+        if standing is None:
+            standing = await _wait(x, ref, kind, waiter, expires_in)
+    finally:
+        x.gate_waiters.pop((ref.node_id, kind), None)
+    resolved: Any = ev.ConfirmationResolved if confirmation else ev.ApprovalResolved
+    await x.emit(
+        "confirmation_resolved" if confirmation else "approval_resolved",
+        resolved(
+            decision=standing.decision, principal=standing.principal, comment=standing.comment
+        ),
+        node=ref,
+        span=span,
+    )
+    return standing
+
+
+async def _wait(
+    x: RunExecutor,
+    ref: NodeRef,
+    kind: int,
+    waiter: asyncio.Future[Decision],
+    expires_in: float | None,
+) -> Decision:
+    cancelled = asyncio.ensure_future(x.cancelled.wait())
+    try:
+        waits: set[asyncio.Future[Any]] = {waiter, cancelled}
+        await asyncio.wait(waits, timeout=expires_in, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        cancelled.cancel()
+    if waiter.done():
+        return waiter.result()
+    # Expired or cancelled: record it, unless a person decided first.
+    if x.cancelled.is_set():
+        mine = Decision(ev.GATE_DECISION_CANCELLED, SYSTEM, "run cancelled")
+    else:
+        mine = Decision(ev.GATE_DECISION_EXPIRED, SYSTEM, "timed out")
+    return await x.gates.decide_gate(x.run_id, ref.node_id, ref.iteration, kind, mine)
