@@ -47,10 +47,10 @@ def test_docs_adapter_reference_lists_every_param_of_every_action() -> None:
                 assert f"| `{param}` |" in text
 
 
-def _validator() -> jsonschema.Draft202012Validator:
+def _validator() -> jsonschema.Draft7Validator:
     schema = json.loads((ROOT / "docs" / "flow.schema.json").read_text(encoding="utf-8"))
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
 
 
 @pytest.mark.parametrize(
@@ -82,10 +82,12 @@ def test_docs_flow_schema_refuses_mistakes(flow: dict[str, Any], where: list[Any
     ]
 
 
-def test_docs_flow_schema_allows_templates_where_values_are_typed() -> None:
+def test_docs_flow_schema_allows_templates_and_proto_field_names() -> None:
+    """protobuf reads `max_visits` as well as `maxVisits`; so does the schema."""
     flow = {
         "name": "x",
-        "nodes": [{"id": "a", "action": {"adapter": "util", "action": "sleep",
+        "edges": [{"source": "a", "target": "a"}],
+        "nodes": [{"id": "a", "max_visits": 2, "action": {"adapter": "util", "action": "sleep",
                                          "params": {"seconds": "{{ inputs.wait }}"}}}],
     }  # fmt: skip
     assert list(_validator().iter_errors(flow)) == []
