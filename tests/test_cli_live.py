@@ -181,3 +181,17 @@ def test_live_view_running_time_ticks_and_attempts_are_named() -> None:
     view.apply(_event(6, "a", 1, 2, at=102.0, node_log=events_pb2.NodeLog(line="hello")))
     assert re.search(r"│ a\s+│ running #2\s+│\s+0\.5s… │ hello", _text(view, 102.5))
     assert re.search(r"│ b\s+│ pending\s+│", _text(view, 102.5))  # fmt: skip
+
+
+def test_live_view_without_the_flow_counts_nodes_not_started() -> None:
+    """`runwire watch RUN` has no flow file: RunStarted.node_count stands in for it."""
+    view = RunView("run_x")
+    view.apply(_event(1, at=10.0, run_started=events_pb2.RunStarted(flow_name="f", node_count=3)))
+    view.apply(
+        _event(
+            2, "a", 1, 1, at=10.0, node_started=events_pb2.NodeStarted(adapter="util", action="set")
+        )
+    )
+    text = _text(view, 11.0)
+    assert "f · run_x · PENDING · 0/3 nodes · 1.0s" in text
+    assert re.search(r"│ \+2 not started\s+│ pending", text)  # fmt: skip
