@@ -173,10 +173,16 @@ def _watch(args: argparse.Namespace) -> int:
 # What each control request waits for with --wait: the event that says it took effect.
 _EFFECT = {"pause": "run_paused", "resume": "run_resumed", "cancel": "run_completed"}
 _WORD = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}
+_FINISHED = {
+    events_pb2.RUN_STATUS_SUCCEEDED,
+    events_pb2.RUN_STATUS_FAILED,
+    events_pb2.RUN_STATUS_CANCELLED,
+    events_pb2.RUN_STATUS_PARTIAL,
+}
 
 
 def _took_effect(command: str, run: run_service_pb2.Run) -> bool:
-    if run.status >= events_pb2.RUN_STATUS_SUCCEEDED:
+    if run.status in _FINISHED:
         return True
     if command == "pause":
         return run.status == events_pb2.RUN_STATUS_PAUSED
@@ -204,7 +210,7 @@ def _control(args: argparse.Namespace) -> int:
                 run_service_pb2.CancelRunRequest(run_id=args.run_id, reason=args.reason),
                 metadata=md,
             ).run
-        if run.status >= events_pb2.RUN_STATUS_SUCCEEDED:
+        if run.status in _FINISHED:
             _print_run(run, args, f"{run.run_id} already finished: {status_name(run.status)}")
             return 0
         if not args.wait:
