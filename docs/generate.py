@@ -33,8 +33,8 @@ PROTOS = ROOT / "protos"
 
 
 def _registry() -> Registry:
-    # Which programs are allowed does not change any action's schema.
-    return Registry.default(shell_allow=("true",))
+    # As a server starts with no flags: shell is off, and the reference says so.
+    return Registry.default(shell_allow=())
 
 
 def _type(schema: Mapping[str, Any]) -> str:
@@ -69,7 +69,9 @@ _LIMITS = (
 
 def _limits(schema: Mapping[str, Any]) -> list[str]:
     found = [
-        "non-empty" if (key, schema[key]) == ("minLength", 1) else text.format(schema[key])
+        "non-empty"
+        if key in ("minLength", "minItems") and schema[key] == 1
+        else text.format(schema[key])
         for key, text in _LIMITS
         if key in schema
     ]
@@ -79,7 +81,9 @@ def _limits(schema: Mapping[str, Any]) -> list[str]:
     for part in schema.get("anyOf", []):
         found += _limits(part)
     if "propertyNames" in schema:
-        found += [f"names {x}" for x in _limits(schema["propertyNames"])]
+        found += [
+            f"names {x.replace('matches', 'match')}" for x in _limits(schema["propertyNames"])
+        ]
     return found
 
 

@@ -128,7 +128,21 @@ def _clean(raw: bytes) -> str:
 
 
 class ShellAdapter:
-    """`exec` runs `argv` as a subprocess in its own process group."""
+    """`exec` runs `argv` as a subprocess in its own process group.
+
+    No shell parses anything: `argv` goes to exec as is. Only programs on the
+    server's `--shell-allow` list run (resolved on /usr/local/bin:/usr/bin:/bin
+    to their real path); any other is refused at validation, or with a
+    `SandboxViolation` if a template named it. The child starts in the run's
+    workspace with an environment built from nothing (PATH, HOME, LANG and the
+    node's `env`; no `LD_*`), under resource limits (`--shell-cpu-seconds`,
+    `--shell-memory`, `--shell-processes`, `--shell-file-size`,
+    `--shell-open-files`); a child killed for its CPU time or file size is a
+    `SandboxViolation`. stdout and stderr stream as NodeLog lines until
+    `--shell-output-cap` bytes, then a marker line and `truncated: true`. On
+    timeout or cancel the whole process group is killed. A non-zero exit fails
+    the node with reason `EXIT_STATUS` and the output so far.
+    """
 
     name = "shell"
     actions: Mapping[str, ActionSpec] = {

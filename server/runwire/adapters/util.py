@@ -49,7 +49,7 @@ class UtilAdapter:
         ),
         "fail": ActionSpec(
             "fail",
-            "Fail with a message; the node fails with reason FAILED",
+            "Fail with a message (the node fails with reason FAILED)",
             {
                 "type": "object",
                 "properties": {
