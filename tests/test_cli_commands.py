@@ -383,3 +383,15 @@ async def test_cli_profile_supplies_address_and_token(harness_factory: Any, tmp_
     code, err = await runs("--profile", "x")
     assert code == 2
     assert "profiles.x: unknown key 'adress'" in err
+
+
+async def test_cli_loop_example_writes_its_trailing_newline(harness: Harness) -> None:
+    """Regression: examples/loop-until-green.yaml asks for "fixed on visit …\\n"
+    and the file had no newline."""
+    code, out, err = await _cli(
+        harness, "run", str(EXAMPLES / "loop-until-green.yaml"), "--watch", "--plain"
+    )
+    assert code == 0, err
+    run_id = out.split()[1]
+    written = harness.data_dir / "workspaces" / run_id / "build" / "ready.txt"
+    assert written.read_text() == "fixed on visit 1\n"
