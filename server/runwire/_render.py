@@ -36,8 +36,8 @@ def watch_and_render(
     """
     view = _View(run_id, node_ids, last_seq=after_seq)
     console = Console()
-    # The display re-renders the view on each refresh, so running times tick
-    # between events; `live.update` below only hastens a refresh.
+    # The display re-renders the view on each refresh (8 a second), so running
+    # times tick between events; the `live.update` calls below are redundant.
     live = (
         None
         if plain or not console.is_terminal
