@@ -455,7 +455,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=STRING|KEY:=JSON",
-        help="run input: KEY=VALUE is the string VALUE as written; KEY:=JSON is a JSON value"
+        help="run input: KEY=STRING is the string as written; KEY:=JSON is a JSON value"
         " (KEY:=3, KEY:=true, KEY:='[1,2]'); repeatable, overrides --inputs-file",
     )
     run.add_argument(
@@ -465,7 +465,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="run inputs as one YAML or JSON mapping (.json is JSON, anything else YAML)",
     )
-    run.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="label the run (runs list --label finds it); repeatable",
+    )
     run.add_argument("--request-id", default="", help="idempotency key")
     run.add_argument("--watch", action="store_true", help="watch the run until it completes")
     run.add_argument(
