@@ -8,6 +8,8 @@ from collections.abc import Callable
 import grpc
 import pytest
 from conftest import Harness, edge, shell_node, util_node
+from google.protobuf import struct_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -149,3 +151,105 @@ async def test_start_run_rejects_bad_labels_and_request_id(harness: Harness) -> 
         await harness.stub.StartRun(request)
     assert caught.value.code() == INVALID
     assert _violations(caught.value) == ["request_id", "labels['Bad Key']"]
+
+
+# -- bytes protobuf cannot parse, and values Postgres cannot hold ----------------------
+
+
+def _ld(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field."""
+    size, n = b"", len(payload)
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        size += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            break
+    return bytes([number << 3 | 2]) + size + payload
+
+
+def _num(message: type, field: str) -> int:
+    return int(message.DESCRIPTOR.fields_by_name[field].number)  # type: ignore[attr-defined]
+
+
+def _nested_start_run(levels: int) -> bytes:
+    """StartRun bytes whose only param nests `levels` Structs deep (built by hand: the
+    protobuf library itself refuses to serialize that much nesting)."""
+    value = struct_pb2.Value(number_value=1).SerializeToString()
+    for _ in range(levels):
+        value = _ld(_num(struct_pb2.Value, "struct_value"), _ld(1, _ld(1, b"a") + _ld(2, value)))
+    params = _ld(1, _ld(1, b"value") + _ld(2, value))
+    action = (
+        _ld(_num(flow_pb2.ActionNode, "adapter"), b"util")
+        + _ld(_num(flow_pb2.ActionNode, "action"), b"set")
+        + _ld(_num(flow_pb2.ActionNode, "params"), params)
+    )
+    node = _ld(_num(flow_pb2.Node, "id"), b"a") + _ld(_num(flow_pb2.Node, "action"), action)
+    flow = _ld(_num(flow_pb2.Flow, "name"), b"deep") + _ld(_num(flow_pb2.Flow, "nodes"), node)
+    return _ld(_num(run_service_pb2.StartRunRequest, "flow"), flow)
+
+
+def _swap(request: Message, marker: bytes, raw: bytes) -> bytes:
+    data = request.SerializeToString()
+    assert data.count(marker) == 1
+    return data.replace(marker, raw)
+
+
+def _flow_with_timeout(seconds: int, nanos: int) -> bytes:
+    node = util_node("a", "set", value=1)
+    node.timeout.seconds, node.timeout.nanos = seconds, nanos
+    return run_service_pb2.StartRunRequest(flow=_flow(node)).SerializeToString()
+
+
+def _label(value: str) -> run_service_pb2.StartRunRequest:
+    return run_service_pb2.StartRunRequest(
+        flow=_flow(util_node("a", "set", value=1)), labels={"team": value}
+    )
+
+
+def _param(value: str) -> run_service_pb2.StartRunRequest:
+    return run_service_pb2.StartRunRequest(
+        flow=_flow(util_node("a", "set", value={"k": ["ok", value]}))
+    )
+
+
+RAW_CASES: list[tuple[str, str, Callable[[], bytes], str]] = [
+    ("params nested 60 levels", "StartRun", lambda: _nested_start_run(60), "flow.nodes[0].action.params.value.a.a"),
+    ("params nested 5000 levels", "StartRun", lambda: _nested_start_run(5000), "flow.nodes[0].action.params.value.a.a"),
+    ("invalid UTF-8 in a param", "StartRun", lambda: _swap(_param("@@"), b"@@", b"\xff\xfe"), "flow.nodes[0].action.params.value.k[1]"),
+    ("invalid UTF-8 in a label", "StartRun", lambda: _swap(_label("@@"), b"@@", b"\xc3("), "labels['team']"),
+    ("invalid UTF-8 in a run id", "GetRun", lambda: _swap(run_service_pb2.GetRunRequest(run_id="r@@"), b"@@", b"\xff\xfe"), "run_id"),
+    ("duration nanos out of range", "StartRun", lambda: _flow_with_timeout(1, 1_000_000_000), "flow.nodes[0].timeout"),
+    ("duration with signs that differ", "StartRun", lambda: _flow_with_timeout(5, -3), "flow.nodes[0].timeout"),
+    ("NUL in GetRun's run id", "GetRun", lambda: run_service_pb2.GetRunRequest(run_id="run_\x00").SerializeToString(), "run_id"),
+    ("NUL in WatchRun's run id", "WatchRun", lambda: run_service_pb2.WatchRunRequest(run_id="run_\x00").SerializeToString(), "run_id"),
+    ("NUL in a ListRuns label filter", "ListRuns", lambda: run_service_pb2.ListRunsRequest(filter='labels.team = "a\x00"').SerializeToString(), "filter"),
+    ("NUL in ResolveApproval's node id", "ResolveApproval", lambda: run_service_pb2.ResolveApprovalRequest(run_id="run_x", node_id="a\x00", approve=True).SerializeToString(), "node_id"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "method", "build", "field"), RAW_CASES, ids=[c[0] for c in RAW_CASES]
+)
+async def test_request_bytes_that_do_not_parse_are_invalid_with_their_field(
+    harness: Harness, case: str, method: str, build: Callable[[], bytes], field: str
+) -> None:
+    """Regression: these reached gRPC's deserializer or Postgres and came back INTERNAL/UNKNOWN."""
+    path = f"/runwire.v1.RunService/{method}"
+
+    async def call() -> None:
+        if method == "WatchRun":
+            async for _ in harness.channel.unary_stream(path, request_serializer=None)(build()):
+                pass
+        else:
+            await harness.channel.unary_unary(path, request_serializer=None)(build())
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call()
+    assert caught.value.code() == INVALID, case
+    assert _violations(caught.value)[0].startswith(field), (case, _violations(caught.value))
+    assert list((await harness.stub.ListRuns(run_service_pb2.ListRunsRequest())).runs) == []
+    ok = await harness.stub.ValidateFlow(
+        run_service_pb2.ValidateFlowRequest(flow=_flow(util_node("a", "set", value=1)))
+    )
+    assert ok.node_count == 1

@@ -615,8 +615,26 @@ def test_non_loopback_listener_requires_tokens(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="without --auth-token"):
         RunwireServer(Settings(listen="0.0.0.0:0", data_dir=tmp_path))
-    RunwireServer(Settings(listen="0.0.0.0:0", data_dir=tmp_path, auth_tokens=("t",)))
     RunwireServer(Settings(listen="[::1]:0", data_dir=tmp_path))
+
+
+def test_bearer_tokens_must_not_be_blank_nor_travel_in_clear(tmp_path: Path) -> None:
+    """Regression: `--auth-token ''` started a server open to every interface, and tokens
+    on a plain-text non-loopback listener travel readable by anyone on the path."""
+    from runwire.config import Settings
+    from runwire.rpc import RunwireServer
+
+    for blank in ("", "  "):
+        with pytest.raises(ValueError, match="must not be empty or blank"):
+            RunwireServer(Settings(listen="0.0.0.0:0", data_dir=tmp_path, auth_tokens=(blank,)))
+        with pytest.raises(ValueError, match="must not be empty or blank"):
+            RunwireServer(Settings(data_dir=tmp_path, auth_tokens=("ok", blank)))
+    with pytest.raises(ValueError, match="--trusted-network"):
+        RunwireServer(Settings(listen="0.0.0.0:0", data_dir=tmp_path, auth_tokens=("t",)))
+    RunwireServer(
+        Settings(listen="0.0.0.0:0", data_dir=tmp_path, auth_tokens=("t",), trusted_network=True)
+    )
+    RunwireServer(Settings(listen="127.0.0.1:0", data_dir=tmp_path, auth_tokens=("t",)))
 
 
 async def test_live_watchers_get_shared_chunks_not_store_reads(harness: Harness) -> None:

@@ -34,6 +34,7 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
+    trusted_network: bool = False
     heartbeat_interval: float = 5.0
     commit_interval: float = 0.004
     drain_grace: float = 5.0
@@ -201,6 +202,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "When any is set, every RPC but health needs one.",
     )
     parser.add_argument(
+        "--trusted-network",
+        action="store_true",
+        default=(_env("TRUSTED_NETWORK", "") or "").lower() in {"1", "true", "yes"},
+        help="accept bearer tokens over plain-text gRPC on a non-loopback listener, because "
+        "the network in between is trusted, e.g. a mesh sidecar terminating mTLS "
+        "(RUNWIRE_TRUSTED_NETWORK=1). Without it such a listener needs --tls-cert.",
+    )
+    parser.add_argument(
         "--heartbeat-interval",
         type=float,
         default=float(_env("HEARTBEAT_INTERVAL", str(d.heartbeat_interval)) or 5.0),
@@ -289,4 +298,5 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
+        trusted_network=args.trusted_network,
     )

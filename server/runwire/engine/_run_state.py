@@ -24,7 +24,7 @@ import enum
 import heapq
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from runwire.engine._events import SpanIds
@@ -81,10 +81,18 @@ class NodeState:
     gate_span: SpanIds | None = None  # the span the open gate was announced in
     decision: Decision | None = None  # how this visit's gate was decided
     decided_kind: int = 0
-    output: Any = None  # of the last success
+    output_json: str = "null"  # of the last success, as NodeSucceeded recorded it
     params_json: str = ""  # rendered params of this visit, as its first event recorded them
     waiting: int = 0  # forward in-edges whose source has not finished
     blocked: int = 0  # forward in-edges whose source finished without taking the edge
+    _parsed: tuple[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def output(self) -> Any:
+        """The last success's output, parsed when first read (most are never read)."""
+        if self._parsed is None or self._parsed[0] is not self.output_json:
+            self._parsed = (self.output_json, json.loads(self.output_json))
+        return self._parsed[1]
 
     @property
     def retry_due(self) -> bool:
@@ -401,7 +409,7 @@ class RunState:
     def _node_succeeded(self, e: ev.RunEvent) -> None:
         n = self.nodes[e.node_id]
         n.attempt_open = False
-        n.output = json.loads(e.node_succeeded.output_json or "null")
+        n.output_json = e.node_succeeded.output_json or "null"
         self._set(e.node_id, NodeStatus.SUCCEEDED)
 
     def _node_failed(self, e: ev.RunEvent) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import unicodedata
@@ -14,6 +15,7 @@ import jsonschema
 import rfc8785
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
 
 from runwire.adapters import ActionSpec, Registry
 from runwire.engine._templates import TemplateError, has_template, references
@@ -46,8 +48,57 @@ def params_validator(spec: ActionSpec) -> jsonschema.Draft202012Validator:
     return validator
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+_EXACT = 2**53
+
+
+def _plain(value: Any) -> Any:
+    """`value` with integral floats as ints, or None when the stdlib encoder would not
+    write RFC 8785 for it (a fractional or huge number, a key outside ASCII, a lone
+    surrogate): then the rfc8785 library does."""
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return None
+        return value
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if -_EXACT < value < _EXACT else None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and -_EXACT < value < _EXACT else None
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str) or not k.isascii():
+                return None  # RFC 8785 sorts by UTF-16 code units, the stdlib by code points
+            p = _plain(v)
+            if p is None and v is not None:
+                return None
+            out[k] = p
+        return out
+    if isinstance(value, list | tuple):
+        items = []
+        for v in value:
+            p = _plain(v)
+            if p is None and v is not None:
+                return None
+            items.append(p)
+        return items
+    return None
+
+
 def canonical_json(value: Any) -> str:
-    """RFC 8785 canonical JSON text."""
+    """RFC 8785 canonical JSON text.
+
+    Most values (integral numbers, ASCII keys) are written by the stdlib's C
+    encoder, whose output is the same text for them; the rest by rfc8785.
+    """
+    plain = _plain(value)
+    if plain is not None or value is None:
+        return _JSON.encode(plain)
     return rfc8785.dumps(value).decode("utf-8")
 
 
@@ -122,6 +173,40 @@ class Graph:
                 for e in edges:
                     self._into[e.target].append(e.source)
         return self._into
+
+
+_MAX_DURATION_SECONDS = 315_576_000_000  # 10 000 years, as google/protobuf/duration.proto says
+
+
+def _duration_problem(d: Duration) -> str | None:
+    if not -999_999_999 <= d.nanos <= 999_999_999:
+        return f"nanos must be within ±999999999, got {d.nanos}"
+    if (d.seconds < 0 < d.nanos) or (d.nanos < 0 < d.seconds):
+        return f"seconds ({d.seconds}) and nanos ({d.nanos}) must have the same sign"
+    if not -_MAX_DURATION_SECONDS <= d.seconds <= _MAX_DURATION_SECONDS:
+        return f"seconds must be within ±{_MAX_DURATION_SECONDS}, got {d.seconds}"
+    return None
+
+
+def duration_problems(message: Message, path: str) -> list[FieldViolation]:
+    """Durations that are not valid google.protobuf.Durations, anywhere in `message`.
+
+    Checked before anything reads the message as JSON, which fails on them.
+    """
+    out: list[FieldViolation] = []
+    for fd, value in message.ListFields():
+        sub = fd.message_type
+        if sub is None or (sub.full_name.startswith("google.protobuf.") and sub.name != "Duration"):
+            continue
+        items = list(value) if fd.is_repeated else [value]
+        for i, item in enumerate(items):
+            where = f"{path}.{fd.name}[{i}]" if fd.is_repeated else f"{path}.{fd.name}"
+            if sub.full_name == "google.protobuf.Duration":
+                if problem := _duration_problem(item):
+                    out.append(FieldViolation(where, problem))
+            else:
+                out.extend(duration_problems(item, where))
+    return out
 
 
 def _seconds(d: Duration) -> float:
@@ -292,7 +377,9 @@ def validate_flow(
     path: str = "flow",
 ) -> Graph:
     """Check every rule; raise FlowInvalid listing each bad field, or AdapterDisabled."""
-    out: list[FieldViolation] = []
+    out: list[FieldViolation] = duration_problems(flow, path)
+    if out:
+        raise FlowInvalid(out)
     disabled: list[AdapterDisabled] = []
     if not flow.name:
         out.append(FieldViolation(f"{path}.name", "must not be empty"))

@@ -7,7 +7,7 @@ import contextlib
 import hmac
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -23,7 +23,9 @@ from runwire.adapters import Registry
 from runwire.config import Settings
 from runwire.engine import Engine, EngineSettings, RunPlan, validate_flow
 from runwire.errors import RunwireError
+from runwire.rpc._decode import decode_request
 from runwire.rpc._service import RunService
+from runwire.rpc._status import to_status
 from runwire.store import (
     DurableGates,
     EmbeddedPostgres,
@@ -54,14 +56,40 @@ _SERVER_OPTIONS = [
 _HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
 
 
+def _decoding(fn: Any, request: Any) -> Any:
+    """`fn` taking the request's bytes: a request that does not parse is INVALID_ARGUMENT."""
+
+    async def handler(data: bytes, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            decoded = decode_request(request, data)
+        except RunwireError as exc:
+            await context.abort_with_status(to_status(exc))
+        return await fn(decoded, context)
+
+    return handler
+
+
+def _decoding_stream(fn: Any, request: Any) -> Any:
+    async def handler(data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            decoded = decode_request(request, data)
+        except RunwireError as exc:
+            await context.abort_with_status(to_status(exc))
+        async for item in fn(decoded, context):
+            yield item
+
+    return handler
+
+
 def _handlers(service: RunService) -> grpc.GenericRpcHandler:
     pb = run_service_pb2
 
+    # Requests arrive as bytes (no request_deserializer) and are decoded by
+    # rpc/_decode.py, so a parse failure names its field instead of being
+    # gRPC's INTERNAL.
     def unary(fn: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
-            fn,
-            request_deserializer=request.FromString,
-            response_serializer=response.SerializeToString,
+            _decoding(fn, request), response_serializer=response.SerializeToString
         )
 
     return grpc.method_handlers_generic_handler(
@@ -70,8 +98,7 @@ def _handlers(service: RunService) -> grpc.GenericRpcHandler:
             "StartRun": unary(service.StartRun, pb.StartRunRequest, pb.StartRunResponse),
             # WatchRun writes pre-serialized WatchRunResponse bytes: identity serializer.
             "WatchRun": grpc.unary_stream_rpc_method_handler(
-                service.WatchRun,
-                request_deserializer=pb.WatchRunRequest.FromString,
+                _decoding_stream(service.WatchRun, pb.WatchRunRequest),
                 response_serializer=lambda b: b,
             ),
             "GetRun": unary(service.GetRun, pb.GetRunRequest, pb.GetRunResponse),
@@ -141,6 +168,19 @@ class RunwireServer:
             raise ValueError("--tls-cert and --tls-key go together")
         if settings.tls_client_ca is not None and settings.tls_cert is None:
             raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        if any(not t.strip() for t in settings.auth_tokens):
+            raise ValueError("--auth-token must not be empty or blank: such a token guards nothing")
+        if (
+            not settings.listen_is_loopback()
+            and settings.auth_tokens
+            and settings.tls_cert is None
+            and not settings.trusted_network
+        ):
+            raise ValueError(
+                f"refusing to accept bearer tokens in clear text on non-loopback address "
+                f"{settings.listen!r}: serve TLS (--tls-cert, --tls-key), or pass "
+                "--trusted-network when a mesh sidecar terminates mTLS in front of this server"
+            )
         if not settings.listen_is_loopback() and not (
             settings.auth_tokens or settings.mutual_tls()
         ):

@@ -112,8 +112,7 @@ def _check_text(field: str, value: str, limit: int) -> None:
 def _check_run_id(run_id: str) -> None:
     if not run_id:
         raise InvalidArgument([FieldViolation("run_id", "must not be empty")])
-    if len(run_id) > 128:
-        raise InvalidArgument([FieldViolation("run_id", "must be at most 128 characters")])
+    _check_text("run_id", run_id, 128)
 
 
 class RunService:
@@ -293,6 +292,8 @@ class RunService:
         if request.page_size < 0:
             raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
         size = min(request.page_size or 50, 500)
+        _check_text("filter", request.filter, 4096)
+        _check_text("page_token", request.page_token, 1024)
         status, labels = parse_filter(request.filter)
         after = (
             decode_page_token(request.page_token, request.filter) if request.page_token else None
@@ -372,9 +373,10 @@ class RunService:
         output_json: str = "",
     ) -> run_service_pb2.Run:
         """Decide a gate idempotently: the same decision again is OK, a different one is not."""
-        row = await self._run(run_id)
         if not node_id:
             raise InvalidArgument([FieldViolation("node_id", "must not be empty")])
+        _check_text("node_id", node_id, 64)
+        row = await self._run(run_id)
         _check_text("comment", comment, 4096)
         _check_text("output_json", output_json, 1 << 20)
         what = run_service_pb2.GateKind.Name(kind).removeprefix("GATE_KIND_").lower()
