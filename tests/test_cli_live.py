@@ -27,6 +27,7 @@ class _Terminal:
     def __init__(self) -> None:
         self.text = ""
         self._changed = asyncio.Event()
+        self._eof = False
 
     async def start(self, *args: str) -> asyncio.subprocess.Process:
         master, slave = pty.openpty()
@@ -45,29 +46,24 @@ class _Terminal:
         except OSError:  # EIO: the process closed the terminal
             chunk = b""
         if not chunk:
+            self._eof = True
             asyncio.get_running_loop().remove_reader(self._master)
         self.text += _ANSI.sub("", chunk.decode(errors="replace"))
         self._changed.set()
 
     async def until(self, pattern: str) -> re.Match[str]:
         while (m := re.search(pattern, self.text)) is None:
-            assert self.proc.returncode is None or self._changed.is_set(), self.text[-3000:]
+            assert not self._eof, f"never shown: {pattern}\n{self.text[-3000:]}"
             self._changed.clear()
-            await asyncio.wait_for(self._changed.wait(), 60)
+            await self._changed.wait()  # the next output, or end of output
         return m
 
     async def finish(self) -> str:
+        """Wait for the process to exit and its terminal to reach end of output."""
         await self.proc.wait()
-        loop = asyncio.get_running_loop()
-        while True:  # drain what is still buffered in the terminal
-            try:
-                chunk = os.read(self._master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            self.text += _ANSI.sub("", chunk.decode(errors="replace"))
-        loop.remove_reader(self._master)
+        while not self._eof:
+            self._changed.clear()
+            await self._changed.wait()
         os.close(self._master)
         return self.text
 
