@@ -65,7 +65,7 @@ gen: bootstrap ## Regenerate every stub from protos/.
 	@for c in $(CLIENTS); do $(MAKE) --no-print-directory -C clients/$$c gen; done
 
 .PHONY: gen-check
-gen-check: ## Fail when `make gen` changes any generated file.
+gen-check: ## Fail when `make gen` changes any generated file, or docs/ is stale.
 	@before=$$($(GEN_DIGEST)); \
 	$(MAKE) --no-print-directory gen >/dev/null; \
 	after=$$($(GEN_DIGEST)); \
@@ -73,6 +73,11 @@ gen-check: ## Fail when `make gen` changes any generated file.
 		diff <(echo "$$before") <(echo "$$after") || true; \
 		echo "gen-check: generated code differs from protos/; run 'make gen' and commit." >&2; exit 1; \
 	fi; echo "gen-check: generated code is up to date."
+	$(PY) docs/generate.py --check
+
+.PHONY: docs
+docs: $(VENV)/.installed ## Regenerate docs/adapters.md, docs/flow.schema.json and the flag tables in docs/operations.md.
+	$(PY) docs/generate.py
 
 # --- style -----------------------------------------------------------------
 

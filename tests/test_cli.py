@@ -39,7 +39,7 @@ async def _start_watch(harness: Harness, example: str) -> tuple[asyncio.subproce
 async def test_cli_run_watch_hello_succeeds(harness: Harness) -> None:
     code, out, err = await _cli(harness, "run", str(EXAMPLES / "hello.yaml"), "--watch", "--plain")
     assert code == 0, err
-    assert "node_log greet#1 " in out
+    assert "node_log greet (visit 1, attempt 1) " in out
     assert "SUCCEEDED: 4 succeeded, 0 failed, 0 skipped" in out
 
 
@@ -56,7 +56,7 @@ async def test_cli_watch_exits_non_zero_when_run_fails(harness: Harness) -> None
         harness, "run", str(EXAMPLES / "loop-until-green.yaml"), "--watch", "--plain"
     )
     assert code == 0, err
-    assert "node_started check#1" in out
+    assert "node_started check (visit 2, attempt 1)" in out
 
 
 async def test_cli_bad_flow_prints_field_violations(harness: Harness, tmp_path: Path) -> None:

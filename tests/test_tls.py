@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +77,49 @@ def test_mutual_tls_allows_a_non_loopback_listener(pki: Path, tmp_path: Path) ->
     )
     with pytest.raises(ValueError, match="go together"):
         RunwireServer(Settings(data_dir=tmp_path, tls_cert=pki / "server.pem"))
+
+
+async def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "runwire.cli", *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_cli_connects_with_mutual_tls_from_flags_or_env(
+    harness_factory: Any, pki: Path
+) -> None:
+    h: Harness = await harness_factory(
+        tls_cert=pki / "server.pem", tls_key=pki / "server.key", tls_client_ca=pki / "ca.pem"
+    )
+    flow = pki / "flow.yaml"
+    flow.write_text("name: mtls\nnodes:\n  - {id: a, action: {adapter: util, action: set, params: {value: 1}}}\n")  # fmt: skip
+    certs = ["--ca-cert", str(pki / "ca.pem"), "--client-cert", str(pki / "client.pem"),
+             "--client-key", str(pki / "client.key")]  # fmt: skip
+    code, out, err = await _cli("run", str(flow), "--watch", "--plain", "--addr", h.addr, *certs)
+    assert code == 0, err
+    assert 'principal: "cert:alice"' in out
+    env = {"RUNWIRE_ADDR": h.addr, "RUNWIRE_CA_CERT": str(pki / "ca.pem"),
+           "RUNWIRE_CLIENT_CERT": str(pki / "client.pem"), "RUNWIRE_CLIENT_KEY": str(pki / "client.key")}  # fmt: skip
+    code, out, err = await _cli("runs", "list", "-o", "json", env=env)
+    assert code == 0, err
+    assert json.loads(out)["runs"][0]["flowName"] == "mtls"
+    # Without a client certificate the handshake fails: the server is unreachable to us.
+    code, _, err = await _cli("runs", "list", "--addr", h.addr, "--ca-cert", str(pki / "ca.pem"))
+    assert code == 3, err
+
+
+async def test_cli_sends_bearer_token_from_flag_or_env(harness_factory: Any) -> None:
+    h: Harness = await harness_factory(auth_tokens=("s3cret",))
+    code, _, err = await _cli("runs", "list", "--addr", h.addr)
+    assert code == 1
+    assert err.startswith("runwire: UNAUTHENTICATED")
+    code, _, err = await _cli("runs", "list", "--addr", h.addr, "--token", "s3cret")
+    assert code == 0, err
+    code, _, err = await _cli(
+        "runs", "list", env={"RUNWIRE_ADDR": h.addr, "RUNWIRE_TOKEN": "s3cret"}
+    )
+    assert code == 0, err

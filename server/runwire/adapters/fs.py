@@ -38,9 +38,24 @@ _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _PROC_FD = Path("/proc/self/fd")
 
-_PATH = {"type": "string", "minLength": 1, "maxLength": 4096}
-_ROOT = {"type": "string", "minLength": 1, "maxLength": 64}
-_ENCODING = {"enum": ["utf-8", "base64"]}
+_PATH = {
+    "description": "Relative path inside the root; no `..`, no absolute path, no control"
+    " characters.",
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 4096,
+}
+_ROOT = {
+    "description": "A root the server names with --fs-root; the run's workspace when unset.",
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 64,
+}
+_ENCODING = {
+    "description": "How `content` is encoded: utf-8 text or base64 bytes.",
+    "enum": ["utf-8", "base64"],
+    "default": "utf-8",
+}
 
 
 def _schema(required: list[str], **properties: Any) -> dict[str, Any]:
@@ -131,9 +146,14 @@ class FsAdapter:
             "Write a file, creating its directories; output {path, size}",
             _schema(
                 ["path", "content"],
-                content={"type": "string"},
+                content={"description": "What to write, in `encoding`.", "type": "string"},
                 encoding=_ENCODING,
-                overwrite={"type": "boolean"},
+                overwrite={
+                    "description": "Replace an existing file; false fails the node with"
+                    " EXISTS when the file is there.",
+                    "type": "boolean",
+                    "default": True,
+                },
             ),
         ),
         "list-dir": ActionSpec(
@@ -144,7 +164,14 @@ class FsAdapter:
         "delete-file": ActionSpec(
             "delete-file",
             "Delete a file; output {path, deleted}",
-            _schema(["path"], missing_ok={"type": "boolean"}),
+            _schema(
+                ["path"],
+                missing_ok={
+                    "description": "Succeed with `deleted: false` when the file is absent.",
+                    "type": "boolean",
+                    "default": False,
+                },
+            ),
             destructive=True,
         ),
     }

@@ -283,22 +283,48 @@ class HttpAdapter:
             {
                 "type": "object",
                 "properties": {
-                    "method": {"enum": _METHODS},
-                    "url": {"type": "string", "minLength": 1, "maxLength": 8192},
+                    "method": {"description": "HTTP method.", "enum": _METHODS, "default": "GET"},
+                    "url": {
+                        "description": "http or https URL; its host must pass the egress"
+                        " policy (public, or on --http-allow).",
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 8192,
+                    },
                     "headers": {
+                        "description": "Request headers.",
                         "type": "object",
                         "additionalProperties": {"type": "string", "maxLength": 8192},
                         "maxProperties": 100,
                     },
-                    "body": {"type": "string"},
-                    "json": {},
-                    "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+                    "body": {
+                        "description": "Request body as text; not with `json`.",
+                        "type": "string",
+                    },
+                    "json": {
+                        "description": "Any JSON value sent as the body with"
+                        " `content-type: application/json`; not with `body`."
+                    },
+                    "timeout": {
+                        "description": "Seconds for the whole request; the node timeout"
+                        " still applies.",
+                        "type": "number",
+                        "exclusiveMinimum": 0,
+                        "maximum": 3600,
+                        "default": DEFAULT_TIMEOUT,
+                    },
                     "accept_status": {
+                        "description": "Statuses outside 2xx that still succeed.",
                         "type": "array",
                         "items": {"type": "integer", "minimum": 100, "maximum": 599},
                         "maxItems": 500,
                     },
-                    "follow_redirects": {"type": "boolean"},
+                    "follow_redirects": {
+                        "description": "Follow redirects, each hop re-checked by the egress"
+                        " policy.",
+                        "type": "boolean",
+                        "default": True,
+                    },
                 },
                 "required": ["url"],
                 "additionalProperties": False,

@@ -128,17 +128,33 @@ def _clean(raw: bytes) -> str:
 
 
 class ShellAdapter:
-    """`exec` runs `argv` as a subprocess in its own process group."""
+    """`exec` runs `argv` as a subprocess in its own process group.
+
+    No shell parses anything: `argv` goes to exec as is. Only programs on the
+    server's `--shell-allow` list run (resolved on /usr/local/bin:/usr/bin:/bin
+    to their real path); any other is refused at validation, or with a
+    `SandboxViolation` if a template named it. The child starts in the run's
+    workspace with an environment built from nothing (PATH, HOME, LANG and the
+    node's `env`; no `LD_*`), under resource limits (`--shell-cpu-seconds`,
+    `--shell-memory`, `--shell-processes`, `--shell-file-size`,
+    `--shell-open-files`); a child killed for its CPU time or file size is a
+    `SandboxViolation`. stdout and stderr stream as NodeLog lines until
+    `--shell-output-cap` bytes, then a marker line and `truncated: true`. On
+    timeout or cancel the whole process group is killed. A non-zero exit fails
+    the node with reason `EXIT_STATUS` and the output so far.
+    """
 
     name = "shell"
     actions: Mapping[str, ActionSpec] = {
         "exec": ActionSpec(
             "exec",
-            "Run a program",
+            "Run a program; output {exit_code, stdout_tail, stderr_tail, truncated}",
             {
                 "type": "object",
                 "properties": {
                     "argv": {
+                        "description": "The program and its arguments, passed to exec"
+                        " without a shell; argv[0] must be on --shell-allow.",
                         "type": "array",
                         # Numbers and booleans (a template like {{ inputs.n }}
                         # renders to one) become their canonical JSON text.
@@ -152,6 +168,8 @@ class ShellAdapter:
                         "maxItems": 4096,
                     },
                     "env": {
+                        "description": "Extra environment variables. The child starts"
+                        " from PATH, HOME (the workspace) and LANG only; LD_* is refused.",
                         "type": "object",
                         "additionalProperties": {"type": "string", "maxLength": 65536},
                         "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
@@ -202,7 +220,7 @@ class ShellAdapter:
         return []
 
     def describe_destructive(self, action: str, params: Mapping[str, Any]) -> str | None:
-        """Destructive when argv[0] is on the configured destructive list."""
+        """When argv[0] is on the server's `--shell-destructive` list: `Run: <argv>`."""
         argv = [_arg(a) for a in params.get("argv") or []]
         program = resolve_program(argv[0]) if argv else None
         if program is not None and program in self.destructive:

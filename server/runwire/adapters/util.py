@@ -18,10 +18,12 @@ class UtilAdapter:
     actions: Mapping[str, ActionSpec] = {
         "set": ActionSpec(
             "set",
-            "Output a value",
+            "Output a value; output: the rendered `value`",
             {
                 "type": "object",
-                "properties": {"value": {}},
+                "properties": {
+                    "value": {"description": "Any JSON value; templates in it are rendered."}
+                },
                 "required": ["value"],
                 "additionalProperties": False,
             },
@@ -29,10 +31,17 @@ class UtilAdapter:
         ),
         "sleep": ActionSpec(
             "sleep",
-            "Wait a number of seconds",
+            "Wait a number of seconds; output {slept_seconds}",
             {
                 "type": "object",
-                "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": 86400}},
+                "properties": {
+                    "seconds": {
+                        "description": "How long to wait; a cancel ends the wait.",
+                        "type": "number",
+                        "minimum": 0,
+                        "maximum": 86400,
+                    }
+                },
                 "required": ["seconds"],
                 "additionalProperties": False,
             },
@@ -40,10 +49,16 @@ class UtilAdapter:
         ),
         "fail": ActionSpec(
             "fail",
-            "Fail with a message",
+            "Fail with a message (the node fails with reason FAILED)",
             {
                 "type": "object",
-                "properties": {"message": {"type": "string", "maxLength": 4096}},
+                "properties": {
+                    "message": {
+                        "description": "The error message.",
+                        "type": "string",
+                        "maxLength": 4096,
+                    }
+                },
                 "required": ["message"],
                 "additionalProperties": False,
             },

@@ -2,11 +2,16 @@
 
 Rendered values are data: a string that is exactly one `{{ expression }}`
 keeps the expression's type (a number stays a number, an object an object);
-any other string renders to a string. Nothing is ever spliced into a shell.
+any other string renders to a string, exactly as written around the
+expressions (trailing newline included), with each expression's value as its
+JSON text: `3` not `3.0`, `true`, `false`, `null`, objects and lists as
+compact JSON with sorted keys; a string is inserted as is. Nothing is ever spliced into
+a shell.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -36,8 +41,34 @@ class _DataEnvironment(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
 
-_ENV = _DataEnvironment(undefined=StrictUndefined, autoescape=False)
-_WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+def _integral(value: Any) -> Any:
+    """`value` with every integral float as an int: inputs travel as
+    `google.protobuf.Struct`, where every number is a double."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, Mapping):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_integral(v) for v in value]
+    return value
+
+
+def _json_text(value: Any) -> Any:
+    """How a value reads inside a string: its JSON text, a string as itself."""
+    if isinstance(value, str | Undefined):
+        return value
+    try:
+        return json.dumps(
+            _integral(value), ensure_ascii=False, separators=(",", ":"), sort_keys=True
+        )
+    except (TypeError, ValueError):
+        return value
+
+
+_ENV = _DataEnvironment(
+    undefined=StrictUndefined, autoescape=False, finalize=_json_text, keep_trailing_newline=True
+)
+_WHOLE = re.compile(r"^\{\{(?P<expr>.*)\}\}$", re.DOTALL)
 ROOTS = frozenset({"inputs", "nodes"})
 
 
