@@ -13,6 +13,7 @@
     │   ├── GateNotPending         no gate of that kind waits on the node
     │   └── GateAlreadyResolved    the gate was decided differently
     ├── ServerDraining             UNAVAILABLE
+    │   └── ServerUnavailable      the database is unreachable or the server went dead
     └── Unauthenticated            UNAUTHENTICATED
 
 `rpc` maps these to `google.rpc.Status` in one function; anything else becomes
@@ -41,6 +42,7 @@ __all__ = [
     "RunNotFound",
     "RunwireError",
     "ServerDraining",
+    "ServerUnavailable",
     "Unauthenticated",
 ]
 
@@ -175,6 +177,17 @@ class ServerDraining(RunwireError):
     def __init__(self) -> None:
         super().__init__(
             "server is draining; retry against another replica (WatchRun: resume with after_seq)"
+        )
+
+
+class ServerUnavailable(ServerDraining):
+    """The server cannot record work right now (its database is unreachable, or a
+    vital task died and it is going down). Same code and reason as a drain, so
+    clients retry against another replica; the message says why."""
+
+    def __init__(self, why: str) -> None:
+        RunwireError.__init__(
+            self, f"server unavailable ({why}); retry, or retry against another replica"
         )
 
 

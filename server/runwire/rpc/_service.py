@@ -36,10 +36,11 @@ from runwire.errors import (
     RunFinished,
     RunNotFound,
     ServerDraining,
+    ServerUnavailable,
 )
 from runwire.rpc._convert import decode_page_token, encode_page_token, parse_filter, run_to_proto
 from runwire.rpc._status import to_status
-from runwire.store import Hub, NewRun, RunRow, Store, decision_of, frame_event
+from runwire.store import Hub, NewRun, RunRow, Store, frame_event, is_transient
 from runwire.v1 import events_pb2, run_service_pb2
 
 __all__ = ["RunService", "principal_of"]
@@ -80,6 +81,10 @@ def _mapped(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if is_transient(exc):
+                # The database is restarting or unreachable: a retry may work.
+                log.warning("%s failed: database unavailable (%r)", fn.__name__, exc)
+                exc = ServerUnavailable("the database is unavailable")
             await context.abort_with_status(to_status(exc))
             raise  # unreachable: abort_with_status raises
 
@@ -121,6 +126,9 @@ class RunService:
         self.engine = engine
         self.draining = asyncio.Event()
         self.closing_streams = asyncio.Event()
+        # Why this server takes no new runs right now (commits or lease renewal
+        # failing, or the server went dead); None while it is healthy.
+        self.unavailable: str | None = None
 
     # -- helpers ---------------------------------------------------------------
 
@@ -179,6 +187,8 @@ class RunService:
     async def StartRun(
         self, request: run_service_pb2.StartRunRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.StartRunResponse:
+        if self.unavailable is not None:
+            raise ServerUnavailable(self.unavailable)
         if self.draining.is_set():
             raise ServerDraining
         graph = self._validate(request)
@@ -284,7 +294,8 @@ class RunService:
         if updated is None:  # finished between the read and the update
             row = await self._run(run_id)
             raise RunFinished(run_id, events_pb2.RunStatus.Name(row.status))
-        self.engine.control(run_id, pause=pause, cancel=cancel, principal=principal, reason=reason)
+        # One route: the store NOTIFYs every replica and the run's owner (this
+        # one included) applies the recorded request; see runwire.replica.
         return await self._view(updated)
 
     @_mapped
@@ -358,9 +369,7 @@ class RunService:
                 f"the {what} of node {node_id!r} was already decided: {standing} by {gate.principal}",
                 metadata={"run_id": run_id, "node_id": node_id, "decision": standing},
             )
-        decision = decision_of(gate)
-        if changed and decision is not None:
-            self.engine.deliver_gate(run_id, node_id, kind, decision)
+        # The decision reaches the run's owner through the store's NOTIFY (one route).
         return await self._view(await self._run(run_id))
 
     @_mapped
