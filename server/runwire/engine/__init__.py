@@ -6,6 +6,13 @@ It knows flows, adapters and events; it knows nothing of gRPC or Postgres.
 from runwire.engine._engine import Engine
 from runwire.engine._events import VARIANTS, NodeRef, SpanIds, new_event
 from runwire.engine._executor import EngineSettings, RunExecutor, RunPlan
+from runwire.engine._limits import (
+    MAX_EVENT_BYTES,
+    MAX_JSON_BYTES,
+    TRUNCATED_KEY,
+    bound_event,
+    json_size,
+)
 from runwire.engine._ports import Decision, GateStore, Journal, LeaseLost, RunPatch
 from runwire.engine._validate import (
     Graph,
@@ -16,6 +23,9 @@ from runwire.engine._validate import (
 )
 
 __all__ = [
+    "MAX_EVENT_BYTES",
+    "MAX_JSON_BYTES",
+    "TRUNCATED_KEY",
     "VARIANTS",
     "Decision",
     "Engine",
@@ -29,8 +39,10 @@ __all__ = [
     "RunPatch",
     "RunPlan",
     "SpanIds",
+    "bound_event",
     "canonical_json",
     "flow_digest",
+    "json_size",
     "new_event",
     "struct_problems",
     "validate_flow",

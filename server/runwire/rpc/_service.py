@@ -19,10 +19,14 @@ from opentelemetry import propagate, trace
 
 from runwire import telemetry
 from runwire.engine import (
+    MAX_EVENT_BYTES,
+    MAX_JSON_BYTES,
     Engine,
     RunPlan,
+    bound_event,
     canonical_json,
     flow_digest,
+    json_size,
     struct_problems,
     validate_flow,
 )
@@ -50,7 +54,9 @@ log = logging.getLogger(__name__)
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _REPLAY_PAGE = 2000
 WATCH_SPAN = "/runwire.v1.RunService/WatchRun"
-# Keep every WatchRunResponse well under gRPC's default 4 MiB receive limit.
+# Keep every WatchRunResponse well under gRPC's default 4 MiB receive limit:
+# responses are cut at this size, and one event (at most MAX_EVENT_BYTES, half
+# of it) always fits in a response of its own.
 RESPONSE_BYTES = 1 << 20
 _MAX_INPUT_BYTES = 1 << 20
 PRINCIPAL_HEADER = "x-runwire-principal"
@@ -160,8 +166,16 @@ class RunService:
             out.append(
                 FieldViolation("inputs", f"must be at most {_MAX_INPUT_BYTES} bytes encoded")
             )
-        else:
-            out.extend(struct_problems(request.inputs, "inputs"))
+        elif problems := struct_problems(request.inputs, "inputs"):
+            out.extend(problems)
+        elif (size := json_size(json_format.MessageToDict(request.inputs))) > MAX_JSON_BYTES:
+            # RunStarted carries the inputs: refuse what no event could hold.
+            out.append(
+                FieldViolation(
+                    "inputs",
+                    f"must be at most {MAX_JSON_BYTES} bytes as canonical JSON, got {size}",
+                )
+            )
         return out
 
     def _validate(self, request: run_service_pb2.StartRunRequest) -> Any:
@@ -500,7 +514,13 @@ class RunService:
             parts: list[bytes] = []
             size = 0
             for row in rows:
-                framed = frame_event(row.payload)
+                payload = row.payload
+                if len(payload) > MAX_EVENT_BYTES:
+                    # Stored before events were bounded: cut it as new_event
+                    # would have, so a client with default limits receives it.
+                    event = bound_event(events_pb2.RunEvent.FromString(payload))
+                    payload = event.SerializeToString(deterministic=True)
+                framed = frame_event(payload)
                 if parts and size + len(framed) > RESPONSE_BYTES:
                     yield b"".join(parts)
                     parts, size = [], 0
