@@ -14,7 +14,7 @@ from google.protobuf import json_format
 
 from runwire.engine import Engine, RunPlan, validate_flow
 from runwire.errors import RunwireError
-from runwire.store import RunRow, Store, decision_of, is_transient
+from runwire.store import EventWriter, RunRow, Store, decision_of, is_transient
 from runwire.v1 import events_pb2, flow_pb2
 
 __all__ = ["Replica"]
@@ -36,6 +36,7 @@ class Replica:
         self,
         store: Store,
         engine: Engine,
+        writer: EventWriter,
         *,
         server_id: str,
         lease_seconds: float,
@@ -44,6 +45,7 @@ class Replica:
     ) -> None:
         self._store = store
         self._engine = engine
+        self._writer = writer
         self._server_id = server_id
         self._lease_seconds = lease_seconds
         self._draining = draining
@@ -172,7 +174,7 @@ class Replica:
             ", ".join(runs),
         )
         for run_id in runs:
-            await self._engine.abandon(run_id)
+            await self._abandon(run_id)
 
     async def _maybe_abandon(self, run_id: str) -> None:
         """Stop executing a run whose lease this server no longer holds.
@@ -189,7 +191,15 @@ class Replica:
             log.error("the lease on run %s expired; stopping it here", run_id)
         else:
             log.error("lost the lease on run %s to %s; stopping it here", run_id, row.owner_id)
+        await self._abandon(run_id)
+
+    async def _abandon(self, run_id: str) -> None:
+        """Stop the run's executor, then forget its uncommitted events, so that a
+        later takeover (here or elsewhere) continues from the committed stream."""
         await self._engine.abandon(run_id)
+        dropped = self._writer.discard(run_id)
+        if dropped:
+            log.warning("dropped %d uncommitted events of run %s", dropped, run_id)
 
     async def _take_over(self, row: RunRow) -> None:
         """Continue a run another process (or an earlier life of this one) left unfinished."""

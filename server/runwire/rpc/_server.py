@@ -229,6 +229,7 @@ class RunwireServer:
         self.replica = Replica(
             self.store,
             self.engine,
+            self._writer,
             server_id=self.settings.server_id,
             lease_seconds=self.settings.lease_seconds,
             draining=service.draining.is_set,

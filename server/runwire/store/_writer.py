@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from runwire.engine._ports import RunPatch
+from runwire.engine import MAX_EVENT_BYTES, RunPatch, bound_event
 from runwire.store._framing import frame_event
 from runwire.store._hub import EVENTS_CHANNEL, Chunk, Hub
 from runwire.store._transient import is_transient
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Pending:
     run_id: str
+    life: int = 0  # the run's life in this writer when these events were appended
     seqs: list[int] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
     payloads: list[bytes] = field(default_factory=list)
@@ -155,6 +156,9 @@ class EventWriter:
         self.events_committed = 0
         self.events_fenced = 0  # events dropped because another server owns their run
         self._fenced_runs: set[str] = set()
+        # A run's life ends when this server stops executing it without
+        # finishing it (discard): events of an earlier life are never committed.
+        self._lives: dict[str, int] = {}
 
     def start(self) -> None:
         """Begin committing in the background."""
@@ -185,8 +189,10 @@ class EventWriter:
         """Queue events for the next commit; never blocks."""
         pending = self._batch.get(run_id)
         if pending is None:
-            pending = self._batch[run_id] = _Pending(run_id)
+            pending = self._batch[run_id] = _Pending(run_id, self._lives.get(run_id, 0))
         for event in events:
+            if event.ByteSize() > MAX_EVENT_BYTES:
+                event = bound_event(event)  # new_event bounds them; this is the backstop
             pending.seqs.append(event.seq)
             pending.kinds.append(event.WhichOneof("event") or "")
             pending.payloads.append(event.SerializeToString(deterministic=True))
@@ -203,6 +209,22 @@ class EventWriter:
             await self._committed.wait_for(lambda: self._committed_gen >= target or self._dead())
         if self._committed_gen < target:
             raise WriterFailed("the event writer stopped; pending events were not committed")
+
+    def discard(self, run_id: str) -> int:
+        """Forget the uncommitted events of a run this server stopped executing.
+
+        Call it after the run's executor has stopped and before the run may be
+        claimed again: a takeover continues from the committed stream, and an
+        earlier life's events (queued, or in a batch being retried) must not
+        land on top of it. Returns how many queued events were dropped.
+        """
+        self._lives[run_id] = self._lives.get(run_id, 0) + 1
+        self._fenced_runs.discard(run_id)
+        pending = self._batch.pop(run_id, None)
+        if pending is None:
+            return 0
+        self._count -= len(pending.seqs)
+        return len(pending.seqs)
 
     def holds(self, run_id: str) -> bool:
         """False once an event of the run was dropped because this server could not
@@ -272,8 +294,10 @@ class EventWriter:
             kept, seqs = await self._commit_on(conn, batch)
         except BaseException:
             # Whatever state the connection is in now (mid-COMMIT, a dead
-            # socket, a confused protocol), it is not used again.
-            conn.terminate()
+            # socket, a confused protocol), it is not used again. (The pool
+            # may already have let go of a connection that died.)
+            with contextlib.suppress(Exception):
+                conn.terminate()
             raise
         finally:
             await self._pool.release(conn)
@@ -299,9 +323,21 @@ class EventWriter:
                     self._owner_id,
                 )
             }
+            # Checked under the row locks: a claim cannot take the run until this
+            # transaction ends, and a discard() before the lock drops the events.
+            stale = {p.run_id for p in batch.values() if p.life != self._lives.get(p.run_id, 0)}
+            for p in batch.values():
+                if p.run_id not in stale:
+                    continue
+                log.warning(
+                    "not committing %d events of run %s: this server stopped executing it",
+                    len(p.seqs),
+                    p.run_id,
+                )
+                owned.discard(p.run_id)
             kept = [p for p in batch.values() if p.run_id in owned]
             for p in batch.values():
-                if p.run_id not in owned:
+                if p.run_id not in owned and p.run_id not in stale:
                     self.events_fenced += len(p.seqs)
                     self._fenced_runs.add(p.run_id)
                     log.error(
@@ -347,5 +383,5 @@ class EventWriter:
                     sum(len(p.seqs) for p in self._batch.values()),
                 )
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task  # a writer that died already said why
