@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from pgserver._commands import POSTGRES_BIN_PATH
@@ -39,6 +41,8 @@ class RestartablePostgres:
         # Postgres refuses to run as root; pgserver runs it as its own user.
         self._user = "pgserver" if os.geteuid() == 0 else None
         self.restarts = 0
+        self.start_crashes = 0
+        self._proc: subprocess.Popen[bytes] | None = None
 
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run(
@@ -61,25 +65,69 @@ class RestartablePostgres:
             self.data.mkdir()
             shutil.chown(self.data, self._user, self._user)
         self._run("initdb", "-D", str(self.data), "--auth=trust", "-U", "postgres", "-E", "utf8")
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data),
-            "-w",
-            "-l",
-            str(self.data / "log"),
-            "-o",
-            f"-h 127.0.0.1 -p {self.port} -k {self.data}",
-            "start",
-        )
+        self._start()
         return self.url()
 
+    def _start(self) -> None:
+        # A freshly exec'd postgres (or pg_ctl) died of SIGSEGV at startup now
+        # and then on this loaded machine, before logging a line: try again.
+        for attempt in range(5):
+            try:
+                self._start_once()
+                return
+            except RuntimeError:
+                if attempt == 4:
+                    raise
+                self.start_crashes += 1
+
+    def _start_once(self) -> None:
+        # The postmaster runs as this object's child (not daemonized by
+        # pg_ctl, whose start and stop crashed with SIGSEGV now and then on a
+        # loaded machine): restarts signal it and wait for it directly.
+        with (self.data / "log").open("ab") as log:
+            self._proc = subprocess.Popen(
+                [
+                    str(POSTGRES_BIN_PATH / "postgres"),
+                    "-D",
+                    str(self.data),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.data),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                user=self._user,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while not self._ready():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                tail = (self.data / "log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"postgres did not start (exit {self._proc.poll()}):\n{tail}")
+            time.sleep(0.01)
+
+    def _ready(self) -> bool:
+        try:
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        return len(lines) > 7 and lines[0] == str(self._proc.pid) and lines[7].strip() == "ready"
+
     def restart_fast(self) -> None:
-        """`pg_ctl -m fast restart`: every session is terminated, the server comes back."""
-        self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "fast", "restart")
+        """What `pg_ctl -m fast restart` does: SIGINT to the postmaster (fast
+        shutdown: every session is terminated), wait for it to exit, start again."""
+        self._proc.send_signal(signal.SIGINT)
+        self._proc.wait(60)
+        self._start()
         self.restarts += 1
 
     def stop(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "immediate", "stop")
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGQUIT)  # immediate shutdown
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(30)
         shutil.rmtree(self.root, ignore_errors=True)
