@@ -180,7 +180,19 @@ class RunwireServer:
         self._left: list[str] = []  # runs a dead server stopped, to hand over on stop()
 
     async def start(self) -> int:
-        """Connect (or start an embedded Postgres), migrate, and listen; returns the port."""
+        """Connect (or start an embedded Postgres), migrate, and listen; returns the port.
+
+        A start that fails half-way stops what it started (an embedded Postgres
+        above all) before it raises.
+        """
+        try:
+            return await self._start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.stop(grace=0)
+            raise
+
+    async def _start(self) -> int:
         if not self.database_url:
             self._embedded = EmbeddedPostgres(self.settings.data_dir / "postgres")
             self.database_url = await asyncio.to_thread(self._embedded.start)
