@@ -13,7 +13,6 @@ from typing import Any
 from google.protobuf import json_format
 
 from runwire.engine import Engine, RunPlan, validate_flow
-from runwire.errors import RunwireError
 from runwire.store import EventWriter, RunRow, Store, decision_of, is_transient
 from runwire.v1 import events_pb2, flow_pb2
 
@@ -206,8 +205,8 @@ class Replica:
         try:
             flow = json_format.ParseDict(row.flow_json, flow_pb2.Flow())
             graph = validate_flow(flow, self._engine.registry)
-        except (RunwireError, json_format.ParseError) as exc:
-            log.error("run %s cannot be taken over: %s", row.run_id, exc)
+        except Exception as exc:  # a flow this server cannot run must not stop the lease task
+            log.error("run %s cannot be taken over here: %s", row.run_id, exc)
             return
         history = [
             events_pb2.RunEvent.FromString(e.payload)
