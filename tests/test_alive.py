@@ -100,6 +100,26 @@ async def start_runs(stub: run_service_pb2_grpc.RunServiceStub, count: int) -> l
     return ids
 
 
+async def resuming_watch(
+    stub: run_service_pb2_grpc.RunServiceStub, run_id: str
+) -> tuple[list[events_pb2.RunEvent], list[grpc.StatusCode]]:
+    """Watch to RunCompleted, resuming after UNAVAILABLE; the events and the errors seen."""
+    events: list[events_pb2.RunEvent] = []
+    codes: list[grpc.StatusCode] = []
+    while True:
+        after = events[-1].seq if events else 0
+        try:
+            async for response in stub.WatchRun(
+                run_service_pb2.WatchRunRequest(run_id=run_id, after_seq=after)
+            ):
+                events.extend(response.events)
+            return events, codes
+        except grpc.aio.AioRpcError as exc:
+            codes.append(exc.code())
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or len(codes) > 200:
+                return events, codes
+
+
 async def assert_all_succeed(live: Live, run_ids: list[str]) -> None:
     """Every run ends SUCCEEDED with a gapless, grammatical stream equal to the store's."""
     assert live.server.store is not None
@@ -154,6 +174,7 @@ async def test_writer_recovers_when_its_backends_are_terminated(
     (the writer's among them, often mid-COMMIT) while 10 runs commit events."""
     async with live_server(database_url, tmp_path) as live:
         run_ids = await start_runs(live.stub, 10)
+        watchers = [asyncio.ensure_future(resuming_watch(live.stub, r)) for r in run_ids]
         admin = await asyncpg.connect(database_url)
         try:
             killed = 0
@@ -172,6 +193,13 @@ async def test_writer_recovers_when_its_backends_are_terminated(
             await admin.close()
         assert killed > 10
         await assert_all_succeed(live, run_ids)
+        assert live.server.store is not None
+        for run_id, watcher in zip(run_ids, watchers, strict=True):
+            events, codes = await watcher
+            assert_grammar(events)
+            assert [e.seq for e in events] == list(range(1, len(events) + 1))
+            assert len(events) == len(await live.server.store.all_events(run_id))
+            assert set(codes) <= {grpc.StatusCode.UNAVAILABLE}, codes
         await until("health SERVING", live.serving)
         assert live.server.failure is None
 

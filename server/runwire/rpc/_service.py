@@ -77,6 +77,15 @@ def principal_of(context: grpc.aio.ServicerContext) -> str:
     return "anonymous"
 
 
+def _public(exc: Exception) -> Exception:
+    """The error a caller sees: a database that is restarting or unreachable is
+    UNAVAILABLE (retry, here or on another replica), not INTERNAL."""
+    if is_transient(exc):
+        log.warning("database unavailable: %r", exc)
+        return ServerUnavailable("the database is unavailable")
+    return exc
+
+
 def _mapped(
     fn: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
 ) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
@@ -87,11 +96,7 @@ def _mapped(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if is_transient(exc):
-                # The database is restarting or unreachable: a retry may work.
-                log.warning("%s failed: database unavailable (%r)", fn.__name__, exc)
-                exc = ServerUnavailable("the database is unavailable")
-            await context.abort_with_status(to_status(exc))
+            await context.abort_with_status(to_status(_public(exc)))
             raise  # unreachable: abort_with_status raises
 
     return wrapper
@@ -446,7 +451,7 @@ class RunService:
                 )
             row = await self._run(request.run_id)
         except Exception as exc:
-            await context.abort_with_status(to_status(exc))
+            await context.abort_with_status(to_status(_public(exc)))
             return
         if row.finished and request.after_seq >= row.last_seq:
             return  # nothing after the end of a finished run
@@ -502,6 +507,12 @@ class RunService:
                     if not cursor.done and (overflowed or wake_seq > cursor.last):
                         async for response in self._catch_up(request.run_id, cursor):
                             yield response
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # The database blinked mid-stream: UNAVAILABLE, so the client
+                # resumes with after_seq (here or on another replica).
+                await context.abort_with_status(to_status(_public(exc)))
             finally:
                 sub.close()
         finally:
