@@ -519,3 +519,26 @@ async def test_frozen_server_resumed_after_takeover_starts_nothing(
             if zombie.proc is not None:
                 os.killpg(zombie.proc.pid, signal.SIGCONT)
         await zombie.kill()
+
+
+async def test_drain_ends_while_the_database_is_gone(
+    proxy: tuple[PgProxy, str], tmp_path: Path
+) -> None:
+    """Regression: SIGTERM hung in flush() when the writer could not commit. A
+    drain with the database unreachable gives up on it after bounded waits."""
+    p, url = proxy
+    server = RunwireServer(make_settings(url, tmp_path, drain_grace=1.0))
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = run_service_pb2_grpc.RunServiceStub(channel)
+        run_ids = await start_runs(stub, 3)
+        await wait_for_event(stub, run_ids[-1], lambda e: e.HasField("node_log"))
+    p.block()
+    await asyncio.wait_for(server.drain(), DEADLINE)
+    p.blocked = False
+    conn = await asyncpg.connect(url)
+    try:
+        unfinished = await conn.fetchval("SELECT count(*) FROM runs WHERE end_time IS NULL")
+    finally:
+        await conn.close()
+    assert unfinished >= 1  # left for a takeover, not finished by a dying server
