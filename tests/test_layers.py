@@ -20,6 +20,9 @@ SERVER = Path(__file__).resolve().parent.parent / "server" / "runwire"
 
 PUBLIC: dict[str, list[str]] = {
     "runwire.engine": [
+        "MAX_EVENT_BYTES",
+        "MAX_JSON_BYTES",
+        "TRUNCATED_KEY",
         "VARIANTS",
         "Decision",
         "Engine",
@@ -27,6 +30,7 @@ PUBLIC: dict[str, list[str]] = {
         "GateStore",
         "Graph",
         "Journal",
+        "JournalFailed",
         "LeaseLost",
         "NodeRef",
         "NodeStatus",
@@ -35,8 +39,10 @@ PUBLIC: dict[str, list[str]] = {
         "RunPlan",
         "RunState",
         "SpanIds",
+        "bound_event",
         "canonical_json",
         "flow_digest",
+        "json_size",
         "new_event",
         "struct_problems",
         "validate_flow",
@@ -53,10 +59,11 @@ PUBLIC: dict[str, list[str]] = {
         "Store",
         "StoredEvent",
         "Subscription",
-        "database_unreachable",
+        "WriterFailed",
         "decision_of",
         "frame_event",
         "frame_events",
+        "is_transient",
         "migrate",
     ],
     "runwire.rpc": [
@@ -65,8 +72,10 @@ PUBLIC: dict[str, list[str]] = {
         "SERVICE_NAME",
         "RunService",
         "RunwireServer",
+        "ServerFailed",
         "to_status",
     ],
+    "runwire.replica": ["Replica"],
     "runwire.adapters": [
         "ActionFailed",
         "ActionSpec",
@@ -123,7 +132,7 @@ def _imports(path: Path) -> list[str]:
     return names
 
 
-@pytest.mark.parametrize("package", ["store", "rpc"])
+@pytest.mark.parametrize("package", ["store", "rpc", "replica"])
 def test_layers_package_uses_only_public_engine_names(package: str) -> None:
     private = {
         f"{path.relative_to(SERVER)}: {name}"

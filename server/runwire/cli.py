@@ -51,7 +51,7 @@ def _version() -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from runwire.rpc import RunwireServer
+    from runwire.rpc import RunwireServer, ServerFailed
 
     logging.basicConfig(
         level=os.environ.get("RUNWIRE_LOG_LEVEL", "INFO"),
@@ -70,6 +70,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"runwire: {exc}", file=sys.stderr)
         return 2
+    except ServerFailed as exc:
+        print(f"runwire: server failed: {exc}", file=sys.stderr)
+        return 3
     return 0
 
 

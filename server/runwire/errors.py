@@ -13,6 +13,7 @@
     │   ├── GateNotPending         no gate of that kind waits on the node
     │   └── GateAlreadyResolved    the gate was decided differently
     ├── ServerDraining             UNAVAILABLE
+    │   └── ServerUnavailable      a vital task died: the server is going down
     ├── DatabaseUnavailable        UNAVAILABLE, retry: the database cannot be reached
     ├── Overloaded                 RESOURCE_EXHAUSTED, with a retry delay
     └── Unauthenticated            UNAUTHENTICATED
@@ -43,6 +44,7 @@ __all__ = [
     "RunNotFound",
     "RunwireError",
     "ServerDraining",
+    "ServerUnavailable",
     "Unauthenticated",
 ]
 
@@ -204,6 +206,17 @@ class Overloaded(RunwireError):
             metadata={"limit": str(limit), "retry_after_ms": str(int(retry_after * 1000))},
         )
         self.retry_after = retry_after
+
+
+class ServerUnavailable(ServerDraining):
+    """The server cannot record work any more: a vital task died and it is going
+    down. Same code and reason as a drain, so clients retry against another
+    replica; the message says why."""
+
+    def __init__(self, why: str) -> None:
+        RunwireError.__init__(
+            self, f"server unavailable ({why}); retry, or retry against another replica"
+        )
 
 
 class Unauthenticated(RunwireError):

@@ -5,8 +5,22 @@ It knows flows, adapters and events; it knows nothing of gRPC or Postgres.
 
 from runwire.engine._engine import Engine
 from runwire.engine._events import VARIANTS, NodeRef, SpanIds, new_event
+from runwire.engine._limits import (
+    MAX_EVENT_BYTES,
+    MAX_JSON_BYTES,
+    TRUNCATED_KEY,
+    bound_event,
+    json_size,
+)
 from runwire.engine._orchestrator import EngineSettings, RunExecutor, RunPlan
-from runwire.engine._ports import Decision, GateStore, Journal, LeaseLost, RunPatch
+from runwire.engine._ports import (
+    Decision,
+    GateStore,
+    Journal,
+    JournalFailed,
+    LeaseLost,
+    RunPatch,
+)
 from runwire.engine._run_state import NodeStatus, RunState
 from runwire.engine._validate import (
     Graph,
@@ -17,6 +31,9 @@ from runwire.engine._validate import (
 )
 
 __all__ = [
+    "MAX_EVENT_BYTES",
+    "MAX_JSON_BYTES",
+    "TRUNCATED_KEY",
     "VARIANTS",
     "Decision",
     "Engine",
@@ -24,6 +41,7 @@ __all__ = [
     "GateStore",
     "Graph",
     "Journal",
+    "JournalFailed",
     "LeaseLost",
     "NodeRef",
     "NodeStatus",
@@ -32,8 +50,10 @@ __all__ = [
     "RunPlan",
     "RunState",
     "SpanIds",
+    "bound_event",
     "canonical_json",
     "flow_digest",
+    "json_size",
     "new_event",
     "struct_problems",
     "validate_flow",

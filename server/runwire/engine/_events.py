@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from runwire.engine._limits import bound_event
 from runwire.v1 import events_pb2
 
 __all__ = ["VARIANTS", "NodeRef", "SpanIds", "new_event"]
@@ -41,7 +42,9 @@ class SpanIds:
 def new_event(
     run_id: str, seq: int, variant: str, payload: Message, *, span: SpanIds, node: NodeRef | None
 ) -> events_pb2.RunEvent:
-    """A RunEvent with the envelope filled and `payload` as its `variant` case."""
+    """A RunEvent with the envelope filled and `payload` as its `variant` case,
+    bounded to MAX_EVENT_BYTES (see engine._limits: oversized strings are cut
+    with a marker, never emitted whole)."""
     name = payload.DESCRIPTOR.name if payload.DESCRIPTOR is not None else "?"
     if _PAYLOAD_TYPE.get(variant) != name:
         raise ValueError(f"{name} is not the payload of variant {variant!r}")
@@ -56,4 +59,4 @@ def new_event(
     if node is not None:
         event.node_id, event.iteration, event.attempt = node.node_id, node.iteration, node.attempt
     getattr(event, variant).CopyFrom(payload)
-    return event
+    return bound_event(event)

@@ -31,7 +31,14 @@ from runwire.adapters import Registry
 from runwire.engine._attempts import duration_of, run_visit
 from runwire.engine._events import NodeRef, SpanIds, new_event
 from runwire.engine._gates import SYSTEM
-from runwire.engine._ports import Decision, GateStore, Journal, LeaseLost, RunPatch
+from runwire.engine._ports import (
+    Decision,
+    GateStore,
+    Journal,
+    JournalFailed,
+    LeaseLost,
+    RunPatch,
+)
 from runwire.engine._run_state import NodeStatus, RunState
 from runwire.engine._templates import contains_template
 from runwire.engine._validate import Graph, canonical_json
@@ -279,9 +286,10 @@ class RunExecutor:
                     self._launch(node_id, resume=True)
                 await self._schedule()
             await self._finish(span)
-        except (asyncio.CancelledError, LeaseLost) as exc:
-            # Process shutdown, or another server owns the run now: it stays
-            # unfinished in the store for whoever holds its lease.
+        except (asyncio.CancelledError, LeaseLost, JournalFailed) as exc:
+            # Process shutdown, another server owns the run now, or nothing can
+            # be recorded any more: the run stays unfinished in the store for
+            # whoever holds its lease next.
             await self._cancel_tasks()
             if isinstance(exc, asyncio.CancelledError):
                 raise
@@ -367,7 +375,7 @@ class RunExecutor:
             await self._announce_caps()
         except asyncio.CancelledError:
             raise
-        except LeaseLost as exc:
+        except (LeaseLost, JournalFailed) as exc:
             self._stop = self._stop or exc
         except Exception as exc:
             log.exception("node %s of run %s crashed", node_id, self.run_id)

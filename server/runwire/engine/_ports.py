@@ -8,7 +8,7 @@ from typing import Protocol
 
 from runwire.v1 import events_pb2
 
-__all__ = ["Decision", "GateStore", "Journal", "LeaseLost", "RunPatch"]
+__all__ = ["Decision", "GateStore", "Journal", "JournalFailed", "LeaseLost", "RunPatch"]
 
 
 class LeaseLost(Exception):
@@ -21,6 +21,14 @@ class LeaseLost(Exception):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"this server no longer holds the lease on run {run_id}")
         self.run_id = run_id
+
+
+class JournalFailed(RuntimeError):
+    """The journal stopped for good: nothing appended from now on will commit.
+
+    The executor stops the run without finishing it (the server is going down;
+    another server takes the run over from what was committed).
+    """
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,10 @@ class Journal(Protocol):
         ...
 
     async def flush(self) -> None:
-        """Wait until everything appended so far is committed."""
+        """Wait until everything appended so far is committed.
+
+        Raises JournalFailed when the journal stopped for good.
+        """
         ...
 
     def holds(self, run_id: str) -> bool:

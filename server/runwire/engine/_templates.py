@@ -21,6 +21,8 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedErr
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from runwire.engine._limits import MAX_JSON_BYTES, json_size
+
 __all__ = [
     "TemplateError",
     "TemplateRef",
@@ -39,6 +41,26 @@ class _DataEnvironment(ImmutableSandboxedEnvironment):
         if isinstance(obj, Mapping) and attribute in obj:
             return obj[attribute]
         return super().getattr(obj, attribute)
+
+    # `'x' * 50000000` or `9 ** 9 ** 9` would take the memory or the CPU before
+    # any output check: refuse such operands up front.
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(n, int)
+                    and len(seq) * n > MAX_JSON_BYTES
+                ):
+                    raise SecurityError(
+                        f"repeating a value of length {len(seq)} {n} times exceeds "
+                        f"the {MAX_JSON_BYTES}-byte limit on a rendered value"
+                    )
+        elif operator == "**" and isinstance(right, int) and abs(right) > 1024:
+            raise SecurityError("exponents above 1024 are not allowed in templates")
+        return super().call_binop(context, operator, left, right)
 
 
 def _integral(value: Any) -> Any:
@@ -154,6 +176,17 @@ def references(value: Any, path: str = "") -> list[TemplateRef]:
 
 
 def _render_string(text: str, context: Mapping[str, Any], where: str) -> Any:
+    result = _render_unbounded(text, context, where)
+    size = json_size(result)
+    if size > MAX_JSON_BYTES:
+        raise TemplateError(
+            where,
+            f"renders to {size} bytes of JSON, more than the limit of {MAX_JSON_BYTES} bytes",
+        )
+    return result
+
+
+def _render_unbounded(text: str, context: Mapping[str, Any], where: str) -> Any:
     try:
         whole = _WHOLE.match(text)
         if whole and "{{" not in whole["expr"] and "{%" not in text:

@@ -18,6 +18,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
 from runwire.adapters import ActionSpec, Registry
+from runwire.engine._limits import MAX_JSON_BYTES, json_size
 from runwire.engine._templates import TemplateError, has_template, references
 from runwire.errors import AdapterDisabled, FieldViolation, FlowInvalid
 from runwire.v1 import flow_pb2
@@ -321,6 +322,15 @@ def _check_action(
         )
         return
     params: Mapping[str, Any] = json_format.MessageToDict(action.params)
+    if (size := json_size(params)) > MAX_JSON_BYTES:
+        # NodeStarted carries the params: refuse what no event could hold.
+        out.append(
+            FieldViolation(
+                f"{path}.params",
+                f"must be at most {MAX_JSON_BYTES} bytes as canonical JSON, got {size}",
+            )
+        )
+        return
     errors = sorted(
         params_validator(spec).iter_errors(params),
         key=lambda e: list(map(str, e.absolute_path)),
@@ -442,6 +452,13 @@ def validate_flow(
             if "\x00" in node.approval.message:
                 out.append(
                     FieldViolation(f"{npath}.approval.message", "must not contain NUL characters")
+                )
+            elif (size := json_size(node.approval.message)) > MAX_JSON_BYTES:
+                out.append(
+                    FieldViolation(
+                        f"{npath}.approval.message",
+                        f"must be at most {MAX_JSON_BYTES} bytes as a JSON string, got {size}",
+                    )
                 )
             if node.approval.HasField("timeout"):
                 _check_timeout(node.approval.timeout, f"{npath}.approval.timeout", out)

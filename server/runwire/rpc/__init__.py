@@ -1,7 +1,15 @@
 """gRPC surface: the RunService servicer, error mapping, health, reflection, drain."""
 
-from runwire.rpc._server import SERVICE_NAME, RunwireServer
+from runwire.rpc._server import SERVICE_NAME, RunwireServer, ServerFailed
 from runwire.rpc._service import PRINCIPAL_HEADER, RunService
 from runwire.rpc._status import DOMAIN, to_status
 
-__all__ = ["DOMAIN", "PRINCIPAL_HEADER", "SERVICE_NAME", "RunService", "RunwireServer", "to_status"]
+__all__ = [
+    "DOMAIN",
+    "PRINCIPAL_HEADER",
+    "SERVICE_NAME",
+    "RunService",
+    "RunwireServer",
+    "ServerFailed",
+    "to_status",
+]

@@ -12,7 +12,6 @@ from typing import Any
 
 import asyncpg
 import grpc
-from google.protobuf import json_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
@@ -21,25 +20,17 @@ from opentelemetry.sdk.trace import TracerProvider
 from runwire import telemetry
 from runwire.adapters import Registry
 from runwire.config import Settings
-from runwire.engine import Engine, EngineSettings, RunPlan, validate_flow
+from runwire.engine import Engine, EngineSettings
 from runwire.errors import RunwireError
+from runwire.replica import Replica
 from runwire.rpc._admission import Admission, Limits
 from runwire.rpc._decode import decode_request
 from runwire.rpc._service import RunService
 from runwire.rpc._status import to_status
-from runwire.store import (
-    DurableGates,
-    EmbeddedPostgres,
-    EventWriter,
-    Hub,
-    RunRow,
-    Store,
-    decision_of,
-    migrate,
-)
-from runwire.v1 import events_pb2, flow_pb2, run_service_pb2
+from runwire.store import DurableGates, EmbeddedPostgres, EventWriter, Hub, Store, migrate
+from runwire.v1 import run_service_pb2
 
-__all__ = ["RunwireServer"]
+__all__ = ["RunwireServer", "ServerFailed"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +51,16 @@ _SERVER_OPTIONS = [
     ("grpc.server.max_pending_requests_hard_limit", 40_000),
 ]
 _HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
+# How long a stopping server waits for the database (last commits, releasing
+# leases, closing the pool) before it gives up on it and exits anyway.
+_STOP_DB_TIMEOUT = 5.0
+
+
+class ServerFailed(RuntimeError):
+    """A background task the server cannot live without ended: the server stopped.
+
+    `runwire serve` exits non-zero on it, so a supervisor restarts the process.
+    """
 
 
 def _decoding(fn: Any, request: Any, admit: Callable[[], Any] | None = None) -> Any:
@@ -180,7 +181,14 @@ class _BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc shi
 
 
 class RunwireServer:
-    """One server process: start it, serve, drain it."""
+    """One server process: start it, serve, drain it.
+
+    Alive or honestly dead: the event writer, the LISTEN task and the lease
+    task are vital. While the database is unreachable they retry and health
+    says NOT_SERVING; if one of them ends, the server goes dead at once (no
+    lease renewals, no new node attempts, NOT_SERVING, UNAVAILABLE to
+    callers), logs why, and `serve_until_signal` raises ServerFailed.
+    """
 
     def __init__(
         self, settings: Settings, *, tracer_provider: TracerProvider | None = None
@@ -224,11 +232,29 @@ class RunwireServer:
         self.service: RunService | None = None
         self.engine: Engine | None = None
         self.store: Store | None = None
-        self._control_tasks: set[asyncio.Task[None]] = set()
-        self._leases: asyncio.Task[None] | None = None
+        self.replica: Replica | None = None
+        self.failure: str | None = None  # why the server went dead, once it did
+        self.dead = asyncio.Event()  # set once a dead server has stopped its runs
+        self._unhealthy: set[str] = set()
+        self._serving: int | None = None
+        self._stopping = False
+        self._background: set[asyncio.Task[None]] = set()
+        self._left: list[str] = []  # runs a dead server stopped, to hand over on stop()
 
     async def start(self) -> int:
-        """Connect (or start an embedded Postgres), migrate, and listen; returns the port."""
+        """Connect (or start an embedded Postgres), migrate, and listen; returns the port.
+
+        A start that fails half-way stops what it started (an embedded Postgres
+        above all) before it raises.
+        """
+        try:
+            return await self._start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.stop(grace=0)
+            raise
+
+    async def _start(self) -> int:
         if not self.database_url:
             self._embedded = EmbeddedPostgres(self.settings.data_dir / "postgres")
             self.database_url = await asyncio.to_thread(self._embedded.start)
@@ -237,18 +263,18 @@ class RunwireServer:
         async with self._pool.acquire() as conn:
             await migrate(conn)
         self.store = Store(self._pool)
-        self.hub.on_control = self._on_control
-        self.hub.start(lambda: asyncpg.connect(url))
         self._writer = EventWriter(
             self._pool,
             self.hub,
             owner_id=self.settings.server_id,
+            lease_seconds=self.settings.lease_seconds,
             interval=self.settings.commit_interval,
+            on_health=lambda ok: self._condition("event commits", ok),
         )
         self._writer.start()
         self.engine = Engine(
             self._writer,
-            DurableGates(self.store),
+            DurableGates(self.store, owner_id=self.settings.server_id),
             Registry.default(
                 shell_allow=self.settings.shell_allow,
                 shell_destructive=self.settings.shell_destructive,
@@ -273,6 +299,19 @@ class RunwireServer:
             lease_seconds=self.settings.lease_seconds,
             tracer=telemetry.tracer(self.tracer_provider),
         )
+        service = self.service
+        self.replica = Replica(
+            self.store,
+            self.engine,
+            self._writer,
+            server_id=self.settings.server_id,
+            lease_seconds=self.settings.lease_seconds,
+            draining=service.draining.is_set,
+            on_health=lambda ok: self._condition("lease renewal", ok),
+        )
+        self.hub.on_control = self.replica.on_control
+        self.hub.on_listen = self.replica.on_listen
+        self.hub.start(lambda: asyncpg.connect(url))
         # WatchRun makes its own span (see RunService.WatchRun): the aio
         # interceptor keeps a context attached across the stream's yields and
         # cannot detach it when a client drops the stream mid-write.
@@ -299,8 +338,15 @@ class RunwireServer:
             )
         self.port = self._listen()
         await self._grpc.start()
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        self._leases = asyncio.create_task(self._lease_loop(), name="runwire-leases")
+        await self._refresh_health()
+        self.replica.start()
+        for what, task in (
+            ("the event writer", self._writer.task),
+            ("the LISTEN task", self.hub.task),
+            ("the lease task", self.replica.task),
+        ):
+            assert task is not None
+            self._supervise(what, task)
         log.info("runwire serving on %s (port %d)", self.settings.listen, self.port)
         return self.port
 
@@ -316,112 +362,83 @@ class RunwireServer:
         )
         return int(self._grpc.add_secure_port(s.listen, credentials))
 
-    async def _set_health(self, status: int) -> None:
+    # -- health and death -------------------------------------------------------
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _condition(self, name: str, ok: bool) -> None:
+        """A vital function (commits, lease renewal) started or stopped working."""
+        if ok:
+            self._unhealthy.discard(name)
+        else:
+            self._unhealthy.add(name)
+            log.error("%s failing: health is NOT_SERVING until it works again", name)
+        if self.service is not None:
+            self.service.unavailable = ", ".join(sorted(self._unhealthy)) or None
+        self._spawn(self._refresh_health())
+
+    async def _refresh_health(self) -> None:
+        draining = self.service is not None and self.service.draining.is_set()
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if not (self._unhealthy or draining or self.failure)
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        if status == self._serving:
+            return
+        self._serving = status
         for name in ("", SERVICE_NAME):
             result = self._health.set(name, status)
             if asyncio.iscoroutine(result):
                 await result
 
-    def _on_control(self, run_id: str) -> None:
-        # Another process recorded a control request for a run; apply it if it is ours.
-        if self.engine is None or self.store is None or run_id not in self.engine.running():
+    def _supervise(self, what: str, task: asyncio.Task[None]) -> None:
+        def done(t: asyncio.Task[None]) -> None:
+            if self._stopping or self.failure is not None:
+                return
+            exc = None if t.cancelled() else t.exception()
+            self.fail(f"{what} ended: {exc!r}" if exc else f"{what} ended", exc)
+
+        task.add_done_callback(done)
+
+    def fail(self, reason: str, exc: BaseException | None = None) -> None:
+        """Go dead: the server can no longer keep its promises, so it stops pretending."""
+        if self.failure is not None:
             return
-        task = asyncio.create_task(self._apply_control(run_id))
-        self._control_tasks.add(task)
-        task.add_done_callback(self._control_tasks.discard)
-
-    async def _apply_control(self, run_id: str) -> None:
-        assert self.store is not None
-        assert self.engine is not None
-        row = await self.store.get_run(run_id)
-        if row is not None:
-            self.engine.control(
-                run_id,
-                pause=row.pause_requested,
-                cancel=row.cancel_requested,
-                principal=row.control_principal,
-                reason=row.control_reason,
-            )
-        for gate in await self.store.gates(run_id, pending=False):
-            decision = decision_of(gate)
-            if decision is not None:
-                self.engine.deliver_gate(run_id, gate.node_id, gate.kind, decision)
-
-    async def _lease_loop(self) -> None:
-        """Keep leases on local runs fresh and take over runs whose owner went away."""
-        assert self.store is not None
-        assert self.engine is not None
-        period = max(self.settings.lease_seconds / 3, 0.05)
-        while True:
-            try:
-                local = self.engine.running()
-                if local:
-                    still = set(
-                        await self.store.renew_leases(
-                            self.settings.server_id, local, self.settings.lease_seconds
-                        )
-                    )
-                    for run_id in local:
-                        if run_id not in still:
-                            await self._maybe_abandon(run_id)
-                if not (self.service and self.service.draining.is_set()):
-                    for row in await self.store.claim_runs(
-                        self.settings.server_id, self.settings.lease_seconds, 16
-                    ):
-                        await self._take_over(row)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("lease upkeep failed (%s); retrying", exc)
-            await asyncio.sleep(period)
-
-    async def _maybe_abandon(self, run_id: str) -> None:
-        """Stop executing a run whose lease another server has taken."""
-        assert self.store is not None
-        assert self.engine is not None
-        row = await self.store.get_run(run_id)
-        if row is None or row.finished or row.owner_id == self.settings.server_id:
-            return
-        log.error("lost the lease on run %s to %s; stopping it here", run_id, row.owner_id)
-        await self.engine.abandon(run_id)
-
-    async def _take_over(self, row: RunRow) -> None:
-        """Continue a run another process (or an earlier life of this one) left unfinished."""
-        assert self.store is not None
-        assert self.engine is not None
-        flow = json_format.ParseDict(row.flow_json, flow_pb2.Flow())
-        try:
-            graph = validate_flow(flow, self.engine.registry)
-        except RunwireError as exc:
-            log.error("run %s cannot be taken over: %s", row.run_id, exc)
-            return
-        history = [
-            events_pb2.RunEvent.FromString(e.payload)
-            for e in await self.store.all_events(row.run_id)
-        ]
-        log.info("taking over run %s at seq %d", row.run_id, history[-1].seq if history else 0)
-        self.engine.start(
-            RunPlan(
-                run_id=row.run_id,
-                graph=graph,
-                inputs=row.inputs,
-                flow_digest=row.flow_digest,
-                principal=row.principal,
-                trigger="api",
-                request_id=row.request_id or "",
-                history=history or None,
-                pause_requested=row.pause_requested,
-                cancel_requested=row.cancel_requested,
-            )
+        self.failure = reason
+        log.critical(
+            "FATAL: %s. This server stops renewing leases, stops its runs, reports "
+            "NOT_SERVING and exits non-zero; another replica (or its restart) takes the "
+            "runs over from their last committed event.",
+            reason,
+            exc_info=exc,
         )
-        # A pause, resume or cancel recorded between the claim and now found no
-        # local run to tell and its NOTIFY was ignored: read the row again.
-        await self._apply_control(row.run_id)
+        self._spawn(self._go_dead())
+
+    async def _go_dead(self) -> None:
+        if self.service is not None:
+            self.service.draining.set()
+            self.service.unavailable = self.failure
+        await self._refresh_health()
+        if self.replica is not None:
+            await self.replica.stop()
+        if self.engine is not None:
+            self._left = await self.engine.stop()
+        if self.service is not None:
+            self.service.closing_streams.set()
+        self.dead.set()
+
+    # -- stopping ---------------------------------------------------------------
 
     async def drain(self) -> None:
         """Graceful stop: refuse new runs, close streams after the grace period, stop."""
         assert self.service is not None
         log.info("draining")
         self.service.draining.set()
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._refresh_health()
         grace = self.settings.drain_grace
         if self.engine is not None and self.engine.running():
             with contextlib.suppress(TimeoutError):
@@ -430,37 +447,66 @@ class RunwireServer:
         await self.stop(grace=min(grace, 1.0))
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop everything this server started."""
+        """Stop everything this server started; never waits long on a database that is gone."""
+        self._stopping = True
         if self.service is not None:
             self.service.draining.set()
             self.service.closing_streams.set()
         if self._grpc is not None:
             await self._grpc.stop(grace)
-        if self._leases is not None:
-            self._leases.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._leases
+        if self.replica is not None:
+            await self.replica.stop()
         if self.engine is not None:
-            left = await self.engine.stop()
+            left = [*self._left, *await self.engine.stop()]
             if left and self._writer is not None and self.store is not None:
-                await self._writer.flush()
-                # Hand the runs over at once instead of waiting for leases to expire.
-                await self.store.release_leases(left)
-                log.warning("%d runs left for takeover: %s", len(left), ", ".join(left))
+                await self._hand_over(left)
         if self._writer is not None:
-            await self._writer.stop()
+            await self._writer.stop(wait=_STOP_DB_TIMEOUT)
         await self.hub.stop()
+        for task in list(self._background):
+            task.cancel()
         if self._pool is not None:
-            await self._pool.close()
+            try:
+                await asyncio.wait_for(self._pool.close(), _STOP_DB_TIMEOUT)
+            except Exception as exc:
+                log.warning("closing the database pool failed (%r); terminating it", exc)
+                self._pool.terminate()
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
         self.tracer_provider.shutdown()
 
+    async def _hand_over(self, left: list[str]) -> None:
+        """Commit what the stopped runs appended, then release their leases at once
+        instead of making a successor wait for them to expire."""
+        assert self._writer is not None
+        assert self.store is not None
+        try:
+            await asyncio.wait_for(self._writer.flush(), _STOP_DB_TIMEOUT)
+            await asyncio.wait_for(self.store.release_leases(left), _STOP_DB_TIMEOUT)
+            log.warning("%d runs left for takeover: %s", len(left), ", ".join(left))
+        except Exception as exc:
+            log.error(
+                "could not hand over %d runs (%r); they are taken over when their leases expire",
+                len(left),
+                exc,
+            )
+
     async def serve_until_signal(self) -> None:
-        """Run until SIGTERM or SIGINT, then drain."""
+        """Run until SIGTERM or SIGINT, then drain; raise ServerFailed if the server went dead."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await self.drain()
+        signalled = asyncio.ensure_future(stop.wait())
+        died = asyncio.ensure_future(self.dead.wait())
+        try:
+            await asyncio.wait({signalled, died}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            signalled.cancel()
+            died.cancel()
+        if self.failure is None:
+            await self.drain()
+        else:
+            await self.stop(grace=0.5)
+        if self.failure is not None:
+            raise ServerFailed(self.failure)

@@ -19,15 +19,20 @@ from opentelemetry import propagate, trace
 
 from runwire import telemetry
 from runwire.engine import (
+    MAX_EVENT_BYTES,
+    MAX_JSON_BYTES,
     Engine,
     Graph,
     RunPlan,
+    bound_event,
     canonical_json,
     flow_digest,
+    json_size,
     struct_problems,
     validate_flow,
 )
 from runwire.errors import (
+    DatabaseUnavailable,
     FieldViolation,
     FlowInvalid,
     GateAlreadyResolved,
@@ -37,10 +42,11 @@ from runwire.errors import (
     RunFinished,
     RunNotFound,
     ServerDraining,
+    ServerUnavailable,
 )
 from runwire.rpc._convert import decode_page_token, encode_page_token, parse_filter, run_to_proto
 from runwire.rpc._status import to_status
-from runwire.store import Hub, NewRun, RunRow, Store, decision_of, frame_event
+from runwire.store import Hub, NewRun, RunRow, Store, frame_event, is_transient
 from runwire.v1 import events_pb2, run_service_pb2
 
 __all__ = ["RunService", "principal_of"]
@@ -50,7 +56,9 @@ log = logging.getLogger(__name__)
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _REPLAY_PAGE = 2000
 WATCH_SPAN = "/runwire.v1.RunService/WatchRun"
-# Keep every WatchRunResponse well under gRPC's default 4 MiB receive limit.
+# Keep every WatchRunResponse well under gRPC's default 4 MiB receive limit:
+# responses are cut at this size, and one event (at most MAX_EVENT_BYTES, half
+# of it) always fits in a response of its own.
 RESPONSE_BYTES = 1 << 20
 _MAX_INPUT_BYTES = 1 << 20
 PRINCIPAL_HEADER = "x-runwire-principal"
@@ -86,6 +94,15 @@ def principal_of(context: grpc.aio.ServicerContext) -> str:
     return "anonymous"
 
 
+def _public(exc: Exception) -> Exception:
+    """The error a caller sees: a database that is restarting or unreachable is
+    UNAVAILABLE (retry, here or on another replica), not INTERNAL."""
+    if is_transient(exc):
+        log.warning("database unavailable: %r", exc)
+        return DatabaseUnavailable(f"{type(exc).__name__}: {exc}"[:200])
+    return exc
+
+
 def _mapped(
     fn: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
 ) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
@@ -96,7 +113,7 @@ def _mapped(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await context.abort_with_status(to_status(exc))
+            await context.abort_with_status(to_status(_public(exc)))
             raise  # unreachable: abort_with_status raises
 
     return wrapper
@@ -136,6 +153,9 @@ class RunService:
         self.engine = engine
         self.draining = asyncio.Event()
         self.closing_streams = asyncio.Event()
+        # Why this server takes no new runs right now (commits or lease renewal
+        # failing, or the server went dead); None while it is healthy.
+        self.unavailable: str | None = None
 
     # -- helpers ---------------------------------------------------------------
 
@@ -167,8 +187,16 @@ class RunService:
             out.append(
                 FieldViolation("inputs", f"must be at most {_MAX_INPUT_BYTES} bytes encoded")
             )
-        else:
-            out.extend(struct_problems(request.inputs, "inputs"))
+        elif problems := struct_problems(request.inputs, "inputs"):
+            out.extend(problems)
+        elif (size := json_size(json_format.MessageToDict(request.inputs))) > MAX_JSON_BYTES:
+            # RunStarted carries the inputs: refuse what no event could hold.
+            out.append(
+                FieldViolation(
+                    "inputs",
+                    f"must be at most {MAX_JSON_BYTES} bytes as canonical JSON, got {size}",
+                )
+            )
         return out
 
     def _validate(self, request: run_service_pb2.StartRunRequest) -> Any:
@@ -216,6 +244,8 @@ class RunService:
     async def StartRun(
         self, request: run_service_pb2.StartRunRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.StartRunResponse:
+        if self.unavailable is not None:
+            raise ServerUnavailable(self.unavailable)
         if self.draining.is_set():
             raise ServerDraining
         if len(request.flow.nodes) > _INLINE_NODES:
@@ -328,7 +358,8 @@ class RunService:
         if updated is None:  # finished between the read and the update
             row = await self._run(run_id)
             raise RunFinished(run_id, events_pb2.RunStatus.Name(row.status))
-        self.engine.control(run_id, pause=pause, cancel=cancel, principal=principal, reason=reason)
+        # One route: the store NOTIFYs every replica and the run's owner (this
+        # one included) applies the recorded request; see runwire.replica.
         return await self._view(updated)
 
     @_mapped
@@ -403,9 +434,7 @@ class RunService:
                 f"the {what} of node {node_id!r} was already decided: {standing} by {gate.principal}",
                 metadata={"run_id": run_id, "node_id": node_id, "decision": standing},
             )
-        decision = decision_of(gate)
-        if changed and decision is not None:
-            self.engine.deliver_gate(run_id, node_id, kind, decision)
+        # The decision reaches the run's owner through the store's NOTIFY (one route).
         return await self._view(await self._run(run_id))
 
     @_mapped
@@ -468,7 +497,7 @@ class RunService:
                 )
             row = await self._run(request.run_id)
         except Exception as exc:
-            await context.abort_with_status(to_status(exc))
+            await context.abort_with_status(to_status(_public(exc)))
             return
         if row.finished and request.after_seq >= row.last_seq:
             return  # nothing after the end of a finished run
@@ -524,6 +553,12 @@ class RunService:
                     if not cursor.done and (overflowed or wake_seq > cursor.last):
                         async for response in self._catch_up(request.run_id, cursor):
                             yield response
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # The database blinked mid-stream: UNAVAILABLE, so the client
+                # resumes with after_seq (here or on another replica).
+                await context.abort_with_status(to_status(_public(exc)))
             finally:
                 sub.close()
         finally:
@@ -536,7 +571,13 @@ class RunService:
             parts: list[bytes] = []
             size = 0
             for row in rows:
-                framed = frame_event(row.payload)
+                payload = row.payload
+                if len(payload) > MAX_EVENT_BYTES:
+                    # Stored before events were bounded: cut it as new_event
+                    # would have, so a client with default limits receives it.
+                    event = bound_event(events_pb2.RunEvent.FromString(payload))
+                    payload = event.SerializeToString(deterministic=True)
+                framed = frame_event(payload)
                 if parts and size + len(framed) > RESPONSE_BYTES:
                     yield b"".join(parts)
                     parts, size = [], 0

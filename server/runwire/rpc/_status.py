@@ -10,8 +10,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from runwire.errors import DatabaseUnavailable, InvalidArgument, Overloaded, RunwireError
-from runwire.store import database_unreachable
+from runwire.errors import InvalidArgument, Overloaded, RunwireError
 
 __all__ = ["DOMAIN", "to_status"]
 
@@ -32,9 +31,6 @@ def to_status(exc: BaseException) -> grpc.Status:
     Anything that is not a RunwireError becomes INTERNAL without its message,
     so internals never leak to callers; it is logged here instead.
     """
-    if not isinstance(exc, RunwireError) and (detail := database_unreachable(exc)):
-        log.warning("database unreachable: %s", detail)
-        exc = DatabaseUnavailable(detail)
     if isinstance(exc, RunwireError):
         code, reason, message, metadata = exc.code, exc.reason, exc.message, exc.metadata
     else:

@@ -5,9 +5,9 @@ from runwire.store._framing import frame_event, frame_events
 from runwire.store._gates import DurableGates, decision_of
 from runwire.store._hub import Chunk, Hub, Subscription
 from runwire.store._migrate import migrate
-from runwire.store._reachability import database_unreachable
 from runwire.store._store import GateRow, NewRun, RunRow, Store, StoredEvent
-from runwire.store._writer import EventWriter
+from runwire.store._transient import is_transient
+from runwire.store._writer import EventWriter, WriterFailed
 
 __all__ = [
     "Chunk",
@@ -21,9 +21,10 @@ __all__ = [
     "Store",
     "StoredEvent",
     "Subscription",
-    "database_unreachable",
+    "WriterFailed",
     "decision_of",
     "frame_event",
     "frame_events",
+    "is_transient",
     "migrate",
 ]

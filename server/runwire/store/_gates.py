@@ -25,10 +25,17 @@ def decision_of(row: GateRow) -> Decision | None:
 
 
 class DurableGates:
-    """engine.GateStore over the gates table."""
+    """engine.GateStore over the gates table, fenced by the runs' leases.
 
-    def __init__(self, store: Store) -> None:
+    Every open and decision made here is the engine's own (a node reaching a
+    gate, a gate expiring, a cancel): it raises LeaseLost unless `owner_id`
+    holds the run's unexpired lease. A person's decision goes through
+    Store.decide_gate unfenced, on any replica.
+    """
+
+    def __init__(self, store: Store, *, owner_id: str) -> None:
         self._store = store
+        self._owner_id = owner_id
 
     async def open_gate(
         self,
@@ -40,7 +47,9 @@ class DurableGates:
         expire_time: datetime | None,
     ) -> Decision | None:
         """Record the pending gate; the decision if one was already made."""
-        row = await self._store.open_gate(run_id, node_id, iteration, kind, message, expire_time)
+        row = await self._store.open_gate(
+            run_id, node_id, iteration, kind, message, expire_time, owner_id=self._owner_id
+        )
         return decision_of(row)
 
     async def decide_gate(
@@ -56,6 +65,7 @@ class DurableGates:
             comment=decision.comment,
             output_json=decision.output_json,
             iteration=iteration,
+            owner_id=self._owner_id,
         )
         assert row is not None, "the engine decides only gates it opened"
         standing = decision_of(row)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from runwire.store._transient import is_transient
+
 __all__ = ["CONTROL_CHANNEL", "EVENTS_CHANNEL", "Chunk", "Hub", "Subscription"]
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,9 @@ class Hub:
         self.origin = uuid.uuid4().hex[:16]  # tags this process's NOTIFYs
         self._listener: asyncio.Task[None] | None = None
         self.on_control: Callable[[str], None] | None = None
+        # Called after every (re)connect of the LISTEN connection: control
+        # requests NOTIFYed while it was down were missed and must be re-read.
+        self.on_listen: Callable[[], None] | None = None
 
     def subscribe(self, run_id: str) -> Subscription:
         """Start queueing the run's live events for one watcher."""
@@ -149,29 +154,38 @@ class Hub:
         """Listen for other processes' commits and control requests."""
         self._listener = asyncio.create_task(self._listen(connect), name="runwire-listen")
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The LISTEN task; its end (other than by stop()) is fatal to the server."""
+        return self._listener
+
     async def _listen(self, connect: Callable[[], Awaitable[asyncpg.Connection]]) -> None:
         backoff = 0.1
         while True:
             lost = asyncio.Event()
+            conn: asyncpg.Connection | None = None
             try:
-                conn = await connect()
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("LISTEN connection failed (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            try:
+                conn = await asyncio.wait_for(connect(), 10)
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(EVENTS_CHANNEL, self._on_notify)
                 await conn.add_listener(CONTROL_CHANNEL, self._on_notify)
                 backoff = 0.1
                 # Anything committed while we were not listening must be read now.
                 self.wake_all()
+                if self.on_listen is not None:
+                    self.on_listen()
                 await lost.wait()
                 log.warning("LISTEN connection lost; reconnecting")
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("LISTEN connection failed (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
             finally:
-                with contextlib.suppress(Exception):
-                    await conn.close()
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.terminate()
 
     async def stop(self) -> None:
         """Stop listening."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from runwire.engine import LeaseLost
 from runwire.store._hub import CONTROL_CHANNEL
 
 __all__ = ["NewRun", "RunRow", "Store", "StoredEvent"]
@@ -141,6 +142,20 @@ def _row(r: asyncpg.Record) -> RunRow:
     )
 
 
+async def _fence(conn: asyncpg.pool.PoolConnectionProxy, run_id: str, owner_id: str | None) -> None:
+    """Raise LeaseLost unless `owner_id` (when given) holds the run's unexpired lease."""
+    if owner_id is None:
+        return
+    held = await conn.fetchval(
+        """SELECT 1 FROM runs WHERE run_id = $1 AND owner_id = $2
+             AND lease_expire_time > now() FOR SHARE""",
+        run_id,
+        owner_id,
+    )
+    if held is None:
+        raise LeaseLost(run_id)
+
+
 class Store:
     """Queries over a connection pool; the event writer owns event inserts."""
 
@@ -261,9 +276,16 @@ class Store:
         kind: int,
         message: str,
         expire_time: datetime | None,
+        *,
+        owner_id: str | None = None,
     ) -> GateRow:
-        """Record a pending gate; returns the stored row (it may already be decided)."""
-        async with self.pool.acquire() as conn:
+        """Record a pending gate; returns the stored row (it may already be decided).
+
+        With `owner_id`, raises LeaseLost unless that server holds the run's
+        unexpired lease (the engine's own gates are fenced like its events).
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            await _fence(conn, run_id, owner_id)
             await conn.execute(
                 """INSERT INTO gates (run_id, node_id, iteration, kind, message, expire_time)
                    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
@@ -296,13 +318,18 @@ class Store:
         comment: str,
         output_json: str = "",
         iteration: int | None = None,
+        owner_id: str | None = None,
     ) -> tuple[GateRow | None, bool]:
         """Decide the node's newest gate of `kind` if it is pending, and wake its run's owner.
 
         Returns the gate (None when the node never had one) and whether this
         call decided it; when it did not, the row shows the decision that stands.
+        With `owner_id` (the engine deciding an expiry or a cancel), raises
+        LeaseLost unless that server holds the run's unexpired lease; a person's
+        decision through the API (no `owner_id`) is taken on any replica.
         """
         async with self.pool.acquire() as conn, conn.transaction():
+            await _fence(conn, run_id, owner_id)
             record = await conn.fetchrow(
                 """SELECT * FROM gates WHERE run_id = $1 AND node_id = $2 AND kind = $3
                      AND ($4::int IS NULL OR iteration = $4)
@@ -352,10 +379,16 @@ class Store:
     async def renew_leases(
         self, owner_id: str, run_ids: Sequence[str], seconds: float
     ) -> list[str]:
-        """Extend this owner's leases; returns the runs it still owns."""
+        """Extend this owner's unexpired leases; returns the runs it still owns.
+
+        A lease that expired is lost even if nobody has claimed it yet: the
+        server cannot prove it held the run all along, so it stops the run and
+        a claim (by any server, itself included) resumes it from the store.
+        """
         records = await self.pool.fetch(
             """UPDATE runs SET lease_expire_time = now() + make_interval(secs => $3)
                WHERE run_id = ANY($2) AND owner_id = $1 AND end_time IS NULL
+                 AND lease_expire_time > now()
                RETURNING run_id""",
             owner_id,
             list(run_ids),
