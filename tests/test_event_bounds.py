@@ -52,7 +52,7 @@ async def test_start_run_refuses_params_no_event_could_hold(harness: Harness) ->
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await harness.start(flow)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert _violations(caught.value) == ["flow.nodes[0].action.params"]
+    assert _violations(caught.value) == ["flow.nodes[0].action.params.value"]
     assert str(MAX_JSON_BYTES) in (caught.value.details() or "")
 
 

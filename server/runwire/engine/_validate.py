@@ -288,6 +288,14 @@ def _check_timeout(d: Duration, path: str, out: list[FieldViolation]) -> None:
         out.append(FieldViolation(path, f"must be at most {MAX_TIMEOUT_SECONDS}s, got {s:g}s"))
 
 
+def _oversized_param(params: Mapping[str, Any], path: str, size: int) -> tuple[str, int]:
+    """The param that is over MAX_JSON_BYTES by itself (and its size), else all of them."""
+    for key, value in params.items():
+        if (value_size := json_size(value)) > MAX_JSON_BYTES:
+            return f"{path}.{key}", value_size
+    return path, size
+
+
 def _check_action(
     action: flow_pb2.ActionNode,
     path: str,
@@ -323,11 +331,12 @@ def _check_action(
         return
     params: Mapping[str, Any] = json_format.MessageToDict(action.params)
     if (size := json_size(params)) > MAX_JSON_BYTES:
-        # NodeStarted carries the params: refuse what no event could hold.
+        # NodeStarted carries the params: refuse what no event could hold, and
+        # name the param that alone is too big when there is one.
+        where, size = _oversized_param(params, f"{path}.params", size)
         out.append(
             FieldViolation(
-                f"{path}.params",
-                f"must be at most {MAX_JSON_BYTES} bytes as canonical JSON, got {size}",
+                where, f"must be at most {MAX_JSON_BYTES} bytes as canonical JSON, got {size}"
             )
         )
         return
