@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17runwire/v1/errors.proto\x12\nrunwire.v1*\xe2\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45RROR_REASON_FLOW_INVALID\x10\x01\x12 \n\x1c\x45RROR_REASON_REQUEST_INVALID\x10\x02\x12\x1e\n\x1a\x45RROR_REASON_RUN_NOT_FOUND\x10\x03\x12\x1d\n\x19\x45RROR_REASON_RUN_FINISHED\x10\x04\x12\"\n\x1e\x45RROR_REASON_REQUEST_ID_REUSED\x10\x05\x12!\n\x1d\x45RROR_REASON_ADAPTER_DISABLED\x10\x06\x12!\n\x1d\x45RROR_REASON_GATE_NOT_PENDING\x10\x07\x12&\n\"ERROR_REASON_GATE_ALREADY_RESOLVED\x10\x08\x12 \n\x1c\x45RROR_REASON_SERVER_DRAINING\x10\t\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\n\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x0b\x12#\n\x1f\x45RROR_REASON_PAGE_TOKEN_INVALID\x10\x0c\x12\x1f\n\x1b\x45RROR_REASON_FILTER_INVALID\x10\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17runwire/v1/errors.proto\x12\nrunwire.v1*\x89\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45RROR_REASON_FLOW_INVALID\x10\x01\x12 \n\x1c\x45RROR_REASON_REQUEST_INVALID\x10\x02\x12\x1e\n\x1a\x45RROR_REASON_RUN_NOT_FOUND\x10\x03\x12\x1d\n\x19\x45RROR_REASON_RUN_FINISHED\x10\x04\x12\"\n\x1e\x45RROR_REASON_REQUEST_ID_REUSED\x10\x05\x12!\n\x1d\x45RROR_REASON_ADAPTER_DISABLED\x10\x06\x12!\n\x1d\x45RROR_REASON_GATE_NOT_PENDING\x10\x07\x12&\n\"ERROR_REASON_GATE_ALREADY_RESOLVED\x10\x08\x12 \n\x1c\x45RROR_REASON_SERVER_DRAINING\x10\t\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\n\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x0b\x12#\n\x1f\x45RROR_REASON_PAGE_TOKEN_INVALID\x10\x0c\x12\x1f\n\x1b\x45RROR_REASON_FILTER_INVALID\x10\r\x12%\n!ERROR_REASON_AFTER_SEQ_BEYOND_END\x10\x0e\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'runwire.v1.errors_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORREASON']._serialized_start=40
-  _globals['_ERRORREASON']._serialized_end=522
+  _globals['_ERRORREASON']._serialized_end=561
 # @@protoc_insertion_point(module_scope)

@@ -2430,6 +2430,7 @@ impl serde::Serialize for ErrorReason {
             Self::Unauthenticated => "ERROR_REASON_UNAUTHENTICATED",
             Self::PageTokenInvalid => "ERROR_REASON_PAGE_TOKEN_INVALID",
             Self::FilterInvalid => "ERROR_REASON_FILTER_INVALID",
+            Self::AfterSeqBeyondEnd => "ERROR_REASON_AFTER_SEQ_BEYOND_END",
         };
         serializer.serialize_str(variant)
     }
@@ -2455,6 +2456,7 @@ impl<'de> serde::Deserialize<'de> for ErrorReason {
             "ERROR_REASON_UNAUTHENTICATED",
             "ERROR_REASON_PAGE_TOKEN_INVALID",
             "ERROR_REASON_FILTER_INVALID",
+            "ERROR_REASON_AFTER_SEQ_BEYOND_END",
         ];
         struct GeneratedVisitor;
         impl serde::de::Visitor<'_> for GeneratedVisitor {
@@ -2516,6 +2518,9 @@ impl<'de> serde::Deserialize<'de> for ErrorReason {
                         Ok(ErrorReason::PageTokenInvalid)
                     }
                     "ERROR_REASON_FILTER_INVALID" => Ok(ErrorReason::FilterInvalid),
+                    "ERROR_REASON_AFTER_SEQ_BEYOND_END" => {
+                        Ok(ErrorReason::AfterSeqBeyondEnd)
+                    }
                     _ => Err(serde::de::Error::unknown_variant(value, FIELDS)),
                 }
             }
@@ -9108,6 +9113,133 @@ impl<'de> serde::Deserialize<'de> for StartRunResponse {
             .deserialize_struct("runwire.v1.StartRunResponse", FIELDS, GeneratedVisitor)
     }
 }
+impl serde::Serialize for StreamEnd {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.last_seq != 0 {
+            len += 1;
+        }
+        if self.status != 0 {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("runwire.v1.StreamEnd", len)?;
+        if self.last_seq != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser
+                .serialize_field(
+                    "lastSeq",
+                    ToString::to_string(&self.last_seq).as_str(),
+                )?;
+        }
+        if self.status != 0 {
+            let v = RunStatus::try_from(self.status)
+                .map_err(|_| serde::ser::Error::custom(
+                    format!("Invalid variant {}", self.status),
+                ))?;
+            struct_ser.serialize_field("status", &v)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for StreamEnd {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["last_seq", "lastSeq", "status"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            LastSeq,
+            Status,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "lastSeq" | "last_seq" => Ok(GeneratedField::LastSeq),
+                            "status" => Ok(GeneratedField::Status),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = StreamEnd;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.StreamEnd")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<StreamEnd, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut last_seq__ = None;
+                let mut status__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::LastSeq => {
+                            if last_seq__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("lastSeq"));
+                            }
+                            last_seq__ = Some(
+                                map_
+                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
+                                    .0,
+                            );
+                        }
+                        GeneratedField::Status => {
+                            if status__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("status"));
+                            }
+                            status__ = Some(map_.next_value::<RunStatus>()? as i32);
+                        }
+                    }
+                }
+                Ok(StreamEnd {
+                    last_seq: last_seq__.unwrap_or_default(),
+                    status: status__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("runwire.v1.StreamEnd", FIELDS, GeneratedVisitor)
+    }
+}
 impl serde::Serialize for ToolCall {
     #[allow(deprecated)]
     fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
@@ -9671,10 +9803,16 @@ impl serde::Serialize for WatchRunResponse {
         if !self.events.is_empty() {
             len += 1;
         }
+        if self.stream_end.is_some() {
+            len += 1;
+        }
         let mut struct_ser = serializer
             .serialize_struct("runwire.v1.WatchRunResponse", len)?;
         if !self.events.is_empty() {
             struct_ser.serialize_field("events", &self.events)?;
+        }
+        if let Some(v) = self.stream_end.as_ref() {
+            struct_ser.serialize_field("streamEnd", v)?;
         }
         struct_ser.end()
     }
@@ -9685,10 +9823,11 @@ impl<'de> serde::Deserialize<'de> for WatchRunResponse {
     where
         D: serde::Deserializer<'de>,
     {
-        const FIELDS: &[&str] = &["events"];
+        const FIELDS: &[&str] = &["events", "stream_end", "streamEnd"];
         #[allow(clippy::enum_variant_names)]
         enum GeneratedField {
             Events,
+            StreamEnd,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
             fn deserialize<D>(
@@ -9716,6 +9855,7 @@ impl<'de> serde::Deserialize<'de> for WatchRunResponse {
                     {
                         match value {
                             "events" => Ok(GeneratedField::Events),
+                            "streamEnd" | "stream_end" => Ok(GeneratedField::StreamEnd),
                             _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
                         }
                     }
@@ -9740,6 +9880,7 @@ impl<'de> serde::Deserialize<'de> for WatchRunResponse {
                 V: serde::de::MapAccess<'de>,
             {
                 let mut events__ = None;
+                let mut stream_end__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
                         GeneratedField::Events => {
@@ -9748,10 +9889,17 @@ impl<'de> serde::Deserialize<'de> for WatchRunResponse {
                             }
                             events__ = Some(map_.next_value()?);
                         }
+                        GeneratedField::StreamEnd => {
+                            if stream_end__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("streamEnd"));
+                            }
+                            stream_end__ = map_.next_value()?;
+                        }
                     }
                 }
                 Ok(WatchRunResponse {
                     events: events__.unwrap_or_default(),
+                    stream_end: stream_end__,
                 })
             }
         }
