@@ -25,4 +25,12 @@ export {
   type KnownRunEvent,
 } from "./_events.js";
 export { GrammarChecker, checkStream } from "./_grammar.js";
-export { isRetryable, watch, type WatchOptions, type WatchRetry } from "./_watch.js";
+export {
+  WATCH_DEFAULTS,
+  isRetryable,
+  runStatusName,
+  watch,
+  type RunEnd,
+  type WatchOptions,
+  type WatchRetry,
+} from "./_watch.js";

@@ -14,11 +14,13 @@ test("test_exports_public_api_is_locked", () => {
     "RunwireError",
     "SeqGapError",
     "UnknownEventError",
+    "WATCH_DEFAULTS",
     "WatchGaveUpError",
     "checkStream",
     "createRunServiceClient",
     "isRetryable",
     "requireKnownEvent",
+    "runStatusName",
     "toRpcError",
     "watch",
   ]);
