@@ -1,14 +1,20 @@
 //! Watches one run and prints each event as one line of proto3 JSON.
 //!
 //! ```text
-//! cargo run --example runwire-watch -- --addr 127.0.0.1:50051 --run-id RUN [--after-seq N] [--give-up-after SECS]
+//! cargo run --example runwire-watch -- --addr 127.0.0.1:50051 --run-id RUN [--after-seq N]
+//!     [--token TOKEN] [--give-up-after SECS]
 //! ```
 //!
-//! Exits 0 after RunCompleted when the stream kept the grammar; otherwise
-//! prints why on stderr and exits 1 (grammar), 2 (usage) or 3 (watch
-//! failed). Disconnects and server restarts are retried for up to
-//! `--give-up-after` seconds (default 60) without progress, with one line
-//! on stderr per reconnect; stdout carries only the events.
+//! Exit status, the same in every client's example: 0 at the run's end
+//! (after RunCompleted, or told by the server that the run finished at or
+//! before `--after-seq`, whose final status then goes to stderr) when the
+//! stream kept the grammar; 1 when it broke a grammar rule or skipped a seq;
+//! 2 for bad usage; 3 when the watch failed (a server error, an unknown
+//! event, the give-up budget). Disconnects and server restarts are retried
+//! for up to `--give-up-after` seconds (default 120) without a response,
+//! with one line on stderr per reconnect; stdout carries only the events.
+//! `--tls-ca`, `--tls-cert` and `--tls-key` are refused with exit 2: this
+//! crate is built without tonic's TLS feature.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -16,28 +22,51 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use runwire_client::v1::run_service_client::RunServiceClient;
-use runwire_client::{GrammarChecker, OnRetry, WatchOptions, watch_with_options};
+use runwire_client::{Error, GrammarChecker, OnRetry, WatchOptions, watch_with_options};
+use tonic::metadata::MetadataValue;
 use tonic::transport::Endpoint;
 
 struct Args {
     addr: String,
     run_id: String,
     after_seq: i64,
+    token: Option<String>,
     give_up_after: Duration,
 }
 
-const USAGE: &str = "usage: runwire-watch --addr HOST:PORT --run-id RUN_ID [--after-seq N] [--give-up-after SECONDS]";
+const USAGE: &str = "usage: runwire-watch --addr HOST:PORT --run-id ID [--after-seq N] [--token TOKEN] [--tls-ca CA.pem [--tls-cert CERT.pem --tls-key KEY.pem]] [--give-up-after SECONDS]";
 
-fn parse_args() -> Result<Args, String> {
-    let mut addr = None;
+const HELP: &str = "
+  --addr HOST:PORT         the server (default 127.0.0.1:50051)
+  --run-id ID              the run to watch (required)
+  --after-seq N            print only the events after this seq (default 0)
+  --token TOKEN            send `authorization: Bearer TOKEN`
+  --tls-ca CA.pem          (not in this build: tonic's TLS feature is off)
+  --tls-cert CERT.pem      (not in this build)
+  --tls-key KEY.pem        (not in this build)
+  --give-up-after SECONDS  give up after failing this long without an answer;
+                           0 retries forever (default 120)";
+
+enum Parsed {
+    Run(Args),
+    Help,
+}
+
+fn parse_args() -> Result<Parsed, String> {
+    let mut addr = "127.0.0.1:50051".to_owned();
     let mut run_id = None;
+    let mut token = None;
     let mut after_seq = 0;
     let mut give_up_after = WatchOptions::default().give_up_after;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
-            "--addr" => addr = Some(value()?),
+            "--addr" => addr = value()?,
+            "--token" => token = Some(value()?),
+            "--tls-ca" | "--tls-cert" | "--tls-key" => {
+                return Err(format!("{flag}: this build has no TLS (tonic's TLS feature is off)"));
+            }
             "--run-id" => run_id = Some(value()?),
             "--after-seq" => {
                 let v = value()?;
@@ -47,28 +76,38 @@ fn parse_args() -> Result<Args, String> {
                 let v = value()?;
                 let secs: f64 = v.parse().map_err(|e| format!("--give-up-after {v:?}: {e}"))?;
                 give_up_after = Duration::try_from_secs_f64(secs).map_err(|e| format!("--give-up-after {v:?}: {e}"))?;
+                if give_up_after.is_zero() {
+                    give_up_after = Duration::MAX; // 0 retries forever
+                }
             }
-            "-h" | "--help" => return Err(String::new()),
+            "-h" | "--help" => return Ok(Parsed::Help),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    Ok(Args {
-        addr: addr.ok_or("--addr is required")?,
-        run_id: run_id.ok_or("--run-id is required")?,
-        after_seq,
-        give_up_after,
-    })
+    if after_seq < 0 {
+        return Err(format!("--after-seq must not be negative, got {after_seq}"));
+    }
+    Ok(Parsed::Run(Args { addr, run_id: run_id.ok_or("--run-id is required")?, after_seq, token, give_up_after }))
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(args) => args,
+        Ok(Parsed::Run(args)) => args,
+        Ok(Parsed::Help) => {
+            println!("{USAGE}\n{HELP}");
+            return ExitCode::SUCCESS;
+        }
         Err(why) => {
-            if !why.is_empty() {
-                eprintln!("runwire-watch: {why}");
-            }
+            eprintln!("runwire-watch: {why}");
             eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let bearer = match args.token.as_deref().map(|t| format!("Bearer {t}").parse::<MetadataValue<_>>()).transpose() {
+        Ok(bearer) => bearer,
+        Err(e) => {
+            eprintln!("runwire-watch: --token: {e}");
             return ExitCode::from(2);
         }
     };
@@ -81,7 +120,12 @@ async fn main() -> ExitCode {
         }
     };
     // Lazy: a server that is not up yet is retried like a restarting one.
-    let client = RunServiceClient::new(endpoint.connect_lazy());
+    let client = RunServiceClient::with_interceptor(endpoint.connect_lazy(), move |mut request: tonic::Request<()>| {
+        if let Some(bearer) = &bearer {
+            request.metadata_mut().insert("authorization", bearer.clone());
+        }
+        Ok(request)
+    });
     let run_id = args.run_id.clone();
     let on_retry = OnRetry::new(move |retry| {
         eprintln!(
@@ -100,7 +144,7 @@ async fn main() -> ExitCode {
             Ok(event) => event,
             Err(e) => {
                 eprintln!("runwire-watch: run {}: {e}", args.run_id);
-                return ExitCode::from(3);
+                return ExitCode::from(if matches!(e, Error::SeqGap { .. }) { 1 } else { 3 });
             }
         };
         let line = match serde_json::to_string(&event) {
@@ -117,7 +161,16 @@ async fn main() -> ExitCode {
         // Violations are collected and reported once the stream ends.
         let _ = checker.check(&event);
     }
-    let _ = checker.finish();
+    let Some(end) = events.end() else {
+        eprintln!("runwire-watch: run {}: the watch stopped before the run's end", args.run_id);
+        return ExitCode::from(3);
+    };
+    if end.last_seq > args.after_seq {
+        let _ = checker.finish();
+    } else {
+        // No RunCompleted line printed to say it: the run ended before --after-seq.
+        eprintln!("runwire-watch: run {} finished {} at seq {}", end.run_id, end.status_name(), end.last_seq);
+    }
     if checker.violations().is_empty() {
         return ExitCode::SUCCESS;
     }
