@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import grpc
@@ -189,3 +190,38 @@ async def test_watch_run_beyond_a_live_run_that_ends_exactly_there_gets_the_end(
     assert len(await harness.stored(run.run_id)) == length, "the same flow, the same stream"
     assert [list(r.events) for r in responses] == [[]]
     assert responses[0].stream_end.last_seq == length
+
+
+async def _cli_watch(harness: Harness, run_id: str, after_seq: int) -> tuple[int, str, str]:
+    """`runwire watch RUN --after-seq N --plain`, bounded so a loop fails instead of hanging."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "runwire.cli", "watch", run_id, "--after-seq", str(after_seq),
+        "--plain", "--addr", harness.addr,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_cli_watch_at_and_past_the_end_of_a_finished_run_exits(harness: Harness) -> None:
+    """`runwire watch RUN --after-seq LAST` used to reconnect forever with no
+    backoff; at and past the end it now reports the final status and exits as
+    a whole watch of the run would."""
+    run = await harness.start(_quick_flow())
+    last = (await collect(harness.stub, run.run_id))[-1].seq
+    for after in (last, last + 5):
+        code, out, err = await _cli_watch(harness, run.run_id, after)
+        assert (code, err) == (0, ""), after
+        assert out == f"run {run.run_id} SUCCEEDED: finished at seq {last}\n"
+
+
+async def test_cli_watch_resumed_mid_run_prints_the_rest(harness: Harness) -> None:
+    run = await harness.start(_quick_flow())
+    events = await collect(harness.stub, run.run_id)
+    code, out, _ = await _cli_watch(harness, run.run_id, len(events) - 2)
+    assert code == 0
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines[:2]] == [str(len(events) - 1), str(len(events))]
+    assert "SUCCEEDED" in lines[-1]
