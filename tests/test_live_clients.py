@@ -157,7 +157,7 @@ async def server(
         await process.kill()
 
 
-Spawn = Callable[[Mapping[str, str], str], Awaitable[dict[str, WatchProcess]]]
+Spawn = Callable[..., Awaitable[dict[str, WatchProcess]]]
 
 
 @pytest.fixture
@@ -166,10 +166,10 @@ async def spawn_watchers(watch_commands: dict[str, list[str]]) -> AsyncIterator[
     whatever is still running at the end is killed."""
     started: list[WatchProcess] = []
 
-    async def spawn(addrs: Mapping[str, str], run_id: str) -> dict[str, WatchProcess]:
+    async def spawn(addrs: Mapping[str, str], run_id: str, *extra: str) -> dict[str, WatchProcess]:
         watchers = {}
         for lang, argv in watch_commands.items():
-            watcher = WatchProcess(lang, [*argv, "--addr", addrs[lang], "--run-id", run_id])
+            watcher = WatchProcess(lang, [*argv, "--addr", addrs[lang], "--run-id", run_id, *extra])
             started.append(watcher)
             await watcher.start()
             watchers[lang] = watcher
@@ -287,9 +287,20 @@ def _mismatch(watcher: WatchProcess, stored: list[str]) -> str | None:
 
 
 def assert_every_watcher_printed(watchers: Mapping[str, WatchProcess], stored: list[str]) -> None:
-    """Each watcher exited 0 and printed exactly the stored list, in order."""
+    """Each watcher exited 0 and printed exactly the stored list, in order,
+    and the four printed the very same bytes (not only the same JSON)."""
     problems = [m for w in watchers.values() if (m := _mismatch(w, stored)) is not None]
     assert not problems, "\n\n".join(problems)
+    reference = watchers["python"]
+    for name, watcher in watchers.items():
+        first = next(
+            (i for i, (a, b) in enumerate(zip(watcher.raw, reference.raw, strict=True)) if a != b),
+            None,
+        )
+        assert first is None, (
+            f"{name} and python print line {first + 1} differently:\n"
+            f"  {name}: {watcher.raw[first]}\n  python: {reference.raw[first]}"
+        )
 
 
 # The variants the flow makes every run narrate (heartbeats: `talk` runs for
@@ -341,6 +352,24 @@ async def test_watch_examples_print_the_stored_stream_live(
 
     assert_every_watcher_printed(watchers, stored)
     assert_flow_shape(events)
+
+    # Resume at the end of the finished run, as a watcher does that saw
+    # RunCompleted's seq but not the stream's end, and past it: every example
+    # learns the run finished, notes its status and exits 0 at once.
+    started = time.perf_counter()
+    last = events[-1].seq
+    for after in (last, last + 5):
+        resumed = await spawn_watchers(
+            dict.fromkeys(WATCH, server.addr), run_id, "--after-seq", str(after)
+        )
+        await _finish(resumed)
+        for name, watcher in resumed.items():
+            assert (watcher.proc.returncode if watcher.proc else None) == 0, watcher.describe()
+            assert watcher.raw == [], watcher.describe()
+            assert f"finished RUN_STATUS_SUCCEEDED at seq {last}" in watcher.stderr, (
+                f"[{name}] after_seq {after}: {watcher.describe()}"
+            )
+    _record(wall_times, "scenario resume at the end", started)
 
 
 async def test_watch_examples_resume_after_connections_are_reset(

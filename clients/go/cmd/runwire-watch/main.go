@@ -1,5 +1,6 @@
 // Command runwire-watch watches one run and prints each event on its own
-// line as compact proto3 JSON (keys sorted, lowerCamelCase names), resuming
+// line as compact proto3 JSON (fields in declaration order, lowerCamelCase
+// names, the same bytes as every client's example prints), resuming
 // across disconnects and server restarts. It checks the stream grammar over
 // what it printed and exits 0 at the run's end with the grammar held.
 //
@@ -17,9 +18,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -37,7 +40,6 @@ import (
 
 	runwire "github.com/runwire/runwire/clients/go"
 	runwirev1 "github.com/runwire/runwire/clients/go/gen/runwire/v1"
-	"github.com/runwire/runwire/clients/go/internal/canonjson"
 )
 
 func main() {
@@ -196,15 +198,18 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 // plaintext loopback listener too, as the server allows there.
 func (b bearer) RequireTransportSecurity() bool { return b.secure }
 
-// eventLine is ev's proto3 JSON in canonical form: one line, keys sorted.
+// eventLine is ev's proto3 JSON on one line, fields in declaration order
+// as every client's example prints them, byte for byte: protojson with its
+// deliberately unstable whitespace removed (json.Compact touches nothing
+// inside strings, and protojson escapes only what the others escape).
 func eventLine(ev *runwirev1.RunEvent) ([]byte, error) {
 	b, err := protojson.Marshal(ev)
 	if err != nil {
 		return nil, err
 	}
-	line, err := canonjson.Canonicalize(b)
-	if err != nil {
+	var line bytes.Buffer
+	if err := json.Compact(&line, b); err != nil {
 		return nil, errors.New("protojson wrote invalid JSON: " + err.Error())
 	}
-	return line, nil
+	return line.Bytes(), nil
 }

@@ -48,9 +48,9 @@ func assertLines(t *testing.T, stdout string, want []*runwirev1.RunEvent) {
 			t.Errorf("line %d:\n got %v\nwant %v", i+1, got, want[i])
 		}
 	}
-	if !strings.HasPrefix(lines[0], `{"eventTime":"2026-11-21T20:00:00Z","runId":"`+runID+`","runStarted":{`) &&
+	if !strings.HasPrefix(lines[0], `{"runId":"`+runID+`","seq":"1","eventTime":"2026-11-21T20:00:00Z",`) &&
 		want[0].GetSeq() == 1 {
-		t.Errorf("line 1 is not compact sorted lowerCamelCase JSON: %s", lines[0])
+		t.Errorf("line 1 is not compact lowerCamelCase JSON in field order: %s", lines[0])
 	}
 }
 
