@@ -245,8 +245,10 @@ class FaultyStub(RunServiceStub):
         super().__init__(channel)
         self.fault: Exception | None = fault
 
-    async def watch_run(self, message: v1.WatchRunRequest, **kwargs: Any) -> Any:
-        async with aclosing(super().watch_run(message, **kwargs)) as responses:  # type: ignore[type-var]
+    # watch() calls the stub's _unary_stream (the generated watch_run's own
+    # call) with a response type that applies protobuf's merge rules.
+    async def _unary_stream(self, *args: Any, **kwargs: Any) -> Any:
+        async with aclosing(super()._unary_stream(*args, **kwargs)) as responses:  # type: ignore[type-var]
             async for response in responses:
                 yield response
                 if self.fault is not None:

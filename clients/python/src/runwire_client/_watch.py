@@ -24,6 +24,7 @@ from ._gen.runwire.v1 import (
     WatchRunRequest,
     WatchRunResponse,
 )
+from ._wire import canonical
 
 __all__ = ["Backoff", "RunEnd", "Watch", "watch"]
 
@@ -60,6 +61,14 @@ def retryable(error: GRPCError) -> bool:
     if error.status is Status.UNAVAILABLE:
         return True
     return error.status in TRANSPORT_STATUSES and not has_runwire_info(error)
+
+
+class _SpecWatchRunResponse:
+    """Decodes WatchRunResponse bytes the way the protobuf spec says (see _wire)."""
+
+    @staticmethod
+    def FromString(data: bytes) -> WatchRunResponse:
+        return WatchRunResponse.parse(canonical(WatchRunResponse, data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +195,17 @@ class Watch:
                 # out) cancels the RPC now instead of when it is garbage
                 # collected. The generated method is an async generator typed
                 # as an iterator.
-                stream = cast(AsyncGenerator[WatchRunResponse, None], stub.watch_run(request))
+                stream = cast(
+                    AsyncGenerator[WatchRunResponse, None],
+                    # The generated watch_run with the response decoded by
+                    # protobuf's merge rules first (see _wire): grpclib's
+                    # codec calls only FromString on the type it is given.
+                    stub._unary_stream(
+                        "/runwire.v1.RunService/WatchRun",
+                        request,
+                        cast(type[WatchRunResponse], _SpecWatchRunResponse),
+                    ),
+                )
                 async with aclosing(stream) as responses:
                     async for response in responses:
                         failures, failing_since = 0, None
