@@ -24,6 +24,8 @@
 mod error;
 mod event;
 mod grammar;
+#[doc(hidden)]
+pub mod json;
 mod watch;
 pub mod wkt;
 
