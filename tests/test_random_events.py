@@ -142,3 +142,45 @@ def test_random_events_round_trip_identically_in_every_language(
         if len(found) > 5:
             problems.append(f"{name}: ... and {len(found) - 5} more")
     assert not problems, f"seed {seed} (RUNWIRE_RANDOM_SEED={seed}):\n\n" + "\n\n".join(problems)
+
+
+EDGE = os.path.join(ROOT, "fixtures", "corpus", "edge")
+
+
+def _edge_cases() -> list[str]:
+    return sorted(name[: -len(".json")] for name in os.listdir(EDGE) if name.endswith(".json"))
+
+
+def test_edge_corpus_is_what_the_protobuf_runtime_writes() -> None:
+    """Each edge pair: the binary and the JSON hold the same event, the
+    variant its name says, and re-encode to themselves."""
+    cases = _edge_cases()
+    assert len(cases) >= 10
+    for name in cases:
+        with open(os.path.join(EDGE, f"{name}.binpb"), "rb") as f:
+            binary = f.read()
+        with open(os.path.join(EDGE, f"{name}.json"), encoding="utf-8") as f:
+            text = f.read()
+        event = events_pb2.RunEvent.FromString(binary)
+        assert event.WhichOneof("event") == name.split("--")[0], name
+        assert json_format.Parse(text, events_pb2.RunEvent()) == event, name
+        assert reference(event) == (binary.hex(), reference(event)[1]), name
+        assert canonical(reference(event)[1]) == canonical(text), name
+
+
+def test_edge_corpus_round_trips_identically_in_every_language(
+    implementations: dict[str, Callable[[list[str]], list[str]]],
+) -> None:
+    """The edge corpus through every client, as the random events go."""
+    events, lines = [], []
+    for name in _edge_cases():
+        with open(os.path.join(EDGE, f"{name}.binpb"), "rb") as f:
+            binary = f.read()
+        with open(os.path.join(EDGE, f"{name}.json"), encoding="utf-8") as f:
+            text = json.dumps(json.loads(f.read()), ensure_ascii=False, separators=(",", ":"))
+        events.append(events_pb2.RunEvent.FromString(binary))
+        lines.append(f"{binary.hex()}\t{text}")
+    problems: list[str] = []
+    for impl, run in implementations.items():
+        problems += list(_problems(impl, events, lines, run(lines)))
+    assert not problems, "\n\n".join(problems)
