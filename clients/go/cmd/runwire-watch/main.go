@@ -38,8 +38,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	runwire "github.com/runwire/runwire/clients/go"
 	runwirev1 "github.com/runwire/runwire/clients/go/gen/runwire/v1"
+	runwire "github.com/runwire/runwire/clients/go/runwire"
 )
 
 func main() {

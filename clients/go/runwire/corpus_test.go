@@ -25,7 +25,7 @@ func corpusDir(t *testing.T) string {
 	if !ok {
 		t.Fatal("cannot locate corpus_test.go")
 	}
-	return filepath.Join(filepath.Dir(file), "..", "..", "fixtures", "corpus")
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "fixtures", "corpus")
 }
 
 // variants is the Go view of the closed catalog: the fields of the
