@@ -441,3 +441,131 @@ async def test_watch_examples_resume_across_a_server_restart(
     assert printed_at_restart < interrupted[0].seq <= resumed_at
     assert_every_watcher_printed(watchers, stored)
     assert_flow_shape(events)
+
+
+# --- connection options: token, TLS, mutual TLS ------------------------------
+
+TOKEN = "t0k-live"
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate for `alice`."""
+    d = tmp_path_factory.mktemp("pki")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+             "-keyout", "ca.key", "-out", "ca.pem", cwd=d)  # fmt: skip
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name, cn, ext in (
+        ("server", "localhost", ["-extfile", "san.ext"]),
+        ("client", "alice", []),
+    ):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", cwd=d)  # fmt: skip
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "1", "-out", f"{name}.pem", *ext, cwd=d)  # fmt: skip
+    return d
+
+
+def quick_flow() -> flow_pb2.Flow:
+    return flow_pb2.Flow(
+        name="quick",
+        nodes=[shell_node("hello", "echo", "héllo \ufeff wörld"), shell_node("bye", "echo", "bye")],
+        edges=[edge("hello", "bye")],
+    )
+
+
+async def _quick_run(stub: run_service_pb2_grpc.RunServiceStub, metadata: Any) -> str:
+    run = await stub.StartRun(run_service_pb2.StartRunRequest(flow=quick_flow()), metadata=metadata)
+    async for response in stub.WatchRun(
+        run_service_pb2.WatchRunRequest(run_id=run.run.run_id), metadata=metadata
+    ):
+        if response.HasField("stream_end"):
+            break
+    return str(run.run.run_id)
+
+
+def _same_output(watchers: Mapping[str, WatchProcess], expected: list[str]) -> None:
+    for name, watcher in watchers.items():
+        code = watcher.proc.returncode if watcher.proc else None
+        assert code == 0, watcher.describe()
+        assert watcher.lines == expected, f"[{name}] {watcher.describe()}"
+    raws = {name: watcher.raw for name, watcher in watchers.items()}
+    assert len({tuple(raw) for raw in raws.values()}) == 1, raws
+
+
+async def test_watch_examples_send_a_bearer_token(
+    database_url: str, tmp_path: Path, spawn_watchers: Spawn
+) -> None:
+    """A server that requires a token: every example passes --token on every
+    call, and without it each exits 3 with UNAUTHENTICATED."""
+    server = ServerProcess(database_url, tmp_path / "server", [*SERVE_ARGS, "--auth-token", TOKEN])
+    await server.start()
+    try:
+        metadata = (("authorization", f"Bearer {TOKEN}"),)
+        async with grpc.aio.insecure_channel(server.addr) as channel:
+            run_id = await _quick_run(run_service_pb2_grpc.RunServiceStub(channel), metadata)
+            events = await _collect_with(channel, run_id, metadata)
+        stored = [canonical(json_format.MessageToDict(e)) for e in events]
+        watchers = await spawn_watchers(dict.fromkeys(WATCH, server.addr), run_id, "--token", TOKEN)
+        await _finish(watchers)
+        _same_output(watchers, stored)
+        refused = await spawn_watchers(dict.fromkeys(WATCH, server.addr), run_id)
+        await _finish(refused)
+        for watcher in refused.values():
+            assert (watcher.proc.returncode if watcher.proc else None) == 3, watcher.describe()
+            assert "UNAUTHENTICATED" in watcher.stderr.upper(), watcher.describe()
+    finally:
+        await server.kill()
+
+
+async def test_watch_examples_reach_a_mutual_tls_server(
+    database_url: str, tmp_path: Path, spawn_watchers: Spawn, pki: Path
+) -> None:
+    """A mutual-TLS listener that also wants a token: the Python, Go and
+    TypeScript examples connect with --tls-ca, --tls-cert/--tls-key and
+    --token and print the same bytes. The Rust example is built without
+    tonic's TLS feature and says so (exit 2)."""
+    tls = ["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+           "--tls-client-ca", str(pki / "ca.pem")]  # fmt: skip
+    server = ServerProcess(
+        database_url, tmp_path / "server", [*SERVE_ARGS, *tls, "--auth-token", TOKEN]
+    )
+    await server.start()
+    try:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=(pki / "ca.pem").read_bytes(),
+            private_key=(pki / "client.key").read_bytes(),
+            certificate_chain=(pki / "client.pem").read_bytes(),
+        )
+        metadata = (("authorization", f"Bearer {TOKEN}"),)
+        async with grpc.aio.secure_channel(server.addr, credentials) as channel:
+            run_id = await _quick_run(run_service_pb2_grpc.RunServiceStub(channel), metadata)
+            events = await _collect_with(channel, run_id, metadata)
+        stored = [canonical(json_format.MessageToDict(e)) for e in events]
+        flags = ["--token", TOKEN, "--tls-ca", str(pki / "ca.pem"),
+                 "--tls-cert", str(pki / "client.pem"), "--tls-key", str(pki / "client.key")]  # fmt: skip
+        watchers = await spawn_watchers(dict.fromkeys(WATCH, server.addr), run_id, *flags)
+        await _finish(watchers)
+        rust = watchers.pop("rust")
+        assert (rust.proc.returncode if rust.proc else None) == 2, rust.describe()
+        assert "no TLS" in rust.stderr, rust.describe()
+        _same_output(watchers, stored)
+        assert events[0].run_started.principal == "cert:alice"
+    finally:
+        await server.kill()
+
+
+async def _collect_with(
+    channel: grpc.aio.Channel, run_id: str, metadata: Any
+) -> list[events_pb2.RunEvent]:
+    out: list[events_pb2.RunEvent] = []
+    stub = run_service_pb2_grpc.RunServiceStub(channel)
+    async for response in stub.WatchRun(
+        run_service_pb2.WatchRunRequest(run_id=run_id), metadata=metadata
+    ):
+        out.extend(response.events)
+    return out
