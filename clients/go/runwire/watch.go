@@ -255,6 +255,9 @@ func (w *watcher) attempt(ctx context.Context) (progressed bool, err error) {
 			}
 		}
 		if end := resp.GetStreamEnd(); end != nil {
+			if end.GetLastSeq() > w.last { // the end says events were skipped
+				return progressed, fmt.Errorf("%w: run %q ended at seq %d after seq %d", ErrSeqGap, w.runID, end.GetLastSeq(), w.last)
+			}
 			w.end = RunEnd{RunID: w.runID, LastSeq: end.GetLastSeq(), Status: end.GetStatus()}
 			return progressed, errCompleted
 		}

@@ -582,3 +582,22 @@ func TestWatchDefaultsAreTheSameInEveryClient(t *testing.T) {
 		t.Errorf("defaults %v %v %v, want 100ms 2s 2m0s (clients/GRAMMAR.md)", DefaultInitialBackoff, DefaultMaxBackoff, DefaultRetryTimeout)
 	}
 }
+
+// A stream_end past the last event delivered means events were skipped.
+func TestWatchFailsWhenTheEndSaysEventsWereSkipped(t *testing.T) {
+	stream := scripted.Stream(runID, 2)
+	srv := scripted.Start(t, func(_ int, _ *runwirev1.WatchRunRequest, s runwirev1.RunService_WatchRunServer) error {
+		if err := scripted.Send(s, stream[:2]...); err != nil {
+			return err
+		}
+		return s.Send(&runwirev1.WatchRunResponse{StreamEnd: &runwirev1.StreamEnd{LastSeq: 9}})
+	})
+	var ends []RunEnd
+	opts := fast()
+	opts.OnEnd = func(e RunEnd) { ends = append(ends, e) }
+	got, err := collect(t, Watch(bounded(t), srv.Dial(t), runID, 0, opts))
+	assertEvents(t, got, stream[:2])
+	if !errors.Is(err, ErrSeqGap) || len(ends) != 0 {
+		t.Fatalf("error %v, ends %v; want ErrSeqGap and no end", err, ends)
+	}
+}

@@ -513,3 +513,15 @@ async def test_watch_raises_on_a_seq_gap_instead_of_skipping(
     with pytest.raises(SeqGapError, match="expected seq 4, received seq 5"):
         await drain_into(seen, watch(channel_to(port), RUN_ID, backoff=FAST))
     assert seqs(seen) == [1, 2, 3]
+
+
+async def test_watch_raises_when_the_end_says_events_were_skipped(
+    start_server: StartServer, channel_to: Callable[[int], Channel]
+) -> None:
+    service = ScriptedRunService([Send(RUN[:3]), End(8)])
+    port, _ = await start_server(service)
+
+    seen: list[RunEvent] = []
+    with pytest.raises(SeqGapError, match="expected seq 4, received seq 8"):
+        await drain_into(seen, watch(channel_to(port), RUN_ID, backoff=FAST))
+    assert seqs(seen) == [1, 2, 3]

@@ -317,6 +317,13 @@ where
             }
         }
         if let Some(end) = response.stream_end {
+            if end.last_seq > self.last_seq {
+                // The end says events were skipped.
+                let gap =
+                    Error::SeqGap { run_id: self.run_id.clone(), expected: self.last_seq + 1, received: end.last_seq };
+                self.finish(Err(gap));
+                return;
+            }
             self.end_at(end.last_seq, end.status, false);
         }
     }

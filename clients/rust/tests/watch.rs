@@ -446,3 +446,19 @@ async fn test_watch_accepts_an_intercepted_client() {
     let mut watch = watch_with_options(intercepted, RUN_ID, 0, fast());
     assert_eq!(seqs(&rest(&mut watch).await), [1, 2, 3, 4]);
 }
+
+/// A stream_end past the last event delivered means events were skipped.
+#[tokio::test]
+async fn test_watch_end_past_the_last_event_is_a_seq_gap() {
+    let server =
+        Server::start(vec![vec![Step::Send(events(6, 1, 3)), Step::End(6, RunStatus::Succeeded as i32)]]).await;
+    let mut watch = watch_with_options(client(server.addr), RUN_ID, 0, fast());
+    for seq in 1..=3 {
+        assert_eq!(next_ok(&mut watch).await.seq, seq);
+    }
+    match watch.next().await {
+        Some(Err(Error::SeqGap { expected: 4, received: 6, .. })) => {}
+        other => panic!("expected SeqGap, got {other:?}"),
+    }
+    assert!(watch.end().is_none());
+}

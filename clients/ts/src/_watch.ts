@@ -165,6 +165,8 @@ export async function* watch(
         }
         if (response.streamEnd !== undefined) {
           const { lastSeq: last, status } = response.streamEnd;
+          // The end says events were skipped.
+          if (last > lastSeq) throw new SeqGapError(runId, lastSeq + 1n, last);
           return ended({ runId, lastSeq: last, status, beyondEnd: false });
         }
       }

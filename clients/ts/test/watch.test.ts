@@ -608,6 +608,20 @@ describe("watch", () => {
     assert.equal(ends[0]?.status, 42);
     assert.equal(runStatusName(42 as RunStatus), "42");
   });
+
+  test("test_watch_end_past_the_last_event_is_a_seq_gap", async () => {
+    const run = validRun(6);
+    const server = await serve(async function* () {
+      yield { events: seqs(run, 1, 3) };
+      yield { streamEnd: { lastSeq: 6n, status: RunStatus.SUCCEEDED } };
+    });
+    const client = createRunServiceClient(server.address);
+    const received: RunEvent[] = [];
+    await assert.rejects(async () => {
+      for await (const e of watch(client, RUN_ID, 0n, FAST)) received.push(e);
+    }, SeqGapError);
+    assert.deepEqual(seqList(received), [1, 2, 3]);
+  });
 });
 
 async function collect(events: AsyncIterable<RunEvent>): Promise<RunEvent[]> {

@@ -223,6 +223,8 @@ class Watch:
                                 return
                         if response.stream_end is not None:
                             end = response.stream_end
+                            if end.last_seq > last_seq:  # the end says events were skipped
+                                raise SeqGapError(run_id, last_seq + 1, end.last_seq)
                             self.end = RunEnd(run_id, end.last_seq, _status(int(end.status)))
                             return
                 cause = f"WatchRun ended after seq {last_seq} without RunCompleted"
