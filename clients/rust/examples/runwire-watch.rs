@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --example runwire-watch -- --addr 127.0.0.1:50051 --run-id RUN [--after-seq N]
-//!     [--token TOKEN] [--give-up-after SECS]
+//!     [--token TOKEN] [--tls-ca CA.pem [--tls-cert CERT.pem --tls-key KEY.pem]] [--give-up-after SECS]
 //! ```
 //!
 //! Exit status, the same in every client's example: 0 at the run's end
@@ -13,8 +13,8 @@
 //! event, the give-up budget). Disconnects and server restarts are retried
 //! for up to `--give-up-after` seconds (default 120) without a response,
 //! with one line on stderr per reconnect; stdout carries only the events.
-//! `--tls-ca`, `--tls-cert` and `--tls-key` are refused with exit 2: this
-//! crate is built without tonic's TLS feature.
+//! `--tls-ca` connects with TLS (tonic's rustls), `--tls-cert`/`--tls-key`
+//! add a client certificate for mutual TLS.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -24,13 +24,16 @@ use futures_util::StreamExt;
 use runwire_client::v1::run_service_client::RunServiceClient;
 use runwire_client::{Error, GrammarChecker, OnRetry, WatchOptions, watch_with_options};
 use tonic::metadata::MetadataValue;
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 struct Args {
     addr: String,
     run_id: String,
     after_seq: i64,
     token: Option<String>,
+    tls_ca: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
     give_up_after: Duration,
 }
 
@@ -41,9 +44,9 @@ const HELP: &str = "
   --run-id ID              the run to watch (required)
   --after-seq N            print only the events after this seq (default 0)
   --token TOKEN            send `authorization: Bearer TOKEN`
-  --tls-ca CA.pem          (not in this build: tonic's TLS feature is off)
-  --tls-cert CERT.pem      (not in this build)
-  --tls-key KEY.pem        (not in this build)
+  --tls-ca CA.pem          connect with TLS, trusting this PEM CA bundle
+  --tls-cert CERT.pem      client certificate (PEM) for mutual TLS
+  --tls-key KEY.pem        private key (PEM) of --tls-cert
   --give-up-after SECONDS  give up after failing this long without an answer;
                            0 retries forever (default 120)";
 
@@ -56,6 +59,7 @@ fn parse_args() -> Result<Parsed, String> {
     let mut addr = "127.0.0.1:50051".to_owned();
     let mut run_id = None;
     let mut token = None;
+    let (mut tls_ca, mut tls_cert, mut tls_key) = (None, None, None);
     let mut after_seq = 0;
     let mut give_up_after = WatchOptions::default().give_up_after;
     let mut args = std::env::args().skip(1);
@@ -64,9 +68,9 @@ fn parse_args() -> Result<Parsed, String> {
         match flag.as_str() {
             "--addr" => addr = value()?,
             "--token" => token = Some(value()?),
-            "--tls-ca" | "--tls-cert" | "--tls-key" => {
-                return Err(format!("{flag}: this build has no TLS (tonic's TLS feature is off)"));
-            }
+            "--tls-ca" => tls_ca = Some(value()?),
+            "--tls-cert" => tls_cert = Some(value()?),
+            "--tls-key" => tls_key = Some(value()?),
             "--run-id" => run_id = Some(value()?),
             "--after-seq" => {
                 let v = value()?;
@@ -87,7 +91,14 @@ fn parse_args() -> Result<Parsed, String> {
     if after_seq < 0 {
         return Err(format!("--after-seq must not be negative, got {after_seq}"));
     }
-    Ok(Parsed::Run(Args { addr, run_id: run_id.ok_or("--run-id is required")?, after_seq, token, give_up_after }))
+    if tls_cert.is_some() != tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".into());
+    }
+    if tls_cert.is_some() && tls_ca.is_none() {
+        return Err("--tls-cert needs --tls-ca".into());
+    }
+    let run_id = run_id.ok_or("--run-id is required")?;
+    Ok(Parsed::Run(Args { addr, run_id, after_seq, token, tls_ca, tls_cert, tls_key, give_up_after }))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -111,8 +122,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let uri = if args.addr.contains("://") { args.addr.clone() } else { format!("http://{}", args.addr) };
-    let endpoint = match Endpoint::from_shared(uri) {
+    let scheme = if args.tls_ca.is_some() { "https" } else { "http" };
+    let uri = if args.addr.contains("://") { args.addr.clone() } else { format!("{scheme}://{}", args.addr) };
+    let endpoint = match Endpoint::from_shared(uri).map_err(|e| e.to_string()).and_then(|e| with_tls(e, &args)) {
         Ok(endpoint) => endpoint,
         Err(e) => {
             eprintln!("runwire-watch: --addr {:?}: {e}", args.addr);
@@ -178,4 +190,19 @@ async fn main() -> ExitCode {
         eprintln!("runwire-watch: {violation}");
     }
     ExitCode::from(1)
+}
+
+/// The endpoint with the TLS of `--tls-ca` and, for mutual TLS,
+/// `--tls-cert`/`--tls-key`; unchanged without `--tls-ca`.
+fn with_tls(endpoint: Endpoint, args: &Args) -> Result<Endpoint, String> {
+    let Some(ca) = &args.tls_ca else { return Ok(endpoint) };
+    let read = |path: &str| std::fs::read(path).map_err(|e| format!("{path}: {e}"));
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    // The cause says more than tonic's "transport error" (rustls refuses X.509 v1, say).
+    endpoint
+        .tls_config(tls)
+        .map_err(|e| std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}")))
 }
