@@ -225,3 +225,22 @@ async def test_cli_watch_resumed_mid_run_prints_the_rest(harness: Harness) -> No
     lines = out.splitlines()
     assert [line.split()[0] for line in lines[:2]] == [str(len(events) - 1), str(len(events))]
     assert "SUCCEEDED" in lines[-1]
+
+
+async def test_watch_run_beyond_a_run_on_another_server_settles_when_it_finishes(
+    harness_factory: Any,
+) -> None:
+    """The watcher's server only hears NOTIFY wake-ups (no chunks): it reads
+    the run row on each and answers OUT_OF_RANGE once the run has finished."""
+    runner: Harness = await harness_factory()
+    watcher: Harness = await harness_factory()
+    run = await runner.start(_gated_flow())
+    await wait_for_event(runner.stub, run.run_id, lambda e: e.HasField("approval_requested"))
+    subscribed = _subscribed(watcher, run.run_id)
+    watching = asyncio.ensure_future(_responses(watcher, run.run_id, 10**9))
+    await subscribed.wait()
+    await _resolve(runner, run.run_id)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await watching
+    assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert _error_info(caught.value).metadata["status"] == "RUN_STATUS_SUCCEEDED"

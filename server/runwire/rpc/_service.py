@@ -481,6 +481,12 @@ class RunService:
                         closer.cancel()
                     chunks, overflowed, wake_seq = sub.take()
                     if beyond:
+                        if (
+                            chunks
+                            and not overflowed
+                            and all(c.last_seq < cursor.last and not c.completed for c in chunks)
+                        ):
+                            continue  # local commits short of after_seq: nothing to settle
                         beyond = await self._settle_beyond(request.run_id, cursor)
                         if beyond is None:
                             await context.abort_with_status(
