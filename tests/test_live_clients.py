@@ -567,3 +567,16 @@ async def _collect_with(
     ):
         out.extend(response.events)
     return out
+
+
+async def test_watch_examples_exit_alike_for_an_unknown_run(
+    server: ServerProcess, spawn_watchers: Spawn
+) -> None:
+    """NOT_FOUND is the server's answer, not a transport failure: every
+    example exits 3 at once (they used to exit 3, 1, 2 and 2)."""
+    watchers = await spawn_watchers(dict.fromkeys(WATCH, server.addr), "run_does_not_exist")
+    await _finish(watchers)
+    for watcher in watchers.values():
+        assert (watcher.proc.returncode if watcher.proc else None) == 3, watcher.describe()
+        assert watcher.raw == [], watcher.describe()
+        assert "RUN_NOT_FOUND" in watcher.stderr, watcher.describe()
