@@ -116,7 +116,7 @@ class RunServiceServicer:
         """Streams the run's events with `seq > after_seq`, exactly once and in
         order: committed events are replayed from the store, then live events
         follow. The stream ends with OK only at the end of the finished run: its
-        last response carries `stream_end` (in the same response as RunCompleted,
+        last response carries `stream_end` (right after the one with RunCompleted,
         or alone when `after_seq` is the run's last seq). An OK end without
         `stream_end` is a cut stream; resume it. When the run is finished and
         `after_seq` is beyond its last seq, the call fails with OUT_OF_RANGE
