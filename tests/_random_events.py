@@ -160,3 +160,82 @@ def random_events(seed: int, per_variant: int) -> Iterator[events_pb2.RunEvent]:
             if rng.random() > 0.1:
                 _fill(rng, payload)
             yield event
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if not byte & 0x80:
+            return value, i
+
+
+def _fields(data: bytes) -> list[tuple[int, int, bytes, bytes]]:
+    """(number, wire type, raw field bytes, payload of a length-delimited field)."""
+    out, i = [], 0
+    while i < len(data):
+        start = i
+        key, i = _read_varint(data, i)
+        number, wire = key >> 3, key & 7
+        payload = b""
+        if wire == 0:
+            _, i = _read_varint(data, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            size, i = _read_varint(data, i)
+            payload, i = data[i : i + size], i + size
+        else:
+            raise ValueError(f"wire type {wire}")
+        out.append((number, wire, data[start:i], payload))
+    return out
+
+
+def _delimited(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def scrambled(event: events_pb2.RunEvent, rng: random.Random) -> bytes:
+    """Another valid encoding of `event`, as protobuf parsers must accept it.
+
+    Fields out of order; a scalar sent twice (the last wins); another oneof
+    case sent first (the last case wins); the payload split over two
+    occurrences of its field (messages merge). Parsed by the spec, it is
+    `event` again, and re-encodes to `event`'s deterministic bytes.
+    """
+    fields = _fields(event.SerializeToString(deterministic=True))
+    case = event.DESCRIPTOR.fields_by_name[event.WhichOneof("event") or ""].number
+    parts: list[bytes] = []
+    for number, wire, raw, payload in fields:
+        if number == case and wire == 2:
+            inner = _fields(payload)
+            cut = rng.randint(0, len(inner))
+            first = b"".join(f[2] for f in inner[:cut])
+            second = b"".join(f[2] for f in inner[cut:])
+            parts.append(_delimited(number, first) + _delimited(number, second))
+        elif wire == 0 and rng.random() < 0.5:
+            parts.append(_varint(number << 3) + _varint(rng.randint(0, 2**20)) + raw)
+        else:
+            parts.append(raw)
+    other = rng.choice([n for n in (f.number for f in _oneof_fields()) if n != case])
+    decoy = _delimited(other, b"")
+    tail = parts.pop(next(i for i, (n, *_rest) in enumerate(fields) if n == case))
+    rng.shuffle(parts)  # envelope fields in any order
+    return decoy + b"".join(parts) + tail
+
+
+def _oneof_fields() -> list[FieldDescriptor]:
+    return list(events_pb2.RunEvent.DESCRIPTOR.oneofs_by_name["event"].fields)
