@@ -13,6 +13,7 @@ which betterproto2 then parses correctly.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, Final
 
 import betterproto2
@@ -34,13 +35,95 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+# Per field number of a class: (oneof group or None, message class or None,
+# whether the message field is singular).
+_Plan = dict[int, tuple[str | None, type[betterproto2.Message] | None, bool]]
+
+
+@cache
+def _plan(cls: type[betterproto2.Message]) -> _Plan:
+    meta: Any = getattr(cls, "_betterproto")  # noqa: B009 (typed loosely upstream)
+    plan: _Plan = {}
+    for number, name in meta.field_name_by_number.items():
+        field_meta = meta.meta_by_field_name[name]
+        sub = None
+        if field_meta.proto_type == betterproto2.TYPE_MESSAGE:
+            sub = field_meta.unwrap() if field_meta.unwrap else meta.cls_by_field[name]
+        plan[number] = (field_meta.group, sub, not field_meta.repeated)
+    return plan
+
+
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        i += 1
+        if byte < 0x80:
+            return value, i
+        shift += 7
+
+
+def _already_canonical(cls: type[betterproto2.Message], data: bytes) -> bool:
+    """Whether no singular message field and no oneof repeats, at any depth.
+
+    The common case, checked without building anything: `canonical` then
+    returns the bytes as they are.
+    """
+    plan = _plan(cls)
+    seen: set[int] = set()
+    members: dict[str, int] = {}
+    i, end = 0, len(data)
+    while i < end:
+        key, i = _read_varint(data, i)
+        number, wire = key >> 3, key & 7
+        start = i
+        if wire == 0:
+            while data[i] >= 0x80:
+                i += 1
+            i += 1
+        elif wire == _LEN:
+            size, start = _read_varint(data, i)
+            i = start + size
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            return False  # let the full path (and then the parser) deal with it
+        entry = plan.get(number)
+        if entry is None:
+            continue
+        group, sub, single = entry
+        if group is not None and members.setdefault(group, number) != number:
+            return False
+        if sub is not None and wire == _LEN:
+            if single:
+                if number in seen:
+                    return False
+                seen.add(number)
+            if not _already_canonical(sub, data[start:i]):
+                return False
+    return True
+
+
 def canonical(cls: type[betterproto2.Message], data: bytes) -> bytes:
     """`data` re-encoded so that no singular message field or oneof repeats.
 
     Unknown fields, scalars and repeated fields are kept as they were, in
     order; a merged message field sits where its last occurrence was. Only
-    the generated classes' own fields are rewritten.
+    the generated classes' own fields are rewritten. Bytes that need no
+    rewriting (what every encoder writes) come back as they are.
     """
+    try:
+        if _already_canonical(cls, data):
+            return data
+    except IndexError:
+        return data  # truncated: the parser reports it as it always has
+    return _rewrite(cls, data)
+
+
+def _rewrite(cls: type[betterproto2.Message], data: bytes) -> bytes:
     # betterproto2's per-class metadata; its classproperty is typed loosely.
     meta: Any = getattr(cls, "_betterproto")  # noqa: B009
     # Each entry: (number, raw bytes) or (number, [payloads to merge]).
@@ -94,6 +177,6 @@ def canonical(cls: type[betterproto2.Message], data: bytes) -> bytes:
             if field_meta.unwrap
             else meta.cls_by_field[meta.field_name_by_number[number]]
         )
-        payload = canonical(sub, b"".join(raw))
+        payload = _rewrite(sub, b"".join(raw))
         out += _varint(number << 3 | _LEN) + _varint(len(payload)) + payload
     return bytes(out)
