@@ -107,6 +107,10 @@ test: lint gen-check test-clients test-python ## Lint, gen-check and every test 
 test-python: bootstrap ## The pytest suite (server, Python client, corpus, live cross-language test).
 	$(PY) -m pytest -q
 
+.PHONY: test-random
+test-random: bootstrap ## Randomized cross-language round trip with a fresh seed (printed) and 500 events per variant.
+	RUNWIRE_RANDOM_SEED=fresh RUNWIRE_RANDOM_PER_VARIANT=500 $(PY) -m pytest -q -s tests/test_random_events.py
+
 .PHONY: test-clients
 test-clients: bootstrap ## Go, Rust and TypeScript unit and corpus tests.
 	@for c in $(CLIENTS); do $(MAKE) --no-print-directory -C clients/$$c test; done

@@ -122,6 +122,7 @@ class WatchProcess:
         self.argv = list(argv)
         self.events: list[dict[str, Any]] = []  # parsed stdout lines
         self.lines: list[str] = []  # the same, canonical; raw text if not JSON
+        self.raw: list[str] = []  # the lines exactly as printed
         self.stderr = ""
         self.proc: asyncio.subprocess.Process | None = None
         self._changed = asyncio.Condition()
@@ -149,6 +150,7 @@ class WatchProcess:
             async with self._changed:
                 self.events.append(event)
                 self.lines.append(line)
+                self.raw.append(text)
                 self._changed.notify_all()
         async with self._changed:
             self._eof = True

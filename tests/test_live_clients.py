@@ -157,7 +157,7 @@ async def server(
         await process.kill()
 
 
-Spawn = Callable[[Mapping[str, str], str], Awaitable[dict[str, WatchProcess]]]
+Spawn = Callable[..., Awaitable[dict[str, WatchProcess]]]
 
 
 @pytest.fixture
@@ -166,10 +166,10 @@ async def spawn_watchers(watch_commands: dict[str, list[str]]) -> AsyncIterator[
     whatever is still running at the end is killed."""
     started: list[WatchProcess] = []
 
-    async def spawn(addrs: Mapping[str, str], run_id: str) -> dict[str, WatchProcess]:
+    async def spawn(addrs: Mapping[str, str], run_id: str, *extra: str) -> dict[str, WatchProcess]:
         watchers = {}
         for lang, argv in watch_commands.items():
-            watcher = WatchProcess(lang, [*argv, "--addr", addrs[lang], "--run-id", run_id])
+            watcher = WatchProcess(lang, [*argv, "--addr", addrs[lang], "--run-id", run_id, *extra])
             started.append(watcher)
             await watcher.start()
             watchers[lang] = watcher
@@ -287,9 +287,20 @@ def _mismatch(watcher: WatchProcess, stored: list[str]) -> str | None:
 
 
 def assert_every_watcher_printed(watchers: Mapping[str, WatchProcess], stored: list[str]) -> None:
-    """Each watcher exited 0 and printed exactly the stored list, in order."""
+    """Each watcher exited 0 and printed exactly the stored list, in order,
+    and the four printed the very same bytes (not only the same JSON)."""
     problems = [m for w in watchers.values() if (m := _mismatch(w, stored)) is not None]
     assert not problems, "\n\n".join(problems)
+    reference = watchers["python"]
+    for name, watcher in watchers.items():
+        first = next(
+            (i for i, (a, b) in enumerate(zip(watcher.raw, reference.raw, strict=True)) if a != b),
+            None,
+        )
+        assert first is None, (
+            f"{name} and python print line {first + 1} differently:\n"
+            f"  {name}: {watcher.raw[first]}\n  python: {reference.raw[first]}"
+        )
 
 
 # The variants the flow makes every run narrate (heartbeats: `talk` runs for
@@ -341,6 +352,24 @@ async def test_watch_examples_print_the_stored_stream_live(
 
     assert_every_watcher_printed(watchers, stored)
     assert_flow_shape(events)
+
+    # Resume at the end of the finished run, as a watcher does that saw
+    # RunCompleted's seq but not the stream's end, and past it: every example
+    # learns the run finished, notes its status and exits 0 at once.
+    started = time.perf_counter()
+    last = events[-1].seq
+    for after in (last, last + 5):
+        resumed = await spawn_watchers(
+            dict.fromkeys(WATCH, server.addr), run_id, "--after-seq", str(after)
+        )
+        await _finish(resumed)
+        for name, watcher in resumed.items():
+            assert (watcher.proc.returncode if watcher.proc else None) == 0, watcher.describe()
+            assert watcher.raw == [], watcher.describe()
+            assert f"finished RUN_STATUS_SUCCEEDED at seq {last}" in watcher.stderr, (
+                f"[{name}] after_seq {after}: {watcher.describe()}"
+            )
+    _record(wall_times, "scenario resume at the end", started)
 
 
 async def test_watch_examples_resume_after_connections_are_reset(
@@ -412,3 +441,142 @@ async def test_watch_examples_resume_across_a_server_restart(
     assert printed_at_restart < interrupted[0].seq <= resumed_at
     assert_every_watcher_printed(watchers, stored)
     assert_flow_shape(events)
+
+
+# --- connection options: token, TLS, mutual TLS ------------------------------
+
+TOKEN = "t0k-live"
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate for `alice`."""
+    d = tmp_path_factory.mktemp("pki")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+             "-keyout", "ca.key", "-out", "ca.pem", cwd=d)  # fmt: skip
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    # An extension makes it an X.509 v3 certificate: rustls refuses v1 ones.
+    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for name, cn, ext in (
+        ("server", "localhost", ["-extfile", "san.ext"]),
+        ("client", "alice", ["-extfile", "client.ext"]),
+    ):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", cwd=d)  # fmt: skip
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "1", "-out", f"{name}.pem", *ext, cwd=d)  # fmt: skip
+    return d
+
+
+def quick_flow() -> flow_pb2.Flow:
+    return flow_pb2.Flow(
+        name="quick",
+        nodes=[shell_node("hello", "echo", "héllo \ufeff wörld"), shell_node("bye", "echo", "bye")],
+        edges=[edge("hello", "bye")],
+    )
+
+
+async def _quick_run(stub: run_service_pb2_grpc.RunServiceStub, metadata: Any) -> str:
+    run = await stub.StartRun(run_service_pb2.StartRunRequest(flow=quick_flow()), metadata=metadata)
+    async for response in stub.WatchRun(
+        run_service_pb2.WatchRunRequest(run_id=run.run.run_id), metadata=metadata
+    ):
+        if response.HasField("stream_end"):
+            break
+    return str(run.run.run_id)
+
+
+def _same_output(watchers: Mapping[str, WatchProcess], expected: list[str]) -> None:
+    for name, watcher in watchers.items():
+        code = watcher.proc.returncode if watcher.proc else None
+        assert code == 0, watcher.describe()
+        assert watcher.lines == expected, f"[{name}] {watcher.describe()}"
+    raws = {name: watcher.raw for name, watcher in watchers.items()}
+    assert len({tuple(raw) for raw in raws.values()}) == 1, raws
+
+
+async def test_watch_examples_send_a_bearer_token(
+    database_url: str, tmp_path: Path, spawn_watchers: Spawn
+) -> None:
+    """A server that requires a token: every example passes --token on every
+    call, and without it each exits 3 with UNAUTHENTICATED."""
+    server = ServerProcess(database_url, tmp_path / "server", [*SERVE_ARGS, "--auth-token", TOKEN])
+    await server.start()
+    try:
+        metadata = (("authorization", f"Bearer {TOKEN}"),)
+        async with grpc.aio.insecure_channel(server.addr) as channel:
+            run_id = await _quick_run(run_service_pb2_grpc.RunServiceStub(channel), metadata)
+            events = await _collect_with(channel, run_id, metadata)
+        stored = [canonical(json_format.MessageToDict(e)) for e in events]
+        watchers = await spawn_watchers(dict.fromkeys(WATCH, server.addr), run_id, "--token", TOKEN)
+        await _finish(watchers)
+        _same_output(watchers, stored)
+        refused = await spawn_watchers(dict.fromkeys(WATCH, server.addr), run_id)
+        await _finish(refused)
+        for watcher in refused.values():
+            assert (watcher.proc.returncode if watcher.proc else None) == 3, watcher.describe()
+            assert "UNAUTHENTICATED" in watcher.stderr.upper(), watcher.describe()
+    finally:
+        await server.kill()
+
+
+async def test_watch_examples_reach_a_mutual_tls_server(
+    database_url: str, tmp_path: Path, spawn_watchers: Spawn, pki: Path
+) -> None:
+    """A mutual-TLS listener that also wants a token: every example connects
+    with --tls-ca, --tls-cert/--tls-key and --token and prints the same
+    bytes."""
+    tls = ["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+           "--tls-client-ca", str(pki / "ca.pem")]  # fmt: skip
+    server = ServerProcess(
+        database_url, tmp_path / "server", [*SERVE_ARGS, *tls, "--auth-token", TOKEN]
+    )
+    await server.start()
+    try:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=(pki / "ca.pem").read_bytes(),
+            private_key=(pki / "client.key").read_bytes(),
+            certificate_chain=(pki / "client.pem").read_bytes(),
+        )
+        metadata = (("authorization", f"Bearer {TOKEN}"),)
+        async with grpc.aio.secure_channel(server.addr, credentials) as channel:
+            run_id = await _quick_run(run_service_pb2_grpc.RunServiceStub(channel), metadata)
+            events = await _collect_with(channel, run_id, metadata)
+        stored = [canonical(json_format.MessageToDict(e)) for e in events]
+        flags = ["--token", TOKEN, "--tls-ca", str(pki / "ca.pem"),
+                 "--tls-cert", str(pki / "client.pem"), "--tls-key", str(pki / "client.key")]  # fmt: skip
+        watchers = await spawn_watchers(dict.fromkeys(WATCH, server.addr), run_id, *flags)
+        await _finish(watchers)
+        _same_output(watchers, stored)
+        assert events[0].run_started.principal == "cert:alice"
+    finally:
+        await server.kill()
+
+
+async def _collect_with(
+    channel: grpc.aio.Channel, run_id: str, metadata: Any
+) -> list[events_pb2.RunEvent]:
+    out: list[events_pb2.RunEvent] = []
+    stub = run_service_pb2_grpc.RunServiceStub(channel)
+    async for response in stub.WatchRun(
+        run_service_pb2.WatchRunRequest(run_id=run_id), metadata=metadata
+    ):
+        out.extend(response.events)
+    return out
+
+
+async def test_watch_examples_exit_alike_for_an_unknown_run(
+    server: ServerProcess, spawn_watchers: Spawn
+) -> None:
+    """NOT_FOUND is the server's answer, not a transport failure: every
+    example exits 3 at once (they used to exit 3, 1, 2 and 2)."""
+    watchers = await spawn_watchers(dict.fromkeys(WATCH, server.addr), "run_does_not_exist")
+    await _finish(watchers)
+    for watcher in watchers.values():
+        assert (watcher.proc.returncode if watcher.proc else None) == 3, watcher.describe()
+        assert watcher.raw == [], watcher.describe()
+        assert "RUN_NOT_FOUND" in watcher.stderr, watcher.describe()

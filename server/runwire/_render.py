@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
 import sys
 import time
 from collections.abc import Sequence
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from rich.console import Console
 from rich.live import Live
 
@@ -16,7 +19,51 @@ from runwire.v1 import events_pb2, run_service_pb2, run_service_pb2_grpc
 
 __all__ = ["watch_and_render"]
 
-_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+# The watch retry rule of every runwire client (clients/GRAMMAR.md,
+# "Watching"): UNAVAILABLE always; these only without a runwire ErrorInfo
+# (then a dying connection or a proxy said it, not the server); 100 ms
+# doubling to 2 s, each wait drawn from [wait/2, wait]; give up after 120 s
+# without a response.
+_TRANSPORT = {
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+_FIRST_BACKOFF, _MAX_BACKOFF, _GIVE_UP_AFTER = 0.1, 2.0, 120.0
+
+
+def _runwire_info(exc: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+    status = rpc_status.from_call(exc)  # a streaming call's error is the call
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.domain == "runwire.v1":
+            return info
+    return None
+
+
+def _retryable(exc: grpc.RpcError) -> bool:
+    code = exc.code()
+    return code is grpc.StatusCode.UNAVAILABLE or (
+        code in _TRANSPORT and _runwire_info(exc) is None
+    )
+
+
+def _beyond_end(exc: grpc.RpcError) -> tuple[int, int] | None:
+    """(last_seq, status) when WatchRun said after_seq is past the finished run's end."""
+    info = _runwire_info(exc)
+    if exc.code() is not grpc.StatusCode.OUT_OF_RANGE or info is None:
+        return None
+    if info.reason != "AFTER_SEQ_BEYOND_END":
+        return None
+    name = info.metadata.get("status", "")
+    status = events_pb2.RunStatus.Value(name) if name in events_pb2.RunStatus.keys() else 0  # noqa: SIM118 (an EnumTypeWrapper has no __contains__)
+    return int(info.metadata.get("last_seq", "0") or 0), status
+
+
+class _CutStream(Exception):
+    """WatchRun ended OK before the run's end."""
 
 
 def watch_and_render(
@@ -29,8 +76,12 @@ def watch_and_render(
     credentials: grpc.ChannelCredentials | None = None,
     node_ids: Sequence[str] = (),
 ) -> int:
-    """Watch until RunCompleted, reconnecting with after_seq; 0 when the run succeeded.
+    """Watch to the run's end, reconnecting with after_seq; 0 when the run succeeded.
 
+    The end is RunCompleted, the server's stream_end (after_seq was the last
+    seq), or OUT_OF_RANGE AFTER_SEQ_BEYOND_END (after_seq was past it): in
+    each case the exit status follows the final status, so
+    `runwire watch RUN --after-seq LAST` exits as `runwire watch RUN` does.
     `node_ids`, when the flow is known, lists its nodes so the live view shows
     them all from the start.
     """
@@ -43,11 +94,13 @@ def watch_and_render(
         if plain or not console.is_terminal
         else Live(console=console, refresh_per_second=8, get_renderable=view.render)
     )
-    backoff = 0.2
+    backoff = _FIRST_BACKOFF
+    failing_since: float | None = None
+    end: tuple[int, int] | None = None  # (last_seq, status) once the run's end is known
     if live:
         live.start()
     try:
-        while view.final is None:
+        while end is None:
             channel = (
                 grpc.secure_channel(addr, credentials)
                 if credentials is not None
@@ -59,10 +112,17 @@ def watch_and_render(
                     run_service_pb2.WatchRunRequest(run_id=run_id, after_seq=view.last_seq),
                     metadata=metadata,
                 ):
-                    backoff = 0.2
+                    backoff, failing_since = _FIRST_BACKOFF, None
                     for event in response.events:
                         if event.seq <= view.last_seq:
                             continue
+                        if event.seq != view.last_seq + 1:
+                            print(
+                                f"runwire: run {run_id}: expected seq {view.last_seq + 1}, "
+                                f"received seq {event.seq}",
+                                file=sys.stderr,
+                            )
+                            return 1
                         view.apply(event)
                         if live is None:
                             print(_line(event), flush=True)
@@ -73,18 +133,53 @@ def watch_and_render(
                                 print(view.gates[event.node_id], flush=True)
                     if live:
                         live.update(view.render())
-            except grpc.RpcError as exc:
-                if exc.code() not in _RETRYABLE:
-                    print(f"runwire: {exc.code().name}: {exc.details()}", file=sys.stderr)
+                    if view.final is not None:
+                        end = view.last_seq, view.final.status
+                    elif response.HasField("stream_end"):
+                        end = response.stream_end.last_seq, response.stream_end.status
+                    if end is not None:
+                        break
+                else:
+                    # An OK end without the run's end is a cut stream: resume.
+                    raise _CutStream
+            except (grpc.RpcError, _CutStream) as exc:
+                if isinstance(exc, grpc.RpcError):
+                    end = _beyond_end(exc)
+                    if end is not None:
+                        break
+                    if not _retryable(exc):
+                        print(f"runwire: {exc.code().name}: {exc.details()}", file=sys.stderr)
+                        return 1
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since >= _GIVE_UP_AFTER:
+                    print(
+                        f"runwire: gave up watching run {run_id} after {now - failing_since:.0f}s "
+                        f"of failures (last seq {view.last_seq})",
+                        file=sys.stderr,
+                    )
                     return 1
-                time.sleep(backoff)  # reconnect pacing, not synchronisation
-                backoff = min(backoff * 2, 5.0)
+                time.sleep(
+                    backoff * (0.5 + random.random() / 2)
+                )  # reconnect pacing, not synchronisation
+                backoff = min(backoff * 2, _MAX_BACKOFF)
             finally:
                 channel.close()
     finally:
         if live:
             live.stop()
     final = view.final
+    if final is None:
+        # The run ended at or before after_seq: no RunCompleted came to summarize.
+        assert end is not None
+        last_seq, status_value = end
+        name = (
+            events_pb2.RunStatus.Name(status_value)
+            if status_value in events_pb2.RunStatus.values()
+            else str(status_value)
+        )
+        print(f"run {run_id} {name.removeprefix('RUN_STATUS_')}: finished at seq {last_seq}")
+        return 0 if status_value == events_pb2.RUN_STATUS_SUCCEEDED else 1
     status = events_pb2.RunStatus.Name(final.status).removeprefix("RUN_STATUS_")
     summary = (
         f"run {run_id} {status}: {final.succeeded_node_count} succeeded, {final.failed_node_count} failed, "

@@ -12,6 +12,7 @@
     │   ├── AdapterDisabled        the flow needs an adapter this server has off
     │   ├── GateNotPending         no gate of that kind waits on the node
     │   └── GateAlreadyResolved    the gate was decided differently
+    ├── AfterSeqBeyondEnd          OUT_OF_RANGE: WatchRun past a finished run's end
     ├── ServerDraining             UNAVAILABLE
     │   └── ServerUnavailable      a vital task died: the server is going down
     ├── DatabaseUnavailable        UNAVAILABLE, retry: the database cannot be reached
@@ -29,6 +30,7 @@ from typing import ClassVar
 
 __all__ = [
     "AdapterDisabled",
+    "AfterSeqBeyondEnd",
     "DatabaseUnavailable",
     "FailedPrecondition",
     "FieldViolation",
@@ -170,6 +172,29 @@ class GateAlreadyResolved(FailedPrecondition):
     """The gate was already decided differently."""
 
     reason = "GATE_ALREADY_RESOLVED"
+
+
+class AfterSeqBeyondEnd(RunwireError):
+    """WatchRun asked for events after a seq the finished run never reached.
+
+    The metadata tells the watcher where the run ended and how, so a client
+    ends its watch as finished instead of retrying.
+    """
+
+    code = "OUT_OF_RANGE"
+    reason = "AFTER_SEQ_BEYOND_END"
+
+    def __init__(self, run_id: str, after_seq: int, last_seq: int, status: str) -> None:
+        super().__init__(
+            f"run {run_id!r} finished with status {status} at seq {last_seq}; "
+            f"after_seq {after_seq} is beyond its end",
+            metadata={
+                "run_id": run_id,
+                "after_seq": str(after_seq),
+                "last_seq": str(last_seq),
+                "status": status,
+            },
+        )
 
 
 class ServerDraining(RunwireError):

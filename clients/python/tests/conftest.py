@@ -29,6 +29,14 @@ class Send:
 
 
 @dataclasses.dataclass(frozen=True)
+class End:
+    """Send one WatchRunResponse carrying only `stream_end`: the run is finished."""
+
+    last_seq: int
+    status: int = events_pb2.RUN_STATUS_SUCCEEDED
+
+
+@dataclasses.dataclass(frozen=True)
 class Abort:
     """End the call with a non-OK status, optionally with rich status details.
 
@@ -41,6 +49,7 @@ class Abort:
     reason: str = ""
     violations: Sequence[tuple[str, str]] = ()
     domain: str = "runwire.v1"
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +59,7 @@ class Hold:
     until: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
-Step = Sequence[Send | Abort | Hold]
+Step = Sequence[Send | End | Abort | Hold]
 
 
 def _to_proto(item: RunEvent | bytes) -> events_pb2.RunEvent:
@@ -62,7 +71,11 @@ def _status_details(abort: Abort) -> bytes:
     details = []
     if abort.reason:
         info = any_pb2.Any()
-        info.Pack(error_details_pb2.ErrorInfo(reason=abort.reason, domain=abort.domain))
+        info.Pack(
+            error_details_pb2.ErrorInfo(
+                reason=abort.reason, domain=abort.domain, metadata=abort.metadata
+            )
+        )
         details.append(info)
     if abort.violations:
         bad = error_details_pb2.BadRequest(
@@ -97,6 +110,13 @@ class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
                 if isinstance(action, Send):
                     events = [_to_proto(item) for item in action.events]
                     yield run_service_pb2.WatchRunResponse(events=events)
+                elif isinstance(action, End):
+                    yield run_service_pb2.WatchRunResponse(
+                        stream_end=run_service_pb2.StreamEnd(
+                            last_seq=action.last_seq,
+                            status=action.status,  # type: ignore[arg-type]  # an int, as in the .pyi's enum
+                        )
+                    )
                 elif isinstance(action, Hold):
                     await action.until.wait()
                 else:

@@ -135,3 +135,27 @@ def test_event_to_json_is_one_line_of_utf8() -> None:
     text = event_to_json(event)
     assert "\n" not in text
     assert "déploiement" in text
+
+
+EDGE = CORPUS / "edge"
+EDGE_CASES = sorted(path.stem for path in EDGE.glob("*.json"))
+
+
+def test_edge_corpus_has_its_cases() -> None:
+    assert len(EDGE_CASES) >= 10
+
+
+@pytest.mark.parametrize("name", EDGE_CASES)
+def test_edge_corpus_round_trips(name: str) -> None:
+    """fixtures/corpus/edge/: BOMs, astral and combining characters, escapes,
+    int64 limits, the first and last timestamps, negative durations, enum
+    numbers this client does not name, empty payloads."""
+    golden_json = (EDGE / f"{name}.json").read_text(encoding="utf-8")
+    golden_binary = (EDGE / f"{name}.binpb").read_bytes()
+    from_json = event_from_json(golden_json)
+    from_binary = decode_event(golden_binary)
+    assert from_json == from_binary
+    assert canonical_json(json.loads(event_to_json(from_binary))) == canonical_json(
+        json.loads(golden_json)
+    )
+    assert encode_event(from_json) == golden_binary

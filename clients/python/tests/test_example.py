@@ -13,7 +13,7 @@ import grpc
 from runwire_client import event_to_json
 
 from ._events import RUN_ID, stream
-from .conftest import Abort, ScriptedRunService, Send, StartFront, StartServer
+from .conftest import Abort, End, ScriptedRunService, Send, StartFront, StartServer
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "watch.py"
 
@@ -145,3 +145,47 @@ async def test_example_exits_nonzero_on_server_error(start_server: StartServer) 
 
     assert (code, lines) == (3, [])
     assert "NOT_FOUND RUN_NOT_FOUND: no run" in stderr
+
+
+async def test_example_at_the_end_of_a_finished_run_exits_zero(start_server: StartServer) -> None:
+    """after_seq = last: the server's stream_end; no reconnect loop, exit 0, the status on stderr."""
+    service = ScriptedRunService([End(5)])
+    port, _ = await start_server(service)
+
+    code, lines, stderr = await run_example(
+        "--addr", f"127.0.0.1:{port}", "--run-id", RUN_ID, "--after-seq", "5"
+    )
+
+    assert (code, lines) == (0, [])
+    assert stderr == "watch: run run_test finished RUN_STATUS_SUCCEEDED at seq 5\n"
+    assert service.after_seqs == [5]
+
+
+async def test_example_past_the_end_of_a_finished_run_exits_zero(start_server: StartServer) -> None:
+    service = ScriptedRunService(
+        [
+            Abort(
+                grpc.StatusCode.OUT_OF_RANGE,
+                "beyond",
+                reason="AFTER_SEQ_BEYOND_END",
+                metadata={"last_seq": "5", "status": "RUN_STATUS_FAILED"},
+            )
+        ]
+    )
+    port, _ = await start_server(service)
+
+    code, lines, stderr = await run_example(
+        "--addr", f"127.0.0.1:{port}", "--run-id", RUN_ID, "--after-seq", "10"
+    )
+
+    assert (code, lines) == (0, [])
+    assert stderr == "watch: run run_test finished RUN_STATUS_FAILED at seq 5\n"
+    assert service.after_seqs == [10]
+
+
+async def test_example_help_works() -> None:
+    code, lines, _ = await run_example("--help")
+    assert code == 0
+    for flag in ("--addr", "--run-id", "--after-seq", "--token", "--tls-ca", "--tls-cert",
+                 "--tls-key", "--give-up-after"):  # fmt: skip
+        assert any(flag in line for line in lines), flag

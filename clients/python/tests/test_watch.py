@@ -16,9 +16,11 @@ from grpclib.exceptions import ProtocolError, StreamTerminatedError
 
 from runwire_client import (
     Backoff,
+    RunEnd,
     RunEvent,
     RunServiceStub,
     RunwireError,
+    SeqGapError,
     UnknownEventError,
     check_stream,
     encode_event,
@@ -27,7 +29,7 @@ from runwire_client import (
 )
 
 from ._events import RUN_ID, stream
-from .conftest import Abort, Hold, ScriptedRunService, Send, StartFront, StartServer
+from .conftest import Abort, End, Hold, ScriptedRunService, Send, StartFront, StartServer
 
 # Fast reconnects keep the suite quick; the defaults are tested on their own.
 FAST = Backoff(initial=0.001, maximum=0.01, give_up_after=30.0)
@@ -243,8 +245,10 @@ class FaultyStub(RunServiceStub):
         super().__init__(channel)
         self.fault: Exception | None = fault
 
-    async def watch_run(self, message: v1.WatchRunRequest, **kwargs: Any) -> Any:
-        async with aclosing(super().watch_run(message, **kwargs)) as responses:  # type: ignore[type-var]
+    # watch() calls the stub's _unary_stream (the generated watch_run's own
+    # call) with a response type that applies protobuf's merge rules.
+    async def _unary_stream(self, *args: Any, **kwargs: Any) -> Any:
+        async with aclosing(super()._unary_stream(*args, **kwargs)) as responses:  # type: ignore[type-var]
             async for response in responses:
                 yield response
                 if self.fault is not None:
@@ -424,3 +428,100 @@ def test_backoff_default_outlasts_a_server_restart() -> None:
     assert policy.give_up_after is not None
     assert policy.give_up_after >= 60
     assert policy.maximum <= 2.0
+
+
+def test_backoff_defaults_are_the_same_in_every_client() -> None:
+    """100 ms doubling to 2 s, waits drawn from [wait/2, wait], 120 s budget (GRAMMAR.md)."""
+    policy = Backoff()
+    assert (policy.initial, policy.maximum, policy.multiplier) == (0.1, 2.0, 2.0)
+    assert (policy.jitter, policy.give_up_after) == (0.5, 120.0)
+
+
+async def test_watch_at_the_last_seq_of_a_finished_run_ends_with_its_status(
+    start_server: StartServer, channel_to: Callable[[int], Channel]
+) -> None:
+    """A watcher that saw RunCompleted's seq but not the stream's end resumes
+    at after_seq = last: the server's stream_end ends the watch, no retry."""
+    service = ScriptedRunService([End(8, v1.RunStatus.FAILED.value)])
+    port, _ = await start_server(service)
+
+    watching = watch(channel_to(port), RUN_ID, 8, backoff=FAST)
+    assert await collect(watching) == []
+    assert watching.end == RunEnd(RUN_ID, 8, v1.RunStatus.FAILED)
+    assert watching.end.status_name == "RUN_STATUS_FAILED"
+    assert service.after_seqs == [8]
+
+
+async def test_watch_past_the_end_of_a_finished_run_ends_with_its_status(
+    start_server: StartServer, channel_to: Callable[[int], Channel]
+) -> None:
+    """after_seq = last + 5: OUT_OF_RANGE AFTER_SEQ_BEYOND_END is an end, not an error to retry."""
+    service = ScriptedRunService(
+        [
+            Abort(
+                grpc.StatusCode.OUT_OF_RANGE,
+                "beyond",
+                reason="AFTER_SEQ_BEYOND_END",
+                metadata={"last_seq": "8", "status": "RUN_STATUS_SUCCEEDED", "after_seq": "13"},
+            )
+        ]
+    )
+    port, _ = await start_server(service)
+
+    watching = watch(channel_to(port), RUN_ID, 13, backoff=FAST)
+    assert await collect(watching) == []
+    assert watching.end == RunEnd(RUN_ID, 8, v1.RunStatus.SUCCEEDED, beyond_end=True)
+    assert service.after_seqs == [13]
+
+
+async def test_watch_resumed_after_the_run_finished_between_reconnects(
+    start_server: StartServer, channel_to: Callable[[int], Channel]
+) -> None:
+    service = ScriptedRunService(
+        [Send(RUN[:5]), Abort(grpc.StatusCode.UNAVAILABLE, "restarting")],
+        [Send(RUN[5:]), End(8)],
+    )
+    port, _ = await start_server(service)
+
+    watching = watch(channel_to(port), RUN_ID, backoff=FAST)
+    assert seqs(await collect(watching)) == list(range(1, 9))
+    completed = RUN[-1].run_completed
+    assert completed is not None
+    assert watching.end == RunEnd(RUN_ID, 8, completed.status)
+    assert service.after_seqs == [0, 5]
+
+
+async def test_watch_end_keeps_a_status_newer_than_the_client(
+    start_server: StartServer, channel_to: Callable[[int], Channel]
+) -> None:
+    service = ScriptedRunService([End(8, 42)])
+    port, _ = await start_server(service)
+
+    watching = watch(channel_to(port), RUN_ID, 8, backoff=FAST)
+    await collect(watching)
+    assert watching.end == RunEnd(RUN_ID, 8, 42)
+    assert watching.end.status_name == "42"
+
+
+async def test_watch_raises_on_a_seq_gap_instead_of_skipping(
+    start_server: StartServer, channel_to: Callable[[int], Channel]
+) -> None:
+    service = ScriptedRunService([Send([*RUN[:3], *RUN[4:]])])
+    port, _ = await start_server(service)
+
+    seen: list[RunEvent] = []
+    with pytest.raises(SeqGapError, match="expected seq 4, received seq 5"):
+        await drain_into(seen, watch(channel_to(port), RUN_ID, backoff=FAST))
+    assert seqs(seen) == [1, 2, 3]
+
+
+async def test_watch_raises_when_the_end_says_events_were_skipped(
+    start_server: StartServer, channel_to: Callable[[int], Channel]
+) -> None:
+    service = ScriptedRunService([Send(RUN[:3]), End(8)])
+    port, _ = await start_server(service)
+
+    seen: list[RunEvent] = []
+    with pytest.raises(SeqGapError, match="expected seq 4, received seq 8"):
+        await drain_into(seen, watch(channel_to(port), RUN_ID, backoff=FAST))
+    assert seqs(seen) == [1, 2, 3]

@@ -1,14 +1,20 @@
 //! Watches one run and prints each event as one line of proto3 JSON.
 //!
 //! ```text
-//! cargo run --example runwire-watch -- --addr 127.0.0.1:50051 --run-id RUN [--after-seq N] [--give-up-after SECS]
+//! cargo run --example runwire-watch -- --addr 127.0.0.1:50051 --run-id RUN [--after-seq N]
+//!     [--token TOKEN] [--tls-ca CA.pem [--tls-cert CERT.pem --tls-key KEY.pem]] [--give-up-after SECS]
 //! ```
 //!
-//! Exits 0 after RunCompleted when the stream kept the grammar; otherwise
-//! prints why on stderr and exits 1 (grammar), 2 (usage) or 3 (watch
-//! failed). Disconnects and server restarts are retried for up to
-//! `--give-up-after` seconds (default 60) without progress, with one line
-//! on stderr per reconnect; stdout carries only the events.
+//! Exit status, the same in every client's example: 0 at the run's end
+//! (after RunCompleted, or told by the server that the run finished at or
+//! before `--after-seq`, whose final status then goes to stderr) when the
+//! stream kept the grammar; 1 when it broke a grammar rule or skipped a seq;
+//! 2 for bad usage; 3 when the watch failed (a server error, an unknown
+//! event, the give-up budget). Disconnects and server restarts are retried
+//! for up to `--give-up-after` seconds (default 120) without a response,
+//! with one line on stderr per reconnect; stdout carries only the events.
+//! `--tls-ca` connects with TLS (tonic's rustls), `--tls-cert`/`--tls-key`
+//! add a client certificate for mutual TLS.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -16,28 +22,55 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use runwire_client::v1::run_service_client::RunServiceClient;
-use runwire_client::{GrammarChecker, OnRetry, WatchOptions, watch_with_options};
-use tonic::transport::Endpoint;
+use runwire_client::{Error, GrammarChecker, OnRetry, WatchOptions, watch_with_options};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 struct Args {
     addr: String,
     run_id: String,
     after_seq: i64,
+    token: Option<String>,
+    tls_ca: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
     give_up_after: Duration,
 }
 
-const USAGE: &str = "usage: runwire-watch --addr HOST:PORT --run-id RUN_ID [--after-seq N] [--give-up-after SECONDS]";
+const USAGE: &str = "usage: runwire-watch --addr HOST:PORT --run-id ID [--after-seq N] [--token TOKEN] [--tls-ca CA.pem [--tls-cert CERT.pem --tls-key KEY.pem]] [--give-up-after SECONDS]";
 
-fn parse_args() -> Result<Args, String> {
-    let mut addr = None;
+const HELP: &str = "
+  --addr HOST:PORT         the server (default 127.0.0.1:50051)
+  --run-id ID              the run to watch (required)
+  --after-seq N            print only the events after this seq (default 0)
+  --token TOKEN            send `authorization: Bearer TOKEN`
+  --tls-ca CA.pem          connect with TLS, trusting this PEM CA bundle
+  --tls-cert CERT.pem      client certificate (PEM) for mutual TLS
+  --tls-key KEY.pem        private key (PEM) of --tls-cert
+  --give-up-after SECONDS  give up after failing this long without an answer;
+                           0 retries forever (default 120)";
+
+enum Parsed {
+    Run(Args),
+    Help,
+}
+
+fn parse_args() -> Result<Parsed, String> {
+    let mut addr = "127.0.0.1:50051".to_owned();
     let mut run_id = None;
+    let mut token = None;
+    let (mut tls_ca, mut tls_cert, mut tls_key) = (None, None, None);
     let mut after_seq = 0;
     let mut give_up_after = WatchOptions::default().give_up_after;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
-            "--addr" => addr = Some(value()?),
+            "--addr" => addr = value()?,
+            "--token" => token = Some(value()?),
+            "--tls-ca" => tls_ca = Some(value()?),
+            "--tls-cert" => tls_cert = Some(value()?),
+            "--tls-key" => tls_key = Some(value()?),
             "--run-id" => run_id = Some(value()?),
             "--after-seq" => {
                 let v = value()?;
@@ -47,33 +80,51 @@ fn parse_args() -> Result<Args, String> {
                 let v = value()?;
                 let secs: f64 = v.parse().map_err(|e| format!("--give-up-after {v:?}: {e}"))?;
                 give_up_after = Duration::try_from_secs_f64(secs).map_err(|e| format!("--give-up-after {v:?}: {e}"))?;
+                if give_up_after.is_zero() {
+                    give_up_after = Duration::MAX; // 0 retries forever
+                }
             }
-            "-h" | "--help" => return Err(String::new()),
+            "-h" | "--help" => return Ok(Parsed::Help),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    Ok(Args {
-        addr: addr.ok_or("--addr is required")?,
-        run_id: run_id.ok_or("--run-id is required")?,
-        after_seq,
-        give_up_after,
-    })
+    if after_seq < 0 {
+        return Err(format!("--after-seq must not be negative, got {after_seq}"));
+    }
+    if tls_cert.is_some() != tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".into());
+    }
+    if tls_cert.is_some() && tls_ca.is_none() {
+        return Err("--tls-cert needs --tls-ca".into());
+    }
+    let run_id = run_id.ok_or("--run-id is required")?;
+    Ok(Parsed::Run(Args { addr, run_id, after_seq, token, tls_ca, tls_cert, tls_key, give_up_after }))
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(args) => args,
+        Ok(Parsed::Run(args)) => args,
+        Ok(Parsed::Help) => {
+            println!("{USAGE}\n{HELP}");
+            return ExitCode::SUCCESS;
+        }
         Err(why) => {
-            if !why.is_empty() {
-                eprintln!("runwire-watch: {why}");
-            }
+            eprintln!("runwire-watch: {why}");
             eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
-    let uri = if args.addr.contains("://") { args.addr.clone() } else { format!("http://{}", args.addr) };
-    let endpoint = match Endpoint::from_shared(uri) {
+    let bearer = match args.token.as_deref().map(|t| format!("Bearer {t}").parse::<MetadataValue<_>>()).transpose() {
+        Ok(bearer) => bearer,
+        Err(e) => {
+            eprintln!("runwire-watch: --token: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let scheme = if args.tls_ca.is_some() { "https" } else { "http" };
+    let uri = if args.addr.contains("://") { args.addr.clone() } else { format!("{scheme}://{}", args.addr) };
+    let endpoint = match Endpoint::from_shared(uri).map_err(|e| e.to_string()).and_then(|e| with_tls(e, &args)) {
         Ok(endpoint) => endpoint,
         Err(e) => {
             eprintln!("runwire-watch: --addr {:?}: {e}", args.addr);
@@ -81,7 +132,12 @@ async fn main() -> ExitCode {
         }
     };
     // Lazy: a server that is not up yet is retried like a restarting one.
-    let client = RunServiceClient::new(endpoint.connect_lazy());
+    let client = RunServiceClient::with_interceptor(endpoint.connect_lazy(), move |mut request: tonic::Request<()>| {
+        if let Some(bearer) = &bearer {
+            request.metadata_mut().insert("authorization", bearer.clone());
+        }
+        Ok(request)
+    });
     let run_id = args.run_id.clone();
     let on_retry = OnRetry::new(move |retry| {
         eprintln!(
@@ -100,7 +156,7 @@ async fn main() -> ExitCode {
             Ok(event) => event,
             Err(e) => {
                 eprintln!("runwire-watch: run {}: {e}", args.run_id);
-                return ExitCode::from(3);
+                return ExitCode::from(if matches!(e, Error::SeqGap { .. }) { 1 } else { 3 });
             }
         };
         let line = match serde_json::to_string(&event) {
@@ -117,7 +173,16 @@ async fn main() -> ExitCode {
         // Violations are collected and reported once the stream ends.
         let _ = checker.check(&event);
     }
-    let _ = checker.finish();
+    let Some(end) = events.end() else {
+        eprintln!("runwire-watch: run {}: the watch stopped before the run's end", args.run_id);
+        return ExitCode::from(3);
+    };
+    if end.last_seq > args.after_seq {
+        let _ = checker.finish();
+    } else {
+        // No RunCompleted line printed to say it: the run ended before --after-seq.
+        eprintln!("runwire-watch: run {} finished {} at seq {}", end.run_id, end.status_name(), end.last_seq);
+    }
     if checker.violations().is_empty() {
         return ExitCode::SUCCESS;
     }
@@ -125,4 +190,19 @@ async fn main() -> ExitCode {
         eprintln!("runwire-watch: {violation}");
     }
     ExitCode::from(1)
+}
+
+/// The endpoint with the TLS of `--tls-ca` and, for mutual TLS,
+/// `--tls-cert`/`--tls-key`; unchanged without `--tls-ca`.
+fn with_tls(endpoint: Endpoint, args: &Args) -> Result<Endpoint, String> {
+    let Some(ca) = &args.tls_ca else { return Ok(endpoint) };
+    let read = |path: &str| std::fs::read(path).map_err(|e| format!("{path}: {e}"));
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    // The cause says more than tonic's "transport error" (rustls refuses X.509 v1, say).
+    endpoint
+        .tls_config(tls)
+        .map_err(|e| std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| format!("{e}: {s}")))
 }

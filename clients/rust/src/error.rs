@@ -47,6 +47,16 @@ pub enum Error {
         /// The last retryable error.
         last: RpcError,
     },
+    /// The server skipped a seq: the events in between would be lost.
+    #[error("run {run_id:?}: expected seq {expected}, received seq {received}")]
+    SeqGap {
+        /// The watched run.
+        run_id: String,
+        /// The seq that should have come next.
+        expected: i64,
+        /// The seq that came instead.
+        received: i64,
+    },
     /// Bytes that do not decode as the expected message.
     #[error("cannot decode RunEvent: {0}")]
     Decode(#[from] prost::DecodeError),

@@ -24,6 +24,8 @@
 mod error;
 mod event;
 mod grammar;
+#[doc(hidden)]
+pub mod json;
 mod watch;
 pub mod wkt;
 
@@ -39,4 +41,4 @@ pub mod v1 {
 pub use error::{ERROR_DOMAIN, Error, FieldViolation, RpcError, UnknownEventError};
 pub use event::{decode_event, require_known};
 pub use grammar::{GrammarChecker, Rule, Violation, check_stream};
-pub use watch::{OnRetry, Watch, WatchOptions, WatchRetry, watch, watch_with_options};
+pub use watch::{OnRetry, RunEnd, Watch, WatchOptions, WatchRetry, watch, watch_with_options};

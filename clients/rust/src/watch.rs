@@ -2,19 +2,55 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
+use tonic::Code;
 use tonic::codec::Streaming;
-use tonic::transport::Channel;
+use tonic::codegen::{Body, Bytes, StdError};
 
 use crate::error::{Error, RpcError};
 use crate::event::require_known;
 use crate::v1::run_event::Event;
 use crate::v1::run_service_client::RunServiceClient;
-use crate::v1::{RunEvent, WatchRunRequest, WatchRunResponse};
+use crate::v1::{ErrorReason, RunEvent, RunStatus, WatchRunRequest, WatchRunResponse};
+
+/// How a watched run ended, from [`Watch::end`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunEnd {
+    /// The run.
+    pub run_id: String,
+    /// The seq of the run's last event, RunCompleted.
+    pub last_seq: i64,
+    /// The run's final [`RunStatus`] as a number: one this client does not
+    /// name stays that number.
+    pub status: i32,
+    /// The watch asked for events after a seq the run never reached (the
+    /// server answered `OUT_OF_RANGE`, reason `AFTER_SEQ_BEYOND_END`).
+    /// Nothing was missed; there was nothing.
+    pub beyond_end: bool,
+}
+
+impl RunEnd {
+    /// The status as the proto names it, `RUN_STATUS_SUCCEEDED`, or its number.
+    pub fn status_name(&self) -> String {
+        RunStatus::try_from(self.status).map_or_else(|_| self.status.to_string(), |s| s.as_str_name().to_owned())
+    }
+
+    /// The end an `OUT_OF_RANGE` `AFTER_SEQ_BEYOND_END` answer reports.
+    fn beyond(run_id: &str, error: &RpcError) -> Option<Self> {
+        if error.code() != Code::OutOfRange || error.reason() != Some(ErrorReason::AfterSeqBeyondEnd) {
+            return None;
+        }
+        let name = error.metadata().get("status").map_or("", String::as_str);
+        let status = RunStatus::from_str_name(name).map(|s| s as i32).or_else(|| name.parse().ok()).unwrap_or(0);
+        let last_seq = error.metadata().get("last_seq").and_then(|v| v.parse().ok()).unwrap_or(0);
+        Some(Self { run_id: run_id.to_owned(), last_seq, status, beyond_end: true })
+    }
+}
 
 /// How a [`watch`] retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,20 +60,23 @@ pub struct WatchOptions {
     /// Upper bound of the wait between retries.
     pub max_backoff: Duration,
     /// Give up with [`Error::RetriesExhausted`] when retryable failures go
-    /// on this long with no progress (no stream opened, no events received).
-    /// The default outlasts a server restart.
+    /// on this long without a response received. The default outlasts a
+    /// server restart.
     pub give_up_after: Duration,
     /// Called before each wait for a reconnect, for logging; `None` (the
     /// default) calls nothing.
     pub on_retry: Option<OnRetry>,
 }
 
+/// The defaults, the same in every runwire client (clients/GRAMMAR.md,
+/// "Watching"): 100 ms doubling to 2 s, each wait drawn from
+/// `[wait/2, wait]`, giving up after 120 s without a response.
 impl Default for WatchOptions {
     fn default() -> Self {
         Self {
-            initial_backoff: Duration::from_millis(50),
+            initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
-            give_up_after: Duration::from_secs(60),
+            give_up_after: Duration::from_secs(120),
             on_retry: None,
         }
     }
@@ -83,10 +122,21 @@ impl PartialEq for OnRetry {
 impl Eq for OnRetry {}
 
 /// The events of one run, from [`watch`]: each `Ok` event once, in `seq`
-/// order, ending after RunCompleted, or with one `Err` after which the
-/// stream ends.
+/// order, ending at the run's end (then [`Watch::end`] says how it ended),
+/// or with one `Err` after which the stream ends.
 pub struct Watch {
     inner: Pin<Box<dyn Stream<Item = Result<RunEvent, Error>> + Send>>,
+    end: Arc<Mutex<Option<RunEnd>>>,
+}
+
+impl Watch {
+    /// How the run ended, once the stream has ended without an error:
+    /// after RunCompleted, on the server's `stream_end`, or on
+    /// `OUT_OF_RANGE` `AFTER_SEQ_BEYOND_END` when `after_seq` is beyond the
+    /// finished run's end. `None` before that.
+    pub fn end(&self) -> Option<RunEnd> {
+        self.end.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
 }
 
 impl std::fmt::Debug for Watch {
@@ -113,21 +163,44 @@ impl Stream for Watch {
 /// `DEADLINE_EXCEEDED` when the status carries no `ErrorInfo` of domain
 /// `runwire.v1` (an h2 stream dying, a proxy's timeout; a proxy's own
 /// `ErrorInfo` does not count); and a stream that ends OK before
-/// RunCompleted. See [`RpcError::is_retryable`]. Events at or below that
+/// the run's end. See [`RpcError::is_retryable`]. Events at or below that
 /// `seq`, which a server may resend, are dropped, so no `seq` is delivered
-/// twice. Any other status ends the stream with [`Error::Rpc`]; an event of
-/// an unknown oneof case ends it with [`Error::UnknownEvent`].
-pub fn watch(client: RunServiceClient<Channel>, run_id: impl Into<String>, after_seq: i64) -> Watch {
+/// twice; a skipped `seq` ends the stream with [`Error::SeqGap`]. Any other
+/// status ends the stream with [`Error::Rpc`]; an event of an unknown oneof
+/// case ends it with [`Error::UnknownEvent`].
+///
+/// The stream ends without an error at the run's end: after RunCompleted,
+/// on the server's `stream_end`, or on `OUT_OF_RANGE`
+/// `AFTER_SEQ_BEYOND_END`; [`Watch::end`] then holds the final status.
+///
+/// `client` may wrap any tonic service, for example a `Channel` behind an
+/// interceptor that adds a bearer token.
+pub fn watch<T>(client: RunServiceClient<T>, run_id: impl Into<String>, after_seq: i64) -> Watch
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Send + 'static,
+    T::Error: Into<StdError>,
+    T::ResponseBody: Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as Body>::Error: Into<StdError> + Send,
+    T::Future: Send,
+{
     watch_with_options(client, run_id, after_seq, WatchOptions::default())
 }
 
 /// [`watch`] with explicit retry options.
-pub fn watch_with_options(
-    client: RunServiceClient<Channel>,
+pub fn watch_with_options<T>(
+    client: RunServiceClient<T>,
     run_id: impl Into<String>,
     after_seq: i64,
     options: WatchOptions,
-) -> Watch {
+) -> Watch
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Send + 'static,
+    T::Error: Into<StdError>,
+    T::ResponseBody: Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as Body>::Error: Into<StdError> + Send,
+    T::Future: Send,
+{
+    let end = Arc::new(Mutex::new(None));
     let state = Watcher {
         client,
         run_id: run_id.into(),
@@ -138,16 +211,17 @@ pub fn watch_with_options(
         ready: VecDeque::new(),
         failing_since: None,
         done: false,
+        end: Arc::clone(&end),
     };
     let inner = futures_util::stream::unfold(state, |mut state| async move {
         let item = state.next().await?;
         Some((item, state))
     });
-    Watch { inner: Box::pin(inner) }
+    Watch { inner: Box::pin(inner), end }
 }
 
-struct Watcher {
-    client: RunServiceClient<Channel>,
+struct Watcher<T> {
+    client: RunServiceClient<T>,
     run_id: String,
     /// The last `seq` accepted into `ready`; the next call resumes after it.
     last_seq: i64,
@@ -158,11 +232,20 @@ struct Watcher {
     ready: VecDeque<Result<RunEvent, Error>>,
     /// When the current run of retryable failures began.
     failing_since: Option<Instant>,
-    /// Set once RunCompleted or a final error is in `ready`.
+    /// Set once the run's end or a final error is in `ready`.
     done: bool,
+    /// Shared with the [`Watch`]: set at the run's end.
+    end: Arc<Mutex<Option<RunEnd>>>,
 }
 
-impl Watcher {
+impl<T> Watcher<T>
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Send + 'static,
+    T::Error: Into<StdError>,
+    T::ResponseBody: Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as Body>::Error: Into<StdError> + Send,
+    T::Future: Send,
+{
     async fn next(&mut self) -> Option<Result<RunEvent, Error>> {
         loop {
             if let Some(item) = self.ready.pop_front() {
@@ -174,11 +257,10 @@ impl Watcher {
             let Some(stream) = self.stream.as_mut() else {
                 let request = WatchRunRequest { run_id: self.run_id.clone(), after_seq: self.last_seq };
                 match self.client.watch_run(request).await {
-                    Ok(response) => {
-                        // The server accepted the call: the outage is over.
-                        self.failing_since = None;
-                        self.stream = Some(response.into_inner());
-                    }
+                    // Only a response counts as the outage being over, as in
+                    // every client: a server that accepts calls and fails
+                    // them at once still runs down the budget.
+                    Ok(response) => self.stream = Some(response.into_inner()),
                     Err(status) => self.retry_or_fail(&status).await,
                 }
                 continue;
@@ -187,10 +269,10 @@ impl Watcher {
                 Ok(Some(response)) => {
                     self.failing_since = None;
                     self.backoff = self.options.initial_backoff;
-                    self.accept(response.events);
+                    self.accept(response);
                 }
-                // OK before RunCompleted: not the server's protocol, but
-                // nothing is lost by resuming.
+                // OK before the run's end: the server ends OK only after
+                // stream_end, so this is a lost stream; resume it.
                 Ok(None) => {
                     self.stream = None;
                     let status = tonic::Status::unavailable("WatchRun ended before RunCompleted");
@@ -206,30 +288,61 @@ impl Watcher {
 
     /// Queues the new events of one response: drops any `seq` already
     /// delivered (a resumed call may resend the last batch) and stops at
-    /// RunCompleted or at an event this client cannot name.
-    fn accept(&mut self, events: Vec<RunEvent>) {
-        for event in events {
+    /// the run's end, at a skipped seq or at an event this client cannot
+    /// name.
+    fn accept(&mut self, response: WatchRunResponse) {
+        for event in response.events {
             if event.seq <= self.last_seq {
                 continue;
+            }
+            if event.seq != self.last_seq + 1 {
+                let gap =
+                    Error::SeqGap { run_id: self.run_id.clone(), expected: self.last_seq + 1, received: event.seq };
+                self.finish(Err(gap));
+                return;
             }
             if let Err(unknown) = require_known(&event) {
                 self.finish(Err(unknown.into()));
                 return;
             }
             self.last_seq = event.seq;
-            let completed = matches!(event.event, Some(Event::RunCompleted(_)));
+            let status = match &event.event {
+                Some(Event::RunCompleted(done)) => Some(done.status),
+                _ => None,
+            };
             self.ready.push_back(Ok(event));
-            if completed {
-                self.finish_ok();
+            if let Some(status) = status {
+                self.end_at(self.last_seq, status, false);
                 return;
             }
         }
+        if let Some(end) = response.stream_end {
+            if end.last_seq > self.last_seq {
+                // The end says events were skipped.
+                let gap =
+                    Error::SeqGap { run_id: self.run_id.clone(), expected: self.last_seq + 1, received: end.last_seq };
+                self.finish(Err(gap));
+                return;
+            }
+            self.end_at(end.last_seq, end.status, false);
+        }
+    }
+
+    fn end_at(&mut self, last_seq: i64, status: i32, beyond_end: bool) {
+        let end = RunEnd { run_id: self.run_id.clone(), last_seq, status, beyond_end };
+        *self.end.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(end);
+        self.finish_ok();
     }
 
     /// After a failed call or stream: sleeps and lets the loop resume, or
-    /// queues the final error.
+    /// queues the final error, or ends the watch when the server says
+    /// `after_seq` is beyond the finished run's end.
     async fn retry_or_fail(&mut self, status: &tonic::Status) {
         let error = RpcError::from_status(status);
+        if let Some(end) = RunEnd::beyond(&self.run_id, &error) {
+            self.end_at(end.last_seq, end.status, true);
+            return;
+        }
         if !error.is_retryable() {
             self.finish(Err(Error::Rpc(error)));
             return;
@@ -245,7 +358,12 @@ impl Watcher {
             }));
             return;
         }
-        let wait = self.backoff.min(self.options.give_up_after - elapsed);
+        // Equal jitter, as in every client: the wait is drawn from
+        // [backoff/2, backoff], so watchers cut off by one restart do not
+        // all come back in the same instant; the last lands on the budget.
+        let half = self.backoff / 2;
+        let jittered = half + half.mul_f64(fastrand::f64());
+        let wait = jittered.min(self.options.give_up_after - elapsed);
         self.backoff = (self.backoff * 2).min(self.options.max_backoff);
         if let Some(on_retry) = &self.options.on_retry {
             (on_retry.0)(&WatchRetry { error: &error, delay: wait, after_seq: self.last_seq });

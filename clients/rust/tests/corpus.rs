@@ -26,8 +26,13 @@ fn corpus_dir() -> PathBuf {
 
 /// Golden files by variant name: `(json text, binary bytes)`.
 fn goldens() -> BTreeMap<String, (Option<String>, Option<Vec<u8>>)> {
+    goldens_in(corpus_dir())
+}
+
+/// Golden files of one directory by name; `edge/` (the edge cases) is
+/// read on its own.
+fn goldens_in(dir: PathBuf) -> BTreeMap<String, (Option<String>, Option<Vec<u8>>)> {
     let mut out: BTreeMap<String, (Option<String>, Option<Vec<u8>>)> = BTreeMap::new();
-    let dir = corpus_dir();
     for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
@@ -37,7 +42,7 @@ fn goldens() -> BTreeMap<String, (Option<String>, Option<Vec<u8>>)> {
             out.entry(stem.to_owned()).or_default().1 = Some(fs::read(&path).unwrap());
         } else {
             assert!(
-                name == "README.md" || name == "make_corpus.py",
+                ["README.md", "make_corpus.py", "edge", "make_edge.py"].contains(&name.as_str()),
                 "{name}: the corpus holds only <variant>.json, <variant>.binpb and its tooling"
             );
         }
@@ -169,5 +174,25 @@ fn test_corpus_unknown_variant_is_an_explicit_error() {
             assert!(e.to_string().contains("upgrade the client"), "{e}");
         }
         other => panic!("expected an unknown-event error, got {other:?}"),
+    }
+}
+
+/// `fixtures/corpus/edge/`: BOMs, astral and combining characters, escapes,
+/// int64 limits, the first and last timestamps, negative durations, enum
+/// numbers this client does not name, empty payloads; each round-trips like
+/// a golden.
+#[test]
+fn test_edge_corpus_round_trips_json_and_binary() {
+    let edges = goldens_in(corpus_dir().join("edge"));
+    assert!(edges.len() >= 10, "edge cases: {:?}", edges.keys());
+    for (name, (json, binary)) in edges {
+        let (Some(json), Some(binary)) = (json, binary) else { panic!("{name}: a file is missing") };
+        let from_json: RunEvent =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("{name}.json does not decode: {e}"));
+        let from_binary = decode_event(&binary).unwrap_or_else(|e| panic!("{name}.binpb does not decode: {e}"));
+        assert_eq!(from_json, from_binary, "{name}: JSON and binary decode to different events");
+        let json_again = serde_json::to_string(&from_binary).unwrap();
+        assert_eq!(canonical_text(&json_again), canonical_text(&json), "{name}: JSON round trip differs");
+        assert_eq!(from_json.encode_to_vec(), binary, "{name}: binary round trip differs");
     }
 }

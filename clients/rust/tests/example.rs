@@ -8,9 +8,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
-use runwire_client::v1::RunEvent;
+use std::collections::HashMap;
+
+use runwire_client::v1::{RunEvent, RunStatus};
 use serde_json::Value;
-use support::server::{Proxy, Server, Step, draining, runwire_status};
+use support::server::{Proxy, Server, Step, draining, runwire_status, runwire_status_with};
 use support::*;
 use tonic::{Code, Status};
 use tonic_types::ErrorDetails;
@@ -133,14 +135,59 @@ async fn test_example_notes_each_reconnect_on_stderr() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_example_exits_nonzero_when_the_grammar_breaks() {
+async fn test_example_exits_1_on_a_seq_gap() {
     let mut run = simple_run(4);
     run.remove(2); // a gap at seq 3
     let server = Server::start(vec![vec![Step::Send(run.clone())]]).await;
     let (code, lines, stderr) = Watcher::spawn(server.addr, 0).finish().await;
     assert_eq!(code, 1, "stderr: {stderr}");
+    assert_eq!(parse(&lines), run[..2].iter().map(json_of).collect::<Vec<_>>());
+    assert!(stderr.contains("expected seq 3, received seq 4"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_example_exits_1_when_the_grammar_breaks() {
+    let run = vec![run_event(1, started()), node_event(2, "a", 1, 1, log("stray")), run_event(3, completed())];
+    let server = Server::start(vec![vec![Step::Send(run.clone())]]).await;
+    let (code, lines, stderr) = Watcher::spawn(server.addr, 0).finish().await;
+    assert_eq!(code, 1, "stderr: {stderr}");
     assert_eq!(parse(&lines), run.iter().map(json_of).collect::<Vec<_>>());
-    assert!(stderr.contains("seq-gapless at seq 4: seq 4 follows seq 2, expected 3"), "{stderr}");
+    assert!(stderr.contains("output-outside-attempt at seq 2: "), "{stderr}");
+}
+
+/// after_seq = the run's last seq: the server answers only stream_end; the
+/// example exits 0 with the final status on stderr instead of reconnecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_example_at_the_end_of_a_finished_run_exits_0() {
+    let server = Server::start(vec![vec![Step::End(5, RunStatus::Succeeded as i32)]]).await;
+    let (code, lines, stderr) = Watcher::spawn(server.addr, 5).finish().await;
+    assert_eq!((code, lines.len()), (0, 0), "stderr: {stderr}");
+    assert_eq!(stderr, format!("runwire-watch: run {RUN_ID} finished RUN_STATUS_SUCCEEDED at seq 5\n"));
+    assert_eq!(server.stop().await, [5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_example_past_the_end_of_a_finished_run_exits_0() {
+    let metadata =
+        HashMap::from([("last_seq".to_owned(), "5".to_owned()), ("status".to_owned(), "RUN_STATUS_FAILED".to_owned())]);
+    let status = runwire_status_with(Code::OutOfRange, "AFTER_SEQ_BEYOND_END", metadata, ErrorDetails::new());
+    let server = Server::start(vec![vec![Step::Fail(status)]]).await;
+    let (code, lines, stderr) = Watcher::spawn(server.addr, 10).finish().await;
+    assert_eq!((code, lines.len()), (0, 0), "stderr: {stderr}");
+    assert_eq!(stderr, format!("runwire-watch: run {RUN_ID} finished RUN_STATUS_FAILED at seq 5\n"));
+    assert_eq!(server.stop().await, [10]);
+}
+
+#[test]
+fn test_example_help_works() {
+    let out = Command::new(example_binary()).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in
+        ["--addr", "--run-id", "--after-seq", "--token", "--tls-ca", "--tls-cert", "--tls-key", "--give-up-after"]
+    {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

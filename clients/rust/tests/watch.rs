@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use runwire_client::v1::run_service_client::RunServiceClient;
-use runwire_client::v1::{ErrorReason, RunEvent};
+use runwire_client::v1::{ErrorReason, RunEvent, RunStatus};
 use runwire_client::{ERROR_DOMAIN, Error, OnRetry, Watch, WatchOptions, check_stream, watch_with_options};
-use support::server::{Proxy, Server, Step, draining, runwire_status};
+use support::server::{Proxy, Server, Step, draining, runwire_status, runwire_status_with};
 use support::*;
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
@@ -350,4 +350,115 @@ async fn test_watch_calls_on_retry_once_per_reconnect() {
     assert_eq!(rest(&mut watch).await, simple_run(6));
     assert_eq!(server.after_seqs(), [0, 2, 2, 4]);
     assert_eq!(*retries.lock().unwrap(), [(Code::Aborted, 2), (Code::Unavailable, 2), (Code::Unavailable, 4)]);
+}
+
+// --- the run's end ---------------------------------------------------------
+
+#[test]
+fn test_watch_defaults_are_the_same_in_every_client() {
+    let d = WatchOptions::default();
+    assert_eq!(
+        (d.initial_backoff, d.max_backoff, d.give_up_after),
+        (Duration::from_millis(100), Duration::from_secs(2), Duration::from_secs(120))
+    );
+}
+
+/// A watcher that saw RunCompleted's seq but not the stream's end resumes at
+/// after_seq = last: the server's stream_end ends the watch, with no retry.
+#[tokio::test]
+async fn test_watch_at_the_last_seq_of_a_finished_run_ends_with_its_status() {
+    let server = Server::start(vec![vec![Step::End(5, RunStatus::Failed as i32)]]).await;
+    let mut watch = watch_with_options(client(server.addr), RUN_ID, 5, fast());
+    assert!(rest(&mut watch).await.is_empty());
+    let end = watch.end().expect("the run's end");
+    assert_eq!((end.last_seq, end.status, end.beyond_end), (5, RunStatus::Failed as i32, false));
+    assert_eq!(end.status_name(), "RUN_STATUS_FAILED");
+    assert_eq!(server.stop().await, [5]);
+}
+
+/// after_seq = last + 5: OUT_OF_RANGE AFTER_SEQ_BEYOND_END ends the watch
+/// as finished; it is not retried.
+#[tokio::test]
+async fn test_watch_past_the_end_of_a_finished_run_ends_with_its_status() {
+    let metadata = HashMap::from([
+        ("last_seq".to_owned(), "5".to_owned()),
+        ("status".to_owned(), "RUN_STATUS_SUCCEEDED".to_owned()),
+    ]);
+    let status = runwire_status_with(Code::OutOfRange, "AFTER_SEQ_BEYOND_END", metadata, ErrorDetails::new());
+    let server = Server::start(vec![vec![Step::Fail(status)]]).await;
+    let mut watch = watch_with_options(client(server.addr), RUN_ID, 10, fast());
+    assert!(rest(&mut watch).await.is_empty());
+    let end = watch.end().expect("the run's end");
+    assert_eq!((end.last_seq, end.status, end.beyond_end), (5, RunStatus::Succeeded as i32, true));
+    assert_eq!(server.stop().await, [10]);
+}
+
+/// The run finishes while the watcher is between reconnects.
+#[tokio::test]
+async fn test_watch_resumed_after_the_run_finished_between_reconnects() {
+    let server = Server::start(vec![
+        vec![Step::Send(events(6, 1, 3)), Step::Fail(draining())],
+        vec![Step::Send(events(6, 4, 6)), Step::End(6, RunStatus::Succeeded as i32)],
+    ])
+    .await;
+    let mut watch = watch_with_options(client(server.addr), RUN_ID, 0, fast());
+    let got = rest(&mut watch).await;
+    assert_eq!(seqs(&got), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(watch.end().map(|e| e.last_seq), Some(6));
+    assert_eq!(server.stop().await, [0, 3]);
+}
+
+#[tokio::test]
+async fn test_watch_end_keeps_a_status_newer_than_the_client() {
+    let server = Server::start(vec![vec![Step::End(5, 42)]]).await;
+    let mut watch = watch_with_options(client(server.addr), RUN_ID, 5, fast());
+    assert!(rest(&mut watch).await.is_empty());
+    let end = watch.end().expect("the run's end");
+    assert_eq!((end.status, end.status_name()), (42, "42".to_owned()));
+}
+
+#[tokio::test]
+async fn test_watch_seq_gap_is_an_error_not_a_silent_loss() {
+    let mut gapped = events(6, 1, 2);
+    gapped.extend(events(6, 4, 6));
+    let server = Server::start(vec![vec![Step::Send(gapped)]]).await;
+    let mut watch = watch_with_options(client(server.addr), RUN_ID, 0, fast());
+    assert_eq!(next_ok(&mut watch).await.seq, 1);
+    assert_eq!(next_ok(&mut watch).await.seq, 2);
+    match watch.next().await {
+        Some(Err(Error::SeqGap { expected: 3, received: 4, .. })) => {}
+        other => panic!("expected SeqGap, got {other:?}"),
+    }
+    assert!(watch.next().await.is_none());
+    assert!(watch.end().is_none());
+}
+
+/// `watch` takes any tonic service: here a channel behind an interceptor
+/// that adds a bearer token.
+#[tokio::test]
+async fn test_watch_accepts_an_intercepted_client() {
+    let server = Server::start(vec![vec![Step::Send(events(4, 1, 4))]]).await;
+    let channel = Endpoint::from_shared(format!("http://{}", server.addr)).unwrap().connect_lazy();
+    let intercepted = RunServiceClient::with_interceptor(channel, |mut request: tonic::Request<()>| {
+        request.metadata_mut().insert("authorization", "Bearer t0k".parse().unwrap());
+        Ok(request)
+    });
+    let mut watch = watch_with_options(intercepted, RUN_ID, 0, fast());
+    assert_eq!(seqs(&rest(&mut watch).await), [1, 2, 3, 4]);
+}
+
+/// A stream_end past the last event delivered means events were skipped.
+#[tokio::test]
+async fn test_watch_end_past_the_last_event_is_a_seq_gap() {
+    let server =
+        Server::start(vec![vec![Step::Send(events(6, 1, 3)), Step::End(6, RunStatus::Succeeded as i32)]]).await;
+    let mut watch = watch_with_options(client(server.addr), RUN_ID, 0, fast());
+    for seq in 1..=3 {
+        assert_eq!(next_ok(&mut watch).await.seq, seq);
+    }
+    match watch.next().await {
+        Some(Err(Error::SeqGap { expected: 4, received: 6, .. })) => {}
+        other => panic!("expected SeqGap, got {other:?}"),
+    }
+    assert!(watch.end().is_none());
 }

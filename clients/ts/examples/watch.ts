@@ -3,25 +3,49 @@
  * checks the stream grammar over what it received.
  *
  *     node build/examples/watch.js --addr 127.0.0.1:50051 --run-id RUN_ID [--after-seq N]
+ *         [--token TOKEN] [--tls-ca CA.pem [--tls-cert CERT.pem --tls-key KEY.pem]]
+ *         [--give-up-after SECONDS]
  *
- * Exit status: 0 after RunCompleted with the grammar held; 1 when the stream
- * broke the grammar; 2 when the watch failed (an RPC error, an unknown
- * event, retries exhausted); 64 for bad usage. Reconnects and errors go to
- * stderr, so stdout holds only events.
+ * Exit status, the same in every client's example: 0 at the run's end (after
+ * RunCompleted, or told by the server that the run finished at or before
+ * --after-seq) with the grammar held; 1 when the stream broke a grammar rule
+ * or skipped a seq; 2 for bad usage; 3 when the watch failed (an RPC error,
+ * an unknown event, the give-up budget). Reconnects and errors go to stderr,
+ * so stdout holds only events.
  */
 
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { toJsonString } from "@bufbuild/protobuf";
+import type { Interceptor } from "@connectrpc/connect";
 import { RunEventSchema } from "../src/gen/runwire/v1/events_pb.js";
 import {
   GrammarChecker,
   GrammarViolationError,
+  SeqGapError,
+  WATCH_DEFAULTS,
   createRunServiceClient,
+  runStatusName,
   watch,
+  type RunEnd,
 } from "../src/index.js";
 
 const USAGE =
-  "usage: watch.js --addr HOST:PORT --run-id RUN_ID [--after-seq N] [--give-up-after-ms MS]";
+  "usage: watch.js --addr HOST:PORT --run-id ID [--after-seq N] [--token TOKEN] " +
+  "[--tls-ca CA.pem [--tls-cert CERT.pem --tls-key KEY.pem]] [--give-up-after SECONDS]";
+
+const HELP = `${USAGE}
+
+  --addr HOST:PORT         the server (default 127.0.0.1:50051)
+  --run-id ID              the run to watch (required)
+  --after-seq N            print only the events after this seq (default 0)
+  --token TOKEN            send \`authorization: Bearer TOKEN\`
+  --tls-ca CA.pem          connect with TLS, trusting this PEM CA bundle
+  --tls-cert CERT.pem      client certificate (PEM) for mutual TLS
+  --tls-key KEY.pem        private key (PEM) of --tls-cert
+  --give-up-after SECONDS  give up after failing this long without an answer;
+                           0 retries forever (default ${WATCH_DEFAULTS.giveUpAfterMs / 1000})
+`;
 
 async function main(argv: string[]): Promise<number> {
   let args;
@@ -30,28 +54,61 @@ async function main(argv: string[]): Promise<number> {
       args: argv,
       strict: true,
       options: {
-        addr: { type: "string" },
+        addr: { type: "string", default: "127.0.0.1:50051" },
         "run-id": { type: "string" },
         "after-seq": { type: "string", default: "0" },
-        "give-up-after-ms": { type: "string", default: "60000" },
+        token: { type: "string" },
+        "tls-ca": { type: "string" },
+        "tls-cert": { type: "string" },
+        "tls-key": { type: "string" },
+        "give-up-after": { type: "string", default: String(WATCH_DEFAULTS.giveUpAfterMs / 1000) },
+        help: { type: "boolean", short: "h", default: false },
       },
     }).values;
   } catch (err) {
     process.stderr.write(`${(err as Error).message}\n${USAGE}\n`);
-    return 64;
+    return 2;
   }
-  const addr = args.addr;
+  if (args.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
   const runId = args["run-id"];
-  const afterSeqText = args["after-seq"];
-  const giveUpText = args["give-up-after-ms"];
-  if (addr === undefined || runId === undefined || !/^\d+$/.test(afterSeqText)) {
+  const giveUpAfter = Number(args["give-up-after"]);
+  const [tlsCa, tlsCert, tlsKey] = [args["tls-ca"], args["tls-cert"], args["tls-key"]];
+  if (
+    runId === undefined ||
+    !/^\d+$/.test(args["after-seq"]) ||
+    !(giveUpAfter >= 0) ||
+    (tlsCert === undefined) !== (tlsKey === undefined) ||
+    (tlsCert !== undefined && tlsCa === undefined)
+  ) {
     process.stderr.write(`${USAGE}\n`);
-    return 64;
+    return 2;
   }
-  const afterSeq = BigInt(afterSeqText);
-  const giveUpAfterMs = Number(giveUpText);
+  const afterSeq = BigInt(args["after-seq"]);
 
-  const client = createRunServiceClient(addr);
+  const interceptors: Interceptor[] = [];
+  const token = args.token;
+  if (token !== undefined) {
+    interceptors.push((next) => (req) => {
+      req.header.set("authorization", `Bearer ${token}`);
+      return next(req);
+    });
+  }
+  const client = createRunServiceClient(tlsCa === undefined ? args.addr : `https://${args.addr}`, {
+    interceptors,
+    ...(tlsCa === undefined
+      ? {}
+      : {
+          nodeOptions: {
+            ca: readFileSync(tlsCa),
+            ...(tlsCert === undefined
+              ? {}
+              : { cert: readFileSync(tlsCert), key: readFileSync(tlsKey as string) }),
+          },
+        }),
+  });
   const checker = new GrammarChecker(afterSeq);
   let violations = 0;
   const check = (fn: () => void): void => {
@@ -64,13 +121,15 @@ async function main(argv: string[]): Promise<number> {
     }
   };
 
+  let end: RunEnd | undefined;
   try {
     const events = watch(client, runId, afterSeq, {
-      giveUpAfterMs,
+      giveUpAfterMs: giveUpAfter === 0 ? Infinity : giveUpAfter * 1000,
       onRetry: (r) =>
         process.stderr.write(
           `watch: ${r.error.message}; resuming after seq ${r.afterSeq} in ${r.delayMs} ms\n`,
         ),
+      onEnd: (e) => (end = e),
     });
     for await (const event of events) {
       process.stdout.write(`${toJsonString(RunEventSchema, event)}\n`);
@@ -78,9 +137,17 @@ async function main(argv: string[]): Promise<number> {
     }
   } catch (err) {
     process.stderr.write(`watch: ${err instanceof Error ? err.message : String(err)}\n`);
-    return 2;
+    return err instanceof SeqGapError ? 1 : 3;
   }
-  check(() => checker.finish());
+  if (end === undefined) throw new Error("watch stopped without the run's end");
+  if (end.lastSeq > afterSeq) {
+    check(() => checker.finish());
+  } else {
+    // No RunCompleted line printed to say it: the run ended before --after-seq.
+    process.stderr.write(
+      `watch: run ${end.runId} finished ${runStatusName(end.status)} at seq ${end.lastSeq}\n`,
+    );
+  }
   return violations === 0 ? 0 : 1;
 }
 

@@ -2,7 +2,8 @@
 
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { RunEvent } from "./gen/runwire/v1/events_pb.js";
+import { ErrorReason } from "./gen/runwire/v1/errors_pb.js";
+import { RunStatus, type RunEvent } from "./gen/runwire/v1/events_pb.js";
 import type { RunServiceClient } from "./_client.js";
 import { requireKnownEvent } from "./_events.js";
 import {
@@ -22,18 +23,68 @@ export interface WatchOptions {
   /** Cap of the reconnect delay. Default 2 s. */
   maxBackoffMs?: number | undefined;
   /**
-   * How long to keep reconnecting without a healthy stream before throwing
-   * `WatchGaveUpError`. Default 60 s, so a server restart is ridden out.
-   * `Infinity` never gives up.
+   * How long to keep reconnecting without receiving a response before
+   * throwing `WatchGaveUpError`. Default 120 s, so a server restart is
+   * ridden out. `Infinity` never gives up.
    */
   giveUpAfterMs?: number | undefined;
-  /**
-   * A stream that delivered a response, or stayed open this long, counts as
-   * healthy: a failure after it starts a fresh retry budget. Default 10 s.
-   */
-  healthyAfterMs?: number | undefined;
   /** Called before each reconnect, e.g. to log it. Must not throw. */
   onRetry?: ((retry: WatchRetry) => void) | undefined;
+  /**
+   * Called once when the watch reaches the run's end, before the iterator
+   * finishes: after RunCompleted, on the server's `streamEnd`, or when
+   * `afterSeq` is beyond the end of the finished run. Must not throw.
+   */
+  onEnd?: ((end: RunEnd) => void) | undefined;
+}
+
+/**
+ * The watch defaults, the same in every runwire client (clients/GRAMMAR.md,
+ * "Watching"): 100 ms doubling to 2 s, each wait drawn from [wait/2, wait],
+ * giving up after 120 s without a response.
+ */
+export const WATCH_DEFAULTS = Object.freeze({
+  initialBackoffMs: 100,
+  maxBackoffMs: 2_000,
+  giveUpAfterMs: 120_000,
+});
+
+/** How a watched run ended. */
+export interface RunEnd {
+  readonly runId: string;
+  /** The seq of the run's last event, RunCompleted. */
+  readonly lastSeq: bigint;
+  /** The run's final status; a number this client does not name stays a number. */
+  readonly status: RunStatus;
+  /**
+   * The watch asked for events after a seq the run never reached (the
+   * server answered OUT_OF_RANGE, reason AFTER_SEQ_BEYOND_END). Nothing was
+   * missed; there was nothing.
+   */
+  readonly beyondEnd: boolean;
+}
+
+/** `RUN_STATUS_SUCCEEDED` for a status this client names, else its number. */
+export function runStatusName(status: RunStatus): string {
+  const name = RunStatus[status] as string | undefined;
+  return name === undefined ? String(status) : `RUN_STATUS_${name}`;
+}
+
+/** The end an OUT_OF_RANGE AFTER_SEQ_BEYOND_END answer reports, else undefined. */
+function beyondEnd(runId: string, err: ConnectError): RunEnd | undefined {
+  if (err.code !== Code.OutOfRange) return undefined;
+  const info = runwireErrorInfo(err);
+  if (info === undefined || info.reason !== ErrorReason[ErrorReason.AFTER_SEQ_BEYOND_END])
+    return undefined;
+  const name = info.metadata["status"] ?? "";
+  const named = (RunStatus as unknown as Record<string, number | undefined>)[
+    name.replace(/^RUN_STATUS_/, "")
+  ];
+  const status = named ?? (/^\d+$/.test(name) ? Number(name) : RunStatus.UNSPECIFIED);
+  const lastSeq = /^\d+$/.test(info.metadata["last_seq"] ?? "")
+    ? BigInt(info.metadata["last_seq"] as string)
+    : 0n;
+  return { runId, lastSeq, status, beyondEnd: true };
 }
 
 /** What `onRetry` is told about a reconnect. */
@@ -50,13 +101,16 @@ export interface WatchRetry {
 
 /**
  * Yields a run's events with `seq > afterSeq`, each exactly once and in
- * order, and ends after RunCompleted.
+ * order, and ends at the run's end: after RunCompleted, or when the server
+ * says the stream reached the end of the finished run (`streamEnd`, or
+ * OUT_OF_RANGE with reason AFTER_SEQ_BEYOND_END when `afterSeq` is beyond
+ * it). The generator returns the `RunEnd`, which `onEnd` is told as well.
  *
  * The server sends `WatchRunResponse` batches. When a stream breaks (server
  * draining with UNAVAILABLE, a restart, a reset connection, an HTTP/2 stream
  * or a proxy failing with INTERNAL, UNKNOWN, CANCELLED, ABORTED or
  * DEADLINE_EXCEEDED without a runwire ErrorInfo, or an OK end before
- * RunCompleted; see `isRetryable`) the watch reconnects with `after_seq` set
+ * the run's end; see `isRetryable`) the watch reconnects with `after_seq` set
  * to the last seq it yielded, after a capped exponential backoff with jitter,
  * and drops events it already yielded should the server send them again.
  *
@@ -73,12 +127,15 @@ export async function* watch(
   runId: string,
   afterSeq: bigint | number = 0n,
   options: WatchOptions = {},
-): AsyncGenerator<RunEvent, void, undefined> {
-  const initialBackoffMs = options.initialBackoffMs ?? 100;
-  const maxBackoffMs = options.maxBackoffMs ?? 2_000;
-  const giveUpAfterMs = options.giveUpAfterMs ?? 60_000;
-  const healthyAfterMs = options.healthyAfterMs ?? 10_000;
+): AsyncGenerator<RunEvent, RunEnd, undefined> {
+  const initialBackoffMs = options.initialBackoffMs ?? WATCH_DEFAULTS.initialBackoffMs;
+  const maxBackoffMs = options.maxBackoffMs ?? WATCH_DEFAULTS.maxBackoffMs;
+  const giveUpAfterMs = options.giveUpAfterMs ?? WATCH_DEFAULTS.giveUpAfterMs;
   const { signal } = options;
+  const ended = (end: RunEnd): RunEnd => {
+    options.onEnd?.(end);
+    return end;
+  };
 
   let lastSeq = BigInt(afterSeq);
   let failedAttempts = 0;
@@ -89,7 +146,6 @@ export async function* watch(
     const call = new AbortController();
     const cancel = (): void => call.abort(signal?.reason);
     signal?.addEventListener("abort", cancel, { once: true });
-    const startedAt = performance.now();
     let healthy = false;
     let failure: ConnectError;
     try {
@@ -103,7 +159,15 @@ export async function* watch(
           requireKnownEvent(event);
           lastSeq = event.seq;
           yield event;
-          if (event.event.case === "runCompleted") return;
+          if (event.event.case === "runCompleted") {
+            return ended({ runId, lastSeq, status: event.event.value.status, beyondEnd: false });
+          }
+        }
+        if (response.streamEnd !== undefined) {
+          const { lastSeq: last, status } = response.streamEnd;
+          // The end says events were skipped.
+          if (last > lastSeq) throw new SeqGapError(runId, lastSeq + 1n, last);
+          return ended({ runId, lastSeq: last, status, beyondEnd: false });
         }
       }
       failure = new ConnectError("WatchRun ended before RunCompleted", Code.Unavailable);
@@ -111,6 +175,8 @@ export async function* watch(
       if (err instanceof RunwireError) throw err;
       if (signal?.aborted) throw signal.reason;
       const ce = ConnectError.from(err);
+      const end = beyondEnd(runId, ce);
+      if (end !== undefined) return ended(end);
       if (!isRetryable(ce)) throw toRpcError(ce);
       failure = ce;
     } finally {
@@ -119,7 +185,7 @@ export async function* watch(
     }
 
     const now = performance.now();
-    if (healthy || now - startedAt >= healthyAfterMs) {
+    if (healthy) {
       failedAttempts = 0;
       failingSince = undefined;
     }

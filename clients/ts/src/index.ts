@@ -2,7 +2,12 @@
  * runwire TypeScript client: a RunService client, a resuming `watch`, the
  * stream grammar checker and typed errors. Generated messages live in
  * `./gen/runwire/v1/*_pb.js`.
+ *
+ * Loading it configures protobuf-es to keep a leading U+FEFF in decoded
+ * strings (see `_text.ts`), as every other runwire client does.
  */
+
+import "./_text.js";
 
 export { createRunServiceClient, type RunServiceClient } from "./_client.js";
 export {
@@ -25,4 +30,12 @@ export {
   type KnownRunEvent,
 } from "./_events.js";
 export { GrammarChecker, checkStream } from "./_grammar.js";
-export { isRetryable, watch, type WatchOptions, type WatchRetry } from "./_watch.js";
+export {
+  WATCH_DEFAULTS,
+  isRetryable,
+  runStatusName,
+  watch,
+  type RunEnd,
+  type WatchOptions,
+  type WatchRetry,
+} from "./_watch.js";

@@ -8,7 +8,7 @@ import { afterEach, describe, test } from "node:test";
 import { toJsonString } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
-import { RunEventSchema } from "../src/gen/runwire/v1/events_pb.js";
+import { RunEventSchema, RunStatus } from "../src/gen/runwire/v1/events_pb.js";
 import {
   E,
   RUN_ID,
@@ -116,7 +116,7 @@ describe("example watch script", () => {
     assert.match(out.stderr, /^grammar: output-outside-attempt at seq 2: /m);
   });
 
-  test("test_example_exits_2_on_a_typed_error", async () => {
+  test("test_example_exits_3_on_a_typed_error", async () => {
     const server = await serve(async function* () {
       yield* [];
       throw new ConnectError("run run_test not found", Code.NotFound, undefined, [
@@ -125,14 +125,80 @@ describe("example watch script", () => {
     });
     const out = await runExample(["--addr", server.address, "--run-id", RUN_ID]);
 
-    assert.equal(out.code, 2);
+    assert.equal(out.code, 3);
     assert.deepEqual(out.lines, []);
     assert.match(out.stderr, /NotFound: run run_test not found \(reason RUN_NOT_FOUND\)/);
   });
 
-  test("test_example_exits_64_on_bad_usage", async () => {
-    const out = await runExample(["--run-id", RUN_ID]);
-    assert.equal(out.code, 64);
-    assert.match(out.stderr, /^usage: /m);
+  test("test_example_exits_2_on_bad_usage", async () => {
+    for (const args of [[], ["--run-id", RUN_ID, "--tls-cert", "c.pem"], ["--nope"]]) {
+      const out = await runExample(args);
+      assert.equal(out.code, 2, args.join(" "));
+      assert.match(out.stderr, /^usage: /m);
+    }
+  });
+
+  test("test_example_help_works", async () => {
+    const out = await runExample(["--help"]);
+    assert.equal(out.code, 0);
+    const help = out.lines.join("\n");
+    for (const flag of [
+      "--addr",
+      "--run-id",
+      "--after-seq",
+      "--token",
+      "--tls-ca",
+      "--tls-cert",
+      "--tls-key",
+      "--give-up-after",
+    ]) {
+      assert.ok(help.includes(flag), flag);
+    }
+  });
+
+  test("test_example_at_the_end_of_a_finished_run_exits_0", async () => {
+    const server = await serve(async function* () {
+      yield { streamEnd: { lastSeq: 5n, status: RunStatus.SUCCEEDED } };
+    });
+    const out = await runExample([
+      "--addr",
+      server.address,
+      "--run-id",
+      RUN_ID,
+      "--after-seq",
+      "5",
+    ]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.deepEqual(out.lines, []);
+    assert.equal(out.stderr, "watch: run run_test finished RUN_STATUS_SUCCEEDED at seq 5\n");
+    assert.equal(server.requests.length, 1);
+  });
+
+  test("test_example_past_the_end_of_a_finished_run_exits_0", async () => {
+    const server = await serve(async function* () {
+      yield* [];
+      throw new ConnectError("beyond", Code.OutOfRange, undefined, [
+        {
+          desc: ErrorInfoSchema,
+          value: {
+            reason: "AFTER_SEQ_BEYOND_END",
+            domain: "runwire.v1",
+            metadata: { last_seq: "5", status: "RUN_STATUS_FAILED" },
+          },
+        },
+      ]);
+    });
+    const out = await runExample([
+      "--addr",
+      server.address,
+      "--run-id",
+      RUN_ID,
+      "--after-seq",
+      "10",
+    ]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.deepEqual(out.lines, []);
+    assert.equal(out.stderr, "watch: run run_test finished RUN_STATUS_FAILED at seq 5\n");
+    assert.equal(server.requests.length, 1);
   });
 });

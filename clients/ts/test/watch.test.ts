@@ -8,15 +8,18 @@ import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { BadRequestSchema, ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
 import { ErrorReason } from "../src/gen/runwire/v1/errors_pb.js";
-import { RunEventSchema, type RunEvent } from "../src/gen/runwire/v1/events_pb.js";
+import { RunEventSchema, RunStatus, type RunEvent } from "../src/gen/runwire/v1/events_pb.js";
 import {
   RpcError,
   SeqGapError,
   UnknownEventError,
+  WATCH_DEFAULTS,
   WatchGaveUpError,
   checkStream,
   createRunServiceClient,
+  runStatusName,
   watch,
+  type RunEnd,
   type WatchOptions,
   type WatchRetry,
 } from "../src/index.js";
@@ -514,6 +517,110 @@ describe("watch", () => {
         stop.abort(reason);
       }
     }, reason);
+  });
+
+  test("test_watch_defaults_are_the_same_in_every_client", () => {
+    assert.deepEqual(
+      { ...WATCH_DEFAULTS },
+      { initialBackoffMs: 100, maxBackoffMs: 2_000, giveUpAfterMs: 120_000 },
+    );
+  });
+
+  // A watcher that saw RunCompleted's seq but not the stream's end resumes
+  // at afterSeq = last: the server's streamEnd ends the watch, no retry.
+  test("test_watch_at_the_last_seq_of_a_finished_run_ends_with_its_status", async () => {
+    const server = await serve(async function* () {
+      yield { streamEnd: { lastSeq: 5n, status: RunStatus.FAILED } };
+    });
+    const client = createRunServiceClient(server.address);
+    const ends: RunEnd[] = [];
+    const events = watch(client, RUN_ID, 5n, { ...FAST, onEnd: (e) => ends.push(e) });
+    const first = await events.next();
+    const want = { runId: RUN_ID, lastSeq: 5n, status: RunStatus.FAILED, beyondEnd: false };
+    assert.deepEqual(first, { done: true, value: want });
+    assert.deepEqual(ends, [want]);
+    assert.equal(runStatusName(want.status), "RUN_STATUS_FAILED");
+    assert.deepEqual(
+      server.requests.map((r) => r.afterSeq),
+      [5n],
+    );
+  });
+
+  test("test_watch_past_the_end_of_a_finished_run_ends_with_its_status", async () => {
+    const server = await serve(async function* () {
+      yield* [];
+      throw new ConnectError("beyond", Code.OutOfRange, undefined, [
+        {
+          desc: ErrorInfoSchema,
+          value: {
+            reason: "AFTER_SEQ_BEYOND_END",
+            domain: "runwire.v1",
+            metadata: { last_seq: "5", status: "RUN_STATUS_SUCCEEDED", after_seq: "10" },
+          },
+        },
+      ]);
+    });
+    const client = createRunServiceClient(server.address);
+    const ends: RunEnd[] = [];
+    const received = await collect(
+      watch(client, RUN_ID, 10n, { ...FAST, onEnd: (e) => ends.push(e) }),
+    );
+    assert.deepEqual(received, []);
+    assert.deepEqual(ends, [
+      { runId: RUN_ID, lastSeq: 5n, status: RunStatus.SUCCEEDED, beyondEnd: true },
+    ]);
+    assert.equal(server.requests.length, 1);
+  });
+
+  test("test_watch_resumed_after_the_run_finished_between_reconnects", async () => {
+    const run = validRun(6);
+    const server = await serve(async function* (req, call) {
+      if (call.index === 0) {
+        yield { events: seqs(run, 1, 3) };
+        throw new ConnectError("restarting", Code.Unavailable);
+      }
+      yield { events: seqs(run, Number(req.afterSeq) + 1, 6) };
+      yield { streamEnd: { lastSeq: 6n, status: RunStatus.SUCCEEDED } };
+    });
+    const client = createRunServiceClient(server.address);
+    const ends: RunEnd[] = [];
+    const received = await collect(
+      watch(client, RUN_ID, 0n, { ...FAST, onEnd: (e) => ends.push(e) }),
+    );
+    assert.deepEqual(seqList(received), range(1, 6));
+    assert.deepEqual(
+      ends.map((e) => e.lastSeq),
+      [6n],
+    );
+    assert.deepEqual(
+      server.requests.map((r) => r.afterSeq),
+      [0n, 3n],
+    );
+  });
+
+  test("test_watch_end_keeps_a_status_newer_than_the_client", async () => {
+    const server = await serve(async function* () {
+      yield { streamEnd: { lastSeq: 5n, status: 42 as RunStatus } };
+    });
+    const client = createRunServiceClient(server.address);
+    const ends: RunEnd[] = [];
+    await collect(watch(client, RUN_ID, 5n, { ...FAST, onEnd: (e) => ends.push(e) }));
+    assert.equal(ends[0]?.status, 42);
+    assert.equal(runStatusName(42 as RunStatus), "42");
+  });
+
+  test("test_watch_end_past_the_last_event_is_a_seq_gap", async () => {
+    const run = validRun(6);
+    const server = await serve(async function* () {
+      yield { events: seqs(run, 1, 3) };
+      yield { streamEnd: { lastSeq: 6n, status: RunStatus.SUCCEEDED } };
+    });
+    const client = createRunServiceClient(server.address);
+    const received: RunEvent[] = [];
+    await assert.rejects(async () => {
+      for await (const e of watch(client, RUN_ID, 0n, FAST)) received.push(e);
+    }, SeqGapError);
+    assert.deepEqual(seqList(received), [1, 2, 3]);
   });
 });
 

@@ -32,6 +32,7 @@ from runwire.engine import (
     validate_flow,
 )
 from runwire.errors import (
+    AfterSeqBeyondEnd,
     DatabaseUnavailable,
     FieldViolation,
     FlowInvalid,
@@ -500,7 +501,13 @@ class RunService:
             await context.abort_with_status(to_status(_public(exc)))
             return
         if row.finished and request.after_seq >= row.last_seq:
-            return  # nothing after the end of a finished run
+            # Nothing after the end of a finished run: say so, never an empty
+            # OK stream (a client would take that for a cut stream and resume).
+            if request.after_seq > row.last_seq:
+                await context.abort_with_status(to_status(_beyond_end(row, request.after_seq)))
+                return
+            yield _stream_end(row.last_seq, row.status)
+            return
         # A span we start and end ourselves, never attached as the current
         # context: the generator may be finalized in another task.
         span = self.tracer.start_span(
@@ -519,7 +526,20 @@ class RunService:
             # the read and the subscription can fall into a gap.
             sub = self.hub.subscribe(request.run_id)
             cursor = _Cursor(request.after_seq)
+            # after_seq beyond what the live run has committed: live chunks
+            # up to after_seq are none of this watcher's business, and the
+            # run may finish short of it. Until the store reaches after_seq
+            # the run row is read on every wake-up (and once now, after
+            # subscribing, in case the run finished since the read above).
+            beyond: bool | None = request.after_seq > row.last_seq
             try:
+                if beyond:
+                    beyond = await self._settle_beyond(request.run_id, cursor)
+                    if beyond is None:
+                        await context.abort_with_status(
+                            to_status(_beyond_end(await self._run(request.run_id), cursor.last))
+                        )
+                        return
                 async for response in self._catch_up(request.run_id, cursor):
                     yield response
                 while not cursor.done:
@@ -534,6 +554,23 @@ class RunService:
                         waiter.cancel()
                         closer.cancel()
                     chunks, overflowed, wake_seq = sub.take()
+                    if beyond:
+                        if (
+                            chunks
+                            and not overflowed
+                            and all(c.last_seq < cursor.last and not c.completed for c in chunks)
+                        ):
+                            continue  # local commits short of after_seq: nothing to settle
+                        beyond = await self._settle_beyond(request.run_id, cursor)
+                        if beyond is None:
+                            await context.abort_with_status(
+                                to_status(_beyond_end(await self._run(request.run_id), cursor.last))
+                            )
+                            return
+                        if not beyond:
+                            async for response in self._catch_up(request.run_id, cursor):
+                                yield response
+                        continue
                     parts: list[bytes] = []
                     size = 0
                     for chunk in chunks:
@@ -548,11 +585,18 @@ class RunService:
                         parts.append(chunk.framed)
                         size += len(chunk.framed)
                         cursor.last, cursor.done = chunk.last_seq, chunk.completed
+                        if chunk.completed:
+                            cursor.status = _completed_status(
+                                run_service_pb2.WatchRunResponse.FromString(chunk.framed).events[-1]
+                            )
                     if parts:
                         yield b"".join(parts)
                     if not cursor.done and (overflowed or wake_seq > cursor.last):
                         async for response in self._catch_up(request.run_id, cursor):
                             yield response
+                # The end of the finished run, in a response of its own: the
+                # chunks before it are shared, pre-framed bytes.
+                yield _stream_end(cursor.last, cursor.status)
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -564,9 +608,26 @@ class RunService:
         finally:
             span.end()
 
+    async def _settle_beyond(self, run_id: str, cursor: _Cursor) -> bool | None:
+        """For a watcher whose after_seq is beyond the run's last seq: is it still?
+
+        Returns True while the run is live and short of the cursor, False once
+        the store holds events past it or the run finished exactly at it (the
+        cursor is then done), and None when the run finished short of it.
+        """
+        row = await self._run(run_id)
+        if row.last_seq > cursor.last:
+            return False
+        if not row.finished:
+            return True
+        if row.last_seq < cursor.last:
+            return None
+        cursor.done, cursor.status = True, row.status
+        return False
+
     async def _catch_up(self, run_id: str, cursor: _Cursor) -> AsyncIterator[bytes]:
         """Yield every committed event after the cursor, advancing it."""
-        while True:
+        while not cursor.done:
             rows = await self.store.read_events(run_id, cursor.last, _REPLAY_PAGE)
             parts: list[bytes] = []
             size = 0
@@ -585,10 +646,31 @@ class RunService:
                 size += len(framed)
                 cursor.last = row.seq
                 cursor.done = row.kind == "run_completed"
+                if cursor.done:
+                    cursor.status = _completed_status(events_pb2.RunEvent.FromString(row.payload))
             if parts:
                 yield b"".join(parts)
-            if cursor.done or len(rows) < _REPLAY_PAGE:
+            if len(rows) < _REPLAY_PAGE:
                 return
+
+
+def _completed_status(event: events_pb2.RunEvent) -> int:
+    """The final status a RunCompleted event carries."""
+    return int(event.run_completed.status)
+
+
+def _stream_end(last_seq: int, status: int) -> bytes:
+    """The last response of a finished run's stream (`stream_end` set)."""
+    return run_service_pb2.WatchRunResponse(
+        # The .pyi types enum fields as RunStatus; the store holds plain ints.
+        stream_end=run_service_pb2.StreamEnd(last_seq=last_seq, status=status)  # type: ignore[arg-type]
+    ).SerializeToString()
+
+
+def _beyond_end(row: RunRow, after_seq: int) -> AfterSeqBeyondEnd:
+    return AfterSeqBeyondEnd(
+        row.run_id, after_seq, row.last_seq, events_pb2.RunStatus.Name(row.status)
+    )
 
 
 @dataclass
@@ -597,3 +679,4 @@ class _Cursor:
 
     last: int
     done: bool = False
+    status: int = 0  # the RunStatus of RunCompleted, once done

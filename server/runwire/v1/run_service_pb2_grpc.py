@@ -115,7 +115,14 @@ class RunServiceServicer:
     def WatchRun(self, request, context):
         """Streams the run's events with `seq > after_seq`, exactly once and in
         order: committed events are replayed from the store, then live events
-        follow. The stream ends with OK after RunCompleted.
+        follow. The stream ends with OK only at the end of the finished run: its
+        last response carries `stream_end` (right after the one with RunCompleted,
+        or alone when `after_seq` is the run's last seq). An OK end without
+        `stream_end` is a cut stream; resume it. When the run is finished and
+        `after_seq` is beyond its last seq, the call fails with OUT_OF_RANGE
+        (reason AFTER_SEQ_BEYOND_END, metadata `last_seq` and `status`); while
+        the run is still going such a call waits for the events past
+        `after_seq`, and fails so if the run finishes before reaching it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

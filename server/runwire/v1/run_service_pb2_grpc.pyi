@@ -46,7 +46,14 @@ class RunServiceStub:
     WatchRun: _grpc.UnaryStreamMultiCallable[_run_service_pb2.WatchRunRequest, _run_service_pb2.WatchRunResponse]
     """Streams the run's events with `seq > after_seq`, exactly once and in
     order: committed events are replayed from the store, then live events
-    follow. The stream ends with OK after RunCompleted.
+    follow. The stream ends with OK only at the end of the finished run: its
+    last response carries `stream_end` (right after the one with RunCompleted,
+    or alone when `after_seq` is the run's last seq). An OK end without
+    `stream_end` is a cut stream; resume it. When the run is finished and
+    `after_seq` is beyond its last seq, the call fails with OUT_OF_RANGE
+    (reason AFTER_SEQ_BEYOND_END, metadata `last_seq` and `status`); while
+    the run is still going such a call waits for the events past
+    `after_seq`, and fails so if the run finishes before reaching it.
     """
     GetRun: _grpc.UnaryUnaryMultiCallable[_run_service_pb2.GetRunRequest, _run_service_pb2.GetRunResponse]
     """Returns one run."""
@@ -94,7 +101,14 @@ class RunServiceAsyncStub(RunServiceStub):
     WatchRun: _aio.UnaryStreamMultiCallable[_run_service_pb2.WatchRunRequest, _run_service_pb2.WatchRunResponse]  # type: ignore[assignment]
     """Streams the run's events with `seq > after_seq`, exactly once and in
     order: committed events are replayed from the store, then live events
-    follow. The stream ends with OK after RunCompleted.
+    follow. The stream ends with OK only at the end of the finished run: its
+    last response carries `stream_end` (right after the one with RunCompleted,
+    or alone when `after_seq` is the run's last seq). An OK end without
+    `stream_end` is a cut stream; resume it. When the run is finished and
+    `after_seq` is beyond its last seq, the call fails with OUT_OF_RANGE
+    (reason AFTER_SEQ_BEYOND_END, metadata `last_seq` and `status`); while
+    the run is still going such a call waits for the events past
+    `after_seq`, and fails so if the run finishes before reaching it.
     """
     GetRun: _aio.UnaryUnaryMultiCallable[_run_service_pb2.GetRunRequest, _run_service_pb2.GetRunResponse]  # type: ignore[assignment]
     """Returns one run."""
@@ -151,7 +165,14 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_run_service_pb2.WatchRunResponse], _abc.AsyncIterator[_run_service_pb2.WatchRunResponse]]:
         """Streams the run's events with `seq > after_seq`, exactly once and in
         order: committed events are replayed from the store, then live events
-        follow. The stream ends with OK after RunCompleted.
+        follow. The stream ends with OK only at the end of the finished run: its
+        last response carries `stream_end` (right after the one with RunCompleted,
+        or alone when `after_seq` is the run's last seq). An OK end without
+        `stream_end` is a cut stream; resume it. When the run is finished and
+        `after_seq` is beyond its last seq, the call fails with OUT_OF_RANGE
+        (reason AFTER_SEQ_BEYOND_END, metadata `last_seq` and `status`); while
+        the run is still going such a call waits for the events past
+        `after_seq`, and fails so if the run finishes before reaching it.
         """
 
     @_abc_1.abstractmethod

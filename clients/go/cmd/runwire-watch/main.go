@@ -1,18 +1,28 @@
 // Command runwire-watch watches one run and prints each event on its own
-// line as compact proto3 JSON (keys sorted, lowerCamelCase names), resuming
+// line as compact proto3 JSON (fields in declaration order, lowerCamelCase
+// names, the same bytes as every client's example prints), resuming
 // across disconnects and server restarts. It checks the stream grammar over
-// what it printed and exits 0 only after RunCompleted with the grammar held.
+// what it printed and exits 0 at the run's end with the grammar held.
 //
 //	runwire-watch --addr 127.0.0.1:50051 --run-id run_0193f0c2... [--after-seq 12]
+//	    [--token TOKEN] [--tls-ca CA.pem [--tls-cert CERT.pem --tls-key KEY.pem]]
+//	    [--give-up-after SECONDS]
 //
-// Exit status: 0 after RunCompleted with no violation; 1 when the watch
-// failed or the grammar was broken (details on stderr); 2 for bad usage.
-// The connection is plaintext, for a loopback listener.
+// Exit status, the same in every client's example: 0 at the run's end (after
+// RunCompleted, or told by the server that the run finished at or before
+// --after-seq) with no violation; 1 when the stream broke a grammar rule or
+// skipped a seq; 2 for bad usage; 3 when the watch failed: the server
+// answered with an error (for example NOT_FOUND), sent an event this client
+// does not know, or could not be reached within the give-up budget.
 package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,12 +34,12 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	runwire "github.com/runwire/runwire/clients/go"
 	runwirev1 "github.com/runwire/runwire/clients/go/gen/runwire/v1"
-	"github.com/runwire/runwire/clients/go/internal/canonjson"
+	runwire "github.com/runwire/runwire/clients/go/runwire"
 )
 
 func main() {
@@ -45,25 +55,52 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	addr := flags.String("addr", "127.0.0.1:50051", "the server's `host:port`")
 	runID := flags.String("run-id", "", "the run to watch (required)")
 	afterSeq := flags.Int64("after-seq", 0, "print only the events after this `seq`")
-	retryTimeout := flags.Duration("retry-timeout", runwire.DefaultRetryTimeout,
-		"give up after reconnecting for this long without an answer; negative retries forever")
+	token := flags.String("token", "", "send `authorization: Bearer TOKEN`")
+	tlsCA := flags.String("tls-ca", "", "connect with TLS, trusting this PEM CA `file`")
+	tlsCert := flags.String("tls-cert", "", "client certificate `file` (PEM) for mutual TLS")
+	tlsKey := flags.String("tls-key", "", "private key `file` (PEM) of --tls-cert")
+	giveUpAfter := flags.Float64("give-up-after", runwire.DefaultRetryTimeout.Seconds(),
+		"give up after failing this many `seconds` without an answer; 0 retries forever")
+	flags.Usage = func() {
+		fmt.Fprintln(stderr, "usage: runwire-watch --addr HOST:PORT --run-id ID [--after-seq N] [--token TOKEN] [--tls-ca CA.pem [--tls-cert CERT.pem --tls-key KEY.pem]] [--give-up-after SECONDS]")
+		flags.PrintDefaults()
+	}
 	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
-	if *runID == "" || flags.NArg() > 0 || *afterSeq < 0 {
-		fmt.Fprintln(stderr, "usage: runwire-watch --addr HOST:PORT --run-id ID [--after-seq N]")
-		flags.PrintDefaults()
+	if *runID == "" || flags.NArg() > 0 || *afterSeq < 0 || *giveUpAfter < 0 ||
+		(*tlsCert == "") != (*tlsKey == "") || (*tlsCert != "" && *tlsCA == "") {
+		flags.Usage()
 		return 2
+	}
+	creds := insecure.NewCredentials()
+	if *tlsCA != "" {
+		config, err := tlsConfig(*tlsCA, *tlsCert, *tlsKey)
+		if err != nil {
+			fmt.Fprintf(stderr, "runwire-watch: %v\n", err)
+			return 2
+		}
+		creds = credentials.NewTLS(config)
+	}
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if *token != "" {
+		dial = append(dial, grpc.WithPerRPCCredentials(bearer{token: *token, secure: *tlsCA != ""}))
+	}
+	retryTimeout := time.Duration(*giveUpAfter * float64(time.Second))
+	if *giveUpAfter == 0 {
+		retryTimeout = -1 // retry forever
 	}
 
-	cc, err := grpc.NewClient(*addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	cc, err := grpc.NewClient(*addr, append(dial,
 		// grpc-go's default reconnect backoff grows to two minutes; a
 		// restarted server should be found again within a couple of seconds.
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
 			MinConnectTimeout: 5 * time.Second,
-		}))
+		}))...)
 	if err != nil {
 		fmt.Fprintf(stderr, "runwire-watch: %v\n", err)
 		return 2
@@ -73,8 +110,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	out := bufio.NewWriter(stdout)
 	checker := runwire.NewChecker(*afterSeq)
 	broken := false
+	var end *runwire.RunEnd
 	opts := &runwire.WatchOptions{
-		RetryTimeout: *retryTimeout,
+		RetryTimeout: retryTimeout,
+		OnEnd:        func(e runwire.RunEnd) { end = &e },
 		OnRetry: func(err error, delay time.Duration) {
 			fmt.Fprintf(stderr, "runwire-watch: reconnecting in %v: %v\n", delay.Round(time.Millisecond), err)
 		},
@@ -82,7 +121,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for ev, err := range runwire.Watch(ctx, runwirev1.NewRunServiceClient(cc), *runID, *afterSeq, opts) {
 		if err != nil {
 			fmt.Fprintf(stderr, "runwire-watch: %v\n", err)
-			return 1
+			if errors.Is(err, runwire.ErrSeqGap) {
+				return 1
+			}
+			return 3
 		}
 		line, err := eventLine(ev)
 		if err != nil {
@@ -101,9 +143,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "runwire-watch: grammar: %v\n", err)
 		}
 	}
-	if err := checker.Finish(); err != nil {
-		broken = true
-		fmt.Fprintf(stderr, "runwire-watch: grammar: %v\n", err)
+	if end == nil { // only ctx ending stops a watch without an error or an end
+		fmt.Fprintf(stderr, "runwire-watch: %v\n", ctx.Err())
+		return 3
+	}
+	if end.LastSeq > *afterSeq { // else nothing was watched: nothing to check
+		if err := checker.Finish(); err != nil {
+			broken = true
+			fmt.Fprintf(stderr, "runwire-watch: grammar: %v\n", err)
+		}
+	} else {
+		// No RunCompleted line printed to say it: the run ended before --after-seq.
+		fmt.Fprintf(stderr, "runwire-watch: run %s finished %s at seq %d\n", end.RunID, end.StatusName(), end.LastSeq)
 	}
 	if broken {
 		return 1
@@ -111,15 +162,54 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// eventLine is ev's proto3 JSON in canonical form: one line, keys sorted.
+// tlsConfig trusts the CA bundle at caFile and, for mutual TLS, presents
+// the client certificate certFile with its key keyFile.
+func tlsConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--tls-ca %s holds no PEM certificate", caFile)
+	}
+	config := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, err
+		}
+		config.Certificates = []tls.Certificate{cert}
+	}
+	return config, nil
+}
+
+// bearer sends `authorization: Bearer TOKEN` on every call.
+type bearer struct {
+	token  string
+	secure bool
+}
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+// RequireTransportSecurity is false without TLS, so a token works on a
+// plaintext loopback listener too, as the server allows there.
+func (b bearer) RequireTransportSecurity() bool { return b.secure }
+
+// eventLine is ev's proto3 JSON on one line, fields in declaration order
+// as every client's example prints them, byte for byte: protojson with its
+// deliberately unstable whitespace removed (json.Compact touches nothing
+// inside strings, and protojson escapes only what the others escape).
 func eventLine(ev *runwirev1.RunEvent) ([]byte, error) {
 	b, err := protojson.Marshal(ev)
 	if err != nil {
 		return nil, err
 	}
-	line, err := canonjson.Canonicalize(b)
-	if err != nil {
+	var line bytes.Buffer
+	if err := json.Compact(&line, b); err != nil {
 		return nil, errors.New("protojson wrote invalid JSON: " + err.Error())
 	}
-	return line, nil
+	return line.Bytes(), nil
 }

@@ -48,9 +48,9 @@ func assertLines(t *testing.T, stdout string, want []*runwirev1.RunEvent) {
 			t.Errorf("line %d:\n got %v\nwant %v", i+1, got, want[i])
 		}
 	}
-	if !strings.HasPrefix(lines[0], `{"eventTime":"2026-11-21T20:00:00Z","runId":"`+runID+`","runStarted":{`) &&
+	if !strings.HasPrefix(lines[0], `{"runId":"`+runID+`","seq":"1","eventTime":"2026-11-21T20:00:00Z",`) &&
 		want[0].GetSeq() == 1 {
-		t.Errorf("line 1 is not compact sorted lowerCamelCase JSON: %s", lines[0])
+		t.Errorf("line 1 is not compact lowerCamelCase JSON in field order: %s", lines[0])
 	}
 }
 
@@ -117,16 +117,67 @@ func TestRunReportsAServerError(t *testing.T) {
 		return st.Err()
 	})
 	code, stdout, stderr := watch(t, srv)
-	if code != 1 || stdout != "" || !strings.Contains(stderr, "NotFound RUN_NOT_FOUND") {
+	if code != 3 || stdout != "" || !strings.Contains(stderr, "NotFound RUN_NOT_FOUND") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }
 
 func TestRunRejectsBadUsage(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	for _, args := range [][]string{{}, {"--run-id", "r", "extra"}, {"--run-id", "r", "--after-seq", "-1"}, {"--nope"}} {
+	for _, args := range [][]string{
+		{}, {"--run-id", "r", "extra"}, {"--run-id", "r", "--after-seq", "-1"}, {"--nope"},
+		{"--run-id", "r", "--tls-cert", "c.pem"}, {"--run-id", "r", "--tls-cert", "c.pem", "--tls-key", "k.pem"},
+	} {
 		if code := run(t.Context(), args, &stdout, &stderr); code != 2 {
 			t.Errorf("run(%q) = %d, want 2", args, code)
 		}
+	}
+}
+
+func TestRunHelpWorksAndNamesEveryFlag(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run(t.Context(), []string{"--help"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("--help exits %d", code)
+	}
+	for _, flag := range []string{"-addr", "-run-id", "-after-seq", "-token", "-tls-ca", "-tls-cert", "-tls-key", "-give-up-after"} {
+		if !strings.Contains(stderr.String(), flag) {
+			t.Errorf("--help does not name %s:\n%s", flag, stderr.String())
+		}
+	}
+}
+
+// after_seq = the run's last seq: the server answers only stream_end, and
+// the command exits 0 with the final status on stderr instead of
+// reconnecting forever.
+func TestRunAtTheEndOfAFinishedRunExitsZero(t *testing.T) {
+	srv := scripted.Start(t, func(_ int, _ *runwirev1.WatchRunRequest, s runwirev1.RunService_WatchRunServer) error {
+		return s.Send(&runwirev1.WatchRunResponse{StreamEnd: &runwirev1.StreamEnd{
+			LastSeq: 9, Status: runwirev1.RunStatus_RUN_STATUS_SUCCEEDED,
+		}})
+	})
+	code, stdout, stderr := watch(t, srv, "--after-seq", "9")
+	if code != 0 || stdout != "" || stderr != "runwire-watch: run "+runID+" finished RUN_STATUS_SUCCEEDED at seq 9\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if n := len(srv.Requests()); n != 1 {
+		t.Errorf("%d calls, want 1", n)
+	}
+}
+
+// after_seq = last + 5: OUT_OF_RANGE AFTER_SEQ_BEYOND_END ends it the same way.
+func TestRunPastTheEndOfAFinishedRunExitsZero(t *testing.T) {
+	srv := scripted.Start(t, func(int, *runwirev1.WatchRunRequest, runwirev1.RunService_WatchRunServer) error {
+		st, _ := status.New(codes.OutOfRange, "beyond").WithDetails(&errdetails.ErrorInfo{
+			Reason: "AFTER_SEQ_BEYOND_END", Domain: "runwire.v1",
+			Metadata: map[string]string{"last_seq": "9", "status": "RUN_STATUS_FAILED"},
+		})
+		return st.Err()
+	})
+	code, stdout, stderr := watch(t, srv, "--after-seq", "14")
+	if code != 0 || stdout != "" || stderr != "runwire-watch: run "+runID+" finished RUN_STATUS_FAILED at seq 9\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if n := len(srv.Requests()); n != 1 {
+		t.Errorf("%d calls, want 1", n)
 	}
 }

@@ -11,7 +11,13 @@ from . import _wkt
 _wkt.install()
 
 from . import v1  # noqa: E402 (after the install above, by design)
-from ._errors import FieldViolation, GrammarViolation, RunwireError, UnknownEventError  # noqa: E402
+from ._errors import (  # noqa: E402
+    FieldViolation,
+    GrammarViolation,
+    RunwireError,
+    SeqGapError,
+    UnknownEventError,
+)
 from ._events import (  # noqa: E402
     EVENT_CASES,
     decode_event,
@@ -24,7 +30,7 @@ from ._events import (  # noqa: E402
 )
 from ._gen.runwire.v1 import RunEvent, RunServiceStub  # noqa: E402
 from ._grammar import GrammarChecker, check_stream  # noqa: E402
-from ._watch import Backoff, watch  # noqa: E402
+from ._watch import Backoff, RunEnd, Watch, watch  # noqa: E402
 from ._wkt import NanoDatetime, NanoTimedelta  # noqa: E402
 
 __all__ = [
@@ -35,10 +41,13 @@ __all__ = [
     "GrammarViolation",
     "NanoDatetime",
     "NanoTimedelta",
+    "RunEnd",
     "RunEvent",
     "RunServiceStub",
     "RunwireError",
+    "SeqGapError",
     "UnknownEventError",
+    "Watch",
     "check_stream",
     "decode_event",
     "encode_event",

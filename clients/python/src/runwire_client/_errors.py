@@ -7,6 +7,7 @@ Exception
  └── ValueError
       ├── UnknownEventError  an event's oneof case is not in this client's
       │                      catalog: "unknown event, upgrade the client"
+      ├── SeqGapError        the server skipped a seq: events would be lost
       └── GrammarViolation   a stream broke a rule of clients/GRAMMAR.md
 """
 
@@ -26,7 +27,13 @@ from grpclib.exceptions import GRPCError
 
 from ._gen.runwire.v1 import ErrorReason
 
-__all__ = ["FieldViolation", "GrammarViolation", "RunwireError", "UnknownEventError"]
+__all__ = [
+    "FieldViolation",
+    "GrammarViolation",
+    "RunwireError",
+    "SeqGapError",
+    "UnknownEventError",
+]
 
 #: The ErrorInfo domain of every runwire error.
 ERROR_DOMAIN = "runwire.v1"
@@ -159,6 +166,22 @@ class UnknownEventError(ValueError):
         where = f" (field {', '.join(map(str, self.field_numbers))})" if self.field_numbers else ""
         extra = f": {detail}" if detail else ""
         super().__init__(f"unknown event at seq {seq}{where}, upgrade the client{extra}")
+
+
+class SeqGapError(ValueError):
+    """The server skipped a seq: `watch` raises instead of losing events silently.
+
+    Attributes:
+        run_id: The watched run.
+        expected_seq: The seq that should have come next.
+        received_seq: The seq that came instead.
+    """
+
+    def __init__(self, run_id: str, expected_seq: int, received_seq: int) -> None:
+        self.run_id = run_id
+        self.expected_seq = expected_seq
+        self.received_seq = received_seq
+        super().__init__(f"run {run_id}: expected seq {expected_seq}, received seq {received_seq}")
 
 
 class GrammarViolation(ValueError):

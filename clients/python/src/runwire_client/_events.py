@@ -9,6 +9,7 @@ import betterproto2
 
 from ._errors import UnknownEventError
 from ._gen.runwire.v1 import RunEvent
+from ._wire import canonical
 
 __all__ = [
     "EVENT_CASES",
@@ -67,13 +68,17 @@ def decode_event(data: bytes) -> RunEvent:
     """Decodes one RunEvent from the protobuf binary encoding.
 
     Timestamps and durations come back as `NanoDatetime` and `NanoTimedelta`,
-    exact to the nanosecond.
+    exact to the nanosecond. A field that appears more than once follows the
+    protobuf spec: the last scalar and the last oneof member win, message
+    fields merge.
 
     Raises:
         UnknownEventError: The event's oneof case is not in this client's
             catalog (a newer server): upgrade the client.
     """
-    event = RunEvent.parse(data)
+    # Protobuf's merge rules first: betterproto2 alone lets a repeated oneof
+    # raise and a repeated message field replace instead of merge (_wire).
+    event = RunEvent.parse(canonical(RunEvent, data))
     event_case(event)
     return event
 

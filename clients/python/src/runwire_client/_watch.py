@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Final, cast
@@ -15,11 +15,18 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from h2.exceptions import ProtocolError as H2ProtocolError
 
-from ._errors import RunwireError, has_runwire_info
+from ._errors import ERROR_DOMAIN, RunwireError, SeqGapError, has_runwire_info
 from ._events import event_case
-from ._gen.runwire.v1 import RunEvent, RunServiceStub, WatchRunRequest, WatchRunResponse
+from ._gen.runwire.v1 import (
+    RunEvent,
+    RunServiceStub,
+    RunStatus,
+    WatchRunRequest,
+    WatchRunResponse,
+)
+from ._wire import canonical
 
-__all__ = ["Backoff", "watch"]
+__all__ = ["Backoff", "RunEnd", "Watch", "watch"]
 
 logger = logging.getLogger("runwire_client")
 
@@ -56,6 +63,64 @@ def retryable(error: GRPCError) -> bool:
     return error.status in TRANSPORT_STATUSES and not has_runwire_info(error)
 
 
+class _SpecWatchRunResponse:
+    """Decodes WatchRunResponse bytes the way the protobuf spec says (see _wire)."""
+
+    @staticmethod
+    def FromString(data: bytes) -> WatchRunResponse:
+        return WatchRunResponse.parse(canonical(WatchRunResponse, data))
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """How a watched run ended, once `watch` has reached its end.
+
+    Attributes:
+        run_id: The run.
+        last_seq: The seq of its last event, RunCompleted.
+        status: Its final status (a number this client does not name stays a number).
+        beyond_end: The watch asked for events after a seq the run never
+            reached (the server answered OUT_OF_RANGE, reason
+            AFTER_SEQ_BEYOND_END); nothing was missed, there was nothing.
+    """
+
+    run_id: str
+    last_seq: int
+    status: RunStatus | int
+    beyond_end: bool = False
+
+    @property
+    def status_name(self) -> str:
+        """The status as the proto names it, `RUN_STATUS_SUCCEEDED`, or its number."""
+        # betterproto2 keeps an unnamed number as a nameless RunStatus member.
+        name = self.status.name if isinstance(self.status, RunStatus) else None
+        return f"RUN_STATUS_{name}" if name else str(int(self.status))
+
+
+def _status(value: int) -> RunStatus | int:
+    try:
+        return RunStatus(value)
+    except ValueError:
+        return value  # a status newer than this client
+
+
+def _beyond_end(run_id: str, error: RunwireError) -> RunEnd | None:
+    """The end an OUT_OF_RANGE AFTER_SEQ_BEYOND_END answer reports, else None."""
+    if (
+        error.code is not Status.OUT_OF_RANGE
+        or error.domain != ERROR_DOMAIN
+        or error.reason != "AFTER_SEQ_BEYOND_END"
+    ):
+        return None
+    name = error.metadata.get("status", "")
+    status: RunStatus | int
+    try:
+        status = RunStatus[name.removeprefix("RUN_STATUS_")]
+    except KeyError:
+        status = int(name) if name.isdigit() else RunStatus.UNSPECIFIED
+    return RunEnd(run_id, int(error.metadata.get("last_seq", "0")), status, beyond_end=True)
+
+
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """How `watch` waits between reconnects: capped exponential with jitter.
@@ -71,10 +136,12 @@ class Backoff:
             forever. The default outlasts a server restart by a wide margin.
     """
 
-    initial: float = 0.05
+    # The same defaults and jitter in every client: 100 ms doubling to 2 s,
+    # each wait drawn from [wait/2, wait], giving up after 120 s of failures.
+    initial: float = 0.1
     maximum: float = 2.0
     multiplier: float = 2.0
-    jitter: float = 0.2
+    jitter: float = 0.5
     give_up_after: float | None = 120.0
 
     def delay(self, failures: int) -> float:
@@ -84,23 +151,139 @@ class Backoff:
         return wait * (1.0 - self.jitter * random.random())
 
 
-async def watch(
+class Watch:
+    """The events of one run, from `watch`: an async iterator with the run's end.
+
+    Iterate it with `async for`; once the iteration has stopped without an
+    exception, `end` says how the run ended. Leaving early: `await aclose()`
+    (or `contextlib.aclosing`) cancels the call at once.
+    """
+
+    def __init__(
+        self,
+        stub: RunServiceStub,
+        run_id: str,
+        after_seq: int,
+        backoff: Backoff,
+    ) -> None:
+        self.run_id = run_id
+        self.end: RunEnd | None = None
+        self._events = self._watch(stub, run_id, after_seq, backoff)
+
+    def __aiter__(self) -> Watch:
+        return self
+
+    async def __anext__(self) -> RunEvent:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop watching; cancels the call in flight."""
+        await self._events.aclose()
+
+    async def _watch(
+        self, stub: RunServiceStub, run_id: str, after_seq: int, policy: Backoff
+    ) -> AsyncGenerator[RunEvent, None]:
+        loop = asyncio.get_running_loop()
+        last_seq = after_seq
+        failures = 0
+        failing_since: float | None = None
+        while True:
+            request = WatchRunRequest(run_id=run_id, after_seq=last_seq)
+            error: Exception | None = None
+            try:
+                # aclosing: leaving early (the end, or the caller breaking
+                # out) cancels the RPC now instead of when it is garbage
+                # collected. The generated method is an async generator typed
+                # as an iterator.
+                stream = cast(
+                    AsyncGenerator[WatchRunResponse, None],
+                    # The generated watch_run with the response decoded by
+                    # protobuf's merge rules first (see _wire): grpclib's
+                    # codec calls only FromString on the type it is given.
+                    stub._unary_stream(
+                        "/runwire.v1.RunService/WatchRun",
+                        request,
+                        cast(type[WatchRunResponse], _SpecWatchRunResponse),
+                    ),
+                )
+                async with aclosing(stream) as responses:
+                    async for response in responses:
+                        failures, failing_since = 0, None
+                        for event in response.events:
+                            case = event_case(event)
+                            if event.seq <= last_seq:
+                                continue  # already yielded: resent after a resume
+                            if event.seq != last_seq + 1:
+                                raise SeqGapError(run_id, last_seq + 1, event.seq)
+                            last_seq = event.seq
+                            yield event
+                            if case == "run_completed" and event.run_completed is not None:
+                                status = _status(int(event.run_completed.status))
+                                self.end = RunEnd(run_id, last_seq, status)
+                                return
+                        if response.stream_end is not None:
+                            end = response.stream_end
+                            if end.last_seq > last_seq:  # the end says events were skipped
+                                raise SeqGapError(run_id, last_seq + 1, end.last_seq)
+                            self.end = RunEnd(run_id, end.last_seq, _status(int(end.status)))
+                            return
+                cause = f"WatchRun ended after seq {last_seq} without RunCompleted"
+            except GRPCError as status_error:
+                if not retryable(status_error):
+                    answer = RunwireError.from_grpc_error(status_error)
+                    finished = _beyond_end(run_id, answer)
+                    if finished is not None:
+                        self.end = finished
+                        return
+                    raise answer from status_error
+                error, cause = status_error, status_error.status.name
+                if status_error.message:
+                    cause += f": {status_error.message}"
+            except TRANSPORT_ERRORS as transport_error:
+                error = transport_error
+                cause = f"{type(transport_error).__name__}: {transport_error}"
+            now = loop.time()
+            if failing_since is None:
+                failing_since = now
+            if policy.give_up_after is not None and now - failing_since >= policy.give_up_after:
+                raise RunwireError(
+                    Status.UNAVAILABLE,
+                    f"gave up watching run {run_id!r} after {now - failing_since:.1f}s of "
+                    f"failures (last seq {last_seq}): {cause}",
+                ) from error
+            delay = policy.delay(failures)
+            if policy.give_up_after is not None:
+                # The last try lands on the budget, not a whole wait beyond it.
+                delay = min(delay, policy.give_up_after - (now - failing_since))
+            logger.info(
+                "watch %s: %s; resuming after seq %d in %.2fs", run_id, cause, last_seq, delay
+            )
+            await asyncio.sleep(delay)
+            failures += 1
+
+
+def watch(
     channel_or_stub: Channel | RunServiceStub,
     run_id: str,
     after_seq: int = 0,
     *,
     backoff: Backoff | None = None,
-) -> AsyncIterator[RunEvent]:
-    """Yields the run's events with `seq > after_seq`, in order, then stops after RunCompleted.
+) -> Watch:
+    """Yields the run's events with `seq > after_seq`, in order, then stops at the run's end.
 
-    On a transport error, a server restart or a draining server it reconnects
-    with `after_seq` set to the last `seq` it yielded, waiting per `backoff`;
-    it never yields a `seq` twice (a server may resend events) and drops
-    nothing. Resumed are: UNAVAILABLE; INTERNAL, UNKNOWN, CANCELLED, ABORTED
-    and DEADLINE_EXCEEDED when the status carries no runwire ErrorInfo (a
-    dying connection, not the server's answer); a lost, reset or refused
-    connection and HTTP/2 protocol errors; and a stream that ends without
-    RunCompleted.
+    The watch stops after RunCompleted, or when the server says the stream
+    reached the end of the finished run (`WatchRunResponse.stream_end`, or
+    OUT_OF_RANGE with reason AFTER_SEQ_BEYOND_END when `after_seq` is beyond
+    it); the returned `Watch`'s `end` then holds the final status and last
+    seq. On a transport error, a server restart or a draining server it
+    reconnects with `after_seq` set to the last `seq` it yielded, waiting per
+    `backoff`; it never yields a `seq` twice (a server may resend events) and
+    drops nothing: a skipped seq raises `SeqGapError`. Resumed are:
+    UNAVAILABLE; INTERNAL, UNKNOWN, CANCELLED, ABORTED and DEADLINE_EXCEEDED
+    when the status carries no runwire ErrorInfo (a dying connection, not the
+    server's answer); a lost, reset or refused connection and HTTP/2
+    protocol errors; and a stream that ends OK before its end. The rule is
+    the same in every client (clients/GRAMMAR.md, "Watching").
 
     Args:
         channel_or_stub: A grpclib `Channel` to the server, or a
@@ -114,55 +297,11 @@ async def watch(
             (for example NOT_FOUND, or INTERNAL with reason INTERNAL), or
             reconnecting failed for longer than `backoff.give_up_after`.
         UnknownEventError: The server sent an event this client does not know.
+        SeqGapError: The server skipped a seq.
     """
     stub = (
         channel_or_stub
         if isinstance(channel_or_stub, RunServiceStub)
         else RunServiceStub(channel_or_stub)
     )
-    policy = backoff or Backoff()
-    loop = asyncio.get_running_loop()
-    last_seq = after_seq
-    failures = 0
-    failing_since: float | None = None
-    while True:
-        request = WatchRunRequest(run_id=run_id, after_seq=last_seq)
-        error: Exception | None = None
-        try:
-            # aclosing: leaving early (RunCompleted, or the caller breaking
-            # out) cancels the RPC now instead of when it is garbage collected.
-            # The generated method is an async generator typed as an iterator.
-            stream = cast(AsyncGenerator[WatchRunResponse, None], stub.watch_run(request))
-            async with aclosing(stream) as responses:
-                async for response in responses:
-                    failures, failing_since = 0, None
-                    for event in response.events:
-                        case = event_case(event)
-                        if event.seq <= last_seq:
-                            continue  # already yielded: the server resent it after a resume
-                        last_seq = event.seq
-                        yield event
-                        if case == "run_completed":
-                            return
-            cause = f"WatchRun ended after seq {last_seq} without RunCompleted"
-        except GRPCError as status_error:
-            if not retryable(status_error):
-                raise RunwireError.from_grpc_error(status_error) from status_error
-            error, cause = status_error, status_error.status.name
-            if status_error.message:
-                cause += f": {status_error.message}"
-        except TRANSPORT_ERRORS as transport_error:
-            error, cause = transport_error, f"{type(transport_error).__name__}: {transport_error}"
-        now = loop.time()
-        if failing_since is None:
-            failing_since = now
-        if policy.give_up_after is not None and now - failing_since >= policy.give_up_after:
-            raise RunwireError(
-                Status.UNAVAILABLE,
-                f"gave up watching run {run_id!r} after {now - failing_since:.1f}s of failures "
-                f"(last seq {last_seq}): {cause}",
-            ) from error
-        delay = policy.delay(failures)
-        logger.info("watch %s: %s; resuming after seq %d in %.2fs", run_id, cause, last_seq, delay)
-        await asyncio.sleep(delay)
-        failures += 1
+    return Watch(stub, run_id, after_seq, backoff or Backoff())

@@ -93,7 +93,55 @@ fn generate_serde(fds_bytes: &[u8], out: &Path) -> Result<(), Box<dyn Error>> {
         .extern_path(".google.protobuf.Timestamp", TIMESTAMP_PATH)
         .extern_path(".google.protobuf", WKT_PATH)
         .build(&[format!(".{PACKAGE}")])?;
+    let path = out.join(format!("{PACKAGE}.serde.rs"));
+    fs::write(&path, patch_serde(&fs::read_to_string(&path)?)?)?;
     Ok(())
+}
+
+/// Makes pbjson's (0.9) JSON mapping read and write what proto3 JSON allows
+/// and every other runwire client does, with no option for it upstream:
+///
+/// - an enum number this client does not name (a newer server's value) is
+///   written as that number instead of failing the whole event, and read
+///   from JSON as a number instead of being refused
+///   (`crate::json::OpenEnum`);
+/// - `null` for a singular field reads as the field's default (pbjson
+///   refused it for scalars, enums and repeated fields).
+///
+/// Each patch must match: a pbjson that generates otherwise fails here
+/// instead of silently dropping the fix.
+fn patch_serde(source: &str) -> Result<String, Box<dyn Error>> {
+    let patches: [(&str, &str, &str); 4] = [
+        (
+            "an unnamed enum number is written as the number",
+            r#"let v = ([\w:]+)::try_from\(self\.(\w+)\)\s*\.map_err\(\|_\|\s*serde::ser::Error::custom\(\s*format!\("Invalid variant \{\}", self\.\w+\),?\s*\)\)\?;\s*struct_ser\.serialize_field\("(\w+)", &v\)\?;"#,
+            r#"match $1::try_from(self.$2) { Ok(v) => struct_ser.serialize_field("$3", &v)?, Err(_) => struct_ser.serialize_field("$3", &self.$2)? }"#,
+        ),
+        (
+            "an enum is read by name or by any number, null as the default",
+            r"(\w+__) =\s*Some\(\s*map_\.next_value::<([\w:]+)>\(\)\? as i32,?\s*\)\s*;",
+            r"$1 = map_.next_value::<::std::option::Option<crate::json::OpenEnum<$2>>>()?.map(|v| v.0);",
+        ),
+        (
+            "a number or bytes field reads null as the default",
+            r"(\w+__) =\s*Some\(\s*map_\s*\.next_value::<(::pbjson::private::\w+Deserialize<_>)>\(\)\?\s*\.0,?\s*\)\s*;",
+            r"$1 = map_.next_value::<::std::option::Option<$2>>()?.map(|v| v.0);",
+        ),
+        (
+            "any other singular or repeated field reads null as the default",
+            r"(\w+__) =\s*Some\(\s*map_\.next_value\(\)\?\s*\)\s*;",
+            r"$1 = map_.next_value::<::std::option::Option<_>>()?;",
+        ),
+    ];
+    let mut text = source.to_owned();
+    for (what, pattern, replacement) in patches {
+        let re = regex::Regex::new(pattern)?;
+        if !re.is_match(&text) {
+            return Err(format!("pbjson output changed: no match for the patch {what:?}").into());
+        }
+        text = re.replace_all(&text, replacement).into_owned();
+    }
+    Ok(text)
 }
 
 /// Re-prints a generated file with prettyplease, behind a header that says

@@ -34,12 +34,17 @@ pub enum ErrorReason {
     PageTokenInvalid = 12,
     /// INVALID_ARGUMENT: the filter expression cannot be parsed.
     FilterInvalid = 13,
+    /// OUT_OF_RANGE: WatchRun's `after_seq` is beyond the last seq of the
+    /// finished run. Metadata `last_seq` holds that seq, `status` the run's
+    /// final RunStatus name (for example `RUN_STATUS_SUCCEEDED`). Clients end
+    /// the watch as finished; retrying cannot help.
+    AfterSeqBeyondEnd = 14,
     /// UNAVAILABLE: the server cannot reach its database right now; retry.
-    DatabaseUnavailable = 14,
+    DatabaseUnavailable = 15,
     /// RESOURCE_EXHAUSTED: the server is at its bound for this kind of work
     /// (StartRun calls in flight, runs executing, open WatchRun streams); retry
     /// after the RetryInfo delay.
-    Overloaded = 15,
+    Overloaded = 16,
 }
 impl ErrorReason {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -62,6 +67,7 @@ impl ErrorReason {
             Self::Unauthenticated => "ERROR_REASON_UNAUTHENTICATED",
             Self::PageTokenInvalid => "ERROR_REASON_PAGE_TOKEN_INVALID",
             Self::FilterInvalid => "ERROR_REASON_FILTER_INVALID",
+            Self::AfterSeqBeyondEnd => "ERROR_REASON_AFTER_SEQ_BEYOND_END",
             Self::DatabaseUnavailable => "ERROR_REASON_DATABASE_UNAVAILABLE",
             Self::Overloaded => "ERROR_REASON_OVERLOADED",
         }
@@ -83,6 +89,7 @@ impl ErrorReason {
             "ERROR_REASON_UNAUTHENTICATED" => Some(Self::Unauthenticated),
             "ERROR_REASON_PAGE_TOKEN_INVALID" => Some(Self::PageTokenInvalid),
             "ERROR_REASON_FILTER_INVALID" => Some(Self::FilterInvalid),
+            "ERROR_REASON_AFTER_SEQ_BEYOND_END" => Some(Self::AfterSeqBeyondEnd),
             "ERROR_REASON_DATABASE_UNAVAILABLE" => Some(Self::DatabaseUnavailable),
             "ERROR_REASON_OVERLOADED" => Some(Self::Overloaded),
             _ => None,
@@ -1112,9 +1119,27 @@ pub struct WatchRunRequest {
 /// WatchRunResponse carries the events of one or more committed batches.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct WatchRunResponse {
-    /// Consecutive events in `seq` order.
+    /// Consecutive events in `seq` order; empty in a response that carries only
+    /// `stream_end`.
     #[prost(message, repeated, tag = "1")]
     pub events: ::prost::alloc::vec::Vec<RunEvent>,
+    /// Set exactly once per stream, on its last response, when the stream has
+    /// reached the end of the finished run: the watcher has everything and
+    /// stops. Never set on a stream that is cut or drained early.
+    #[prost(message, optional, tag = "2")]
+    pub stream_end: ::core::option::Option<StreamEnd>,
+}
+/// StreamEnd marks the end of a finished run's event stream: nothing follows
+/// `last_seq` (the seq of RunCompleted), and WatchRun from there answers only
+/// this marker again.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StreamEnd {
+    /// `seq` of the run's last event, RunCompleted.
+    #[prost(int64, tag = "1")]
+    pub last_seq: i64,
+    /// The run's final status, as in RunCompleted.
+    #[prost(enumeration = "RunStatus", tag = "2")]
+    pub status: i32,
 }
 /// GetRunRequest names a run.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1451,7 +1476,14 @@ pub mod run_service_client {
         }
         /// Streams the run's events with `seq > after_seq`, exactly once and in
         /// order: committed events are replayed from the store, then live events
-        /// follow. The stream ends with OK after RunCompleted.
+        /// follow. The stream ends with OK only at the end of the finished run: its
+        /// last response carries `stream_end` (right after the one with RunCompleted,
+        /// or alone when `after_seq` is the run's last seq). An OK end without
+        /// `stream_end` is a cut stream; resume it. When the run is finished and
+        /// `after_seq` is beyond its last seq, the call fails with OUT_OF_RANGE
+        /// (reason AFTER_SEQ_BEYOND_END, metadata `last_seq` and `status`); while
+        /// the run is still going such a call waits for the events past
+        /// `after_seq`, and fails so if the run finishes before reaching it.
         pub async fn watch_run(
             &mut self,
             request: impl tonic::IntoRequest<super::WatchRunRequest>,
@@ -1733,7 +1765,14 @@ pub mod run_service_server {
         }
         /// Streams the run's events with `seq > after_seq`, exactly once and in
         /// order: committed events are replayed from the store, then live events
-        /// follow. The stream ends with OK after RunCompleted.
+        /// follow. The stream ends with OK only at the end of the finished run: its
+        /// last response carries `stream_end` (right after the one with RunCompleted,
+        /// or alone when `after_seq` is the run's last seq). An OK end without
+        /// `stream_end` is a cut stream; resume it. When the run is finished and
+        /// `after_seq` is beyond its last seq, the call fails with OUT_OF_RANGE
+        /// (reason AFTER_SEQ_BEYOND_END, metadata `last_seq` and `status`); while
+        /// the run is still going such a call waits for the events past
+        /// `after_seq`, and fails so if the run finishes before reaching it.
         async fn watch_run(
             &self,
             request: tonic::Request<super::WatchRunRequest>,

@@ -103,13 +103,13 @@ impl<'de> serde::Deserialize<'de> for ActionNode {
                             if adapter__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("adapter"));
                             }
-                            adapter__ = Some(map_.next_value()?);
+                            adapter__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Action => {
                             if action__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("action"));
                             }
-                            action__ = Some(map_.next_value()?);
+                            action__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Params => {
                             if params__.is_some() {
@@ -318,13 +318,13 @@ impl<'de> serde::Deserialize<'de> for AiInvocation {
                             if provider__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("provider"));
                             }
-                            provider__ = Some(map_.next_value()?);
+                            provider__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Model => {
                             if model__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("model"));
                             }
-                            model__ = Some(map_.next_value()?);
+                            model__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::InputTokenCount => {
                             if input_token_count__.is_some() {
@@ -332,11 +332,13 @@ impl<'de> serde::Deserialize<'de> for AiInvocation {
                                     serde::de::Error::duplicate_field("inputTokenCount"),
                                 );
                             }
-                            input_token_count__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            input_token_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::OutputTokenCount => {
                             if output_token_count__.is_some() {
@@ -344,21 +346,25 @@ impl<'de> serde::Deserialize<'de> for AiInvocation {
                                     serde::de::Error::duplicate_field("outputTokenCount"),
                                 );
                             }
-                            output_token_count__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            output_token_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::CostMicros => {
                             if cost_micros__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("costMicros"));
                             }
-                            cost_micros__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            cost_micros__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::Latency => {
                             if latency__.is_some() {
@@ -372,17 +378,20 @@ impl<'de> serde::Deserialize<'de> for AiInvocation {
                                     serde::de::Error::duplicate_field("finishReason"),
                                 );
                             }
-                            finish_reason__ = Some(map_.next_value()?);
+                            finish_reason__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Turn => {
                             if turn__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("turn"));
                             }
-                            turn__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            turn__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                     }
                 }
@@ -547,31 +556,31 @@ impl<'de> serde::Deserialize<'de> for AiNode {
                             if provider__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("provider"));
                             }
-                            provider__ = Some(map_.next_value()?);
+                            provider__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Model => {
                             if model__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("model"));
                             }
-                            model__ = Some(map_.next_value()?);
+                            model__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Prompt => {
                             if prompt__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("prompt"));
                             }
-                            prompt__ = Some(map_.next_value()?);
+                            prompt__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Task => {
                             if task__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("task"));
                             }
-                            task__ = Some(map_.next_value()?);
+                            task__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Tools => {
                             if tools__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("tools"));
                             }
-                            tools__ = Some(map_.next_value()?);
+                            tools__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Contract => {
                             if contract__.is_some() {
@@ -583,11 +592,13 @@ impl<'de> serde::Deserialize<'de> for AiNode {
                             if max_turns__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("maxTurns"));
                             }
-                            max_turns__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            max_turns__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                     }
                 }
@@ -711,19 +722,21 @@ impl<'de> serde::Deserialize<'de> for AiReviewRequired {
                             if reason__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("reason"));
                             }
-                            reason__ = Some(map_.next_value()?);
+                            reason__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::OutputJson => {
                             if output_json__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("outputJson"));
                             }
-                            output_json__ = Some(map_.next_value()?);
+                            output_json__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Violations => {
                             if violations__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("violations"));
                             }
-                            violations__ = Some(map_.next_value()?);
+                            violations__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -761,11 +774,10 @@ impl serde::Serialize for AiReviewResolved {
         let mut struct_ser = serializer
             .serialize_struct("runwire.v1.AiReviewResolved", len)?;
         if self.decision != 0 {
-            let v = GateDecision::try_from(self.decision)
-                .map_err(|_| serde::ser::Error::custom(
-                    format!("Invalid variant {}", self.decision),
-                ))?;
-            struct_ser.serialize_field("decision", &v)?;
+            match GateDecision::try_from(self.decision) {
+                Ok(v) => struct_ser.serialize_field("decision", &v)?,
+                Err(_) => struct_ser.serialize_field("decision", &self.decision)?,
+            }
         }
         if !self.principal.is_empty() {
             struct_ser.serialize_field("principal", &self.principal)?;
@@ -863,25 +875,30 @@ impl<'de> serde::Deserialize<'de> for AiReviewResolved {
                             if decision__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("decision"));
                             }
-                            decision__ = Some(map_.next_value::<GateDecision>()? as i32);
+                            decision__ = map_
+                                .next_value::<
+                                    ::std::option::Option<crate::json::OpenEnum<GateDecision>>,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::Principal => {
                             if principal__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("principal"));
                             }
-                            principal__ = Some(map_.next_value()?);
+                            principal__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Comment => {
                             if comment__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("comment"));
                             }
-                            comment__ = Some(map_.next_value()?);
+                            comment__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::OutputJson => {
                             if output_json__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("outputJson"));
                             }
-                            output_json__ = Some(map_.next_value()?);
+                            output_json__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -1020,25 +1037,26 @@ impl<'de> serde::Deserialize<'de> for AiRoutingDecision {
                                     serde::de::Error::duplicate_field("requestedModel"),
                                 );
                             }
-                            requested_model__ = Some(map_.next_value()?);
+                            requested_model__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Provider => {
                             if provider__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("provider"));
                             }
-                            provider__ = Some(map_.next_value()?);
+                            provider__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Model => {
                             if model__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("model"));
                             }
-                            model__ = Some(map_.next_value()?);
+                            model__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Reason => {
                             if reason__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("reason"));
                             }
-                            reason__ = Some(map_.next_value()?);
+                            reason__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -1149,7 +1167,7 @@ impl<'de> serde::Deserialize<'de> for ApprovalNode {
                             if message__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("message"));
                             }
-                            message__ = Some(map_.next_value()?);
+                            message__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Timeout => {
                             if timeout__.is_some() {
@@ -1266,7 +1284,7 @@ impl<'de> serde::Deserialize<'de> for ApprovalRequested {
                             if message__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("message"));
                             }
-                            message__ = Some(map_.next_value()?);
+                            message__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::ExpireTime => {
                             if expire_time__.is_some() {
@@ -1306,11 +1324,10 @@ impl serde::Serialize for ApprovalResolved {
         let mut struct_ser = serializer
             .serialize_struct("runwire.v1.ApprovalResolved", len)?;
         if self.decision != 0 {
-            let v = GateDecision::try_from(self.decision)
-                .map_err(|_| serde::ser::Error::custom(
-                    format!("Invalid variant {}", self.decision),
-                ))?;
-            struct_ser.serialize_field("decision", &v)?;
+            match GateDecision::try_from(self.decision) {
+                Ok(v) => struct_ser.serialize_field("decision", &v)?,
+                Err(_) => struct_ser.serialize_field("decision", &self.decision)?,
+            }
         }
         if !self.principal.is_empty() {
             struct_ser.serialize_field("principal", &self.principal)?;
@@ -1394,19 +1411,23 @@ impl<'de> serde::Deserialize<'de> for ApprovalResolved {
                             if decision__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("decision"));
                             }
-                            decision__ = Some(map_.next_value::<GateDecision>()? as i32);
+                            decision__ = map_
+                                .next_value::<
+                                    ::std::option::Option<crate::json::OpenEnum<GateDecision>>,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::Principal => {
                             if principal__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("principal"));
                             }
-                            principal__ = Some(map_.next_value()?);
+                            principal__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Comment => {
                             if comment__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("comment"));
                             }
-                            comment__ = Some(map_.next_value()?);
+                            comment__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -1547,25 +1568,27 @@ impl<'de> serde::Deserialize<'de> for AwaitingConfirmation {
                                     serde::de::Error::duplicate_field("actionSummary"),
                                 );
                             }
-                            action_summary__ = Some(map_.next_value()?);
+                            action_summary__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Adapter => {
                             if adapter__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("adapter"));
                             }
-                            adapter__ = Some(map_.next_value()?);
+                            adapter__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Action => {
                             if action__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("action"));
                             }
-                            action__ = Some(map_.next_value()?);
+                            action__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::ParamsJson => {
                             if params_json__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("paramsJson"));
                             }
-                            params_json__ = Some(map_.next_value()?);
+                            params_json__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -1680,13 +1703,13 @@ impl<'de> serde::Deserialize<'de> for CancelRunRequest {
                             if run_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("runId"));
                             }
-                            run_id__ = Some(map_.next_value()?);
+                            run_id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Reason => {
                             if reason__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("reason"));
                             }
-                            reason__ = Some(map_.next_value()?);
+                            reason__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -1917,25 +1940,25 @@ impl<'de> serde::Deserialize<'de> for ConfirmActionRequest {
                             if run_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("runId"));
                             }
-                            run_id__ = Some(map_.next_value()?);
+                            run_id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::NodeId => {
                             if node_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("nodeId"));
                             }
-                            node_id__ = Some(map_.next_value()?);
+                            node_id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Approve => {
                             if approve__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("approve"));
                             }
-                            approve__ = Some(map_.next_value()?);
+                            approve__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Comment => {
                             if comment__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("comment"));
                             }
-                            comment__ = Some(map_.next_value()?);
+                            comment__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -2078,11 +2101,10 @@ impl serde::Serialize for ConfirmationResolved {
         let mut struct_ser = serializer
             .serialize_struct("runwire.v1.ConfirmationResolved", len)?;
         if self.decision != 0 {
-            let v = GateDecision::try_from(self.decision)
-                .map_err(|_| serde::ser::Error::custom(
-                    format!("Invalid variant {}", self.decision),
-                ))?;
-            struct_ser.serialize_field("decision", &v)?;
+            match GateDecision::try_from(self.decision) {
+                Ok(v) => struct_ser.serialize_field("decision", &v)?,
+                Err(_) => struct_ser.serialize_field("decision", &self.decision)?,
+            }
         }
         if !self.principal.is_empty() {
             struct_ser.serialize_field("principal", &self.principal)?;
@@ -2166,19 +2188,23 @@ impl<'de> serde::Deserialize<'de> for ConfirmationResolved {
                             if decision__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("decision"));
                             }
-                            decision__ = Some(map_.next_value::<GateDecision>()? as i32);
+                            decision__ = map_
+                                .next_value::<
+                                    ::std::option::Option<crate::json::OpenEnum<GateDecision>>,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::Principal => {
                             if principal__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("principal"));
                             }
-                            principal__ = Some(map_.next_value()?);
+                            principal__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Comment => {
                             if comment__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("comment"));
                             }
-                            comment__ = Some(map_.next_value()?);
+                            comment__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -2222,11 +2248,10 @@ impl serde::Serialize for Edge {
             struct_ser.serialize_field("target", &self.target)?;
         }
         if self.condition != 0 {
-            let v = EdgeCondition::try_from(self.condition)
-                .map_err(|_| serde::ser::Error::custom(
-                    format!("Invalid variant {}", self.condition),
-                ))?;
-            struct_ser.serialize_field("condition", &v)?;
+            match EdgeCondition::try_from(self.condition) {
+                Ok(v) => struct_ser.serialize_field("condition", &v)?,
+                Err(_) => struct_ser.serialize_field("condition", &self.condition)?,
+            }
         }
         struct_ser.end()
     }
@@ -2301,21 +2326,23 @@ impl<'de> serde::Deserialize<'de> for Edge {
                             if source__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("source"));
                             }
-                            source__ = Some(map_.next_value()?);
+                            source__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Target => {
                             if target__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("target"));
                             }
-                            target__ = Some(map_.next_value()?);
+                            target__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Condition => {
                             if condition__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("condition"));
                             }
-                            condition__ = Some(
-                                map_.next_value::<EdgeCondition>()? as i32,
-                            );
+                            condition__ = map_
+                                .next_value::<
+                                    ::std::option::Option<crate::json::OpenEnum<EdgeCondition>>,
+                                >()?
+                                .map(|v| v.0);
                         }
                     }
                 }
@@ -2430,6 +2457,7 @@ impl serde::Serialize for ErrorReason {
             Self::Unauthenticated => "ERROR_REASON_UNAUTHENTICATED",
             Self::PageTokenInvalid => "ERROR_REASON_PAGE_TOKEN_INVALID",
             Self::FilterInvalid => "ERROR_REASON_FILTER_INVALID",
+            Self::AfterSeqBeyondEnd => "ERROR_REASON_AFTER_SEQ_BEYOND_END",
             Self::DatabaseUnavailable => "ERROR_REASON_DATABASE_UNAVAILABLE",
             Self::Overloaded => "ERROR_REASON_OVERLOADED",
         };
@@ -2457,6 +2485,7 @@ impl<'de> serde::Deserialize<'de> for ErrorReason {
             "ERROR_REASON_UNAUTHENTICATED",
             "ERROR_REASON_PAGE_TOKEN_INVALID",
             "ERROR_REASON_FILTER_INVALID",
+            "ERROR_REASON_AFTER_SEQ_BEYOND_END",
             "ERROR_REASON_DATABASE_UNAVAILABLE",
             "ERROR_REASON_OVERLOADED",
         ];
@@ -2520,6 +2549,9 @@ impl<'de> serde::Deserialize<'de> for ErrorReason {
                         Ok(ErrorReason::PageTokenInvalid)
                     }
                     "ERROR_REASON_FILTER_INVALID" => Ok(ErrorReason::FilterInvalid),
+                    "ERROR_REASON_AFTER_SEQ_BEYOND_END" => {
+                        Ok(ErrorReason::AfterSeqBeyondEnd)
+                    }
                     "ERROR_REASON_DATABASE_UNAVAILABLE" => {
                         Ok(ErrorReason::DatabaseUnavailable)
                     }
@@ -2635,23 +2667,25 @@ impl<'de> serde::Deserialize<'de> for ErrorSummary {
                             if reason__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("reason"));
                             }
-                            reason__ = Some(map_.next_value()?);
+                            reason__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Message => {
                             if message__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("message"));
                             }
-                            message__ = Some(map_.next_value()?);
+                            message__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::ExitCode => {
                             if exit_code__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("exitCode"));
                             }
-                            exit_code__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            exit_code__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                     }
                 }
@@ -2775,19 +2809,19 @@ impl<'de> serde::Deserialize<'de> for Flow {
                             if name__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("name"));
                             }
-                            name__ = Some(map_.next_value()?);
+                            name__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Nodes => {
                             if nodes__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("nodes"));
                             }
-                            nodes__ = Some(map_.next_value()?);
+                            nodes__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Edges => {
                             if edges__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("edges"));
                             }
-                            edges__ = Some(map_.next_value()?);
+                            edges__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Settings => {
                             if settings__.is_some() {
@@ -2940,11 +2974,13 @@ impl<'de> serde::Deserialize<'de> for FlowSettings {
                                     serde::de::Error::duplicate_field("maxParallel"),
                                 );
                             }
-                            max_parallel__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            max_parallel__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::DefaultRetryPolicy => {
                             if default_retry_policy__.is_some() {
@@ -3233,7 +3269,7 @@ impl<'de> serde::Deserialize<'de> for GetRunRequest {
                             if run_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("runId"));
                             }
-                            run_id__ = Some(map_.next_value()?);
+                            run_id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -3445,11 +3481,13 @@ impl<'de> serde::Deserialize<'de> for IterationCapped {
                             if max_visits__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("maxVisits"));
                             }
-                            max_visits__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            max_visits__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::SourceNodeId => {
                             if source_node_id__.is_some() {
@@ -3457,7 +3495,8 @@ impl<'de> serde::Deserialize<'de> for IterationCapped {
                                     serde::de::Error::duplicate_field("sourceNodeId"),
                                 );
                             }
-                            source_node_id__ = Some(map_.next_value()?);
+                            source_node_id__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -3581,23 +3620,26 @@ impl<'de> serde::Deserialize<'de> for ListRunsRequest {
                             if page_size__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("pageSize"));
                             }
-                            page_size__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            page_size__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::PageToken => {
                             if page_token__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("pageToken"));
                             }
-                            page_token__ = Some(map_.next_value()?);
+                            page_token__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Filter => {
                             if filter__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("filter"));
                             }
-                            filter__ = Some(map_.next_value()?);
+                            filter__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -3709,7 +3751,7 @@ impl<'de> serde::Deserialize<'de> for ListRunsResponse {
                             if runs__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("runs"));
                             }
-                            runs__ = Some(map_.next_value()?);
+                            runs__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::NextPageToken => {
                             if next_page_token__.is_some() {
@@ -3717,7 +3759,8 @@ impl<'de> serde::Deserialize<'de> for ListRunsResponse {
                                     serde::de::Error::duplicate_field("nextPageToken"),
                                 );
                             }
-                            next_page_token__ = Some(map_.next_value()?);
+                            next_page_token__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -3965,7 +4008,7 @@ impl<'de> serde::Deserialize<'de> for Node {
                             if id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("id"));
                             }
-                            id__ = Some(map_.next_value()?);
+                            id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Description => {
                             if description__.is_some() {
@@ -3973,7 +4016,8 @@ impl<'de> serde::Deserialize<'de> for Node {
                                     serde::de::Error::duplicate_field("description"),
                                 );
                             }
-                            description__ = Some(map_.next_value()?);
+                            description__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Timeout => {
                             if timeout__.is_some() {
@@ -3993,11 +4037,13 @@ impl<'de> serde::Deserialize<'de> for Node {
                             if max_visits__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("maxVisits"));
                             }
-                            max_visits__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            max_visits__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::Action => {
                             if kind__.is_some() {
@@ -4171,13 +4217,15 @@ impl<'de> serde::Deserialize<'de> for NodeFailed {
                             if will_retry__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("willRetry"));
                             }
-                            will_retry__ = Some(map_.next_value()?);
+                            will_retry__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::OutputJson => {
                             if output_json__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("outputJson"));
                             }
-                            output_json__ = Some(map_.next_value()?);
+                            output_json__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -4321,11 +4369,13 @@ impl<'de> serde::Deserialize<'de> for NodeHeartbeat {
                                     serde::de::Error::duplicate_field("outputBytes"),
                                 );
                             }
-                            output_bytes__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            output_bytes__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::StagnantCount => {
                             if stagnant_count__.is_some() {
@@ -4333,11 +4383,13 @@ impl<'de> serde::Deserialize<'de> for NodeHeartbeat {
                                     serde::de::Error::duplicate_field("stagnantCount"),
                                 );
                             }
-                            stagnant_count__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            stagnant_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                     }
                 }
@@ -4374,11 +4426,10 @@ impl serde::Serialize for NodeLog {
         }
         let mut struct_ser = serializer.serialize_struct("runwire.v1.NodeLog", len)?;
         if self.stream != 0 {
-            let v = LogStream::try_from(self.stream)
-                .map_err(|_| serde::ser::Error::custom(
-                    format!("Invalid variant {}", self.stream),
-                ))?;
-            struct_ser.serialize_field("stream", &v)?;
+            match LogStream::try_from(self.stream) {
+                Ok(v) => struct_ser.serialize_field("stream", &v)?,
+                Err(_) => struct_ser.serialize_field("stream", &self.stream)?,
+            }
         }
         if !self.line.is_empty() {
             struct_ser.serialize_field("line", &self.line)?;
@@ -4479,29 +4530,35 @@ impl<'de> serde::Deserialize<'de> for NodeLog {
                             if stream__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("stream"));
                             }
-                            stream__ = Some(map_.next_value::<LogStream>()? as i32);
+                            stream__ = map_
+                                .next_value::<
+                                    ::std::option::Option<crate::json::OpenEnum<LogStream>>,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::Line => {
                             if line__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("line"));
                             }
-                            line__ = Some(map_.next_value()?);
+                            line__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::LineNumber => {
                             if line_number__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("lineNumber"));
                             }
-                            line_number__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            line_number__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::Truncated => {
                             if truncated__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("truncated"));
                             }
-                            truncated__ = Some(map_.next_value()?);
+                            truncated__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -4642,11 +4699,13 @@ impl<'de> serde::Deserialize<'de> for NodeRetrying {
                                     serde::de::Error::duplicate_field("nextAttempt"),
                                 );
                             }
-                            next_attempt__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            next_attempt__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::Backoff => {
                             if backoff__.is_some() {
@@ -4660,11 +4719,13 @@ impl<'de> serde::Deserialize<'de> for NodeRetrying {
                                     serde::de::Error::duplicate_field("maxAttempts"),
                                 );
                             }
-                            max_attempts__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            max_attempts__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::Error => {
                             if error__.is_some() {
@@ -4771,7 +4832,7 @@ impl<'de> serde::Deserialize<'de> for NodeSkipped {
                             if reason__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("reason"));
                             }
-                            reason__ = Some(map_.next_value()?);
+                            reason__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -4889,19 +4950,20 @@ impl<'de> serde::Deserialize<'de> for NodeStarted {
                             if adapter__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("adapter"));
                             }
-                            adapter__ = Some(map_.next_value()?);
+                            adapter__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Action => {
                             if action__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("action"));
                             }
-                            action__ = Some(map_.next_value()?);
+                            action__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::ParamsJson => {
                             if params_json__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("paramsJson"));
                             }
-                            params_json__ = Some(map_.next_value()?);
+                            params_json__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -5013,7 +5075,8 @@ impl<'de> serde::Deserialize<'de> for NodeSucceeded {
                             if output_json__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("outputJson"));
                             }
-                            output_json__ = Some(map_.next_value()?);
+                            output_json__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Duration => {
                             if duration__.is_some() {
@@ -5135,17 +5198,19 @@ impl<'de> serde::Deserialize<'de> for NodeToken {
                             if delta__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("delta"));
                             }
-                            delta__ = Some(map_.next_value()?);
+                            delta__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::TokenIndex => {
                             if token_index__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("tokenIndex"));
                             }
-                            token_index__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            token_index__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                     }
                 }
@@ -5253,13 +5318,13 @@ impl<'de> serde::Deserialize<'de> for PauseRunRequest {
                             if run_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("runId"));
                             }
-                            run_id__ = Some(map_.next_value()?);
+                            run_id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Reason => {
                             if reason__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("reason"));
                             }
-                            reason__ = Some(map_.next_value()?);
+                            reason__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -5398,11 +5463,10 @@ impl serde::Serialize for PendingGate {
             struct_ser.serialize_field("nodeId", &self.node_id)?;
         }
         if self.kind != 0 {
-            let v = GateKind::try_from(self.kind)
-                .map_err(|_| serde::ser::Error::custom(
-                    format!("Invalid variant {}", self.kind),
-                ))?;
-            struct_ser.serialize_field("kind", &v)?;
+            match GateKind::try_from(self.kind) {
+                Ok(v) => struct_ser.serialize_field("kind", &v)?,
+                Err(_) => struct_ser.serialize_field("kind", &self.kind)?,
+            }
         }
         if !self.message.is_empty() {
             struct_ser.serialize_field("message", &self.message)?;
@@ -5508,19 +5572,23 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
                             if node_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("nodeId"));
                             }
-                            node_id__ = Some(map_.next_value()?);
+                            node_id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Kind => {
                             if kind__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("kind"));
                             }
-                            kind__ = Some(map_.next_value::<GateKind>()? as i32);
+                            kind__ = map_
+                                .next_value::<
+                                    ::std::option::Option<crate::json::OpenEnum<GateKind>>,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::Message => {
                             if message__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("message"));
                             }
-                            message__ = Some(map_.next_value()?);
+                            message__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::CreateTime => {
                             if create_time__.is_some() {
@@ -5669,25 +5737,25 @@ impl<'de> serde::Deserialize<'de> for ResolveApprovalRequest {
                             if run_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("runId"));
                             }
-                            run_id__ = Some(map_.next_value()?);
+                            run_id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::NodeId => {
                             if node_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("nodeId"));
                             }
-                            node_id__ = Some(map_.next_value()?);
+                            node_id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Approve => {
                             if approve__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("approve"));
                             }
-                            approve__ = Some(map_.next_value()?);
+                            approve__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Comment => {
                             if comment__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("comment"));
                             }
-                            comment__ = Some(map_.next_value()?);
+                            comment__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -5943,31 +6011,32 @@ impl<'de> serde::Deserialize<'de> for ResolveReviewRequest {
                             if run_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("runId"));
                             }
-                            run_id__ = Some(map_.next_value()?);
+                            run_id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::NodeId => {
                             if node_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("nodeId"));
                             }
-                            node_id__ = Some(map_.next_value()?);
+                            node_id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Approve => {
                             if approve__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("approve"));
                             }
-                            approve__ = Some(map_.next_value()?);
+                            approve__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Comment => {
                             if comment__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("comment"));
                             }
-                            comment__ = Some(map_.next_value()?);
+                            comment__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::OutputJson => {
                             if output_json__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("outputJson"));
                             }
-                            output_json__ = Some(map_.next_value()?);
+                            output_json__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -6186,13 +6255,13 @@ impl<'de> serde::Deserialize<'de> for ResumeRunRequest {
                             if run_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("runId"));
                             }
-                            run_id__ = Some(map_.next_value()?);
+                            run_id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Reason => {
                             if reason__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("reason"));
                             }
-                            reason__ = Some(map_.next_value()?);
+                            reason__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -6434,11 +6503,13 @@ impl<'de> serde::Deserialize<'de> for RetryPolicy {
                                     serde::de::Error::duplicate_field("maxAttempts"),
                                 );
                             }
-                            max_attempts__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            max_attempts__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::InitialBackoff => {
                             if initial_backoff__.is_some() {
@@ -6454,11 +6525,13 @@ impl<'de> serde::Deserialize<'de> for RetryPolicy {
                                     serde::de::Error::duplicate_field("backoffMultiplier"),
                                 );
                             }
-                            backoff_multiplier__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            backoff_multiplier__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::MaxBackoff => {
                             if max_backoff__.is_some() {
@@ -6550,11 +6623,10 @@ impl serde::Serialize for Run {
             struct_ser.serialize_field("flowDigest", &self.flow_digest)?;
         }
         if self.status != 0 {
-            let v = RunStatus::try_from(self.status)
-                .map_err(|_| serde::ser::Error::custom(
-                    format!("Invalid variant {}", self.status),
-                ))?;
-            struct_ser.serialize_field("status", &v)?;
+            match RunStatus::try_from(self.status) {
+                Ok(v) => struct_ser.serialize_field("status", &v)?,
+                Err(_) => struct_ser.serialize_field("status", &self.status)?,
+            }
         }
         if let Some(v) = self.create_time.as_ref() {
             struct_ser.serialize_field("createTime", v)?;
@@ -6762,25 +6834,30 @@ impl<'de> serde::Deserialize<'de> for Run {
                             if run_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("runId"));
                             }
-                            run_id__ = Some(map_.next_value()?);
+                            run_id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::FlowName => {
                             if flow_name__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("flowName"));
                             }
-                            flow_name__ = Some(map_.next_value()?);
+                            flow_name__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::FlowDigest => {
                             if flow_digest__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("flowDigest"));
                             }
-                            flow_digest__ = Some(map_.next_value()?);
+                            flow_digest__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Status => {
                             if status__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("status"));
                             }
-                            status__ = Some(map_.next_value::<RunStatus>()? as i32);
+                            status__ = map_
+                                .next_value::<
+                                    ::std::option::Option<crate::json::OpenEnum<RunStatus>>,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::CreateTime => {
                             if create_time__.is_some() {
@@ -6804,11 +6881,13 @@ impl<'de> serde::Deserialize<'de> for Run {
                             if node_count__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("nodeCount"));
                             }
-                            node_count__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            node_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::SucceededNodeCount => {
                             if succeeded_node_count__.is_some() {
@@ -6816,11 +6895,13 @@ impl<'de> serde::Deserialize<'de> for Run {
                                     serde::de::Error::duplicate_field("succeededNodeCount"),
                                 );
                             }
-                            succeeded_node_count__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            succeeded_node_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::FailedNodeCount => {
                             if failed_node_count__.is_some() {
@@ -6828,11 +6909,13 @@ impl<'de> serde::Deserialize<'de> for Run {
                                     serde::de::Error::duplicate_field("failedNodeCount"),
                                 );
                             }
-                            failed_node_count__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            failed_node_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::SkippedNodeCount => {
                             if skipped_node_count__.is_some() {
@@ -6840,21 +6923,25 @@ impl<'de> serde::Deserialize<'de> for Run {
                                     serde::de::Error::duplicate_field("skippedNodeCount"),
                                 );
                             }
-                            skipped_node_count__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            skipped_node_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::LastSeq => {
                             if last_seq__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("lastSeq"));
                             }
-                            last_seq__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            last_seq__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::Labels => {
                             if labels__.is_some() {
@@ -6870,13 +6957,15 @@ impl<'de> serde::Deserialize<'de> for Run {
                                     serde::de::Error::duplicate_field("pendingGates"),
                                 );
                             }
-                            pending_gates__ = Some(map_.next_value()?);
+                            pending_gates__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::RequestId => {
                             if request_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("requestId"));
                             }
-                            request_id__ = Some(map_.next_value()?);
+                            request_id__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Inputs => {
                             if inputs__.is_some() {
@@ -6954,11 +7043,10 @@ impl serde::Serialize for RunCompleted {
         let mut struct_ser = serializer
             .serialize_struct("runwire.v1.RunCompleted", len)?;
         if self.status != 0 {
-            let v = RunStatus::try_from(self.status)
-                .map_err(|_| serde::ser::Error::custom(
-                    format!("Invalid variant {}", self.status),
-                ))?;
-            struct_ser.serialize_field("status", &v)?;
+            match RunStatus::try_from(self.status) {
+                Ok(v) => struct_ser.serialize_field("status", &v)?,
+                Err(_) => struct_ser.serialize_field("status", &self.status)?,
+            }
         }
         if self.succeeded_node_count != 0 {
             struct_ser
@@ -7125,7 +7213,11 @@ impl<'de> serde::Deserialize<'de> for RunCompleted {
                             if status__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("status"));
                             }
-                            status__ = Some(map_.next_value::<RunStatus>()? as i32);
+                            status__ = map_
+                                .next_value::<
+                                    ::std::option::Option<crate::json::OpenEnum<RunStatus>>,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::SucceededNodeCount => {
                             if succeeded_node_count__.is_some() {
@@ -7133,11 +7225,13 @@ impl<'de> serde::Deserialize<'de> for RunCompleted {
                                     serde::de::Error::duplicate_field("succeededNodeCount"),
                                 );
                             }
-                            succeeded_node_count__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            succeeded_node_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::FailedNodeCount => {
                             if failed_node_count__.is_some() {
@@ -7145,11 +7239,13 @@ impl<'de> serde::Deserialize<'de> for RunCompleted {
                                     serde::de::Error::duplicate_field("failedNodeCount"),
                                 );
                             }
-                            failed_node_count__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            failed_node_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::SkippedNodeCount => {
                             if skipped_node_count__.is_some() {
@@ -7157,11 +7253,13 @@ impl<'de> serde::Deserialize<'de> for RunCompleted {
                                     serde::de::Error::duplicate_field("skippedNodeCount"),
                                 );
                             }
-                            skipped_node_count__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            skipped_node_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::InputTokenCount => {
                             if input_token_count__.is_some() {
@@ -7169,11 +7267,13 @@ impl<'de> serde::Deserialize<'de> for RunCompleted {
                                     serde::de::Error::duplicate_field("inputTokenCount"),
                                 );
                             }
-                            input_token_count__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            input_token_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::OutputTokenCount => {
                             if output_token_count__.is_some() {
@@ -7181,21 +7281,25 @@ impl<'de> serde::Deserialize<'de> for RunCompleted {
                                     serde::de::Error::duplicate_field("outputTokenCount"),
                                 );
                             }
-                            output_token_count__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            output_token_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::CostMicros => {
                             if cost_micros__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("costMicros"));
                             }
-                            cost_micros__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            cost_micros__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::Duration => {
                             if duration__.is_some() {
@@ -7605,17 +7709,19 @@ impl<'de> serde::Deserialize<'de> for RunEvent {
                             if run_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("runId"));
                             }
-                            run_id__ = Some(map_.next_value()?);
+                            run_id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Seq => {
                             if seq__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("seq"));
                             }
-                            seq__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            seq__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::EventTime => {
                             if event_time__.is_some() {
@@ -7627,39 +7733,43 @@ impl<'de> serde::Deserialize<'de> for RunEvent {
                             if node_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("nodeId"));
                             }
-                            node_id__ = Some(map_.next_value()?);
+                            node_id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Iteration => {
                             if iteration__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("iteration"));
                             }
-                            iteration__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            iteration__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::Attempt => {
                             if attempt__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("attempt"));
                             }
-                            attempt__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            attempt__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::TraceId => {
                             if trace_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("traceId"));
                             }
-                            trace_id__ = Some(map_.next_value()?);
+                            trace_id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::SpanId => {
                             if span_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("spanId"));
                             }
-                            span_id__ = Some(map_.next_value()?);
+                            span_id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::RunStarted => {
                             if event__.is_some() {
@@ -7999,13 +8109,13 @@ impl<'de> serde::Deserialize<'de> for RunPaused {
                             if principal__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("principal"));
                             }
-                            principal__ = Some(map_.next_value()?);
+                            principal__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Reason => {
                             if reason__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("reason"));
                             }
-                            reason__ = Some(map_.next_value()?);
+                            reason__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -8128,13 +8238,13 @@ impl<'de> serde::Deserialize<'de> for RunResumed {
                             if principal__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("principal"));
                             }
-                            principal__ = Some(map_.next_value()?);
+                            principal__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Reason => {
                             if reason__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("reason"));
                             }
-                            reason__ = Some(map_.next_value()?);
+                            reason__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::PausedDuration => {
                             if paused_duration__.is_some() {
@@ -8313,47 +8423,52 @@ impl<'de> serde::Deserialize<'de> for RunStarted {
                             if flow_name__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("flowName"));
                             }
-                            flow_name__ = Some(map_.next_value()?);
+                            flow_name__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::FlowDigest => {
                             if flow_digest__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("flowDigest"));
                             }
-                            flow_digest__ = Some(map_.next_value()?);
+                            flow_digest__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Trigger => {
                             if trigger__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("trigger"));
                             }
-                            trigger__ = Some(map_.next_value()?);
+                            trigger__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Principal => {
                             if principal__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("principal"));
                             }
-                            principal__ = Some(map_.next_value()?);
+                            principal__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::NodeCount => {
                             if node_count__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("nodeCount"));
                             }
-                            node_count__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            node_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::InputsJson => {
                             if inputs_json__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("inputsJson"));
                             }
-                            inputs_json__ = Some(map_.next_value()?);
+                            inputs_json__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::RequestId => {
                             if request_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("requestId"));
                             }
-                            request_id__ = Some(map_.next_value()?);
+                            request_id__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -8487,18 +8602,18 @@ impl serde::Serialize for RunStatusChanged {
         let mut struct_ser = serializer
             .serialize_struct("runwire.v1.RunStatusChanged", len)?;
         if self.previous_status != 0 {
-            let v = RunStatus::try_from(self.previous_status)
-                .map_err(|_| serde::ser::Error::custom(
-                    format!("Invalid variant {}", self.previous_status),
-                ))?;
-            struct_ser.serialize_field("previousStatus", &v)?;
+            match RunStatus::try_from(self.previous_status) {
+                Ok(v) => struct_ser.serialize_field("previousStatus", &v)?,
+                Err(_) => {
+                    struct_ser.serialize_field("previousStatus", &self.previous_status)?
+                }
+            }
         }
         if self.new_status != 0 {
-            let v = RunStatus::try_from(self.new_status)
-                .map_err(|_| serde::ser::Error::custom(
-                    format!("Invalid variant {}", self.new_status),
-                ))?;
-            struct_ser.serialize_field("newStatus", &v)?;
+            match RunStatus::try_from(self.new_status) {
+                Ok(v) => struct_ser.serialize_field("newStatus", &v)?,
+                Err(_) => struct_ser.serialize_field("newStatus", &self.new_status)?,
+            }
         }
         if !self.reason.is_empty() {
             struct_ser.serialize_field("reason", &self.reason)?;
@@ -8596,27 +8711,33 @@ impl<'de> serde::Deserialize<'de> for RunStatusChanged {
                                     serde::de::Error::duplicate_field("previousStatus"),
                                 );
                             }
-                            previous_status__ = Some(
-                                map_.next_value::<RunStatus>()? as i32,
-                            );
+                            previous_status__ = map_
+                                .next_value::<
+                                    ::std::option::Option<crate::json::OpenEnum<RunStatus>>,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::NewStatus => {
                             if new_status__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("newStatus"));
                             }
-                            new_status__ = Some(map_.next_value::<RunStatus>()? as i32);
+                            new_status__ = map_
+                                .next_value::<
+                                    ::std::option::Option<crate::json::OpenEnum<RunStatus>>,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::Reason => {
                             if reason__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("reason"));
                             }
-                            reason__ = Some(map_.next_value()?);
+                            reason__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Principal => {
                             if principal__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("principal"));
                             }
-                            principal__ = Some(map_.next_value()?);
+                            principal__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -8655,11 +8776,10 @@ impl serde::Serialize for SandboxViolation {
         let mut struct_ser = serializer
             .serialize_struct("runwire.v1.SandboxViolation", len)?;
         if self.kind != 0 {
-            let v = SandboxViolationKind::try_from(self.kind)
-                .map_err(|_| serde::ser::Error::custom(
-                    format!("Invalid variant {}", self.kind),
-                ))?;
-            struct_ser.serialize_field("kind", &v)?;
+            match SandboxViolationKind::try_from(self.kind) {
+                Ok(v) => struct_ser.serialize_field("kind", &v)?,
+                Err(_) => struct_ser.serialize_field("kind", &self.kind)?,
+            }
         }
         if !self.adapter.is_empty() {
             struct_ser.serialize_field("adapter", &self.adapter)?;
@@ -8749,27 +8869,31 @@ impl<'de> serde::Deserialize<'de> for SandboxViolation {
                             if kind__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("kind"));
                             }
-                            kind__ = Some(
-                                map_.next_value::<SandboxViolationKind>()? as i32,
-                            );
+                            kind__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        crate::json::OpenEnum<SandboxViolationKind>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::Adapter => {
                             if adapter__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("adapter"));
                             }
-                            adapter__ = Some(map_.next_value()?);
+                            adapter__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Target => {
                             if target__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("target"));
                             }
-                            target__ = Some(map_.next_value()?);
+                            target__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Detail => {
                             if detail__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("detail"));
                             }
-                            detail__ = Some(map_.next_value()?);
+                            detail__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -8995,7 +9119,8 @@ impl<'de> serde::Deserialize<'de> for StartRunRequest {
                             if request_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("requestId"));
                             }
-                            request_id__ = Some(map_.next_value()?);
+                            request_id__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Labels => {
                             if labels__.is_some() {
@@ -9114,6 +9239,138 @@ impl<'de> serde::Deserialize<'de> for StartRunResponse {
         }
         deserializer
             .deserialize_struct("runwire.v1.StartRunResponse", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for StreamEnd {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.last_seq != 0 {
+            len += 1;
+        }
+        if self.status != 0 {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("runwire.v1.StreamEnd", len)?;
+        if self.last_seq != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser
+                .serialize_field(
+                    "lastSeq",
+                    ToString::to_string(&self.last_seq).as_str(),
+                )?;
+        }
+        if self.status != 0 {
+            match RunStatus::try_from(self.status) {
+                Ok(v) => struct_ser.serialize_field("status", &v)?,
+                Err(_) => struct_ser.serialize_field("status", &self.status)?,
+            }
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for StreamEnd {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["last_seq", "lastSeq", "status"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            LastSeq,
+            Status,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "lastSeq" | "last_seq" => Ok(GeneratedField::LastSeq),
+                            "status" => Ok(GeneratedField::Status),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = StreamEnd;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.StreamEnd")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<StreamEnd, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut last_seq__ = None;
+                let mut status__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::LastSeq => {
+                            if last_seq__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("lastSeq"));
+                            }
+                            last_seq__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                        GeneratedField::Status => {
+                            if status__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("status"));
+                            }
+                            status__ = map_
+                                .next_value::<
+                                    ::std::option::Option<crate::json::OpenEnum<RunStatus>>,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                    }
+                }
+                Ok(StreamEnd {
+                    last_seq: last_seq__.unwrap_or_default(),
+                    status: status__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("runwire.v1.StreamEnd", FIELDS, GeneratedVisitor)
     }
 }
 impl serde::Serialize for ToolCall {
@@ -9237,19 +9494,20 @@ impl<'de> serde::Deserialize<'de> for ToolCall {
                             if tool_call_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("toolCallId"));
                             }
-                            tool_call_id__ = Some(map_.next_value()?);
+                            tool_call_id__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::ToolName => {
                             if tool_name__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("toolName"));
                             }
-                            tool_name__ = Some(map_.next_value()?);
+                            tool_name__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::Summary => {
                             if summary__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("summary"));
                             }
-                            summary__ = Some(map_.next_value()?);
+                            summary__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::ArgumentsJson => {
                             if arguments_json__.is_some() {
@@ -9257,7 +9515,8 @@ impl<'de> serde::Deserialize<'de> for ToolCall {
                                     serde::de::Error::duplicate_field("argumentsJson"),
                                 );
                             }
-                            arguments_json__ = Some(map_.next_value()?);
+                            arguments_json__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -9506,17 +9765,20 @@ impl<'de> serde::Deserialize<'de> for ValidateFlowResponse {
                             if flow_digest__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("flowDigest"));
                             }
-                            flow_digest__ = Some(map_.next_value()?);
+                            flow_digest__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::NodeCount => {
                             if node_count__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("nodeCount"));
                             }
-                            node_count__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            node_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                         GeneratedField::RootNodeIds => {
                             if root_node_ids__.is_some() {
@@ -9524,7 +9786,8 @@ impl<'de> serde::Deserialize<'de> for ValidateFlowResponse {
                                     serde::de::Error::duplicate_field("rootNodeIds"),
                                 );
                             }
-                            root_node_ids__ = Some(map_.next_value()?);
+                            root_node_ids__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
                         }
                     }
                 }
@@ -9644,17 +9907,19 @@ impl<'de> serde::Deserialize<'de> for WatchRunRequest {
                             if run_id__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("runId"));
                             }
-                            run_id__ = Some(map_.next_value()?);
+                            run_id__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::AfterSeq => {
                             if after_seq__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("afterSeq"));
                             }
-                            after_seq__ = Some(
-                                map_
-                                    .next_value::<::pbjson::private::NumberDeserialize<_>>()?
-                                    .0,
-                            );
+                            after_seq__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
                         }
                     }
                 }
@@ -9679,10 +9944,16 @@ impl serde::Serialize for WatchRunResponse {
         if !self.events.is_empty() {
             len += 1;
         }
+        if self.stream_end.is_some() {
+            len += 1;
+        }
         let mut struct_ser = serializer
             .serialize_struct("runwire.v1.WatchRunResponse", len)?;
         if !self.events.is_empty() {
             struct_ser.serialize_field("events", &self.events)?;
+        }
+        if let Some(v) = self.stream_end.as_ref() {
+            struct_ser.serialize_field("streamEnd", v)?;
         }
         struct_ser.end()
     }
@@ -9693,10 +9964,11 @@ impl<'de> serde::Deserialize<'de> for WatchRunResponse {
     where
         D: serde::Deserializer<'de>,
     {
-        const FIELDS: &[&str] = &["events"];
+        const FIELDS: &[&str] = &["events", "stream_end", "streamEnd"];
         #[allow(clippy::enum_variant_names)]
         enum GeneratedField {
             Events,
+            StreamEnd,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
             fn deserialize<D>(
@@ -9724,6 +9996,7 @@ impl<'de> serde::Deserialize<'de> for WatchRunResponse {
                     {
                         match value {
                             "events" => Ok(GeneratedField::Events),
+                            "streamEnd" | "stream_end" => Ok(GeneratedField::StreamEnd),
                             _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
                         }
                     }
@@ -9748,18 +10021,26 @@ impl<'de> serde::Deserialize<'de> for WatchRunResponse {
                 V: serde::de::MapAccess<'de>,
             {
                 let mut events__ = None;
+                let mut stream_end__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
                         GeneratedField::Events => {
                             if events__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("events"));
                             }
-                            events__ = Some(map_.next_value()?);
+                            events__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::StreamEnd => {
+                            if stream_end__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("streamEnd"));
+                            }
+                            stream_end__ = map_.next_value()?;
                         }
                     }
                 }
                 Ok(WatchRunResponse {
                     events: events__.unwrap_or_default(),
+                    stream_end: stream_end__,
                 })
             }
         }

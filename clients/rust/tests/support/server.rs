@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::{Stream, StreamExt};
 use runwire_client::ERROR_DOMAIN;
 use runwire_client::v1::run_service_server::{RunService, RunServiceServer};
-use runwire_client::v1::{RunEvent, WatchRunRequest, WatchRunResponse};
+use runwire_client::v1::{RunEvent, StreamEnd, WatchRunRequest, WatchRunResponse};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot, watch as signal};
 use tokio::task::JoinHandle;
@@ -26,6 +26,8 @@ use super::RUN_ID;
 pub enum Step {
     /// Send one WatchRunResponse with these events.
     Send(Vec<RunEvent>),
+    /// Send one WatchRunResponse with only `stream_end`: last seq, status.
+    End(i64, i32),
     /// End the call with this status.
     Fail(Status),
     /// Keep the call open, sending nothing, until the connection dies.
@@ -60,7 +62,11 @@ impl RunService for ScriptedRunService {
         let mut hang = false;
         for step in steps {
             match step {
-                Step::Send(events) => items.push(Ok(WatchRunResponse { events })),
+                Step::Send(events) => items.push(Ok(WatchRunResponse { events, stream_end: None })),
+                Step::End(last_seq, status) => items.push(Ok(WatchRunResponse {
+                    events: Vec::new(),
+                    stream_end: Some(StreamEnd { last_seq, status }),
+                })),
                 Step::Fail(status) => items.push(Err(status)),
                 Step::Hang => hang = true,
             }
@@ -70,8 +76,17 @@ impl RunService for ScriptedRunService {
     }
 }
 
-pub fn runwire_status(code: Code, reason: &str, mut details: ErrorDetails) -> Status {
-    details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
+pub fn runwire_status(code: Code, reason: &str, details: ErrorDetails) -> Status {
+    runwire_status_with(code, reason, HashMap::new(), details)
+}
+
+pub fn runwire_status_with(
+    code: Code,
+    reason: &str,
+    metadata: HashMap<String, String>,
+    mut details: ErrorDetails,
+) -> Status {
+    details.set_error_info(reason, ERROR_DOMAIN, metadata);
     Status::with_error_details(code, format!("{reason} (scripted)"), details)
 }
 

@@ -55,12 +55,17 @@ const (
 	ErrorReason_ERROR_REASON_PAGE_TOKEN_INVALID ErrorReason = 12
 	// INVALID_ARGUMENT: the filter expression cannot be parsed.
 	ErrorReason_ERROR_REASON_FILTER_INVALID ErrorReason = 13
+	// OUT_OF_RANGE: WatchRun's `after_seq` is beyond the last seq of the
+	// finished run. Metadata `last_seq` holds that seq, `status` the run's
+	// final RunStatus name (for example `RUN_STATUS_SUCCEEDED`). Clients end
+	// the watch as finished; retrying cannot help.
+	ErrorReason_ERROR_REASON_AFTER_SEQ_BEYOND_END ErrorReason = 14
 	// UNAVAILABLE: the server cannot reach its database right now; retry.
-	ErrorReason_ERROR_REASON_DATABASE_UNAVAILABLE ErrorReason = 14
+	ErrorReason_ERROR_REASON_DATABASE_UNAVAILABLE ErrorReason = 15
 	// RESOURCE_EXHAUSTED: the server is at its bound for this kind of work
 	// (StartRun calls in flight, runs executing, open WatchRun streams); retry
 	// after the RetryInfo delay.
-	ErrorReason_ERROR_REASON_OVERLOADED ErrorReason = 15
+	ErrorReason_ERROR_REASON_OVERLOADED ErrorReason = 16
 )
 
 // Enum value maps for ErrorReason.
@@ -80,8 +85,9 @@ var (
 		11: "ERROR_REASON_UNAUTHENTICATED",
 		12: "ERROR_REASON_PAGE_TOKEN_INVALID",
 		13: "ERROR_REASON_FILTER_INVALID",
-		14: "ERROR_REASON_DATABASE_UNAVAILABLE",
-		15: "ERROR_REASON_OVERLOADED",
+		14: "ERROR_REASON_AFTER_SEQ_BEYOND_END",
+		15: "ERROR_REASON_DATABASE_UNAVAILABLE",
+		16: "ERROR_REASON_OVERLOADED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":           0,
@@ -98,8 +104,9 @@ var (
 		"ERROR_REASON_UNAUTHENTICATED":       11,
 		"ERROR_REASON_PAGE_TOKEN_INVALID":    12,
 		"ERROR_REASON_FILTER_INVALID":        13,
-		"ERROR_REASON_DATABASE_UNAVAILABLE":  14,
-		"ERROR_REASON_OVERLOADED":            15,
+		"ERROR_REASON_AFTER_SEQ_BEYOND_END":  14,
+		"ERROR_REASON_DATABASE_UNAVAILABLE":  15,
+		"ERROR_REASON_OVERLOADED":            16,
 	}
 )
 
@@ -135,7 +142,7 @@ var File_runwire_v1_errors_proto protoreflect.FileDescriptor
 const file_runwire_v1_errors_proto_rawDesc = "" +
 	"\n" +
 	"\x17runwire/v1/errors.proto\x12\n" +
-	"runwire.v1*\xa6\x04\n" +
+	"runwire.v1*\xcd\x04\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19ERROR_REASON_FLOW_INVALID\x10\x01\x12 \n" +
@@ -152,8 +159,9 @@ const file_runwire_v1_errors_proto_rawDesc = "" +
 	"\x1cERROR_REASON_UNAUTHENTICATED\x10\v\x12#\n" +
 	"\x1fERROR_REASON_PAGE_TOKEN_INVALID\x10\f\x12\x1f\n" +
 	"\x1bERROR_REASON_FILTER_INVALID\x10\r\x12%\n" +
-	"!ERROR_REASON_DATABASE_UNAVAILABLE\x10\x0e\x12\x1b\n" +
-	"\x17ERROR_REASON_OVERLOADED\x10\x0fB\xa6\x01\n" +
+	"!ERROR_REASON_AFTER_SEQ_BEYOND_END\x10\x0e\x12%\n" +
+	"!ERROR_REASON_DATABASE_UNAVAILABLE\x10\x0f\x12\x1b\n" +
+	"\x17ERROR_REASON_OVERLOADED\x10\x10B\xa6\x01\n" +
 	"\x0ecom.runwire.v1B\vErrorsProtoP\x01Z>github.com/runwire/runwire/clients/go/gen/runwire/v1;runwirev1\xa2\x02\x03RXX\xaa\x02\n" +
 	"Runwire.V1\xca\x02\n" +
 	"Runwire\\V1\xe2\x02\x16Runwire\\V1\\GPBMetadata\xea\x02\vRunwire::V1b\x06proto3"

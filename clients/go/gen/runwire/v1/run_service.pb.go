@@ -531,8 +531,13 @@ func (x *WatchRunRequest) GetAfterSeq() int64 {
 // WatchRunResponse carries the events of one or more committed batches.
 type WatchRunResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Consecutive events in `seq` order.
-	Events        []*RunEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// Consecutive events in `seq` order; empty in a response that carries only
+	// `stream_end`.
+	Events []*RunEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// Set exactly once per stream, on its last response, when the stream has
+	// reached the end of the finished run: the watcher has everything and
+	// stops. Never set on a stream that is cut or drained early.
+	StreamEnd     *StreamEnd `protobuf:"bytes,2,opt,name=stream_end,json=streamEnd,proto3" json:"stream_end,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -574,6 +579,70 @@ func (x *WatchRunResponse) GetEvents() []*RunEvent {
 	return nil
 }
 
+func (x *WatchRunResponse) GetStreamEnd() *StreamEnd {
+	if x != nil {
+		return x.StreamEnd
+	}
+	return nil
+}
+
+// StreamEnd marks the end of a finished run's event stream: nothing follows
+// `last_seq` (the seq of RunCompleted), and WatchRun from there answers only
+// this marker again.
+type StreamEnd struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// `seq` of the run's last event, RunCompleted.
+	LastSeq int64 `protobuf:"varint,1,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	// The run's final status, as in RunCompleted.
+	Status        RunStatus `protobuf:"varint,2,opt,name=status,proto3,enum=runwire.v1.RunStatus" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamEnd) Reset() {
+	*x = StreamEnd{}
+	mi := &file_runwire_v1_run_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamEnd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamEnd) ProtoMessage() {}
+
+func (x *StreamEnd) ProtoReflect() protoreflect.Message {
+	mi := &file_runwire_v1_run_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamEnd.ProtoReflect.Descriptor instead.
+func (*StreamEnd) Descriptor() ([]byte, []int) {
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StreamEnd) GetLastSeq() int64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *StreamEnd) GetStatus() RunStatus {
+	if x != nil {
+		return x.Status
+	}
+	return RunStatus_RUN_STATUS_UNSPECIFIED
+}
+
 // GetRunRequest names a run.
 type GetRunRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -585,7 +654,7 @@ type GetRunRequest struct {
 
 func (x *GetRunRequest) Reset() {
 	*x = GetRunRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[6]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +666,7 @@ func (x *GetRunRequest) String() string {
 func (*GetRunRequest) ProtoMessage() {}
 
 func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[6]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +679,7 @@ func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunRequest.ProtoReflect.Descriptor instead.
 func (*GetRunRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{6}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetRunRequest) GetRunId() string {
@@ -631,7 +700,7 @@ type GetRunResponse struct {
 
 func (x *GetRunResponse) Reset() {
 	*x = GetRunResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[7]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +712,7 @@ func (x *GetRunResponse) String() string {
 func (*GetRunResponse) ProtoMessage() {}
 
 func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[7]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +725,7 @@ func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunResponse.ProtoReflect.Descriptor instead.
 func (*GetRunResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{7}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetRunResponse) GetRun() *Run {
@@ -682,7 +751,7 @@ type ListRunsRequest struct {
 
 func (x *ListRunsRequest) Reset() {
 	*x = ListRunsRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[8]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +763,7 @@ func (x *ListRunsRequest) String() string {
 func (*ListRunsRequest) ProtoMessage() {}
 
 func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[8]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +776,7 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{8}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListRunsRequest) GetPageSize() int32 {
@@ -744,7 +813,7 @@ type ListRunsResponse struct {
 
 func (x *ListRunsResponse) Reset() {
 	*x = ListRunsResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[9]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +825,7 @@ func (x *ListRunsResponse) String() string {
 func (*ListRunsResponse) ProtoMessage() {}
 
 func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[9]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +838,7 @@ func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListRunsResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{9}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListRunsResponse) GetRuns() []*Run {
@@ -799,7 +868,7 @@ type PauseRunRequest struct {
 
 func (x *PauseRunRequest) Reset() {
 	*x = PauseRunRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[10]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -811,7 +880,7 @@ func (x *PauseRunRequest) String() string {
 func (*PauseRunRequest) ProtoMessage() {}
 
 func (x *PauseRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[10]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -824,7 +893,7 @@ func (x *PauseRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRunRequest.ProtoReflect.Descriptor instead.
 func (*PauseRunRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{10}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PauseRunRequest) GetRunId() string {
@@ -852,7 +921,7 @@ type PauseRunResponse struct {
 
 func (x *PauseRunResponse) Reset() {
 	*x = PauseRunResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[11]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +933,7 @@ func (x *PauseRunResponse) String() string {
 func (*PauseRunResponse) ProtoMessage() {}
 
 func (x *PauseRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[11]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +946,7 @@ func (x *PauseRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRunResponse.ProtoReflect.Descriptor instead.
 func (*PauseRunResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{11}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PauseRunResponse) GetRun() *Run {
@@ -900,7 +969,7 @@ type ResumeRunRequest struct {
 
 func (x *ResumeRunRequest) Reset() {
 	*x = ResumeRunRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[12]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +981,7 @@ func (x *ResumeRunRequest) String() string {
 func (*ResumeRunRequest) ProtoMessage() {}
 
 func (x *ResumeRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[12]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +994,7 @@ func (x *ResumeRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRunRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRunRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{12}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ResumeRunRequest) GetRunId() string {
@@ -953,7 +1022,7 @@ type ResumeRunResponse struct {
 
 func (x *ResumeRunResponse) Reset() {
 	*x = ResumeRunResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[13]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1034,7 @@ func (x *ResumeRunResponse) String() string {
 func (*ResumeRunResponse) ProtoMessage() {}
 
 func (x *ResumeRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[13]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1047,7 @@ func (x *ResumeRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRunResponse.ProtoReflect.Descriptor instead.
 func (*ResumeRunResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{13}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ResumeRunResponse) GetRun() *Run {
@@ -1001,7 +1070,7 @@ type CancelRunRequest struct {
 
 func (x *CancelRunRequest) Reset() {
 	*x = CancelRunRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[14]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1082,7 @@ func (x *CancelRunRequest) String() string {
 func (*CancelRunRequest) ProtoMessage() {}
 
 func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[14]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1095,7 @@ func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRunRequest.ProtoReflect.Descriptor instead.
 func (*CancelRunRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{14}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CancelRunRequest) GetRunId() string {
@@ -1054,7 +1123,7 @@ type CancelRunResponse struct {
 
 func (x *CancelRunResponse) Reset() {
 	*x = CancelRunResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[15]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1135,7 @@ func (x *CancelRunResponse) String() string {
 func (*CancelRunResponse) ProtoMessage() {}
 
 func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[15]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1148,7 @@ func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRunResponse.ProtoReflect.Descriptor instead.
 func (*CancelRunResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{15}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CancelRunResponse) GetRun() *Run {
@@ -1106,7 +1175,7 @@ type ConfirmActionRequest struct {
 
 func (x *ConfirmActionRequest) Reset() {
 	*x = ConfirmActionRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[16]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1187,7 @@ func (x *ConfirmActionRequest) String() string {
 func (*ConfirmActionRequest) ProtoMessage() {}
 
 func (x *ConfirmActionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[16]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1200,7 @@ func (x *ConfirmActionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmActionRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmActionRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{16}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ConfirmActionRequest) GetRunId() string {
@@ -1173,7 +1242,7 @@ type ConfirmActionResponse struct {
 
 func (x *ConfirmActionResponse) Reset() {
 	*x = ConfirmActionResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[17]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1254,7 @@ func (x *ConfirmActionResponse) String() string {
 func (*ConfirmActionResponse) ProtoMessage() {}
 
 func (x *ConfirmActionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[17]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1267,7 @@ func (x *ConfirmActionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmActionResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmActionResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{17}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ConfirmActionResponse) GetRun() *Run {
@@ -1225,7 +1294,7 @@ type ResolveApprovalRequest struct {
 
 func (x *ResolveApprovalRequest) Reset() {
 	*x = ResolveApprovalRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[18]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1306,7 @@ func (x *ResolveApprovalRequest) String() string {
 func (*ResolveApprovalRequest) ProtoMessage() {}
 
 func (x *ResolveApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[18]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1319,7 @@ func (x *ResolveApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveApprovalRequest.ProtoReflect.Descriptor instead.
 func (*ResolveApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{18}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResolveApprovalRequest) GetRunId() string {
@@ -1292,7 +1361,7 @@ type ResolveApprovalResponse struct {
 
 func (x *ResolveApprovalResponse) Reset() {
 	*x = ResolveApprovalResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[19]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1373,7 @@ func (x *ResolveApprovalResponse) String() string {
 func (*ResolveApprovalResponse) ProtoMessage() {}
 
 func (x *ResolveApprovalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[19]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1386,7 @@ func (x *ResolveApprovalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveApprovalResponse.ProtoReflect.Descriptor instead.
 func (*ResolveApprovalResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{19}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResolveApprovalResponse) GetRun() *Run {
@@ -1346,7 +1415,7 @@ type ResolveReviewRequest struct {
 
 func (x *ResolveReviewRequest) Reset() {
 	*x = ResolveReviewRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[20]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +1427,7 @@ func (x *ResolveReviewRequest) String() string {
 func (*ResolveReviewRequest) ProtoMessage() {}
 
 func (x *ResolveReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[20]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +1440,7 @@ func (x *ResolveReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveReviewRequest.ProtoReflect.Descriptor instead.
 func (*ResolveReviewRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{20}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ResolveReviewRequest) GetRunId() string {
@@ -1420,7 +1489,7 @@ type ResolveReviewResponse struct {
 
 func (x *ResolveReviewResponse) Reset() {
 	*x = ResolveReviewResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[21]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +1501,7 @@ func (x *ResolveReviewResponse) String() string {
 func (*ResolveReviewResponse) ProtoMessage() {}
 
 func (x *ResolveReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[21]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +1514,7 @@ func (x *ResolveReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveReviewResponse.ProtoReflect.Descriptor instead.
 func (*ResolveReviewResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{21}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResolveReviewResponse) GetRun() *Run {
@@ -1468,7 +1537,7 @@ type ValidateFlowRequest struct {
 
 func (x *ValidateFlowRequest) Reset() {
 	*x = ValidateFlowRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[22]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1549,7 @@ func (x *ValidateFlowRequest) String() string {
 func (*ValidateFlowRequest) ProtoMessage() {}
 
 func (x *ValidateFlowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[22]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1562,7 @@ func (x *ValidateFlowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateFlowRequest.ProtoReflect.Descriptor instead.
 func (*ValidateFlowRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{22}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ValidateFlowRequest) GetFlow() *Flow {
@@ -1525,7 +1594,7 @@ type ValidateFlowResponse struct {
 
 func (x *ValidateFlowResponse) Reset() {
 	*x = ValidateFlowResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[23]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1606,7 @@ func (x *ValidateFlowResponse) String() string {
 func (*ValidateFlowResponse) ProtoMessage() {}
 
 func (x *ValidateFlowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[23]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1619,7 @@ func (x *ValidateFlowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateFlowResponse.ProtoReflect.Descriptor instead.
 func (*ValidateFlowResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{23}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ValidateFlowResponse) GetFlowDigest() string {
@@ -1628,9 +1697,14 @@ const file_runwire_v1_run_service_proto_rawDesc = "" +
 	"\x03run\x18\x01 \x01(\v2\x0f.runwire.v1.RunR\x03run\"E\n" +
 	"\x0fWatchRunRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1b\n" +
-	"\tafter_seq\x18\x02 \x01(\x03R\bafterSeq\"@\n" +
+	"\tafter_seq\x18\x02 \x01(\x03R\bafterSeq\"v\n" +
 	"\x10WatchRunResponse\x12,\n" +
-	"\x06events\x18\x01 \x03(\v2\x14.runwire.v1.RunEventR\x06events\"&\n" +
+	"\x06events\x18\x01 \x03(\v2\x14.runwire.v1.RunEventR\x06events\x124\n" +
+	"\n" +
+	"stream_end\x18\x02 \x01(\v2\x15.runwire.v1.StreamEndR\tstreamEnd\"U\n" +
+	"\tStreamEnd\x12\x19\n" +
+	"\blast_seq\x18\x01 \x01(\x03R\alastSeq\x12-\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x15.runwire.v1.RunStatusR\x06status\"&\n" +
 	"\rGetRunRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\"3\n" +
 	"\x0eGetRunResponse\x12!\n" +
@@ -1725,7 +1799,7 @@ func file_runwire_v1_run_service_proto_rawDescGZIP() []byte {
 }
 
 var file_runwire_v1_run_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_runwire_v1_run_service_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_runwire_v1_run_service_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_runwire_v1_run_service_proto_goTypes = []any{
 	(GateKind)(0),                   // 0: runwire.v1.GateKind
 	(*Run)(nil),                     // 1: runwire.v1.Run
@@ -1734,87 +1808,90 @@ var file_runwire_v1_run_service_proto_goTypes = []any{
 	(*StartRunResponse)(nil),        // 4: runwire.v1.StartRunResponse
 	(*WatchRunRequest)(nil),         // 5: runwire.v1.WatchRunRequest
 	(*WatchRunResponse)(nil),        // 6: runwire.v1.WatchRunResponse
-	(*GetRunRequest)(nil),           // 7: runwire.v1.GetRunRequest
-	(*GetRunResponse)(nil),          // 8: runwire.v1.GetRunResponse
-	(*ListRunsRequest)(nil),         // 9: runwire.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),        // 10: runwire.v1.ListRunsResponse
-	(*PauseRunRequest)(nil),         // 11: runwire.v1.PauseRunRequest
-	(*PauseRunResponse)(nil),        // 12: runwire.v1.PauseRunResponse
-	(*ResumeRunRequest)(nil),        // 13: runwire.v1.ResumeRunRequest
-	(*ResumeRunResponse)(nil),       // 14: runwire.v1.ResumeRunResponse
-	(*CancelRunRequest)(nil),        // 15: runwire.v1.CancelRunRequest
-	(*CancelRunResponse)(nil),       // 16: runwire.v1.CancelRunResponse
-	(*ConfirmActionRequest)(nil),    // 17: runwire.v1.ConfirmActionRequest
-	(*ConfirmActionResponse)(nil),   // 18: runwire.v1.ConfirmActionResponse
-	(*ResolveApprovalRequest)(nil),  // 19: runwire.v1.ResolveApprovalRequest
-	(*ResolveApprovalResponse)(nil), // 20: runwire.v1.ResolveApprovalResponse
-	(*ResolveReviewRequest)(nil),    // 21: runwire.v1.ResolveReviewRequest
-	(*ResolveReviewResponse)(nil),   // 22: runwire.v1.ResolveReviewResponse
-	(*ValidateFlowRequest)(nil),     // 23: runwire.v1.ValidateFlowRequest
-	(*ValidateFlowResponse)(nil),    // 24: runwire.v1.ValidateFlowResponse
-	nil,                             // 25: runwire.v1.Run.LabelsEntry
-	nil,                             // 26: runwire.v1.StartRunRequest.LabelsEntry
-	(RunStatus)(0),                  // 27: runwire.v1.RunStatus
-	(*timestamppb.Timestamp)(nil),   // 28: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),         // 29: google.protobuf.Struct
-	(*ErrorSummary)(nil),            // 30: runwire.v1.ErrorSummary
-	(*Flow)(nil),                    // 31: runwire.v1.Flow
-	(*RunEvent)(nil),                // 32: runwire.v1.RunEvent
+	(*StreamEnd)(nil),               // 7: runwire.v1.StreamEnd
+	(*GetRunRequest)(nil),           // 8: runwire.v1.GetRunRequest
+	(*GetRunResponse)(nil),          // 9: runwire.v1.GetRunResponse
+	(*ListRunsRequest)(nil),         // 10: runwire.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),        // 11: runwire.v1.ListRunsResponse
+	(*PauseRunRequest)(nil),         // 12: runwire.v1.PauseRunRequest
+	(*PauseRunResponse)(nil),        // 13: runwire.v1.PauseRunResponse
+	(*ResumeRunRequest)(nil),        // 14: runwire.v1.ResumeRunRequest
+	(*ResumeRunResponse)(nil),       // 15: runwire.v1.ResumeRunResponse
+	(*CancelRunRequest)(nil),        // 16: runwire.v1.CancelRunRequest
+	(*CancelRunResponse)(nil),       // 17: runwire.v1.CancelRunResponse
+	(*ConfirmActionRequest)(nil),    // 18: runwire.v1.ConfirmActionRequest
+	(*ConfirmActionResponse)(nil),   // 19: runwire.v1.ConfirmActionResponse
+	(*ResolveApprovalRequest)(nil),  // 20: runwire.v1.ResolveApprovalRequest
+	(*ResolveApprovalResponse)(nil), // 21: runwire.v1.ResolveApprovalResponse
+	(*ResolveReviewRequest)(nil),    // 22: runwire.v1.ResolveReviewRequest
+	(*ResolveReviewResponse)(nil),   // 23: runwire.v1.ResolveReviewResponse
+	(*ValidateFlowRequest)(nil),     // 24: runwire.v1.ValidateFlowRequest
+	(*ValidateFlowResponse)(nil),    // 25: runwire.v1.ValidateFlowResponse
+	nil,                             // 26: runwire.v1.Run.LabelsEntry
+	nil,                             // 27: runwire.v1.StartRunRequest.LabelsEntry
+	(RunStatus)(0),                  // 28: runwire.v1.RunStatus
+	(*timestamppb.Timestamp)(nil),   // 29: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),         // 30: google.protobuf.Struct
+	(*ErrorSummary)(nil),            // 31: runwire.v1.ErrorSummary
+	(*Flow)(nil),                    // 32: runwire.v1.Flow
+	(*RunEvent)(nil),                // 33: runwire.v1.RunEvent
 }
 var file_runwire_v1_run_service_proto_depIdxs = []int32{
-	27, // 0: runwire.v1.Run.status:type_name -> runwire.v1.RunStatus
-	28, // 1: runwire.v1.Run.create_time:type_name -> google.protobuf.Timestamp
-	28, // 2: runwire.v1.Run.update_time:type_name -> google.protobuf.Timestamp
-	28, // 3: runwire.v1.Run.end_time:type_name -> google.protobuf.Timestamp
-	25, // 4: runwire.v1.Run.labels:type_name -> runwire.v1.Run.LabelsEntry
+	28, // 0: runwire.v1.Run.status:type_name -> runwire.v1.RunStatus
+	29, // 1: runwire.v1.Run.create_time:type_name -> google.protobuf.Timestamp
+	29, // 2: runwire.v1.Run.update_time:type_name -> google.protobuf.Timestamp
+	29, // 3: runwire.v1.Run.end_time:type_name -> google.protobuf.Timestamp
+	26, // 4: runwire.v1.Run.labels:type_name -> runwire.v1.Run.LabelsEntry
 	2,  // 5: runwire.v1.Run.pending_gates:type_name -> runwire.v1.PendingGate
-	29, // 6: runwire.v1.Run.inputs:type_name -> google.protobuf.Struct
-	30, // 7: runwire.v1.Run.error:type_name -> runwire.v1.ErrorSummary
+	30, // 6: runwire.v1.Run.inputs:type_name -> google.protobuf.Struct
+	31, // 7: runwire.v1.Run.error:type_name -> runwire.v1.ErrorSummary
 	0,  // 8: runwire.v1.PendingGate.kind:type_name -> runwire.v1.GateKind
-	28, // 9: runwire.v1.PendingGate.create_time:type_name -> google.protobuf.Timestamp
-	28, // 10: runwire.v1.PendingGate.expire_time:type_name -> google.protobuf.Timestamp
-	31, // 11: runwire.v1.StartRunRequest.flow:type_name -> runwire.v1.Flow
-	29, // 12: runwire.v1.StartRunRequest.inputs:type_name -> google.protobuf.Struct
-	26, // 13: runwire.v1.StartRunRequest.labels:type_name -> runwire.v1.StartRunRequest.LabelsEntry
+	29, // 9: runwire.v1.PendingGate.create_time:type_name -> google.protobuf.Timestamp
+	29, // 10: runwire.v1.PendingGate.expire_time:type_name -> google.protobuf.Timestamp
+	32, // 11: runwire.v1.StartRunRequest.flow:type_name -> runwire.v1.Flow
+	30, // 12: runwire.v1.StartRunRequest.inputs:type_name -> google.protobuf.Struct
+	27, // 13: runwire.v1.StartRunRequest.labels:type_name -> runwire.v1.StartRunRequest.LabelsEntry
 	1,  // 14: runwire.v1.StartRunResponse.run:type_name -> runwire.v1.Run
-	32, // 15: runwire.v1.WatchRunResponse.events:type_name -> runwire.v1.RunEvent
-	1,  // 16: runwire.v1.GetRunResponse.run:type_name -> runwire.v1.Run
-	1,  // 17: runwire.v1.ListRunsResponse.runs:type_name -> runwire.v1.Run
-	1,  // 18: runwire.v1.PauseRunResponse.run:type_name -> runwire.v1.Run
-	1,  // 19: runwire.v1.ResumeRunResponse.run:type_name -> runwire.v1.Run
-	1,  // 20: runwire.v1.CancelRunResponse.run:type_name -> runwire.v1.Run
-	1,  // 21: runwire.v1.ConfirmActionResponse.run:type_name -> runwire.v1.Run
-	1,  // 22: runwire.v1.ResolveApprovalResponse.run:type_name -> runwire.v1.Run
-	1,  // 23: runwire.v1.ResolveReviewResponse.run:type_name -> runwire.v1.Run
-	31, // 24: runwire.v1.ValidateFlowRequest.flow:type_name -> runwire.v1.Flow
-	29, // 25: runwire.v1.ValidateFlowRequest.inputs:type_name -> google.protobuf.Struct
-	3,  // 26: runwire.v1.RunService.StartRun:input_type -> runwire.v1.StartRunRequest
-	5,  // 27: runwire.v1.RunService.WatchRun:input_type -> runwire.v1.WatchRunRequest
-	7,  // 28: runwire.v1.RunService.GetRun:input_type -> runwire.v1.GetRunRequest
-	9,  // 29: runwire.v1.RunService.ListRuns:input_type -> runwire.v1.ListRunsRequest
-	11, // 30: runwire.v1.RunService.PauseRun:input_type -> runwire.v1.PauseRunRequest
-	13, // 31: runwire.v1.RunService.ResumeRun:input_type -> runwire.v1.ResumeRunRequest
-	15, // 32: runwire.v1.RunService.CancelRun:input_type -> runwire.v1.CancelRunRequest
-	17, // 33: runwire.v1.RunService.ConfirmAction:input_type -> runwire.v1.ConfirmActionRequest
-	19, // 34: runwire.v1.RunService.ResolveApproval:input_type -> runwire.v1.ResolveApprovalRequest
-	21, // 35: runwire.v1.RunService.ResolveReview:input_type -> runwire.v1.ResolveReviewRequest
-	23, // 36: runwire.v1.RunService.ValidateFlow:input_type -> runwire.v1.ValidateFlowRequest
-	4,  // 37: runwire.v1.RunService.StartRun:output_type -> runwire.v1.StartRunResponse
-	6,  // 38: runwire.v1.RunService.WatchRun:output_type -> runwire.v1.WatchRunResponse
-	8,  // 39: runwire.v1.RunService.GetRun:output_type -> runwire.v1.GetRunResponse
-	10, // 40: runwire.v1.RunService.ListRuns:output_type -> runwire.v1.ListRunsResponse
-	12, // 41: runwire.v1.RunService.PauseRun:output_type -> runwire.v1.PauseRunResponse
-	14, // 42: runwire.v1.RunService.ResumeRun:output_type -> runwire.v1.ResumeRunResponse
-	16, // 43: runwire.v1.RunService.CancelRun:output_type -> runwire.v1.CancelRunResponse
-	18, // 44: runwire.v1.RunService.ConfirmAction:output_type -> runwire.v1.ConfirmActionResponse
-	20, // 45: runwire.v1.RunService.ResolveApproval:output_type -> runwire.v1.ResolveApprovalResponse
-	22, // 46: runwire.v1.RunService.ResolveReview:output_type -> runwire.v1.ResolveReviewResponse
-	24, // 47: runwire.v1.RunService.ValidateFlow:output_type -> runwire.v1.ValidateFlowResponse
-	37, // [37:48] is the sub-list for method output_type
-	26, // [26:37] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	33, // 15: runwire.v1.WatchRunResponse.events:type_name -> runwire.v1.RunEvent
+	7,  // 16: runwire.v1.WatchRunResponse.stream_end:type_name -> runwire.v1.StreamEnd
+	28, // 17: runwire.v1.StreamEnd.status:type_name -> runwire.v1.RunStatus
+	1,  // 18: runwire.v1.GetRunResponse.run:type_name -> runwire.v1.Run
+	1,  // 19: runwire.v1.ListRunsResponse.runs:type_name -> runwire.v1.Run
+	1,  // 20: runwire.v1.PauseRunResponse.run:type_name -> runwire.v1.Run
+	1,  // 21: runwire.v1.ResumeRunResponse.run:type_name -> runwire.v1.Run
+	1,  // 22: runwire.v1.CancelRunResponse.run:type_name -> runwire.v1.Run
+	1,  // 23: runwire.v1.ConfirmActionResponse.run:type_name -> runwire.v1.Run
+	1,  // 24: runwire.v1.ResolveApprovalResponse.run:type_name -> runwire.v1.Run
+	1,  // 25: runwire.v1.ResolveReviewResponse.run:type_name -> runwire.v1.Run
+	32, // 26: runwire.v1.ValidateFlowRequest.flow:type_name -> runwire.v1.Flow
+	30, // 27: runwire.v1.ValidateFlowRequest.inputs:type_name -> google.protobuf.Struct
+	3,  // 28: runwire.v1.RunService.StartRun:input_type -> runwire.v1.StartRunRequest
+	5,  // 29: runwire.v1.RunService.WatchRun:input_type -> runwire.v1.WatchRunRequest
+	8,  // 30: runwire.v1.RunService.GetRun:input_type -> runwire.v1.GetRunRequest
+	10, // 31: runwire.v1.RunService.ListRuns:input_type -> runwire.v1.ListRunsRequest
+	12, // 32: runwire.v1.RunService.PauseRun:input_type -> runwire.v1.PauseRunRequest
+	14, // 33: runwire.v1.RunService.ResumeRun:input_type -> runwire.v1.ResumeRunRequest
+	16, // 34: runwire.v1.RunService.CancelRun:input_type -> runwire.v1.CancelRunRequest
+	18, // 35: runwire.v1.RunService.ConfirmAction:input_type -> runwire.v1.ConfirmActionRequest
+	20, // 36: runwire.v1.RunService.ResolveApproval:input_type -> runwire.v1.ResolveApprovalRequest
+	22, // 37: runwire.v1.RunService.ResolveReview:input_type -> runwire.v1.ResolveReviewRequest
+	24, // 38: runwire.v1.RunService.ValidateFlow:input_type -> runwire.v1.ValidateFlowRequest
+	4,  // 39: runwire.v1.RunService.StartRun:output_type -> runwire.v1.StartRunResponse
+	6,  // 40: runwire.v1.RunService.WatchRun:output_type -> runwire.v1.WatchRunResponse
+	9,  // 41: runwire.v1.RunService.GetRun:output_type -> runwire.v1.GetRunResponse
+	11, // 42: runwire.v1.RunService.ListRuns:output_type -> runwire.v1.ListRunsResponse
+	13, // 43: runwire.v1.RunService.PauseRun:output_type -> runwire.v1.PauseRunResponse
+	15, // 44: runwire.v1.RunService.ResumeRun:output_type -> runwire.v1.ResumeRunResponse
+	17, // 45: runwire.v1.RunService.CancelRun:output_type -> runwire.v1.CancelRunResponse
+	19, // 46: runwire.v1.RunService.ConfirmAction:output_type -> runwire.v1.ConfirmActionResponse
+	21, // 47: runwire.v1.RunService.ResolveApproval:output_type -> runwire.v1.ResolveApprovalResponse
+	23, // 48: runwire.v1.RunService.ResolveReview:output_type -> runwire.v1.ResolveReviewResponse
+	25, // 49: runwire.v1.RunService.ValidateFlow:output_type -> runwire.v1.ValidateFlowResponse
+	39, // [39:50] is the sub-list for method output_type
+	28, // [28:39] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_runwire_v1_run_service_proto_init() }
@@ -1830,7 +1907,7 @@ func file_runwire_v1_run_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_runwire_v1_run_service_proto_rawDesc), len(file_runwire_v1_run_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

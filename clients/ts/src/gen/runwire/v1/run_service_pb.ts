@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file runwire/v1/run_service.proto.
  */
 export const file_runwire_v1_run_service: GenFile = /*@__PURE__*/
-  fileDesc("ChxydW53aXJlL3YxL3J1bl9zZXJ2aWNlLnByb3RvEgpydW53aXJlLnYxIuEECgNSdW4SDgoGcnVuX2lkGAEgASgJEhEKCWZsb3dfbmFtZRgCIAEoCRITCgtmbG93X2RpZ2VzdBgDIAEoCRIlCgZzdGF0dXMYBCABKA4yFS5ydW53aXJlLnYxLlJ1blN0YXR1cxIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpub2RlX2NvdW50GAggASgFEhwKFHN1Y2NlZWRlZF9ub2RlX2NvdW50GAkgASgFEhkKEWZhaWxlZF9ub2RlX2NvdW50GAogASgFEhoKEnNraXBwZWRfbm9kZV9jb3VudBgLIAEoBRIQCghsYXN0X3NlcRgMIAEoAxIrCgZsYWJlbHMYDSADKAsyGy5ydW53aXJlLnYxLlJ1bi5MYWJlbHNFbnRyeRIuCg1wZW5kaW5nX2dhdGVzGA4gAygLMhcucnVud2lyZS52MS5QZW5kaW5nR2F0ZRISCgpyZXF1ZXN0X2lkGA8gASgJEicKBmlucHV0cxgQIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoFZXJyb3IYESABKAsyGC5ydW53aXJlLnYxLkVycm9yU3VtbWFyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrUBCgtQZW5kaW5nR2F0ZRIPCgdub2RlX2lkGAEgASgJEiIKBGtpbmQYAiABKA4yFC5ydW53aXJlLnYxLkdhdGVLaW5kEg8KB21lc3NhZ2UYAyABKAkSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLWAQoPU3RhcnRSdW5SZXF1ZXN0Eh4KBGZsb3cYASABKAsyEC5ydW53aXJlLnYxLkZsb3cSJwoGaW5wdXRzGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgpyZXF1ZXN0X2lkGAMgASgJEjcKBmxhYmVscxgEIAMoCzInLnJ1bndpcmUudjEuU3RhcnRSdW5SZXF1ZXN0LkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiMAoQU3RhcnRSdW5SZXNwb25zZRIcCgNydW4YASABKAsyDy5ydW53aXJlLnYxLlJ1biI0Cg9XYXRjaFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAyI4ChBXYXRjaFJ1blJlc3BvbnNlEiQKBmV2ZW50cxgBIAMoCzIULnJ1bndpcmUudjEuUnVuRXZlbnQiHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiLgoOR2V0UnVuUmVzcG9uc2USHAoDcnVuGAEgASgLMg8ucnVud2lyZS52MS5SdW4iSAoPTGlzdFJ1bnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEg4KBmZpbHRlchgDIAEoCSJKChBMaXN0UnVuc1Jlc3BvbnNlEh0KBHJ1bnMYASADKAsyDy5ydW53aXJlLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiMQoPUGF1c2VSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMAoQUGF1c2VSdW5SZXNwb25zZRIcCgNydW4YASABKAsyDy5ydW53aXJlLnYxLlJ1biIyChBSZXN1bWVSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMQoRUmVzdW1lUnVuUmVzcG9uc2USHAoDcnVuGAEgASgLMg8ucnVud2lyZS52MS5SdW4iMgoQQ2FuY2VsUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSDgoGcmVhc29uGAIgASgJIjEKEUNhbmNlbFJ1blJlc3BvbnNlEhwKA3J1bhgBIAEoCzIPLnJ1bndpcmUudjEuUnVuIlkKFENvbmZpcm1BY3Rpb25SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIPCgdub2RlX2lkGAIgASgJEg8KB2FwcHJvdmUYAyABKAgSDwoHY29tbWVudBgEIAEoCSI1ChVDb25maXJtQWN0aW9uUmVzcG9uc2USHAoDcnVuGAEgASgLMg8ucnVud2lyZS52MS5SdW4iWwoWUmVzb2x2ZUFwcHJvdmFsUmVxdWVzdBIOCgZydW5faWQYASABKAkSDwoHbm9kZV9pZBgCIAEoCRIPCgdhcHByb3ZlGAMgASgIEg8KB2NvbW1lbnQYBCABKAkiNwoXUmVzb2x2ZUFwcHJvdmFsUmVzcG9uc2USHAoDcnVuGAEgASgLMg8ucnVud2lyZS52MS5SdW4ibgoUUmVzb2x2ZVJldmlld1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg8KB25vZGVfaWQYAiABKAkSDwoHYXBwcm92ZRgDIAEoCBIPCgdjb21tZW50GAQgASgJEhMKC291dHB1dF9qc29uGAUgASgJIjUKFVJlc29sdmVSZXZpZXdSZXNwb25zZRIcCgNydW4YASABKAsyDy5ydW53aXJlLnYxLlJ1biJeChNWYWxpZGF0ZUZsb3dSZXF1ZXN0Eh4KBGZsb3cYASABKAsyEC5ydW53aXJlLnYxLkZsb3cSJwoGaW5wdXRzGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJWChRWYWxpZGF0ZUZsb3dSZXNwb25zZRITCgtmbG93X2RpZ2VzdBgBIAEoCRISCgpub2RlX2NvdW50GAIgASgFEhUKDXJvb3Rfbm9kZV9pZHMYAyADKAkqbwoIR2F0ZUtpbmQSGQoVR0FURV9LSU5EX1VOU1BFQ0lGSUVEEAASGgoWR0FURV9LSU5EX0NPTkZJUk1BVElPThABEhYKEkdBVEVfS0lORF9BUFBST1ZBTBACEhQKEEdBVEVfS0lORF9SRVZJRVcQAzLaBgoKUnVuU2VydmljZRJFCghTdGFydFJ1bhIbLnJ1bndpcmUudjEuU3RhcnRSdW5SZXF1ZXN0GhwucnVud2lyZS52MS5TdGFydFJ1blJlc3BvbnNlEkcKCFdhdGNoUnVuEhsucnVud2lyZS52MS5XYXRjaFJ1blJlcXVlc3QaHC5ydW53aXJlLnYxLldhdGNoUnVuUmVzcG9uc2UwARI/CgZHZXRSdW4SGS5ydW53aXJlLnYxLkdldFJ1blJlcXVlc3QaGi5ydW53aXJlLnYxLkdldFJ1blJlc3BvbnNlEkUKCExpc3RSdW5zEhsucnVud2lyZS52MS5MaXN0UnVuc1JlcXVlc3QaHC5ydW53aXJlLnYxLkxpc3RSdW5zUmVzcG9uc2USRQoIUGF1c2VSdW4SGy5ydW53aXJlLnYxLlBhdXNlUnVuUmVxdWVzdBocLnJ1bndpcmUudjEuUGF1c2VSdW5SZXNwb25zZRJICglSZXN1bWVSdW4SHC5ydW53aXJlLnYxLlJlc3VtZVJ1blJlcXVlc3QaHS5ydW53aXJlLnYxLlJlc3VtZVJ1blJlc3BvbnNlEkgKCUNhbmNlbFJ1bhIcLnJ1bndpcmUudjEuQ2FuY2VsUnVuUmVxdWVzdBodLnJ1bndpcmUudjEuQ2FuY2VsUnVuUmVzcG9uc2USVAoNQ29uZmlybUFjdGlvbhIgLnJ1bndpcmUudjEuQ29uZmlybUFjdGlvblJlcXVlc3QaIS5ydW53aXJlLnYxLkNvbmZpcm1BY3Rpb25SZXNwb25zZRJaCg9SZXNvbHZlQXBwcm92YWwSIi5ydW53aXJlLnYxLlJlc29sdmVBcHByb3ZhbFJlcXVlc3QaIy5ydW53aXJlLnYxLlJlc29sdmVBcHByb3ZhbFJlc3BvbnNlElQKDVJlc29sdmVSZXZpZXcSIC5ydW53aXJlLnYxLlJlc29sdmVSZXZpZXdSZXF1ZXN0GiEucnVud2lyZS52MS5SZXNvbHZlUmV2aWV3UmVzcG9uc2USUQoMVmFsaWRhdGVGbG93Eh8ucnVud2lyZS52MS5WYWxpZGF0ZUZsb3dSZXF1ZXN0GiAucnVud2lyZS52MS5WYWxpZGF0ZUZsb3dSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_runwire_v1_events, file_runwire_v1_flow]);
+  fileDesc("ChxydW53aXJlL3YxL3J1bl9zZXJ2aWNlLnByb3RvEgpydW53aXJlLnYxIuEECgNSdW4SDgoGcnVuX2lkGAEgASgJEhEKCWZsb3dfbmFtZRgCIAEoCRITCgtmbG93X2RpZ2VzdBgDIAEoCRIlCgZzdGF0dXMYBCABKA4yFS5ydW53aXJlLnYxLlJ1blN0YXR1cxIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpub2RlX2NvdW50GAggASgFEhwKFHN1Y2NlZWRlZF9ub2RlX2NvdW50GAkgASgFEhkKEWZhaWxlZF9ub2RlX2NvdW50GAogASgFEhoKEnNraXBwZWRfbm9kZV9jb3VudBgLIAEoBRIQCghsYXN0X3NlcRgMIAEoAxIrCgZsYWJlbHMYDSADKAsyGy5ydW53aXJlLnYxLlJ1bi5MYWJlbHNFbnRyeRIuCg1wZW5kaW5nX2dhdGVzGA4gAygLMhcucnVud2lyZS52MS5QZW5kaW5nR2F0ZRISCgpyZXF1ZXN0X2lkGA8gASgJEicKBmlucHV0cxgQIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoFZXJyb3IYESABKAsyGC5ydW53aXJlLnYxLkVycm9yU3VtbWFyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrUBCgtQZW5kaW5nR2F0ZRIPCgdub2RlX2lkGAEgASgJEiIKBGtpbmQYAiABKA4yFC5ydW53aXJlLnYxLkdhdGVLaW5kEg8KB21lc3NhZ2UYAyABKAkSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLWAQoPU3RhcnRSdW5SZXF1ZXN0Eh4KBGZsb3cYASABKAsyEC5ydW53aXJlLnYxLkZsb3cSJwoGaW5wdXRzGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgpyZXF1ZXN0X2lkGAMgASgJEjcKBmxhYmVscxgEIAMoCzInLnJ1bndpcmUudjEuU3RhcnRSdW5SZXF1ZXN0LkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiMAoQU3RhcnRSdW5SZXNwb25zZRIcCgNydW4YASABKAsyDy5ydW53aXJlLnYxLlJ1biI0Cg9XYXRjaFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoAyJjChBXYXRjaFJ1blJlc3BvbnNlEiQKBmV2ZW50cxgBIAMoCzIULnJ1bndpcmUudjEuUnVuRXZlbnQSKQoKc3RyZWFtX2VuZBgCIAEoCzIVLnJ1bndpcmUudjEuU3RyZWFtRW5kIkQKCVN0cmVhbUVuZBIQCghsYXN0X3NlcRgBIAEoAxIlCgZzdGF0dXMYAiABKA4yFS5ydW53aXJlLnYxLlJ1blN0YXR1cyIfCg1HZXRSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCSIuCg5HZXRSdW5SZXNwb25zZRIcCgNydW4YASABKAsyDy5ydW53aXJlLnYxLlJ1biJICg9MaXN0UnVuc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSDgoGZmlsdGVyGAMgASgJIkoKEExpc3RSdW5zUmVzcG9uc2USHQoEcnVucxgBIAMoCzIPLnJ1bndpcmUudjEuUnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIxCg9QYXVzZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIwChBQYXVzZVJ1blJlc3BvbnNlEhwKA3J1bhgBIAEoCzIPLnJ1bndpcmUudjEuUnVuIjIKEFJlc3VtZVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIxChFSZXN1bWVSdW5SZXNwb25zZRIcCgNydW4YASABKAsyDy5ydW53aXJlLnYxLlJ1biIyChBDYW5jZWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMQoRQ2FuY2VsUnVuUmVzcG9uc2USHAoDcnVuGAEgASgLMg8ucnVud2lyZS52MS5SdW4iWQoUQ29uZmlybUFjdGlvblJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg8KB25vZGVfaWQYAiABKAkSDwoHYXBwcm92ZRgDIAEoCBIPCgdjb21tZW50GAQgASgJIjUKFUNvbmZpcm1BY3Rpb25SZXNwb25zZRIcCgNydW4YASABKAsyDy5ydW53aXJlLnYxLlJ1biJbChZSZXNvbHZlQXBwcm92YWxSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIPCgdub2RlX2lkGAIgASgJEg8KB2FwcHJvdmUYAyABKAgSDwoHY29tbWVudBgEIAEoCSI3ChdSZXNvbHZlQXBwcm92YWxSZXNwb25zZRIcCgNydW4YASABKAsyDy5ydW53aXJlLnYxLlJ1biJuChRSZXNvbHZlUmV2aWV3UmVxdWVzdBIOCgZydW5faWQYASABKAkSDwoHbm9kZV9pZBgCIAEoCRIPCgdhcHByb3ZlGAMgASgIEg8KB2NvbW1lbnQYBCABKAkSEwoLb3V0cHV0X2pzb24YBSABKAkiNQoVUmVzb2x2ZVJldmlld1Jlc3BvbnNlEhwKA3J1bhgBIAEoCzIPLnJ1bndpcmUudjEuUnVuIl4KE1ZhbGlkYXRlRmxvd1JlcXVlc3QSHgoEZmxvdxgBIAEoCzIQLnJ1bndpcmUudjEuRmxvdxInCgZpbnB1dHMYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlYKFFZhbGlkYXRlRmxvd1Jlc3BvbnNlEhMKC2Zsb3dfZGlnZXN0GAEgASgJEhIKCm5vZGVfY291bnQYAiABKAUSFQoNcm9vdF9ub2RlX2lkcxgDIAMoCSpvCghHYXRlS2luZBIZChVHQVRFX0tJTkRfVU5TUEVDSUZJRUQQABIaChZHQVRFX0tJTkRfQ09ORklSTUFUSU9OEAESFgoSR0FURV9LSU5EX0FQUFJPVkFMEAISFAoQR0FURV9LSU5EX1JFVklFVxADMtoGCgpSdW5TZXJ2aWNlEkUKCFN0YXJ0UnVuEhsucnVud2lyZS52MS5TdGFydFJ1blJlcXVlc3QaHC5ydW53aXJlLnYxLlN0YXJ0UnVuUmVzcG9uc2USRwoIV2F0Y2hSdW4SGy5ydW53aXJlLnYxLldhdGNoUnVuUmVxdWVzdBocLnJ1bndpcmUudjEuV2F0Y2hSdW5SZXNwb25zZTABEj8KBkdldFJ1bhIZLnJ1bndpcmUudjEuR2V0UnVuUmVxdWVzdBoaLnJ1bndpcmUudjEuR2V0UnVuUmVzcG9uc2USRQoITGlzdFJ1bnMSGy5ydW53aXJlLnYxLkxpc3RSdW5zUmVxdWVzdBocLnJ1bndpcmUudjEuTGlzdFJ1bnNSZXNwb25zZRJFCghQYXVzZVJ1bhIbLnJ1bndpcmUudjEuUGF1c2VSdW5SZXF1ZXN0GhwucnVud2lyZS52MS5QYXVzZVJ1blJlc3BvbnNlEkgKCVJlc3VtZVJ1bhIcLnJ1bndpcmUudjEuUmVzdW1lUnVuUmVxdWVzdBodLnJ1bndpcmUudjEuUmVzdW1lUnVuUmVzcG9uc2USSAoJQ2FuY2VsUnVuEhwucnVud2lyZS52MS5DYW5jZWxSdW5SZXF1ZXN0Gh0ucnVud2lyZS52MS5DYW5jZWxSdW5SZXNwb25zZRJUCg1Db25maXJtQWN0aW9uEiAucnVud2lyZS52MS5Db25maXJtQWN0aW9uUmVxdWVzdBohLnJ1bndpcmUudjEuQ29uZmlybUFjdGlvblJlc3BvbnNlEloKD1Jlc29sdmVBcHByb3ZhbBIiLnJ1bndpcmUudjEuUmVzb2x2ZUFwcHJvdmFsUmVxdWVzdBojLnJ1bndpcmUudjEuUmVzb2x2ZUFwcHJvdmFsUmVzcG9uc2USVAoNUmVzb2x2ZVJldmlldxIgLnJ1bndpcmUudjEuUmVzb2x2ZVJldmlld1JlcXVlc3QaIS5ydW53aXJlLnYxLlJlc29sdmVSZXZpZXdSZXNwb25zZRJRCgxWYWxpZGF0ZUZsb3cSHy5ydW53aXJlLnYxLlZhbGlkYXRlRmxvd1JlcXVlc3QaIC5ydW53aXJlLnYxLlZhbGlkYXRlRmxvd1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_runwire_v1_events, file_runwire_v1_flow]);
 
 /**
  * Run is the state of one run of a flow.
@@ -300,11 +300,21 @@ export const WatchRunRequestSchema: GenMessage<WatchRunRequest> = /*@__PURE__*/
  */
 export type WatchRunResponse = Message<"runwire.v1.WatchRunResponse"> & {
   /**
-   * Consecutive events in `seq` order.
+   * Consecutive events in `seq` order; empty in a response that carries only
+   * `stream_end`.
    *
    * @generated from field: repeated runwire.v1.RunEvent events = 1;
    */
   events: RunEvent[];
+
+  /**
+   * Set exactly once per stream, on its last response, when the stream has
+   * reached the end of the finished run: the watcher has everything and
+   * stops. Never set on a stream that is cut or drained early.
+   *
+   * @generated from field: runwire.v1.StreamEnd stream_end = 2;
+   */
+  streamEnd?: StreamEnd | undefined;
 };
 
 /**
@@ -313,6 +323,36 @@ export type WatchRunResponse = Message<"runwire.v1.WatchRunResponse"> & {
  */
 export const WatchRunResponseSchema: GenMessage<WatchRunResponse> = /*@__PURE__*/
   messageDesc(file_runwire_v1_run_service, 5);
+
+/**
+ * StreamEnd marks the end of a finished run's event stream: nothing follows
+ * `last_seq` (the seq of RunCompleted), and WatchRun from there answers only
+ * this marker again.
+ *
+ * @generated from message runwire.v1.StreamEnd
+ */
+export type StreamEnd = Message<"runwire.v1.StreamEnd"> & {
+  /**
+   * `seq` of the run's last event, RunCompleted.
+   *
+   * @generated from field: int64 last_seq = 1;
+   */
+  lastSeq: bigint;
+
+  /**
+   * The run's final status, as in RunCompleted.
+   *
+   * @generated from field: runwire.v1.RunStatus status = 2;
+   */
+  status: RunStatus;
+};
+
+/**
+ * Describes the message runwire.v1.StreamEnd.
+ * Use `create(StreamEndSchema)` to create a new message.
+ */
+export const StreamEndSchema: GenMessage<StreamEnd> = /*@__PURE__*/
+  messageDesc(file_runwire_v1_run_service, 6);
 
 /**
  * GetRunRequest names a run.
@@ -333,7 +373,7 @@ export type GetRunRequest = Message<"runwire.v1.GetRunRequest"> & {
  * Use `create(GetRunRequestSchema)` to create a new message.
  */
 export const GetRunRequestSchema: GenMessage<GetRunRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 6);
+  messageDesc(file_runwire_v1_run_service, 7);
 
 /**
  * GetRunResponse carries the run.
@@ -354,7 +394,7 @@ export type GetRunResponse = Message<"runwire.v1.GetRunResponse"> & {
  * Use `create(GetRunResponseSchema)` to create a new message.
  */
 export const GetRunResponseSchema: GenMessage<GetRunResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 7);
+  messageDesc(file_runwire_v1_run_service, 8);
 
 /**
  * ListRunsRequest asks for a page of runs.
@@ -390,7 +430,7 @@ export type ListRunsRequest = Message<"runwire.v1.ListRunsRequest"> & {
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 8);
+  messageDesc(file_runwire_v1_run_service, 9);
 
 /**
  * ListRunsResponse is one page of runs.
@@ -418,7 +458,7 @@ export type ListRunsResponse = Message<"runwire.v1.ListRunsResponse"> & {
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 9);
+  messageDesc(file_runwire_v1_run_service, 10);
 
 /**
  * PauseRunRequest names the run to pause.
@@ -446,7 +486,7 @@ export type PauseRunRequest = Message<"runwire.v1.PauseRunRequest"> & {
  * Use `create(PauseRunRequestSchema)` to create a new message.
  */
 export const PauseRunRequestSchema: GenMessage<PauseRunRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 10);
+  messageDesc(file_runwire_v1_run_service, 11);
 
 /**
  * PauseRunResponse carries the run after the request.
@@ -467,7 +507,7 @@ export type PauseRunResponse = Message<"runwire.v1.PauseRunResponse"> & {
  * Use `create(PauseRunResponseSchema)` to create a new message.
  */
 export const PauseRunResponseSchema: GenMessage<PauseRunResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 11);
+  messageDesc(file_runwire_v1_run_service, 12);
 
 /**
  * ResumeRunRequest names the run to resume.
@@ -495,7 +535,7 @@ export type ResumeRunRequest = Message<"runwire.v1.ResumeRunRequest"> & {
  * Use `create(ResumeRunRequestSchema)` to create a new message.
  */
 export const ResumeRunRequestSchema: GenMessage<ResumeRunRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 12);
+  messageDesc(file_runwire_v1_run_service, 13);
 
 /**
  * ResumeRunResponse carries the run after the request.
@@ -516,7 +556,7 @@ export type ResumeRunResponse = Message<"runwire.v1.ResumeRunResponse"> & {
  * Use `create(ResumeRunResponseSchema)` to create a new message.
  */
 export const ResumeRunResponseSchema: GenMessage<ResumeRunResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 13);
+  messageDesc(file_runwire_v1_run_service, 14);
 
 /**
  * CancelRunRequest names the run to cancel.
@@ -544,7 +584,7 @@ export type CancelRunRequest = Message<"runwire.v1.CancelRunRequest"> & {
  * Use `create(CancelRunRequestSchema)` to create a new message.
  */
 export const CancelRunRequestSchema: GenMessage<CancelRunRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 14);
+  messageDesc(file_runwire_v1_run_service, 15);
 
 /**
  * CancelRunResponse carries the run after the request.
@@ -565,7 +605,7 @@ export type CancelRunResponse = Message<"runwire.v1.CancelRunResponse"> & {
  * Use `create(CancelRunResponseSchema)` to create a new message.
  */
 export const CancelRunResponseSchema: GenMessage<CancelRunResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 15);
+  messageDesc(file_runwire_v1_run_service, 16);
 
 /**
  * ConfirmActionRequest decides a held destructive action.
@@ -607,7 +647,7 @@ export type ConfirmActionRequest = Message<"runwire.v1.ConfirmActionRequest"> & 
  * Use `create(ConfirmActionRequestSchema)` to create a new message.
  */
 export const ConfirmActionRequestSchema: GenMessage<ConfirmActionRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 16);
+  messageDesc(file_runwire_v1_run_service, 17);
 
 /**
  * ConfirmActionResponse carries the run after the decision.
@@ -628,7 +668,7 @@ export type ConfirmActionResponse = Message<"runwire.v1.ConfirmActionResponse"> 
  * Use `create(ConfirmActionResponseSchema)` to create a new message.
  */
 export const ConfirmActionResponseSchema: GenMessage<ConfirmActionResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 17);
+  messageDesc(file_runwire_v1_run_service, 18);
 
 /**
  * ResolveApprovalRequest decides an approval node.
@@ -670,7 +710,7 @@ export type ResolveApprovalRequest = Message<"runwire.v1.ResolveApprovalRequest"
  * Use `create(ResolveApprovalRequestSchema)` to create a new message.
  */
 export const ResolveApprovalRequestSchema: GenMessage<ResolveApprovalRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 18);
+  messageDesc(file_runwire_v1_run_service, 19);
 
 /**
  * ResolveApprovalResponse carries the run after the decision.
@@ -691,7 +731,7 @@ export type ResolveApprovalResponse = Message<"runwire.v1.ResolveApprovalRespons
  * Use `create(ResolveApprovalResponseSchema)` to create a new message.
  */
 export const ResolveApprovalResponseSchema: GenMessage<ResolveApprovalResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 19);
+  messageDesc(file_runwire_v1_run_service, 20);
 
 /**
  * ResolveReviewRequest decides a held model answer.
@@ -740,7 +780,7 @@ export type ResolveReviewRequest = Message<"runwire.v1.ResolveReviewRequest"> & 
  * Use `create(ResolveReviewRequestSchema)` to create a new message.
  */
 export const ResolveReviewRequestSchema: GenMessage<ResolveReviewRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 20);
+  messageDesc(file_runwire_v1_run_service, 21);
 
 /**
  * ResolveReviewResponse carries the run after the decision.
@@ -761,7 +801,7 @@ export type ResolveReviewResponse = Message<"runwire.v1.ResolveReviewResponse"> 
  * Use `create(ResolveReviewResponseSchema)` to create a new message.
  */
 export const ResolveReviewResponseSchema: GenMessage<ResolveReviewResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 21);
+  messageDesc(file_runwire_v1_run_service, 22);
 
 /**
  * ValidateFlowRequest carries a flow to check.
@@ -789,7 +829,7 @@ export type ValidateFlowRequest = Message<"runwire.v1.ValidateFlowRequest"> & {
  * Use `create(ValidateFlowRequestSchema)` to create a new message.
  */
 export const ValidateFlowRequestSchema: GenMessage<ValidateFlowRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 22);
+  messageDesc(file_runwire_v1_run_service, 23);
 
 /**
  * ValidateFlowResponse describes a valid flow.
@@ -824,7 +864,7 @@ export type ValidateFlowResponse = Message<"runwire.v1.ValidateFlowResponse"> & 
  * Use `create(ValidateFlowResponseSchema)` to create a new message.
  */
 export const ValidateFlowResponseSchema: GenMessage<ValidateFlowResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 23);
+  messageDesc(file_runwire_v1_run_service, 24);
 
 /**
  * GateKind says which RPC resolves a PendingGate.
@@ -892,7 +932,14 @@ export const RunService: GenService<{
   /**
    * Streams the run's events with `seq > after_seq`, exactly once and in
    * order: committed events are replayed from the store, then live events
-   * follow. The stream ends with OK after RunCompleted.
+   * follow. The stream ends with OK only at the end of the finished run: its
+   * last response carries `stream_end` (right after the one with RunCompleted,
+   * or alone when `after_seq` is the run's last seq). An OK end without
+   * `stream_end` is a cut stream; resume it. When the run is finished and
+   * `after_seq` is beyond its last seq, the call fails with OUT_OF_RANGE
+   * (reason AFTER_SEQ_BEYOND_END, metadata `last_seq` and `status`); while
+   * the run is still going such a call waits for the events past
+   * `after_seq`, and fails so if the run finishes before reaching it.
    *
    * @generated from rpc runwire.v1.RunService.WatchRun
    */

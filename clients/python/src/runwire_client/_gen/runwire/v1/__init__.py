@@ -65,6 +65,7 @@ __all__ = (
     "SandboxViolationKind",
     "StartRunRequest",
     "StartRunResponse",
+    "StreamEnd",
     "ToolCall",
     "ValidateFlowRequest",
     "ValidateFlowResponse",
@@ -212,12 +213,20 @@ class ErrorReason(betterproto2.Enum):
     INVALID_ARGUMENT: the filter expression cannot be parsed.
     """
 
-    DATABASE_UNAVAILABLE = 14
+    AFTER_SEQ_BEYOND_END = 14
+    """
+    OUT_OF_RANGE: WatchRun's `after_seq` is beyond the last seq of the
+    finished run. Metadata `last_seq` holds that seq, `status` the run's
+    final RunStatus name (for example `RUN_STATUS_SUCCEEDED`). Clients end
+    the watch as finished; retrying cannot help.
+    """
+
+    DATABASE_UNAVAILABLE = 15
     """
     UNAVAILABLE: the server cannot reach its database right now; retry.
     """
 
-    OVERLOADED = 15
+    OVERLOADED = 16
     """
     RESOURCE_EXHAUSTED: the server is at its bound for this kind of work
     (StartRun calls in flight, runs executing, open WatchRun streams); retry
@@ -241,8 +250,9 @@ class ErrorReason(betterproto2.Enum):
             11: "ERROR_REASON_UNAUTHENTICATED",
             12: "ERROR_REASON_PAGE_TOKEN_INVALID",
             13: "ERROR_REASON_FILTER_INVALID",
-            14: "ERROR_REASON_DATABASE_UNAVAILABLE",
-            15: "ERROR_REASON_OVERLOADED",
+            14: "ERROR_REASON_AFTER_SEQ_BEYOND_END",
+            15: "ERROR_REASON_DATABASE_UNAVAILABLE",
+            16: "ERROR_REASON_OVERLOADED",
         }
 
     @classmethod
@@ -262,8 +272,9 @@ class ErrorReason(betterproto2.Enum):
             "ERROR_REASON_UNAUTHENTICATED": 11,
             "ERROR_REASON_PAGE_TOKEN_INVALID": 12,
             "ERROR_REASON_FILTER_INVALID": 13,
-            "ERROR_REASON_DATABASE_UNAVAILABLE": 14,
-            "ERROR_REASON_OVERLOADED": 15,
+            "ERROR_REASON_AFTER_SEQ_BEYOND_END": 14,
+            "ERROR_REASON_DATABASE_UNAVAILABLE": 15,
+            "ERROR_REASON_OVERLOADED": 16,
         }
 
 
@@ -2350,6 +2361,30 @@ default_message_pool.register_message("runwire.v1", "StartRunResponse", StartRun
 
 
 @dataclass(eq=False, repr=False)
+class StreamEnd(betterproto2.Message):
+    """
+    StreamEnd marks the end of a finished run's event stream: nothing follows
+    `last_seq` (the seq of RunCompleted), and WatchRun from there answers only
+    this marker again.
+    """
+
+    last_seq: "int" = betterproto2.field(1, betterproto2.TYPE_INT64)
+    """
+    `seq` of the run's last event, RunCompleted.
+    """
+
+    status: "RunStatus" = betterproto2.field(
+        2, betterproto2.TYPE_ENUM, default_factory=lambda: RunStatus(0)
+    )
+    """
+    The run's final status, as in RunCompleted.
+    """
+
+
+default_message_pool.register_message("runwire.v1", "StreamEnd", StreamEnd)
+
+
+@dataclass(eq=False, repr=False)
 class ToolCall(betterproto2.Message):
     """
     ToolCall: a model asked to call a tool; emitted before the tool runs.
@@ -2454,7 +2489,15 @@ class WatchRunResponse(betterproto2.Message):
 
     events: "list[RunEvent]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
     """
-    Consecutive events in `seq` order.
+    Consecutive events in `seq` order; empty in a response that carries only
+    `stream_end`.
+    """
+
+    stream_end: "StreamEnd | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Set exactly once per stream, on its last response, when the stream has
+    reached the end of the finished run: the watcher has everything and
+    stops. Never set on a stream that is cut or drained early.
     """
 
 
@@ -2504,7 +2547,14 @@ class RunServiceStub(betterproto2_grpclib.ServiceStub):
         """
         Streams the run's events with `seq > after_seq`, exactly once and in
         order: committed events are replayed from the store, then live events
-        follow. The stream ends with OK after RunCompleted.
+        follow. The stream ends with OK only at the end of the finished run: its
+        last response carries `stream_end` (right after the one with RunCompleted,
+        or alone when `after_seq` is the run's last seq). An OK end without
+        `stream_end` is a cut stream; resume it. When the run is finished and
+        `after_seq` is beyond its last seq, the call fails with OUT_OF_RANGE
+        (reason AFTER_SEQ_BEYOND_END, metadata `last_seq` and `status`); while
+        the run is still going such a call waits for the events past
+        `after_seq`, and fails so if the run finishes before reaching it.
         """
 
         async for response in self._unary_stream(

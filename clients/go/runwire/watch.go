@@ -7,6 +7,7 @@ import (
 	"io"
 	"iter"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -16,7 +17,8 @@ import (
 	runwirev1 "github.com/runwire/runwire/clients/go/gen/runwire/v1"
 )
 
-// Watch defaults; see WatchOptions.
+// Watch defaults; see WatchOptions. Every runwire client uses the same
+// ones and the same retry rule (clients/GRAMMAR.md, "Watching").
 const (
 	DefaultInitialBackoff = 100 * time.Millisecond
 	DefaultMaxBackoff     = 2 * time.Second
@@ -44,6 +46,10 @@ type WatchOptions struct {
 	// OnRetry, when set, is called before each wait with the error that
 	// broke the stream and the wait that follows; for logging.
 	OnRetry func(err error, delay time.Duration)
+	// OnEnd, when set, is called once when the watch reaches the run's end,
+	// before the iterator stops: after RunCompleted, on the server's
+	// stream_end, or when after_seq is beyond the end of the finished run.
+	OnEnd func(RunEnd)
 	// CallOptions are passed to every WatchRun call.
 	CallOptions []grpc.CallOption
 }
@@ -69,7 +75,11 @@ func (o *WatchOptions) withDefaults() WatchOptions {
 }
 
 // Watch streams the events of run runID with seq > afterSeq, in order and
-// each exactly once, and ends after RunCompleted.
+// each exactly once, and ends at the run's end: after RunCompleted, or when
+// the server says the stream reached the end of the finished run
+// (WatchRunResponse.stream_end, or OUT_OF_RANGE with reason
+// AFTER_SEQ_BEYOND_END when afterSeq is beyond it). WatchOptions.OnEnd is
+// told the final status then.
 //
 // When the stream breaks (the server restarts or drains, the connection
 // drops) Watch calls WatchRun again with after_seq set to the last seq it
@@ -97,6 +107,48 @@ func Watch(ctx context.Context, client runwirev1.RunServiceClient, runID string,
 	}
 }
 
+// RunEnd says how a watched run ended.
+type RunEnd struct {
+	// RunID is the run.
+	RunID string
+	// LastSeq is the seq of the run's last event, RunCompleted.
+	LastSeq int64
+	// Status is the run's final status; a number this client has no name
+	// for stays that number.
+	Status runwirev1.RunStatus
+	// BeyondEnd is set when the watch asked for events after a seq the run
+	// never reached: the server answered OUT_OF_RANGE with reason
+	// AFTER_SEQ_BEYOND_END. Nothing was missed; there was nothing.
+	BeyondEnd bool
+}
+
+// StatusName is Status as the proto names it (RUN_STATUS_SUCCEEDED), or
+// its number when this client has no name for it.
+func (e RunEnd) StatusName() string {
+	if name, ok := runwirev1.RunStatus_name[int32(e.Status)]; ok {
+		return name
+	}
+	return strconv.Itoa(int(e.Status))
+}
+
+// beyondEnd returns the end an OUT_OF_RANGE AFTER_SEQ_BEYOND_END answer
+// reports, and whether err is one.
+func beyondEnd(runID string, err error) (RunEnd, bool) {
+	var e *Error
+	if !errors.As(FromError(err), &e) || e.Code != codes.OutOfRange || e.Reason != runwirev1.ErrorReason_ERROR_REASON_AFTER_SEQ_BEYOND_END {
+		return RunEnd{}, false
+	}
+	end := RunEnd{RunID: runID, BeyondEnd: true}
+	end.LastSeq, _ = strconv.ParseInt(e.Metadata["last_seq"], 10, 64)
+	name := e.Metadata["status"]
+	if v, ok := runwirev1.RunStatus_value[name]; ok {
+		end.Status = runwirev1.RunStatus(v)
+	} else if n, err := strconv.ParseInt(name, 10, 32); err == nil {
+		end.Status = runwirev1.RunStatus(n)
+	}
+	return end, true
+}
+
 // errStopped means the consumer stopped iterating; nothing more is yielded.
 var errStopped = errors.New("runwire: watch stopped by the consumer")
 
@@ -109,6 +161,7 @@ type watcher struct {
 	last   int64 // the seq last yielded, or the starting after_seq
 	opts   WatchOptions
 	yield  func(*runwirev1.RunEvent, error) bool
+	end    RunEnd // set with errCompleted
 }
 
 func (w *watcher) run(ctx context.Context) error {
@@ -116,8 +169,14 @@ func (w *watcher) run(ctx context.Context) error {
 	var failingSince time.Time // when the current streak of failed attempts began
 	for {
 		progressed, err := w.attempt(ctx)
+		if end, ok := beyondEnd(w.runID, err); ok {
+			w.end, err = end, errCompleted
+		}
 		switch {
 		case errors.Is(err, errCompleted):
+			if w.opts.OnEnd != nil {
+				w.opts.OnEnd(w.end)
+			}
 			return nil
 		case errors.Is(err, errStopped):
 			return err
@@ -167,8 +226,9 @@ func (w *watcher) attempt(ctx context.Context) (progressed bool, err error) {
 	for {
 		resp, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			// The server promises to end with OK only after RunCompleted, so
-			// this is a connection lost in an unusual way: resume.
+			// The server ends with OK only at the run's end, after
+			// stream_end, so this is a connection lost in an unusual way:
+			// resume.
 			return progressed, status.Error(codes.Unavailable, "WatchRun stream ended before run_completed")
 		}
 		if err != nil {
@@ -189,9 +249,17 @@ func (w *watcher) attempt(ctx context.Context) (progressed bool, err error) {
 			if !w.yield(ev, nil) {
 				return progressed, errStopped
 			}
-			if _, done := ev.GetEvent().(*runwirev1.RunEvent_RunCompleted); done {
+			if done, ok := ev.GetEvent().(*runwirev1.RunEvent_RunCompleted); ok {
+				w.end = RunEnd{RunID: w.runID, LastSeq: ev.GetSeq(), Status: done.RunCompleted.GetStatus()}
 				return progressed, errCompleted
 			}
+		}
+		if end := resp.GetStreamEnd(); end != nil {
+			if end.GetLastSeq() > w.last { // the end says events were skipped
+				return progressed, fmt.Errorf("%w: run %q ended at seq %d after seq %d", ErrSeqGap, w.runID, end.GetLastSeq(), w.last)
+			}
+			w.end = RunEnd{RunID: w.runID, LastSeq: end.GetLastSeq(), Status: end.GetStatus()}
+			return progressed, errCompleted
 		}
 	}
 }

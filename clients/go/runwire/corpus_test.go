@@ -25,7 +25,7 @@ func corpusDir(t *testing.T) string {
 	if !ok {
 		t.Fatal("cannot locate corpus_test.go")
 	}
-	return filepath.Join(filepath.Dir(file), "..", "..", "fixtures", "corpus")
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "fixtures", "corpus")
 }
 
 // variants is the Go view of the closed catalog: the fields of the
@@ -152,6 +152,58 @@ func TestCorpusRoundTrips(t *testing.T) {
 			}
 
 			reBinary, err := proto.MarshalOptions{Deterministic: true}.Marshal(fromBinary)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(reBinary, binary) {
+				t.Errorf("binary round trip differs:\n got %x\nwant %x", reBinary, binary)
+			}
+		})
+	}
+}
+
+// TestEdgeCorpusRoundTrips runs fixtures/corpus/edge/ (BOMs, astral and
+// combining characters, escapes, int64 limits, the first and last
+// timestamps, negative durations, enum numbers this client does not name,
+// empty payloads) through the same round trips as the goldens.
+func TestEdgeCorpusRoundTrips(t *testing.T) {
+	dir := filepath.Join(corpusDir(t), "edge")
+	names, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil || len(names) < 10 {
+		t.Fatalf("edge cases %v: %v", names, err)
+	}
+	for _, jsonPath := range names {
+		name := strings.TrimSuffix(filepath.Base(jsonPath), ".json")
+		t.Run(name, func(t *testing.T) {
+			jsonText, err := os.ReadFile(jsonPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			binary, err := os.ReadFile(filepath.Join(dir, name+".binpb"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fromJSON := &runwirev1.RunEvent{}
+			if err := protojson.Unmarshal(jsonText, fromJSON); err != nil {
+				t.Fatalf("decode JSON: %v", err)
+			}
+			fromBinary, err := DecodeEvent(binary)
+			if err != nil {
+				t.Fatalf("decode binary: %v", err)
+			}
+			if !proto.Equal(fromJSON, fromBinary) {
+				t.Errorf("JSON and binary decode differently:\n json   %v\n binary %v", fromJSON, fromBinary)
+			}
+			reJSON, err := protojson.Marshal(fromBinary)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := canonjson.Canonicalize(jsonText)
+			got, _ := canonjson.Canonicalize(reJSON)
+			if !bytes.Equal(got, want) {
+				t.Errorf("JSON round trip differs:\n got %s\nwant %s", got, want)
+			}
+			reBinary, err := proto.MarshalOptions{Deterministic: true}.Marshal(fromJSON)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
-	runwire "github.com/runwire/runwire/clients/go"
 	runwirev1 "github.com/runwire/runwire/clients/go/gen/runwire/v1"
+	runwire "github.com/runwire/runwire/clients/go/runwire"
 )
 
 // The README's example; compiled by go vet and go test, not run.

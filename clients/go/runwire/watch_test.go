@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"iter"
+	"strconv"
 	"testing"
 	"time"
 
@@ -95,6 +96,10 @@ func assertAfterSeqs(t *testing.T, srv *scripted.Server, want ...int64) {
 // batches of two, then OK.
 func honest(stream []*runwirev1.RunEvent) scripted.Script {
 	return func(_ int, req *runwirev1.WatchRunRequest, s runwirev1.RunService_WatchRunServer) error {
+		last := stream[len(stream)-1]
+		if req.GetAfterSeq() > last.GetSeq() {
+			return beyondStatus(last.GetSeq(), "RUN_STATUS_SUCCEEDED")
+		}
 		rest := scripted.After(stream, req.GetAfterSeq())
 		for len(rest) > 0 {
 			n := min(2, len(rest))
@@ -103,8 +108,22 @@ func honest(stream []*runwirev1.RunEvent) scripted.Script {
 			}
 			rest = rest[n:]
 		}
-		return nil
+		return s.Send(&runwirev1.WatchRunResponse{StreamEnd: &runwirev1.StreamEnd{
+			LastSeq: last.GetSeq(), Status: last.GetRunCompleted().GetStatus(),
+		}})
 	}
+}
+
+// beyondStatus is the server's answer to after_seq beyond a finished run's end.
+func beyondStatus(lastSeq int64, statusName string) error {
+	st, err := status.New(codes.OutOfRange, "after_seq is beyond the run's end").WithDetails(&errdetails.ErrorInfo{
+		Reason: "AFTER_SEQ_BEYOND_END", Domain: ErrorDomain,
+		Metadata: map[string]string{"last_seq": strconv.FormatInt(lastSeq, 10), "status": statusName},
+	})
+	if err != nil {
+		panic(err)
+	}
+	return st.Err()
 }
 
 func runwireStatus(t *testing.T, code codes.Code, reason string, details ...protoadapt.MessageV1) error {
@@ -476,5 +495,109 @@ func TestRetryableClassifiesStatuses(t *testing.T) {
 		if got := retryable(tt.err); got != tt.want {
 			t.Errorf("retryable(%v) = %v, want %v", tt.err, got, tt.want)
 		}
+	}
+}
+
+// endOf collects a watch and what OnEnd was told.
+func endOf(t *testing.T, srv *scripted.Server, afterSeq int64) ([]*runwirev1.RunEvent, []RunEnd) {
+	t.Helper()
+	var ends []RunEnd
+	opts := fast()
+	opts.OnEnd = func(e RunEnd) { ends = append(ends, e) }
+	got, err := collect(t, Watch(bounded(t), srv.Dial(t), runID, afterSeq, opts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got, ends
+}
+
+// A watcher that saw RunCompleted's seq but not the stream's end resumes at
+// after_seq = last: the server's stream_end ends the watch, with no retry.
+func TestWatchAtTheLastSeqOfAFinishedRunEnds(t *testing.T) {
+	stream := scripted.Stream(runID, 2)
+	last := stream[len(stream)-1].GetSeq()
+	srv := scripted.Start(t, honest(stream))
+	got, ends := endOf(t, srv, last)
+	assertEvents(t, got, nil)
+	want := RunEnd{RunID: runID, LastSeq: last, Status: stream[len(stream)-1].GetRunCompleted().GetStatus()}
+	if len(ends) != 1 || ends[0] != want {
+		t.Errorf("OnEnd got %+v, want [%+v]", ends, want)
+	}
+	assertAfterSeqs(t, srv, last)
+}
+
+// after_seq = last + 5: OUT_OF_RANGE AFTER_SEQ_BEYOND_END is the run's end,
+// not an error, and is not retried.
+func TestWatchPastTheEndOfAFinishedRunEnds(t *testing.T) {
+	stream := scripted.Stream(runID, 2)
+	last := stream[len(stream)-1].GetSeq()
+	srv := scripted.Start(t, honest(stream))
+	got, ends := endOf(t, srv, last+5)
+	assertEvents(t, got, nil)
+	want := RunEnd{RunID: runID, LastSeq: last, Status: runwirev1.RunStatus_RUN_STATUS_SUCCEEDED, BeyondEnd: true}
+	if len(ends) != 1 || ends[0] != want {
+		t.Errorf("OnEnd got %+v, want [%+v]", ends, want)
+	}
+	if ends[0].StatusName() != "RUN_STATUS_SUCCEEDED" {
+		t.Errorf("StatusName %q", ends[0].StatusName())
+	}
+	assertAfterSeqs(t, srv, last+5)
+}
+
+// The run finishes while the watcher is between reconnects: the resumed
+// call delivers the rest and the end.
+func TestWatchResumedAfterTheRunFinishedBetweenReconnects(t *testing.T) {
+	stream := scripted.Stream(runID, 3)
+	end := honest(stream)
+	srv := scripted.Start(t, func(call int, req *runwirev1.WatchRunRequest, s runwirev1.RunService_WatchRunServer) error {
+		if call == 0 {
+			if err := scripted.Send(s, stream[:3]...); err != nil {
+				return err
+			}
+			return status.Error(codes.Unavailable, "restarting")
+		}
+		return end(call, req, s)
+	})
+	got, ends := endOf(t, srv, 0)
+	assertEvents(t, got, stream)
+	if len(ends) != 1 || ends[0].LastSeq != stream[len(stream)-1].GetSeq() {
+		t.Errorf("OnEnd got %+v", ends)
+	}
+	assertAfterSeqs(t, srv, 0, 3)
+}
+
+// A status newer than this client stays its number.
+func TestWatchEndKeepsAStatusNewerThanTheClient(t *testing.T) {
+	srv := scripted.Start(t, func(_ int, _ *runwirev1.WatchRunRequest, s runwirev1.RunService_WatchRunServer) error {
+		return s.Send(&runwirev1.WatchRunResponse{StreamEnd: &runwirev1.StreamEnd{LastSeq: 9, Status: 42}})
+	})
+	_, ends := endOf(t, srv, 9)
+	if len(ends) != 1 || ends[0].Status != 42 || ends[0].StatusName() != "42" {
+		t.Errorf("OnEnd got %+v", ends)
+	}
+}
+
+func TestWatchDefaultsAreTheSameInEveryClient(t *testing.T) {
+	if DefaultInitialBackoff != 100*time.Millisecond || DefaultMaxBackoff != 2*time.Second || DefaultRetryTimeout != 120*time.Second {
+		t.Errorf("defaults %v %v %v, want 100ms 2s 2m0s (clients/GRAMMAR.md)", DefaultInitialBackoff, DefaultMaxBackoff, DefaultRetryTimeout)
+	}
+}
+
+// A stream_end past the last event delivered means events were skipped.
+func TestWatchFailsWhenTheEndSaysEventsWereSkipped(t *testing.T) {
+	stream := scripted.Stream(runID, 2)
+	srv := scripted.Start(t, func(_ int, _ *runwirev1.WatchRunRequest, s runwirev1.RunService_WatchRunServer) error {
+		if err := scripted.Send(s, stream[:2]...); err != nil {
+			return err
+		}
+		return s.Send(&runwirev1.WatchRunResponse{StreamEnd: &runwirev1.StreamEnd{LastSeq: 9}})
+	})
+	var ends []RunEnd
+	opts := fast()
+	opts.OnEnd = func(e RunEnd) { ends = append(ends, e) }
+	got, err := collect(t, Watch(bounded(t), srv.Dial(t), runID, 0, opts))
+	assertEvents(t, got, stream[:2])
+	if !errors.Is(err, ErrSeqGap) || len(ends) != 0 {
+		t.Fatalf("error %v, ends %v; want ErrSeqGap and no end", err, ends)
 	}
 }

@@ -19,7 +19,7 @@ var exported = []string{
 	"RuleAttemptOpen", "RuleAttemptUnclosed", "RuleOutputOutsideAttempt", "RuleRunCompletedLast",
 	"RuleRunIDStable", "RuleRunStartedFirst", "RuleSeqGapless", "RuleSeqStart",
 	"RuleSkipInsideAttempt", "RuleTerminalOutsideAttempt",
-	"UnknownEventError", "Violation", "Watch", "WatchOptions",
+	"RunEnd", "UnknownEventError", "Violation", "Watch", "WatchOptions",
 }
 
 func TestExportedNamesAreLocked(t *testing.T) {
