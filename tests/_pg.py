@@ -125,6 +125,16 @@ class RestartablePostgres:
         self._start()
         self.restarts += 1
 
+    def down(self) -> None:
+        """Fast shutdown, and stay down (an outage) until `up()`."""
+        self._proc.send_signal(signal.SIGINT)
+        self._proc.wait(60)
+
+    def up(self) -> None:
+        """Start again after `down()`."""
+        self._start()
+        self.restarts += 1
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGQUIT)  # immediate shutdown
