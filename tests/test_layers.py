@@ -65,6 +65,7 @@ PUBLIC: dict[str, list[str]] = {
         "frame_events",
         "is_transient",
         "migrate",
+        "session_settings",
     ],
     "runwire.rpc": [
         "DOMAIN",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import asyncpg
 import grpc
 import pytest
 from _live_proxy import TcpProxy
@@ -156,3 +157,35 @@ async def test_unreachable_database_is_unavailable_with_a_reason(
         assert got.run.run_id == run.run_id
     finally:
         await proxy.close()
+
+
+async def test_an_idle_transaction_of_a_frozen_server_cannot_block_a_takeover(
+    harness_factory: Any, database_url: str
+) -> None:
+    """Regression: a replica stopped (SIGSTOP) inside a transaction kept its row locks,
+    and another replica's claim skipped the run until it woke. Its sessions now end
+    an idle transaction after half a lease, releasing the locks."""
+    h: Harness = await harness_factory(lease_seconds=1.0)
+    run = await h.start(flow_pb2.Flow(name="ok", nodes=[util_node("a", "set", value=1)]))
+    await h.events(run.run_id)
+    pool = h.server._pool  # the server's own sessions, with its settings
+    assert pool is not None
+    frozen = await pool.acquire()
+    other = await asyncpg.connect(database_url)
+    try:
+        assert await frozen.fetchval("SHOW idle_in_transaction_session_timeout") == "500ms"
+        await frozen.execute("BEGIN")
+        await frozen.execute("SELECT 1 FROM runs WHERE run_id = $1 FOR UPDATE", run.run_id)
+        # ... and the "frozen" server does nothing more: another session claims the row.
+        claimed = None
+        for _ in range(200):
+            claimed = await other.fetchval(
+                "SELECT run_id FROM runs WHERE run_id = $1 FOR UPDATE SKIP LOCKED", run.run_id
+            )
+            if claimed:
+                break
+            await asyncio.sleep(0.05)
+        assert claimed == run.run_id, "the idle transaction kept its lock"
+    finally:
+        await other.close()
+        await pool.release(frozen)

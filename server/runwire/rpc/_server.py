@@ -27,7 +27,15 @@ from runwire.rpc._admission import Admission, Limits
 from runwire.rpc._decode import decode_request
 from runwire.rpc._service import RunService
 from runwire.rpc._status import to_status
-from runwire.store import DurableGates, EmbeddedPostgres, EventWriter, Hub, Store, migrate
+from runwire.store import (
+    DurableGates,
+    EmbeddedPostgres,
+    EventWriter,
+    Hub,
+    Store,
+    migrate,
+    session_settings,
+)
 from runwire.v1 import run_service_pb2
 
 __all__ = ["RunwireServer", "ServerFailed"]
@@ -259,7 +267,12 @@ class RunwireServer:
             self._embedded = EmbeddedPostgres(self.settings.data_dir / "postgres")
             self.database_url = await asyncio.to_thread(self._embedded.start)
         url = self.database_url
-        self._pool = await asyncpg.create_pool(url, min_size=2, max_size=10)
+        self._pool = await asyncpg.create_pool(
+            url,
+            min_size=2,
+            max_size=10,
+            server_settings=session_settings(self.settings.lease_seconds),
+        )
         async with self._pool.acquire() as conn:
             await migrate(conn)
         self.store = Store(self._pool)

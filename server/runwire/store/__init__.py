@@ -5,6 +5,7 @@ from runwire.store._framing import frame_event, frame_events
 from runwire.store._gates import DurableGates, decision_of
 from runwire.store._hub import Chunk, Hub, Subscription
 from runwire.store._migrate import migrate
+from runwire.store._session import session_settings
 from runwire.store._store import GateRow, NewRun, RunRow, Store, StoredEvent
 from runwire.store._transient import is_transient
 from runwire.store._writer import EventWriter, WriterFailed
@@ -27,4 +28,5 @@ __all__ = [
     "frame_events",
     "is_transient",
     "migrate",
+    "session_settings",
 ]
