@@ -61,6 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         server = RunwireServer(settings)
+        server.watch_signals()
         port = await server.start()
         print(f"runwire listening on {settings.listen.rsplit(':', 1)[0]}:{port}", flush=True)
         await server.serve_until_signal()

@@ -243,6 +243,7 @@ class RunwireServer:
         self.replica: Replica | None = None
         self.failure: str | None = None  # why the server went dead, once it did
         self.dead = asyncio.Event()  # set once a dead server has stopped its runs
+        self._signalled: asyncio.Event | None = None
         self._unhealthy: set[str] = set()
         self._serving: int | None = None
         self._stopping = False
@@ -504,12 +505,20 @@ class RunwireServer:
                 exc,
             )
 
+    def watch_signals(self) -> asyncio.Event:
+        """Catch SIGTERM and SIGINT from now on (call it before `start`, so a signal
+        that arrives while starting, or right after the listening line, drains
+        the server instead of killing it); the event is set on either."""
+        if self._signalled is None:
+            signalled = self._signalled = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, signalled.set)
+        return self._signalled
+
     async def serve_until_signal(self) -> None:
         """Run until SIGTERM or SIGINT, then drain; raise ServerFailed if the server went dead."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop = self.watch_signals()
         signalled = asyncio.ensure_future(stop.wait())
         died = asyncio.ensure_future(self.dead.wait())
         try:
