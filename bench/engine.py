@@ -5,7 +5,8 @@ git worktree of `--ref` (by default the commit before the engine became a
 state machine), each with its own embedded Postgres, and measures them in
 alternation so both see the same machine:
 
-1. chains of N `util set` nodes (10, 100, 1000, 5000): wall time from
+1. chains of N `util set` nodes (10, 100, 1000, 5000), and flows of N
+   side-by-side nodes run 4 at a time (1000, 5000): wall time from
    StartRun to RunCompleted at one watcher, and the server's CPU, per node;
 2. runs/s of 5-node util chains with C concurrent clients (StartRun, then
    WatchRun to RunCompleted), and the server's CPU per run;
@@ -97,14 +98,16 @@ class Server:
                 self.proc.wait()
 
 
-def chain(nodes: int) -> flow_pb2.Flow:
-    flow = flow_pb2.Flow(name=f"bench-chain-{nodes}")
+def chain(nodes: int, *, wide: bool = False) -> flow_pb2.Flow:
+    """`nodes` util set nodes in a chain, or side by side (`wide`: no edges, 4 at a time)."""
+    flow = flow_pb2.Flow(name=f"bench-{'wide' if wide else 'chain'}-{nodes}")
     for i in range(nodes):
         node = flow.nodes.add(id=f"n{i}")
         node.action.adapter, node.action.action = "util", "set"
         node.action.params.update({"value": i})
-        if i:
+        if i and not wide:
             flow.edges.add(source=f"n{i - 1}", target=f"n{i}")
+    flow.settings.max_parallel = 4
     return flow
 
 
@@ -132,16 +135,17 @@ class Figures:
         self.samples.setdefault(name, []).append(value)
 
 
-async def measure_chain(server: Server, nodes: int, out: Figures) -> None:
+async def measure_chain(server: Server, nodes: int, out: Figures, *, wide: bool = False) -> None:
     async with grpc.aio.insecure_channel(server.addr) as channel:
         stub = run_service_pb2_grpc.RunServiceStub(channel)
-        flow = chain(nodes)
+        flow = chain(nodes, wide=wide)
         cpu0, t0 = server.cpu(), time.perf_counter()
         await run_to_end(stub, flow)
         wall, cpu = time.perf_counter() - t0, server.cpu() - cpu0
-    out.add(f"chain {nodes}: wall ms/node", wall * 1e3 / nodes)
-    out.add(f"chain {nodes}: server CPU ms/node", cpu * 1e3 / nodes)
-    out.add(f"chain {nodes}: run s", wall)
+    shape = "wide" if wide else "chain"
+    out.add(f"{shape} {nodes}: wall ms/node", wall * 1e3 / nodes)
+    out.add(f"{shape} {nodes}: server CPU ms/node", cpu * 1e3 / nodes)
+    out.add(f"{shape} {nodes}: run s", wall)
 
 
 async def measure_runs_per_second(server: Server, runs: int, clients: int, out: Figures) -> None:
@@ -264,6 +268,11 @@ async def main_async(args: argparse.Namespace, servers: list[Server]) -> dict[st
             f"chain {nodes}: server CPU ms/node",
             f"chain {nodes}: run s",
         ]
+    for nodes in args.wide:
+        for _ in range(args.repeats):
+            for s in servers:
+                await measure_chain(s, nodes, figures[s.label], wide=True)
+        order += [f"wide {nodes}: wall ms/node", f"wide {nodes}: server CPU ms/node"]
     for _ in range(args.repeats):
         for s in servers:
             await measure_runs_per_second(s, args.runs, args.clients, figures[s.label])
@@ -288,6 +297,12 @@ def main() -> int:
     parser.add_argument(
         "--chains", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100, 1000, 5000]
     )
+    parser.add_argument(
+        "--wide",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        default=[1000, 5000],
+        help="sizes of flows of side-by-side nodes (no edges, max_parallel 4)",
+    )
     parser.add_argument("--runs", type=int, default=1000, help="runs per runs/s sample")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--latency-runs", type=int, default=100)
@@ -295,6 +310,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.chains, args.runs, args.latency_runs = 1, [10, 100], 100, 20
+        args.wide = [200]
     tmp = Path(tempfile.mkdtemp(prefix="runwire-bench-engine-"))
     servers = [Server("this tree", ROOT, tmp / "this")]
     worktree = tmp / "ref"

@@ -163,10 +163,14 @@ class RunState:
         self._counts[NodeStatus.PENDING] = len(self.nodes)
         self._handled = {n: self._has_failure_edge(n) for n in graph.nodes}
         self._order = list(graph.nodes)
-        # Nodes whose forward in-edges have all resolved, by flow position;
-        # entries are checked when read (a loop may have re-opened them since).
-        self._candidates: list[int] = []
-        self._queued: set[str] = set()
+        # Pending nodes whose forward in-edges have all resolved, by flow
+        # position, split when they resolve: ready to start, or unreachable (an
+        # edge into them was not taken). Entries are checked when read (a loop
+        # may have re-opened them since) and stale ones dropped.
+        self._ready: list[int] = []
+        self._unreachable: list[int] = []
+        self._in_ready: set[str] = set()
+        self._in_unreachable: set[str] = set()
         for node_id, n in self.nodes.items():
             if n.waiting == 0:
                 self._enqueue(node_id)
@@ -218,21 +222,27 @@ class RunState:
 
     def unreachable(self) -> tuple[str, str] | None:
         """A pending node that can never run (an edge into it was not taken) and why."""
-        return self._first(lambda n: n.blocked > 0, set())
+        found = self._first(self._unreachable, self._in_unreachable, blocked=True, exclude=set())
+        return None if found is None else (found, self._skip_reason(found))
 
     def ready(self, limit: int, exclude: set[str]) -> list[str]:
         """Up to `limit` pending nodes whose every in-edge fired, in flow order."""
         out: list[str] = []
         while len(out) < limit:
-            found = self._first(lambda n: n.blocked == 0, exclude | set(out))
+            found = self._first(self._ready, self._in_ready, blocked=False, exclude=exclude)
             if found is None:
                 break
-            out.append(found[0])
+            out.append(found)
+            exclude = exclude | {found}
         return out
 
     def has_candidates(self) -> bool:
         """Some pending node has all its in-edges resolved (ready or unreachable)."""
-        return self._first(lambda _n: True, set()) is not None
+        return (
+            self._first(self._ready, self._in_ready, blocked=False, exclude=set()) is not None
+            or self._first(self._unreachable, self._in_unreachable, blocked=True, exclude=set())
+            is not None
+        )
 
     def open_nodes(self) -> list[str]:
         """Nodes in the middle of a visit (an attempt, a retry or a gate), in flow order."""
@@ -270,34 +280,41 @@ class RunState:
     # -- scheduling index ------------------------------------------------------
 
     def _enqueue(self, node_id: str) -> None:
-        if node_id not in self._queued:
-            self._queued.add(node_id)
-            heapq.heappush(self._candidates, self.nodes[node_id].index)
+        n = self.nodes[node_id]
+        heap, queued = (
+            (self._unreachable, self._in_unreachable)
+            if n.blocked
+            else (self._ready, self._in_ready)
+        )
+        if node_id not in queued:
+            queued.add(node_id)
+            heapq.heappush(heap, n.index)
 
     def _first(
-        self, want: Callable[[NodeState], bool], exclude: set[str]
-    ) -> tuple[str, str] | None:
-        """The first candidate in flow order that `want`s, with a skip reason; drops stale ones.
+        self, heap: list[int], queued: set[str], *, blocked: bool, exclude: set[str]
+    ) -> str | None:
+        """The first valid entry of `heap` not in `exclude`; drops stale entries.
 
-        Pops past entries it does not want and pushes those back, so a query
-        leaves the index as it found it (less the stale entries).
+        Entries it passes over (excluded: being started right now) are pushed
+        back, so a query leaves the index as it found it, less stale entries.
         """
         held: list[int] = []
-        found: tuple[str, str] | None = None
-        while self._candidates:
-            index = self._candidates[0]
-            node_id = self._order[index]
+        found: str | None = None
+        while heap:
+            node_id = self._order[heap[0]]
             n = self.nodes[node_id]
-            if n.status is not NodeStatus.PENDING or n.waiting:
-                heapq.heappop(self._candidates)
-                self._queued.discard(node_id)
+            if n.status is not NodeStatus.PENDING or n.waiting or (n.blocked > 0) != blocked:
+                heapq.heappop(heap)
+                queued.discard(node_id)
+                if n.status is NodeStatus.PENDING and not n.waiting:
+                    self._enqueue(node_id)  # resolved again, in the other class
                 continue
-            if node_id not in exclude and want(n):
-                found = (node_id, self._skip_reason(node_id) if n.blocked else "")
+            if node_id not in exclude:
+                found = node_id
                 break
-            held.append(heapq.heappop(self._candidates))
+            held.append(heapq.heappop(heap))
         for index in held:
-            heapq.heappush(self._candidates, index)
+            heapq.heappush(heap, index)
         return found
 
     def _skip_reason(self, node_id: str) -> str:
