@@ -45,6 +45,10 @@ def _runwire_info(exc: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
 
 def _retryable(exc: grpc.RpcError) -> bool:
     code = exc.code()
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        # The server turned the call away at its admission bound: retry.
+        info = _runwire_info(exc)
+        return info is not None and info.reason == "OVERLOADED"
     return code is grpc.StatusCode.UNAVAILABLE or (
         code in _TRANSPORT and _runwire_info(exc) is None
     )

@@ -133,6 +133,16 @@ func hasRunwireInfo(st *status.Status) bool {
 	return false
 }
 
+// runwireReason is the reason of the status's runwire ErrorInfo, or "".
+func runwireReason(st *status.Status) string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == ErrorDomain {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
 // UnknownEventError reports a RunEvent whose oneof case this client does not
 // know: the server speaks a newer contract. It is never dropped silently;
 // upgrade the client.

@@ -282,6 +282,9 @@ func retryable(err error) bool {
 	switch st.Code() {
 	case codes.Unavailable:
 		return true
+	case codes.ResourceExhausted:
+		// The server turned the call away at its admission bound: retry.
+		return runwireReason(st) == "OVERLOADED"
 	case codes.Internal, codes.Unknown, codes.Canceled, codes.DeadlineExceeded, codes.Aborted:
 		return !hasRunwireInfo(st)
 	default:

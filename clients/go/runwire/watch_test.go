@@ -489,6 +489,8 @@ func TestRetryableClassifiesStatuses(t *testing.T) {
 		{status.Error(codes.Unknown, "half-written trailer"), true},
 		{withInfo(codes.Unknown), false},
 		{status.Error(codes.ResourceExhausted, "message too large"), false},
+		{runwireStatus(t, codes.ResourceExhausted, "OVERLOADED"), true},
+		{withInfo(codes.ResourceExhausted), false},
 		{errors.New("not a status"), false},
 	}
 	for _, tt := range tests {

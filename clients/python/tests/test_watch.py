@@ -140,7 +140,7 @@ RETRY_POLICY: dict[grpc.StatusCode, tuple[str, bool, bool]] = {
     Code.UNAUTHENTICATED:     ("INTERNAL",          False,   False),
     Code.PERMISSION_DENIED:   ("ADAPTER_DISABLED",  False,   False),
     Code.ALREADY_EXISTS:      ("REQUEST_ID_REUSED", False,   False),
-    Code.RESOURCE_EXHAUSTED:  ("INTERNAL",          False,   False),
+    Code.RESOURCE_EXHAUSTED:  ("OVERLOADED",        False,   True),
     Code.OUT_OF_RANGE:        ("REQUEST_INVALID",   False,   False),
     Code.UNIMPLEMENTED:       ("INTERNAL",          False,   False),
     Code.DATA_LOSS:           ("INTERNAL",          False,   False),

@@ -121,7 +121,8 @@ impl RpcError {
             }
         }
         let runwire_info = infos.iter().position(|i| i.domain == ERROR_DOMAIN);
-        let retryable = is_retryable(status.code(), runwire_info.is_some());
+        let overloaded = runwire_info.is_some_and(|at| infos[at].reason == "OVERLOADED");
+        let retryable = is_retryable(status.code(), runwire_info.is_some(), overloaded);
         let info = match runwire_info {
             Some(at) => Some(infos.swap_remove(at)),
             None => infos.into_iter().next(),
@@ -201,10 +202,13 @@ impl RpcError {
 /// retried only without one: with one they are the server's answer (its
 /// `INTERNAL` is a fault a retry would only repeat). An `ErrorInfo` of
 /// another domain, a proxy's for example, does not block the retry. Every
-/// other code is the server's considered answer and is not retried.
-fn is_retryable(code: Code, from_runwire: bool) -> bool {
+/// other code is the server's considered answer and is not retried, but for
+/// `RESOURCE_EXHAUSTED` with the runwire reason `OVERLOADED`: the server
+/// turned the call away at its admission bound and asks for a retry.
+fn is_retryable(code: Code, from_runwire: bool, overloaded: bool) -> bool {
     match code {
         Code::Unavailable => true,
+        Code::ResourceExhausted => overloaded,
         Code::Internal | Code::Unknown | Code::Cancelled | Code::Aborted | Code::DeadlineExceeded => !from_runwire,
         _ => false,
     }
@@ -343,6 +347,8 @@ mod tests {
 
         let draining = RpcError::from(runwire_status(Code::Unavailable, "SERVER_DRAINING", ErrorDetails::new()));
         assert!(draining.is_retryable());
+        let overloaded = RpcError::from(runwire_status(Code::ResourceExhausted, "OVERLOADED", ErrorDetails::new()));
+        assert!(overloaded.is_retryable(), "an admission refusal asks for a retry");
         assert_eq!(draining.reason(), Some(ErrorReason::ServerDraining));
     }
 

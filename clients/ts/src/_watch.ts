@@ -230,6 +230,9 @@ export function isRetryable(err: ConnectError): boolean {
   switch (err.code) {
     case Code.Unavailable:
       return true;
+    case Code.ResourceExhausted:
+      // The server turned the call away at its admission bound: retry.
+      return runwireErrorInfo(err)?.reason === "OVERLOADED";
     case Code.Internal:
     case Code.Unknown:
     case Code.Aborted:

@@ -133,6 +133,14 @@ def _details(error: GRPCError) -> Sequence[Any]:
     return details if isinstance(details, Sequence) else ()
 
 
+def runwire_reason(error: GRPCError) -> str:
+    """The reason of the status's runwire ErrorInfo, or an empty string."""
+    for detail in _details(error):
+        if isinstance(detail, error_details_pb2.ErrorInfo) and detail.domain == ERROR_DOMAIN:
+            return str(detail.reason)
+    return ""
+
+
 def has_runwire_info(error: GRPCError) -> bool:
     """Whether the status carries a runwire ErrorInfo (domain `runwire.v1`).
 

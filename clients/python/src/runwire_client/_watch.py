@@ -15,7 +15,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from h2.exceptions import ProtocolError as H2ProtocolError
 
-from ._errors import ERROR_DOMAIN, RunwireError, SeqGapError, has_runwire_info
+from ._errors import ERROR_DOMAIN, RunwireError, SeqGapError, has_runwire_info, runwire_reason
 from ._events import event_case
 from ._gen.runwire.v1 import (
     RunEvent,
@@ -60,6 +60,9 @@ def retryable(error: GRPCError) -> bool:
     """Whether resuming the WatchRun that ended with this status can succeed."""
     if error.status is Status.UNAVAILABLE:
         return True
+    if error.status is Status.RESOURCE_EXHAUSTED:
+        # The server turned the call away at its admission bound: retry.
+        return runwire_reason(error) == "OVERLOADED"
     return error.status in TRANSPORT_STATUSES and not has_runwire_info(error)
 
 
