@@ -205,16 +205,18 @@ class CancelRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
 
 class ConfirmActionRequest(_message.Message):
-    __slots__ = ("run_id", "node_id", "approve", "comment")
+    __slots__ = ("run_id", "node_id", "approve", "comment", "item_index")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     APPROVE_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
+    ITEM_INDEX_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     node_id: str
     approve: bool
     comment: str
-    def __init__(self, run_id: _Optional[str] = ..., node_id: _Optional[str] = ..., approve: _Optional[bool] = ..., comment: _Optional[str] = ...) -> None: ...
+    item_index: int
+    def __init__(self, run_id: _Optional[str] = ..., node_id: _Optional[str] = ..., approve: _Optional[bool] = ..., comment: _Optional[str] = ..., item_index: _Optional[int] = ...) -> None: ...
 
 class ConfirmActionResponse(_message.Message):
     __slots__ = ("run",)

@@ -1168,7 +1168,11 @@ type ConfirmActionRequest struct {
 	// True runs the action; false skips the node.
 	Approve bool `protobuf:"varint,3,opt,name=approve,proto3" json:"approve,omitempty"`
 	// Recorded on ConfirmationResolved.
-	Comment       string `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	Comment string `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	// For a fan-out node, which item's held action (its `RunEvent.item_index`
+	// on AwaitingConfirmation); unset for the node's own gate. Each item of a
+	// destructive fan-out waits for its own decision.
+	ItemIndex     *int32 `protobuf:"varint,5,opt,name=item_index,json=itemIndex,proto3,oneof" json:"item_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1229,6 +1233,13 @@ func (x *ConfirmActionRequest) GetComment() string {
 		return x.Comment
 	}
 	return ""
+}
+
+func (x *ConfirmActionRequest) GetItemIndex() int32 {
+	if x != nil && x.ItemIndex != nil {
+		return *x.ItemIndex
+	}
+	return 0
 }
 
 // ConfirmActionResponse carries the run after the decision.
@@ -1731,12 +1742,15 @@ const file_runwire_v1_run_service_proto_rawDesc = "" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"6\n" +
 	"\x11CancelRunResponse\x12!\n" +
-	"\x03run\x18\x01 \x01(\v2\x0f.runwire.v1.RunR\x03run\"z\n" +
+	"\x03run\x18\x01 \x01(\v2\x0f.runwire.v1.RunR\x03run\"\xad\x01\n" +
 	"\x14ConfirmActionRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aapprove\x18\x03 \x01(\bR\aapprove\x12\x18\n" +
-	"\acomment\x18\x04 \x01(\tR\acomment\":\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\x12\"\n" +
+	"\n" +
+	"item_index\x18\x05 \x01(\x05H\x00R\titemIndex\x88\x01\x01B\r\n" +
+	"\v_item_index\":\n" +
 	"\x15ConfirmActionResponse\x12!\n" +
 	"\x03run\x18\x01 \x01(\v2\x0f.runwire.v1.RunR\x03run\"|\n" +
 	"\x16ResolveApprovalRequest\x12\x15\n" +
@@ -1901,6 +1915,7 @@ func file_runwire_v1_run_service_proto_init() {
 	}
 	file_runwire_v1_events_proto_init()
 	file_runwire_v1_flow_proto_init()
+	file_runwire_v1_run_service_proto_msgTypes[17].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
