@@ -43,7 +43,11 @@ class ZapAdapter:
             "Zap a target (destructive)",
             {
                 "type": "object",
-                "properties": {"target": {"type": "string"}, "fail": {"type": "boolean"}},
+                "properties": {
+                    "target": {"type": "string"},
+                    "fail": {"type": "boolean"},
+                    "flaky": {"type": "boolean"},
+                },
                 "required": ["target"],
                 "additionalProperties": False,
             },
@@ -53,6 +57,8 @@ class ZapAdapter:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.in_flight = 0
+        self.peak = 0  # the most calls in flight at once
 
     def check(self, action: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
         return []
@@ -61,7 +67,19 @@ class ZapAdapter:
         return f"zap {params.get('target')}"
 
     async def execute(self, ctx: NodeContext, action: str, params: Mapping[str, Any]) -> Any:
-        self.calls.append(f"{ctx.node_id}:{params['target']}")
+        call = f"{ctx.node_id}:{params['target']}"
+        first = call not in self.calls
+        self.calls.append(call)
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            # Yield a few times, so calls that may overlap do.
+            for _ in range(3):
+                await asyncio.sleep(0)
+        finally:
+            self.in_flight -= 1
+        if params.get("flaky") and first:
+            raise ActionFailed("ZAP_FLAKY", "zap failed the first time")
         if params.get("fail"):
             raise ActionFailed("ZAP_FAILED", "zap failed on purpose")
         return {"zapped": params["target"]}
