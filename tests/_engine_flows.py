@@ -207,6 +207,25 @@ FLOWS: dict[str, tuple[dict[str, Any], dict[str, int]]] = {
         },
         {},
     ),
+    "destructive fan-out, each item confirmed": (
+        {
+            "name": "fan-out-gates",
+            "nodes": [
+                {
+                    "id": "fan",
+                    "action": {
+                        "adapter": "test",
+                        "action": "zap",
+                        "params": {"target": "{{ item }}"},
+                    },
+                    "forEach": {"items": '{{ ["p", "q"] }}'},
+                },
+                _set("end", "{{ nodes.fan.output }}"),
+            ],
+            "edges": [_edge("fan", "end")],
+        },
+        {"fan": APPROVED},
+    ),
     "empty fan-out": (
         {
             "name": "fan-out-empty",

@@ -126,8 +126,8 @@ class MemoryGates:
     """engine.GateStore in memory; `decisions` says how a person decides each node's gate."""
 
     decisions: Mapping[str, int] = field(default_factory=dict)
-    opened: list[tuple[str, int, int]] = field(default_factory=list)
-    decided: dict[tuple[str, int, int], Decision] = field(default_factory=dict)
+    opened: list[tuple[str, int, int, int | None]] = field(default_factory=list)
+    decided: dict[tuple[str, int, int, int | None], Decision] = field(default_factory=dict)
     lost: bool = False
 
     async def open_gate(
@@ -138,21 +138,30 @@ class MemoryGates:
         kind: int,
         message: str,
         expire_time: datetime | None,
+        *,
+        item_index: int | None = None,
     ) -> Decision | None:
         if self.lost:
             raise LeaseLost(run_id)
-        key = (node_id, iteration, kind)
+        key = (node_id, iteration, kind, item_index)
         self.opened.append(key)
         if key not in self.decided and node_id in self.decisions:
             self.decided[key] = Decision(self.decisions[node_id], "tester", "scripted")  # type: ignore[arg-type]
         return self.decided.get(key)
 
     async def decide_gate(
-        self, run_id: str, node_id: str, iteration: int, kind: int, decision: Decision
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int,
+        kind: int,
+        decision: Decision,
+        *,
+        item_index: int | None = None,
     ) -> Decision:
         if self.lost:
             raise LeaseLost(run_id)
-        return self.decided.setdefault((node_id, iteration, kind), decision)
+        return self.decided.setdefault((node_id, iteration, kind, item_index), decision)
 
 
 @dataclass

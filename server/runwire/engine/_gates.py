@@ -58,7 +58,7 @@ async def hold_gate(
     x.gate_waiters[key] = waiter
     try:
         standing = await x.gates.open_gate(
-            x.run_id, ref.node_id, ref.iteration, kind, message, expire
+            x.run_id, ref.node_id, ref.iteration, kind, message, expire, item_index=ref.item_index
         )
         if node.gate != kind:
             if isinstance(details, ev.ApprovalRequested) and expire is not None:
@@ -103,4 +103,6 @@ async def _wait(
         mine = Decision(ev.GATE_DECISION_CANCELLED, SYSTEM, "run cancelled")
     else:
         mine = Decision(ev.GATE_DECISION_EXPIRED, SYSTEM, "timed out")
-    return await x.gates.decide_gate(x.run_id, ref.node_id, ref.iteration, kind, mine)
+    return await x.gates.decide_gate(
+        x.run_id, ref.node_id, ref.iteration, kind, mine, item_index=ref.item_index
+    )

@@ -1168,6 +1168,10 @@ pub struct PendingGate {
     /// When it expires; unset when it never does.
     #[prost(message, optional, tag = "5")]
     pub expire_time: ::core::option::Option<crate::wkt::Timestamp>,
+    /// The fan-out item held by the gate (its `RunEvent.item_index`); unset for
+    /// the node's own gate. Pass it on ConfirmActionRequest.
+    #[prost(int32, optional, tag = "6")]
+    pub item_index: ::core::option::Option<i32>,
 }
 /// StartRunRequest submits a flow to run.
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -5757,6 +5757,9 @@ impl serde::Serialize for PendingGate {
         if self.expire_time.is_some() {
             len += 1;
         }
+        if self.item_index.is_some() {
+            len += 1;
+        }
         let mut struct_ser = serializer.serialize_struct("runwire.v1.PendingGate", len)?;
         if !self.node_id.is_empty() {
             struct_ser.serialize_field("nodeId", &self.node_id)?;
@@ -5776,6 +5779,9 @@ impl serde::Serialize for PendingGate {
         if let Some(v) = self.expire_time.as_ref() {
             struct_ser.serialize_field("expireTime", v)?;
         }
+        if let Some(v) = self.item_index.as_ref() {
+            struct_ser.serialize_field("itemIndex", v)?;
+        }
         struct_ser.end()
     }
 }
@@ -5794,6 +5800,8 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
             "createTime",
             "expire_time",
             "expireTime",
+            "item_index",
+            "itemIndex",
         ];
         #[allow(clippy::enum_variant_names)]
         enum GeneratedField {
@@ -5802,6 +5810,7 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
             Message,
             CreateTime,
             ExpireTime,
+            ItemIndex,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
             fn deserialize<D>(
@@ -5837,6 +5846,7 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
                             "expireTime" | "expire_time" => {
                                 Ok(GeneratedField::ExpireTime)
                             }
+                            "itemIndex" | "item_index" => Ok(GeneratedField::ItemIndex),
                             _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
                         }
                     }
@@ -5865,6 +5875,7 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
                 let mut message__ = None;
                 let mut create_time__ = None;
                 let mut expire_time__ = None;
+                let mut item_index__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
                         GeneratedField::NodeId => {
@@ -5901,6 +5912,18 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
                             }
                             expire_time__ = map_.next_value()?;
                         }
+                        GeneratedField::ItemIndex => {
+                            if item_index__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("itemIndex"));
+                            }
+                            item_index__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|x| x.0);
+                        }
                     }
                 }
                 Ok(PendingGate {
@@ -5909,6 +5932,7 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
                     message: message__.unwrap_or_default(),
                     create_time: create_time__,
                     expire_time: expire_time__,
+                    item_index: item_index__,
                 })
             }
         }

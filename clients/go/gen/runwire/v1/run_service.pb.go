@@ -283,7 +283,10 @@ type PendingGate struct {
 	// When the gate opened.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When it expires; unset when it never does.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// The fan-out item held by the gate (its `RunEvent.item_index`); unset for
+	// the node's own gate. Pass it on ConfirmActionRequest.
+	ItemIndex     *int32 `protobuf:"varint,6,opt,name=item_index,json=itemIndex,proto3,oneof" json:"item_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -351,6 +354,13 @@ func (x *PendingGate) GetExpireTime() *timestamppb.Timestamp {
 		return x.ExpireTime
 	}
 	return nil
+}
+
+func (x *PendingGate) GetItemIndex() int32 {
+	if x != nil && x.ItemIndex != nil {
+		return *x.ItemIndex
+	}
+	return 0
 }
 
 // StartRunRequest submits a flow to run.
@@ -1686,7 +1696,7 @@ const file_runwire_v1_run_service_proto_rawDesc = "" +
 	"\x05error\x18\x11 \x01(\v2\x18.runwire.v1.ErrorSummaryR\x05error\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe4\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x97\x02\n" +
 	"\vPendingGate\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12(\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x14.runwire.v1.GateKindR\x04kind\x12\x18\n" +
@@ -1694,7 +1704,10 @@ const file_runwire_v1_run_service_proto_rawDesc = "" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vexpire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"\x83\x02\n" +
+	"expireTime\x12\"\n" +
+	"\n" +
+	"item_index\x18\x06 \x01(\x05H\x00R\titemIndex\x88\x01\x01B\r\n" +
+	"\v_item_index\"\x83\x02\n" +
 	"\x0fStartRunRequest\x12$\n" +
 	"\x04flow\x18\x01 \x01(\v2\x10.runwire.v1.FlowR\x04flow\x12/\n" +
 	"\x06inputs\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x06inputs\x12\x1d\n" +
@@ -1915,6 +1928,7 @@ func file_runwire_v1_run_service_proto_init() {
 	}
 	file_runwire_v1_events_proto_init()
 	file_runwire_v1_flow_proto_init()
+	file_runwire_v1_run_service_proto_msgTypes[1].OneofWrappers = []any{}
 	file_runwire_v1_run_service_proto_msgTypes[17].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -1654,6 +1654,12 @@ class PendingGate(betterproto2.Message):
     When it expires; unset when it never does.
     """
 
+    item_index: "int | None" = betterproto2.field(6, betterproto2.TYPE_INT32, optional=True)
+    """
+    The fan-out item held by the gate (its `RunEvent.item_index`); unset for
+    the node's own gate. Pass it on ConfirmActionRequest.
+    """
+
 
 default_message_pool.register_message("runwire.v1", "PendingGate", PendingGate)
 

@@ -1,0 +1,134 @@
+"""Fan-out nodes end to end: real gRPC, real Postgres, real files; items confirmed one by one."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from conftest import Harness, edge, wait_for_event
+from google.protobuf import json_format, struct_pb2
+
+from runwire.v1 import events_pb2, flow_pb2, run_service_pb2
+
+
+def _node(spec: dict[str, Any]) -> flow_pb2.Node:
+    return json_format.ParseDict(spec, flow_pb2.Node())
+
+
+def _fs(node_id: str, action: str, params: dict[str, Any], **extra: Any) -> flow_pb2.Node:
+    return _node(
+        {"id": node_id, "action": {"adapter": "fs", "action": action, "params": params}, **extra}
+    )
+
+
+def _inputs(**values: Any) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(values)
+    return s
+
+
+def _files() -> list[dict[str, str]]:
+    return [{"name": "a.txt", "text": "alpha"}, {"name": "b.txt", "text": "beta"}]
+
+
+def _write_all() -> flow_pb2.Node:
+    return _fs(
+        "write",
+        "write-file",
+        {"path": "{{ item.name }}", "content": "{{ item.text }}"},
+        forEach={"items": "{{ inputs.files }}", "keyField": "name"},
+    )
+
+
+def _node_end(events: list[events_pb2.RunEvent], node_id: str) -> events_pb2.RunEvent:
+    return next(
+        e
+        for e in events
+        if e.node_id == node_id
+        and not e.HasField("item_index")
+        and e.WhichOneof("event") in ("node_succeeded", "node_failed")
+    )
+
+
+async def test_fan_out_reads_every_file_a_listing_returned(harness: Harness) -> None:
+    flow = flow_pb2.Flow(
+        name="listing",
+        nodes=[
+            _write_all(),
+            _fs("list", "list-dir", {"path": "."}),
+            _fs(
+                "read",
+                "read-file",
+                {"path": "{{ item.name }}"},
+                forEach={"items": "{{ nodes.list.output.entries }}", "keyField": "name"},
+            ),
+        ],
+        edges=[edge("write", "list"), edge("list", "read")],
+    )
+    run = await harness.start(flow, inputs=_inputs(files=_files()))
+    events = await harness.events(run.run_id)
+    assert events[-1].run_completed.status == events_pb2.RUN_STATUS_SUCCEEDED
+    read = json.loads(_node_end(events, "read").node_succeeded.output_json)
+    assert sorted((r["path"], r["content"]) for r in read) == [
+        ("a.txt", "alpha"),
+        ("b.txt", "beta"),
+    ]
+    keys = {
+        (e.item_index, e.item_key)
+        for e in events
+        if e.node_id == "read" and e.HasField("item_index") and e.HasField("node_started")
+    }
+    assert {k for _, k in keys} == {"a.txt", "b.txt"}
+    assert {i for i, _ in keys} == {0, 1}
+
+
+async def test_fan_out_destructive_items_wait_for_their_own_confirmations(harness: Harness) -> None:
+    flow = flow_pb2.Flow(
+        name="cleanup",
+        nodes=[
+            _write_all(),
+            _fs(
+                "delete",
+                "delete-file",
+                {"path": "{{ item.name }}"},
+                forEach={"items": "{{ inputs.files }}", "keyField": "name", "maxParallel": 2},
+            ),
+        ],
+        edges=[edge("write", "delete")],
+    )
+    run = await harness.start(flow, inputs=_inputs(files=_files()))
+    seen: set[int] = set()
+
+    def both_held(e: events_pb2.RunEvent) -> bool:
+        if e.HasField("awaiting_confirmation"):
+            seen.add(e.item_index)
+        return seen == {0, 1}
+
+    await wait_for_event(harness.stub, run.run_id, both_held)
+    got = (await harness.stub.GetRun(run_service_pb2.GetRunRequest(run_id=run.run_id))).run
+    assert sorted((g.node_id, g.item_index) for g in got.pending_gates) == [
+        ("delete", 0),
+        ("delete", 1),
+    ]
+    await harness.stub.ConfirmAction(
+        run_service_pb2.ConfirmActionRequest(
+            run_id=run.run_id, node_id="delete", item_index=1, approve=False
+        )
+    )
+    await harness.stub.ConfirmAction(
+        run_service_pb2.ConfirmActionRequest(
+            run_id=run.run_id, node_id="delete", item_index=0, approve=True
+        )
+    )
+    events = await harness.events(run.run_id)
+    resolved = {
+        e.item_index: e.confirmation_resolved.decision
+        for e in events
+        if e.HasField("confirmation_resolved")
+    }
+    assert resolved == {0: events_pb2.GATE_DECISION_APPROVED, 1: events_pb2.GATE_DECISION_REJECTED}
+    skipped = [(e.node_id, e.item_index) for e in events if e.HasField("node_skipped")]
+    assert skipped == [("delete", 1)]
+    output = json.loads(_node_end(events, "delete").node_succeeded.output_json)
+    assert output == [{"path": "a.txt", "deleted": True}, None]
+    assert events[-1].run_completed.status == events_pb2.RUN_STATUS_SUCCEEDED
