@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from runwire.engine._attempts import _attempts, _Where, duration_of
@@ -145,15 +146,17 @@ async def run_fan_out(x: RunExecutor, node_id: str, *, resume: bool) -> None:
         )
     policy = node.for_each.failure_policy or flow_pb2.ITEM_FAILURE_POLICY_FAIL_FAST
     limit = node.for_each.max_parallel or x.max_parallel
-    pending = [i for i in range(len(items)) if _open_or_new(n.items.get(i))]
-    running: set[asyncio.Task[None]] = set()
-    stop = False
+    pending = deque(i for i in range(len(items)) if _open_or_new(n.items.get(i)))
+    running: dict[asyncio.Task[None], int] = {}
+    fail_fast = policy == flow_pb2.ITEM_FAILURE_POLICY_FAIL_FAST
+    # An item that failed before a takeover stops a fail-fast visit too.
+    stop = fail_fast and any(s.status is NodeStatus.FAILED for s in n.items.values())
     try:
         while pending or running:
             while pending and not stop and len(running) < limit and x.has_room(len(running)):
-                i = pending.pop(0)
+                i = pending.popleft()
                 task = asyncio.create_task(_run_item(x, node, iteration, i, items[i]))
-                running.add(task)
+                running[task] = i
                 x.items_running += 1
                 task.add_done_callback(lambda _t: x.item_done())
             if not running:
@@ -163,14 +166,15 @@ async def run_fan_out(x: RunExecutor, node_id: str, *, resume: bool) -> None:
             waits.add(slot)
             done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             slot.cancel()
-            for finished in done & running:
-                running.discard(finished)
+            for finished in done:
+                index = running.pop(finished, None)  # type: ignore[call-overload]  # a task
+                if index is None:
+                    continue
                 finished.result()  # an item's crash (a lost lease) stops the visit
+                state = n.items.get(index)
+                if fail_fast and state is not None and state.status is NodeStatus.FAILED:
+                    stop = True
             if x.cancelled.is_set():
-                stop = True
-            if policy == flow_pb2.ITEM_FAILURE_POLICY_FAIL_FAST and any(
-                s.status is NodeStatus.FAILED for s in n.items.values()
-            ):
                 stop = True
     finally:
         for task in running:
