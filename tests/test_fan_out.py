@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import grpc
+import pytest
 from conftest import Harness, edge, wait_for_event
 from google.protobuf import json_format, struct_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from runwire.v1 import events_pb2, flow_pb2, run_service_pb2
 
@@ -132,3 +136,40 @@ async def test_fan_out_destructive_items_wait_for_their_own_confirmations(harnes
     output = json.loads(_node_end(events, "delete").node_succeeded.output_json)
     assert output == [{"path": "a.txt", "deleted": True}, None]
     assert events[-1].run_completed.status == events_pb2.RUN_STATUS_SUCCEEDED
+
+
+async def _violations(harness: Harness, flow: flow_pb2.Flow) -> set[str]:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.stub.StartRun(run_service_pb2.StartRunRequest(flow=flow))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(caught.value)
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    next(d for d in status.details if d.Is(bad.DESCRIPTOR)).Unpack(bad)
+    return {v.field for v in bad.field_violations}
+
+
+async def test_start_run_rejects_bad_fan_out_fields_by_path(harness: Harness) -> None:
+    bad = flow_pb2.Flow(
+        name="bad-fan",
+        nodes=[
+            _node(
+                {"id": "gate", "approval": {"message": "ok?"}, "forEach": {"items": "{{ [1] }}"}}
+            ),
+            _fs(
+                "read",
+                "read-file",
+                {"path": "{{ item }}"},
+                forEach={"items": " ", "maxParallel": -1, "keyField": "a b"},
+            ),
+        ],
+    )
+    assert await _violations(harness, bad) == {
+        "flow.nodes[0].for_each",
+        "flow.nodes[1].for_each.items",
+        "flow.nodes[1].for_each.max_parallel",
+        "flow.nodes[1].for_each.key_field",
+    }
+    # `item` exists only in a fan-out node's params.
+    plain = flow_pb2.Flow(name="plain", nodes=[_fs("plain", "read-file", {"path": "{{ item }}"})])
+    assert await _violations(harness, plain) == {"flow.nodes[0].action.params.path"}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _engine_flows import FLOWS
 from _engine_kit import flow_of, run_engine
 from conftest import assert_grammar
 
@@ -225,3 +226,21 @@ async def test_fan_out_items_in_flight_are_bounded_by_the_node_and_the_flow(
     assert_grammar(run.events)
     assert len(run.zap.calls) == 8
     assert run.zap.peak == peak
+
+
+async def test_fan_out_inside_a_loop_runs_every_item_again_on_each_visit(tmp_path: Path) -> None:
+
+    run = await run_engine(flow_of(FLOWS["fan-out inside a loop"][0]), tmp_path)
+    assert_grammar(run.events)
+    items = {
+        (e.iteration, e.item_index)
+        for e in _items(run.events)
+        if e.WhichOneof("event") == "node_succeeded"
+    }
+    assert items == {(1, 0), (1, 1), (2, 0), (2, 1)}
+    outputs = [
+        json.loads(e.node_succeeded.output_json)
+        for e in run.events
+        if e.node_id == "fan" and e.HasField("node_succeeded") and not e.HasField("item_index")
+    ]
+    assert outputs == [["x-0", "y-0"], ["x-1", "y-1"]]
