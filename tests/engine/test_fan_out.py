@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _engine_flows import FLOWS
-from _engine_kit import flow_of, run_engine
+from _engine_kit import MemoryJournal, flow_of, make_executor, run_engine
 from conftest import assert_grammar
 
 from runwire.engine import MAX_FAN_OUT_ITEMS
@@ -244,3 +245,42 @@ async def test_fan_out_inside_a_loop_runs_every_item_again_on_each_visit(tmp_pat
         if e.node_id == "fan" and e.HasField("node_succeeded") and not e.HasField("item_index")
     ]
     assert outputs == [["x-0", "y-0"], ["x-1", "y-1"]]
+
+
+async def test_fan_out_cancelled_while_items_wait_at_their_gates_closes_the_visit(
+    tmp_path: Path,
+) -> None:
+    """Two items hold for confirmation, a third has not started: a cancel decides
+    both gates as CANCELLED, skips those items, starts nothing new, and the
+    node's own NodeFailed closes the visit, so the stream stays grammatical."""
+    spec = _zap_fan({"items": "{{ inputs.targets }}", "maxParallel": 2})
+    spec["settings"] = {}  # the gate is on
+    journal = MemoryJournal()
+    run = make_executor(
+        flow_of(spec), tmp_path, journal=journal, inputs={"targets": _targets("a", "b", "c")}
+    )
+    held: set[int] = set()
+
+    def cancel_when_both_held(e: events_pb2.RunEvent) -> None:
+        if e.WhichOneof("event") == "awaiting_confirmation":
+            held.add(e.item_index)
+            if held == {0, 1}:
+                run.executor.control(pause=None, cancel=True, principal="ops", reason="stop")
+
+    journal.on_append = cancel_when_both_held
+    await asyncio.wait_for(run.executor.run(), 10)
+    assert_grammar(run.events)
+    assert run.zap.calls == []
+    resolved = {
+        e.item_index: e.confirmation_resolved.decision
+        for e in run.events
+        if e.WhichOneof("event") == "confirmation_resolved"
+    }
+    assert resolved == {
+        0: events_pb2.GATE_DECISION_CANCELLED,
+        1: events_pb2.GATE_DECISION_CANCELLED,
+    }
+    assert 2 not in {e.item_index for e in _items(run.events)}
+    end = _node_end(run.events, "fan")
+    assert end.node_failed.error.reason == "CANCELLED"
+    assert run.events[-1].run_completed.status == events_pb2.RUN_STATUS_CANCELLED
