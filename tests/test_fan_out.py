@@ -84,6 +84,9 @@ async def test_fan_out_reads_every_file_a_listing_returned(harness: Harness) -> 
     }
     assert {k for _, k in keys} == {"a.txt", "b.txt"}
     assert {i for i, _ in keys} == {0, 1}
+    # Each item's attempt is a span of its own, naming the item.
+    spans = [s for s in harness.spans.get_finished_spans() if s.name == "ExecuteNode:read"]
+    assert sorted((s.attributes or {}).get("runwire.item_index", -1) for s in spans) == [0, 1]
 
 
 async def test_fan_out_destructive_items_wait_for_their_own_confirmations(harness: Harness) -> None:

@@ -278,6 +278,7 @@ async def _attempt(
             telemetry.ATTR_NODE_ID: ref.node_id,
             telemetry.ATTR_ATTEMPT: ref.attempt,
             telemetry.ATTR_ITERATION: ref.iteration,
+            **({} if ref.item_index is None else {telemetry.ATTR_ITEM_INDEX: ref.item_index}),
         },
     ) as span:
         ids = where.gate_span if resumed and where.gate_span else _span_ids(span)
