@@ -176,3 +176,68 @@ async def test_start_run_rejects_bad_fan_out_fields_by_path(harness: Harness) ->
     # `item` exists only in a fan-out node's params.
     plain = flow_pb2.Flow(name="plain", nodes=[_fs("plain", "read-file", {"path": "{{ item }}"})])
     assert await _violations(harness, plain) == {"flow.nodes[0].action.params.path"}
+
+
+async def test_fan_out_taken_over_mid_way_keeps_finished_items_and_pending_gates(
+    harness_factory: Any,
+) -> None:
+    """Three items wait for confirmation; item 0 is confirmed and finishes,
+    then the server stops. The next server takes the run over: item 0 is not
+    run again, items 1 and 2 still wait at the gates stored in Postgres (not
+    announced twice) and finish once confirmed there."""
+    first: Harness = await harness_factory(lease_seconds=0.5)
+    flow = flow_pb2.Flow(
+        name="cleanup-takeover",
+        nodes=[
+            _write_all(),
+            _fs(
+                "delete",
+                "delete-file",
+                {"path": "{{ item }}", "missing_ok": True},
+                forEach={"items": '{{ ["a.txt", "b.txt", "c.txt"] }}', "maxParallel": 3},
+            ),
+        ],
+        edges=[edge("write", "delete")],
+    )
+    run = await first.start(flow, inputs=_inputs(files=_files()))
+    held: set[int] = set()
+
+    def all_held(e: events_pb2.RunEvent) -> bool:
+        if e.HasField("awaiting_confirmation"):
+            held.add(e.item_index)
+        return held == {0, 1, 2}
+
+    await wait_for_event(first.stub, run.run_id, all_held)
+    await first.stub.ConfirmAction(
+        run_service_pb2.ConfirmActionRequest(
+            run_id=run.run_id, node_id="delete", item_index=0, approve=True
+        )
+    )
+    await wait_for_event(
+        first.stub,
+        run.run_id,
+        lambda e: (
+            e.node_id == "delete"
+            and e.HasField("item_index")
+            and e.item_index == 0
+            and e.HasField("node_succeeded")
+        ),
+    )
+    await first.server.stop(grace=0.5)
+    second: Harness = await harness_factory(lease_seconds=0.5)
+    got = (await second.stub.GetRun(run_service_pb2.GetRunRequest(run_id=run.run_id))).run
+    assert sorted(g.item_index for g in got.pending_gates) == [1, 2]
+    for item in (1, 2):
+        await second.stub.ConfirmAction(
+            run_service_pb2.ConfirmActionRequest(
+                run_id=run.run_id, node_id="delete", item_index=item, approve=True
+            )
+        )
+    events = await second.events(run.run_id)
+    items = [e for e in events if e.node_id == "delete" and e.HasField("item_index")]
+    assert sorted(e.item_index for e in items if e.HasField("awaiting_confirmation")) == [0, 1, 2]
+    assert sorted(e.item_index for e in items if e.HasField("node_started")) == [0, 1, 2]
+    output = json.loads(_node_end(events, "delete").node_succeeded.output_json)
+    assert output[0] == {"path": "a.txt", "deleted": True}
+    assert [o["path"] for o in output] == ["a.txt", "b.txt", "c.txt"]
+    assert events[-1].run_completed.status == events_pb2.RUN_STATUS_SUCCEEDED
