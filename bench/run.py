@@ -303,6 +303,88 @@ def util_flow(nodes: int, *, chain: bool) -> flow_pb2.Flow:
     return flow
 
 
+def items_flow(items: int) -> flow_pb2.Flow:
+    """`src` sets a list of `items` numbers; `fan` runs a util set once per number."""
+    flow = flow_pb2.Flow(name=f"bench-items-{items}")
+    _action(flow.nodes.add(id="src"), "util", "set", {"value": list(range(items))})
+    fan = flow.nodes.add(id="fan")
+    _action(fan, "util", "set", {"value": "{{ item }}"})
+    fan.for_each.items = "{{ nodes.src.output }}"
+    flow.edges.add(source="src", target="fan")
+    flow.settings.max_parallel = 64  # the most a flow may ask for
+    return flow
+
+
+# -- scenario 3: one fan-out node over many items ------------------------------
+
+
+@dataclass
+class ItemsRow:
+    items: int
+    events: int
+    seconds: float  # StartRun sent -> RunCompleted received
+    rss_mb: float  # the server's resident memory right after the run
+    peak_mb: float  # the server's peak resident memory so far (VmHWM)
+
+
+def _peak_rss(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_items(server: Server, stub: run_service_pb2_grpc.RunServiceStub, items: int) -> ItemsRow:
+    assert server.proc is not None
+    t0 = time.monotonic()
+    run = stub.StartRun(run_service_pb2.StartRunRequest(flow=items_flow(items))).run
+    events = 0
+    status = 0
+    for response in stub.WatchRun(run_service_pb2.WatchRunRequest(run_id=run.run_id)):
+        events += len(response.events)
+        if response.events and response.events[-1].HasField("run_completed"):
+            status = response.events[-1].run_completed.status
+            break
+    seconds = time.monotonic() - t0
+    if status != 4:  # RUN_STATUS_SUCCEEDED
+        raise SystemExit(f"bench: the fan-out of {items} items ended with status {status}")
+    proc = psutil.Process(server.proc.pid)
+    return ItemsRow(
+        items, events, seconds, proc.memory_info().rss / 2**20, _peak_rss(proc.pid) / 2**20
+    )
+
+
+def print_items(rows: list[ItemsRow]) -> None:
+    print(
+        "\n3. One fan-out node of util set items (flow max_parallel 64): StartRun -> RunCompleted"
+    )
+    base = rows[0].seconds / rows[0].items
+    print_table(
+        [
+            "items",
+            "events",
+            "seconds",
+            "ms/item",
+            "x per-item of first",
+            "server RSS MB",
+            "peak MB",
+        ],
+        [
+            [
+                str(r.items),
+                str(r.events),
+                f"{r.seconds:.2f}",
+                f"{1000 * r.seconds / r.items:.3f}",
+                f"{(r.seconds / r.items) / base:.2f}",
+                f"{r.rss_mb:.0f}",
+                f"{r.peak_mb:.0f}",
+            ]
+            for r in rows
+        ],
+    )
+
+
 def ticker_flow(go: Path, count: int, interval: float) -> flow_pb2.Flow:
     flow = flow_pb2.Flow(name="bench-ticker")
     node = flow.nodes.add(id="tick")
@@ -668,7 +750,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: small N, W up to 50")
     parser.add_argument(
-        "--scenario", choices=("all", "throughput", "fanout"), default="all", help="what to run"
+        "--scenario",
+        choices=("all", "throughput", "fanout", "items"),
+        default="all",
+        help="what to run",
     )
     parser.add_argument("--lines", type=int, help="lines the shell node prints (`seq 1 N`)")
     parser.add_argument("--util-nodes", type=int, help="util set nodes per flow (at most 1000)")
@@ -711,6 +796,7 @@ def main() -> int:
     server = Server(workdir, commit_interval=args.commit_interval)
     through: list[ThroughputRow] = []
     fan: list[LatencyRow] = []
+    item_rows: list[ItemsRow] = []
     try:
         server.start()
         facts.append(("postgres", pg_version(server.database_url)))
@@ -739,6 +825,15 @@ def main() -> int:
                 row = run_throughput(server, workdir, name, flow, logs)
                 through.append(row)
                 print(f"   {name}: {row.events} events in {row.run_seconds:.2f}s", flush=True)
+
+        if args.scenario in ("all", "items"):
+            print("\n== 3. a fan-out node over 100 -> 10 000 util items", flush=True)
+            with grpc.insecure_channel(server.addr) as channel:
+                stub = run_service_pb2_grpc.RunServiceStub(channel)
+                for n in (100, 1000, 10_000):
+                    item_rows.append(run_items(server, stub, n))
+                    r = item_rows[-1]
+                    print(f"   {n} items: {r.events} events in {r.seconds:.2f}s", flush=True)
 
         if args.scenario in ("all", "fanout"):
             print(f"\n== 2. fan-out at {args.rate:g} lines/s, {seconds:g}s per step", flush=True)
@@ -792,6 +887,8 @@ def main() -> int:
         print_throughput(through)
     if fan:
         print_fanout(fan, args.rate, seconds, max_watchers)
+    if item_rows:
+        print_items(item_rows)
     print(f"\nbench took {time.monotonic() - started:.0f}s")
     return 0
 

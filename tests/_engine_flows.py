@@ -150,4 +150,97 @@ FLOWS: dict[str, tuple[dict[str, Any], dict[str, int]]] = {
         },
         {},
     ),
+    "fan-out over an upstream list": (
+        {
+            "name": "fan-out",
+            "nodes": [
+                _set("list", [1, 2, 3]),
+                _set(
+                    "fan",
+                    {"n": "{{ item }}", "i": "{{ item_index }}"},
+                    forEach={"items": "{{ nodes.list.output }}", "maxParallel": 2},
+                ),
+                _set("end", "{{ nodes.fan.output }}"),
+            ],
+            "edges": [_edge("list", "fan"), _edge("fan", "end")],
+        },
+        {},
+    ),
+    "fan-out with a failing item, retries and keys": (
+        {
+            "name": "fan-out-failing",
+            "nodes": [
+                {
+                    "id": "fan",
+                    "action": {
+                        "adapter": "test",
+                        "action": "zap",
+                        "params": {"target": "{{ item.t }}", "fail": "{{ item.fail }}"},
+                    },
+                    "retryPolicy": FAST_RETRY,
+                    "forEach": {
+                        "items": "{{ inputs.targets }}",
+                        "failurePolicy": "ITEM_FAILURE_POLICY_FAIL_AT_END",
+                        "keyField": "t",
+                    },
+                },
+                _set("after", "{{ nodes.fan.status }}"),
+            ],
+            "edges": [_edge("fan", "after", "ALWAYS")],
+            "settings": {"confirmDestructive": False},
+        },
+        {},
+    ),
+    "fan-out inside a loop": (
+        {
+            "name": "fan-out-loop",
+            "nodes": [
+                _set("head", "{{ nodes.head.iteration }}", maxVisits=2),
+                _set(
+                    "fan",
+                    "{{ item }}-{{ nodes.head.output }}",
+                    forEach={"items": '{{ ["x", "y"] }}'},
+                ),
+                _set("tail", "{{ nodes.fan.output }}"),
+            ],
+            "edges": [_edge("head", "fan"), _edge("fan", "tail"), _edge("tail", "head")],
+        },
+        {},
+    ),
+    "destructive fan-out, each item confirmed": (
+        {
+            "name": "fan-out-gates",
+            "nodes": [
+                {
+                    "id": "fan",
+                    "action": {
+                        "adapter": "test",
+                        "action": "zap",
+                        "params": {"target": "{{ item }}"},
+                    },
+                    "forEach": {"items": '{{ ["p", "q"] }}'},
+                },
+                _set("end", "{{ nodes.fan.output }}"),
+            ],
+            "edges": [_edge("fan", "end")],
+        },
+        {"fan": APPROVED},
+    ),
+    "empty fan-out": (
+        {
+            "name": "fan-out-empty",
+            "nodes": [
+                _set("fan", "{{ item }}", forEach={"items": "{{ [] }}"}),
+                _set("end", "{{ nodes.fan.output }}"),
+            ],
+            "edges": [_edge("fan", "end")],
+        },
+        {},
+    ),
+}
+
+# Run inputs of the flows that read them (the others ignore these).
+INPUTS: dict[str, Any] = {
+    "who": "tester",
+    "targets": [{"t": "a", "fail": False}, {"t": "b", "fail": True}, {"t": "c", "fail": False}],
 }

@@ -43,7 +43,11 @@ class ZapAdapter:
             "Zap a target (destructive)",
             {
                 "type": "object",
-                "properties": {"target": {"type": "string"}, "fail": {"type": "boolean"}},
+                "properties": {
+                    "target": {"type": "string"},
+                    "fail": {"type": "boolean"},
+                    "flaky": {"type": "boolean"},
+                },
                 "required": ["target"],
                 "additionalProperties": False,
             },
@@ -53,6 +57,8 @@ class ZapAdapter:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.in_flight = 0
+        self.peak = 0  # the most calls in flight at once
 
     def check(self, action: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
         return []
@@ -61,7 +67,19 @@ class ZapAdapter:
         return f"zap {params.get('target')}"
 
     async def execute(self, ctx: NodeContext, action: str, params: Mapping[str, Any]) -> Any:
-        self.calls.append(f"{ctx.node_id}:{params['target']}")
+        call = f"{ctx.node_id}:{params['target']}"
+        first = call not in self.calls
+        self.calls.append(call)
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            # Yield a few times, so calls that may overlap do.
+            for _ in range(3):
+                await asyncio.sleep(0)
+        finally:
+            self.in_flight -= 1
+        if params.get("flaky") and first:
+            raise ActionFailed("ZAP_FLAKY", "zap failed the first time")
         if params.get("fail"):
             raise ActionFailed("ZAP_FAILED", "zap failed on purpose")
         return {"zapped": params["target"]}
@@ -108,8 +126,8 @@ class MemoryGates:
     """engine.GateStore in memory; `decisions` says how a person decides each node's gate."""
 
     decisions: Mapping[str, int] = field(default_factory=dict)
-    opened: list[tuple[str, int, int]] = field(default_factory=list)
-    decided: dict[tuple[str, int, int], Decision] = field(default_factory=dict)
+    opened: list[tuple[str, int, int, int | None]] = field(default_factory=list)
+    decided: dict[tuple[str, int, int, int | None], Decision] = field(default_factory=dict)
     lost: bool = False
 
     async def open_gate(
@@ -120,21 +138,30 @@ class MemoryGates:
         kind: int,
         message: str,
         expire_time: datetime | None,
+        *,
+        item_index: int | None = None,
     ) -> Decision | None:
         if self.lost:
             raise LeaseLost(run_id)
-        key = (node_id, iteration, kind)
+        key = (node_id, iteration, kind, item_index)
         self.opened.append(key)
         if key not in self.decided and node_id in self.decisions:
             self.decided[key] = Decision(self.decisions[node_id], "tester", "scripted")  # type: ignore[arg-type]
         return self.decided.get(key)
 
     async def decide_gate(
-        self, run_id: str, node_id: str, iteration: int, kind: int, decision: Decision
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int,
+        kind: int,
+        decision: Decision,
+        *,
+        item_index: int | None = None,
     ) -> Decision:
         if self.lost:
             raise LeaseLost(run_id)
-        return self.decided.setdefault((node_id, iteration, kind), decision)
+        return self.decided.setdefault((node_id, iteration, kind, item_index), decision)
 
 
 @dataclass

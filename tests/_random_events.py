@@ -22,6 +22,7 @@ from runwire.v1 import events_pb2
 __all__ = ["EDGE_STRINGS", "VARIANTS", "random_events"]
 
 VARIANTS = [f.name for f in events_pb2.RunEvent.DESCRIPTOR.oneofs_by_name["event"].fields]
+_CATALOG = events_pb2.RunEvent.DESCRIPTOR.oneofs_by_name["event"]
 
 EDGE_STRINGS = [
     "",
@@ -147,7 +148,9 @@ def random_events(seed: int, per_variant: int) -> Iterator[events_pb2.RunEvent]:
             event = events_pb2.RunEvent()
             envelope = events_pb2.RunEvent.DESCRIPTOR
             for field in envelope.fields:
-                if field.containing_oneof is not None or rng.random() < 0.3:
+                # `event` is the catalog; a proto3 `optional` field (item_index)
+                # sits in a synthetic oneof of its own and is set like any other.
+                if field.containing_oneof is _CATALOG or rng.random() < 0.3:
                     continue
                 if field.type == FieldDescriptor.TYPE_MESSAGE:
                     sub = getattr(event, field.name)

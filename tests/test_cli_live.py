@@ -14,7 +14,7 @@ from pathlib import Path
 from conftest import Harness, wait_for_event
 from rich.console import Console
 
-from runwire._view import RunView
+from runwire._view import RunView, event_line
 from runwire.v1 import events_pb2
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -191,3 +191,32 @@ def test_live_view_without_the_flow_counts_nodes_not_started() -> None:
     text = _text(view, 11.0)
     assert "f · run_x · PENDING · 0/3 nodes · 1.0s" in text
     assert re.search(r"│ \+2 not started\s+│ pending", text)  # fmt: skip
+
+
+def _item(e: events_pb2.RunEvent, index: int, key: str = "") -> events_pb2.RunEvent:
+    e.item_index, e.item_key = index, key
+    return e
+
+
+def test_live_view_shows_a_fan_out_node_as_one_row_with_counts_and_its_failures() -> None:
+    view = RunView("run_x", ["fan"])
+    view.apply(_event(1, at=1.0, run_started=events_pb2.RunStarted(flow_name="f", node_count=1)))
+    started = events_pb2.NodeStarted(
+        adapter="fs", action="read-file", params_json='{"for_each":[1,2,3,4]}'
+    )
+    view.apply(_event(2, "fan", 1, 1, at=1.0, node_started=started))
+    item_started = events_pb2.NodeStarted(adapter="fs", action="read-file")
+    for seq, i in ((3, 0), (4, 1), (5, 2)):
+        view.apply(_item(_event(seq, "fan", 1, 1, at=1.0, node_started=item_started), i, f"k{i}"))
+    view.apply(_item(_event(6, "fan", 1, 1, at=1.5, node_succeeded=events_pb2.NodeSucceeded()), 0))
+    failed = events_pb2.NodeFailed(error=events_pb2.ErrorSummary(message="no such file"))
+    view.apply(_item(_event(7, "fan", 1, 1, at=1.5, node_failed=failed), 1, "k1"))
+    text = _text(view, 2.0)
+    assert re.search(r"│ fan\s+│ running\s+│\s+1\.0s… │ 1/4 done · 1 failed · 1 running", text)
+    assert re.search(r"│\s+└ item\s+│ failed\s+│\s+│ fan\[1\] k1: no such file", text)
+    assert text.count("│ fan ") == 1  # one row for the node, not one per item
+
+
+def test_plain_line_names_the_item() -> None:
+    e = _item(_event(9, "fan", 2, 1, at=1.0, node_log=events_pb2.NodeLog(line="x")), 3, "svc-a")
+    assert " node_log fan (visit 2, item 3 'svc-a', attempt 1) " in event_line(e)

@@ -21,6 +21,7 @@ SERVER = Path(__file__).resolve().parent.parent / "server" / "runwire"
 PUBLIC: dict[str, list[str]] = {
     "runwire.engine": [
         "MAX_EVENT_BYTES",
+        "MAX_FAN_OUT_ITEMS",
         "MAX_JSON_BYTES",
         "TRUNCATED_KEY",
         "VARIANTS",

@@ -54,7 +54,8 @@ FAILURE = flow_pb2.EDGE_CONDITION_FAILURE
 
 
 def live_flow() -> flow_pb2.Flow:
-    """gate (approval) -> talk (logs) -> flaky (fails twice) -> FAILURE handler / SUCCESS deploy.
+    """gate (approval) -> talk (logs) -> flaky (fails twice) -> FAILURE handler / SUCCESS deploy;
+    handler -> fan (a fan-out over three items, each echoing a line).
 
     The gate holds the run until every watcher is attached, so what follows
     reaches them live, not as a replay. `talk` prints a line every few
@@ -73,6 +74,11 @@ def live_flow() -> flow_pb2.Flow:
     flaky = shell_node("flaky", "sh", "-c", "echo 'no luck' >&2; exit 3")
     flaky.retry_policy.max_attempts = 2
     flaky.retry_policy.initial_backoff.FromMilliseconds(50)
+    # A fan-out: each item's events carry item_index (0 included) and item_key.
+    fan = shell_node("fan", "echo", "item {{ item.name }}")
+    fan.for_each.items = '{{ [{"name": "a"}, {"name": "b"}, {"name": "c"}] }}'
+    fan.for_each.key_field = "name"
+    fan.for_each.max_parallel = 2
     return flow_pb2.Flow(
         name="live-clients",
         nodes=[
@@ -81,12 +87,14 @@ def live_flow() -> flow_pb2.Flow:
             flaky,
             shell_node("deploy", "echo", "deployed"),
             shell_node("handler", "echo", "handled"),
+            fan,
         ],
         edges=[
             edge("gate", "talk"),
             edge("talk", "flaky"),
             edge("flaky", "deploy"),
             edge("flaky", "handler", FAILURE),
+            edge("handler", "fan"),
         ],
     )
 
@@ -328,6 +336,13 @@ def assert_flow_shape(events: list[events_pb2.RunEvent]) -> None:
     ]  # fmt: skip
     assert by_node["handler"][-1] == "node_succeeded"
     assert by_node["deploy"] == ["node_skipped"]
+    fan = [e for e in events if e.node_id == "fan"]
+    assert {(e.item_index, e.item_key) for e in fan if e.HasField("item_index")} == {
+        (0, "a"), (1, "b"), (2, "c"),
+    }  # fmt: skip
+    assert sum(1 for e in fan if e.HasField("item_index") and e.HasField("node_log")) == 3
+    assert fan[-1].HasField("node_succeeded")
+    assert not fan[-1].HasField("item_index")
     assert events[-1].run_completed.status == events_pb2.RUN_STATUS_SUCCEEDED
 
 

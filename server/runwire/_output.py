@@ -93,7 +93,10 @@ def run_lines(run: run_service_pb2.Run, *, wide: bool) -> str:
         lines.append(f"inputs:   {json.dumps(inputs, ensure_ascii=False, sort_keys=True)}")
     for gate in run.pending_gates:
         kind = run_service_pb2.GateKind.Name(gate.kind).removeprefix("GATE_KIND_").lower()
-        lines.append(f"waiting:  {gate.node_id} ({kind}) {gate.message}")
+        which = gate.node_id
+        if gate.HasField("item_index"):
+            which += f" --item {gate.item_index}"
+        lines.append(f"waiting:  {which} ({kind}) {gate.message}")
     if run.HasField("error"):
         lines.append(f"error:    {run.error.reason}: {run.error.message}")
     if wide:

@@ -8,6 +8,7 @@ takes without letting `apply` interleave.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -62,6 +63,24 @@ class _Visit:
     started: float | None = None
     duration: float | None = None
     latest: str = ""
+    # A fan-out visit: how many items its NodeStarted listed, each item's
+    # status, and the failed items' errors (shown as rows under the node).
+    item_total: int = 0
+    items: dict[int, str] = field(default_factory=dict)
+    item_errors: dict[int, str] = field(default_factory=dict)
+
+    def item_counts(self) -> str:
+        """`3/10 done · 1 failed · 2 running` for a fan-out visit."""
+        statuses = list(self.items.values())
+        done = statuses.count("succeeded")
+        parts = [f"{done}/{self.item_total or len(statuses)} done"]
+        for word in ("failed", "running", "retrying", "skipped"):
+            if n := statuses.count(word):
+                parts.append(f"{n} {word}")
+        return " · ".join(parts)
+
+
+_MAX_FAILED_ROWS = 5
 
 
 @dataclass
@@ -119,13 +138,41 @@ class RunView:
         elif e.node_id:
             self._apply_node(e, case or "")
 
+    def _apply_item(self, visit: _Visit, e: events_pb2.RunEvent, case: str) -> None:
+        i = e.item_index
+        name = f"{e.node_id}[{i}]" + (f" {e.item_key}" if e.item_key else "")
+        if case == "node_started":
+            visit.items[i] = "running"
+        elif case == "node_succeeded":
+            visit.items[i] = "succeeded"
+            visit.item_errors.pop(i, None)
+        elif case == "node_failed":
+            visit.items[i] = "retrying" if e.node_failed.will_retry else "failed"
+            visit.item_errors[i] = f"{name}: {e.node_failed.error.message}"
+        elif case == "node_skipped":
+            visit.items[i] = "skipped"
+        elif case == "awaiting_confirmation":
+            self.gates[name] = (
+                f"⚠ {name} waits for confirmation: {e.awaiting_confirmation.action_summary}"
+                f" — runwire confirm|reject {self.run_id} {e.node_id} --item {i}"
+            )
+        elif case == "confirmation_resolved":
+            self.gates.pop(name, None)
+
     def _apply_node(self, e: events_pb2.RunEvent, case: str) -> None:
         visit = self._visit(e)
+        if e.HasField("item_index"):
+            self._apply_item(visit, e, case)
+            return
         if case == "node_started":
             visit.status, visit.attempt = "running", e.attempt
             visit.action = f"{e.node_started.adapter}.{e.node_started.action}".rstrip(".")
             visit.started, visit.duration = _seconds(e.event_time), None
             visit.latest = ""
+            with contextlib.suppress(ValueError):
+                params = json.loads(e.node_started.params_json or "null")
+                if isinstance(params, dict) and isinstance(params.get("for_each"), list):
+                    visit.item_total = len(params["for_each"])
         elif case == "node_succeeded":
             visit.status = "succeeded"
             visit.duration = e.node_succeeded.duration.ToTimedelta().total_seconds()
@@ -202,12 +249,27 @@ class RunView:
             else:
                 elapsed = ""
             style = _STYLE.get(v.status, "")
+            latest = v.latest or v.action
+            if v.item_total or v.items:
+                latest = v.item_counts() + ("" if v.status == "running" else f" {latest}")
             table.add_row(
                 Text(name, style="dim" if v.status == "pending" else ""),
                 Text(status, style=style),
                 elapsed,
-                Text(_short(v.latest or v.action), style="dim" if v.status == "pending" else ""),
+                Text(_short(latest), style="dim" if v.status == "pending" else ""),
             )
+            failures = [
+                (i, text) for i, text in sorted(v.item_errors.items()) if v.items[i] == "failed"
+            ]
+            for _, text in failures[:_MAX_FAILED_ROWS]:
+                table.add_row(
+                    Text("  └ item", style="dim"), Text("failed", "red"), "", _short(text)
+                )
+            if len(failures) > _MAX_FAILED_ROWS:
+                more = len(failures) - _MAX_FAILED_ROWS
+                table.add_row(
+                    Text(f"  └ +{more} more failed items", style="dim"), Text("failed", "red")
+                )
         unseen = total - len({v.node_id for v in visits})
         if unseen > 0:
             table.add_row(Text(f"+{unseen} not started", style="dim"), Text("pending", "dim"))
@@ -225,7 +287,10 @@ def event_line(e: events_pb2.RunEvent) -> str:
     text = str(payload).replace("\n", " ").strip() if payload is not None else ""
     where = ""
     if e.node_id:
-        where = f" {e.node_id} (visit {e.iteration}" + (
+        item = ""
+        if e.HasField("item_index"):
+            item = f", item {e.item_index}" + (f" {e.item_key!r}" if e.item_key else "")
+        where = f" {e.node_id} (visit {e.iteration}{item}" + (
             f", attempt {e.attempt})" if e.attempt else ")"
         )
     return f"{e.seq:>6} {case}{where} {text}"

@@ -256,7 +256,13 @@ def _decide(args: argparse.Namespace) -> int:
     with _Client(args) as client:
         stub, md = client.stub, client.metadata
         run = client.get(args.run_id)
-        kinds = [g.kind for g in run.pending_gates if g.node_id == args.node_id]
+        item = args.item
+        kinds = [
+            g.kind
+            for g in run.pending_gates
+            if g.node_id == args.node_id
+            and (g.item_index if g.HasField("item_index") else None) == item
+        ]
         kind = (
             kinds[0]
             if kinds
@@ -279,9 +285,12 @@ def _decide(args: argparse.Namespace) -> int:
         request = request_type(
             run_id=args.run_id, node_id=args.node_id, approve=approve, comment=args.comment
         )
+        if item is not None and isinstance(request, run_service_pb2.ConfirmActionRequest):
+            request.item_index = item
         run = method(request, metadata=md).run
     word = "approved" if approve else "rejected"
-    _print_run(run, args, f"{args.run_id} {args.node_id}: {word}; run is {status_name(run.status)}")
+    which = args.node_id if item is None else f"{args.node_id}[{item}]"
+    _print_run(run, args, f"{args.run_id} {which}: {word}; run is {status_name(run.status)}")
     return 0
 
 
@@ -542,6 +551,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("run_id")
         p.add_argument("node_id")
         p.add_argument("--comment", default="")
+        p.add_argument(
+            "--item",
+            type=int,
+            default=None,
+            metavar="N",
+            help="the item of a fan-out node whose gate to resolve (its item_index)",
+        )
         p.set_defaults(func=_decide)
 
     for name in ("pause", "resume", "cancel"):

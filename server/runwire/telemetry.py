@@ -13,6 +13,7 @@ __all__ = [
     "ATTR_ATTEMPT",
     "ATTR_ERROR_REASON",
     "ATTR_FLOW_NAME",
+    "ATTR_ITEM_INDEX",
     "ATTR_ITERATION",
     "ATTR_NODE_ID",
     "ATTR_RUN_ID",
@@ -29,6 +30,7 @@ ATTR_RUN_ID = "runwire.run_id"
 ATTR_NODE_ID = "runwire.node_id"
 ATTR_ATTEMPT = "runwire.attempt"
 ATTR_ITERATION = "runwire.iteration"
+ATTR_ITEM_INDEX = "runwire.item_index"  # only on the spans of a fan-out item's attempts
 ATTR_FLOW_NAME = "runwire.flow_name"
 ATTR_ERROR_REASON = "runwire.error_reason"
 

@@ -12,23 +12,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _engine_flows import FLOWS
+from _engine_flows import FLOWS, INPUTS
 from _engine_kit import MemoryGates, flow_of, fold, run_engine, summary
 from conftest import assert_grammar
 
 from runwire.v1 import events_pb2
 
-INPUTS = {"who": "tester"}
+
+def _key(e: events_pb2.RunEvent) -> tuple[str, int, int | None]:
+    """A node visit, or one item of a fan-out visit."""
+    return (e.node_id, e.iteration, e.item_index if e.HasField("item_index") else None)
 
 
-def _finished_visits(events: list[events_pb2.RunEvent]) -> set[tuple[str, int]]:
-    done: set[tuple[str, int]] = set()
+def _finished_visits(events: list[events_pb2.RunEvent]) -> set[tuple[str, int, int | None]]:
+    done: set[tuple[str, int, int | None]] = set()
     for e in events:
         case = e.WhichOneof("event")
         if case in ("node_succeeded", "node_skipped") or (
             case == "node_failed" and not e.node_failed.will_retry
         ):
-            done.add((e.node_id, e.iteration))
+            done.add(_key(e))
     return done
 
 
@@ -57,7 +60,7 @@ async def test_takeover_after_every_prefix_ends_like_the_uninterrupted_run(
         where = f"{name}: taken over after seq {k} ({prefix[-1].WhichOneof('event')})"
         assert_grammar(joined)
         restarted = {
-            (e.node_id, e.iteration)
+            _key(e)
             for e in rest.events
             if e.WhichOneof("event") in ("node_started", "awaiting_confirmation")
         }

@@ -16,7 +16,7 @@ var exported = []string{
 	"CheckKnown", "Checker", "DecodeEvent",
 	"DefaultInitialBackoff", "DefaultMaxBackoff", "DefaultRetryTimeout",
 	"ErrSeqGap", "Error", "ErrorDomain", "FieldViolation", "FromError", "NewChecker",
-	"RuleAttemptOpen", "RuleAttemptUnclosed", "RuleOutputOutsideAttempt", "RuleRunCompletedLast",
+	"RuleAttemptOpen", "RuleAttemptUnclosed", "RuleItemOutsideFrame", "RuleItemUnclosed", "RuleOutputOutsideAttempt", "RuleRunCompletedLast",
 	"RuleRunIDStable", "RuleRunStartedFirst", "RuleSeqGapless", "RuleSeqStart",
 	"RuleSkipInsideAttempt", "RuleTerminalOutsideAttempt",
 	"RunEnd", "UnknownEventError", "Violation", "Watch", "WatchOptions",

@@ -21,6 +21,8 @@ const (
 	RuleTerminalOutsideAttempt = "terminal-outside-attempt"
 	RuleSkipInsideAttempt      = "skip-inside-attempt"
 	RuleAttemptUnclosed        = "attempt-unclosed"
+	RuleItemOutsideFrame       = "item-outside-frame"
+	RuleItemUnclosed           = "item-unclosed"
 )
 
 // Violation is one broken grammar rule.
@@ -149,7 +151,14 @@ func (c *Checker) check(ev *runwirev1.RunEvent) *Violation {
 		c.firstRun = ev.GetRunId()
 	}
 	kind := kindOf(ev)
-	node := ev.GetNodeId()
+	// A fan-out item is a track of its own, named node[item_index]; the
+	// node's own attempt (no item) frames its items.
+	frame := ev.GetNodeId()
+	node := frame
+	isItem := ev.ItemIndex != nil
+	if isItem {
+		node = fmt.Sprintf("%s[%d]", frame, ev.GetItemIndex())
+	}
 	key := attempt{ev.GetIteration(), ev.GetAttempt()}
 	name := variantName(ev)
 
@@ -157,6 +166,17 @@ func (c *Checker) check(ev *runwirev1.RunEvent) *Violation {
 	// violation does not derail the checks of later events.
 	open, isOpen := c.open[node]
 	known := c.seen[node] || c.afterSeq == 0
+	openFrame, frameOpen := c.open[frame]
+	frameKnown := c.seen[frame] || c.afterSeq == 0
+	var openItems []string
+	if kind == kindNodeTerminal && !isItem {
+		for n := range c.open {
+			if strings.HasPrefix(n, frame+"[") {
+				openItems = append(openItems, n)
+			}
+		}
+		sort.Strings(openItems)
+	}
 	wasCompleted := c.completed
 	switch kind {
 	case kindNodeStarted:
@@ -184,6 +204,13 @@ func (c *Checker) check(ev *runwirev1.RunEvent) *Violation {
 		return fail(RuleRunStartedFirst, "%s at seq 1, want run_started", name)
 	case seq != 1 && kind == kindRunStarted:
 		return fail(RuleRunStartedFirst, "run_started at seq %d, want seq 1", seq)
+	}
+
+	switch {
+	case kind == kindNodeStarted && isItem && ((!frameOpen && frameKnown) || (frameOpen && openFrame.iteration != key.iteration)):
+		return fail(RuleItemOutsideFrame, "node_started for item %q (%s) outside an open visit of node %q", node, key, frame)
+	case len(openItems) > 0:
+		return fail(RuleItemUnclosed, "%s for node %q while items are open: %s", name, frame, strings.Join(openItems, ", "))
 	}
 
 	switch kind {

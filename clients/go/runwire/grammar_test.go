@@ -19,6 +19,7 @@ type step struct {
 	node      string
 	iteration int32
 	attempt   int32
+	item      *int32 // the item of a fan-out node, or nil
 	seq       int64  // 0: the previous seq + 1
 	runID     string // "": runID
 }
@@ -28,6 +29,7 @@ func node(variant, id string, it, at int32) step {
 	return step{variant: variant, node: id, iteration: it, attempt: at}
 }
 func (s step) at(seq int64) step    { s.seq = seq; return s }
+func (s step) forItem(i int32) step { s.item = &i; return s }
 func (s step) of(runID string) step { s.runID = runID; return s }
 
 // events builds the stream; the first seq is afterSeq + 1.
@@ -40,7 +42,7 @@ func events(afterSeq int64, steps ...step) []*runwirev1.RunEvent {
 		if s.seq != 0 {
 			seq = s.seq
 		}
-		ev := &runwirev1.RunEvent{RunId: runID, Seq: seq, NodeId: s.node, Iteration: s.iteration, Attempt: s.attempt}
+		ev := &runwirev1.RunEvent{RunId: runID, Seq: seq, NodeId: s.node, Iteration: s.iteration, Attempt: s.attempt, ItemIndex: s.item}
 		if s.runID != "" {
 			ev.RunId = s.runID
 		}
@@ -120,6 +122,27 @@ func TestCheckerAcceptsValidStreams(t *testing.T) {
 			run("run_status_changed"),
 			run("run_completed"),
 		)},
+		{"a fan-out: the node's attempt frames interleaved items, item 0 retried", 0, events(0,
+			run("run_started"),
+			node("node_started", "a", 1, 1),
+			node("node_started", "a", 1, 1).forItem(0),
+			node("node_started", "a", 1, 1).forItem(1),
+			node("node_log", "a", 1, 1).forItem(1),
+			node("node_failed", "a", 1, 1).forItem(0),
+			node("node_retrying", "a", 1, 1).forItem(0),
+			node("node_succeeded", "a", 1, 1).forItem(1),
+			node("node_started", "a", 1, 2).forItem(0),
+			node("node_succeeded", "a", 1, 2).forItem(0),
+			node("node_skipped", "a", 1, 0).forItem(2),
+			node("node_succeeded", "a", 1, 1),
+			run("run_completed"),
+		)},
+		{"resumed: an item starts inside a frame opened before after_seq", 9, events(9,
+			node("node_started", "a", 1, 1).forItem(3),
+			node("node_succeeded", "a", 1, 1).forItem(3),
+			node("node_succeeded", "a", 1, 1),
+			run("run_completed"),
+		)},
 		{"resumed: events of attempts opened before after_seq", 10, events(10,
 			node("node_log", "a", 1, 1),
 			node("node_succeeded", "a", 1, 1),
@@ -165,6 +188,33 @@ func TestCheckerReportsEachRule(t *testing.T) {
 			node("node_started", "a", 1, 2),
 			node("node_succeeded", "a", 1, 2),
 			run("run_completed")), 3},
+		{RuleItemOutsideFrame, "an item starts with no open attempt of its node", 0, events(0,
+			run("run_started"),
+			node("node_started", "a", 1, 1).forItem(0),
+			node("node_succeeded", "a", 1, 1).forItem(0),
+			run("run_completed")), 2},
+		{RuleItemOutsideFrame, "an item starts in another iteration than its node's visit", 0, events(0,
+			run("run_started"),
+			node("node_started", "a", 1, 1),
+			node("node_started", "a", 2, 1).forItem(0),
+			node("node_succeeded", "a", 2, 1).forItem(0),
+			node("node_succeeded", "a", 1, 1),
+			run("run_completed")), 3},
+		{RuleAttemptOpen, "the same item starts twice", 0, events(0,
+			run("run_started"),
+			node("node_started", "a", 1, 1),
+			node("node_started", "a", 1, 1).forItem(0),
+			node("node_started", "a", 1, 2).forItem(0),
+			node("node_succeeded", "a", 1, 2).forItem(0),
+			node("node_succeeded", "a", 1, 1),
+			run("run_completed")), 4},
+		{RuleItemUnclosed, "the node's visit closes while an item is open", 0, events(0,
+			run("run_started"),
+			node("node_started", "a", 1, 1),
+			node("node_started", "a", 1, 1).forItem(0),
+			node("node_succeeded", "a", 1, 1),
+			node("node_succeeded", "a", 1, 1).forItem(0),
+			run("run_completed")), 4},
 		{RuleOutputOutsideAttempt, "log before NodeStarted", 0, events(0,
 			run("run_started"),
 			node("node_log", "a", 1, 1),
@@ -228,7 +278,7 @@ func TestCheckerReportsEachRule(t *testing.T) {
 	for _, rule := range []string{
 		RuleSeqStart, RuleSeqGapless, RuleRunIDStable, RuleRunStartedFirst, RuleRunCompletedLast,
 		RuleAttemptOpen, RuleOutputOutsideAttempt, RuleTerminalOutsideAttempt, RuleSkipInsideAttempt,
-		RuleAttemptUnclosed,
+		RuleAttemptUnclosed, RuleItemOutsideFrame, RuleItemUnclosed,
 	} {
 		if !covered[rule] {
 			t.Errorf("no invalid stream for rule %s", rule)
@@ -241,12 +291,12 @@ func TestRuleNamesMatchGrammarMD(t *testing.T) {
 	want := []string{
 		"seq-start", "seq-gapless", "run-id-stable", "run-started-first", "run-completed-last",
 		"attempt-open", "output-outside-attempt", "terminal-outside-attempt", "skip-inside-attempt",
-		"attempt-unclosed",
+		"attempt-unclosed", "item-outside-frame", "item-unclosed",
 	}
 	got := []string{
 		RuleSeqStart, RuleSeqGapless, RuleRunIDStable, RuleRunStartedFirst, RuleRunCompletedLast,
 		RuleAttemptOpen, RuleOutputOutsideAttempt, RuleTerminalOutsideAttempt, RuleSkipInsideAttempt,
-		RuleAttemptUnclosed,
+		RuleAttemptUnclosed, RuleItemOutsideFrame, RuleItemUnclosed,
 	}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("rules %v, want %v", got, want)

@@ -7,8 +7,9 @@ from runwire_client import RunEvent, v1
 RUN_ID = "run_test"
 
 # A stream item: "run_started" for a run-level event, ("node_log", "a") for a
-# node event of iteration 1 attempt 1, or ("node_log", "a", 2, 1).
-Item = str | tuple[str, str] | tuple[str, str, int, int]
+# node event of iteration 1 attempt 1, ("node_log", "a", 2, 1), or with the
+# item of a fan-out node last: ("node_log", "a", 1, 1, 0).
+Item = str | tuple[str, str] | tuple[str, str, int, int] | tuple[str, str, int, int, int]
 
 
 def event(
@@ -17,6 +18,7 @@ def event(
     node: str = "",
     iteration: int = 0,
     attempt: int = 0,
+    item_index: int | None = None,
     *,
     run_id: str = RUN_ID,
 ) -> RunEvent:
@@ -28,6 +30,7 @@ def event(
         node_id=node,
         iteration=iteration,
         attempt=attempt,
+        item_index=item_index,
         **{case: payload_class()},
     )
 

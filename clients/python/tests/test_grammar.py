@@ -89,6 +89,29 @@ VALID = [
         ),
     ),
     Case(
+        "a fan-out: the node's attempt frames interleaved item attempts, item 0 retried",
+        (
+            "run_started",
+            OPEN,
+            ("node_started", "a", 1, 1, 0),
+            ("node_started", "a", 1, 1, 1),
+            ("node_log", "a", 1, 1, 1),
+            ("node_failed", "a", 1, 1, 0),
+            ("node_retrying", "a", 1, 1, 0),
+            ("node_succeeded", "a", 1, 1, 1),
+            ("node_started", "a", 1, 2, 0),
+            ("node_succeeded", "a", 1, 2, 0),
+            ("node_skipped", "a", 1, 0, 2),
+            DONE,
+            "run_completed",
+        ),
+    ),
+    Case(
+        "resumed: an item starts inside a frame opened before after_seq",
+        (("node_started", "a", 1, 1, 3), ("node_succeeded", "a", 1, 1, 3), DONE, "run_completed"),
+        after_seq=9,
+    ),
+    Case(
         "resumed: output and terminal of an attempt opened before after_seq",
         (LOG, DONE, "run_completed"),
         after_seq=7,
@@ -239,6 +262,42 @@ INVALID = [
         3,
         "NodeSkipped while running",
         tuple(stream("run_started", OPEN, ("node_skipped", "a"))),
+    ),
+    Invalid(
+        "item-outside-frame",
+        2,
+        "an item starts with no open attempt of its node",
+        tuple(stream("run_started", ("node_started", "a", 1, 1, 0))),
+    ),
+    Invalid(
+        "item-outside-frame",
+        3,
+        "an item starts in another iteration than its node's open visit",
+        tuple(stream("run_started", OPEN, ("node_started", "a", 2, 1, 0))),
+    ),
+    Invalid(
+        "attempt-open",
+        4,
+        "the same item starts twice",
+        tuple(
+            stream(
+                "run_started", OPEN, ("node_started", "a", 1, 1, 0), ("node_started", "a", 1, 2, 0)
+            )
+        ),
+    ),
+    Invalid(
+        "output-outside-attempt",
+        4,
+        "a log of an item that is not open",
+        tuple(
+            stream("run_started", OPEN, ("node_started", "a", 1, 1, 0), ("node_log", "a", 1, 1, 1))
+        ),
+    ),
+    Invalid(
+        "item-unclosed",
+        4,
+        "the node's visit closes while an item is open",
+        tuple(stream("run_started", OPEN, ("node_started", "a", 1, 1, 0), DONE)),
     ),
     Invalid(
         "attempt-unclosed",

@@ -31,11 +31,16 @@ pub enum Rule {
     SkipInsideAttempt,
     /// RunCompleted while an attempt is still open.
     AttemptUnclosed,
+    /// NodeStarted of a fan-out item outside an open attempt of its node (of
+    /// the same iteration).
+    ItemOutsideFrame,
+    /// The node's own terminal event while an item of it is still open.
+    ItemUnclosed,
 }
 
 impl Rule {
     /// Every rule, in the order of `clients/GRAMMAR.md`.
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 12] = [
         Rule::SeqStart,
         Rule::SeqGapless,
         Rule::RunIdStable,
@@ -46,6 +51,8 @@ impl Rule {
         Rule::TerminalOutsideAttempt,
         Rule::SkipInsideAttempt,
         Rule::AttemptUnclosed,
+        Rule::ItemOutsideFrame,
+        Rule::ItemUnclosed,
     ];
 
     /// The rule's name, shared by every client: `seq-start`, ...
@@ -61,6 +68,8 @@ impl Rule {
             Rule::TerminalOutsideAttempt => "terminal-outside-attempt",
             Rule::SkipInsideAttempt => "skip-inside-attempt",
             Rule::AttemptUnclosed => "attempt-unclosed",
+            Rule::ItemOutsideFrame => "item-outside-frame",
+            Rule::ItemUnclosed => "item-unclosed",
         }
     }
 }
@@ -231,8 +240,40 @@ impl GrammarChecker {
             _ => {}
         }
 
-        let node = event.node_id.as_str();
+        // A fan-out item is a track of its own, named `node[item_index]`; the
+        // node's own attempt (no item) frames its items.
+        let frame = event.node_id.as_str();
+        let track = match event.item_index {
+            Some(item) => format!("{frame}[{item}]"),
+            None => frame.to_owned(),
+        };
+        let node = track.as_str();
         let attempt = (event.iteration, event.attempt);
+        match role {
+            Role::NodeStarted if event.item_index.is_some() => {
+                let outside = match self.open.get(frame) {
+                    Some(open) => open.0 != event.iteration,
+                    None => self.after_seq == 0 || self.seen.contains(frame),
+                };
+                if outside {
+                    let detail = format!(
+                        "NodeStarted for item {node:?} {} outside an open visit of node {frame:?}",
+                        describe(attempt)
+                    );
+                    self.fail(Rule::ItemOutsideFrame, seq, detail);
+                }
+            }
+            Role::NodeTerminal if event.item_index.is_none() => {
+                let prefix = format!("{frame}[");
+                let items: Vec<&str> =
+                    self.open.keys().filter(|n| n.starts_with(&prefix)).map(String::as_str).collect();
+                if !items.is_empty() {
+                    let detail = format!("{name} for node {frame:?} while items are open: {}", items.join(", "));
+                    self.fail(Rule::ItemUnclosed, seq, detail);
+                }
+            }
+            _ => {}
+        }
         match role {
             Role::NodeStarted => {
                 if let Some(open) = self.open.get(node) {

@@ -14,7 +14,8 @@ use runwire_client::{Error, decode_event};
 use serde_json::Value;
 
 /// Envelope field names in JSON; every other key of an event is its case.
-const ENVELOPE: [&str; 8] = ["runId", "seq", "eventTime", "nodeId", "iteration", "attempt", "traceId", "spanId"];
+const ENVELOPE: [&str; 10] =
+    ["runId", "seq", "eventTime", "nodeId", "iteration", "attempt", "traceId", "spanId", "itemIndex", "itemKey"];
 
 /// Field numbers probed for oneof cases: well past the catalog's blocks,
 /// below protobuf's reserved 19000-19999.

@@ -14,6 +14,13 @@ fn a(seq: i64, event: runwire_client::v1::run_event::Event) -> RunEvent {
     node_event(seq, "a", 1, 1, event)
 }
 
+/// An event of item `item` of fan-out node "a", iteration 1.
+fn item(seq: i64, item: i32, attempt: i32, event: runwire_client::v1::run_event::Event) -> RunEvent {
+    let mut e = node_event(seq, "a", 1, attempt, event);
+    e.item_index = Some(item);
+    e
+}
+
 /// Streams that keep every rule: `(name, after_seq, events)`.
 fn valid_streams() -> Vec<(&'static str, i64, Vec<RunEvent>)> {
     vec![
@@ -61,6 +68,35 @@ fn valid_streams() -> Vec<(&'static str, i64, Vec<RunEvent>)> {
                 node_event(4, "a", 2, 1, node_started()),
                 node_event(5, "a", 2, 1, succeeded()),
                 run_event(6, completed()),
+            ],
+        ),
+        (
+            "a fan-out: the node's attempt frames interleaved items, item 0 retried",
+            0,
+            vec![
+                run_event(1, started()),
+                a(2, node_started()),
+                item(3, 0, 1, node_started()),
+                item(4, 1, 1, node_started()),
+                item(5, 1, 1, log("b1")),
+                item(6, 0, 1, failed(true)),
+                item(7, 0, 1, retrying(2)),
+                item(8, 1, 1, succeeded()),
+                item(9, 0, 2, node_started()),
+                item(10, 0, 2, succeeded()),
+                item(11, 2, 0, skipped()),
+                a(12, succeeded()),
+                run_event(13, completed()),
+            ],
+        ),
+        (
+            "a resumed stream starts an item inside a visit opened before after_seq",
+            9,
+            vec![
+                item(10, 3, 1, node_started()),
+                item(11, 3, 1, succeeded()),
+                a(12, succeeded()),
+                run_event(13, completed()),
             ],
         ),
         (
@@ -220,6 +256,30 @@ fn invalid_streams() -> Vec<(Rule, &'static str, i64, Vec<RunEvent>)> {
                 a(2, node_started()),
                 node_event(3, "b", 2, 1, node_started()),
                 run_event(4, completed()),
+            ],
+        ),
+        (
+            Rule::ItemOutsideFrame,
+            "item-outside-frame at seq 2: NodeStarted for item \"a[0]\" iteration 1 attempt 1 outside an open visit of node \"a\"",
+            0,
+            vec![
+                run_event(1, started()),
+                item(2, 0, 1, node_started()),
+                item(3, 0, 1, succeeded()),
+                run_event(4, completed()),
+            ],
+        ),
+        (
+            Rule::ItemUnclosed,
+            "item-unclosed at seq 4: NodeSucceeded for node \"a\" while items are open: a[0]",
+            0,
+            vec![
+                run_event(1, started()),
+                a(2, node_started()),
+                item(3, 0, 1, node_started()),
+                a(4, succeeded()),
+                item(5, 0, 1, succeeded()),
+                run_event(6, completed()),
             ],
         ),
     ]

@@ -158,7 +158,9 @@ export type GrammarRule =
   | "output-outside-attempt"
   | "terminal-outside-attempt"
   | "skip-inside-attempt"
-  | "attempt-unclosed";
+  | "attempt-unclosed"
+  | "item-outside-frame"
+  | "item-unclosed";
 
 /** A stream broke a grammar rule; the message is `<rule> at seq <seq>: <detail>`. */
 export class GrammarViolationError extends RunwireError {

@@ -114,11 +114,42 @@ export class GrammarChecker {
   }
 
   #checkAttempt(event: KnownRunEvent): [GrammarRule, string] | undefined {
-    const node = event.nodeId;
+    // A fan-out item is a track of its own, named `node[item_index]`; the
+    // node's own attempt (no item) frames its items.
+    const frame = event.nodeId;
+    const item = event.itemIndex;
+    const node = item === undefined ? frame : `${frame}[${item}]`;
     const here: Attempt = { iteration: event.iteration, attempt: event.attempt };
     const open = this.#open.get(node);
     const known = this.#afterSeq === 0n || this.#seen.has(node);
-    switch (EVENT_ROLES[event.event.case]) {
+    const role = EVENT_ROLES[event.event.case];
+    if (role === "attempt-start" && item !== undefined) {
+      const openFrame = this.#open.get(frame);
+      const frameKnown = this.#afterSeq === 0n || this.#seen.has(frame);
+      if (
+        (openFrame === undefined && frameKnown) ||
+        (openFrame !== undefined && openFrame.iteration !== here.iteration)
+      ) {
+        this.#open.set(node, here);
+        this.#seen.add(node);
+        return [
+          "item-outside-frame",
+          `node_started for item ${q(node)} (${attemptText(here)}) outside an open visit of node ${q(frame)}`,
+        ];
+      }
+    }
+    if (role === "attempt-terminal" && item === undefined) {
+      const items = [...this.#open.keys()].filter((n) => n.startsWith(`${frame}[`)).sort();
+      if (items.length > 0) {
+        if (open === undefined || same(open, here)) this.#open.delete(node);
+        this.#seen.add(node);
+        return [
+          "item-unclosed",
+          `${variantName(event)} for node ${q(frame)} while items are open: ${items.join(", ")}`,
+        ];
+      }
+    }
+    switch (role) {
       case "run-completed": {
         this.#completed = true;
         if (this.#open.size === 0) return undefined;

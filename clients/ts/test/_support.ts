@@ -58,13 +58,16 @@ type EventInit = NonNullable<MessageInitShape<typeof RunEventSchema>["event"]>;
  * (iteration and attempt default to 1).
  */
 export function ev(seq: number, event: EventInit, node = "", runId = RUN_ID): RunEvent {
-  const [nodeId = "", iteration = node ? "1" : "0", attempt = node ? "1" : "0"] = node.split("/");
+  // node is "id", "id/iteration/attempt" or, for a fan-out item, "id/iteration/attempt/item".
+  const [nodeId = "", iteration = node ? "1" : "0", attempt = node ? "1" : "0", item] =
+    node.split("/");
   return create(RunEventSchema, {
     runId,
     seq: BigInt(seq),
     nodeId,
     iteration: Number(iteration),
     attempt: Number(attempt),
+    ...(item === undefined ? {} : { itemIndex: Number(item) }),
     event,
   });
 }

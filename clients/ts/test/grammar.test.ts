@@ -25,6 +25,34 @@ interface Case {
 const VALID: Case[] = [
   { name: "smallest run", events: [ev(1, E.runStarted), ev(2, E.runCompleted)] },
   {
+    name: "a fan-out: the node's attempt frames interleaved items, item 0 retried",
+    events: [
+      ev(1, E.runStarted),
+      ev(2, E.nodeStarted, "a"),
+      ev(3, E.nodeStarted, "a/1/1/0"),
+      ev(4, E.nodeStarted, "a/1/1/1"),
+      ev(5, E.nodeLog, "a/1/1/1"),
+      ev(6, E.nodeFailed, "a/1/1/0"),
+      ev(7, E.nodeRetrying, "a/1/1/0"),
+      ev(8, E.nodeSucceeded, "a/1/1/1"),
+      ev(9, E.nodeStarted, "a/1/2/0"),
+      ev(10, E.nodeSucceeded, "a/1/2/0"),
+      ev(11, E.nodeSkipped, "a/1/0/2"),
+      ev(12, E.nodeSucceeded, "a"),
+      ev(13, E.runCompleted),
+    ],
+  },
+  {
+    name: "a resumed stream: an item starts inside a visit opened before after_seq",
+    afterSeq: 9,
+    events: [
+      ev(10, E.nodeStarted, "a/1/1/3"),
+      ev(11, E.nodeSucceeded, "a/1/1/3"),
+      ev(12, E.nodeSucceeded, "a"),
+      ev(13, E.runCompleted),
+    ],
+  },
+  {
     name: "logs, a retry, a skip and a failure edge",
     events: [
       ev(1, E.runStarted),
@@ -220,6 +248,29 @@ const INVALID: Array<Case & { rule: GrammarRule; seq: number }> = [
     seq: 3,
     name: "NodeSkipped while the node's attempt is open",
     events: [ev(1, E.runStarted), ev(2, E.nodeStarted, "a"), ev(3, E.nodeSkipped, "a")],
+  },
+  {
+    rule: "item-outside-frame",
+    seq: 2,
+    name: "an item starts with no open attempt of its node",
+    events: [ev(1, E.runStarted), ev(2, E.nodeStarted, "a/1/1/0")],
+  },
+  {
+    rule: "item-outside-frame",
+    seq: 3,
+    name: "an item starts in another iteration than its node's visit",
+    events: [ev(1, E.runStarted), ev(2, E.nodeStarted, "a"), ev(3, E.nodeStarted, "a/2/1/0")],
+  },
+  {
+    rule: "item-unclosed",
+    seq: 4,
+    name: "the node's visit closes while an item is open",
+    events: [
+      ev(1, E.runStarted),
+      ev(2, E.nodeStarted, "a"),
+      ev(3, E.nodeStarted, "a/1/1/0"),
+      ev(4, E.nodeSucceeded, "a"),
+    ],
   },
   {
     rule: "attempt-unclosed",

@@ -5,6 +5,7 @@ It knows flows, adapters and events; it knows nothing of gRPC or Postgres.
 
 from runwire.engine._engine import Engine
 from runwire.engine._events import VARIANTS, NodeRef, SpanIds, new_event
+from runwire.engine._fan_out import MAX_FAN_OUT_ITEMS
 from runwire.engine._limits import (
     MAX_EVENT_BYTES,
     MAX_JSON_BYTES,
@@ -32,6 +33,7 @@ from runwire.engine._validate import (
 
 __all__ = [
     "MAX_EVENT_BYTES",
+    "MAX_FAN_OUT_ITEMS",
     "MAX_JSON_BYTES",
     "TRUNCATED_KEY",
     "VARIANTS",

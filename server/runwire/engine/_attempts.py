@@ -26,7 +26,7 @@ from runwire.adapters import ActionFailed, SandboxRefused
 from runwire.engine._events import NodeRef, SpanIds
 from runwire.engine._gates import decision_word, hold_gate
 from runwire.engine._ports import Decision, LeaseLost
-from runwire.engine._run_state import NodeState
+from runwire.engine._run_state import ItemState, NodeState
 from runwire.engine._templates import TemplateError, render_value
 from runwire.engine._validate import canonical_json, params_validator
 from runwire.v1 import events_pb2 as ev
@@ -71,7 +71,7 @@ class _Where:
     gate_span: SpanIds | None = None
 
     @classmethod
-    def of(cls, n: NodeState) -> _Where:
+    def of(cls, n: NodeState | ItemState) -> _Where:
         return cls(n.attempt, n.attempt_open, n.next_attempt, n.gate_span)
 
 
@@ -179,8 +179,16 @@ async def _attempts(
     params: dict[str, Any],
     render_error: TemplateError | None,
     where: _Where,
+    item: NodeRef | None = None,
 ) -> None:
+    """The attempts of a visit, or of one item of a fan-out visit (`item` names it)."""
     node_id = node.id
+
+    def ref_of(attempt: int) -> NodeRef:
+        if item is None:
+            return NodeRef(node_id, iteration, attempt)
+        return NodeRef(node_id, iteration, attempt, item.item_index, item.item_key)
+
     policy = node.retry_policy if node.HasField("retry_policy") else x.flow_retry_policy
     max_attempts = max(1, policy.max_attempts)
     backoff = (
@@ -194,7 +202,7 @@ async def _attempts(
     first = where.attempt or 1
     if where.attempt and where.attempt_open and not approval:
         # The previous owner died mid-attempt: close it, then run it again.
-        ref = NodeRef(node_id, iteration, where.attempt)
+        ref = ref_of(where.attempt)
         first = where.attempt + 1
         max_attempts = max(max_attempts, first)
         await x.emit_many(
@@ -225,7 +233,7 @@ async def _attempts(
         first = where.next_attempt or where.attempt + 1
         max_attempts = max(max_attempts, first)
     for attempt in range(first, max_attempts + 1):
-        ref = NodeRef(node_id, iteration, attempt)
+        ref = ref_of(attempt)
         resumed = where.attempt_open and attempt == where.attempt
         wait = min(backoff, max_backoff)
         outcome = await _attempt(
@@ -239,7 +247,14 @@ async def _attempts(
         except TimeoutError:
             continue
         # Cancelled while waiting to retry: the announced retry will not run.
-        await x.skip(node_id, "retry not started: run cancelled", new_visit=False)
+        if item is None:
+            await x.skip(node_id, "retry not started: run cancelled", new_visit=False)
+        else:
+            await x.emit(
+                "node_skipped",
+                ev.NodeSkipped(reason="retry not started: run cancelled"),
+                node=ref_of(0),
+            )
         return
 
 
@@ -263,6 +278,7 @@ async def _attempt(
             telemetry.ATTR_NODE_ID: ref.node_id,
             telemetry.ATTR_ATTEMPT: ref.attempt,
             telemetry.ATTR_ITERATION: ref.iteration,
+            **({} if ref.item_index is None else {telemetry.ATTR_ITEM_INDEX: ref.item_index}),
         },
     ) as span:
         ids = where.gate_span if resumed and where.gate_span else _span_ids(span)
@@ -274,10 +290,17 @@ async def _attempt(
                 started = ev.NodeStarted(
                     adapter=node.action.adapter,
                     action=node.action.action,
-                    params_json=canonical_json(params or x.raw_params(node.id)[0]),
+                    params_json=canonical_json(
+                        params if params or ref.item_index is not None else x.raw_params(node.id)[0]
+                    ),
                 )
             await x.emit("node_started", started, span=ids, node=ref)
-        t0 = x.state.nodes[ref.node_id].attempt_started_ns
+        n = x.state.nodes[ref.node_id]
+        t0 = (
+            n.attempt_started_ns
+            if ref.item_index is None
+            else n.items[ref.item_index].attempt_started_ns
+        )
         if render_error is not None:
             outcome = _failure("TEMPLATE", str(render_error))
         elif kind == "approval":
@@ -389,7 +412,7 @@ async def _execute(
     limit = _timeout(x, node)
     deadline = time.monotonic() + limit
     inner = asyncio.create_task(adapter.execute(ctx, action.action, params))
-    x.inner[ctx.node_id] = inner
+    x.inner[ctx.ref] = inner
     try:
         # Heartbeats are sent from this wait, not from a task of their own:
         # most actions end long before the first one is due.
@@ -402,7 +425,7 @@ async def _execute(
                 return _failure("TIMEOUT", f"attempt timed out after {limit:g}s")
             await beats.beat()
     finally:
-        x.inner.pop(ctx.node_id, None)
+        x.inner.pop(ctx.ref, None)
     if inner.cancelled():
         return _failure("CANCELLED", "run cancelled")
     exc = inner.exception()

@@ -56,11 +56,18 @@ class Engine:
         entry[0].control(pause=pause, cancel=cancel, principal=principal, reason=reason)
         return True
 
-    def deliver_gate(self, run_id: str, node_id: str, kind: int, decision: Decision) -> None:
-        """Hand a gate decision to a local run's waiting node, if any."""
+    def deliver_gate(
+        self,
+        run_id: str,
+        node_id: str,
+        kind: int,
+        decision: Decision,
+        item_index: int | None = None,
+    ) -> None:
+        """Hand a gate decision to a local run's waiting node (or fan-out item), if any."""
         entry = self._runs.get(run_id)
         if entry is not None:
-            entry[0].deliver_gate(node_id, kind, decision)
+            entry[0].deliver_gate(node_id, kind, decision, item_index)
 
     def task_of(self, run_id: str) -> asyncio.Task[None] | None:
         """The task executing a local run, if any."""

@@ -29,6 +29,8 @@ class NodeRef:
     node_id: str
     iteration: int
     attempt: int
+    item_index: int | None = None  # the item of a fan-out node (`RunEvent.item_index`)
+    item_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,5 +60,7 @@ def new_event(
     )
     if node is not None:
         event.node_id, event.iteration, event.attempt = node.node_id, node.iteration, node.attempt
+        if node.item_index is not None:
+            event.item_index, event.item_key = node.item_index, node.item_key
     getattr(event, variant).CopyFrom(payload)
     return bound_event(event)

@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from runwire.engine._events import NodeRef, SpanIds
 from runwire.engine._ports import Decision
+from runwire.engine._run_state import ItemState
 from runwire.v1 import events_pb2 as ev
 from runwire.v1 import run_service_pb2
 
@@ -45,16 +46,19 @@ async def hold_gate(
     span: SpanIds | None = None,
 ) -> Decision:
     """Open the gate of this visit (or continue the one a takeover found) and return its decision."""
-    node = x.state.nodes[ref.node_id]
+    n = x.state.nodes[ref.node_id]
+    # A fan-out item's gate is its own: several per node visit.
+    node = n if ref.item_index is None else n.items.get(ref.item_index, ItemState())
     if node.decided_kind == kind and node.decision is not None:
         return node.decision  # decided and recorded before a takeover
     confirmation = kind == run_service_pb2.GATE_KIND_CONFIRMATION
     expire = datetime.now(UTC) + timedelta(seconds=expires_in) if expires_in else None
     waiter: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-    x.gate_waiters[(ref.node_id, kind)] = waiter
+    key = (ref.node_id, kind, ref.item_index)
+    x.gate_waiters[key] = waiter
     try:
         standing = await x.gates.open_gate(
-            x.run_id, ref.node_id, ref.iteration, kind, message, expire
+            x.run_id, ref.node_id, ref.iteration, kind, message, expire, item_index=ref.item_index
         )
         if node.gate != kind:
             if isinstance(details, ev.ApprovalRequested) and expire is not None:
@@ -66,7 +70,7 @@ async def hold_gate(
         if standing is None:
             standing = await _wait(x, ref, kind, waiter, expires_in)
     finally:
-        x.gate_waiters.pop((ref.node_id, kind), None)
+        x.gate_waiters.pop(key, None)
     resolved: Any = ev.ConfirmationResolved if confirmation else ev.ApprovalResolved
     await x.emit(
         "confirmation_resolved" if confirmation else "approval_resolved",
@@ -99,4 +103,6 @@ async def _wait(
         mine = Decision(ev.GATE_DECISION_CANCELLED, SYSTEM, "run cancelled")
     else:
         mine = Decision(ev.GATE_DECISION_EXPIRED, SYSTEM, "timed out")
-    return await x.gates.decide_gate(x.run_id, ref.node_id, ref.iteration, kind, mine)
+    return await x.gates.decide_gate(
+        x.run_id, ref.node_id, ref.iteration, kind, mine, item_index=ref.item_index
+    )

@@ -30,6 +30,7 @@ from runwire import telemetry
 from runwire.adapters import Registry
 from runwire.engine._attempts import duration_of, run_visit
 from runwire.engine._events import NodeRef, SpanIds, new_event
+from runwire.engine._fan_out import run_fan_out
 from runwire.engine._gates import SYSTEM
 from runwire.engine._ports import (
     Decision,
@@ -110,15 +111,21 @@ class RunExecutor:
         self.settings = settings
         self.state = RunState(plan.run_id, plan.graph)
         self.cancelled = asyncio.Event()
-        self.gate_waiters: dict[tuple[str, int], asyncio.Future[Decision]] = {}
-        self.inner: dict[str, asyncio.Task[Any]] = {}  # adapter calls, cancelled on cancel
+        # (node_id, GATE_KIND_*, item_index or None) -> the visit or item waiting on it
+        self.gate_waiters: dict[tuple[str, int, int | None], asyncio.Future[Decision]] = {}
+        self.inner: dict[NodeRef, asyncio.Task[Any]] = {}  # adapter calls, cancelled on cancel
         flow_settings = self.graph.flow.settings
         self.flow_retry_policy = flow_settings.default_retry_policy
         self.confirm = (
             not flow_settings.HasField("confirm_destructive") or flow_settings.confirm_destructive
         )
-        self._max_parallel = flow_settings.max_parallel or settings.max_parallel
+        self.max_parallel = flow_settings.max_parallel or settings.max_parallel
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Fan-out nodes whose task runs items; an item in flight, not its
+        # node, counts against the run's max_parallel.
+        self._fan_outs: set[str] = set()
+        self.items_running = 0
+        self._room_waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
         self._pause_requested = plan.pause_requested
         self._control_principal = ""
@@ -230,9 +237,11 @@ class RunExecutor:
             self._control_principal, self._control_reason = principal, reason
         self._wake.set()
 
-    def deliver_gate(self, node_id: str, kind: int, decision: Decision) -> None:
-        """Hand a gate decision made through the API to the node waiting on it."""
-        waiter = self.gate_waiters.get((node_id, kind))
+    def deliver_gate(
+        self, node_id: str, kind: int, decision: Decision, item_index: int | None = None
+    ) -> None:
+        """Hand a gate decision made through the API to the node (or item) waiting on it."""
+        waiter = self.gate_waiters.get((node_id, kind, item_index))
         if waiter is not None and not waiter.done():
             waiter.set_result(decision)
 
@@ -359,19 +368,51 @@ class RunExecutor:
             await self.skip(node_id, reason)
 
     def _start_ready(self) -> None:
-        room = self._max_parallel - len(self._tasks)
+        room = self.max_parallel - self._units()
         if room > 0:
             for node_id in self.state.ready(room, set(self._tasks)):
                 self._launch(node_id, resume=False)
 
+    # -- the run's max_parallel, shared by nodes and fan-out items -------------
+
+    def _units(self) -> int:
+        return len(self._tasks) - len(self._fan_outs) + self.items_running
+
+    def has_room(self, mine: int) -> bool:
+        """A fan-out with `mine` items in flight may start another (it may always start one)."""
+        return mine == 0 or self._units() < self.max_parallel
+
+    async def room_changed(self) -> None:
+        """Wait until a node or an item ends."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._room_waiters.append(waiter)
+        await waiter
+
+    def item_done(self) -> None:
+        """A fan-out item ended: its slot is free for a node or another item."""
+        self.items_running -= 1
+        self._notify_room()
+
+    def _notify_room(self) -> None:
+        waiters, self._room_waiters = self._room_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._wake.set()
+
     def _launch(self, node_id: str, *, resume: bool) -> None:
+        if self.graph.nodes[node_id].HasField("for_each"):
+            self._fan_outs.add(node_id)
         self._tasks[node_id] = asyncio.create_task(
             self._run_node(node_id, resume=resume), name=f"node:{node_id}"
         )
 
     async def _run_node(self, node_id: str, *, resume: bool) -> None:
         try:
-            await run_visit(self, node_id, resume=resume)
+            if node_id in self._fan_outs:
+                await run_fan_out(self, node_id, resume=resume)
+            else:
+                await run_visit(self, node_id, resume=resume)
             await self._announce_caps()
         except asyncio.CancelledError:
             raise
@@ -382,7 +423,8 @@ class RunExecutor:
             self._stop = self._stop or exc
         finally:
             self._tasks.pop(node_id, None)
-            self._wake.set()
+            self._fan_outs.discard(node_id)
+            self._notify_room()
 
     async def _announce_caps(self) -> None:
         """Emit IterationCapped for loop edges the state found capped."""
@@ -412,6 +454,18 @@ class RunExecutor:
             # Close attempts the crash left open, so the stream stays grammatical.
             for node_id in st.open_nodes():
                 n = st.nodes[node_id]
+                for index, item in sorted(n.items.items()):
+                    if item.attempt_open:
+                        await self.emit(
+                            "node_failed",
+                            ev.NodeFailed(
+                                error=end.error,
+                                duration=duration_of(0),
+                                will_retry=False,
+                                output_json="null",
+                            ),
+                            node=NodeRef(node_id, n.visit, item.attempt, index),
+                        )
                 if n.attempt_open:
                     await self.emit(
                         "node_failed",

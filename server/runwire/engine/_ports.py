@@ -93,15 +93,26 @@ class GateStore(Protocol):
         kind: int,
         message: str,
         expire_time: datetime | None,
+        *,
+        item_index: int | None = None,
     ) -> Decision | None:
         """Record a pending gate (idempotent); returns the decision if it was already made.
+
+        `item_index` names a fan-out item's own gate (None: the node's).
 
         Raises LeaseLost when this server no longer owns the run.
         """
         ...
 
     async def decide_gate(
-        self, run_id: str, node_id: str, iteration: int, kind: int, decision: Decision
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int,
+        kind: int,
+        decision: Decision,
+        *,
+        item_index: int | None = None,
     ) -> Decision:
         """Decide a pending gate; the first decision stands and is returned.
 

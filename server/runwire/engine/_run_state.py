@@ -33,7 +33,7 @@ from runwire.engine._validate import Graph
 from runwire.v1 import events_pb2 as ev
 from runwire.v1 import flow_pb2, run_service_pb2
 
-__all__ = ["Cap", "NodeState", "NodeStatus", "RunEnd", "RunState", "edge_taken"]
+__all__ = ["Cap", "ItemState", "NodeState", "NodeStatus", "RunEnd", "RunState", "edge_taken"]
 
 
 class NodeStatus(enum.Enum):
@@ -66,6 +66,25 @@ def edge_taken(condition: int, source: NodeStatus) -> bool:
 
 
 @dataclass
+class ItemState:
+    """One item of a fan-out node's current visit: its last attempt, an open gate, how it ended."""
+
+    status: NodeStatus = NodeStatus.PENDING
+    attempt: int = 0
+    attempt_open: bool = False
+    attempt_started_ns: int = 0
+    next_attempt: int = 0
+    max_attempts: int = 0
+    gate: int = 0
+    gate_span: SpanIds | None = None
+    decision: Decision | None = None
+    decided_kind: int = 0
+    output_json: str = "null"  # of its success, or the output its last failure recorded
+    error: ev.ErrorSummary | None = None  # of its last failure
+    params_json: str = ""
+
+
+@dataclass
 class NodeState:
     """One node: its current visit, its last attempt, an open gate, its scheduling counters."""
 
@@ -85,6 +104,7 @@ class NodeState:
     params_json: str = ""  # rendered params of this visit, as its first event recorded them
     waiting: int = 0  # forward in-edges whose source has not finished
     blocked: int = 0  # forward in-edges whose source finished without taking the edge
+    items: dict[int, ItemState] = field(default_factory=dict)  # a fan-out visit's started items
     _parsed: tuple[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -174,6 +194,15 @@ class RunState:
         for node_id, n in self.nodes.items():
             if n.waiting == 0:
                 self._enqueue(node_id)
+        self._apply_item: dict[str, Callable[[ev.RunEvent, ItemState], None]] = {
+            "node_started": self._item_started,
+            "node_succeeded": self._item_succeeded,
+            "node_failed": self._item_failed,
+            "node_retrying": self._item_retrying,
+            "node_skipped": self._item_skipped,
+            "awaiting_confirmation": self._item_gate_opened,
+            "confirmation_resolved": self._item_gate_resolved,
+        }
         self._apply: dict[str, Callable[[ev.RunEvent], None]] = {
             "run_started": self._run_started,
             "run_status_changed": self._run_status_changed,
@@ -202,6 +231,15 @@ class RunState:
             raise ValueError(f"run {self.run_id}: seq {event.seq} after {self.seq}")
         self.seq = event.seq
         case = event.WhichOneof("event")
+        if event.HasField("item_index") and event.node_id in self.nodes:
+            item_handler = self._apply_item.get(case or "")
+            if item_handler is not None:
+                n = self._open_visit(event)
+                item = n.items.get(event.item_index)
+                if item is None:
+                    item = n.items[event.item_index] = ItemState()
+                item_handler(event, item)
+            return
         handler = self._apply.get(case or "")
         if handler is not None and (not event.node_id or event.node_id in self.nodes):
             handler(event)
@@ -395,6 +433,7 @@ class RunState:
             n.attempt_open = False
             n.gate_span = n.decision = None
             n.params_json = ""
+            n.items = {}
         return n
 
     # -- handlers, one per variant that changes the state -----------------------
@@ -466,6 +505,46 @@ class RunState:
         )
         n.gate = 0
         n.decision = Decision(r.decision, r.principal, r.comment)
+
+    # -- fan-out items: they change their item, never the node's status ------------
+
+    def _item_started(self, e: ev.RunEvent, item: ItemState) -> None:
+        item.status = NodeStatus.RUNNING
+        item.attempt, item.attempt_open, item.next_attempt = e.attempt, True, 0
+        item.attempt_started_ns = e.event_time.ToNanoseconds()
+        item.params_json = e.node_started.params_json
+
+    def _item_succeeded(self, e: ev.RunEvent, item: ItemState) -> None:
+        item.attempt_open = False
+        item.output_json = e.node_succeeded.output_json or "null"
+        item.status = NodeStatus.SUCCEEDED
+
+    def _item_failed(self, e: ev.RunEvent, item: ItemState) -> None:
+        item.attempt_open = False
+        item.output_json = e.node_failed.output_json or "null"
+        item.error = e.node_failed.error
+        if not e.node_failed.will_retry:
+            item.status = NodeStatus.FAILED
+
+    def _item_retrying(self, e: ev.RunEvent, item: ItemState) -> None:
+        item.next_attempt = e.node_retrying.next_attempt
+        item.max_attempts = e.node_retrying.max_attempts
+
+    def _item_skipped(self, _e: ev.RunEvent, item: ItemState) -> None:
+        item.attempt_open = False
+        item.status = NodeStatus.SKIPPED
+
+    def _item_gate_opened(self, e: ev.RunEvent, item: ItemState) -> None:
+        item.status = NodeStatus.RUNNING
+        item.gate = run_service_pb2.GATE_KIND_CONFIRMATION
+        item.gate_span = SpanIds(e.trace_id, e.span_id)
+        item.params_json = e.awaiting_confirmation.params_json
+
+    def _item_gate_resolved(self, e: ev.RunEvent, item: ItemState) -> None:
+        r = e.confirmation_resolved
+        item.decided_kind = run_service_pb2.GATE_KIND_CONFIRMATION
+        item.gate = 0
+        item.decision = Decision(r.decision, r.principal, r.comment)
 
     def _iteration_capped(self, e: ev.RunEvent) -> None:
         self.capped = True

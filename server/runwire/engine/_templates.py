@@ -145,8 +145,14 @@ def _key_of(node: nodes.Node) -> str | None:
     return None
 
 
-def references(value: Any, path: str = "") -> list[TemplateRef]:
-    """Every variable the templates in `value` read; TemplateError on bad syntax."""
+def references(
+    value: Any, path: str = "", extra: frozenset[str] = frozenset()
+) -> list[TemplateRef]:
+    """Every variable the templates in `value` read; TemplateError on bad syntax.
+
+    `extra` names further variables the context has (a fan-out node's `item`
+    and `item_index`); they are accepted and not reported.
+    """
     refs: list[TemplateRef] = []
     for where, text in _strings(value, path):
         if not has_template(text):
@@ -168,7 +174,7 @@ def references(value: Any, path: str = "") -> list[TemplateRef]:
                 seen.add(id(access))
                 refs.append(TemplateRef(inner.name, _key_of(access), where))
         for name in tree.find_all(nodes.Name):
-            if name.ctx == "load" and name.name not in ROOTS:
+            if name.ctx == "load" and name.name not in ROOTS and name.name not in extra:
                 raise TemplateError(
                     where, f"unknown variable {name.name!r}; use inputs.<key> or nodes.<id>.output"
                 )

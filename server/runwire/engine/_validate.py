@@ -448,6 +448,8 @@ def validate_flow(
                     f"{npath}.max_visits", f"must be between 0 and 1000, got {node.max_visits}"
                 )
             )
+        if node.HasField("for_each"):
+            _check_for_each(node, npath, out)
         kind = node.WhichOneof("kind")
         if kind is None:
             out.append(FieldViolation(f"{npath}.kind", "set one of action, ai, approval"))
@@ -548,6 +550,43 @@ def validate_flow(
     return graph
 
 
+_ITEM_VARIABLES = frozenset({"item", "item_index"})
+_KEY_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def _check_for_each(node: flow_pb2.Node, npath: str, out: list[FieldViolation]) -> None:
+    fe = node.for_each
+    if node.WhichOneof("kind") != "action":
+        out.append(FieldViolation(f"{npath}.for_each", "only an action node can fan out"))
+    if not fe.items.strip():
+        out.append(
+            FieldViolation(
+                f"{npath}.for_each.items",
+                "required: a template evaluating to a JSON array, such as {{ nodes.list.output }}",
+            )
+        )
+    if not 0 <= fe.max_parallel <= 1000:
+        out.append(
+            FieldViolation(
+                f"{npath}.for_each.max_parallel",
+                f"must be between 0 and 1000, got {fe.max_parallel}",
+            )
+        )
+    if fe.failure_policy not in flow_pb2.ItemFailurePolicy.values():
+        out.append(
+            FieldViolation(
+                f"{npath}.for_each.failure_policy", f"unknown policy {fe.failure_policy}"
+            )
+        )
+    if fe.key_field and not _KEY_FIELD.fullmatch(fe.key_field):
+        out.append(
+            FieldViolation(
+                f"{npath}.for_each.key_field",
+                f"must be a field name of [A-Za-z0-9_], got {fe.key_field!r}",
+            )
+        )
+
+
 def _check_templates(
     flow: flow_pb2.Flow,
     graph: Graph,
@@ -557,6 +596,11 @@ def _check_templates(
 ) -> None:
     for i, node in enumerate(flow.nodes):
         kind = node.WhichOneof("kind")
+        fan_out = node.HasField("for_each")
+        if fan_out:
+            _check_refs(
+                node, node.for_each.items, f"{path}.nodes[{i}].for_each.items", graph, inputs, out
+            )
         if kind == "action":
             value: Any = json_format.MessageToDict(node.action.params)
             base = f"{path}.nodes[{i}].action.params"
@@ -564,26 +608,38 @@ def _check_templates(
             value, base = node.approval.message, f"{path}.nodes[{i}].approval.message"
         else:
             continue
-        try:
-            refs = references(value)
-        except TemplateError as exc:
-            out.append(FieldViolation(f"{base}.{exc.path}" if exc.path else base, exc.message))
-            continue
-        for ref in refs:
-            where = f"{base}.{ref.path}" if ref.path else base
-            if ref.root == "nodes":
-                if ref.key is None:
-                    out.append(
-                        FieldViolation(where, "reference a node as nodes.<id> or nodes['<id>']")
+        _check_refs(
+            node, value, base, graph, inputs, out, _ITEM_VARIABLES if fan_out else frozenset()
+        )
+
+
+def _check_refs(
+    node: flow_pb2.Node,
+    value: Any,
+    base: str,
+    graph: Graph,
+    inputs: Mapping[str, Any] | None,
+    out: list[FieldViolation],
+    extra: frozenset[str] = frozenset(),
+) -> None:
+    try:
+        refs = references(value, extra=extra)
+    except TemplateError as exc:
+        out.append(FieldViolation(f"{base}.{exc.path}" if exc.path else base, exc.message))
+        return
+    for ref in refs:
+        where = f"{base}.{ref.path}" if ref.path else base
+        if ref.root == "nodes":
+            if ref.key is None:
+                out.append(FieldViolation(where, "reference a node as nodes.<id> or nodes['<id>']"))
+            elif ref.key not in graph.nodes:
+                out.append(FieldViolation(where, f"no node has id {ref.key!r}"))
+            elif not graph.reaches(ref.key, node.id):
+                out.append(
+                    FieldViolation(
+                        where,
+                        f"node {ref.key!r} is not upstream of {node.id!r}, so its output is not available",
                     )
-                elif ref.key not in graph.nodes:
-                    out.append(FieldViolation(where, f"no node has id {ref.key!r}"))
-                elif not graph.reaches(ref.key, node.id):
-                    out.append(
-                        FieldViolation(
-                            where,
-                            f"node {ref.key!r} is not upstream of {node.id!r}, so its output is not available",
-                        )
-                    )
-            elif inputs is not None and ref.key is not None and ref.key not in inputs:
-                out.append(FieldViolation(where, f"run input {ref.key!r} is not given"))
+                )
+        elif inputs is not None and ref.key is not None and ref.key not in inputs:
+            out.append(FieldViolation(where, f"run input {ref.key!r} is not given"))

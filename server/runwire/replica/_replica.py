@@ -110,7 +110,9 @@ class Replica:
         for gate in await self._store.gates(run_id, pending=False):
             decision = decision_of(gate)
             if decision is not None:
-                self._engine.deliver_gate(run_id, gate.node_id, gate.kind, decision)
+                self._engine.deliver_gate(
+                    run_id, gate.node_id, gate.kind, decision, gate.item_index
+                )
 
     # -- leases -----------------------------------------------------------------
 

@@ -42,6 +42,8 @@ def run_to_proto(row: RunRow, pending: Sequence[GateRow] = ()) -> run_service_pb
     for gate in pending:
         pg = run.pending_gates.add(node_id=gate.node_id, kind=gate.kind, message=gate.message)
         pg.create_time.FromDatetime(gate.create_time)
+        if gate.item_index is not None:
+            pg.item_index = gate.item_index
         if gate.expire_time is not None:
             pg.expire_time.FromDatetime(gate.expire_time)
     if row.error:

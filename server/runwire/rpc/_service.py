@@ -403,6 +403,7 @@ class RunService:
         approve: bool,
         comment: str,
         output_json: str = "",
+        item_index: int | None = None,
     ) -> run_service_pb2.Run:
         """Decide a gate idempotently: the same decision again is OK, a different one is not."""
         if not node_id:
@@ -421,18 +422,20 @@ class RunService:
             principal=principal_of(context),
             comment=comment,
             output_json=output_json,
+            item_index=item_index,
         )
+        which = node_id if item_index is None else f"{node_id}[{item_index}]"
         if gate is None:
             if row.finished:
                 raise RunFinished(run_id, events_pb2.RunStatus.Name(row.status))
             raise GateNotPending(
-                f"node {node_id!r} of run {run_id!r} has no pending {what}",
+                f"node {which!r} of run {run_id!r} has no pending {what}",
                 metadata={"run_id": run_id, "node_id": node_id},
             )
         if not changed and gate.decision != wanted:
             standing = events_pb2.GateDecision.Name(gate.decision or 0)
             raise GateAlreadyResolved(
-                f"the {what} of node {node_id!r} was already decided: {standing} by {gate.principal}",
+                f"the {what} of node {which!r} was already decided: {standing} by {gate.principal}",
                 metadata={"run_id": run_id, "node_id": node_id, "decision": standing},
             )
         # The decision reaches the run's owner through the store's NOTIFY (one route).
@@ -449,6 +452,7 @@ class RunService:
             run_service_pb2.GATE_KIND_CONFIRMATION,
             request.approve,
             request.comment,
+            item_index=request.item_index if request.HasField("item_index") else None,
         )
         return run_service_pb2.ConfirmActionResponse(run=run)
 

@@ -45,15 +45,31 @@ class DurableGates:
         kind: int,
         message: str,
         expire_time: datetime | None,
+        *,
+        item_index: int | None = None,
     ) -> Decision | None:
         """Record the pending gate; the decision if one was already made."""
         row = await self._store.open_gate(
-            run_id, node_id, iteration, kind, message, expire_time, owner_id=self._owner_id
+            run_id,
+            node_id,
+            iteration,
+            kind,
+            message,
+            expire_time,
+            owner_id=self._owner_id,
+            item_index=item_index,
         )
         return decision_of(row)
 
     async def decide_gate(
-        self, run_id: str, node_id: str, iteration: int, kind: int, decision: Decision
+        self,
+        run_id: str,
+        node_id: str,
+        iteration: int,
+        kind: int,
+        decision: Decision,
+        *,
+        item_index: int | None = None,
     ) -> Decision:
         """Decide the gate unless someone already did; the standing decision."""
         row, _ = await self._store.decide_gate(
@@ -66,6 +82,7 @@ class DurableGates:
             output_json=decision.output_json,
             iteration=iteration,
             owner_id=self._owner_id,
+            item_index=item_index,
         )
         assert row is not None, "the engine decides only gates it opened"
         standing = decision_of(row)

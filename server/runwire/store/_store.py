@@ -92,6 +92,10 @@ class GateRow:
     principal: str
     comment: str
     output_json: str
+    item_index: int | None = None  # the fan-out item held; None for the node's own gate
+
+
+_NODE_GATE = -1  # gates.item_index of a node's own gate
 
 
 def _gate(r: asyncpg.Record) -> GateRow:
@@ -107,6 +111,7 @@ def _gate(r: asyncpg.Record) -> GateRow:
         principal=r["principal"],
         comment=r["comment"],
         output_json=r["output_json"],
+        item_index=None if r["item_index"] == _NODE_GATE else r["item_index"],
     )
 
 
@@ -278,6 +283,7 @@ class Store:
         expire_time: datetime | None,
         *,
         owner_id: str | None = None,
+        item_index: int | None = None,
     ) -> GateRow:
         """Record a pending gate; returns the stored row (it may already be decided).
 
@@ -287,22 +293,26 @@ class Store:
         async with self.pool.acquire() as conn, conn.transaction():
             await _fence(conn, run_id, owner_id)
             await conn.execute(
-                """INSERT INTO gates (run_id, node_id, iteration, kind, message, expire_time)
-                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
+                """INSERT INTO gates (run_id, node_id, iteration, kind, message, expire_time,
+                                      item_index)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
                 run_id,
                 node_id,
                 iteration,
                 kind,
                 message,
                 expire_time,
+                _NODE_GATE if item_index is None else item_index,
             )
             record = await conn.fetchrow(
                 """SELECT * FROM gates
-                   WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND kind = $4""",
+                   WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND kind = $4
+                     AND item_index = $5""",
                 run_id,
                 node_id,
                 iteration,
                 kind,
+                _NODE_GATE if item_index is None else item_index,
             )
         assert record is not None
         return _gate(record)
@@ -319,6 +329,7 @@ class Store:
         output_json: str = "",
         iteration: int | None = None,
         owner_id: str | None = None,
+        item_index: int | None = None,
     ) -> tuple[GateRow | None, bool]:
         """Decide the node's newest gate of `kind` if it is pending, and wake its run's owner.
 
@@ -328,16 +339,18 @@ class Store:
         LeaseLost unless that server holds the run's unexpired lease; a person's
         decision through the API (no `owner_id`) is taken on any replica.
         """
+        item = _NODE_GATE if item_index is None else item_index
         async with self.pool.acquire() as conn, conn.transaction():
             await _fence(conn, run_id, owner_id)
             record = await conn.fetchrow(
                 """SELECT * FROM gates WHERE run_id = $1 AND node_id = $2 AND kind = $3
-                     AND ($4::int IS NULL OR iteration = $4)
+                     AND ($4::int IS NULL OR iteration = $4) AND item_index = $5
                    ORDER BY iteration DESC LIMIT 1 FOR UPDATE""",
                 run_id,
                 node_id,
                 kind,
                 iteration,
+                item,
             )
             if record is None:
                 return None, False
@@ -347,6 +360,7 @@ class Store:
                 """UPDATE gates SET decision = $5, principal = $6, comment = $7, output_json = $8,
                           resolve_time = now()
                    WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND kind = $4
+                     AND item_index = $9
                    RETURNING *""",
                 run_id,
                 node_id,
@@ -356,6 +370,7 @@ class Store:
                 principal,
                 comment,
                 output_json,
+                item,
             )
             await conn.execute("SELECT pg_notify($1, $2)", CONTROL_CHANNEL, run_id)
         assert record is not None
@@ -369,7 +384,8 @@ class Store:
             else ("AND decision IS NULL" if pending else "AND decision IS NOT NULL")
         )
         records = await self.pool.fetch(
-            f"SELECT * FROM gates WHERE run_id = $1 {clause} ORDER BY create_time, node_id",
+            f"SELECT * FROM gates WHERE run_id = $1 {clause}"
+            " ORDER BY create_time, node_id, item_index",
             run_id,
         )
         return [_gate(r) for r in records]

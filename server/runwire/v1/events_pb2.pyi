@@ -68,7 +68,7 @@ SANDBOX_VIOLATION_KIND_NETWORK: SandboxViolationKind
 SANDBOX_VIOLATION_KIND_PROGRAM: SandboxViolationKind
 
 class RunEvent(_message.Message):
-    __slots__ = ("run_id", "seq", "event_time", "node_id", "iteration", "attempt", "trace_id", "span_id", "run_started", "run_status_changed", "run_paused", "run_resumed", "run_completed", "node_started", "node_succeeded", "node_failed", "node_skipped", "node_retrying", "iteration_capped", "node_log", "node_token", "node_heartbeat", "tool_call", "awaiting_confirmation", "confirmation_resolved", "approval_requested", "approval_resolved", "ai_invocation", "ai_routing_decision", "ai_review_required", "ai_review_resolved", "sandbox_violation")
+    __slots__ = ("run_id", "seq", "event_time", "node_id", "iteration", "attempt", "trace_id", "span_id", "item_index", "item_key", "run_started", "run_status_changed", "run_paused", "run_resumed", "run_completed", "node_started", "node_succeeded", "node_failed", "node_skipped", "node_retrying", "iteration_capped", "node_log", "node_token", "node_heartbeat", "tool_call", "awaiting_confirmation", "confirmation_resolved", "approval_requested", "approval_resolved", "ai_invocation", "ai_routing_decision", "ai_review_required", "ai_review_resolved", "sandbox_violation")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,8 @@ class RunEvent(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ITEM_KEY_FIELD_NUMBER: _ClassVar[int]
     RUN_STARTED_FIELD_NUMBER: _ClassVar[int]
     RUN_STATUS_CHANGED_FIELD_NUMBER: _ClassVar[int]
     RUN_PAUSED_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +111,8 @@ class RunEvent(_message.Message):
     attempt: int
     trace_id: str
     span_id: str
+    item_index: int
+    item_key: str
     run_started: RunStarted
     run_status_changed: RunStatusChanged
     run_paused: RunPaused
@@ -133,7 +137,7 @@ class RunEvent(_message.Message):
     ai_review_required: AiReviewRequired
     ai_review_resolved: AiReviewResolved
     sandbox_violation: SandboxViolation
-    def __init__(self, run_id: _Optional[str] = ..., seq: _Optional[int] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., node_id: _Optional[str] = ..., iteration: _Optional[int] = ..., attempt: _Optional[int] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., run_started: _Optional[_Union[RunStarted, _Mapping]] = ..., run_status_changed: _Optional[_Union[RunStatusChanged, _Mapping]] = ..., run_paused: _Optional[_Union[RunPaused, _Mapping]] = ..., run_resumed: _Optional[_Union[RunResumed, _Mapping]] = ..., run_completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., node_started: _Optional[_Union[NodeStarted, _Mapping]] = ..., node_succeeded: _Optional[_Union[NodeSucceeded, _Mapping]] = ..., node_failed: _Optional[_Union[NodeFailed, _Mapping]] = ..., node_skipped: _Optional[_Union[NodeSkipped, _Mapping]] = ..., node_retrying: _Optional[_Union[NodeRetrying, _Mapping]] = ..., iteration_capped: _Optional[_Union[IterationCapped, _Mapping]] = ..., node_log: _Optional[_Union[NodeLog, _Mapping]] = ..., node_token: _Optional[_Union[NodeToken, _Mapping]] = ..., node_heartbeat: _Optional[_Union[NodeHeartbeat, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., awaiting_confirmation: _Optional[_Union[AwaitingConfirmation, _Mapping]] = ..., confirmation_resolved: _Optional[_Union[ConfirmationResolved, _Mapping]] = ..., approval_requested: _Optional[_Union[ApprovalRequested, _Mapping]] = ..., approval_resolved: _Optional[_Union[ApprovalResolved, _Mapping]] = ..., ai_invocation: _Optional[_Union[AiInvocation, _Mapping]] = ..., ai_routing_decision: _Optional[_Union[AiRoutingDecision, _Mapping]] = ..., ai_review_required: _Optional[_Union[AiReviewRequired, _Mapping]] = ..., ai_review_resolved: _Optional[_Union[AiReviewResolved, _Mapping]] = ..., sandbox_violation: _Optional[_Union[SandboxViolation, _Mapping]] = ...) -> None: ...
+    def __init__(self, run_id: _Optional[str] = ..., seq: _Optional[int] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., node_id: _Optional[str] = ..., iteration: _Optional[int] = ..., attempt: _Optional[int] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., item_index: _Optional[int] = ..., item_key: _Optional[str] = ..., run_started: _Optional[_Union[RunStarted, _Mapping]] = ..., run_status_changed: _Optional[_Union[RunStatusChanged, _Mapping]] = ..., run_paused: _Optional[_Union[RunPaused, _Mapping]] = ..., run_resumed: _Optional[_Union[RunResumed, _Mapping]] = ..., run_completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., node_started: _Optional[_Union[NodeStarted, _Mapping]] = ..., node_succeeded: _Optional[_Union[NodeSucceeded, _Mapping]] = ..., node_failed: _Optional[_Union[NodeFailed, _Mapping]] = ..., node_skipped: _Optional[_Union[NodeSkipped, _Mapping]] = ..., node_retrying: _Optional[_Union[NodeRetrying, _Mapping]] = ..., iteration_capped: _Optional[_Union[IterationCapped, _Mapping]] = ..., node_log: _Optional[_Union[NodeLog, _Mapping]] = ..., node_token: _Optional[_Union[NodeToken, _Mapping]] = ..., node_heartbeat: _Optional[_Union[NodeHeartbeat, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., awaiting_confirmation: _Optional[_Union[AwaitingConfirmation, _Mapping]] = ..., confirmation_resolved: _Optional[_Union[ConfirmationResolved, _Mapping]] = ..., approval_requested: _Optional[_Union[ApprovalRequested, _Mapping]] = ..., approval_resolved: _Optional[_Union[ApprovalResolved, _Mapping]] = ..., ai_invocation: _Optional[_Union[AiInvocation, _Mapping]] = ..., ai_routing_decision: _Optional[_Union[AiRoutingDecision, _Mapping]] = ..., ai_review_required: _Optional[_Union[AiReviewRequired, _Mapping]] = ..., ai_review_resolved: _Optional[_Union[AiReviewResolved, _Mapping]] = ..., sandbox_violation: _Optional[_Union[SandboxViolation, _Mapping]] = ...) -> None: ...
 
 class ErrorSummary(_message.Message):
     __slots__ = ("reason", "message", "exit_code")

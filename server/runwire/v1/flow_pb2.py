@@ -26,29 +26,33 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15runwire/v1/flow.proto\x12\nrunwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x82\x01\n\x04\x46low\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x05nodes\x18\x02 \x03(\x0b\x32\x10.runwire.v1.Node\x12\x1f\n\x05\x65\x64ges\x18\x03 \x03(\x0b\x32\x10.runwire.v1.Edge\x12*\n\x08settings\x18\x04 \x01(\x0b\x32\x18.runwire.v1.FlowSettings\"\xc9\x01\n\x0c\x46lowSettings\x12\x14\n\x0cmax_parallel\x18\x01 \x01(\x05\x12\x35\n\x14\x64\x65\x66\x61ult_retry_policy\x18\x02 \x01(\x0b\x32\x17.runwire.v1.RetryPolicy\x12\x32\n\x0f\x64\x65\x66\x61ult_timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12 \n\x13\x63onfirm_destructive\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\x16\n\x14_confirm_destructive\"\x98\x02\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x0cretry_policy\x18\x04 \x01(\x0b\x32\x17.runwire.v1.RetryPolicy\x12\x12\n\nmax_visits\x18\x05 \x01(\x05\x12(\n\x06\x61\x63tion\x18\n \x01(\x0b\x32\x16.runwire.v1.ActionNodeH\x00\x12 \n\x02\x61i\x18\x0b \x01(\x0b\x32\x12.runwire.v1.AiNodeH\x00\x12,\n\x08\x61pproval\x18\x0c \x01(\x0b\x32\x18.runwire.v1.ApprovalNodeH\x00\x42\x06\n\x04kind\"\xa3\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x32\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x62\x61\x63koff_multiplier\x18\x03 \x01(\x01\x12.\n\x0bmax_backoff\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"V\n\nActionNode\x12\x0f\n\x07\x61\x64\x61pter\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x94\x01\n\x06\x41iNode\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\r\n\x05tools\x18\x05 \x03(\t\x12)\n\x08\x63ontract\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tmax_turns\x18\x07 \x01(\x05\"K\n\x0c\x41pprovalNode\x12\x0f\n\x07message\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"T\n\x04\x45\x64ge\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12,\n\tcondition\x18\x03 \x01(\x0e\x32\x19.runwire.v1.EdgeCondition*\x82\x01\n\rEdgeCondition\x12\x1e\n\x1a\x45\x44GE_CONDITION_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45\x44GE_CONDITION_SUCCESS\x10\x01\x12\x1a\n\x16\x45\x44GE_CONDITION_FAILURE\x10\x02\x12\x19\n\x15\x45\x44GE_CONDITION_ALWAYS\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15runwire/v1/flow.proto\x12\nrunwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x82\x01\n\x04\x46low\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x05nodes\x18\x02 \x03(\x0b\x32\x10.runwire.v1.Node\x12\x1f\n\x05\x65\x64ges\x18\x03 \x03(\x0b\x32\x10.runwire.v1.Edge\x12*\n\x08settings\x18\x04 \x01(\x0b\x32\x18.runwire.v1.FlowSettings\"\xc9\x01\n\x0c\x46lowSettings\x12\x14\n\x0cmax_parallel\x18\x01 \x01(\x05\x12\x35\n\x14\x64\x65\x66\x61ult_retry_policy\x18\x02 \x01(\x0b\x32\x17.runwire.v1.RetryPolicy\x12\x32\n\x0f\x64\x65\x66\x61ult_timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12 \n\x13\x63onfirm_destructive\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\x16\n\x14_confirm_destructive\"\xbf\x02\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x0cretry_policy\x18\x04 \x01(\x0b\x32\x17.runwire.v1.RetryPolicy\x12\x12\n\nmax_visits\x18\x05 \x01(\x05\x12%\n\x08\x66or_each\x18\x06 \x01(\x0b\x32\x13.runwire.v1.ForEach\x12(\n\x06\x61\x63tion\x18\n \x01(\x0b\x32\x16.runwire.v1.ActionNodeH\x00\x12 \n\x02\x61i\x18\x0b \x01(\x0b\x32\x12.runwire.v1.AiNodeH\x00\x12,\n\x08\x61pproval\x18\x0c \x01(\x0b\x32\x18.runwire.v1.ApprovalNodeH\x00\x42\x06\n\x04kind\"x\n\x07\x46orEach\x12\r\n\x05items\x18\x01 \x01(\t\x12\x14\n\x0cmax_parallel\x18\x02 \x01(\x05\x12\x35\n\x0e\x66\x61ilure_policy\x18\x03 \x01(\x0e\x32\x1d.runwire.v1.ItemFailurePolicy\x12\x11\n\tkey_field\x18\x04 \x01(\t\"\xa3\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x32\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x62\x61\x63koff_multiplier\x18\x03 \x01(\x01\x12.\n\x0bmax_backoff\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"V\n\nActionNode\x12\x0f\n\x07\x61\x64\x61pter\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x94\x01\n\x06\x41iNode\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\r\n\x05tools\x18\x05 \x03(\t\x12)\n\x08\x63ontract\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tmax_turns\x18\x07 \x01(\x05\"K\n\x0c\x41pprovalNode\x12\x0f\n\x07message\x18\x01 \x01(\t\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"T\n\x04\x45\x64ge\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12,\n\tcondition\x18\x03 \x01(\x0e\x32\x19.runwire.v1.EdgeCondition*\xa2\x01\n\x11ItemFailurePolicy\x12#\n\x1fITEM_FAILURE_POLICY_UNSPECIFIED\x10\x00\x12!\n\x1dITEM_FAILURE_POLICY_FAIL_FAST\x10\x01\x12#\n\x1fITEM_FAILURE_POLICY_FAIL_AT_END\x10\x02\x12 \n\x1cITEM_FAILURE_POLICY_CONTINUE\x10\x03*\x82\x01\n\rEdgeCondition\x12\x1e\n\x1a\x45\x44GE_CONDITION_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45\x44GE_CONDITION_SUCCESS\x10\x01\x12\x1a\n\x16\x45\x44GE_CONDITION_FAILURE\x10\x02\x12\x19\n\x15\x45\x44GE_CONDITION_ALWAYS\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'runwire.v1.flow_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EDGECONDITION']._serialized_start=1288
-  _globals['_EDGECONDITION']._serialized_end=1418
+  _globals['_ITEMFAILUREPOLICY']._serialized_start=1449
+  _globals['_ITEMFAILUREPOLICY']._serialized_end=1611
+  _globals['_EDGECONDITION']._serialized_start=1614
+  _globals['_EDGECONDITION']._serialized_end=1744
   _globals['_FLOW']._serialized_start=100
   _globals['_FLOW']._serialized_end=230
   _globals['_FLOWSETTINGS']._serialized_start=233
   _globals['_FLOWSETTINGS']._serialized_end=434
   _globals['_NODE']._serialized_start=437
-  _globals['_NODE']._serialized_end=717
-  _globals['_RETRYPOLICY']._serialized_start=720
-  _globals['_RETRYPOLICY']._serialized_end=883
-  _globals['_ACTIONNODE']._serialized_start=885
-  _globals['_ACTIONNODE']._serialized_end=971
-  _globals['_AINODE']._serialized_start=974
-  _globals['_AINODE']._serialized_end=1122
-  _globals['_APPROVALNODE']._serialized_start=1124
-  _globals['_APPROVALNODE']._serialized_end=1199
-  _globals['_EDGE']._serialized_start=1201
-  _globals['_EDGE']._serialized_end=1285
+  _globals['_NODE']._serialized_end=756
+  _globals['_FOREACH']._serialized_start=758
+  _globals['_FOREACH']._serialized_end=878
+  _globals['_RETRYPOLICY']._serialized_start=881
+  _globals['_RETRYPOLICY']._serialized_end=1044
+  _globals['_ACTIONNODE']._serialized_start=1046
+  _globals['_ACTIONNODE']._serialized_end=1132
+  _globals['_AINODE']._serialized_start=1135
+  _globals['_AINODE']._serialized_end=1283
+  _globals['_APPROVALNODE']._serialized_start=1285
+  _globals['_APPROVALNODE']._serialized_end=1360
+  _globals['_EDGE']._serialized_start=1362
+  _globals['_EDGE']._serialized_end=1446
 # @@protoc_insertion_point(module_scope)

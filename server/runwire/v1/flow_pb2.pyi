@@ -11,12 +11,23 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ItemFailurePolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ITEM_FAILURE_POLICY_UNSPECIFIED: _ClassVar[ItemFailurePolicy]
+    ITEM_FAILURE_POLICY_FAIL_FAST: _ClassVar[ItemFailurePolicy]
+    ITEM_FAILURE_POLICY_FAIL_AT_END: _ClassVar[ItemFailurePolicy]
+    ITEM_FAILURE_POLICY_CONTINUE: _ClassVar[ItemFailurePolicy]
+
 class EdgeCondition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EDGE_CONDITION_UNSPECIFIED: _ClassVar[EdgeCondition]
     EDGE_CONDITION_SUCCESS: _ClassVar[EdgeCondition]
     EDGE_CONDITION_FAILURE: _ClassVar[EdgeCondition]
     EDGE_CONDITION_ALWAYS: _ClassVar[EdgeCondition]
+ITEM_FAILURE_POLICY_UNSPECIFIED: ItemFailurePolicy
+ITEM_FAILURE_POLICY_FAIL_FAST: ItemFailurePolicy
+ITEM_FAILURE_POLICY_FAIL_AT_END: ItemFailurePolicy
+ITEM_FAILURE_POLICY_CONTINUE: ItemFailurePolicy
 EDGE_CONDITION_UNSPECIFIED: EdgeCondition
 EDGE_CONDITION_SUCCESS: EdgeCondition
 EDGE_CONDITION_FAILURE: EdgeCondition
@@ -47,12 +58,13 @@ class FlowSettings(_message.Message):
     def __init__(self, max_parallel: _Optional[int] = ..., default_retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., default_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., confirm_destructive: _Optional[bool] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("id", "description", "timeout", "retry_policy", "max_visits", "action", "ai", "approval")
+    __slots__ = ("id", "description", "timeout", "retry_policy", "max_visits", "for_each", "action", "ai", "approval")
     ID_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     RETRY_POLICY_FIELD_NUMBER: _ClassVar[int]
     MAX_VISITS_FIELD_NUMBER: _ClassVar[int]
+    FOR_EACH_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     AI_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_FIELD_NUMBER: _ClassVar[int]
@@ -61,10 +73,23 @@ class Node(_message.Message):
     timeout: _duration_pb2.Duration
     retry_policy: RetryPolicy
     max_visits: int
+    for_each: ForEach
     action: ActionNode
     ai: AiNode
     approval: ApprovalNode
-    def __init__(self, id: _Optional[str] = ..., description: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_visits: _Optional[int] = ..., action: _Optional[_Union[ActionNode, _Mapping]] = ..., ai: _Optional[_Union[AiNode, _Mapping]] = ..., approval: _Optional[_Union[ApprovalNode, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., description: _Optional[str] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., max_visits: _Optional[int] = ..., for_each: _Optional[_Union[ForEach, _Mapping]] = ..., action: _Optional[_Union[ActionNode, _Mapping]] = ..., ai: _Optional[_Union[AiNode, _Mapping]] = ..., approval: _Optional[_Union[ApprovalNode, _Mapping]] = ...) -> None: ...
+
+class ForEach(_message.Message):
+    __slots__ = ("items", "max_parallel", "failure_policy", "key_field")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PARALLEL_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_FIELD_NUMBER: _ClassVar[int]
+    items: str
+    max_parallel: int
+    failure_policy: ItemFailurePolicy
+    key_field: str
+    def __init__(self, items: _Optional[str] = ..., max_parallel: _Optional[int] = ..., failure_policy: _Optional[_Union[ItemFailurePolicy, str]] = ..., key_field: _Optional[str] = ...) -> None: ...
 
 class RetryPolicy(_message.Message):
     __slots__ = ("max_attempts", "initial_backoff", "backoff_multiplier", "max_backoff")

@@ -22,6 +22,8 @@ OUTPUT_OUTSIDE_ATTEMPT: Final = "output-outside-attempt"
 TERMINAL_OUTSIDE_ATTEMPT: Final = "terminal-outside-attempt"
 SKIP_INSIDE_ATTEMPT: Final = "skip-inside-attempt"
 ATTEMPT_UNCLOSED: Final = "attempt-unclosed"
+ITEM_OUTSIDE_FRAME: Final = "item-outside-frame"
+ITEM_UNCLOSED: Final = "item-unclosed"
 
 RULES: Final = (
     SEQ_START,
@@ -34,6 +36,8 @@ RULES: Final = (
     TERMINAL_OUTSIDE_ATTEMPT,
     SKIP_INSIDE_ATTEMPT,
     ATTEMPT_UNCLOSED,
+    ITEM_OUTSIDE_FRAME,
+    ITEM_UNCLOSED,
 )
 
 # The hand-written classification of variants; every other known variant may
@@ -144,8 +148,31 @@ class GrammarChecker:
             )
 
     def _check_attempts(self, event: RunEvent, case: str, seq: int) -> None:
-        node, attempt = event.node_id, (event.iteration, event.attempt)
+        # A fan-out item is a track of its own, named `node[item_index]`;
+        # the node's own attempt (no item) frames its items.
+        frame = event.node_id
+        item = event.item_index
+        node = frame if item is None else f"{frame}[{item}]"
+        attempt = (event.iteration, event.attempt)
         open_attempt = self._open.get(node)
+        if case == "node_started" and item is not None:
+            open_frame = self._open.get(frame)
+            if (open_frame is None and (self._after_seq == 0 or frame in self._seen)) or (
+                open_frame is not None and open_frame[0] != event.iteration
+            ):
+                raise GrammarViolation(
+                    ITEM_OUTSIDE_FRAME,
+                    seq,
+                    f"NodeStarted for item {node!r} {_name(attempt)} outside an open visit of node {frame!r}",
+                )
+        if case in NODE_TERMINAL and item is None:
+            items = sorted(n for n in self._open if n.startswith(f"{frame}["))
+            if items:
+                raise GrammarViolation(
+                    ITEM_UNCLOSED,
+                    seq,
+                    f"{case} for node {frame!r} while items are open: {', '.join(items)}",
+                )
         if case == "node_started":
             if open_attempt is not None:
                 raise GrammarViolation(

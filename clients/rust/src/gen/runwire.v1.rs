@@ -102,7 +102,10 @@ impl ErrorReason {
 /// Stream grammar, per run: `seq` starts at 1 and is gapless and strictly
 /// increasing. RunStarted comes first. Each node attempt is NodeStarted, then
 /// any of NodeLog, NodeToken, ToolCall and NodeHeartbeat, then exactly one of
-/// NodeSucceeded or NodeFailed; NodeSkipped stands alone. RunCompleted comes
+/// NodeSucceeded or NodeFailed; NodeSkipped stands alone. A fan-out node's
+/// visit is framed by its own NodeStarted and terminal event (no item_index);
+/// in between, each item's attempts follow the same grammar, told apart by
+/// item_index, and may interleave with other items'. RunCompleted comes
 /// exactly once and last. Run-level and gate events may interleave anywhere
 /// between RunStarted and RunCompleted.
 ///
@@ -138,6 +141,19 @@ pub struct RunEvent {
     /// events, the run's span for run-level events.
     #[prost(string, tag = "8")]
     pub span_id: ::prost::alloc::string::String,
+    /// The item of a fan-out node (`Node.for_each`) this event is about: its
+    /// position in the node's items array, from 0. Set on every event of an
+    /// item's attempt (NodeStarted to its NodeSucceeded or NodeFailed, with its
+    /// output stream), on its retry notice, its confirmation gate and its
+    /// NodeSkipped; unset on the node's own NodeStarted and terminal event, which
+    /// frame its items. The grammar is per node visit, item and attempt.
+    #[prost(int32, optional, tag = "9")]
+    pub item_index: ::core::option::Option<i32>,
+    /// The item's key when the node names a `ForEach.key_field` and the item
+    /// has it (a string, or a number or boolean as its JSON text); empty
+    /// otherwise.
+    #[prost(string, tag = "10")]
+    pub item_key: ::prost::alloc::string::String,
     /// The closed catalog. The case is the event type; there is no separate
     /// type enum. Numbers are grouped by subject with room to grow.
     ///
@@ -862,6 +878,10 @@ pub struct Node {
     /// 0 means once. Required (> 1) on every node of a cycle.
     #[prost(int32, tag = "5")]
     pub max_visits: i32,
+    /// Run the node once per element of an array known only at run time (a
+    /// fan-out). Unset means the node runs once per visit, as usual.
+    #[prost(message, optional, tag = "6")]
+    pub for_each: ::core::option::Option<ForEach>,
     /// What the node does.
     #[prost(oneof = "node::Kind", tags = "10, 11, 12")]
     pub kind: ::core::option::Option<node::Kind>,
@@ -881,6 +901,36 @@ pub mod node {
         #[prost(message, tag = "12")]
         Approval(super::ApprovalNode),
     }
+}
+/// ForEach makes an action node a fan-out: when the node becomes ready,
+/// `items` is evaluated to a JSON array and the node runs once per element (an
+/// *item*). The node's params see `item` and `item_index` (from 0) in their
+/// template context. Each item runs its own attempts (retries, timeout and
+/// confirmation gate per item); its events carry `RunEvent.item_index`. The
+/// node's own NodeStarted and NodeSucceeded or NodeFailed (without an item)
+/// frame its items, and its output is the list of the items' outputs in item
+/// order, a failed item's error in its place. An empty array succeeds with
+/// `\[\]` and no item events.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ForEach {
+    /// Template that must evaluate to a JSON array, for example
+    /// `{{ nodes.list.output.entries }}`. Required. An array longer than the
+    /// server's limit (10 000 items), a value that is not an array, or an item
+    /// that is not JSON fails the node when it becomes ready.
+    #[prost(string, tag = "1")]
+    pub items: ::prost::alloc::string::String,
+    /// How many items may run at once; 0 means the flow's `max_parallel`. The
+    /// flow's `max_parallel` still bounds everything the run executes at once.
+    #[prost(int32, tag = "2")]
+    pub max_parallel: i32,
+    /// What a failed item (after its last attempt) does to the node.
+    #[prost(enumeration = "ItemFailurePolicy", tag = "3")]
+    pub failure_policy: i32,
+    /// When the items are objects, the name of a field whose value identifies
+    /// the item (for example `id`); it rides on item events as
+    /// `RunEvent.item_key`. Empty means no key.
+    #[prost(string, tag = "4")]
+    pub key_field: ::prost::alloc::string::String,
 }
 /// RetryPolicy says how a failed attempt is retried with exponential backoff.
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
@@ -962,6 +1012,46 @@ pub struct Edge {
     /// When the edge is taken; unspecified means SUCCESS.
     #[prost(enumeration = "EdgeCondition", tag = "3")]
     pub condition: i32,
+}
+/// ItemFailurePolicy says what a failed item does to its fan-out node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ItemFailurePolicy {
+    /// Not set; treated as ITEM_FAILURE_POLICY_FAIL_FAST.
+    Unspecified = 0,
+    /// Start no new item after the first item fails; the items in flight
+    /// finish, items never started are left out (null in the output), and the
+    /// node fails.
+    FailFast = 1,
+    /// Run every item; the node fails at the end if any item failed.
+    FailAtEnd = 2,
+    /// Run every item; the node succeeds, with the failed items' errors in its
+    /// output.
+    Continue = 3,
+}
+impl ItemFailurePolicy {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "ITEM_FAILURE_POLICY_UNSPECIFIED",
+            Self::FailFast => "ITEM_FAILURE_POLICY_FAIL_FAST",
+            Self::FailAtEnd => "ITEM_FAILURE_POLICY_FAIL_AT_END",
+            Self::Continue => "ITEM_FAILURE_POLICY_CONTINUE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "ITEM_FAILURE_POLICY_UNSPECIFIED" => Some(Self::Unspecified),
+            "ITEM_FAILURE_POLICY_FAIL_FAST" => Some(Self::FailFast),
+            "ITEM_FAILURE_POLICY_FAIL_AT_END" => Some(Self::FailAtEnd),
+            "ITEM_FAILURE_POLICY_CONTINUE" => Some(Self::Continue),
+            _ => None,
+        }
+    }
 }
 /// EdgeCondition selects which outcomes of the source node take an edge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -1078,6 +1168,10 @@ pub struct PendingGate {
     /// When it expires; unset when it never does.
     #[prost(message, optional, tag = "5")]
     pub expire_time: ::core::option::Option<crate::wkt::Timestamp>,
+    /// The fan-out item held by the gate (its `RunEvent.item_index`); unset for
+    /// the node's own gate. Pass it on ConfirmActionRequest.
+    #[prost(int32, optional, tag = "6")]
+    pub item_index: ::core::option::Option<i32>,
 }
 /// StartRunRequest submits a flow to run.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1245,6 +1339,11 @@ pub struct ConfirmActionRequest {
     /// Recorded on ConfirmationResolved.
     #[prost(string, tag = "4")]
     pub comment: ::prost::alloc::string::String,
+    /// For a fan-out node, which item's held action (its `RunEvent.item_index`
+    /// on AwaitingConfirmation); unset for the node's own gate. Each item of a
+    /// destructive fan-out waits for its own decision.
+    #[prost(int32, optional, tag = "5")]
+    pub item_index: ::core::option::Option<i32>,
 }
 /// ConfirmActionResponse carries the run after the decision.
 #[derive(Clone, PartialEq, ::prost::Message)]

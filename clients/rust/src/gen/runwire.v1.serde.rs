@@ -1840,6 +1840,9 @@ impl serde::Serialize for ConfirmActionRequest {
         if !self.comment.is_empty() {
             len += 1;
         }
+        if self.item_index.is_some() {
+            len += 1;
+        }
         let mut struct_ser = serializer
             .serialize_struct("runwire.v1.ConfirmActionRequest", len)?;
         if !self.run_id.is_empty() {
@@ -1853,6 +1856,9 @@ impl serde::Serialize for ConfirmActionRequest {
         }
         if !self.comment.is_empty() {
             struct_ser.serialize_field("comment", &self.comment)?;
+        }
+        if let Some(v) = self.item_index.as_ref() {
+            struct_ser.serialize_field("itemIndex", v)?;
         }
         struct_ser.end()
     }
@@ -1870,6 +1876,8 @@ impl<'de> serde::Deserialize<'de> for ConfirmActionRequest {
             "nodeId",
             "approve",
             "comment",
+            "item_index",
+            "itemIndex",
         ];
         #[allow(clippy::enum_variant_names)]
         enum GeneratedField {
@@ -1877,6 +1885,7 @@ impl<'de> serde::Deserialize<'de> for ConfirmActionRequest {
             NodeId,
             Approve,
             Comment,
+            ItemIndex,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
             fn deserialize<D>(
@@ -1907,6 +1916,7 @@ impl<'de> serde::Deserialize<'de> for ConfirmActionRequest {
                             "nodeId" | "node_id" => Ok(GeneratedField::NodeId),
                             "approve" => Ok(GeneratedField::Approve),
                             "comment" => Ok(GeneratedField::Comment),
+                            "itemIndex" | "item_index" => Ok(GeneratedField::ItemIndex),
                             _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
                         }
                     }
@@ -1934,6 +1944,7 @@ impl<'de> serde::Deserialize<'de> for ConfirmActionRequest {
                 let mut node_id__ = None;
                 let mut approve__ = None;
                 let mut comment__ = None;
+                let mut item_index__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
                         GeneratedField::RunId => {
@@ -1960,6 +1971,18 @@ impl<'de> serde::Deserialize<'de> for ConfirmActionRequest {
                             }
                             comment__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
+                        GeneratedField::ItemIndex => {
+                            if item_index__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("itemIndex"));
+                            }
+                            item_index__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|x| x.0);
+                        }
                     }
                 }
                 Ok(ConfirmActionRequest {
@@ -1967,6 +1990,7 @@ impl<'de> serde::Deserialize<'de> for ConfirmActionRequest {
                     node_id: node_id__.unwrap_or_default(),
                     approve: approve__.unwrap_or_default(),
                     comment: comment__.unwrap_or_default(),
+                    item_index: item_index__,
                 })
             }
         }
@@ -3020,6 +3044,181 @@ impl<'de> serde::Deserialize<'de> for FlowSettings {
             .deserialize_struct("runwire.v1.FlowSettings", FIELDS, GeneratedVisitor)
     }
 }
+impl serde::Serialize for ForEach {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.items.is_empty() {
+            len += 1;
+        }
+        if self.max_parallel != 0 {
+            len += 1;
+        }
+        if self.failure_policy != 0 {
+            len += 1;
+        }
+        if !self.key_field.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("runwire.v1.ForEach", len)?;
+        if !self.items.is_empty() {
+            struct_ser.serialize_field("items", &self.items)?;
+        }
+        if self.max_parallel != 0 {
+            struct_ser.serialize_field("maxParallel", &self.max_parallel)?;
+        }
+        if self.failure_policy != 0 {
+            match ItemFailurePolicy::try_from(self.failure_policy) {
+                Ok(v) => struct_ser.serialize_field("failurePolicy", &v)?,
+                Err(_) => {
+                    struct_ser.serialize_field("failurePolicy", &self.failure_policy)?
+                }
+            }
+        }
+        if !self.key_field.is_empty() {
+            struct_ser.serialize_field("keyField", &self.key_field)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for ForEach {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "items",
+            "max_parallel",
+            "maxParallel",
+            "failure_policy",
+            "failurePolicy",
+            "key_field",
+            "keyField",
+        ];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Items,
+            MaxParallel,
+            FailurePolicy,
+            KeyField,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "items" => Ok(GeneratedField::Items),
+                            "maxParallel" | "max_parallel" => {
+                                Ok(GeneratedField::MaxParallel)
+                            }
+                            "failurePolicy" | "failure_policy" => {
+                                Ok(GeneratedField::FailurePolicy)
+                            }
+                            "keyField" | "key_field" => Ok(GeneratedField::KeyField),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = ForEach;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.ForEach")
+            }
+            fn visit_map<V>(self, mut map_: V) -> std::result::Result<ForEach, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut items__ = None;
+                let mut max_parallel__ = None;
+                let mut failure_policy__ = None;
+                let mut key_field__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Items => {
+                            if items__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("items"));
+                            }
+                            items__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::MaxParallel => {
+                            if max_parallel__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("maxParallel"),
+                                );
+                            }
+                            max_parallel__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                        GeneratedField::FailurePolicy => {
+                            if failure_policy__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("failurePolicy"),
+                                );
+                            }
+                            failure_policy__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        crate::json::OpenEnum<ItemFailurePolicy>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                        GeneratedField::KeyField => {
+                            if key_field__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("keyField"));
+                            }
+                            key_field__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                    }
+                }
+                Ok(ForEach {
+                    items: items__.unwrap_or_default(),
+                    max_parallel: max_parallel__.unwrap_or_default(),
+                    failure_policy: failure_policy__.unwrap_or_default(),
+                    key_field: key_field__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_struct("runwire.v1.ForEach", FIELDS, GeneratedVisitor)
+    }
+}
 impl serde::Serialize for GateDecision {
     #[allow(deprecated)]
     fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
@@ -3377,6 +3576,88 @@ impl<'de> serde::Deserialize<'de> for GetRunResponse {
         }
         deserializer
             .deserialize_struct("runwire.v1.GetRunResponse", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for ItemFailurePolicy {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        let variant = match self {
+            Self::Unspecified => "ITEM_FAILURE_POLICY_UNSPECIFIED",
+            Self::FailFast => "ITEM_FAILURE_POLICY_FAIL_FAST",
+            Self::FailAtEnd => "ITEM_FAILURE_POLICY_FAIL_AT_END",
+            Self::Continue => "ITEM_FAILURE_POLICY_CONTINUE",
+        };
+        serializer.serialize_str(variant)
+    }
+}
+impl<'de> serde::Deserialize<'de> for ItemFailurePolicy {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "ITEM_FAILURE_POLICY_UNSPECIFIED",
+            "ITEM_FAILURE_POLICY_FAIL_FAST",
+            "ITEM_FAILURE_POLICY_FAIL_AT_END",
+            "ITEM_FAILURE_POLICY_CONTINUE",
+        ];
+        struct GeneratedVisitor;
+        impl serde::de::Visitor<'_> for GeneratedVisitor {
+            type Value = ItemFailurePolicy;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                write!(formatter, "expected one of: {:?}", & FIELDS)
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(
+                            serde::de::Unexpected::Signed(v),
+                            &self,
+                        )
+                    })
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(
+                            serde::de::Unexpected::Unsigned(v),
+                            &self,
+                        )
+                    })
+            }
+            fn visit_str<E>(self, value: &str) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                match value {
+                    "ITEM_FAILURE_POLICY_UNSPECIFIED" => {
+                        Ok(ItemFailurePolicy::Unspecified)
+                    }
+                    "ITEM_FAILURE_POLICY_FAIL_FAST" => Ok(ItemFailurePolicy::FailFast),
+                    "ITEM_FAILURE_POLICY_FAIL_AT_END" => Ok(ItemFailurePolicy::FailAtEnd),
+                    "ITEM_FAILURE_POLICY_CONTINUE" => Ok(ItemFailurePolicy::Continue),
+                    _ => Err(serde::de::Error::unknown_variant(value, FIELDS)),
+                }
+            }
+        }
+        deserializer.deserialize_any(GeneratedVisitor)
     }
 }
 impl serde::Serialize for IterationCapped {
@@ -3877,6 +4158,9 @@ impl serde::Serialize for Node {
         if self.max_visits != 0 {
             len += 1;
         }
+        if self.for_each.is_some() {
+            len += 1;
+        }
         if self.kind.is_some() {
             len += 1;
         }
@@ -3895,6 +4179,9 @@ impl serde::Serialize for Node {
         }
         if self.max_visits != 0 {
             struct_ser.serialize_field("maxVisits", &self.max_visits)?;
+        }
+        if let Some(v) = self.for_each.as_ref() {
+            struct_ser.serialize_field("forEach", v)?;
         }
         if let Some(v) = self.kind.as_ref() {
             match v {
@@ -3926,6 +4213,8 @@ impl<'de> serde::Deserialize<'de> for Node {
             "retryPolicy",
             "max_visits",
             "maxVisits",
+            "for_each",
+            "forEach",
             "action",
             "ai",
             "approval",
@@ -3937,6 +4226,7 @@ impl<'de> serde::Deserialize<'de> for Node {
             Timeout,
             RetryPolicy,
             MaxVisits,
+            ForEach,
             Action,
             Ai,
             Approval,
@@ -3973,6 +4263,7 @@ impl<'de> serde::Deserialize<'de> for Node {
                                 Ok(GeneratedField::RetryPolicy)
                             }
                             "maxVisits" | "max_visits" => Ok(GeneratedField::MaxVisits),
+                            "forEach" | "for_each" => Ok(GeneratedField::ForEach),
                             "action" => Ok(GeneratedField::Action),
                             "ai" => Ok(GeneratedField::Ai),
                             "approval" => Ok(GeneratedField::Approval),
@@ -4001,6 +4292,7 @@ impl<'de> serde::Deserialize<'de> for Node {
                 let mut timeout__ = None;
                 let mut retry_policy__ = None;
                 let mut max_visits__ = None;
+                let mut for_each__ = None;
                 let mut kind__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
@@ -4045,6 +4337,12 @@ impl<'de> serde::Deserialize<'de> for Node {
                                 >()?
                                 .map(|v| v.0);
                         }
+                        GeneratedField::ForEach => {
+                            if for_each__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("forEach"));
+                            }
+                            for_each__ = map_.next_value()?;
+                        }
                         GeneratedField::Action => {
                             if kind__.is_some() {
                                 return Err(serde::de::Error::duplicate_field("action"));
@@ -4077,6 +4375,7 @@ impl<'de> serde::Deserialize<'de> for Node {
                     timeout: timeout__,
                     retry_policy: retry_policy__,
                     max_visits: max_visits__.unwrap_or_default(),
+                    for_each: for_each__,
                     kind: kind__,
                 })
             }
@@ -5458,6 +5757,9 @@ impl serde::Serialize for PendingGate {
         if self.expire_time.is_some() {
             len += 1;
         }
+        if self.item_index.is_some() {
+            len += 1;
+        }
         let mut struct_ser = serializer.serialize_struct("runwire.v1.PendingGate", len)?;
         if !self.node_id.is_empty() {
             struct_ser.serialize_field("nodeId", &self.node_id)?;
@@ -5477,6 +5779,9 @@ impl serde::Serialize for PendingGate {
         if let Some(v) = self.expire_time.as_ref() {
             struct_ser.serialize_field("expireTime", v)?;
         }
+        if let Some(v) = self.item_index.as_ref() {
+            struct_ser.serialize_field("itemIndex", v)?;
+        }
         struct_ser.end()
     }
 }
@@ -5495,6 +5800,8 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
             "createTime",
             "expire_time",
             "expireTime",
+            "item_index",
+            "itemIndex",
         ];
         #[allow(clippy::enum_variant_names)]
         enum GeneratedField {
@@ -5503,6 +5810,7 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
             Message,
             CreateTime,
             ExpireTime,
+            ItemIndex,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
             fn deserialize<D>(
@@ -5538,6 +5846,7 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
                             "expireTime" | "expire_time" => {
                                 Ok(GeneratedField::ExpireTime)
                             }
+                            "itemIndex" | "item_index" => Ok(GeneratedField::ItemIndex),
                             _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
                         }
                     }
@@ -5566,6 +5875,7 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
                 let mut message__ = None;
                 let mut create_time__ = None;
                 let mut expire_time__ = None;
+                let mut item_index__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
                         GeneratedField::NodeId => {
@@ -5602,6 +5912,18 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
                             }
                             expire_time__ = map_.next_value()?;
                         }
+                        GeneratedField::ItemIndex => {
+                            if item_index__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("itemIndex"));
+                            }
+                            item_index__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|x| x.0);
+                        }
                     }
                 }
                 Ok(PendingGate {
@@ -5610,6 +5932,7 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
                     message: message__.unwrap_or_default(),
                     create_time: create_time__,
                     expire_time: expire_time__,
+                    item_index: item_index__,
                 })
             }
         }
@@ -7364,6 +7687,12 @@ impl serde::Serialize for RunEvent {
         if !self.span_id.is_empty() {
             len += 1;
         }
+        if self.item_index.is_some() {
+            len += 1;
+        }
+        if !self.item_key.is_empty() {
+            len += 1;
+        }
         if self.event.is_some() {
             len += 1;
         }
@@ -7393,6 +7722,12 @@ impl serde::Serialize for RunEvent {
         }
         if !self.span_id.is_empty() {
             struct_ser.serialize_field("spanId", &self.span_id)?;
+        }
+        if let Some(v) = self.item_index.as_ref() {
+            struct_ser.serialize_field("itemIndex", v)?;
+        }
+        if !self.item_key.is_empty() {
+            struct_ser.serialize_field("itemKey", &self.item_key)?;
         }
         if let Some(v) = self.event.as_ref() {
             match v {
@@ -7493,6 +7828,10 @@ impl<'de> serde::Deserialize<'de> for RunEvent {
             "traceId",
             "span_id",
             "spanId",
+            "item_index",
+            "itemIndex",
+            "item_key",
+            "itemKey",
             "run_started",
             "runStarted",
             "run_status_changed",
@@ -7552,6 +7891,8 @@ impl<'de> serde::Deserialize<'de> for RunEvent {
             Attempt,
             TraceId,
             SpanId,
+            ItemIndex,
+            ItemKey,
             RunStarted,
             RunStatusChanged,
             RunPaused,
@@ -7610,6 +7951,8 @@ impl<'de> serde::Deserialize<'de> for RunEvent {
                             "attempt" => Ok(GeneratedField::Attempt),
                             "traceId" | "trace_id" => Ok(GeneratedField::TraceId),
                             "spanId" | "span_id" => Ok(GeneratedField::SpanId),
+                            "itemIndex" | "item_index" => Ok(GeneratedField::ItemIndex),
+                            "itemKey" | "item_key" => Ok(GeneratedField::ItemKey),
                             "runStarted" | "run_started" => {
                                 Ok(GeneratedField::RunStarted)
                             }
@@ -7702,6 +8045,8 @@ impl<'de> serde::Deserialize<'de> for RunEvent {
                 let mut attempt__ = None;
                 let mut trace_id__ = None;
                 let mut span_id__ = None;
+                let mut item_index__ = None;
+                let mut item_key__ = None;
                 let mut event__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
@@ -7770,6 +8115,24 @@ impl<'de> serde::Deserialize<'de> for RunEvent {
                                 return Err(serde::de::Error::duplicate_field("spanId"));
                             }
                             span_id__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::ItemIndex => {
+                            if item_index__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("itemIndex"));
+                            }
+                            item_index__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|x| x.0);
+                        }
+                        GeneratedField::ItemKey => {
+                            if item_key__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("itemKey"));
+                            }
+                            item_key__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
                         GeneratedField::RunStarted => {
                             if event__.is_some() {
@@ -8008,6 +8371,8 @@ impl<'de> serde::Deserialize<'de> for RunEvent {
                     attempt: attempt__.unwrap_or_default(),
                     trace_id: trace_id__.unwrap_or_default(),
                     span_id: span_id__.unwrap_or_default(),
+                    item_index: item_index__,
+                    item_key: item_key__.unwrap_or_default(),
                     event: event__,
                 })
             }

@@ -282,7 +282,10 @@ func (SandboxViolationKind) EnumDescriptor() ([]byte, []int) {
 // Stream grammar, per run: `seq` starts at 1 and is gapless and strictly
 // increasing. RunStarted comes first. Each node attempt is NodeStarted, then
 // any of NodeLog, NodeToken, ToolCall and NodeHeartbeat, then exactly one of
-// NodeSucceeded or NodeFailed; NodeSkipped stands alone. RunCompleted comes
+// NodeSucceeded or NodeFailed; NodeSkipped stands alone. A fan-out node's
+// visit is framed by its own NodeStarted and terminal event (no item_index);
+// in between, each item's attempts follow the same grammar, told apart by
+// item_index, and may interleave with other items'. RunCompleted comes
 // exactly once and last. Run-level and gate events may interleave anywhere
 // between RunStarted and RunCompleted.
 //
@@ -310,6 +313,17 @@ type RunEvent struct {
 	// W3C span id (16 lowercase hex digits): the node attempt's span for node
 	// events, the run's span for run-level events.
 	SpanId string `protobuf:"bytes,8,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`
+	// The item of a fan-out node (`Node.for_each`) this event is about: its
+	// position in the node's items array, from 0. Set on every event of an
+	// item's attempt (NodeStarted to its NodeSucceeded or NodeFailed, with its
+	// output stream), on its retry notice, its confirmation gate and its
+	// NodeSkipped; unset on the node's own NodeStarted and terminal event, which
+	// frame its items. The grammar is per node visit, item and attempt.
+	ItemIndex *int32 `protobuf:"varint,9,opt,name=item_index,json=itemIndex,proto3,oneof" json:"item_index,omitempty"`
+	// The item's key when the node names a `ForEach.key_field` and the item
+	// has it (a string, or a number or boolean as its JSON text); empty
+	// otherwise.
+	ItemKey string `protobuf:"bytes,10,opt,name=item_key,json=itemKey,proto3" json:"item_key,omitempty"`
 	// The closed catalog. The case is the event type; there is no separate
 	// type enum. Numbers are grouped by subject with room to grow.
 	//
@@ -426,6 +440,20 @@ func (x *RunEvent) GetTraceId() string {
 func (x *RunEvent) GetSpanId() string {
 	if x != nil {
 		return x.SpanId
+	}
+	return ""
+}
+
+func (x *RunEvent) GetItemIndex() int32 {
+	if x != nil && x.ItemIndex != nil {
+		return *x.ItemIndex
+	}
+	return 0
+}
+
+func (x *RunEvent) GetItemKey() string {
+	if x != nil {
+		return x.ItemKey
 	}
 	return ""
 }
@@ -2604,7 +2632,7 @@ var File_runwire_v1_events_proto protoreflect.FileDescriptor
 const file_runwire_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"\x17runwire/v1/events.proto\x12\n" +
-	"runwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\x0e\n" +
+	"runwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x0f\n" +
 	"\bRunEvent\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x129\n" +
@@ -2614,7 +2642,11 @@ const file_runwire_v1_events_proto_rawDesc = "" +
 	"\titeration\x18\x05 \x01(\x05R\titeration\x12\x18\n" +
 	"\aattempt\x18\x06 \x01(\x05R\aattempt\x12\x19\n" +
 	"\btrace_id\x18\a \x01(\tR\atraceId\x12\x17\n" +
-	"\aspan_id\x18\b \x01(\tR\x06spanId\x129\n" +
+	"\aspan_id\x18\b \x01(\tR\x06spanId\x12\"\n" +
+	"\n" +
+	"item_index\x18\t \x01(\x05H\x01R\titemIndex\x88\x01\x01\x12\x19\n" +
+	"\bitem_key\x18\n" +
+	" \x01(\tR\aitemKey\x129\n" +
 	"\vrun_started\x18\x10 \x01(\v2\x16.runwire.v1.RunStartedH\x00R\n" +
 	"runStarted\x12L\n" +
 	"\x12run_status_changed\x18\x11 \x01(\v2\x1c.runwire.v1.RunStatusChangedH\x00R\x10runStatusChanged\x126\n" +
@@ -2644,7 +2676,8 @@ const file_runwire_v1_events_proto_rawDesc = "" +
 	"\x12ai_review_required\x18\\ \x01(\v2\x1c.runwire.v1.AiReviewRequiredH\x00R\x10aiReviewRequired\x12L\n" +
 	"\x12ai_review_resolved\x18] \x01(\v2\x1c.runwire.v1.AiReviewResolvedH\x00R\x10aiReviewResolved\x12K\n" +
 	"\x11sandbox_violation\x18n \x01(\v2\x1c.runwire.v1.SandboxViolationH\x00R\x10sandboxViolationB\a\n" +
-	"\x05eventJ\x04\b\t\x10\x10\"]\n" +
+	"\x05eventB\r\n" +
+	"\v_item_indexJ\x04\b\v\x10\x10\"]\n" +
 	"\fErrorSummary\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1b\n" +

@@ -23,6 +23,66 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ItemFailurePolicy says what a failed item does to its fan-out node.
+type ItemFailurePolicy int32
+
+const (
+	// Not set; treated as ITEM_FAILURE_POLICY_FAIL_FAST.
+	ItemFailurePolicy_ITEM_FAILURE_POLICY_UNSPECIFIED ItemFailurePolicy = 0
+	// Start no new item after the first item fails; the items in flight
+	// finish, items never started are left out (null in the output), and the
+	// node fails.
+	ItemFailurePolicy_ITEM_FAILURE_POLICY_FAIL_FAST ItemFailurePolicy = 1
+	// Run every item; the node fails at the end if any item failed.
+	ItemFailurePolicy_ITEM_FAILURE_POLICY_FAIL_AT_END ItemFailurePolicy = 2
+	// Run every item; the node succeeds, with the failed items' errors in its
+	// output.
+	ItemFailurePolicy_ITEM_FAILURE_POLICY_CONTINUE ItemFailurePolicy = 3
+)
+
+// Enum value maps for ItemFailurePolicy.
+var (
+	ItemFailurePolicy_name = map[int32]string{
+		0: "ITEM_FAILURE_POLICY_UNSPECIFIED",
+		1: "ITEM_FAILURE_POLICY_FAIL_FAST",
+		2: "ITEM_FAILURE_POLICY_FAIL_AT_END",
+		3: "ITEM_FAILURE_POLICY_CONTINUE",
+	}
+	ItemFailurePolicy_value = map[string]int32{
+		"ITEM_FAILURE_POLICY_UNSPECIFIED": 0,
+		"ITEM_FAILURE_POLICY_FAIL_FAST":   1,
+		"ITEM_FAILURE_POLICY_FAIL_AT_END": 2,
+		"ITEM_FAILURE_POLICY_CONTINUE":    3,
+	}
+)
+
+func (x ItemFailurePolicy) Enum() *ItemFailurePolicy {
+	p := new(ItemFailurePolicy)
+	*p = x
+	return p
+}
+
+func (x ItemFailurePolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ItemFailurePolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_runwire_v1_flow_proto_enumTypes[0].Descriptor()
+}
+
+func (ItemFailurePolicy) Type() protoreflect.EnumType {
+	return &file_runwire_v1_flow_proto_enumTypes[0]
+}
+
+func (x ItemFailurePolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ItemFailurePolicy.Descriptor instead.
+func (ItemFailurePolicy) EnumDescriptor() ([]byte, []int) {
+	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{0}
+}
+
 // EdgeCondition selects which outcomes of the source node take an edge.
 type EdgeCondition int32
 
@@ -65,11 +125,11 @@ func (x EdgeCondition) String() string {
 }
 
 func (EdgeCondition) Descriptor() protoreflect.EnumDescriptor {
-	return file_runwire_v1_flow_proto_enumTypes[0].Descriptor()
+	return file_runwire_v1_flow_proto_enumTypes[1].Descriptor()
 }
 
 func (EdgeCondition) Type() protoreflect.EnumType {
-	return &file_runwire_v1_flow_proto_enumTypes[0]
+	return &file_runwire_v1_flow_proto_enumTypes[1]
 }
 
 func (x EdgeCondition) Number() protoreflect.EnumNumber {
@@ -78,7 +138,7 @@ func (x EdgeCondition) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EdgeCondition.Descriptor instead.
 func (EdgeCondition) EnumDescriptor() ([]byte, []int) {
-	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{0}
+	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{1}
 }
 
 // A Flow is a graph of nodes joined by conditional edges. It is submitted with
@@ -252,6 +312,9 @@ type Node struct {
 	// How many times the node may run in one run when it is part of a loop;
 	// 0 means once. Required (> 1) on every node of a cycle.
 	MaxVisits int32 `protobuf:"varint,5,opt,name=max_visits,json=maxVisits,proto3" json:"max_visits,omitempty"`
+	// Run the node once per element of an array known only at run time (a
+	// fan-out). Unset means the node runs once per visit, as usual.
+	ForEach *ForEach `protobuf:"bytes,6,opt,name=for_each,json=forEach,proto3" json:"for_each,omitempty"`
 	// What the node does.
 	//
 	// Types that are valid to be assigned to Kind:
@@ -329,6 +392,13 @@ func (x *Node) GetMaxVisits() int32 {
 	return 0
 }
 
+func (x *Node) GetForEach() *ForEach {
+	if x != nil {
+		return x.ForEach
+	}
+	return nil
+}
+
 func (x *Node) GetKind() isNode_Kind {
 	if x != nil {
 		return x.Kind
@@ -388,6 +458,93 @@ func (*Node_Ai) isNode_Kind() {}
 
 func (*Node_Approval) isNode_Kind() {}
 
+// ForEach makes an action node a fan-out: when the node becomes ready,
+// `items` is evaluated to a JSON array and the node runs once per element (an
+// *item*). The node's params see `item` and `item_index` (from 0) in their
+// template context. Each item runs its own attempts (retries, timeout and
+// confirmation gate per item); its events carry `RunEvent.item_index`. The
+// node's own NodeStarted and NodeSucceeded or NodeFailed (without an item)
+// frame its items, and its output is the list of the items' outputs in item
+// order, a failed item's error in its place. An empty array succeeds with
+// `[]` and no item events.
+type ForEach struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Template that must evaluate to a JSON array, for example
+	// `{{ nodes.list.output.entries }}`. Required. An array longer than the
+	// server's limit (10 000 items), a value that is not an array, or an item
+	// that is not JSON fails the node when it becomes ready.
+	Items string `protobuf:"bytes,1,opt,name=items,proto3" json:"items,omitempty"`
+	// How many items may run at once; 0 means the flow's `max_parallel`. The
+	// flow's `max_parallel` still bounds everything the run executes at once.
+	MaxParallel int32 `protobuf:"varint,2,opt,name=max_parallel,json=maxParallel,proto3" json:"max_parallel,omitempty"`
+	// What a failed item (after its last attempt) does to the node.
+	FailurePolicy ItemFailurePolicy `protobuf:"varint,3,opt,name=failure_policy,json=failurePolicy,proto3,enum=runwire.v1.ItemFailurePolicy" json:"failure_policy,omitempty"`
+	// When the items are objects, the name of a field whose value identifies
+	// the item (for example `id`); it rides on item events as
+	// `RunEvent.item_key`. Empty means no key.
+	KeyField      string `protobuf:"bytes,4,opt,name=key_field,json=keyField,proto3" json:"key_field,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForEach) Reset() {
+	*x = ForEach{}
+	mi := &file_runwire_v1_flow_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForEach) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForEach) ProtoMessage() {}
+
+func (x *ForEach) ProtoReflect() protoreflect.Message {
+	mi := &file_runwire_v1_flow_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForEach.ProtoReflect.Descriptor instead.
+func (*ForEach) Descriptor() ([]byte, []int) {
+	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ForEach) GetItems() string {
+	if x != nil {
+		return x.Items
+	}
+	return ""
+}
+
+func (x *ForEach) GetMaxParallel() int32 {
+	if x != nil {
+		return x.MaxParallel
+	}
+	return 0
+}
+
+func (x *ForEach) GetFailurePolicy() ItemFailurePolicy {
+	if x != nil {
+		return x.FailurePolicy
+	}
+	return ItemFailurePolicy_ITEM_FAILURE_POLICY_UNSPECIFIED
+}
+
+func (x *ForEach) GetKeyField() string {
+	if x != nil {
+		return x.KeyField
+	}
+	return ""
+}
+
 // RetryPolicy says how a failed attempt is retried with exponential backoff.
 type RetryPolicy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -405,7 +562,7 @@ type RetryPolicy struct {
 
 func (x *RetryPolicy) Reset() {
 	*x = RetryPolicy{}
-	mi := &file_runwire_v1_flow_proto_msgTypes[3]
+	mi := &file_runwire_v1_flow_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +574,7 @@ func (x *RetryPolicy) String() string {
 func (*RetryPolicy) ProtoMessage() {}
 
 func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_flow_proto_msgTypes[3]
+	mi := &file_runwire_v1_flow_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +587,7 @@ func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
 func (*RetryPolicy) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{3}
+	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RetryPolicy) GetMaxAttempts() int32 {
@@ -477,7 +634,7 @@ type ActionNode struct {
 
 func (x *ActionNode) Reset() {
 	*x = ActionNode{}
-	mi := &file_runwire_v1_flow_proto_msgTypes[4]
+	mi := &file_runwire_v1_flow_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +646,7 @@ func (x *ActionNode) String() string {
 func (*ActionNode) ProtoMessage() {}
 
 func (x *ActionNode) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_flow_proto_msgTypes[4]
+	mi := &file_runwire_v1_flow_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +659,7 @@ func (x *ActionNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActionNode.ProtoReflect.Descriptor instead.
 func (*ActionNode) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{4}
+	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ActionNode) GetAdapter() string {
@@ -550,7 +707,7 @@ type AiNode struct {
 
 func (x *AiNode) Reset() {
 	*x = AiNode{}
-	mi := &file_runwire_v1_flow_proto_msgTypes[5]
+	mi := &file_runwire_v1_flow_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +719,7 @@ func (x *AiNode) String() string {
 func (*AiNode) ProtoMessage() {}
 
 func (x *AiNode) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_flow_proto_msgTypes[5]
+	mi := &file_runwire_v1_flow_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +732,7 @@ func (x *AiNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AiNode.ProtoReflect.Descriptor instead.
 func (*AiNode) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{5}
+	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AiNode) GetProvider() string {
@@ -641,7 +798,7 @@ type ApprovalNode struct {
 
 func (x *ApprovalNode) Reset() {
 	*x = ApprovalNode{}
-	mi := &file_runwire_v1_flow_proto_msgTypes[6]
+	mi := &file_runwire_v1_flow_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +810,7 @@ func (x *ApprovalNode) String() string {
 func (*ApprovalNode) ProtoMessage() {}
 
 func (x *ApprovalNode) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_flow_proto_msgTypes[6]
+	mi := &file_runwire_v1_flow_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +823,7 @@ func (x *ApprovalNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalNode.ProtoReflect.Descriptor instead.
 func (*ApprovalNode) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{6}
+	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ApprovalNode) GetMessage() string {
@@ -699,7 +856,7 @@ type Edge struct {
 
 func (x *Edge) Reset() {
 	*x = Edge{}
-	mi := &file_runwire_v1_flow_proto_msgTypes[7]
+	mi := &file_runwire_v1_flow_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +868,7 @@ func (x *Edge) String() string {
 func (*Edge) ProtoMessage() {}
 
 func (x *Edge) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_flow_proto_msgTypes[7]
+	mi := &file_runwire_v1_flow_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +881,7 @@ func (x *Edge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edge.ProtoReflect.Descriptor instead.
 func (*Edge) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{7}
+	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Edge) GetSource() string {
@@ -764,19 +921,25 @@ const file_runwire_v1_flow_proto_rawDesc = "" +
 	"\x14default_retry_policy\x18\x02 \x01(\v2\x17.runwire.v1.RetryPolicyR\x12defaultRetryPolicy\x12B\n" +
 	"\x0fdefault_timeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0edefaultTimeout\x124\n" +
 	"\x13confirm_destructive\x18\x04 \x01(\bH\x00R\x12confirmDestructive\x88\x01\x01B\x16\n" +
-	"\x14_confirm_destructive\"\xe0\x02\n" +
+	"\x14_confirm_destructive\"\x90\x03\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x123\n" +
 	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12:\n" +
 	"\fretry_policy\x18\x04 \x01(\v2\x17.runwire.v1.RetryPolicyR\vretryPolicy\x12\x1d\n" +
 	"\n" +
-	"max_visits\x18\x05 \x01(\x05R\tmaxVisits\x120\n" +
+	"max_visits\x18\x05 \x01(\x05R\tmaxVisits\x12.\n" +
+	"\bfor_each\x18\x06 \x01(\v2\x13.runwire.v1.ForEachR\aforEach\x120\n" +
 	"\x06action\x18\n" +
 	" \x01(\v2\x16.runwire.v1.ActionNodeH\x00R\x06action\x12$\n" +
 	"\x02ai\x18\v \x01(\v2\x12.runwire.v1.AiNodeH\x00R\x02ai\x126\n" +
 	"\bapproval\x18\f \x01(\v2\x18.runwire.v1.ApprovalNodeH\x00R\bapprovalB\x06\n" +
-	"\x04kind\"\xdf\x01\n" +
+	"\x04kind\"\xa5\x01\n" +
+	"\aForEach\x12\x14\n" +
+	"\x05items\x18\x01 \x01(\tR\x05items\x12!\n" +
+	"\fmax_parallel\x18\x02 \x01(\x05R\vmaxParallel\x12D\n" +
+	"\x0efailure_policy\x18\x03 \x01(\x0e2\x1d.runwire.v1.ItemFailurePolicyR\rfailurePolicy\x12\x1b\n" +
+	"\tkey_field\x18\x04 \x01(\tR\bkeyField\"\xdf\x01\n" +
 	"\vRetryPolicy\x12!\n" +
 	"\fmax_attempts\x18\x01 \x01(\x05R\vmaxAttempts\x12B\n" +
 	"\x0finitial_backoff\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0einitialBackoff\x12-\n" +
@@ -802,7 +965,12 @@ const file_runwire_v1_flow_proto_rawDesc = "" +
 	"\x04Edge\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x127\n" +
-	"\tcondition\x18\x03 \x01(\x0e2\x19.runwire.v1.EdgeConditionR\tcondition*\x82\x01\n" +
+	"\tcondition\x18\x03 \x01(\x0e2\x19.runwire.v1.EdgeConditionR\tcondition*\xa2\x01\n" +
+	"\x11ItemFailurePolicy\x12#\n" +
+	"\x1fITEM_FAILURE_POLICY_UNSPECIFIED\x10\x00\x12!\n" +
+	"\x1dITEM_FAILURE_POLICY_FAIL_FAST\x10\x01\x12#\n" +
+	"\x1fITEM_FAILURE_POLICY_FAIL_AT_END\x10\x02\x12 \n" +
+	"\x1cITEM_FAILURE_POLICY_CONTINUE\x10\x03*\x82\x01\n" +
 	"\rEdgeCondition\x12\x1e\n" +
 	"\x1aEDGE_CONDITION_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16EDGE_CONDITION_SUCCESS\x10\x01\x12\x1a\n" +
@@ -824,43 +992,47 @@ func file_runwire_v1_flow_proto_rawDescGZIP() []byte {
 	return file_runwire_v1_flow_proto_rawDescData
 }
 
-var file_runwire_v1_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_runwire_v1_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_runwire_v1_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_runwire_v1_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_runwire_v1_flow_proto_goTypes = []any{
-	(EdgeCondition)(0),          // 0: runwire.v1.EdgeCondition
-	(*Flow)(nil),                // 1: runwire.v1.Flow
-	(*FlowSettings)(nil),        // 2: runwire.v1.FlowSettings
-	(*Node)(nil),                // 3: runwire.v1.Node
-	(*RetryPolicy)(nil),         // 4: runwire.v1.RetryPolicy
-	(*ActionNode)(nil),          // 5: runwire.v1.ActionNode
-	(*AiNode)(nil),              // 6: runwire.v1.AiNode
-	(*ApprovalNode)(nil),        // 7: runwire.v1.ApprovalNode
-	(*Edge)(nil),                // 8: runwire.v1.Edge
-	(*durationpb.Duration)(nil), // 9: google.protobuf.Duration
-	(*structpb.Struct)(nil),     // 10: google.protobuf.Struct
+	(ItemFailurePolicy)(0),      // 0: runwire.v1.ItemFailurePolicy
+	(EdgeCondition)(0),          // 1: runwire.v1.EdgeCondition
+	(*Flow)(nil),                // 2: runwire.v1.Flow
+	(*FlowSettings)(nil),        // 3: runwire.v1.FlowSettings
+	(*Node)(nil),                // 4: runwire.v1.Node
+	(*ForEach)(nil),             // 5: runwire.v1.ForEach
+	(*RetryPolicy)(nil),         // 6: runwire.v1.RetryPolicy
+	(*ActionNode)(nil),          // 7: runwire.v1.ActionNode
+	(*AiNode)(nil),              // 8: runwire.v1.AiNode
+	(*ApprovalNode)(nil),        // 9: runwire.v1.ApprovalNode
+	(*Edge)(nil),                // 10: runwire.v1.Edge
+	(*durationpb.Duration)(nil), // 11: google.protobuf.Duration
+	(*structpb.Struct)(nil),     // 12: google.protobuf.Struct
 }
 var file_runwire_v1_flow_proto_depIdxs = []int32{
-	3,  // 0: runwire.v1.Flow.nodes:type_name -> runwire.v1.Node
-	8,  // 1: runwire.v1.Flow.edges:type_name -> runwire.v1.Edge
-	2,  // 2: runwire.v1.Flow.settings:type_name -> runwire.v1.FlowSettings
-	4,  // 3: runwire.v1.FlowSettings.default_retry_policy:type_name -> runwire.v1.RetryPolicy
-	9,  // 4: runwire.v1.FlowSettings.default_timeout:type_name -> google.protobuf.Duration
-	9,  // 5: runwire.v1.Node.timeout:type_name -> google.protobuf.Duration
-	4,  // 6: runwire.v1.Node.retry_policy:type_name -> runwire.v1.RetryPolicy
-	5,  // 7: runwire.v1.Node.action:type_name -> runwire.v1.ActionNode
-	6,  // 8: runwire.v1.Node.ai:type_name -> runwire.v1.AiNode
-	7,  // 9: runwire.v1.Node.approval:type_name -> runwire.v1.ApprovalNode
-	9,  // 10: runwire.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
-	9,  // 11: runwire.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
-	10, // 12: runwire.v1.ActionNode.params:type_name -> google.protobuf.Struct
-	10, // 13: runwire.v1.AiNode.contract:type_name -> google.protobuf.Struct
-	9,  // 14: runwire.v1.ApprovalNode.timeout:type_name -> google.protobuf.Duration
-	0,  // 15: runwire.v1.Edge.condition:type_name -> runwire.v1.EdgeCondition
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	4,  // 0: runwire.v1.Flow.nodes:type_name -> runwire.v1.Node
+	10, // 1: runwire.v1.Flow.edges:type_name -> runwire.v1.Edge
+	3,  // 2: runwire.v1.Flow.settings:type_name -> runwire.v1.FlowSettings
+	6,  // 3: runwire.v1.FlowSettings.default_retry_policy:type_name -> runwire.v1.RetryPolicy
+	11, // 4: runwire.v1.FlowSettings.default_timeout:type_name -> google.protobuf.Duration
+	11, // 5: runwire.v1.Node.timeout:type_name -> google.protobuf.Duration
+	6,  // 6: runwire.v1.Node.retry_policy:type_name -> runwire.v1.RetryPolicy
+	5,  // 7: runwire.v1.Node.for_each:type_name -> runwire.v1.ForEach
+	7,  // 8: runwire.v1.Node.action:type_name -> runwire.v1.ActionNode
+	8,  // 9: runwire.v1.Node.ai:type_name -> runwire.v1.AiNode
+	9,  // 10: runwire.v1.Node.approval:type_name -> runwire.v1.ApprovalNode
+	0,  // 11: runwire.v1.ForEach.failure_policy:type_name -> runwire.v1.ItemFailurePolicy
+	11, // 12: runwire.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
+	11, // 13: runwire.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
+	12, // 14: runwire.v1.ActionNode.params:type_name -> google.protobuf.Struct
+	12, // 15: runwire.v1.AiNode.contract:type_name -> google.protobuf.Struct
+	11, // 16: runwire.v1.ApprovalNode.timeout:type_name -> google.protobuf.Duration
+	1,  // 17: runwire.v1.Edge.condition:type_name -> runwire.v1.EdgeCondition
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_runwire_v1_flow_proto_init() }
@@ -879,8 +1051,8 @@ func file_runwire_v1_flow_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_runwire_v1_flow_proto_rawDesc), len(file_runwire_v1_flow_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   8,
+			NumEnums:      2,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -283,7 +283,10 @@ type PendingGate struct {
 	// When the gate opened.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When it expires; unset when it never does.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// The fan-out item held by the gate (its `RunEvent.item_index`); unset for
+	// the node's own gate. Pass it on ConfirmActionRequest.
+	ItemIndex     *int32 `protobuf:"varint,6,opt,name=item_index,json=itemIndex,proto3,oneof" json:"item_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -351,6 +354,13 @@ func (x *PendingGate) GetExpireTime() *timestamppb.Timestamp {
 		return x.ExpireTime
 	}
 	return nil
+}
+
+func (x *PendingGate) GetItemIndex() int32 {
+	if x != nil && x.ItemIndex != nil {
+		return *x.ItemIndex
+	}
+	return 0
 }
 
 // StartRunRequest submits a flow to run.
@@ -1168,7 +1178,11 @@ type ConfirmActionRequest struct {
 	// True runs the action; false skips the node.
 	Approve bool `protobuf:"varint,3,opt,name=approve,proto3" json:"approve,omitempty"`
 	// Recorded on ConfirmationResolved.
-	Comment       string `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	Comment string `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	// For a fan-out node, which item's held action (its `RunEvent.item_index`
+	// on AwaitingConfirmation); unset for the node's own gate. Each item of a
+	// destructive fan-out waits for its own decision.
+	ItemIndex     *int32 `protobuf:"varint,5,opt,name=item_index,json=itemIndex,proto3,oneof" json:"item_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1229,6 +1243,13 @@ func (x *ConfirmActionRequest) GetComment() string {
 		return x.Comment
 	}
 	return ""
+}
+
+func (x *ConfirmActionRequest) GetItemIndex() int32 {
+	if x != nil && x.ItemIndex != nil {
+		return *x.ItemIndex
+	}
+	return 0
 }
 
 // ConfirmActionResponse carries the run after the decision.
@@ -1675,7 +1696,7 @@ const file_runwire_v1_run_service_proto_rawDesc = "" +
 	"\x05error\x18\x11 \x01(\v2\x18.runwire.v1.ErrorSummaryR\x05error\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe4\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x97\x02\n" +
 	"\vPendingGate\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12(\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x14.runwire.v1.GateKindR\x04kind\x12\x18\n" +
@@ -1683,7 +1704,10 @@ const file_runwire_v1_run_service_proto_rawDesc = "" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vexpire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"\x83\x02\n" +
+	"expireTime\x12\"\n" +
+	"\n" +
+	"item_index\x18\x06 \x01(\x05H\x00R\titemIndex\x88\x01\x01B\r\n" +
+	"\v_item_index\"\x83\x02\n" +
 	"\x0fStartRunRequest\x12$\n" +
 	"\x04flow\x18\x01 \x01(\v2\x10.runwire.v1.FlowR\x04flow\x12/\n" +
 	"\x06inputs\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x06inputs\x12\x1d\n" +
@@ -1731,12 +1755,15 @@ const file_runwire_v1_run_service_proto_rawDesc = "" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"6\n" +
 	"\x11CancelRunResponse\x12!\n" +
-	"\x03run\x18\x01 \x01(\v2\x0f.runwire.v1.RunR\x03run\"z\n" +
+	"\x03run\x18\x01 \x01(\v2\x0f.runwire.v1.RunR\x03run\"\xad\x01\n" +
 	"\x14ConfirmActionRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aapprove\x18\x03 \x01(\bR\aapprove\x12\x18\n" +
-	"\acomment\x18\x04 \x01(\tR\acomment\":\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\x12\"\n" +
+	"\n" +
+	"item_index\x18\x05 \x01(\x05H\x00R\titemIndex\x88\x01\x01B\r\n" +
+	"\v_item_index\":\n" +
 	"\x15ConfirmActionResponse\x12!\n" +
 	"\x03run\x18\x01 \x01(\v2\x0f.runwire.v1.RunR\x03run\"|\n" +
 	"\x16ResolveApprovalRequest\x12\x15\n" +
@@ -1901,6 +1928,8 @@ func file_runwire_v1_run_service_proto_init() {
 	}
 	file_runwire_v1_events_proto_init()
 	file_runwire_v1_flow_proto_init()
+	file_runwire_v1_run_service_proto_msgTypes[1].OneofWrappers = []any{}
+	file_runwire_v1_run_service_proto_msgTypes[17].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

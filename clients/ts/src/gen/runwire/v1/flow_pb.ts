@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file runwire/v1/flow.proto.
  */
 export const file_runwire_v1_flow: GenFile = /*@__PURE__*/
-  fileDesc("ChVydW53aXJlL3YxL2Zsb3cucHJvdG8SCnJ1bndpcmUudjEiggEKBEZsb3cSDAoEbmFtZRgBIAEoCRIfCgVub2RlcxgCIAMoCzIQLnJ1bndpcmUudjEuTm9kZRIfCgVlZGdlcxgDIAMoCzIQLnJ1bndpcmUudjEuRWRnZRIqCghzZXR0aW5ncxgEIAEoCzIYLnJ1bndpcmUudjEuRmxvd1NldHRpbmdzIskBCgxGbG93U2V0dGluZ3MSFAoMbWF4X3BhcmFsbGVsGAEgASgFEjUKFGRlZmF1bHRfcmV0cnlfcG9saWN5GAIgASgLMhcucnVud2lyZS52MS5SZXRyeVBvbGljeRIyCg9kZWZhdWx0X3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SIAoTY29uZmlybV9kZXN0cnVjdGl2ZRgEIAEoCEgAiAEBQhYKFF9jb25maXJtX2Rlc3RydWN0aXZlIpgCCgROb2RlEgoKAmlkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLQoMcmV0cnlfcG9saWN5GAQgASgLMhcucnVud2lyZS52MS5SZXRyeVBvbGljeRISCgptYXhfdmlzaXRzGAUgASgFEigKBmFjdGlvbhgKIAEoCzIWLnJ1bndpcmUudjEuQWN0aW9uTm9kZUgAEiAKAmFpGAsgASgLMhIucnVud2lyZS52MS5BaU5vZGVIABIsCghhcHByb3ZhbBgMIAEoCzIYLnJ1bndpcmUudjEuQXBwcm92YWxOb2RlSABCBgoEa2luZCKjAQoLUmV0cnlQb2xpY3kSFAoMbWF4X2F0dGVtcHRzGAEgASgFEjIKD2luaXRpYWxfYmFja29mZhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIaChJiYWNrb2ZmX211bHRpcGxpZXIYAyABKAESLgoLbWF4X2JhY2tvZmYYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iVgoKQWN0aW9uTm9kZRIPCgdhZGFwdGVyGAEgASgJEg4KBmFjdGlvbhgCIAEoCRInCgZwYXJhbXMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IpQBCgZBaU5vZGUSEAoIcHJvdmlkZXIYASABKAkSDQoFbW9kZWwYAiABKAkSDgoGcHJvbXB0GAMgASgJEgwKBHRhc2sYBCABKAkSDQoFdG9vbHMYBSADKAkSKQoIY29udHJhY3QYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhEKCW1heF90dXJucxgHIAEoBSJLCgxBcHByb3ZhbE5vZGUSDwoHbWVzc2FnZRgBIAEoCRIqCgd0aW1lb3V0GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIlQKBEVkZ2USDgoGc291cmNlGAEgASgJEg4KBnRhcmdldBgCIAEoCRIsCgljb25kaXRpb24YAyABKA4yGS5ydW53aXJlLnYxLkVkZ2VDb25kaXRpb24qggEKDUVkZ2VDb25kaXRpb24SHgoaRURHRV9DT05ESVRJT05fVU5TUEVDSUZJRUQQABIaChZFREdFX0NPTkRJVElPTl9TVUNDRVNTEAESGgoWRURHRV9DT05ESVRJT05fRkFJTFVSRRACEhkKFUVER0VfQ09ORElUSU9OX0FMV0FZUxADYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("ChVydW53aXJlL3YxL2Zsb3cucHJvdG8SCnJ1bndpcmUudjEiggEKBEZsb3cSDAoEbmFtZRgBIAEoCRIfCgVub2RlcxgCIAMoCzIQLnJ1bndpcmUudjEuTm9kZRIfCgVlZGdlcxgDIAMoCzIQLnJ1bndpcmUudjEuRWRnZRIqCghzZXR0aW5ncxgEIAEoCzIYLnJ1bndpcmUudjEuRmxvd1NldHRpbmdzIskBCgxGbG93U2V0dGluZ3MSFAoMbWF4X3BhcmFsbGVsGAEgASgFEjUKFGRlZmF1bHRfcmV0cnlfcG9saWN5GAIgASgLMhcucnVud2lyZS52MS5SZXRyeVBvbGljeRIyCg9kZWZhdWx0X3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SIAoTY29uZmlybV9kZXN0cnVjdGl2ZRgEIAEoCEgAiAEBQhYKFF9jb25maXJtX2Rlc3RydWN0aXZlIr8CCgROb2RlEgoKAmlkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLQoMcmV0cnlfcG9saWN5GAQgASgLMhcucnVud2lyZS52MS5SZXRyeVBvbGljeRISCgptYXhfdmlzaXRzGAUgASgFEiUKCGZvcl9lYWNoGAYgASgLMhMucnVud2lyZS52MS5Gb3JFYWNoEigKBmFjdGlvbhgKIAEoCzIWLnJ1bndpcmUudjEuQWN0aW9uTm9kZUgAEiAKAmFpGAsgASgLMhIucnVud2lyZS52MS5BaU5vZGVIABIsCghhcHByb3ZhbBgMIAEoCzIYLnJ1bndpcmUudjEuQXBwcm92YWxOb2RlSABCBgoEa2luZCJ4CgdGb3JFYWNoEg0KBWl0ZW1zGAEgASgJEhQKDG1heF9wYXJhbGxlbBgCIAEoBRI1Cg5mYWlsdXJlX3BvbGljeRgDIAEoDjIdLnJ1bndpcmUudjEuSXRlbUZhaWx1cmVQb2xpY3kSEQoJa2V5X2ZpZWxkGAQgASgJIqMBCgtSZXRyeVBvbGljeRIUCgxtYXhfYXR0ZW1wdHMYASABKAUSMgoPaW5pdGlhbF9iYWNrb2ZmGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhoKEmJhY2tvZmZfbXVsdGlwbGllchgDIAEoARIuCgttYXhfYmFja29mZhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJWCgpBY3Rpb25Ob2RlEg8KB2FkYXB0ZXIYASABKAkSDgoGYWN0aW9uGAIgASgJEicKBnBhcmFtcxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QilAEKBkFpTm9kZRIQCghwcm92aWRlchgBIAEoCRINCgVtb2RlbBgCIAEoCRIOCgZwcm9tcHQYAyABKAkSDAoEdGFzaxgEIAEoCRINCgV0b29scxgFIAMoCRIpCghjb250cmFjdBgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEQoJbWF4X3R1cm5zGAcgASgFIksKDEFwcHJvdmFsTm9kZRIPCgdtZXNzYWdlGAEgASgJEioKB3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iVAoERWRnZRIOCgZzb3VyY2UYASABKAkSDgoGdGFyZ2V0GAIgASgJEiwKCWNvbmRpdGlvbhgDIAEoDjIZLnJ1bndpcmUudjEuRWRnZUNvbmRpdGlvbiqiAQoRSXRlbUZhaWx1cmVQb2xpY3kSIwofSVRFTV9GQUlMVVJFX1BPTElDWV9VTlNQRUNJRklFRBAAEiEKHUlURU1fRkFJTFVSRV9QT0xJQ1lfRkFJTF9GQVNUEAESIwofSVRFTV9GQUlMVVJFX1BPTElDWV9GQUlMX0FUX0VORBACEiAKHElURU1fRkFJTFVSRV9QT0xJQ1lfQ09OVElOVUUQAyqCAQoNRWRnZUNvbmRpdGlvbhIeChpFREdFX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEhoKFkVER0VfQ09ORElUSU9OX1NVQ0NFU1MQARIaChZFREdFX0NPTkRJVElPTl9GQUlMVVJFEAISGQoVRURHRV9DT05ESVRJT05fQUxXQVlTEANiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * A Flow is a graph of nodes joined by conditional edges. It is submitted with
@@ -152,6 +152,14 @@ export type Node = Message<"runwire.v1.Node"> & {
   maxVisits: number;
 
   /**
+   * Run the node once per element of an array known only at run time (a
+   * fan-out). Unset means the node runs once per visit, as usual.
+   *
+   * @generated from field: runwire.v1.ForEach for_each = 6;
+   */
+  forEach?: ForEach | undefined;
+
+  /**
    * What the node does.
    *
    * @generated from oneof runwire.v1.Node.kind
@@ -189,6 +197,62 @@ export type Node = Message<"runwire.v1.Node"> & {
  */
 export const NodeSchema: GenMessage<Node> = /*@__PURE__*/
   messageDesc(file_runwire_v1_flow, 2);
+
+/**
+ * ForEach makes an action node a fan-out: when the node becomes ready,
+ * `items` is evaluated to a JSON array and the node runs once per element (an
+ * *item*). The node's params see `item` and `item_index` (from 0) in their
+ * template context. Each item runs its own attempts (retries, timeout and
+ * confirmation gate per item); its events carry `RunEvent.item_index`. The
+ * node's own NodeStarted and NodeSucceeded or NodeFailed (without an item)
+ * frame its items, and its output is the list of the items' outputs in item
+ * order, a failed item's error in its place. An empty array succeeds with
+ * `[]` and no item events.
+ *
+ * @generated from message runwire.v1.ForEach
+ */
+export type ForEach = Message<"runwire.v1.ForEach"> & {
+  /**
+   * Template that must evaluate to a JSON array, for example
+   * `{{ nodes.list.output.entries }}`. Required. An array longer than the
+   * server's limit (10 000 items), a value that is not an array, or an item
+   * that is not JSON fails the node when it becomes ready.
+   *
+   * @generated from field: string items = 1;
+   */
+  items: string;
+
+  /**
+   * How many items may run at once; 0 means the flow's `max_parallel`. The
+   * flow's `max_parallel` still bounds everything the run executes at once.
+   *
+   * @generated from field: int32 max_parallel = 2;
+   */
+  maxParallel: number;
+
+  /**
+   * What a failed item (after its last attempt) does to the node.
+   *
+   * @generated from field: runwire.v1.ItemFailurePolicy failure_policy = 3;
+   */
+  failurePolicy: ItemFailurePolicy;
+
+  /**
+   * When the items are objects, the name of a field whose value identifies
+   * the item (for example `id`); it rides on item events as
+   * `RunEvent.item_key`. Empty means no key.
+   *
+   * @generated from field: string key_field = 4;
+   */
+  keyField: string;
+};
+
+/**
+ * Describes the message runwire.v1.ForEach.
+ * Use `create(ForEachSchema)` to create a new message.
+ */
+export const ForEachSchema: GenMessage<ForEach> = /*@__PURE__*/
+  messageDesc(file_runwire_v1_flow, 3);
 
 /**
  * RetryPolicy says how a failed attempt is retried with exponential backoff.
@@ -230,7 +294,7 @@ export type RetryPolicy = Message<"runwire.v1.RetryPolicy"> & {
  * Use `create(RetryPolicySchema)` to create a new message.
  */
 export const RetryPolicySchema: GenMessage<RetryPolicy> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_flow, 3);
+  messageDesc(file_runwire_v1_flow, 4);
 
 /**
  * ActionNode runs one action of one adapter.
@@ -266,7 +330,7 @@ export type ActionNode = Message<"runwire.v1.ActionNode"> & {
  * Use `create(ActionNodeSchema)` to create a new message.
  */
 export const ActionNodeSchema: GenMessage<ActionNode> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_flow, 4);
+  messageDesc(file_runwire_v1_flow, 5);
 
 /**
  * AiNode calls a model in a tool loop until it answers within its contract.
@@ -330,7 +394,7 @@ export type AiNode = Message<"runwire.v1.AiNode"> & {
  * Use `create(AiNodeSchema)` to create a new message.
  */
 export const AiNodeSchema: GenMessage<AiNode> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_flow, 5);
+  messageDesc(file_runwire_v1_flow, 6);
 
 /**
  * ApprovalNode holds the run until a person resolves it with ResolveApproval.
@@ -359,7 +423,7 @@ export type ApprovalNode = Message<"runwire.v1.ApprovalNode"> & {
  * Use `create(ApprovalNodeSchema)` to create a new message.
  */
 export const ApprovalNodeSchema: GenMessage<ApprovalNode> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_flow, 6);
+  messageDesc(file_runwire_v1_flow, 7);
 
 /**
  * An Edge lets `target` run after `source` finishes in a way that matches
@@ -395,7 +459,51 @@ export type Edge = Message<"runwire.v1.Edge"> & {
  * Use `create(EdgeSchema)` to create a new message.
  */
 export const EdgeSchema: GenMessage<Edge> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_flow, 7);
+  messageDesc(file_runwire_v1_flow, 8);
+
+/**
+ * ItemFailurePolicy says what a failed item does to its fan-out node.
+ *
+ * @generated from enum runwire.v1.ItemFailurePolicy
+ */
+export enum ItemFailurePolicy {
+  /**
+   * Not set; treated as ITEM_FAILURE_POLICY_FAIL_FAST.
+   *
+   * @generated from enum value: ITEM_FAILURE_POLICY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Start no new item after the first item fails; the items in flight
+   * finish, items never started are left out (null in the output), and the
+   * node fails.
+   *
+   * @generated from enum value: ITEM_FAILURE_POLICY_FAIL_FAST = 1;
+   */
+  FAIL_FAST = 1,
+
+  /**
+   * Run every item; the node fails at the end if any item failed.
+   *
+   * @generated from enum value: ITEM_FAILURE_POLICY_FAIL_AT_END = 2;
+   */
+  FAIL_AT_END = 2,
+
+  /**
+   * Run every item; the node succeeds, with the failed items' errors in its
+   * output.
+   *
+   * @generated from enum value: ITEM_FAILURE_POLICY_CONTINUE = 3;
+   */
+  CONTINUE = 3,
+}
+
+/**
+ * Describes the enum runwire.v1.ItemFailurePolicy.
+ */
+export const ItemFailurePolicySchema: GenEnum<ItemFailurePolicy> = /*@__PURE__*/
+  enumDesc(file_runwire_v1_flow, 0);
 
 /**
  * EdgeCondition selects which outcomes of the source node take an edge.
@@ -437,5 +545,5 @@ export enum EdgeCondition {
  * Describes the enum runwire.v1.EdgeCondition.
  */
 export const EdgeConditionSchema: GenEnum<EdgeCondition> = /*@__PURE__*/
-  enumDesc(file_runwire_v1_flow, 0);
+  enumDesc(file_runwire_v1_flow, 1);
 

@@ -25,10 +25,12 @@ __all__ = (
     "ErrorSummary",
     "Flow",
     "FlowSettings",
+    "ForEach",
     "GateDecision",
     "GateKind",
     "GetRunRequest",
     "GetRunResponse",
+    "ItemFailurePolicy",
     "IterationCapped",
     "ListRunsRequest",
     "ListRunsResponse",
@@ -370,6 +372,53 @@ class GateKind(betterproto2.Enum):
             "GATE_KIND_CONFIRMATION": 1,
             "GATE_KIND_APPROVAL": 2,
             "GATE_KIND_REVIEW": 3,
+        }
+
+
+class ItemFailurePolicy(betterproto2.Enum):
+    """
+    ItemFailurePolicy says what a failed item does to its fan-out node.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Not set; treated as ITEM_FAILURE_POLICY_FAIL_FAST.
+    """
+
+    FAIL_FAST = 1
+    """
+    Start no new item after the first item fails; the items in flight
+    finish, items never started are left out (null in the output), and the
+    node fails.
+    """
+
+    FAIL_AT_END = 2
+    """
+    Run every item; the node fails at the end if any item failed.
+    """
+
+    CONTINUE = 3
+    """
+    Run every item; the node succeeds, with the failed items' errors in its
+    output.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "ITEM_FAILURE_POLICY_UNSPECIFIED",
+            1: "ITEM_FAILURE_POLICY_FAIL_FAST",
+            2: "ITEM_FAILURE_POLICY_FAIL_AT_END",
+            3: "ITEM_FAILURE_POLICY_CONTINUE",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "ITEM_FAILURE_POLICY_UNSPECIFIED": 0,
+            "ITEM_FAILURE_POLICY_FAIL_FAST": 1,
+            "ITEM_FAILURE_POLICY_FAIL_AT_END": 2,
+            "ITEM_FAILURE_POLICY_CONTINUE": 3,
         }
 
 
@@ -923,6 +972,13 @@ class ConfirmActionRequest(betterproto2.Message):
     Recorded on ConfirmationResolved.
     """
 
+    item_index: "int | None" = betterproto2.field(5, betterproto2.TYPE_INT32, optional=True)
+    """
+    For a fan-out node, which item's held action (its `RunEvent.item_index`
+    on AwaitingConfirmation); unset for the node's own gate. Each item of a
+    destructive fan-out waits for its own decision.
+    """
+
 
 default_message_pool.register_message("runwire.v1", "ConfirmActionRequest", ConfirmActionRequest)
 
@@ -1100,6 +1156,52 @@ default_message_pool.register_message("runwire.v1", "FlowSettings", FlowSettings
 
 
 @dataclass(eq=False, repr=False)
+class ForEach(betterproto2.Message):
+    """
+    ForEach makes an action node a fan-out: when the node becomes ready,
+    `items` is evaluated to a JSON array and the node runs once per element (an
+    *item*). The node's params see `item` and `item_index` (from 0) in their
+    template context. Each item runs its own attempts (retries, timeout and
+    confirmation gate per item); its events carry `RunEvent.item_index`. The
+    node's own NodeStarted and NodeSucceeded or NodeFailed (without an item)
+    frame its items, and its output is the list of the items' outputs in item
+    order, a failed item's error in its place. An empty array succeeds with
+    `[]` and no item events.
+    """
+
+    items: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    Template that must evaluate to a JSON array, for example
+    `{{ nodes.list.output.entries }}`. Required. An array longer than the
+    server's limit (10 000 items), a value that is not an array, or an item
+    that is not JSON fails the node when it becomes ready.
+    """
+
+    max_parallel: "int" = betterproto2.field(2, betterproto2.TYPE_INT32)
+    """
+    How many items may run at once; 0 means the flow's `max_parallel`. The
+    flow's `max_parallel` still bounds everything the run executes at once.
+    """
+
+    failure_policy: "ItemFailurePolicy" = betterproto2.field(
+        3, betterproto2.TYPE_ENUM, default_factory=lambda: ItemFailurePolicy(0)
+    )
+    """
+    What a failed item (after its last attempt) does to the node.
+    """
+
+    key_field: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    When the items are objects, the name of a field whose value identifies
+    the item (for example `id`); it rides on item events as
+    `RunEvent.item_key`. Empty means no key.
+    """
+
+
+default_message_pool.register_message("runwire.v1", "ForEach", ForEach)
+
+
+@dataclass(eq=False, repr=False)
 class GetRunRequest(betterproto2.Message):
     """
     GetRunRequest names a run.
@@ -1235,6 +1337,12 @@ class Node(betterproto2.Message):
     """
     How many times the node may run in one run when it is part of a loop;
     0 means once. Required (> 1) on every node of a cycle.
+    """
+
+    for_each: "ForEach | None" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, optional=True)
+    """
+    Run the node once per element of an array known only at run time (a
+    fan-out). Unset means the node runs once per visit, as usual.
     """
 
     action: "ActionNode | None" = betterproto2.field(
@@ -1544,6 +1652,12 @@ class PendingGate(betterproto2.Message):
     )
     """
     When it expires; unset when it never does.
+    """
+
+    item_index: "int | None" = betterproto2.field(6, betterproto2.TYPE_INT32, optional=True)
+    """
+    The fan-out item held by the gate (its `RunEvent.item_index`); unset for
+    the node's own gate. Pass it on ConfirmActionRequest.
     """
 
 
@@ -1898,7 +2012,10 @@ class RunEvent(betterproto2.Message):
     Stream grammar, per run: `seq` starts at 1 and is gapless and strictly
     increasing. RunStarted comes first. Each node attempt is NodeStarted, then
     any of NodeLog, NodeToken, ToolCall and NodeHeartbeat, then exactly one of
-    NodeSucceeded or NodeFailed; NodeSkipped stands alone. RunCompleted comes
+    NodeSucceeded or NodeFailed; NodeSkipped stands alone. A fan-out node's
+    visit is framed by its own NodeStarted and terminal event (no item_index);
+    in between, each item's attempts follow the same grammar, told apart by
+    item_index, and may interleave with other items'. RunCompleted comes
     exactly once and last. Run-level and gate events may interleave anywhere
     between RunStarted and RunCompleted.
 
@@ -1956,6 +2073,23 @@ class RunEvent(betterproto2.Message):
     """
     W3C span id (16 lowercase hex digits): the node attempt's span for node
     events, the run's span for run-level events.
+    """
+
+    item_index: "int | None" = betterproto2.field(9, betterproto2.TYPE_INT32, optional=True)
+    """
+    The item of a fan-out node (`Node.for_each`) this event is about: its
+    position in the node's items array, from 0. Set on every event of an
+    item's attempt (NodeStarted to its NodeSucceeded or NodeFailed, with its
+    output stream), on its retry notice, its confirmation gate and its
+    NodeSkipped; unset on the node's own NodeStarted and terminal event, which
+    frame its items. The grammar is per node visit, item and attempt.
+    """
+
+    item_key: "str" = betterproto2.field(10, betterproto2.TYPE_STRING)
+    """
+    The item's key when the node names a `ForEach.key_field` and the item
+    has it (a string, or a number or boolean as its JSON text); empty
+    otherwise.
     """
 
     run_started: "RunStarted | None" = betterproto2.field(
