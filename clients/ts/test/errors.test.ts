@@ -57,7 +57,11 @@ describe("errors", () => {
     ["unimplemented", new ConnectError("no", Code.Unimplemented), false],
     ["overloaded", withInfo(Code.ResourceExhausted, "OVERLOADED"), true],
     ["too large from the transport", new ConnectError("too big", Code.ResourceExhausted), false],
-    ["exhausted, named by a proxy", withInfo(Code.ResourceExhausted, "OVERLOADED", "proxy.example.com"), false],
+    [
+      "exhausted, named by a proxy",
+      withInfo(Code.ResourceExhausted, "OVERLOADED", "proxy.example.com"),
+      false,
+    ],
   ];
   for (const [name, err, want] of RETRY) {
     test(`test_errors_is_retryable_${name.replaceAll(" ", "_")}_${want}`, () => {
