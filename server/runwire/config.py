@@ -36,7 +36,7 @@ class Settings:
     tls_client_ca: Path | None = None
     trusted_network: bool = False
     heartbeat_interval: float = 5.0
-    commit_interval: float = 0.004
+    commit_interval: float = 0.0
     drain_grace: float = 5.0
     max_parallel: int = 4
     max_starting: int = 128
@@ -222,8 +222,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--commit-interval",
         type=float,
-        default=float(_env("COMMIT_INTERVAL", str(d.commit_interval)) or 0.004),
-        help="seconds the event writer gathers a batch before committing "
+        default=float(_env("COMMIT_INTERVAL", str(d.commit_interval)) or 0.0),
+        help="seconds the event writer waits to gather a batch before committing; at 0 it "
+        "commits at once when idle and batches what arrives while a commit is in flight "
         "(RUNWIRE_COMMIT_INTERVAL; default %(default)s)",
     )
     parser.add_argument(

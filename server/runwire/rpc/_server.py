@@ -277,8 +277,9 @@ class RunwireServer:
         async with self._pool.acquire() as conn:
             await migrate(conn)
         self.store = Store(self._pool)
+        writer_settings = session_settings(self.settings.lease_seconds)
         self._writer = EventWriter(
-            self._pool,
+            lambda: asyncpg.connect(url, server_settings=writer_settings),
             self.hub,
             owner_id=self.settings.server_id,
             lease_seconds=self.settings.lease_seconds,
