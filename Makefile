@@ -127,6 +127,7 @@ run: $(VENV)/.installed ## Start the service on its embedded defaults (127.0.0.1
 .PHONY: bench
 bench: bootstrap ## Throughput and latency benchmarks, then the engine's cost; prints numbers.
 	$(PY) bench/run.py
+	$(PY) bench/writer.py
 	$(PY) bench/engine.py
 
 .PHONY: faults
@@ -136,6 +137,10 @@ faults: $(VENV)/.installed ## Fault runs: kill -9, frozen replicas, bursts again
 .PHONY: bench-engine
 bench-engine: $(VENV)/.installed ## The engine's cost per node and per run, this tree against the code before the state machine.
 	$(PY) bench/engine.py
+
+.PHONY: bench-writer
+bench-writer: $(VENV)/.installed ## The write path: ev/s to one watcher as a ratio to a probe, latency at 1 k ev/s, health waits; beside the code before.
+	$(PY) bench/writer.py
 
 .PHONY: clean
 clean: ## Remove the virtualenv, tool installs, build outputs and local data.
