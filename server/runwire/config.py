@@ -44,6 +44,9 @@ class Settings:
     max_watchers: int = 10_000
     watcher_queue_chunks: int = 256
     lease_seconds: float = 15.0
+    # Set in the worker processes of `serve --workers N` (N > 1): they share
+    # the port with SO_REUSEPORT, which the supervisor checked no one else held.
+    reuse_port: bool = False
     server_id: str = field(
         default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
@@ -104,6 +107,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("LISTEN", d.listen),
         help="host:port to listen on (RUNWIRE_LISTEN; default %(default)s). "
         "A non-loopback address requires --auth-token.",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("WORKERS", "") or (os.cpu_count() or 1)),
+        help="server processes sharing the port and the database; runs are spread by "
+        "their leases, and each watcher is served by the process its connection reached "
+        "(RUNWIRE_WORKERS; default: the number of cores)",
     )
     parser.add_argument(
         "--database-url",
