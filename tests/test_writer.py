@@ -150,3 +150,28 @@ async def test_writer_commits_in_one_statement_on_one_connection(rig: Rig) -> No
     assert len(statements) == 20, statements
     assert all("WITH proved AS" in q for q in statements)
     assert await rig.stored("r") == list(range(1, 22))
+
+
+async def test_writer_settled_waits_for_the_commit_in_flight_after_a_discard(rig: Rig) -> None:
+    """A commit sent before discard() may still land: settled() returns only
+    once it is over, so a claim made afterwards reads a stream that no event of
+    the earlier life joins later."""
+    await rig.new_run("r")
+    lock = rig.admin.transaction()
+    await lock.start()
+    try:
+        await rig.admin.execute("SELECT 1 FROM runs WHERE run_id = 'r' FOR UPDATE")
+        rig.writer.append("r", [log_event("r", 1)])
+        await until(
+            "the writer's commit to wait on the row lock", lambda: writer_waits_on_lock(rig)
+        )
+        assert rig.writer.discard("r") == 0  # nothing queued: it is in flight
+        settled = asyncio.ensure_future(rig.writer.settled("r"))
+        for _ in range(5):
+            await asyncio.sleep(0)  # loop steps, not time
+        assert not settled.done(), "the commit in flight is not over"
+    finally:
+        await lock.rollback()
+    await asyncio.wait_for(settled, DEADLINE)
+    assert rig.writer.holds("r"), "a discarded run is not a fenced one"
+    await rig.writer.settled("other")  # no commit in flight carries it: at once
