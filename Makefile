@@ -127,6 +127,9 @@ run: $(VENV)/.installed ## Start the service on its embedded defaults (127.0.0.1
 .PHONY: bench
 bench: bootstrap ## Throughput and latency benchmarks, then the engine's cost; prints numbers.
 	$(PY) bench/run.py
+	$(PY) bench/writer.py
+	$(PY) bench/workers.py
+	$(PY) bench/idle_watchers.py
 	$(PY) bench/engine.py
 
 .PHONY: faults
@@ -136,6 +139,18 @@ faults: $(VENV)/.installed ## Fault runs: kill -9, frozen replicas, bursts again
 .PHONY: bench-engine
 bench-engine: $(VENV)/.installed ## The engine's cost per node and per run, this tree against the code before the state machine.
 	$(PY) bench/engine.py
+
+.PHONY: bench-writer
+bench-writer: $(VENV)/.installed ## The write path: ev/s to one watcher as a ratio to a probe, latency at 1 k ev/s, health waits; beside the code before.
+	$(PY) bench/writer.py
+
+.PHONY: bench-workers
+bench-workers: $(VENV)/.installed ## runs/s of 5-node flows with 50 clients, serve --workers 2 beside --workers 1.
+	$(PY) bench/workers.py
+
+.PHONY: bench-idle
+bench-idle: $(VENV)/.installed ## Server memory per idle watcher (1 000 on a gated run) and after they leave, beside the code before.
+	$(PY) bench/idle_watchers.py
 
 .PHONY: clean
 clean: ## Remove the virtualenv, tool installs, build outputs and local data.

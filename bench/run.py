@@ -138,7 +138,16 @@ def _machine_times() -> tuple[float, float]:
 class Server:
     """`runwire serve` as a subprocess on 127.0.0.1, embedded Postgres unless DATABASE_URL."""
 
-    def __init__(self, workdir: Path, *, commit_interval: float | None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        commit_interval: float | None,
+        command: list[str] | None = None,
+        source: Path | None = None,
+    ) -> None:
+        self.command = command or [sys.executable, "-m", "runwire.cli"]
+        self.source = source  # another tree's runwire (PYTHONPATH), e.g. a git worktree
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.log_path = workdir / "server.log"
@@ -149,9 +158,7 @@ class Server:
 
     def start(self, timeout: float = 120.0) -> None:
         argv = [
-            sys.executable,
-            "-m",
-            "runwire.cli",
+            *self.command,
             "serve",
             "--listen",
             "127.0.0.1:0",
@@ -165,6 +172,8 @@ class Server:
         if self.commit_interval is not None:
             argv += ["--commit-interval", str(self.commit_interval)]
         env = {**os.environ, "RUNWIRE_LOG_LEVEL": os.environ.get("RUNWIRE_LOG_LEVEL", "WARNING")}
+        if self.source is not None:
+            env["PYTHONPATH"] = str(self.source / "server")
         self.proc = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,

@@ -160,7 +160,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "data_dir": data_dir,
         "shell_allow": SHELL_ALLOW,
         "heartbeat_interval": 0.2,
-        "commit_interval": 0.002,
+        "commit_interval": 0.0,
         "drain_grace": 2.0,
     }
     values.update(overrides)

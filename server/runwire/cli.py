@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -30,6 +31,7 @@ from google.protobuf import json_format
 from runwire._connect import Connection, UsageError, add_connection_arguments
 from runwire._files import load_flow, parse_inputs
 from runwire._output import FORMATS, dump, run_lines, runs_table, status_name
+from runwire._workers import REUSE_PORT_ENV
 from runwire.config import add_serve_arguments, settings_from_args
 from runwire.v1 import events_pb2, run_service_pb2, run_service_pb2_grpc
 
@@ -58,6 +60,12 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings = settings_from_args(args)
+    if args.workers > 1:
+        from runwire._workers import serve_workers
+
+        return serve_workers(settings, args.workers, args.raw_argv)
+    if os.environ.get(REUSE_PORT_ENV) == "1":
+        settings = dataclasses.replace(settings, reuse_port=True)
 
     async def run() -> None:
         server = RunwireServer(settings)
@@ -585,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `runwire` console script; returns the exit code."""
     try:
         args = _parser().parse_args(argv)
+        args.raw_argv = list(sys.argv[1:] if argv is None else argv)
         result: int = args.func(args)
         sys.stdout.flush()
     except UsageError as exc:

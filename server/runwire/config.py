@@ -36,7 +36,7 @@ class Settings:
     tls_client_ca: Path | None = None
     trusted_network: bool = False
     heartbeat_interval: float = 5.0
-    commit_interval: float = 0.004
+    commit_interval: float = 0.0
     drain_grace: float = 5.0
     max_parallel: int = 4
     max_starting: int = 128
@@ -44,6 +44,9 @@ class Settings:
     max_watchers: int = 10_000
     watcher_queue_chunks: int = 256
     lease_seconds: float = 15.0
+    # Set in the worker processes of `serve --workers N` (N > 1): they share
+    # the port with SO_REUSEPORT, which the supervisor checked no one else held.
+    reuse_port: bool = False
     server_id: str = field(
         default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
@@ -104,6 +107,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=_env("LISTEN", d.listen),
         help="host:port to listen on (RUNWIRE_LISTEN; default %(default)s). "
         "A non-loopback address requires --auth-token.",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("WORKERS", "") or (os.cpu_count() or 1)),
+        help="server processes sharing the port and the database; runs are spread by "
+        "their leases, and each watcher is served by the process its connection reached "
+        "(RUNWIRE_WORKERS; default: the number of cores)",
     )
     parser.add_argument(
         "--database-url",
@@ -222,8 +233,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--commit-interval",
         type=float,
-        default=float(_env("COMMIT_INTERVAL", str(d.commit_interval)) or 0.004),
-        help="seconds the event writer gathers a batch before committing "
+        default=float(_env("COMMIT_INTERVAL", str(d.commit_interval)) or 0.0),
+        help="seconds the event writer waits to gather a batch before committing; at 0 it "
+        "commits at once when idle and batches what arrives while a commit is in flight "
         "(RUNWIRE_COMMIT_INTERVAL; default %(default)s)",
     )
     parser.add_argument(

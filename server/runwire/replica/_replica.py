@@ -199,6 +199,9 @@ class Replica:
         later takeover (here or elsewhere) continues from the committed stream."""
         await self._engine.abandon(run_id)
         dropped = self._writer.discard(run_id)
+        # A commit sent before the discard may still carry this life's events:
+        # let it land (or fail) before anything may claim the run again.
+        await self._writer.settled(run_id)
         if dropped:
             log.warning("dropped %d uncommitted events of run %s", dropped, run_id)
 

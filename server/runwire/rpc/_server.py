@@ -277,8 +277,9 @@ class RunwireServer:
         async with self._pool.acquire() as conn:
             await migrate(conn)
         self.store = Store(self._pool)
+        writer_settings = session_settings(self.settings.lease_seconds)
         self._writer = EventWriter(
-            self._pool,
+            lambda: asyncpg.connect(url, server_settings=writer_settings),
             self.hub,
             owner_id=self.settings.server_id,
             lease_seconds=self.settings.lease_seconds,
@@ -335,7 +336,11 @@ class RunwireServer:
         ]
         if self.settings.auth_tokens:
             interceptors.insert(0, _BearerAuth(self.settings.auth_tokens))
-        self._grpc = grpc.aio.server(interceptors=interceptors, options=_SERVER_OPTIONS)
+        # gRPC sets SO_REUSEPORT by default, which would let a second server of
+        # the same user start on a port in use and take half its connections.
+        # Only the workers of one `serve --workers N` share a port.
+        options = [*_SERVER_OPTIONS, ("grpc.so_reuseport", 1 if self.settings.reuse_port else 0)]
+        self._grpc = grpc.aio.server(interceptors=interceptors, options=options)
         self.admission = Admission(
             Limits(
                 starting=self.settings.max_starting,

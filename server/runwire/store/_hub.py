@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import uuid
 from collections import deque
@@ -25,6 +26,22 @@ from runwire.store._transient import is_transient
 __all__ = ["CONTROL_CHANNEL", "EVENTS_CHANNEL", "Chunk", "Hub", "Subscription"]
 
 log = logging.getLogger(__name__)
+
+# After this many watchers left, the process returns freed heap to the system
+# TRIM_DELAY seconds later (malloc_trim; glibc only, else nothing happens).
+TRIM_AFTER_LEAVING = 128
+TRIM_DELAY = 1.0
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_malloc_trim = _find_malloc_trim()
 
 EVENTS_CHANNEL = "runwire_events"
 CONTROL_CHANNEL = "runwire_control"
@@ -95,6 +112,8 @@ class Hub:
         self._max_chunks = max_chunks
         self.overflows = 0  # how often a slow watcher fell back to the store
         self.origin = uuid.uuid4().hex[:16]  # tags this process's NOTIFYs
+        self._left = 0  # watchers gone since the last trim
+        self._trim: asyncio.TimerHandle | None = None
         self._listener: asyncio.Task[None] | None = None
         self.on_control: Callable[[str], None] | None = None
         # Called after every (re)connect of the LISTEN connection: control
@@ -113,6 +132,18 @@ class Hub:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.run_id]
+        self._left += 1
+        if self._left >= TRIM_AFTER_LEAVING and self._trim is None:
+            # Many watchers left: once the wave has passed, hand the freed
+            # heap back to the system (glibc keeps it otherwise).
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to trim for
+                self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trim_now)
+
+    def _trim_now(self) -> None:
+        self._trim = None
+        self._left = 0
+        if _malloc_trim is not None:
+            _malloc_trim(0)
 
     def watcher_count(self, run_id: str) -> int:
         """How many watchers of the run this process serves."""

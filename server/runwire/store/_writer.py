@@ -1,5 +1,7 @@
-"""Group commit: events from every run are gathered for a few milliseconds and
-committed in one transaction, then handed to watchers (durable before visible)."""
+"""Group commit: events from every run are committed in one statement (one
+transaction, one round trip), then handed to watchers (durable before visible).
+An idle writer commits at once; under load a batch is whatever accumulated while
+the previous commit was in flight, up to a bounded size."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -32,6 +35,20 @@ class _Pending:
     kinds: list[str] = field(default_factory=list)
     payloads: list[bytes] = field(default_factory=list)
     patch: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class _Append:
+    """One append(): events of one run, serialized, and the run patch they carry."""
+
+    run_id: str
+    life: int
+    patch: RunPatch | None
+    seqs: list[int] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+    size: int = 0
+    gen: int = 0
 
 
 def _merge_patch(into: dict[str, object], patch: RunPatch) -> None:
@@ -74,38 +91,39 @@ def _chunks(p: _Pending) -> list[Chunk]:
     return out
 
 
-def _update_args(p: _Pending) -> tuple[object, ...]:
-    patch = p.patch
-    return (
-        p.run_id,
-        p.seqs[-1] if p.seqs else 0,
-        patch.get("status"),
-        patch.get("succeeded_node_count"),
-        patch.get("failed_node_count"),
-        patch.get("skipped_node_count"),
-        bool(patch.get("finished", False)),
-        patch.get("error"),
-    )
-
-
-_INSERT_EVENTS = """
-INSERT INTO events (run_id, seq, kind, event)
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[])
-ON CONFLICT DO NOTHING
-"""
-
-_UPDATE_RUN = """
-UPDATE runs SET
-    last_seq = GREATEST(last_seq, $2),
-    update_time = now(),
-    status = COALESCE($3, status),
-    succeeded_node_count = COALESCE($4, succeeded_node_count),
-    failed_node_count = COALESCE($5, failed_node_count),
-    skipped_node_count = COALESCE($6, skipped_node_count),
-    end_time = CASE WHEN $7 THEN now() ELSE end_time END,
-    error = COALESCE($8::jsonb, error),
-    lease_expire_time = GREATEST(lease_expire_time, now() + make_interval(secs => $9))
-WHERE run_id = $1
+# One statement is one transaction and, once prepared, one round trip: the
+# UPDATE fences (only the holder of an unexpired lease may extend a run's
+# stream; it locks the rows, so a takeover's FOR UPDATE SKIP LOCKED cannot claim
+# a run while its events commit), the INSERT writes only the events of runs the
+# UPDATE proved, and pg_notify tells other processes on commit, never before.
+_COMMIT = """
+WITH proved AS (
+    UPDATE runs AS r SET
+        last_seq = GREATEST(r.last_seq, b.last_seq),
+        update_time = now(),
+        status = COALESCE(b.status, r.status),
+        succeeded_node_count = COALESCE(b.succeeded, r.succeeded_node_count),
+        failed_node_count = COALESCE(b.failed, r.failed_node_count),
+        skipped_node_count = COALESCE(b.skipped, r.skipped_node_count),
+        end_time = CASE WHEN b.finished THEN now() ELSE r.end_time END,
+        error = COALESCE(b.error::jsonb, r.error),
+        -- A commit proves the lease: it extends it like a renewal does.
+        lease_expire_time = GREATEST(r.lease_expire_time, now() + make_interval(secs => $10))
+    FROM unnest($1::text[], $2::bigint[], $3::smallint[], $4::int[], $5::int[], $6::int[],
+                $7::bool[], $8::text[])
+         AS b(run_id, last_seq, status, succeeded, failed, skipped, finished, error)
+    WHERE r.run_id = b.run_id AND r.owner_id = $9 AND r.lease_expire_time > now()
+    RETURNING r.run_id, b.last_seq
+), written AS (
+    INSERT INTO events (run_id, seq, kind, event)
+    SELECT e.run_id, e.seq, e.kind, e.event
+    FROM unnest($11::text[], $12::bigint[], $13::text[], $14::bytea[]) AS e(run_id, seq, kind, event)
+    WHERE e.run_id IN (SELECT run_id FROM proved)
+    ON CONFLICT DO NOTHING
+)
+SELECT run_id, CASE WHEN last_seq > 0
+    THEN pg_notify($15, $16 || '|' || run_id || ':' || last_seq) END AS notified
+FROM proved
 """
 
 
@@ -120,21 +138,31 @@ _PERMANENT_ATTEMPTS = 3
 
 
 class EventWriter:
-    """The process's single event writer (implements engine.Journal)."""
+    """The process's single event writer (implements engine.Journal).
+
+    It commits at once when it is idle; what is appended while a commit is in
+    flight makes the next batch (group commit under load only), cut at
+    `max_batch_events` / `max_batch_bytes` so that no loop step of the write
+    path handles an unbounded batch. It owns one connection (made again after
+    a transient error) and commits a batch in one statement.
+    """
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
         hub: Hub,
         *,
         owner_id: str,
         lease_seconds: float = 15.0,
-        interval: float = 0.004,
+        interval: float = 0.0,
         max_pending: int = 100_000,
+        max_batch_events: int = 2_000,
+        max_batch_bytes: int = 1 << 20,
         commit_timeout: float = 10.0,
         on_health: Callable[[bool], None] | None = None,
     ) -> None:
-        self._pool = pool
+        self._connect = connect
+        self._conn: asyncpg.Connection | None = None
         self._hub = hub
         self._owner_id = owner_id
         self._lease_seconds = lease_seconds
@@ -143,7 +171,9 @@ class EventWriter:
         self.failing_since: float | None = None  # monotonic time of the first failed try
         self._interval = interval
         self._max_pending = max_pending
-        self._batch: dict[str, _Pending] = {}
+        self._max_batch_events = max_batch_events
+        self._max_batch_bytes = max_batch_bytes
+        self._queue: deque[_Append] = deque()
         self._count = 0
         self._wakeup = asyncio.Event()
         self._space = asyncio.Event()
@@ -152,9 +182,13 @@ class EventWriter:
         self._appended_gen = 0
         self._committed_gen = 0
         self._task: asyncio.Task[None] | None = None
+        # Runs whose events the current commit attempt carries, and its end.
+        self._in_flight: frozenset[str] = frozenset()
+        self._attempt_over = asyncio.Event()
         self.batches_committed = 0
         self.events_committed = 0
         self.events_fenced = 0  # events dropped because another server owns their run
+        self.largest_batch = 0  # events in the largest batch sent
         self._fenced_runs: set[str] = set()
         # A run's life ends when this server stops executing it without
         # finishing it (discard): events of an earlier life are never committed.
@@ -187,19 +221,19 @@ class EventWriter:
         self, run_id: str, events: list[events_pb2.RunEvent], patch: RunPatch | None = None
     ) -> None:
         """Queue events for the next commit; never blocks."""
-        pending = self._batch.get(run_id)
-        if pending is None:
-            pending = self._batch[run_id] = _Pending(run_id, self._lives.get(run_id, 0))
+        item = _Append(run_id, self._lives.get(run_id, 0), patch)
         for event in events:
             if event.ByteSize() > MAX_EVENT_BYTES:
                 event = bound_event(event)  # new_event bounds them; this is the backstop
-            pending.seqs.append(event.seq)
-            pending.kinds.append(event.WhichOneof("event") or "")
-            pending.payloads.append(event.SerializeToString(deterministic=True))
-        if patch is not None:
-            _merge_patch(pending.patch, patch)
+            payload = event.SerializeToString(deterministic=True)
+            item.seqs.append(event.seq)
+            item.kinds.append(event.WhichOneof("event") or "")
+            item.payloads.append(payload)
+            item.size += len(payload)
         self._count += len(events)
         self._appended_gen += 1
+        item.gen = self._appended_gen
+        self._queue.append(item)
         self._wakeup.set()
 
     async def flush(self) -> None:
@@ -214,41 +248,99 @@ class EventWriter:
         """Forget the uncommitted events of a run this server stopped executing.
 
         Call it after the run's executor has stopped and before the run may be
-        claimed again: a takeover continues from the committed stream, and an
-        earlier life's events (queued, or in a batch being retried) must not
-        land on top of it. Returns how many queued events were dropped.
+        claimed again (and await `settled` before claiming): a takeover
+        continues from the committed stream, and an earlier life's events
+        (queued, or in a batch being retried) must not land on top of it.
+        Returns how many queued events were dropped.
         """
         self._lives[run_id] = self._lives.get(run_id, 0) + 1
         self._fenced_runs.discard(run_id)
-        pending = self._batch.pop(run_id, None)
-        if pending is None:
-            return 0
-        self._count -= len(pending.seqs)
-        return len(pending.seqs)
+        kept: deque[_Append] = deque()
+        dropped = 0
+        for item in self._queue:
+            if item.run_id == run_id:
+                dropped += len(item.seqs)
+            else:
+                kept.append(item)
+        if dropped or len(kept) != len(self._queue):
+            self._queue = kept
+            self._count -= dropped
+            self._wakeup.set()  # flushers of the dropped appends are answered
+        return dropped
+
+    async def settled(self, run_id: str) -> None:
+        """Wait until no commit in flight carries events of the run.
+
+        A discarded life's events are checked when a commit is sent, so one
+        sent just before `discard` may still land; a claim made after this
+        returns reads a stream nothing of the earlier life is added to.
+        """
+        while run_id in self._in_flight:
+            await self._attempt_over.wait()
+
+    @property
+    def pending(self) -> int:
+        """Events appended and not yet taken into a commit."""
+        return self._count
 
     def holds(self, run_id: str) -> bool:
         """False once an event of the run was dropped because this server could not
         prove it holds the run's lease (another server owns it, or it expired)."""
         return run_id not in self._fenced_runs
 
+    def _take(self) -> tuple[dict[str, _Pending], int]:
+        """The next batch, oldest appends first, and the generation it completes."""
+        batch: dict[str, _Pending] = {}
+        events = size = 0
+        gen = self._committed_gen
+        queue = self._queue
+        while queue and (
+            not batch or (events < self._max_batch_events and size < self._max_batch_bytes)
+        ):
+            item = queue.popleft()
+            pending = batch.get(item.run_id)
+            if pending is None:
+                pending = batch[item.run_id] = _Pending(item.run_id, item.life)
+            pending.seqs += item.seqs
+            pending.kinds += item.kinds
+            pending.payloads += item.payloads
+            if item.patch is not None:
+                _merge_patch(pending.patch, item.patch)
+            events += len(item.seqs)
+            size += item.size
+            gen = item.gen
+        self._count -= events
+        self.largest_batch = max(self.largest_batch, events)
+        if not queue:
+            gen = self._appended_gen  # anything else appended was discarded
+        return batch, gen
+
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
-            # Gather: let concurrent runs add to this batch before committing it.
-            await asyncio.sleep(self._interval)
+            if self._interval > 0:
+                # Optional gather: let concurrent runs add to this batch.
+                await asyncio.sleep(self._interval)
             self._wakeup.clear()
-            batch, gen = self._batch, self._appended_gen
-            self._batch, self._count = {}, 0
-            self._space.set()
-            await self._commit_until_done(batch)
+            batch, gen = self._take()
+            if self._queue:
+                self._wakeup.set()  # the rest makes the next batch, at once
+            if self._count < self._max_pending:
+                self._space.set()
+            if batch:
+                await self._commit_until_done(batch)
             async with self._committed:
-                self._committed_gen = gen
+                self._committed_gen = max(self._committed_gen, gen)
                 self._committed.notify_all()
 
     async def _commit_until_done(self, batch: dict[str, _Pending]) -> None:
         backoff = 0.05
         permanent = 0
         while True:
+            self._drop_stale(batch)
+            if not batch:
+                return
+            self._in_flight = frozenset(batch)
             try:
                 await asyncio.wait_for(self._commit(batch), self._commit_timeout)
             except Exception as exc:
@@ -279,6 +371,10 @@ class EventWriter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
+            finally:
+                self._in_flight = frozenset()
+                self._attempt_over.set()
+                self._attempt_over = asyncio.Event()
             if self.failing_since is not None:
                 log.warning(
                     "event commits work again after %.1fs", time.monotonic() - self.failing_since
@@ -288,100 +384,97 @@ class EventWriter:
                     self._on_health(True)
             return
 
+    def _stale(self, p: _Pending) -> bool:
+        return p.life != self._lives.get(p.run_id, 0)
+
+    def _drop_stale(self, batch: dict[str, _Pending]) -> None:
+        for p in [p for p in batch.values() if self._stale(p)]:
+            log.warning(
+                "not committing %d events of run %s: this server stopped executing it",
+                len(p.seqs),
+                p.run_id,
+            )
+            del batch[p.run_id]
+
     async def _commit(self, batch: dict[str, _Pending]) -> None:
-        conn = await self._pool.acquire()
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await self._connect()
+        conn = self._conn
+        runs = list(batch.values())
         try:
-            kept, seqs = await self._commit_on(conn, batch)
+            rows = await conn.fetch(
+                _COMMIT,
+                [p.run_id for p in runs],
+                [p.seqs[-1] if p.seqs else 0 for p in runs],
+                [p.patch.get("status") for p in runs],
+                [p.patch.get("succeeded_node_count") for p in runs],
+                [p.patch.get("failed_node_count") for p in runs],
+                [p.patch.get("skipped_node_count") for p in runs],
+                [bool(p.patch.get("finished", False)) for p in runs],
+                [p.patch.get("error") for p in runs],
+                self._owner_id,
+                self._lease_seconds,
+                [p.run_id for p in runs for _ in p.seqs],
+                [s for p in runs for s in p.seqs],
+                [k for p in runs for k in p.kinds],
+                [b for p in runs for b in p.payloads],
+                EVENTS_CHANNEL,
+                self._hub.origin,
+            )
         except BaseException:
-            # Whatever state the connection is in now (mid-COMMIT, a dead
-            # socket, a confused protocol), it is not used again. (The pool
-            # may already have let go of a connection that died.)
+            # Whatever state the connection is in now (mid-statement, a dead
+            # socket, a confused protocol), it is not used again.
+            self._conn = None
             with contextlib.suppress(Exception):
                 conn.terminate()
             raise
-        finally:
-            await self._pool.release(conn)
-        self.batches_committed += 1
-        self.events_committed += len(seqs)
-        for p in kept:
-            for chunk in _chunks(p):
-                self._hub.publish(p.run_id, chunk)
-
-    async def _commit_on(
-        self, conn: asyncpg.pool.PoolConnectionProxy, batch: dict[str, _Pending]
-    ) -> tuple[list[_Pending], list[int]]:
-        async with conn.transaction():
-            # Fencing: only the holder of an unexpired lease may extend a run's
-            # stream. Locking the rows also keeps a takeover (FOR UPDATE SKIP
-            # LOCKED) from claiming a run while its events are being committed.
-            owned = {
-                r["run_id"]
-                for r in await conn.fetch(
-                    """SELECT run_id FROM runs WHERE run_id = ANY($1) AND owner_id = $2
-                         AND lease_expire_time > now() FOR UPDATE""",
-                    list(batch),
-                    self._owner_id,
-                )
-            }
-            # Checked under the row locks: a claim cannot take the run until this
-            # transaction ends, and a discard() before the lock drops the events.
-            stale = {p.run_id for p in batch.values() if p.life != self._lives.get(p.run_id, 0)}
-            for p in batch.values():
-                if p.run_id not in stale:
-                    continue
+        proved = {r["run_id"] for r in rows}
+        events = 0
+        for p in runs:
+            if p.run_id in proved:
+                events += len(p.seqs)
+            elif self._stale(p):
+                # discard() came while the commit was in flight: the server
+                # stopped executing the run, which is not a fencing.
                 log.warning(
-                    "not committing %d events of run %s: this server stopped executing it",
+                    "%d events of run %s were not committed: its lease was gone, and this "
+                    "server stopped executing it meanwhile",
                     len(p.seqs),
                     p.run_id,
                 )
-                owned.discard(p.run_id)
-            kept = [p for p in batch.values() if p.run_id in owned]
-            for p in batch.values():
-                if p.run_id not in owned and p.run_id not in stale:
-                    self.events_fenced += len(p.seqs)
-                    self._fenced_runs.add(p.run_id)
-                    log.error(
-                        "dropping %d events of run %s: this server cannot prove it holds "
-                        "its lease (another server owns it, or it expired)",
-                        len(p.seqs),
-                        p.run_id,
-                    )
-            run_ids = [p.run_id for p in kept for _ in p.seqs]
-            seqs = [s for p in kept for s in p.seqs]
-            if seqs:
-                await conn.execute(
-                    _INSERT_EVENTS,
-                    run_ids,
-                    seqs,
-                    [k for p in kept for k in p.kinds],
-                    [b for p in kept for b in p.payloads],
+            else:
+                self.events_fenced += len(p.seqs)
+                self._fenced_runs.add(p.run_id)
+                log.error(
+                    "dropping %d events of run %s: this server cannot prove it holds "
+                    "its lease (another server owns it, or it expired)",
+                    len(p.seqs),
+                    p.run_id,
                 )
-            if kept:
-                # A commit proves the lease: it extends it like a renewal does.
-                await conn.executemany(
-                    _UPDATE_RUN, [(*_update_args(p), self._lease_seconds) for p in kept]
-                )
-            notices = [f"{self._hub.origin}|{p.run_id}:{p.seqs[-1]}" for p in kept if p.seqs]
-            if notices:
-                # Delivered to listeners on commit, never before.
-                await conn.execute(
-                    "SELECT pg_notify($1, n) FROM unnest($2::text[]) AS n", EVENTS_CHANNEL, notices
-                )
-        return kept, seqs
+        self.batches_committed += 1
+        self.events_committed += events
+        for p in runs:
+            if p.run_id in proved and p.seqs:
+                for chunk in _chunks(p):
+                    self._hub.publish(p.run_id, chunk)
 
     async def stop(self, wait: float | None = None) -> None:
         """Commit what is pending (waiting at most `wait` seconds), then stop."""
         if self._task is None:
             return
-        if self._batch and not self._dead():
+        if self._queue and not self._dead():
             try:
                 await asyncio.wait_for(self.flush(), wait)
             except (TimeoutError, WriterFailed):
                 log.error(
                     "stopping with %d events not committed; their runs continue from their "
                     "last committed event on the next owner",
-                    sum(len(p.seqs) for p in self._batch.values()),
+                    self._count,
                 )
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task  # a writer that died already said why
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._conn.close(), 2)
+            self._conn = None
