@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file runwire/v1/flow.proto.
  */
 export const file_runwire_v1_flow: GenFile = /*@__PURE__*/
-  fileDesc("ChVydW53aXJlL3YxL2Zsb3cucHJvdG8SCnJ1bndpcmUudjEiggEKBEZsb3cSDAoEbmFtZRgBIAEoCRIfCgVub2RlcxgCIAMoCzIQLnJ1bndpcmUudjEuTm9kZRIfCgVlZGdlcxgDIAMoCzIQLnJ1bndpcmUudjEuRWRnZRIqCghzZXR0aW5ncxgEIAEoCzIYLnJ1bndpcmUudjEuRmxvd1NldHRpbmdzIskBCgxGbG93U2V0dGluZ3MSFAoMbWF4X3BhcmFsbGVsGAEgASgFEjUKFGRlZmF1bHRfcmV0cnlfcG9saWN5GAIgASgLMhcucnVud2lyZS52MS5SZXRyeVBvbGljeRIyCg9kZWZhdWx0X3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SIAoTY29uZmlybV9kZXN0cnVjdGl2ZRgEIAEoCEgAiAEBQhYKFF9jb25maXJtX2Rlc3RydWN0aXZlIpgCCgROb2RlEgoKAmlkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLQoMcmV0cnlfcG9saWN5GAQgASgLMhcucnVud2lyZS52MS5SZXRyeVBvbGljeRISCgptYXhfdmlzaXRzGAUgASgFEigKBmFjdGlvbhgKIAEoCzIWLnJ1bndpcmUudjEuQWN0aW9uTm9kZUgAEiAKAmFpGAsgASgLMhIucnVud2lyZS52MS5BaU5vZGVIABIsCghhcHByb3ZhbBgMIAEoCzIYLnJ1bndpcmUudjEuQXBwcm92YWxOb2RlSABCBgoEa2luZCKjAQoLUmV0cnlQb2xpY3kSFAoMbWF4X2F0dGVtcHRzGAEgASgFEjIKD2luaXRpYWxfYmFja29mZhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIaChJiYWNrb2ZmX211bHRpcGxpZXIYAyABKAESLgoLbWF4X2JhY2tvZmYYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iVgoKQWN0aW9uTm9kZRIPCgdhZGFwdGVyGAEgASgJEg4KBmFjdGlvbhgCIAEoCRInCgZwYXJhbXMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IpQBCgZBaU5vZGUSEAoIcHJvdmlkZXIYASABKAkSDQoFbW9kZWwYAiABKAkSDgoGcHJvbXB0GAMgASgJEgwKBHRhc2sYBCABKAkSDQoFdG9vbHMYBSADKAkSKQoIY29udHJhY3QYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhEKCW1heF90dXJucxgHIAEoBSJLCgxBcHByb3ZhbE5vZGUSDwoHbWVzc2FnZRgBIAEoCRIqCgd0aW1lb3V0GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIlQKBEVkZ2USDgoGc291cmNlGAEgASgJEg4KBnRhcmdldBgCIAEoCRIsCgljb25kaXRpb24YAyABKA4yGS5ydW53aXJlLnYxLkVkZ2VDb25kaXRpb24qggEKDUVkZ2VDb25kaXRpb24SHgoaRURHRV9DT05ESVRJT05fVU5TUEVDSUZJRUQQABIaChZFREdFX0NPTkRJVElPTl9TVUNDRVNTEAESGgoWRURHRV9DT05ESVRJT05fRkFJTFVSRRACEhkKFUVER0VfQ09ORElUSU9OX0FMV0FZUxADYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("ChVydW53aXJlL3YxL2Zsb3cucHJvdG8SCnJ1bndpcmUudjEiggEKBEZsb3cSDAoEbmFtZRgBIAEoCRIfCgVub2RlcxgCIAMoCzIQLnJ1bndpcmUudjEuTm9kZRIfCgVlZGdlcxgDIAMoCzIQLnJ1bndpcmUudjEuRWRnZRIqCghzZXR0aW5ncxgEIAEoCzIYLnJ1bndpcmUudjEuRmxvd1NldHRpbmdzIskBCgxGbG93U2V0dGluZ3MSFAoMbWF4X3BhcmFsbGVsGAEgASgFEjUKFGRlZmF1bHRfcmV0cnlfcG9saWN5GAIgASgLMhcucnVud2lyZS52MS5SZXRyeVBvbGljeRIyCg9kZWZhdWx0X3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SIAoTY29uZmlybV9kZXN0cnVjdGl2ZRgEIAEoCEgAiAEBQhYKFF9jb25maXJtX2Rlc3RydWN0aXZlIpgCCgROb2RlEgoKAmlkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLQoMcmV0cnlfcG9saWN5GAQgASgLMhcucnVud2lyZS52MS5SZXRyeVBvbGljeRISCgptYXhfdmlzaXRzGAUgASgFEigKBmFjdGlvbhgKIAEoCzIWLnJ1bndpcmUudjEuQWN0aW9uTm9kZUgAEiAKAmFpGAsgASgLMhIucnVud2lyZS52MS5BaU5vZGVIABIsCghhcHByb3ZhbBgMIAEoCzIYLnJ1bndpcmUudjEuQXBwcm92YWxOb2RlSABCBgoEa2luZCKjAQoLUmV0cnlQb2xpY3kSFAoMbWF4X2F0dGVtcHRzGAEgASgFEjIKD2luaXRpYWxfYmFja29mZhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIaChJiYWNrb2ZmX211bHRpcGxpZXIYAyABKAESLgoLbWF4X2JhY2tvZmYYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iVgoKQWN0aW9uTm9kZRIPCgdhZGFwdGVyGAEgASgJEg4KBmFjdGlvbhgCIAEoCRInCgZwYXJhbXMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ip0CCgZBaU5vZGUSEAoIcHJvdmlkZXIYASABKAkSDQoFbW9kZWwYAiABKAkSDgoGcHJvbXB0GAMgASgJEgwKBHRhc2sYBCABKAkSDQoFdG9vbHMYBSADKAkSKQoIY29udHJhY3QYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhEKCW1heF90dXJucxgHIAEoBRIqCglvcGVyYXRpb24YCCABKA4yFy5ydW53aXJlLnYxLkFpT3BlcmF0aW9uEg4KBmxhYmVscxgJIAMoCRIYChBjb250cmFjdF92ZXJzaW9uGAogASgJEjEKDXJldmlld19wb2xpY3kYCyABKAsyGi5ydW53aXJlLnYxLkFpUmV2aWV3UG9saWN5IqUBCg5BaVJldmlld1BvbGljeRIaChJjb25maWRlbmNlX3BvaW50ZXIYASABKAkSEgoKYXBwcm92ZV9hdBgCIAEoARIWCg5zdXBwcmVzc19iZWxvdxgDIAEoARIYChBlc2NhbGF0ZV9wb2ludGVyGAQgASgJEjEKDnJldmlld190aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIksKDEFwcHJvdmFsTm9kZRIPCgdtZXNzYWdlGAEgASgJEioKB3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iVAoERWRnZRIOCgZzb3VyY2UYASABKAkSDgoGdGFyZ2V0GAIgASgJEiwKCWNvbmRpdGlvbhgDIAEoDjIZLnJ1bndpcmUudjEuRWRnZUNvbmRpdGlvbip5CgtBaU9wZXJhdGlvbhIcChhBSV9PUEVSQVRJT05fVU5TUEVDSUZJRUQQABIZChVBSV9PUEVSQVRJT05fR0VORVJBVEUQARIZChVBSV9PUEVSQVRJT05fQ0xBU1NJRlkQAhIWChJBSV9PUEVSQVRJT05fRU1CRUQQAyqCAQoNRWRnZUNvbmRpdGlvbhIeChpFREdFX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEhoKFkVER0VfQ09ORElUSU9OX1NVQ0NFU1MQARIaChZFREdFX0NPTkRJVElPTl9GQUlMVVJFEAISGQoVRURHRV9DT05ESVRJT05fQUxXQVlTEANiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * A Flow is a graph of nodes joined by conditional edges. It is submitted with
@@ -318,11 +318,42 @@ export type AiNode = Message<"runwire.v1.AiNode"> & {
   contract?: JsonObject | undefined;
 
   /**
-   * Upper bound on model turns in the tool loop; 0 means the server default.
+   * Upper bound on model turns in the tool loop; 0 means the server default
+   * (10). At most 100. More turns than this fail the attempt with MAX_TURNS.
    *
    * @generated from field: int32 max_turns = 7;
    */
   maxTurns: number;
+
+  /**
+   * What the node asks of the model; unspecified means GENERATE.
+   *
+   * @generated from field: runwire.v1.AiOperation operation = 8;
+   */
+  operation: AiOperation;
+
+  /**
+   * The labels a CLASSIFY node chooses from: at least 2, distinct.
+   *
+   * @generated from field: repeated string labels = 9;
+   */
+  labels: string[];
+
+  /**
+   * Version of the contract that events and outputs cite; empty means a
+   * digest of the canonical contract.
+   *
+   * @generated from field: string contract_version = 10;
+   */
+  contractVersion: string;
+
+  /**
+   * How a contract-bound answer is routed by the confidence in it; unset
+   * means every valid answer is approved.
+   *
+   * @generated from field: runwire.v1.AiReviewPolicy review_policy = 11;
+   */
+  reviewPolicy?: AiReviewPolicy | undefined;
 };
 
 /**
@@ -331,6 +362,58 @@ export type AiNode = Message<"runwire.v1.AiNode"> & {
  */
 export const AiNodeSchema: GenMessage<AiNode> = /*@__PURE__*/
   messageDesc(file_runwire_v1_flow, 5);
+
+/**
+ * AiReviewPolicy routes a contract-bound answer by the confidence it states:
+ * escalated or below `approve_at` it is held for ResolveReview, below
+ * `suppress_below` it is dropped (the node fails AI_SUPPRESSED).
+ *
+ * @generated from message runwire.v1.AiReviewPolicy
+ */
+export type AiReviewPolicy = Message<"runwire.v1.AiReviewPolicy"> & {
+  /**
+   * JSON Pointer (RFC 6901) to a number in [0,1] in the answer.
+   *
+   * @generated from field: string confidence_pointer = 1;
+   */
+  confidencePointer: string;
+
+  /**
+   * Confidence at or above which the answer is approved without review.
+   *
+   * @generated from field: double approve_at = 2;
+   */
+  approveAt: number;
+
+  /**
+   * Confidence below which the answer is suppressed; at most `approve_at`.
+   *
+   * @generated from field: double suppress_below = 3;
+   */
+  suppressBelow: number;
+
+  /**
+   * JSON Pointer to a boolean in the answer; true holds it for review.
+   *
+   * @generated from field: string escalate_pointer = 4;
+   */
+  escalatePointer: string;
+
+  /**
+   * How long a held answer waits; when it passes the review expires as
+   * rejected. Unset means no timeout.
+   *
+   * @generated from field: google.protobuf.Duration review_timeout = 5;
+   */
+  reviewTimeout?: Duration | undefined;
+};
+
+/**
+ * Describes the message runwire.v1.AiReviewPolicy.
+ * Use `create(AiReviewPolicySchema)` to create a new message.
+ */
+export const AiReviewPolicySchema: GenMessage<AiReviewPolicy> = /*@__PURE__*/
+  messageDesc(file_runwire_v1_flow, 6);
 
 /**
  * ApprovalNode holds the run until a person resolves it with ResolveApproval.
@@ -359,7 +442,7 @@ export type ApprovalNode = Message<"runwire.v1.ApprovalNode"> & {
  * Use `create(ApprovalNodeSchema)` to create a new message.
  */
 export const ApprovalNodeSchema: GenMessage<ApprovalNode> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_flow, 6);
+  messageDesc(file_runwire_v1_flow, 7);
 
 /**
  * An Edge lets `target` run after `source` finishes in a way that matches
@@ -395,7 +478,48 @@ export type Edge = Message<"runwire.v1.Edge"> & {
  * Use `create(EdgeSchema)` to create a new message.
  */
 export const EdgeSchema: GenMessage<Edge> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_flow, 7);
+  messageDesc(file_runwire_v1_flow, 8);
+
+/**
+ * AiOperation is what an AI node asks of its model.
+ *
+ * @generated from enum runwire.v1.AiOperation
+ */
+export enum AiOperation {
+  /**
+   * Unspecified means GENERATE.
+   *
+   * @generated from enum value: AI_OPERATION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Chat completion with streamed tokens and tools; output `{text, json, ...}`.
+   *
+   * @generated from enum value: AI_OPERATION_GENERATE = 1;
+   */
+  GENERATE = 1,
+
+  /**
+   * Pick one of `labels`; output `{label, confidence, ...}`.
+   *
+   * @generated from enum value: AI_OPERATION_CLASSIFY = 2;
+   */
+  CLASSIFY = 2,
+
+  /**
+   * Embed `task`; output `{embedding, dimensions, model, input_tokens}`.
+   *
+   * @generated from enum value: AI_OPERATION_EMBED = 3;
+   */
+  EMBED = 3,
+}
+
+/**
+ * Describes the enum runwire.v1.AiOperation.
+ */
+export const AiOperationSchema: GenEnum<AiOperation> = /*@__PURE__*/
+  enumDesc(file_runwire_v1_flow, 0);
 
 /**
  * EdgeCondition selects which outcomes of the source node take an edge.
@@ -437,5 +561,5 @@ export enum EdgeCondition {
  * Describes the enum runwire.v1.EdgeCondition.
  */
 export const EdgeConditionSchema: GenEnum<EdgeCondition> = /*@__PURE__*/
-  enumDesc(file_runwire_v1_flow, 0);
+  enumDesc(file_runwire_v1_flow, 1);
 
