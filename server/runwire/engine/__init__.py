@@ -19,6 +19,11 @@ from runwire.engine._ports import (
     Journal,
     JournalFailed,
     LeaseLost,
+    ModelCallFailed,
+    ModelGateway,
+    ModelRoute,
+    ModelToolCall,
+    ModelTurn,
     RunPatch,
 )
 from runwire.engine._run_state import NodeStatus, RunState
@@ -43,6 +48,11 @@ __all__ = [
     "Journal",
     "JournalFailed",
     "LeaseLost",
+    "ModelCallFailed",
+    "ModelGateway",
+    "ModelRoute",
+    "ModelToolCall",
+    "ModelTurn",
     "NodeRef",
     "NodeStatus",
     "RunExecutor",

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from runwire.v1 import events_pb2
 
-__all__ = ["Decision", "GateStore", "Journal", "JournalFailed", "LeaseLost", "RunPatch"]
+__all__ = [
+    "Decision",
+    "GateStore",
+    "Journal",
+    "JournalFailed",
+    "LeaseLost",
+    "ModelCallFailed",
+    "ModelGateway",
+    "ModelRoute",
+    "ModelToolCall",
+    "ModelTurn",
+    "RunPatch",
+]
 
 
 class LeaseLost(Exception):
@@ -106,5 +119,87 @@ class GateStore(Protocol):
         """Decide a pending gate; the first decision stands and is returned.
 
         Raises LeaseLost when this server no longer owns the run.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """Which provider and model serve an AI node, and why."""
+
+    provider: str
+    model: str
+    requested_model: str
+    reason: str
+    cloud: bool = False
+
+
+@dataclass(frozen=True)
+class ModelToolCall:
+    """One tool call as the model asked for it (arguments still unparsed JSON text)."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class ModelTurn:
+    """What one streamed chat completion returned."""
+
+    text: str
+    finish_reason: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model: str = ""
+    tool_calls: list[ModelToolCall] = field(default_factory=list)
+
+
+class ModelCallFailed(Exception):
+    """A model call failed; `reason` is an AI_* failure reason, `message` names provider and model.
+
+    Tokens a broken stream already reported are kept: the call was billed.
+    """
+
+    def __init__(
+        self, reason: str, message: str, *, input_tokens: int = 0, output_tokens: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+
+
+class ModelGateway(Protocol):
+    """The server's configured model providers, as the engine sees them."""
+
+    max_turns: int
+
+    def problems(self, provider: str, model: str) -> list[tuple[str, str]]:
+        """(field, message) pairs for a node naming this provider and model; empty when fine.
+
+        `field` is `provider` or `model`.
+        """
+        ...
+
+    def route(self, provider: str, model: str) -> ModelRoute:
+        """Resolve a node's provider and model (aliases, defaults); call after `problems`."""
+        ...
+
+    def cost_micros(self, route: ModelRoute, input_tokens: int, output_tokens: int) -> int:
+        """Cost of one call in millionths of a US dollar, from the price table (0 if unpriced)."""
+        ...
+
+    async def chat(
+        self,
+        route: ModelRoute,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        on_delta: Callable[[str], Awaitable[None]],
+    ) -> ModelTurn:
+        """One streamed chat completion; `on_delta` gets each text delta as it arrives.
+
+        Raises ModelCallFailed. Cancelling it closes the stream.
         """
         ...

@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 
 from runwire.adapters import ActionSpec, Registry
 from runwire.engine._limits import MAX_JSON_BYTES, json_size
+from runwire.engine._ports import ModelGateway
 from runwire.engine._templates import TemplateError, has_template, references
 from runwire.errors import AdapterDisabled, FieldViolation, FlowInvalid
 from runwire.v1 import flow_pb2
@@ -353,6 +354,103 @@ def _check_action(
             out.append(FieldViolation(f"{path}.params.{sub}", why))
 
 
+MAX_TOOLS = 32
+MAX_TURNS = 100
+_TOOL = re.compile(r"^[a-z][a-z0-9_-]*\.[a-z][a-z0-9_-]*$")
+
+
+def _check_ai(
+    node: flow_pb2.AiNode,
+    path: str,
+    registry: Registry,
+    ai: ModelGateway | None,
+    out: list[FieldViolation],
+    disabled: list[AdapterDisabled],
+) -> None:
+    if ai is None:
+        disabled.append(AdapterDisabled(path, "ai", "no AI provider is configured on this server"))
+        return
+    for where, why in ai.problems(node.provider, node.model):
+        if "local-only" in why:
+            disabled.append(AdapterDisabled(f"{path}.{where}", "ai", why))
+        else:
+            out.append(FieldViolation(f"{path}.{where}", why))
+    if node.operation not in (flow_pb2.AI_OPERATION_UNSPECIFIED, flow_pb2.AI_OPERATION_GENERATE):
+        out.append(
+            FieldViolation(
+                f"{path}.operation",
+                f"{flow_pb2.AiOperation.Name(node.operation)} is not supported by this server yet",
+            )
+        )
+    if not node.task.strip():
+        out.append(FieldViolation(f"{path}.task", "must not be empty: it is the user message"))
+    for name in ("prompt", "task"):
+        text = getattr(node, name)
+        if "\x00" in text:
+            out.append(FieldViolation(f"{path}.{name}", "must not contain NUL characters"))
+        elif (size := json_size(text)) > MAX_JSON_BYTES:
+            out.append(
+                FieldViolation(
+                    f"{path}.{name}",
+                    f"must be at most {MAX_JSON_BYTES} bytes as a JSON string, got {size}",
+                )
+            )
+    if not 0 <= node.max_turns <= MAX_TURNS:
+        out.append(
+            FieldViolation(
+                f"{path}.max_turns", f"must be between 0 and {MAX_TURNS}, got {node.max_turns}"
+            )
+        )
+    if len(node.tools) > MAX_TOOLS:
+        out.append(
+            FieldViolation(f"{path}.tools", f"at most {MAX_TOOLS} tools, got {len(node.tools)}")
+        )
+    seen: dict[str, int] = {}
+    for i, tool in enumerate(node.tools):
+        tpath = f"{path}.tools[{i}]"
+        if not _TOOL.match(tool):
+            out.append(FieldViolation(tpath, f"{tool!r} is not a tool: name it `adapter.action`"))
+            continue
+        if tool in seen:
+            out.append(
+                FieldViolation(
+                    tpath, f"duplicate tool {tool!r} (first at {path}.tools[{seen[tool]}])"
+                )
+            )
+            continue
+        seen[tool] = i
+        adapter_name, _, action_name = tool.partition(".")
+        adapter = registry.get(adapter_name)
+        if adapter is None:
+            out.append(
+                FieldViolation(
+                    tpath, f"unknown adapter {adapter_name!r}; known: {', '.join(registry.names())}"
+                )
+            )
+        elif adapter_name in registry.disabled:
+            disabled.append(AdapterDisabled(tpath, adapter_name, registry.disabled[adapter_name]))
+        elif action_name not in adapter.actions:
+            out.append(
+                FieldViolation(
+                    tpath,
+                    f"adapter {adapter_name!r} has no action {action_name!r}; "
+                    f"known: {', '.join(sorted(adapter.actions))}",
+                )
+            )
+    if node.HasField("contract"):
+        out.append(
+            FieldViolation(f"{path}.contract", "contracts are not supported by this server yet")
+        )
+    if node.HasField("review_policy"):
+        out.append(
+            FieldViolation(
+                f"{path}.review_policy", "review policies are not supported by this server yet"
+            )
+        )
+    if node.labels:
+        out.append(FieldViolation(f"{path}.labels", "labels are for CLASSIFY nodes"))
+
+
 def _split_back_edges(
     nodes: dict[str, flow_pb2.Node], outgoing: dict[str, list[flow_pb2.Edge]]
 ) -> dict[int, list[str]]:
@@ -394,8 +492,12 @@ def validate_flow(
     *,
     inputs: Mapping[str, Any] | None = None,
     path: str = "flow",
+    ai: ModelGateway | None = None,
 ) -> Graph:
-    """Check every rule; raise FlowInvalid listing each bad field, or AdapterDisabled."""
+    """Check every rule; raise FlowInvalid listing each bad field, or AdapterDisabled.
+
+    `ai` is the server's model providers; without it every ai node is refused.
+    """
     out: list[FieldViolation] = duration_problems(flow, path)
     if out:
         raise FlowInvalid(out)
@@ -454,9 +556,7 @@ def validate_flow(
         elif kind == "action":
             _check_action(node.action, f"{npath}.action", registry, out, disabled)
         elif kind == "ai":
-            disabled.append(
-                AdapterDisabled(f"{npath}.ai", "ai", "no AI provider is configured on this server")
-            )
+            _check_ai(node.ai, f"{npath}.ai", registry, ai, out, disabled)
         else:
             if "\x00" in node.approval.message:
                 out.append(
@@ -557,33 +657,46 @@ def _check_templates(
 ) -> None:
     for i, node in enumerate(flow.nodes):
         kind = node.WhichOneof("kind")
+        npath = f"{path}.nodes[{i}]"
+        texts: list[tuple[Any, str]]
         if kind == "action":
-            value: Any = json_format.MessageToDict(node.action.params)
-            base = f"{path}.nodes[{i}].action.params"
+            texts = [(json_format.MessageToDict(node.action.params), f"{npath}.action.params")]
         elif kind == "approval":
-            value, base = node.approval.message, f"{path}.nodes[{i}].approval.message"
+            texts = [(node.approval.message, f"{npath}.approval.message")]
+        elif kind == "ai":
+            texts = [(node.ai.prompt, f"{npath}.ai.prompt"), (node.ai.task, f"{npath}.ai.task")]
         else:
             continue
-        try:
-            refs = references(value)
-        except TemplateError as exc:
-            out.append(FieldViolation(f"{base}.{exc.path}" if exc.path else base, exc.message))
-            continue
-        for ref in refs:
-            where = f"{base}.{ref.path}" if ref.path else base
-            if ref.root == "nodes":
-                if ref.key is None:
-                    out.append(
-                        FieldViolation(where, "reference a node as nodes.<id> or nodes['<id>']")
+        for value, base in texts:
+            _check_text_templates(node, value, base, graph, inputs, out)
+
+
+def _check_text_templates(
+    node: flow_pb2.Node,
+    value: Any,
+    base: str,
+    graph: Graph,
+    inputs: Mapping[str, Any] | None,
+    out: list[FieldViolation],
+) -> None:
+    try:
+        refs = references(value)
+    except TemplateError as exc:
+        out.append(FieldViolation(f"{base}.{exc.path}" if exc.path else base, exc.message))
+        return
+    for ref in refs:
+        where = f"{base}.{ref.path}" if ref.path else base
+        if ref.root == "nodes":
+            if ref.key is None:
+                out.append(FieldViolation(where, "reference a node as nodes.<id> or nodes['<id>']"))
+            elif ref.key not in graph.nodes:
+                out.append(FieldViolation(where, f"no node has id {ref.key!r}"))
+            elif not graph.reaches(ref.key, node.id):
+                out.append(
+                    FieldViolation(
+                        where,
+                        f"node {ref.key!r} is not upstream of {node.id!r}, so its output is not available",
                     )
-                elif ref.key not in graph.nodes:
-                    out.append(FieldViolation(where, f"no node has id {ref.key!r}"))
-                elif not graph.reaches(ref.key, node.id):
-                    out.append(
-                        FieldViolation(
-                            where,
-                            f"node {ref.key!r} is not upstream of {node.id!r}, so its output is not available",
-                        )
-                    )
-            elif inputs is not None and ref.key is not None and ref.key not in inputs:
-                out.append(FieldViolation(where, f"run input {ref.key!r} is not given"))
+                )
+        elif inputs is not None and ref.key is not None and ref.key not in inputs:
+            out.append(FieldViolation(where, f"run input {ref.key!r} is not given"))

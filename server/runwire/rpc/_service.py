@@ -208,6 +208,7 @@ class RunService:
             graph = validate_flow(
                 request.flow,
                 self.engine.registry,
+                ai=self.engine.settings.ai,
                 # Inputs that are not valid JSON are reported below, not parsed here.
                 inputs=None if out else json_format.MessageToDict(request.inputs),
             )
@@ -303,7 +304,7 @@ class RunService:
     ) -> run_service_pb2.ValidateFlowResponse:
         if not request.HasField("flow"):
             raise InvalidArgument([FieldViolation("flow", "a flow is required")])
-        graph = validate_flow(request.flow, self.engine.registry)
+        graph = validate_flow(request.flow, self.engine.registry, ai=self.engine.settings.ai)
         return run_service_pb2.ValidateFlowResponse(
             flow_digest=flow_digest(request.flow),
             node_count=len(graph.nodes),

@@ -1,0 +1,490 @@
+"""AI nodes end to end: a real server, real Postgres, a real OpenAI-protocol SSE server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from _fake_openai import FakeOpenAI, Reply, chunk, text_reply, tool_reply
+from conftest import Harness, cases, edge, wait_for_event
+from google.protobuf import struct_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from runwire.adapters.ai import AiConfigError, StreamAccumulator, load_ai_config
+from runwire.v1 import events_pb2, flow_pb2, run_service_pb2
+
+# Loose bounds only guard against a hang; every wait is on an event.
+GUARD = 30.0
+
+
+def ai_node(node_id: str, task: str, **fields: Any) -> flow_pb2.Node:
+    node = flow_pb2.Node(id=node_id)
+    if "retry_policy" in fields:
+        node.retry_policy.CopyFrom(fields.pop("retry_policy"))
+    node.ai.provider = fields.pop("provider", "fake")
+    node.ai.task = task
+    for key, value in fields.items():
+        if key == "tools":
+            node.ai.tools.extend(value)
+        else:
+            setattr(node.ai, key, value)
+    return node
+
+
+def _config(tmp_path: Path, fake: FakeOpenAI, **extra: Any) -> Path:
+    config = {
+        "providers": {"fake": {"base_url": fake.base_url, "default_model": "fake-model"}},
+        "aliases": {"fast": "fake/fake-model"},
+        # USD per million tokens: 11 prompt tokens at 2.5 and 7 completion tokens at 10
+        # cost 27.5 + 70 = 97.5 micro-dollars, 98 rounded half up.
+        "prices": {"fake/fake-model": {"input": "2.5", "output": "10"}},
+        **extra,
+    }
+    path = tmp_path / "ai.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
+async def _server(harness_factory: Any, tmp_path: Path, fake: FakeOpenAI, **kw: Any) -> Harness:
+    h: Harness = await harness_factory(ai_config=_config(tmp_path, fake), **kw)
+    return h
+
+
+def _reason(exc: grpc.aio.AioRpcError) -> str:
+    status = rpc_status.from_call(exc)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    next(d for d in status.details if d.Is(info.DESCRIPTOR)).Unpack(info)
+    return info.reason
+
+
+def _violations(exc: grpc.aio.AioRpcError) -> list[str]:
+    status = rpc_status.from_call(exc)
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    next(d for d in status.details if d.Is(bad.DESCRIPTOR)).Unpack(bad)
+    return [v.field for v in bad.field_violations]
+
+
+def _of(events: list[events_pb2.RunEvent], case: str) -> list[Any]:
+    return [getattr(e, case) for e in events if e.WhichOneof("event") == case]
+
+
+# -- generate ---------------------------------------------------------------------
+
+
+async def test_ai_generate_streams_tokens_and_records_the_audit_trail(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    async with FakeOpenAI([text_reply("Hello", ", ", "wörld")]) as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        flow = flow_pb2.Flow(
+            name="gen",
+            nodes=[
+                ai_node("write", "Say hello to {{ inputs.who }}", model="fast", prompt="Be brief")
+            ],
+        )
+        inputs = struct_pb2.Struct()
+        inputs.update({"who": "the world"})
+        run = await h.start(flow, inputs=inputs)
+        events = await h.events(run.run_id)
+    kinds = cases(events)
+    node_events = [
+        k for k in kinds if k not in {"run_started", "run_status_changed", "run_completed"}
+    ]
+    assert node_events[:2] == ["node_started", "ai_routing_decision"]
+    assert node_events[-2:] == ["ai_invocation", "node_succeeded"]
+    assert set(node_events[2:-2]) == {"node_token"}
+    started = _of(events, "node_started")[0]
+    assert started.adapter == "ai"
+    assert json.loads(started.params_json)["task"] == "Say hello to the world"
+    routing = _of(events, "ai_routing_decision")[0]
+    assert (routing.route, routing.provider, routing.model, routing.requested_model) == (
+        events_pb2.AI_ROUTE_MODEL, "fake", "fake-model", "fast",
+    )  # fmt: skip
+    assert "alias fast" in routing.reason
+    tokens = _of(events, "node_token")
+    assert "".join(t.delta for t in tokens) == "Hello, wörld"
+    assert [t.token_index for t in tokens] == list(range(len(tokens)))
+    inv = _of(events, "ai_invocation")[0]
+    assert (inv.input_token_count, inv.output_token_count, inv.cost_micros) == (11, 7, 98)
+    assert (inv.finish_reason, inv.turn, inv.input_preview) == ("stop", 1, "Say hello to the world")
+    output = json.loads(_of(events, "node_succeeded")[0].output_json)
+    assert output["text"] == "Hello, wörld"
+    assert output["cost_micros"] == 98
+    assert output["turns"] == 1
+    done = _of(events, "run_completed")[0]
+    assert (done.input_token_count, done.output_token_count, done.cost_micros) == (11, 7, 98)
+    # What was sent: the rendered messages, streamed with usage requested.
+    sent = fake.requests[0]
+    assert sent["model"] == "fake-model"
+    assert sent["stream"] is True
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be brief"},
+        {"role": "user", "content": "Say hello to the world"},
+    ]
+
+
+async def test_ai_token_index_is_gapless_across_nodes_and_attempts(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    broken = Reply([chunk(content="par"), chunk(content="tial")], cut_after=2)
+    script = [text_reply("a", "b"), broken, text_reply("c", "d", "e")]
+    async with FakeOpenAI(script) as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        retry = flow_pb2.RetryPolicy(max_attempts=2)
+        retry.initial_backoff.FromMilliseconds(1)
+        flow = flow_pb2.Flow(
+            name="gapless",
+            nodes=[ai_node("one", "first"), ai_node("two", "second", retry_policy=retry)],
+            edges=[edge("one", "two")],
+        )
+        run = await h.start(flow)
+        events = await h.events(run.run_id)
+    tokens = _of(events, "node_token")
+    assert [t.token_index for t in tokens] == list(range(len(tokens)))
+    assert "".join(t.delta for t in tokens).endswith("cde")
+    failed = _of(events, "node_failed")[0]
+    assert failed.error.reason == "AI_STREAM_BROKEN"
+    assert failed.will_retry
+    # The broken call is audited too (it was billed and its data left).
+    assert len(_of(events, "ai_invocation")) == 3
+    assert _of(events, "run_completed")[0].status == events_pb2.RUN_STATUS_SUCCEEDED
+
+
+# -- tool loop ---------------------------------------------------------------------
+
+
+async def test_ai_tool_loop_runs_actions_and_feeds_results_and_errors_back(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    script = [
+        tool_reply(
+            ("call_a", "util__set", json.dumps({"value": {"answer": 42}})),
+            ("call_b", "fs__read-file", json.dumps({"path": "../../etc/passwd"})),
+            ("call_c", "fs__read-file", "{not json"),
+        ),
+        text_reply("The answer is 42."),
+    ]
+    async with FakeOpenAI(script) as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        flow = flow_pb2.Flow(
+            name="tools",
+            nodes=[ai_node("agent", "find the answer", tools=["util.set", "fs.read-file"])],
+        )
+        run = await h.start(flow)
+        events = await h.events(run.run_id)
+        sent = fake.requests
+    calls = _of(events, "tool_call")
+    assert [(c.tool_call_id, c.tool_name) for c in calls] == [
+        ("call_a", "util.set"), ("call_b", "fs.read-file"), ("call_c", "fs.read-file"),
+    ]  # fmt: skip
+    assert json.loads(calls[0].arguments_json) == {"value": {"answer": 42}}
+    # The sandbox refusal is an event, and the node still succeeds: the model got the error.
+    assert _of(events, "sandbox_violation")
+    assert [i.turn for i in _of(events, "ai_invocation")] == [1, 2]
+    output = json.loads(_of(events, "node_succeeded")[0].output_json)
+    assert (output["turns"], output["tool_calls"], output["text"]) == (2, 3, "The answer is 42.")
+    # The first request offered the tools by their function names.
+    offered = [t["function"]["name"] for t in sent[0]["tools"]]
+    assert offered == ["util__set", "fs__read-file"]
+    # The second request carries the assistant's calls and each tool's result.
+    results = {m["tool_call_id"]: m["content"] for m in sent[1]["messages"] if m["role"] == "tool"}
+    assert json.loads(results["call_a"]) == {"answer": 42}
+    assert results["call_b"].startswith("Error: ")
+    assert results["call_c"].startswith("Error: arguments are not JSON")
+    assert [c["id"] for c in sent[1]["messages"][1]["tool_calls"]] == ["call_a", "call_b", "call_c"]
+
+
+async def test_ai_more_turns_than_max_turns_fails_with_max_turns(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    call = ("call_1", "util__set", json.dumps({"value": 1}))
+    async with FakeOpenAI([tool_reply(call), tool_reply(call)]) as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        flow = flow_pb2.Flow(
+            name="turns", nodes=[ai_node("agent", "loop", tools=["util.set"], max_turns=2)]
+        )
+        run = await h.start(flow)
+        events = await h.events(run.run_id)
+    assert _of(events, "node_failed")[0].error.reason == "MAX_TURNS"
+    assert len(fake.requests) == 2
+    assert not any(e.HasField("iteration_capped") for e in events)
+
+
+# -- faults ------------------------------------------------------------------------
+
+_FAULTS = [
+    pytest.param(
+        [Reply(status=401, body={"error": {"message": "bad key"}})], "AI_AUTH", 1, id="401"
+    ),
+    pytest.param(
+        [Reply(status=500, body={"error": {"message": "boom"}})] * 3,
+        "AI_PROVIDER_ERROR",
+        3,
+        id="5xx",
+    ),
+    pytest.param(
+        [Reply(status=400, body={"error": {"message": "context length exceeded"}})],
+        "AI_BAD_REQUEST",
+        1,
+        id="400-context-length",
+    ),
+    pytest.param(
+        [Reply([chunk(content="half"), chunk(content=" an answer")], cut_after=1)],
+        "AI_STREAM_BROKEN",
+        1,
+        id="connection-cut",
+    ),
+    pytest.param(
+        [Reply([chunk(content="no end"), chunk(content="!")])],
+        "AI_STREAM_BROKEN",
+        1,
+        id="done-before-finish-reason",
+    ),
+    pytest.param(
+        [Reply([chunk(content="x"), chunk(finish_reason="stop")], malformed_after=1)],
+        "AI_STREAM_BROKEN",
+        1,
+        id="malformed-chunk",
+    ),
+    pytest.param(
+        [Reply([chunk(content="…"), chunk(finish_reason="content_filter")])],
+        "AI_CONTENT_FILTER",
+        1,
+        id="content-filter",
+    ),
+]
+
+
+@pytest.mark.parametrize(("script", "reason", "requests"), _FAULTS)
+async def test_ai_provider_fault_fails_the_node_with_its_reason(
+    harness_factory: Any, tmp_path: Path, script: list[Reply], reason: str, requests: int
+) -> None:
+    async with FakeOpenAI(script) as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        flow = flow_pb2.Flow(name="fault", nodes=[ai_node("ask", "hello")])
+        run = await h.start(flow)
+        events = await h.events(run.run_id)
+    failed = _of(events, "node_failed")[0]
+    assert failed.error.reason == reason, failed.error.message
+    assert "fake" in failed.error.message or reason == "AI_CONTENT_FILTER"
+    # The failed call is still audited, once per model call of the node.
+    assert len(_of(events, "ai_invocation")) == 1
+    assert len(fake.requests) == requests
+    assert _of(events, "run_completed")[0].status == events_pb2.RUN_STATUS_FAILED
+
+
+async def test_ai_rate_limit_is_retried_after_retry_after(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    limited = Reply(status=429, headers={"retry-after": "0"}, body={"error": {"message": "slow"}})
+    async with FakeOpenAI([limited, text_reply("ok")]) as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        run = await h.start(flow_pb2.Flow(name="rl", nodes=[ai_node("ask", "hello")]))
+        events = await h.events(run.run_id)
+    assert len(fake.requests) == 2
+    assert json.loads(_of(events, "node_succeeded")[0].output_json)["text"] == "ok"
+
+
+async def test_ai_rate_limit_that_persists_fails_with_ai_rate_limited(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    limited = Reply(status=429, headers={"retry-after": "0"}, body={"error": {"message": "slow"}})
+    async with FakeOpenAI([limited] * 3) as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        run = await h.start(flow_pb2.Flow(name="rl", nodes=[ai_node("ask", "hello")]))
+        events = await h.events(run.run_id)
+    assert _of(events, "node_failed")[0].error.reason == "AI_RATE_LIMITED"
+    assert len(fake.requests) == 3
+
+
+async def test_ai_cancel_mid_stream_closes_the_model_connection(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    stalled = Reply([chunk(content="thinking"), chunk(finish_reason="stop")], stall_after=1)
+    async with FakeOpenAI([stalled]) as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        run = await h.start(flow_pb2.Flow(name="cancel", nodes=[ai_node("ask", "hello")]))
+        await asyncio.wait_for(fake.streaming.wait(), GUARD)
+        await h.stub.CancelRun(run_service_pb2.CancelRunRequest(run_id=run.run_id))
+        await asyncio.wait_for(fake.disconnected.wait(), GUARD)
+        events = await h.events(run.run_id)
+    assert _of(events, "node_failed")[0].error.reason == "CANCELLED"
+    assert _of(events, "run_completed")[0].status == events_pb2.RUN_STATUS_CANCELLED
+
+
+async def test_ai_tokens_are_durable_before_the_answer_ends(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    """A watcher sees the first NodeToken while the model is still streaming."""
+    stalled = Reply([chunk(content="early " * 100), chunk(finish_reason="stop")], stall_after=1)
+    async with FakeOpenAI([stalled]) as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        run = await h.start(flow_pb2.Flow(name="durable", nodes=[ai_node("ask", "hello")]))
+        token = await wait_for_event(h.stub, run.run_id, lambda e: e.HasField("node_token"))
+        assert token.node_token.delta.startswith("early ")
+        assert token.node_token.token_index == 0
+        await h.stub.CancelRun(run_service_pb2.CancelRunRequest(run_id=run.run_id))
+        await h.events(run.run_id)
+
+
+# -- bad input -----------------------------------------------------------------------
+
+
+async def test_ai_node_without_a_configured_provider_is_adapter_disabled(harness: Harness) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await harness.start(flow_pb2.Flow(name="x", nodes=[ai_node("ask", "hello")]))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert _reason(err.value) == "ADAPTER_DISABLED"
+
+
+async def test_ai_bad_nodes_name_their_fields(harness_factory: Any, tmp_path: Path) -> None:
+    async with FakeOpenAI() as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        flow = flow_pb2.Flow(
+            name="bad",
+            nodes=[
+                ai_node("a", "hi", provider="nope"),
+                ai_node("b", " "),
+                ai_node("c", "hi", tools=["fs.nope", "util.set", "util.set", "bad tool"]),
+                ai_node("d", "hi", max_turns=101),
+                ai_node("e", "{{ nodes.f.output }}"),
+                ai_node("f", "hi", model="not-allowed", operation=flow_pb2.AI_OPERATION_EMBED),
+            ],
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await h.start(flow)
+        assert fake.requests == []
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = _violations(err.value)
+    for expected in (
+        "flow.nodes[0].ai.provider",
+        "flow.nodes[1].ai.task",
+        "flow.nodes[2].ai.tools[0]",
+        "flow.nodes[2].ai.tools[2]",
+        "flow.nodes[2].ai.tools[3]",
+        "flow.nodes[3].ai.max_turns",
+        "flow.nodes[5].ai.operation",
+    ):
+        assert expected in fields, (expected, fields)
+
+
+async def test_ai_local_only_refuses_cloud_providers(
+    harness_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_CLOUD_KEY", "sk-test")
+    path = tmp_path / "cloud.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "providers": {
+                    "cloud": {
+                        "base_url": "https://api.example.com/v1",
+                        "api_key_env": "FAKE_CLOUD_KEY",
+                        "default_model": "m",
+                    }
+                }
+            }
+        )
+    )
+    h = await harness_factory(ai_config=path, ai_local_only=True)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await h.start(flow_pb2.Flow(name="x", nodes=[ai_node("ask", "hi", provider="cloud")]))
+    assert _reason(err.value) == "ADAPTER_DISABLED"
+    assert "local-only" in (err.value.details() or "")
+
+
+# -- configuration and the accumulator ------------------------------------------------------
+
+
+def test_ai_config_flag_form_builds_a_local_provider() -> None:
+    config = load_ai_config(None, ["local=http://127.0.0.1:8080/v1#qwen"])
+    assert config is not None
+    p = config.providers["local"]
+    assert (p.base_url, p.default_model, p.cloud, config.default_provider) == (
+        "http://127.0.0.1:8080/v1", "qwen", False, "local",
+    )  # fmt: skip
+    assert load_ai_config(None, []) is None
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ({"providers": {"c": {"base_url": "https://x.example/v1"}}}, "'c' is cloud but has no key"),
+        (
+            {
+                "providers": {
+                    "c": {"base_url": "https://x.example/v1", "api_key_env": "RW_NOPE_KEY"}
+                }
+            },
+            "'RW_NOPE_KEY', which is not set",
+        ),
+        ({"providers": {"c": {"base_url": "ftp://x"}}}, "provider 'c': base_url"),
+        ({"providers": {"c": {"base_url": "http://127.0.0.1:1", "locality": "mars"}}}, "locality"),
+        ({"providers": {"c": {"base_url": "http://127.0.0.1:1", "colour": 1}}}, "'colour'"),
+        ({"providers": {}}, "at least one provider"),
+        (
+            {"providers": {"c": {"base_url": "http://127.0.0.1:1"}}, "default_provider": "d"},
+            "default_provider 'd'",
+        ),
+        (
+            {
+                "providers": {"c": {"base_url": "http://127.0.0.1:1"}},
+                "prices": {"c/m": {"input": "x"}},
+            },
+            "prices['c/m']",
+        ),
+    ],
+)
+def test_ai_config_problem_names_provider_and_field(
+    tmp_path: Path, config: dict[str, Any], needle: str
+) -> None:
+    path = tmp_path / "ai.yaml"
+    path.write_text(json.dumps(config))
+    with pytest.raises(AiConfigError) as err:
+        load_ai_config(path)
+    assert needle in str(err.value)
+
+
+def test_ai_bad_config_stops_serve_at_start(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "ai.yaml"
+    path.write_text("providers: {c: {base_url: 'https://x.example/v1'}}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "runwire.cli", "serve", "--ai-config", str(path), "--data-dir",
+         str(tmp_path / "d"), "--database-url", "postgresql://127.0.0.1:1/none"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "provider 'c' is cloud but has no key" in proc.stderr
+
+
+def test_ai_accumulator_tolerates_real_server_deviations() -> None:
+    acc = StreamAccumulator()
+    frags = [
+        # llama.cpp repeats the name in every fragment; index 0 reused by a new id.
+        {"index": 0, "id": "a", "function": {"name": "fs__read-file", "arguments": '{"pa'}},
+        {"index": 0, "function": {"name": "fs__read-file", "arguments": 'th":"x"}'}},
+        {"index": 0, "id": "b", "function": {"name": "util__set", "arguments": "{}"}},
+        {"index": 1, "function": {"name": "util__fail", "arguments": "{}"}},
+    ]
+    for frag in frags:
+        acc.add({"choices": [{"index": 0, "delta": {"tool_calls": [frag]}}]})
+    assert not acc.finished
+    acc.add({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    calls = acc.tool_calls()
+    assert [(c.call_id, c.name, c.arguments) for c in calls] == [
+        ("a", "fs__read-file", '{"path":"x"}'),
+        ("b", "util__set", "{}"),
+        ("call_2", "util__fail", "{}"),
+    ]
+    assert acc.finished
+    assert (acc.input_tokens, acc.output_tokens) == (0, 0)
