@@ -488,3 +488,212 @@ def test_ai_accumulator_tolerates_real_server_deviations() -> None:
     ]
     assert acc.finished
     assert (acc.input_tokens, acc.output_tokens) == (0, 0)
+
+
+# -- contracts, routes, the review gate ----------------------------------------------------
+
+CONTRACT = {
+    "type": "object",
+    "required": ["label", "confidence"],
+    "properties": {
+        "label": {"type": "string", "enum": ["bug", "feature"]},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "escalate": {"type": "boolean"},
+    },
+}
+
+
+def _classifier_flow(**policy: Any) -> flow_pb2.Flow:
+    node = ai_node("triage", "Classify: the app crashes")
+    node.ai.contract.update(CONTRACT)
+    if policy:
+        node.ai.review_policy.CopyFrom(
+            flow_pb2.AiReviewPolicy(
+                confidence_pointer="/confidence", escalate_pointer="/escalate", **policy
+            )
+        )
+    return flow_pb2.Flow(
+        name="triage",
+        nodes=[node, util_node_set("fallback")],
+        edges=[edge("triage", "fallback", flow_pb2.EDGE_CONDITION_FAILURE)],
+    )
+
+
+def util_node_set(node_id: str) -> flow_pb2.Node:
+    node = flow_pb2.Node(id=node_id)
+    node.action.adapter, node.action.action = "util", "set"
+    node.action.params.update({"value": "fallback"})
+    return node
+
+
+def _routes(events: list[events_pb2.RunEvent]) -> list[str]:
+    return [
+        events_pb2.AiRoute.Name(r.route).removeprefix("AI_ROUTE_")
+        for r in _of(events, "ai_routing_decision")
+    ]
+
+
+async def test_ai_contract_answer_with_high_confidence_is_auto_approved(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    answer = json.dumps({"label": "bug", "confidence": 0.93})
+    async with FakeOpenAI([text_reply(answer)]) as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        run = await h.start(_classifier_flow(approve_at=0.8, suppress_below=0.3))
+        events = await h.events(run.run_id)
+        sent = fake.requests[0]
+    assert _routes(events) == ["MODEL", "AUTO_APPROVE"]
+    decision = _of(events, "ai_routing_decision")[1]
+    assert (decision.confidence, decision.threshold) == (pytest.approx(0.93), "approve_at=0.8")
+    assert decision.contract_version.startswith("sha256:")
+    assert _of(events, "ai_invocation")[0].contract_version == decision.contract_version
+    assert sent["response_format"]["type"] == "json_schema"
+    assert sent["response_format"]["json_schema"]["schema"] == CONTRACT
+    output = json.loads(_of(events, "node_succeeded")[0].output_json)
+    assert output["json"] == {"label": "bug", "confidence": 0.93}
+    assert [e.node_id for e in events if e.HasField("node_skipped")] == ["fallback"]
+
+
+async def test_ai_low_confidence_is_suppressed_and_takes_the_failure_edge(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    answer = json.dumps({"label": "feature", "confidence": 0.1})
+    async with FakeOpenAI([text_reply(answer)]) as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        run = await h.start(_classifier_flow(approve_at=0.8, suppress_below=0.3))
+        events = await h.events(run.run_id)
+    assert _routes(events) == ["MODEL", "SUPPRESS"]
+    failed = _of(events, "node_failed")[0]
+    assert failed.error.reason == "AI_SUPPRESSED"
+    assert not failed.will_retry
+    assert "fallback" in _outputs(events)
+
+
+def _outputs(events: list[events_pb2.RunEvent]) -> dict[str, Any]:
+    return {
+        e.node_id: json.loads(e.node_succeeded.output_json)
+        for e in events
+        if e.HasField("node_succeeded")
+    }
+
+
+async def test_ai_contract_violation_gets_one_repair_turn_then_review_with_an_edited_answer(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    script = [text_reply("It is a bug, I think."), text_reply(json.dumps({"label": 3}))]
+    async with FakeOpenAI(script) as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        run = await h.start(_classifier_flow())
+        held = await wait_for_event(h.stub, run.run_id, lambda e: e.HasField("ai_review_required"))
+        got = (await h.stub.GetRun(run_service_pb2.GetRunRequest(run_id=run.run_id))).run
+        assert [(g.node_id, g.kind) for g in got.pending_gates] == [
+            ("triage", run_service_pb2.GATE_KIND_REVIEW)
+        ]
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await h.stub.ResolveReview(
+                run_service_pb2.ResolveReviewRequest(
+                    run_id=run.run_id, node_id="triage", approve=True, output_json='{"label":"x"}'
+                )
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert set(_violations(err.value)) == {"output_json"}
+        edited = json.dumps({"label": "bug", "confidence": 1})
+        await h.stub.ResolveReview(
+            run_service_pb2.ResolveReviewRequest(
+                run_id=run.run_id, node_id="triage", approve=True, output_json=edited
+            )
+        )
+        events = await h.events(run.run_id)
+        sent = fake.requests
+    assert held.ai_review_required.output_json == '{"label":3}'
+    assert held.ai_review_required.violations
+    assert held.ai_review_required.reasoning.startswith("CONTRACT_VIOLATION")
+    assert _routes(events) == ["MODEL", "CONTRACT_VIOLATION"]
+    # The repair turn told the model what it broke.
+    repair = sent[1]["messages"][-1]
+    assert repair["role"] == "user"
+    assert "not JSON" in repair["content"]
+    assert [i.turn for i in _of(events, "ai_invocation")] == [1, 2]
+    resolved = _of(events, "ai_review_resolved")[0]
+    assert (resolved.decision, resolved.output_json) == (
+        events_pb2.GATE_DECISION_APPROVED, '{"confidence":1,"label":"bug"}',
+    )  # fmt: skip
+    assert _outputs(events)["triage"]["json"] == {"label": "bug", "confidence": 1}
+
+
+async def test_ai_review_rejected_fails_the_node_with_review_rejected(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    answer = json.dumps({"label": "bug", "confidence": 0.5})
+    async with FakeOpenAI([text_reply(answer)]) as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        run = await h.start(_classifier_flow(approve_at=0.8, suppress_below=0.3))
+        await wait_for_event(h.stub, run.run_id, lambda e: e.HasField("ai_review_required"))
+        await h.stub.ResolveReview(
+            run_service_pb2.ResolveReviewRequest(run_id=run.run_id, node_id="triage", approve=False)
+        )
+        events = await h.events(run.run_id)
+    assert _routes(events) == ["MODEL", "HUMAN_REVIEW"]
+    assert _of(events, "ai_review_required")[0].confidence == pytest.approx(0.5)
+    assert _of(events, "node_failed")[0].error.reason == "REVIEW_REJECTED"
+
+
+async def test_ai_review_gate_survives_restart_without_a_new_model_call(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    """A server holding an answer at review stops; the next one waits at the same
+    gate (not announced twice) and calls no model, and the approval finishes the node."""
+    answer = json.dumps({"label": "bug", "confidence": 0.6, "escalate": True})
+    async with FakeOpenAI([text_reply(answer)]) as fake:
+        first = await _server(harness_factory, tmp_path, fake, lease_seconds=0.5)
+        run = await first.start(_classifier_flow(approve_at=0.5, suppress_below=0.3))
+        await wait_for_event(first.stub, run.run_id, lambda e: e.HasField("ai_review_required"))
+        await first.server.stop(grace=0.5)
+        second = await _server(harness_factory, tmp_path, fake, lease_seconds=0.5)
+        got = (await second.stub.GetRun(run_service_pb2.GetRunRequest(run_id=run.run_id))).run
+        assert [g.node_id for g in got.pending_gates] == ["triage"]
+        await second.stub.ResolveReview(
+            run_service_pb2.ResolveReviewRequest(run_id=run.run_id, node_id="triage", approve=True)
+        )
+        events = await second.events(run.run_id)
+        assert len(fake.requests) == 1
+    assert cases(events).count("ai_review_required") == 1
+    assert _routes(events) == ["MODEL", "HUMAN_REVIEW"]
+    assert _of(events, "ai_routing_decision")[1].threshold == "escalate=/escalate"
+    assert _outputs(events)["triage"]["json"]["label"] == "bug"
+    assert events[-1].run_completed.status == events_pb2.RUN_STATUS_SUCCEEDED
+
+
+async def test_ai_contract_bad_input_names_fields(harness_factory: Any, tmp_path: Path) -> None:
+    async with FakeOpenAI() as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        no_edge = ai_node("a", "hi")
+        no_edge.ai.contract.update({"type": "object"})
+        bad_schema = ai_node("b", "hi")
+        bad_schema.ai.contract.update({"type": "frog"})
+        bad_policy = ai_node("c", "hi")
+        bad_policy.ai.review_policy.CopyFrom(
+            flow_pb2.AiReviewPolicy(
+                confidence_pointer="confidence", approve_at=0.2, suppress_below=1.5
+            )
+        )
+        flow = flow_pb2.Flow(
+            name="bad",
+            nodes=[no_edge, bad_schema, bad_policy, util_node_set("z")],
+            edges=[
+                edge("b", "z", flow_pb2.EDGE_CONDITION_FAILURE),
+                edge("c", "z", flow_pb2.EDGE_CONDITION_ALWAYS),
+            ],
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await h.start(flow)
+    fields = _violations(err.value)
+    for expected in (
+        "flow.nodes[0].ai",
+        "flow.nodes[1].ai.contract.type",
+        "flow.nodes[2].ai.review_policy.confidence_pointer",
+        "flow.nodes[2].ai.review_policy.suppress_below",
+    ):
+        assert expected in fields, (expected, fields)
+    assert "flow.nodes[1].ai" not in fields
+    assert "flow.nodes[2].ai" not in fields

@@ -14,25 +14,42 @@ NodeToken: it stays gapless across attempts and takeovers.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+import jsonschema
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 
-from runwire.engine._ports import LeaseLost, ModelCallFailed, ModelGateway, ModelRoute, ModelTurn
+from runwire.engine._gates import decision_word, hold_gate
+from runwire.engine._ports import (
+    Decision,
+    LeaseLost,
+    ModelCallFailed,
+    ModelGateway,
+    ModelRoute,
+    ModelTurn,
+)
 from runwire.engine._templates import render_value
 from runwire.engine._validate import canonical_json
 from runwire.v1 import events_pb2 as ev
-from runwire.v1 import flow_pb2
+from runwire.v1 import flow_pb2, run_service_pb2
 
 if TYPE_CHECKING:
     from runwire.engine._attempts import AttemptContext
     from runwire.engine._orchestrator import RunExecutor
 
-__all__ = ["render_ai_params", "run_ai", "tool_function_name"]
+__all__ = [
+    "contract_version",
+    "contract_violations",
+    "pointer_value",
+    "render_ai_params",
+    "run_ai",
+    "tool_function_name",
+]
 
 _FLUSH_BYTES = 512
 _FLUSH_SECONDS = 0.02
@@ -157,6 +174,7 @@ async def _guarded_call(
     route: ModelRoute,
     messages: list[dict[str, Any]],
     tools: list[dict[str, Any]],
+    schema: dict[str, Any] | None,
     tokens: _Tokens,
     deadline: float,
 ) -> ModelTurn:
@@ -165,7 +183,7 @@ async def _guarded_call(
     await x.journal.flush()
     if not x.journal.holds(x.run_id):
         raise LeaseLost(x.run_id)
-    call = asyncio.create_task(gateway.chat(route, messages, tools, tokens.add))
+    call = asyncio.create_task(gateway.chat(route, messages, tools, tokens.add, schema=schema))
     x.inner[ctx.node_id] = call
     try:
         done, _ = await asyncio.wait({call}, timeout=max(0.0, deadline - time.monotonic()))
@@ -184,6 +202,146 @@ async def _guarded_call(
     return call.result()
 
 
+class _Conversation:
+    """The turns of one attempt: model calls, their audit events, the tool calls between them."""
+
+    def __init__(
+        self,
+        x: RunExecutor,
+        ctx: AttemptContext,
+        gateway: ModelGateway,
+        route: ModelRoute,
+        params: dict[str, Any],
+        run_tool: RunTool,
+        deadline: float,
+        version: str,
+    ) -> None:
+        self.x, self.ctx, self.gateway, self.route = x, ctx, gateway, route
+        self.run_tool, self.deadline, self.version = run_tool, deadline, version
+        self.messages: list[dict[str, Any]] = []
+        if params.get("prompt"):
+            self.messages.append({"role": "system", "content": params["prompt"]})
+        self.messages.append({"role": "user", "content": params["task"]})
+        self.tools = _tool_specs(x, list(params.get("tools", [])))
+        self.by_function = {tool_function_name(t): t for t in params.get("tools", [])}
+        self.max_turns = int(params.get("max_turns") or gateway.max_turns)
+        self.schema: dict[str, Any] | None = params.get("contract")
+        self.tokens = _Tokens(x, ctx)
+        self.started = time.monotonic()
+        self.totals = {"input_tokens": 0, "output_tokens": 0, "cost_micros": 0}
+        self.calls_made = 0
+        self.turn_no = 0
+
+    def who(self) -> str:
+        return f"provider {self.route.provider} model {self.route.model}"
+
+    async def answer(self, extra_turns: int = 0) -> ModelTurn | AiResult:
+        """Turns until one without tool calls (the answer), or the attempt's failure."""
+        route = self.route
+        while True:
+            self.turn_no += 1
+            if self.turn_no > self.max_turns + extra_turns:
+                return _failure(
+                    "MAX_TURNS", f"{self.who()} still called tools after {self.max_turns} turns"
+                )
+            t0 = time.monotonic()
+            preview = str(self.messages[-1].get("content") or "")[:_PREVIEW_CHARS]
+            try:
+                turn = await _guarded_call(
+                    self.x, self.ctx, self.gateway, route, self.messages, self.tools,
+                    self.schema, self.tokens, self.deadline,
+                )  # fmt: skip
+            except ModelCallFailed as failed:
+                await self.tokens.flush()
+                cost = self.gateway.cost_micros(route, failed.input_tokens, failed.output_tokens)
+                await self._invocation(
+                    route.model, failed.input_tokens, failed.output_tokens, cost,
+                    time.monotonic() - t0, "error", preview,
+                )  # fmt: skip
+                return _failure(failed.reason, failed.message)
+            await self.tokens.flush()
+            cost = self.gateway.cost_micros(route, turn.input_tokens, turn.output_tokens)
+            self.totals["input_tokens"] += turn.input_tokens
+            self.totals["output_tokens"] += turn.output_tokens
+            self.totals["cost_micros"] += cost
+            await self._invocation(
+                turn.model, turn.input_tokens, turn.output_tokens, cost,
+                time.monotonic() - t0, turn.finish_reason, preview,
+            )  # fmt: skip
+            if turn.finish_reason == "content_filter":
+                return _failure(
+                    "AI_CONTENT_FILTER", f"{self.who()} withheld its answer (content filter)"
+                )
+            if not turn.tool_calls:
+                return turn
+            self.messages.append(
+                {
+                    "role": "assistant",
+                    "content": turn.text or None,
+                    "tool_calls": [
+                        {
+                            "id": c.call_id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": c.arguments},
+                        }
+                        for c in turn.tool_calls
+                    ],
+                }
+            )
+            for call in turn.tool_calls:
+                self.calls_made += 1
+                result = await _tool_call(
+                    self.x, self.ctx, call.call_id, call.name, call.arguments,
+                    self.by_function, self.run_tool, self.deadline,
+                )  # fmt: skip
+                self.messages.append(
+                    {"role": "tool", "tool_call_id": call.call_id, "content": result}
+                )
+                if self.x.cancelled.is_set():
+                    return _failure("CANCELLED", "run cancelled during a tool call")
+
+    async def _invocation(
+        self,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cost: int,
+        seconds: float,
+        finish_reason: str,
+        preview: str,
+    ) -> None:
+        await self.x.emit(
+            "ai_invocation",
+            ev.AiInvocation(
+                provider=self.route.provider,
+                model=model or self.route.model,
+                input_token_count=input_tokens,
+                output_token_count=output_tokens,
+                cost_micros=cost,
+                latency=_duration(seconds),
+                finish_reason=finish_reason,
+                turn=self.turn_no,
+                input_preview=preview,
+                contract_version=self.version,
+            ),
+            span=self.ctx.span,
+            node=self.ctx.ref,
+        )
+
+    def output(self, answer: ModelTurn, parsed: Any) -> dict[str, Any]:
+        return {
+            "text": answer.text,
+            "json": parsed,
+            "provider": self.route.provider,
+            "model": answer.model or self.route.model,
+            "finish_reason": answer.finish_reason,
+            "turns": self.turn_no,
+            "tool_calls": self.calls_made,
+            **self.totals,
+            "latency_ms": int((time.monotonic() - self.started) * 1000),
+        }
+
+
 async def run_ai(
     x: RunExecutor,
     ctx: AttemptContext,
@@ -192,10 +350,22 @@ async def run_ai(
     run_tool: RunTool,
     *,
     deadline: float,
+    at_review: bool = False,
 ) -> AiResult:
-    """Run one attempt of an AI node; returns (ok, output, error)."""
-    gateway = x.settings.ai
+    """Run one attempt of an AI node; returns (ok, output, error).
+
+    `at_review`: a takeover found this attempt's answer held at its review
+    gate; it waits there again and calls no model.
+    """
     ai = node.ai
+    schema: dict[str, Any] | None = params.get("contract")
+    version = contract_version(node)
+    if at_review:
+        held = json.loads(x.state.nodes[node.id].held_json or "null")
+        output = {"text": canonical_json(held), "json": held, "provider": ai.provider,
+                  "model": ai.model}  # fmt: skip
+        return await _review(x, ctx, node, schema, held, output, None)
+    gateway = x.settings.ai
     if gateway is None or gateway.problems(ai.provider, ai.model):
         # Validated at StartRun: this server (a takeover) lacks what the starting one had.
         return _failure(
@@ -213,129 +383,235 @@ async def run_ai(
             model=route.model,
             reason=route.reason,
             route=ev.AI_ROUTE_MODEL,
+            contract_version=version,
         ),
         span=ctx.span,
         node=ctx.ref,
     )
-    messages: list[dict[str, Any]] = []
-    if params.get("prompt"):
-        messages.append({"role": "system", "content": params["prompt"]})
-    messages.append({"role": "user", "content": params["task"]})
-    tools = _tool_specs(x, list(params.get("tools", [])))
-    by_function = {tool_function_name(t): t for t in params.get("tools", [])}
-    max_turns = int(params.get("max_turns") or gateway.max_turns)
-    tokens = _Tokens(x, ctx)
-    started = time.monotonic()
-    totals = {"input_tokens": 0, "output_tokens": 0, "cost_micros": 0}
-    calls_made = 0
-    turn_no = 0
-    answer: ModelTurn | None = None
-    while True:
-        turn_no += 1
-        if turn_no > max_turns:
-            return _failure(
-                "MAX_TURNS",
-                f"provider {route.provider} model {route.model} still called tools "
-                f"after {max_turns} turns",
-            )
-        t0 = time.monotonic()
-        preview = str(messages[-1].get("content") or "")[:_PREVIEW_CHARS]
-        try:
-            turn = await _guarded_call(x, ctx, gateway, route, messages, tools, tokens, deadline)
-        except ModelCallFailed as failed:
-            await tokens.flush()
-            cost = gateway.cost_micros(route, failed.input_tokens, failed.output_tokens)
-            await _invocation(
-                x, ctx, route, route.model, failed.input_tokens, failed.output_tokens, cost,
-                time.monotonic() - t0, "error", turn_no, preview,
-            )  # fmt: skip
-            return _failure(failed.reason, failed.message)
-        await tokens.flush()
-        cost = gateway.cost_micros(route, turn.input_tokens, turn.output_tokens)
-        totals["input_tokens"] += turn.input_tokens
-        totals["output_tokens"] += turn.output_tokens
-        totals["cost_micros"] += cost
-        await _invocation(
-            x, ctx, route, turn.model, turn.input_tokens, turn.output_tokens, cost,
-            time.monotonic() - t0, turn.finish_reason, turn_no, preview,
-        )  # fmt: skip
-        if turn.finish_reason == "content_filter":
-            return _failure(
-                "AI_CONTENT_FILTER",
-                f"provider {route.provider} model {route.model} withheld its answer "
-                "(content filter)",
-            )
-        if not turn.tool_calls:
-            answer = turn
-            break
-        messages.append(
+    talk = _Conversation(x, ctx, gateway, route, params, run_tool, deadline, version)
+    answer = await talk.answer()
+    if not isinstance(answer, ModelTurn):
+        return answer
+    if schema is None and not ai.HasField("review_policy"):
+        return True, talk.output(answer, _parse(answer.text)), None
+    if answer.finish_reason == "length":
+        return _failure("AI_LENGTH", f"{talk.who()} hit its output limit before the answer ended")
+    parsed, violations = _judge(schema, answer.text)
+    if violations:
+        # One repair turn: the model sees what it broke and answers again.
+        talk.messages.append({"role": "assistant", "content": answer.text})
+        talk.messages.append(
             {
-                "role": "assistant",
-                "content": turn.text or None,
-                "tool_calls": [
-                    {
-                        "id": c.call_id,
-                        "type": "function",
-                        "function": {"name": c.name, "arguments": c.arguments},
-                    }
-                    for c in turn.tool_calls
-                ],
+                "role": "user",
+                "content": "Your answer breaks its contract (a JSON Schema):\n- "
+                + "\n- ".join(violations)
+                + "\nAnswer again with only JSON that satisfies the schema.",
             }
         )
-        for call in turn.tool_calls:
-            calls_made += 1
-            result = await _tool_call(x, ctx, call.call_id, call.name, call.arguments,
-                                      by_function, run_tool, deadline)  # fmt: skip
-            messages.append({"role": "tool", "tool_call_id": call.call_id, "content": result})
-            if x.cancelled.is_set():
-                return _failure("CANCELLED", "run cancelled during a tool call")
-    text = answer.text
-    try:
-        parsed: Any = json.loads(text)
-    except ValueError:
-        parsed = None
-    output = {
-        "text": text,
-        "json": parsed,
-        "provider": route.provider,
-        "model": answer.model or route.model,
-        "finish_reason": answer.finish_reason,
-        "turns": turn_no,
-        "tool_calls": calls_made,
-        **totals,
-        "latency_ms": int((time.monotonic() - started) * 1000),
-    }
-    return True, output, None
-
-
-async def _invocation(
-    x: RunExecutor,
-    ctx: AttemptContext,
-    route: ModelRoute,
-    model: str,
-    input_tokens: int,
-    output_tokens: int,
-    cost: int,
-    seconds: float,
-    finish_reason: str,
-    turn: int,
-    preview: str,
-) -> None:
+        repaired = await talk.answer(extra_turns=1)
+        if not isinstance(repaired, ModelTurn):
+            return repaired
+        answer = repaired
+        parsed, violations = _judge(schema, answer.text)
+    held = parsed if parsed is not _NOT_JSON else answer.text
+    output = talk.output(answer, None if parsed is _NOT_JSON else parsed)
+    route_kind, confidence, threshold, reasoning = _route(ai, parsed, violations)
     await x.emit(
-        "ai_invocation",
-        ev.AiInvocation(
+        "ai_routing_decision",
+        ev.AiRoutingDecision(
+            requested_model=ai.model,
             provider=route.provider,
-            model=model or route.model,
-            input_token_count=input_tokens,
-            output_token_count=output_tokens,
-            cost_micros=cost,
-            latency=_duration(seconds),
-            finish_reason=finish_reason,
-            turn=turn,
-            input_preview=preview,
+            model=output["model"],
+            reason=reasoning,
+            route=route_kind,  # type: ignore[arg-type]  # an enum number
+            confidence=confidence,
+            threshold=threshold,
+            contract_version=version,
         ),
         span=ctx.span,
         node=ctx.ref,
+    )
+    if route_kind == ev.AI_ROUTE_SUPPRESS:
+        return (
+            False,
+            output,
+            ev.ErrorSummary(
+                reason="AI_SUPPRESSED", message=f"{talk.who()}: answer suppressed: {reasoning}"
+            ),
+        )
+    if route_kind in (ev.AI_ROUTE_HUMAN_REVIEW, ev.AI_ROUTE_CONTRACT_VIOLATION):
+        details = ev.AiReviewRequired(
+            reason=reasoning,
+            output_json=canonical_json(held),
+            violations=violations,
+            confidence=confidence,
+            reasoning=f"{ev.AiRoute.Name(route_kind).removeprefix('AI_ROUTE_')}: {threshold}",
+        )
+        return await _review(x, ctx, node, schema, held, output, details)
+    return True, output, None
+
+
+_NOT_JSON: Any = object()
+
+
+def _parse(text: str) -> Any:
+    """The answer as JSON (fences stripped), or None when it is prose."""
+    value = _parse_strict(text)
+    return None if value is _NOT_JSON else value
+
+
+def _parse_strict(text: str) -> Any:
+    body = text.strip()
+    if body.startswith("```"):
+        # Models like to fence JSON: ```json ... ```
+        body = body.split("\n", 1)[1] if "\n" in body else ""
+        body = body.rsplit("```", 1)[0]
+    try:
+        return json.loads(body)
+    except ValueError:
+        return _NOT_JSON
+
+
+def _judge(schema: dict[str, Any] | None, text: str) -> tuple[Any, list[str]]:
+    """The parsed answer and its contract violations (as `path: message`)."""
+    parsed = _parse_strict(text)
+    if parsed is _NOT_JSON:
+        return _NOT_JSON, ["(root): the answer is not JSON"]
+    return parsed, contract_violations(schema, parsed)
+
+
+def contract_violations(schema: dict[str, Any] | None, value: Any) -> list[str]:
+    """Each way `value` breaks the JSON Schema (draft 2020-12), as `path: message`."""
+    if schema is None:
+        return []
+    validator = jsonschema.Draft202012Validator(schema)
+    found = sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"[:300] for e in found[:20]
+    ]
+
+
+def contract_version(node: flow_pb2.Node) -> str:
+    """The node's contract version: as written, or a digest of the canonical contract."""
+    ai = node.ai
+    if ai.contract_version:
+        return ai.contract_version
+    if not ai.HasField("contract"):
+        return ""
+    text = canonical_json(json_format.MessageToDict(ai.contract))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def pointer_value(doc: Any, pointer: str) -> Any:
+    """RFC 6901: the value at `pointer` in `doc`; raises LookupError when absent."""
+    if pointer == "":
+        return doc
+    for token in pointer.split("/")[1:]:
+        key = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(doc, dict):
+            doc = doc[key]
+        elif isinstance(doc, list) and key.isdigit() and int(key) < len(doc):
+            doc = doc[int(key)]
+        else:
+            raise LookupError(pointer)
+    return doc
+
+
+def _route(ai: flow_pb2.AiNode, parsed: Any, violations: list[str]) -> tuple[int, float, str, str]:
+    """(route, confidence, threshold, why) of a contract-bound answer, per ai.md."""
+    if violations:
+        return (ev.AI_ROUTE_CONTRACT_VIOLATION, 0.0, "contract",
+                "the answer breaks its contract after one repair turn")  # fmt: skip
+    if not ai.HasField("review_policy"):
+        return ev.AI_ROUTE_AUTO_APPROVE, 0.0, "contract", "the answer satisfies its contract"
+    policy = ai.review_policy
+    if policy.escalate_pointer:
+        try:
+            escalate = pointer_value(parsed, policy.escalate_pointer)
+        except LookupError:
+            escalate = False
+        if escalate is True:
+            return (ev.AI_ROUTE_HUMAN_REVIEW, 0.0, f"escalate={policy.escalate_pointer}",
+                    "the answer asks for a human")  # fmt: skip
+    try:
+        confidence = pointer_value(parsed, policy.confidence_pointer)
+    except LookupError:
+        confidence = None
+    if (
+        not policy.confidence_pointer
+        or not isinstance(confidence, int | float)
+        or isinstance(confidence, bool)
+        or not 0 <= confidence <= 1
+    ):
+        return (ev.AI_ROUTE_HUMAN_REVIEW, 0.0, f"confidence={policy.confidence_pointer}",
+                "the answer states no confidence in [0,1]")  # fmt: skip
+    c = float(confidence)
+    if c < policy.suppress_below:
+        return (ev.AI_ROUTE_SUPPRESS, c, f"suppress_below={policy.suppress_below:g}",
+                f"confidence {c:g} is below suppress_below {policy.suppress_below:g}")  # fmt: skip
+    if c < policy.approve_at:
+        return (ev.AI_ROUTE_HUMAN_REVIEW, c, f"approve_at={policy.approve_at:g}",
+                f"confidence {c:g} is below approve_at {policy.approve_at:g}")  # fmt: skip
+    return (ev.AI_ROUTE_AUTO_APPROVE, c, f"approve_at={policy.approve_at:g}",
+            f"confidence {c:g} is at least approve_at {policy.approve_at:g}")  # fmt: skip
+
+
+async def _review(
+    x: RunExecutor,
+    ctx: AttemptContext,
+    node: flow_pb2.Node,
+    schema: dict[str, Any] | None,
+    held: Any,
+    output: dict[str, Any],
+    details: ev.AiReviewRequired | None,
+) -> AiResult:
+    """Hold the answer at the review gate (durable, listed, survives restarts) until decided."""
+    policy = node.ai.review_policy
+    timeout = None
+    if node.ai.HasField("review_policy") and policy.HasField("review_timeout"):
+        timeout = policy.review_timeout.ToNanoseconds() / 1e9
+
+    def standing(d: Decision) -> str:
+        if d.decision != ev.GATE_DECISION_APPROVED:
+            return "null"
+        return canonical_json(json.loads(d.output_json)) if d.output_json else canonical_json(held)
+
+    decision = await hold_gate(
+        x,
+        ctx.ref,
+        run_service_pb2.GATE_KIND_REVIEW,
+        details.reason if details else "answer held for review",
+        timeout,
+        details=details or ev.AiReviewRequired(),
+        span=ctx.span,
+        review_output=standing,
+    )
+    word = decision_word(decision)
+    output = {**output, "review": {"decision": word, "principal": decision.principal}}
+    if decision.decision == ev.GATE_DECISION_APPROVED:
+        final = json.loads(decision.output_json) if decision.output_json else held
+        if broken := contract_violations(schema, final):
+            # ResolveReview checks an edited answer first; this guards what it cannot see.
+            return (
+                False,
+                output,
+                ev.ErrorSummary(
+                    reason="REVIEW_REJECTED",
+                    message=f"the reviewed answer breaks its contract: {broken[0]}",
+                ),
+            )
+        if decision.output_json:
+            output["text"] = canonical_json(final)
+        output["json"] = final
+        return True, output, None
+    reason = {
+        ev.GATE_DECISION_EXPIRED: "REVIEW_EXPIRED",
+        ev.GATE_DECISION_CANCELLED: "CANCELLED",
+    }.get(decision.decision, "REVIEW_REJECTED")
+    return (
+        False,
+        output,
+        ev.ErrorSummary(reason=reason, message=f"review {word.lower()} by {decision.principal}"),
     )
 
 

@@ -44,6 +44,8 @@ _DEFAULT_TIMEOUT = 600.0
 _DEFAULT_BACKOFF = 1.0
 _DEFAULT_MAX_BACKOFF = 60.0
 _LOG_SLICE = 256
+# Failures another attempt cannot change: a template error, a person's decision, a route.
+_FINAL_REASONS = frozenset({"TEMPLATE", "REVIEW_REJECTED", "REVIEW_EXPIRED", "AI_SUPPRESSED"})
 
 
 def duration_of(nanos: int) -> Duration:
@@ -70,10 +72,13 @@ class _Where:
     attempt_open: bool = False
     next_attempt: int = 0
     gate_span: SpanIds | None = None
+    at_review: bool = False  # an AI answer is held (or was just decided) at a review gate
 
     @classmethod
     def of(cls, n: NodeState) -> _Where:
-        return cls(n.attempt, n.attempt_open, n.next_attempt, n.gate_span)
+        review = run_service_pb2.GATE_KIND_REVIEW
+        at_review = n.attempt_open and (n.gate == review or n.decided_kind == review)
+        return cls(n.attempt, n.attempt_open, n.next_attempt, n.gate_span, at_review)
 
 
 @dataclass
@@ -201,8 +206,9 @@ async def _attempts(
     )
     approval = node.WhichOneof("kind") == "approval"
     first = where.attempt or 1
-    if where.attempt and where.attempt_open and not approval:
-        # The previous owner died mid-attempt: close it, then run it again.
+    if where.attempt and where.attempt_open and not (approval or where.at_review):
+        # The previous owner died mid-attempt: close it, then run it again. (An
+        # approval or a held AI answer waits at its gate again instead.)
         ref = NodeRef(node_id, iteration, where.attempt)
         first = where.attempt + 1
         max_attempts = max(max_attempts, first)
@@ -315,6 +321,7 @@ async def _attempt(
                     x, ctx, adapter, action, args, beats, check=True, deadline=deadline, limit=limit
                 ),
                 deadline=time.monotonic() + limit,
+                at_review=resumed and where.at_review,
             )
             outcome = _Outcome(ok, output, error)
         else:
@@ -332,7 +339,7 @@ async def _attempt(
         outcome.will_retry = (
             ref.attempt < max_attempts
             and not x.cancelled.is_set()
-            and outcome.error.reason != "TEMPLATE"
+            and outcome.error.reason not in _FINAL_REASONS
         )
         failed = ev.NodeFailed(
             error=outcome.error,

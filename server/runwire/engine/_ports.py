@@ -197,8 +197,13 @@ class ModelGateway(Protocol):
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
         on_delta: Callable[[str], Awaitable[None]],
+        *,
+        schema: dict[str, Any] | None = None,
     ) -> ModelTurn:
         """One streamed chat completion; `on_delta` gets each text delta as it arrives.
+
+        `schema` is the node's contract, sent as structured output where the
+        provider supports it (the answer is always validated by the engine).
 
         Raises ModelCallFailed. Cancelling it closes the stream.
         """

@@ -355,6 +355,7 @@ def _check_action(
 
 
 MAX_TOOLS = 32
+MAX_CONTRACT_BYTES = 16_384
 MAX_TURNS = 100
 _TOOL = re.compile(r"^[a-z][a-z0-9_-]*\.[a-z][a-z0-9_-]*$")
 
@@ -438,15 +439,57 @@ def _check_ai(
                 )
             )
     if node.HasField("contract"):
-        out.append(
-            FieldViolation(f"{path}.contract", "contracts are not supported by this server yet")
-        )
-    if node.HasField("review_policy"):
-        out.append(
-            FieldViolation(
-                f"{path}.review_policy", "review policies are not supported by this server yet"
+        contract = json_format.MessageToDict(node.contract)
+        if (size := json_size(contract)) > MAX_CONTRACT_BYTES:
+            out.append(
+                FieldViolation(
+                    f"{path}.contract",
+                    f"must be at most {MAX_CONTRACT_BYTES} bytes as canonical JSON, got {size}",
+                )
             )
-        )
+        else:
+            try:
+                jsonschema.Draft202012Validator.check_schema(contract)
+            except jsonschema.SchemaError as exc:
+                where = ".".join(map(str, exc.absolute_path))
+                out.append(
+                    FieldViolation(
+                        f"{path}.contract" + (f".{where}" if where else ""),
+                        f"not a valid JSON Schema (draft 2020-12): {exc.message}",
+                    )
+                )
+    if node.HasField("review_policy"):
+        policy = node.review_policy
+        ppath = f"{path}.review_policy"
+        for name in ("confidence_pointer", "escalate_pointer"):
+            pointer = getattr(policy, name)
+            if pointer and (not pointer.startswith("/") or re.search(r"~[^01]|~$", pointer)):
+                out.append(
+                    FieldViolation(
+                        f"{ppath}.{name}", f"{pointer!r} is not a JSON Pointer such as /confidence"
+                    )
+                )
+        if not policy.confidence_pointer:
+            out.append(
+                FieldViolation(
+                    f"{ppath}.confidence_pointer",
+                    "must point at the answer's confidence, e.g. /confidence",
+                )
+            )
+        for name in ("approve_at", "suppress_below"):
+            value = getattr(policy, name)
+            if not 0 <= value <= 1:
+                out.append(FieldViolation(f"{ppath}.{name}", f"must be in [0,1], got {value:g}"))
+        if policy.suppress_below > policy.approve_at:
+            out.append(
+                FieldViolation(
+                    f"{ppath}.suppress_below",
+                    f"must not exceed approve_at ({policy.suppress_below:g} > "
+                    f"{policy.approve_at:g})",
+                )
+            )
+        if policy.HasField("review_timeout"):
+            _check_timeout(policy.review_timeout, f"{ppath}.review_timeout", out)
     if node.labels:
         out.append(FieldViolation(f"{path}.labels", "labels are for CLASSIFY nodes"))
 
@@ -625,6 +668,23 @@ def validate_flow(
     graph = Graph(
         flow=flow, nodes=nodes, incoming=incoming, outgoing=outgoing, back_edges=back_edges
     )
+    for i, node in enumerate(flow.nodes):
+        if node.WhichOneof("kind") == "ai" and (
+            node.ai.HasField("contract") or node.ai.HasField("review_policy")
+        ):
+            handled = any(
+                e.source == node.id
+                and e.condition in (flow_pb2.EDGE_CONDITION_FAILURE, flow_pb2.EDGE_CONDITION_ALWAYS)
+                for e in flow.edges
+            )
+            if not handled:
+                out.append(
+                    FieldViolation(
+                        f"{path}.nodes[{i}].ai",
+                        f"node {node.id!r} has a contract or review policy, so its answer may be "
+                        "suppressed or rejected: give it a FAILURE (or ALWAYS) edge",
+                    )
+                )
     if not out:
         _check_templates(flow, graph, inputs, path, out)
 

@@ -114,6 +114,8 @@ class OpenAiGateway:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
         on_delta: Callable[[str], Awaitable[None]],
+        *,
+        schema: dict[str, Any] | None = None,
     ) -> ModelTurn:
         """One streamed chat completion; raises ModelCallFailed."""
         import openai
@@ -130,6 +132,14 @@ class OpenAiGateway:
         }
         if tools:
             kwargs["tools"] = tools
+        if schema is not None and p.structured_output == "json_schema":
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "contract", "schema": schema},
+            }
+        elif schema is not None and p.structured_output == "json_object_schema":
+            # llama.cpp's server refuses json_schema but honours json_object with a schema.
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
         try:
             stream = await self._client(p).chat.completions.create(**kwargs)
         except openai.APIStatusError as exc:
