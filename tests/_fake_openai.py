@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,8 +112,13 @@ def tool_reply(*calls: tuple[str, str, str], split: int = 3) -> Reply:
 class FakeOpenAI:
     """The server; `async with FakeOpenAI(script) as fake:` then `fake.base_url`."""
 
-    def __init__(self, script: list[Reply] | None = None) -> None:
+    def __init__(
+        self,
+        script: list[Reply] | None = None,
+        respond: Callable[[dict[str, Any]], Reply] | None = None,
+    ) -> None:
         self.script: list[Reply] = list(script or [])
+        self.respond = respond  # answers from the request, when the script is empty
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.disconnected = asyncio.Event()  # a stalled stream saw its client go away
@@ -159,7 +165,12 @@ class FakeOpenAI:
             return True
         self.requests.append(json.loads(body))
         self.headers.append(headers)
-        reply = self.script.pop(0) if self.script else Reply(status=500, body={"error": {}})
+        if self.script:
+            reply = self.script.pop(0)
+        elif self.respond is not None:
+            reply = self.respond(self.requests[-1])
+        else:
+            reply = Reply(status=500, body={"error": {"message": "the script is empty"}})
         if reply.status != 200:
             await self._send(writer, reply.status, reply.headers, reply.body or {"error": {}})
             return True

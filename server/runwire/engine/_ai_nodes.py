@@ -360,12 +360,15 @@ async def run_ai(
     ai = node.ai
     schema: dict[str, Any] | None = params.get("contract")
     version = contract_version(node)
+    gateway = x.settings.ai
     if at_review:
         held = json.loads(x.state.nodes[node.id].held_json or "null")
-        output = {"text": canonical_json(held), "json": held, "provider": ai.provider,
-                  "model": ai.model}  # fmt: skip
+        provider, model = ai.provider, ai.model
+        if gateway is not None and not gateway.problems(ai.provider, ai.model):
+            route = gateway.route(ai.provider, ai.model)
+            provider, model = route.provider, route.model
+        output = {"provider": provider, "model": model}
         return await _review(x, ctx, node, schema, held, output, None)
-    gateway = x.settings.ai
     if gateway is None or gateway.problems(ai.provider, ai.model):
         # Validated at StartRun: this server (a takeover) lacks what the starting one had.
         return _failure(
@@ -600,8 +603,9 @@ async def _review(
                     message=f"the reviewed answer breaks its contract: {broken[0]}",
                 ),
             )
-        if decision.output_json:
-            output["text"] = canonical_json(final)
+        # The answer that stands is what a person saw and approved (or wrote):
+        # its text is its canonical JSON, whichever server held it.
+        output["text"] = canonical_json(final)
         output["json"] = final
         return True, output, None
     reason = {
