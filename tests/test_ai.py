@@ -14,6 +14,7 @@ from conftest import Harness, cases, edge, wait_for_event
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from opentelemetry import trace
 
 from runwire.adapters.ai import AiConfigError, StreamAccumulator, load_ai_config
 from runwire.v1 import events_pb2, flow_pb2, run_service_pb2
@@ -697,3 +698,32 @@ async def test_ai_contract_bad_input_names_fields(harness_factory: Any, tmp_path
         assert expected in fields, (expected, fields)
     assert "flow.nodes[1].ai" not in fields
     assert "flow.nodes[2].ai" not in fields
+
+
+async def test_ai_spans_chat_and_execute_tool_under_the_node(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    script = [tool_reply(("call_a", "util__set", json.dumps({"value": 1}))), text_reply("ok")]
+    async with FakeOpenAI(script) as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        flow = flow_pb2.Flow(name="spans", nodes=[ai_node("agent", "go", tools=["util.set"])])
+        run = await h.start(flow)
+        await h.events(run.run_id)
+    spans = h.spans.get_finished_spans()
+    node = next(s for s in spans if s.name == "ExecuteNode:agent")
+    assert node.context is not None
+    children = [s for s in spans if s.parent and s.parent.span_id == node.context.span_id]
+    assert [s.name for s in sorted(children, key=lambda s: s.start_time or 0)] == [
+        "chat fake-model", "execute_tool util.set", "chat fake-model",
+    ]  # fmt: skip
+    chat = children[0] if children[0].name.startswith("chat") else children[1]
+    attrs = dict(chat.attributes or {})
+    assert chat.kind == trace.SpanKind.CLIENT
+    assert attrs["gen_ai.operation.name"] == "chat"
+    assert attrs["gen_ai.provider.name"] == "fake"
+    assert attrs["gen_ai.request.model"] == "fake-model"
+    assert attrs["gen_ai.usage.input_tokens"] in (20, 11)
+    tool = next(s for s in children if s.name.startswith("execute_tool"))
+    assert dict(tool.attributes or {})["gen_ai.tool.call.id"] == "call_a"
+    # Prompts and answers are not span attributes.
+    assert not any(v == "go" for s in children for v in (s.attributes or {}).values())

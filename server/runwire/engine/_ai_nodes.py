@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import jsonschema
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
+from opentelemetry import trace
 
+from runwire import telemetry
 from runwire.engine._gates import decision_word, hold_gate
 from runwire.engine._ports import (
     Decision,
@@ -246,19 +248,15 @@ class _Conversation:
                 )
             t0 = time.monotonic()
             preview = str(self.messages[-1].get("content") or "")[:_PREVIEW_CHARS]
-            try:
-                turn = await _guarded_call(
-                    self.x, self.ctx, self.gateway, route, self.messages, self.tools,
-                    self.schema, self.tokens, self.deadline,
-                )  # fmt: skip
-            except ModelCallFailed as failed:
+            turn = await self._call(route)
+            if isinstance(turn, ModelCallFailed):
                 await self.tokens.flush()
-                cost = self.gateway.cost_micros(route, failed.input_tokens, failed.output_tokens)
+                cost = self.gateway.cost_micros(route, turn.input_tokens, turn.output_tokens)
                 await self._invocation(
-                    route.model, failed.input_tokens, failed.output_tokens, cost,
+                    route.model, turn.input_tokens, turn.output_tokens, cost,
                     time.monotonic() - t0, "error", preview,
                 )  # fmt: skip
-                return _failure(failed.reason, failed.message)
+                return _failure(turn.reason, turn.message)
             await self.tokens.flush()
             cost = self.gateway.cost_micros(route, turn.input_tokens, turn.output_tokens)
             self.totals["input_tokens"] += turn.input_tokens
@@ -299,6 +297,36 @@ class _Conversation:
                 )
                 if self.x.cancelled.is_set():
                     return _failure("CANCELLED", "run cancelled during a tool call")
+
+    async def _call(self, route: ModelRoute) -> ModelTurn | ModelCallFailed:
+        """One model call inside its `chat {model}` CLIENT span (GenAI conventions)."""
+        with self.x.tracer.start_as_current_span(
+            f"chat {route.model}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                telemetry.GEN_AI_OPERATION: "chat",
+                telemetry.GEN_AI_PROVIDER: route.provider,
+                telemetry.GEN_AI_REQUEST_MODEL: route.model,
+            },
+        ) as span:
+            try:
+                turn = await _guarded_call(
+                    self.x, self.ctx, self.gateway, route, self.messages, self.tools,
+                    self.schema, self.tokens, self.deadline,
+                )  # fmt: skip
+            except ModelCallFailed as failed:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, failed.message))
+                span.set_attribute(telemetry.ATTR_ERROR_REASON, failed.reason)
+                return failed
+            span.set_attributes(
+                {
+                    telemetry.GEN_AI_RESPONSE_MODEL: turn.model or route.model,
+                    telemetry.GEN_AI_RESPONSE_FINISH_REASONS: [turn.finish_reason],
+                    telemetry.GEN_AI_USAGE_INPUT_TOKENS: turn.input_tokens,
+                    telemetry.GEN_AI_USAGE_OUTPUT_TOKENS: turn.output_tokens,
+                }
+            )
+            return turn
 
     async def _invocation(
         self,
@@ -671,7 +699,17 @@ async def _tool_call(
     )
     if problem:
         return f"Error: {problem}. Fix the arguments and call again."
-    outcome = await run_tool(adapter_name, action_name, args, deadline)
+    with x.tracer.start_as_current_span(
+        f"execute_tool {tool}",
+        attributes={
+            telemetry.GEN_AI_OPERATION: "execute_tool",
+            telemetry.GEN_AI_TOOL_NAME: tool,
+            telemetry.GEN_AI_TOOL_CALL_ID: call_id,
+        },
+    ) as span:
+        outcome = await run_tool(adapter_name, action_name, args, deadline)
+        if not outcome.ok and outcome.error is not None:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, outcome.error.reason))
     if outcome.ok:
         return canonical_json(outcome.output)[:_RESULT_CHARS]
     err = outcome.error
