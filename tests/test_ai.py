@@ -727,3 +727,30 @@ async def test_ai_spans_chat_and_execute_tool_under_the_node(
     assert dict(tool.attributes or {})["gen_ai.tool.call.id"] == "call_a"
     # Prompts and answers are not span attributes.
     assert not any(v == "go" for s in children for v in (s.attributes or {}).values())
+
+
+async def test_ai_takeover_by_a_server_without_the_provider_skips_the_node_saying_why(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    async with FakeOpenAI() as fake:
+        first = await _server(harness_factory, tmp_path, fake, lease_seconds=0.5)
+        flow = flow_pb2.Flow(
+            name="moved",
+            nodes=[
+                flow_pb2.Node(id="gate", approval=flow_pb2.ApprovalNode(message="go?")),
+                ai_node("ask", "hello"),
+            ],
+            edges=[edge("gate", "ask")],
+        )
+        run = await first.start(flow)
+        await wait_for_event(first.stub, run.run_id, lambda e: e.HasField("approval_requested"))
+        await first.server.stop(grace=0.5)
+        second: Harness = await harness_factory(lease_seconds=0.5)  # no AI configured
+        await second.stub.ResolveApproval(
+            run_service_pb2.ResolveApprovalRequest(run_id=run.run_id, node_id="gate", approve=True)
+        )
+        events = await second.events(run.run_id)
+        assert fake.requests == []
+    skipped = next(e for e in events if e.HasField("node_skipped"))
+    assert skipped.node_id == "ask"
+    assert "no AI provider is configured on this server" in skipped.node_skipped.reason

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from runwire.engine._orchestrator import RunExecutor
 
 __all__ = [
+    "ai_unavailable",
     "contract_version",
     "contract_violations",
     "pointer_value",
@@ -103,6 +104,18 @@ def render_ai_params(x: RunExecutor, node: flow_pb2.Node) -> dict[str, Any]:
     if ai.HasField("contract"):
         params["contract"] = json_format.MessageToDict(ai.contract)
     return params
+
+
+def ai_unavailable(x: RunExecutor, node: flow_pb2.Node) -> str | None:
+    """Why this server cannot serve the AI node (its provider is missing or forbidden), or None."""
+    ai = node.ai
+    gateway = x.settings.ai
+    if gateway is None:
+        return f"no AI provider is configured on this server (the node asks for {ai.provider!r})"
+    problems = gateway.problems(ai.provider, ai.model)
+    if problems:
+        return f"this server cannot serve the node: {problems[0][1]}"
+    return None
 
 
 def _failure(reason: str, message: str) -> AiResult:

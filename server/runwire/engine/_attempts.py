@@ -23,7 +23,7 @@ from opentelemetry import trace
 
 from runwire import telemetry
 from runwire.adapters import ActionFailed, SandboxRefused
-from runwire.engine._ai_nodes import render_ai_params, run_ai
+from runwire.engine._ai_nodes import ai_unavailable, render_ai_params, run_ai
 from runwire.engine._events import NodeRef, SpanIds
 from runwire.engine._gates import decision_word, hold_gate
 from runwire.engine._ports import Decision, LeaseLost
@@ -176,6 +176,11 @@ async def run_visit(x: RunExecutor, node_id: str, *, resume: bool) -> None:
                     )
                     return
     elif kind == "ai":
+        why = ai_unavailable(x, node)
+        if why is not None and not (resume and (where.attempt_open or where.at_review)):
+            # A server that took the run over without this node's provider.
+            await x.skip(node_id, why, new_visit=not resume)
+            return
         if resume and n.params_json:
             params = json.loads(n.params_json)
         else:

@@ -367,11 +367,14 @@ def _check_ai(
     ai: ModelGateway | None,
     out: list[FieldViolation],
     disabled: list[AdapterDisabled],
+    check_providers: bool = True,
 ) -> None:
-    if ai is None:
+    if not check_providers:
+        pass  # a takeover: a node this server cannot serve is skipped when it comes up
+    elif ai is None:
         disabled.append(AdapterDisabled(path, "ai", "no AI provider is configured on this server"))
         return
-    for where, why in ai.problems(node.provider, node.model):
+    for where, why in ai.problems(node.provider, node.model) if ai and check_providers else ():
         if "local-only" in why:
             disabled.append(AdapterDisabled(f"{path}.{where}", "ai", why))
         else:
@@ -536,10 +539,13 @@ def validate_flow(
     inputs: Mapping[str, Any] | None = None,
     path: str = "flow",
     ai: ModelGateway | None = None,
+    check_providers: bool = True,
 ) -> Graph:
     """Check every rule; raise FlowInvalid listing each bad field, or AdapterDisabled.
 
     `ai` is the server's model providers; without it every ai node is refused.
+    `check_providers=False` (a takeover) accepts AI nodes this server cannot
+    serve: the engine skips them, saying why, when they come up.
     """
     out: list[FieldViolation] = duration_problems(flow, path)
     if out:
@@ -599,7 +605,7 @@ def validate_flow(
         elif kind == "action":
             _check_action(node.action, f"{npath}.action", registry, out, disabled)
         elif kind == "ai":
-            _check_ai(node.ai, f"{npath}.ai", registry, ai, out, disabled)
+            _check_ai(node.ai, f"{npath}.ai", registry, ai, out, disabled, check_providers)
         else:
             if "\x00" in node.approval.message:
                 out.append(
