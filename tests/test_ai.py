@@ -754,3 +754,85 @@ async def test_ai_takeover_by_a_server_without_the_provider_skips_the_node_sayin
     skipped = next(e for e in events if e.HasField("node_skipped"))
     assert skipped.node_id == "ask"
     assert "no AI provider is configured on this server" in skipped.node_skipped.reason
+
+
+# -- privacy ------------------------------------------------------------------------------
+
+SECRET_KEY = "sk-live0123456789abcdefXYZ"
+
+
+async def test_ai_cloud_provider_sees_placeholders_and_the_tool_gets_the_real_value(
+    harness_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_CLOUD_KEY", "cloud-api-key")
+    script = [
+        tool_reply(
+            ("call_w", "fs__write-file", json.dumps({"path": "key.txt", "content": "⟦SECRET_1⟧"}))
+        ),
+        text_reply("Saved ⟦SECRET_1⟧ for ⟦SECRET_2⟧."),
+    ]
+    async with FakeOpenAI(script) as fake:
+        config = tmp_path / "cloud.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "providers": {
+                        "cloud": {
+                            "base_url": fake.base_url,
+                            "locality": "cloud",
+                            "api_key_env": "FAKE_CLOUD_KEY",
+                            "default_model": "fake-model",
+                        }
+                    }
+                }
+            )
+        )
+        h: Harness = await harness_factory(ai_config=config)
+        task = f"Store the key {SECRET_KEY} for bob@example.com in key.txt"
+        flow = flow_pb2.Flow(
+            name="private",
+            nodes=[ai_node("agent", task, provider="cloud", tools=["fs.write-file"])],
+        )
+        run = await h.start(flow)
+        events = await h.events(run.run_id)
+        sent = json.dumps(fake.requests)
+        headers = fake.headers
+    # Nothing that left the server holds the secrets; the key header is the provider's own.
+    assert SECRET_KEY not in sent
+    assert "bob@example.com" not in sent
+    assert fake.requests[0]["messages"][0]["content"] == (
+        "Store the key ⟦SECRET_1⟧ for ⟦SECRET_2⟧ in key.txt"
+    )
+    assert headers[0]["authorization"] == "Bearer cloud-api-key"
+    # The events keep what crossed the boundary...
+    stored = json.dumps([str(e) for e in events])
+    assert SECRET_KEY not in "".join(t.delta for t in _of(events, "node_token"))
+    assert "⟦SECRET_1⟧" in _of(events, "tool_call")[0].arguments_json
+    assert "cloud-api-key" not in stored
+    # ...while the tool wrote the real value and the answer is rehydrated.
+    written = h.data_dir / "workspaces" / run.run_id / "key.txt"
+    assert written.read_text() == SECRET_KEY
+    output = json.loads(_of(events, "node_succeeded")[0].output_json)
+    assert output["text"] == f"Saved {SECRET_KEY} for bob@example.com."
+
+
+def test_ai_sanitizer_hides_each_kind_of_secret_stably() -> None:
+    from runwire.engine._sanitize import Sanitizer
+
+    s = Sanitizer()
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NSJ9.c2lnbmF0dXJlLXNpZw"
+    pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJB\n-----END RSA PRIVATE KEY-----"
+    text = (
+        f"{pem} token {jwt} header Authorization: Bearer abcdef123456 "
+        "url https://user:hunter2@db.example.com/x card 4111 1111 1111 1111 "
+        "not a card 4111 1111 1111 1112 mail a.b@c.io again a.b@c.io AKIAABCDEFGHIJKLMNOP"
+    )
+    hidden = s.hide(text)
+    for secret in (pem, jwt, "abcdef123456", "user:hunter2", "4111 1111 1111 1111", "a.b@c.io",
+                   "AKIAABCDEFGHIJKLMNOP"):  # fmt: skip
+        assert secret not in hidden, secret
+    assert "4111 1111 1111 1112" in hidden  # fails the Luhn check
+    assert "Bearer ⟦SECRET_" in hidden
+    assert "https://⟦SECRET_" in hidden
+    assert hidden.count(s.hide("a.b@c.io")) == 2  # stable within the attempt
+    assert s.reveal(hidden) == text

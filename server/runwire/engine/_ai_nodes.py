@@ -35,6 +35,7 @@ from runwire.engine._ports import (
     ModelRoute,
     ModelTurn,
 )
+from runwire.engine._sanitize import Sanitizer
 from runwire.engine._templates import render_value
 from runwire.engine._validate import canonical_json
 from runwire.v1 import events_pb2 as ev
@@ -233,10 +234,12 @@ class _Conversation:
     ) -> None:
         self.x, self.ctx, self.gateway, self.route = x, ctx, gateway, route
         self.run_tool, self.deadline, self.version = run_tool, deadline, version
+        # Cloud providers see placeholders instead of secrets; the map stays here.
+        self.sanitizer = Sanitizer() if route.cloud else None
         self.messages: list[dict[str, Any]] = []
         if params.get("prompt"):
-            self.messages.append({"role": "system", "content": params["prompt"]})
-        self.messages.append({"role": "user", "content": params["task"]})
+            self.messages.append({"role": "system", "content": self.hide(params["prompt"])})
+        self.messages.append({"role": "user", "content": self.hide(params["task"])})
         self.tools = _tool_specs(x, list(params.get("tools", [])))
         self.by_function = {tool_function_name(t): t for t in params.get("tools", [])}
         self.max_turns = int(params.get("max_turns") or gateway.max_turns)
@@ -246,6 +249,14 @@ class _Conversation:
         self.totals = {"input_tokens": 0, "output_tokens": 0, "cost_micros": 0}
         self.calls_made = 0
         self.turn_no = 0
+
+    def hide(self, text: str) -> str:
+        """Outgoing text as it may cross the boundary."""
+        return self.sanitizer.hide(text) if self.sanitizer else text
+
+    def reveal(self, value: Any) -> Any:
+        """Incoming text or JSON with this attempt's placeholders rehydrated."""
+        return self.sanitizer.reveal_value(value) if self.sanitizer else value
 
     def who(self) -> str:
         return f"provider {self.route.provider} model {self.route.model}"
@@ -303,10 +314,10 @@ class _Conversation:
                 self.calls_made += 1
                 result = await _tool_call(
                     self.x, self.ctx, call.call_id, call.name, call.arguments,
-                    self.by_function, self.run_tool, self.deadline,
+                    self.by_function, self.run_tool, self.deadline, self.reveal,
                 )  # fmt: skip
                 self.messages.append(
-                    {"role": "tool", "tool_call_id": call.call_id, "content": result}
+                    {"role": "tool", "tool_call_id": call.call_id, "content": self.hide(result)}
                 )
                 if self.x.cancelled.is_set():
                     return _failure("CANCELLED", "run cancelled during a tool call")
@@ -371,7 +382,7 @@ class _Conversation:
 
     def output(self, answer: ModelTurn, parsed: Any) -> dict[str, Any]:
         return {
-            "text": answer.text,
+            "text": self.reveal(answer.text),
             "json": parsed,
             "provider": self.route.provider,
             "model": answer.model or self.route.model,
@@ -437,27 +448,29 @@ async def run_ai(
     if not isinstance(answer, ModelTurn):
         return answer
     if schema is None and not ai.HasField("review_policy"):
-        return True, talk.output(answer, _parse(answer.text)), None
+        return True, talk.output(answer, _parse(talk.reveal(answer.text))), None
     if answer.finish_reason == "length":
         return _failure("AI_LENGTH", f"{talk.who()} hit its output limit before the answer ended")
-    parsed, violations = _judge(schema, answer.text)
+    parsed, violations = _judge(schema, talk.reveal(answer.text))
     if violations:
         # One repair turn: the model sees what it broke and answers again.
         talk.messages.append({"role": "assistant", "content": answer.text})
         talk.messages.append(
             {
                 "role": "user",
-                "content": "Your answer breaks its contract (a JSON Schema):\n- "
-                + "\n- ".join(violations)
-                + "\nAnswer again with only JSON that satisfies the schema.",
+                "content": talk.hide(
+                    "Your answer breaks its contract (a JSON Schema):\n- "
+                    + "\n- ".join(violations)
+                    + "\nAnswer again with only JSON that satisfies the schema."
+                ),
             }
         )
         repaired = await talk.answer(extra_turns=1)
         if not isinstance(repaired, ModelTurn):
             return repaired
         answer = repaired
-        parsed, violations = _judge(schema, answer.text)
-    held = parsed if parsed is not _NOT_JSON else answer.text
+        parsed, violations = _judge(schema, talk.reveal(answer.text))
+    held = parsed if parsed is not _NOT_JSON else talk.reveal(answer.text)
     output = talk.output(answer, None if parsed is _NOT_JSON else parsed)
     route_kind, confidence, threshold, reasoning = _route(ai, parsed, violations)
     await x.emit(
@@ -669,8 +682,13 @@ async def _tool_call(
     by_function: dict[str, str],
     run_tool: RunTool,
     deadline: float,
+    reveal: Callable[[Any], Any],
 ) -> str:
     """Announce and run one tool call; returns the tool result the model reads.
+
+    The ToolCall event keeps the arguments as the model sent them
+    (placeholders); the action runs with them rehydrated. Model arguments are
+    never template-rendered.
 
     Nothing here fails the node: bad JSON, an unknown tool, schema errors,
     action failures and sandbox refusals go back to the model as the result.
@@ -690,7 +708,11 @@ async def _tool_call(
         problem = problem or f"unknown tool {function!r}; tools: {', '.join(sorted(by_function))}"
     elif not problem:
         adapter = x.registry.get(adapter_name)
-        described = adapter.describe_destructive(action_name, args) if adapter else None
+        real = reveal(args)
+        described = adapter.describe_destructive(action_name, real) if adapter else None
+        if described is not None and adapter is not None:
+            # The summary is an event: it shows the placeholders, not the secrets.
+            described = adapter.describe_destructive(action_name, args) or f"{tool} (destructive)"
         if described is not None:
             summary = described
             if x.confirm:
@@ -720,7 +742,7 @@ async def _tool_call(
             telemetry.GEN_AI_TOOL_CALL_ID: call_id,
         },
     ) as span:
-        outcome = await run_tool(adapter_name, action_name, args, deadline)
+        outcome = await run_tool(adapter_name, action_name, reveal(args), deadline)
         if not outcome.ok and outcome.error is not None:
             span.set_status(trace.Status(trace.StatusCode.ERROR, outcome.error.reason))
     if outcome.ok:
