@@ -160,6 +160,23 @@ class FakeOpenAI:
                 k, v = line.split(":", 1)
                 headers[k.strip().lower()] = v.strip()
         body = await reader.readexactly(int(headers.get("content-length", "0")))
+        if method == "POST" and path.endswith("/embeddings"):
+            request = json.loads(body)
+            self.requests.append(request)
+            self.headers.append(headers)
+            tokens = len(str(request["input"]).split())
+            await self._send(
+                writer,
+                200,
+                {},
+                {
+                    "object": "list",
+                    "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 1.0]}],
+                    "model": request["model"],
+                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                },
+            )
+            return True
         if method != "POST" or not path.endswith("/chat/completions"):
             await self._send(writer, 404, {}, {"error": {"message": f"no route {path}"}})
             return True

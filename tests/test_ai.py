@@ -30,8 +30,8 @@ def ai_node(node_id: str, task: str, **fields: Any) -> flow_pb2.Node:
     node.ai.provider = fields.pop("provider", "fake")
     node.ai.task = task
     for key, value in fields.items():
-        if key == "tools":
-            node.ai.tools.extend(value)
+        if key in ("tools", "labels"):
+            getattr(node.ai, key).extend(value)
         else:
             setattr(node.ai, key, value)
     return node
@@ -356,7 +356,7 @@ async def test_ai_bad_nodes_name_their_fields(harness_factory: Any, tmp_path: Pa
                 ai_node("c", "hi", tools=["fs.nope", "util.set", "util.set", "bad tool"]),
                 ai_node("d", "hi", max_turns=101),
                 ai_node("e", "{{ nodes.f.output }}"),
-                ai_node("f", "hi", model="not-allowed", operation=flow_pb2.AI_OPERATION_EMBED),
+                ai_node("f", "hi", labels=["x", "y"]),
             ],
         )
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -371,7 +371,7 @@ async def test_ai_bad_nodes_name_their_fields(harness_factory: Any, tmp_path: Pa
         "flow.nodes[2].ai.tools[2]",
         "flow.nodes[2].ai.tools[3]",
         "flow.nodes[3].ai.max_turns",
-        "flow.nodes[5].ai.operation",
+        "flow.nodes[5].ai.labels",
     ):
         assert expected in fields, (expected, fields)
 
@@ -836,3 +836,64 @@ def test_ai_sanitizer_hides_each_kind_of_secret_stably() -> None:
     assert "https://⟦SECRET_" in hidden
     assert hidden.count(s.hide("a.b@c.io")) == 2  # stable within the attempt
     assert s.reveal(hidden) == text
+
+
+# -- classify and embed -----------------------------------------------------------------
+
+
+async def test_ai_classify_picks_a_label_with_confidence(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    answer = json.dumps({"label": "bug", "confidence": 0.875})
+    async with FakeOpenAI([text_reply(answer)]) as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        node = ai_node("kind", "The app crashes on start", operation=flow_pb2.AI_OPERATION_CLASSIFY)
+        node.ai.labels.extend(["bug", "feature", "question"])
+        flow = flow_pb2.Flow(
+            name="classify",
+            nodes=[node, util_node_set("fallback")],
+            edges=[edge("kind", "fallback", flow_pb2.EDGE_CONDITION_FAILURE)],
+        )
+        run = await h.start(flow)
+        events = await h.events(run.run_id)
+        sent = fake.requests[0]
+    output = _outputs(events)["kind"]
+    assert (output["label"], output["confidence"]) == ("bug", 0.875)
+    assert _routes(events) == ["MODEL", "AUTO_APPROVE"]
+    assert json.loads(_of(events, "node_started")[0].params_json)["labels"] == [
+        "bug", "feature", "question",
+    ]  # fmt: skip
+    assert sent["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"] == [
+        "bug", "feature", "question",
+    ]  # fmt: skip
+    assert '"bug", "feature", "question"' in sent["messages"][0]["content"]
+
+
+async def test_ai_embed_returns_the_vector_and_audits_the_call(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    async with FakeOpenAI() as fake:
+        config = tmp_path / "embed.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "providers": {
+                        "fake": {"base_url": fake.base_url, "embedding_model": "fake-embed"}
+                    },
+                    "prices": {"fake/fake-embed": {"input": "100"}},
+                }
+            )
+        )
+        h: Harness = await harness_factory(ai_config=config)
+        node = ai_node("vec", "four words of text", operation=flow_pb2.AI_OPERATION_EMBED)
+        run = await h.start(flow_pb2.Flow(name="embed", nodes=[node]))
+        events = await h.events(run.run_id)
+        sent = fake.requests
+    output = _outputs(events)["vec"]
+    assert output["embedding"] == [0.25, -0.5, 1.0]
+    assert (output["dimensions"], output["model"], output["input_tokens"]) == (3, "fake-embed", 4)
+    assert (sent[0]["model"], sent[0]["input"]) == ("fake-embed", "four words of text")
+    inv = _of(events, "ai_invocation")[0]
+    assert (inv.input_token_count, inv.cost_micros, inv.finish_reason) == (4, 400, "embedding")
+    assert _of(events, "run_completed")[0].cost_micros == 400
+    assert not _of(events, "node_token")

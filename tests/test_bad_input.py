@@ -130,7 +130,12 @@ AI_CASES: list[tuple[str, Callable[[], flow_pb2.Flow], str]] = [
     ("threshold outside [0,1]", lambda: _guarded(_ai(review_policy=_policy(approve_at=1.5))), "flow.nodes[0].ai.review_policy.approve_at"),
     ("inverted thresholds", lambda: _guarded(_ai(review_policy=_policy(suppress_below=0.9))), "flow.nodes[0].ai.review_policy.suppress_below"),
     ("bad JSON Pointer", lambda: _guarded(_ai(review_policy=_policy(confidence_pointer="confidence"))), "flow.nodes[0].ai.review_policy.confidence_pointer"),
-    ("EMBED not served", lambda: _flow(_ai(operation=flow_pb2.AI_OPERATION_EMBED)), "flow.nodes[0].ai.operation"),
+    ("EMBED with tools", lambda: _flow(_ai(operation=flow_pb2.AI_OPERATION_EMBED, model="m", tools=["util.set"])), "flow.nodes[0].ai.tools"),
+    ("EMBED with a contract", lambda: _flow(_ai(operation=flow_pb2.AI_OPERATION_EMBED, model="m", contract={"type": "object"})), "flow.nodes[0].ai.contract"),
+    ("EMBED without an embedding model", lambda: _flow(_ai(operation=flow_pb2.AI_OPERATION_EMBED)), "flow.nodes[0].ai.model"),
+    ("CLASSIFY with one label", lambda: _guarded(_ai(operation=flow_pb2.AI_OPERATION_CLASSIFY, labels=["a"])), "flow.nodes[0].ai.labels"),
+    ("CLASSIFY with duplicate labels", lambda: _guarded(_ai(operation=flow_pb2.AI_OPERATION_CLASSIFY, labels=["a", "b", "a"])), "flow.nodes[0].ai.labels[2]"),
+    ("CLASSIFY without a FAILURE edge", lambda: _flow(_ai(operation=flow_pb2.AI_OPERATION_CLASSIFY, labels=["a", "b"])), "flow.nodes[0].ai"),
     ("labels on a GENERATE node", lambda: _flow(_ai(labels=["a", "b"])), "flow.nodes[0].ai.labels"),
 ]  # fmt: skip
 

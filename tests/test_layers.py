@@ -33,6 +33,7 @@ PUBLIC: dict[str, list[str]] = {
         "JournalFailed",
         "LeaseLost",
         "ModelCallFailed",
+        "ModelEmbedding",
         "ModelGateway",
         "ModelRoute",
         "ModelToolCall",

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ai_unavailable",
+    "classify_schema",
     "contract_version",
     "contract_violations",
     "pointer_value",
@@ -102,6 +103,8 @@ def render_ai_params(x: RunExecutor, node: flow_pb2.Node) -> dict[str, Any]:
     }
     if ai.max_turns:
         params["max_turns"] = ai.max_turns
+    if ai.labels:
+        params["labels"] = list(ai.labels)
     if ai.HasField("contract"):
         params["contract"] = json_format.MessageToDict(ai.contract)
     return params
@@ -113,7 +116,8 @@ def ai_unavailable(x: RunExecutor, node: flow_pb2.Node) -> str | None:
     gateway = x.settings.ai
     if gateway is None:
         return f"no AI provider is configured on this server (the node asks for {ai.provider!r})"
-    problems = gateway.problems(ai.provider, ai.model)
+    embedding = ai.operation == flow_pb2.AI_OPERATION_EMBED
+    problems = gateway.problems(ai.provider, ai.model, embedding=embedding)
     if problems:
         return f"this server cannot serve the node: {problems[0][1]}"
     return None
@@ -410,7 +414,11 @@ async def run_ai(
     gate; it waits there again and calls no model.
     """
     ai = node.ai
+    operation = params.get("operation", "generate")
+    embedding = operation == "embed"
     schema: dict[str, Any] | None = params.get("contract")
+    if operation == "classify":
+        schema = classify_schema(list(ai.labels))
     version = contract_version(node)
     gateway = x.settings.ai
     if at_review:
@@ -419,17 +427,15 @@ async def run_ai(
         if gateway is not None and not gateway.problems(ai.provider, ai.model):
             route = gateway.route(ai.provider, ai.model)
             provider, model = route.provider, route.model
-        output = {"provider": provider, "model": model}
+        output: dict[str, Any] = {"provider": provider, "model": model}
         return await _review(x, ctx, node, schema, held, output, None)
-    if gateway is None or gateway.problems(ai.provider, ai.model):
+    if gateway is None or gateway.problems(ai.provider, ai.model, embedding=embedding):
         # Validated at StartRun: this server (a takeover) lacks what the starting one had.
         return _failure(
             "ADAPTER_DISABLED",
             f"provider {ai.provider or '(default)'} is not configured on this server",
         )
-    if params.get("operation", "generate") != "generate":
-        return _failure("ADAPTER_DISABLED", f"operation {params['operation']} is not supported yet")
-    route = gateway.route(ai.provider, ai.model)
+    route = gateway.route(ai.provider, ai.model, embedding=embedding)
     await x.emit(
         "ai_routing_decision",
         ev.AiRoutingDecision(
@@ -443,6 +449,16 @@ async def run_ai(
         span=ctx.span,
         node=ctx.ref,
     )
+    if embedding:
+        return await _embed(x, ctx, gateway, route, params["task"], deadline)
+    if operation == "classify":
+        labels = ", ".join(json.dumps(label, ensure_ascii=False) for label in ai.labels)
+        instruction = (
+            f"Classify the user's message with exactly one of these labels: {labels}. "
+            'Answer with JSON only: {"label": <one of the labels>, "confidence": <0..1>}.'
+        )
+        prompt = params.get("prompt") or ""
+        params = {**params, "prompt": f"{prompt}\n\n{instruction}".strip(), "contract": schema}
     talk = _Conversation(x, ctx, gateway, route, params, run_tool, deadline, version)
     answer = await talk.answer()
     if not isinstance(answer, ModelTurn):
@@ -472,6 +488,8 @@ async def run_ai(
         parsed, violations = _judge(schema, talk.reveal(answer.text))
     held = parsed if parsed is not _NOT_JSON else talk.reveal(answer.text)
     output = talk.output(answer, None if parsed is _NOT_JSON else parsed)
+    if operation == "classify" and isinstance(parsed, dict):
+        output = {"label": parsed.get("label"), "confidence": parsed.get("confidence"), **output}
     route_kind, confidence, threshold, reasoning = _route(ai, parsed, violations)
     await x.emit(
         "ai_routing_decision",
@@ -505,6 +523,82 @@ async def run_ai(
             reasoning=f"{ev.AiRoute.Name(route_kind).removeprefix('AI_ROUTE_')}: {threshold}",
         )
         return await _review(x, ctx, node, schema, held, output, details)
+    return True, output, None
+
+
+async def _embed(
+    x: RunExecutor,
+    ctx: AttemptContext,
+    gateway: ModelGateway,
+    route: ModelRoute,
+    text: str,
+    deadline: float,
+) -> AiResult:
+    """An EMBED attempt: one embeddings call, audited like a chat call."""
+    await x.journal.flush()
+    if not x.journal.holds(x.run_id):
+        raise LeaseLost(x.run_id)
+    t0 = time.monotonic()
+    with x.tracer.start_as_current_span(
+        f"embeddings {route.model}",
+        kind=trace.SpanKind.CLIENT,
+        attributes={
+            telemetry.GEN_AI_OPERATION: "embeddings",
+            telemetry.GEN_AI_PROVIDER: route.provider,
+            telemetry.GEN_AI_REQUEST_MODEL: route.model,
+        },
+    ) as span:
+        call = asyncio.create_task(gateway.embed(route, text))
+        x.inner[ctx.node_id] = call
+        try:
+            done, _ = await asyncio.wait({call}, timeout=max(0.0, deadline - time.monotonic()))
+            if not done:
+                call.cancel()
+                await asyncio.wait({call})
+        finally:
+            x.inner.pop(ctx.node_id, None)
+        failure: ModelCallFailed | None = None
+        if not done:
+            failure = ModelCallFailed("TIMEOUT", "attempt timed out while embedding")
+        elif call.cancelled():
+            failure = ModelCallFailed("CANCELLED", "run cancelled while embedding")
+        elif isinstance(call.exception(), ModelCallFailed):
+            failure = call.exception()  # type: ignore[assignment]  # checked just above
+        elif call.exception() is not None:
+            raise call.exception()  # type: ignore[misc]  # an unexpected bug: the node crashes
+        if failure is not None:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, failure.message))
+        else:
+            span.set_attribute(telemetry.GEN_AI_USAGE_INPUT_TOKENS, call.result().input_tokens)
+    result = None if failure is not None else call.result()
+    tokens = result.input_tokens if result else 0
+    cost = gateway.cost_micros(route, tokens, 0)
+    await x.emit(
+        "ai_invocation",
+        ev.AiInvocation(
+            provider=route.provider,
+            model=result.model if result else route.model,
+            input_token_count=tokens,
+            cost_micros=cost,
+            latency=_duration(time.monotonic() - t0),
+            finish_reason="error" if failure else "embedding",
+            turn=1,
+            input_preview=text[:_PREVIEW_CHARS],
+        ),
+        span=ctx.span,
+        node=ctx.ref,
+    )
+    if failure is not None or result is None:
+        assert failure is not None
+        return _failure(failure.reason, failure.message)
+    output = {
+        "embedding": result.vector,
+        "dimensions": len(result.vector),
+        "model": result.model,
+        "provider": route.provider,
+        "input_tokens": tokens,
+        "cost_micros": cost,
+    }
     return True, output, None
 
 
@@ -548,14 +642,29 @@ def contract_violations(schema: dict[str, Any] | None, value: Any) -> list[str]:
     ]
 
 
+def classify_schema(labels: list[str]) -> dict[str, Any]:
+    """The contract of a CLASSIFY node: one of its labels and a confidence."""
+    return {
+        "type": "object",
+        "required": ["label", "confidence"],
+        "properties": {
+            "label": {"enum": labels},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+    }
+
+
 def contract_version(node: flow_pb2.Node) -> str:
     """The node's contract version: as written, or a digest of the canonical contract."""
     ai = node.ai
     if ai.contract_version:
         return ai.contract_version
-    if not ai.HasField("contract"):
+    if ai.operation == flow_pb2.AI_OPERATION_CLASSIFY:
+        text = canonical_json(classify_schema(list(ai.labels)))
+    elif not ai.HasField("contract"):
         return ""
-    text = canonical_json(json_format.MessageToDict(ai.contract))
+    else:
+        text = canonical_json(json_format.MessageToDict(ai.contract))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

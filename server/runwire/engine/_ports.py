@@ -16,6 +16,7 @@ __all__ = [
     "JournalFailed",
     "LeaseLost",
     "ModelCallFailed",
+    "ModelEmbedding",
     "ModelGateway",
     "ModelRoute",
     "ModelToolCall",
@@ -155,6 +156,15 @@ class ModelTurn:
     tool_calls: list[ModelToolCall] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ModelEmbedding:
+    """What one embeddings call returned."""
+
+    vector: list[float]
+    input_tokens: int
+    model: str
+
+
 class ModelCallFailed(Exception):
     """A model call failed; `reason` is an AI_* failure reason, `message` names provider and model.
 
@@ -176,15 +186,21 @@ class ModelGateway(Protocol):
 
     max_turns: int
 
-    def problems(self, provider: str, model: str) -> list[tuple[str, str]]:
+    def problems(
+        self, provider: str, model: str, *, embedding: bool = False
+    ) -> list[tuple[str, str]]:
         """(field, message) pairs for a node naming this provider and model; empty when fine.
 
-        `field` is `provider` or `model`.
+        `field` is `provider` or `model`; `embedding` defaults to the embedding model.
         """
         ...
 
-    def route(self, provider: str, model: str) -> ModelRoute:
+    def route(self, provider: str, model: str, *, embedding: bool = False) -> ModelRoute:
         """Resolve a node's provider and model (aliases, defaults); call after `problems`."""
+        ...
+
+    async def embed(self, route: ModelRoute, text: str) -> ModelEmbedding:
+        """One embeddings call. Raises ModelCallFailed."""
         ...
 
     def cost_micros(self, route: ModelRoute, input_tokens: int, output_tokens: int) -> int:

@@ -374,18 +374,56 @@ def _check_ai(
     elif ai is None:
         disabled.append(AdapterDisabled(path, "ai", "no AI provider is configured on this server"))
         return
-    for where, why in ai.problems(node.provider, node.model) if ai and check_providers else ():
+    embed = node.operation == flow_pb2.AI_OPERATION_EMBED
+    classify = node.operation == flow_pb2.AI_OPERATION_CLASSIFY
+    found = (
+        ai.problems(node.provider, node.model, embedding=embed) if ai and check_providers else []
+    )
+    for where, why in found:
         if "local-only" in why:
             disabled.append(AdapterDisabled(f"{path}.{where}", "ai", why))
         else:
             out.append(FieldViolation(f"{path}.{where}", why))
-    if node.operation not in (flow_pb2.AI_OPERATION_UNSPECIFIED, flow_pb2.AI_OPERATION_GENERATE):
-        out.append(
-            FieldViolation(
-                f"{path}.operation",
-                f"{flow_pb2.AiOperation.Name(node.operation)} is not supported by this server yet",
+    if node.operation not in flow_pb2.AiOperation.values():
+        out.append(FieldViolation(f"{path}.operation", f"unknown operation {node.operation}"))
+    if embed:
+        for name, what in (
+            ("tools", "tools"),
+            ("contract", "a contract"),
+            ("review_policy", "a review policy"),
+            ("labels", "labels"),
+        ):
+            value = getattr(node, name)
+            if node.HasField(name) if name in ("contract", "review_policy") else bool(value):
+                out.append(FieldViolation(f"{path}.{name}", f"an EMBED node takes no {what}"))
+    if classify:
+        if node.HasField("contract"):
+            out.append(
+                FieldViolation(f"{path}.contract", "a CLASSIFY node's contract is its labels")
             )
-        )
+        if len(node.labels) < 2:
+            out.append(
+                FieldViolation(
+                    f"{path}.labels", f"CLASSIFY needs at least 2 labels, got {len(node.labels)}"
+                )
+            )
+        first: dict[str, int] = {}
+        for i, label in enumerate(node.labels):
+            if not label.strip() or len(label) > 128 or "\x00" in label:
+                out.append(FieldViolation(f"{path}.labels[{i}]", "1-128 characters, not blank"))
+            elif label in first:
+                out.append(
+                    FieldViolation(
+                        f"{path}.labels[{i}]",
+                        f"duplicate label {label!r} (first at {path}.labels[{first[label]}])",
+                    )
+                )
+            else:
+                first[label] = i
+        if len(node.labels) > 100:
+            out.append(
+                FieldViolation(f"{path}.labels", f"at most 100 labels, got {len(node.labels)}")
+            )
     if not node.task.strip():
         out.append(FieldViolation(f"{path}.task", "must not be empty: it is the user message"))
     for name in ("prompt", "task"):
@@ -493,7 +531,7 @@ def _check_ai(
             )
         if policy.HasField("review_timeout"):
             _check_timeout(policy.review_timeout, f"{ppath}.review_timeout", out)
-    if node.labels:
+    if node.labels and not (classify or embed):
         out.append(FieldViolation(f"{path}.labels", "labels are for CLASSIFY nodes"))
 
 
@@ -676,7 +714,9 @@ def validate_flow(
     )
     for i, node in enumerate(flow.nodes):
         if node.WhichOneof("kind") == "ai" and (
-            node.ai.HasField("contract") or node.ai.HasField("review_policy")
+            node.ai.HasField("contract")
+            or node.ai.HasField("review_policy")
+            or node.ai.operation == flow_pb2.AI_OPERATION_CLASSIFY
         ):
             handled = any(
                 e.source == node.id
@@ -687,8 +727,8 @@ def validate_flow(
                 out.append(
                     FieldViolation(
                         f"{path}.nodes[{i}].ai",
-                        f"node {node.id!r} has a contract or review policy, so its answer may be "
-                        "suppressed or rejected: give it a FAILURE (or ALWAYS) edge",
+                        f"node {node.id!r} has a contract (or labels) or a review policy, so its "
+                        "answer may be suppressed or rejected: give it a FAILURE (or ALWAYS) edge",
                     )
                 )
     if not out:

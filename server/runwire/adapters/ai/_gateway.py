@@ -16,7 +16,14 @@ from typing import Any
 
 from runwire.adapters.ai._config import AiConfig, ProviderConfig
 from runwire.adapters.ai._stream import StreamAccumulator
-from runwire.engine import JournalFailed, LeaseLost, ModelCallFailed, ModelRoute, ModelTurn
+from runwire.engine import (
+    JournalFailed,
+    LeaseLost,
+    ModelCallFailed,
+    ModelEmbedding,
+    ModelRoute,
+    ModelTurn,
+)
 
 __all__ = ["OpenAiGateway"]
 
@@ -37,7 +44,7 @@ class OpenAiGateway:
     def _provider_name(self, provider: str) -> str:
         return provider or self.config.default_provider
 
-    def _resolve(self, provider: str, model: str) -> tuple[str, str, str]:
+    def _resolve(self, provider: str, model: str, embedding: bool = False) -> tuple[str, str, str]:
         """(provider, model, reason) after aliases and defaults."""
         name = self._provider_name(provider)
         target = self.config.aliases.get(model)
@@ -48,17 +55,22 @@ class OpenAiGateway:
             return prov or name, served, f"alias {model} -> {target}"
         if not model:
             p = self.config.providers.get(name)
+            if embedding:
+                served = p.embedding_model if p else ""
+                return name, served, f"embedding model of provider {name}"
             served = p.default_model if p else ""
             return name, served, f"default model of provider {name}"
         return name, model, "model named by the node"
 
-    def problems(self, provider: str, model: str) -> list[tuple[str, str]]:
+    def problems(
+        self, provider: str, model: str, *, embedding: bool = False
+    ) -> list[tuple[str, str]]:
         """(field, message) pairs for a node naming this provider and model."""
         name = self._provider_name(provider)
         if not name:
             known = ", ".join(sorted(self.config.providers))
             return [("provider", f"name a provider (no default_provider); configured: {known}")]
-        resolved, served, _ = self._resolve(provider, model)
+        resolved, served, _ = self._resolve(provider, model, embedding)
         p = self.config.providers.get(resolved)
         if p is None:
             known = ", ".join(sorted(self.config.providers))
@@ -66,7 +78,8 @@ class OpenAiGateway:
         if p.cloud and self.config.local_only:
             return [("provider", f"provider {resolved!r} is cloud and this server is local-only")]
         if not served:
-            return [("model", f"name a model: provider {resolved!r} has no default_model")]
+            field = "embedding_model" if embedding else "default_model"
+            return [("model", f"name a model: provider {resolved!r} has no {field}")]
         if p.models and served not in p.models:
             return [
                 (
@@ -77,9 +90,9 @@ class OpenAiGateway:
             ]
         return []
 
-    def route(self, provider: str, model: str) -> ModelRoute:
+    def route(self, provider: str, model: str, *, embedding: bool = False) -> ModelRoute:
         """Resolve a node's provider and model."""
-        name, served, reason = self._resolve(provider, model)
+        name, served, reason = self._resolve(provider, model, embedding)
         p = self.config.providers[name]
         return ModelRoute(name, served, model, reason, p.cloud)
 
@@ -185,6 +198,29 @@ class OpenAiGateway:
             output_tokens=acc.output_tokens,
             model=acc.model or route.model,
             tool_calls=acc.tool_calls(),
+        )
+
+    async def embed(self, route: ModelRoute, text: str) -> ModelEmbedding:
+        """One embeddings call; raises ModelCallFailed."""
+        import openai
+
+        p = self.config.providers[route.provider]
+        who = f"provider {route.provider} model {route.model}"
+        try:
+            response = await self._client(p).embeddings.create(model=route.model, input=text)
+        except openai.APIStatusError as exc:
+            raise _status_failure(exc, who) from None
+        except openai.APIError as exc:
+            raise ModelCallFailed(
+                "AI_PROVIDER_ERROR", f"{who}: cannot reach the provider: {exc.message}"
+            ) from None
+        if not response.data:
+            raise ModelCallFailed("AI_PROVIDER_ERROR", f"{who}: the answer held no embedding")
+        usage = response.usage
+        return ModelEmbedding(
+            vector=[float(v) for v in response.data[0].embedding],
+            input_tokens=int(usage.prompt_tokens) if usage else 0,
+            model=response.model or route.model,
         )
 
 
