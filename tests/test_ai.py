@@ -441,6 +441,10 @@ def test_ai_config_flag_form_builds_a_local_provider() -> None:
             },
             "prices['c/m']",
         ),
+        (
+            {"providers": {"c": {"base_url": "http://127.0.0.1:1"}}, "sanitize": ["("]},
+            "sanitize[0] is not a regular expression",
+        ),
     ],
 )
 def test_ai_config_problem_names_provider_and_field(
@@ -725,7 +729,8 @@ async def test_ai_spans_chat_and_execute_tool_under_the_node(
     assert attrs["gen_ai.usage.input_tokens"] in (20, 11)
     tool = next(s for s in children if s.name.startswith("execute_tool"))
     assert dict(tool.attributes or {})["gen_ai.tool.call.id"] == "call_a"
-    # Prompts and answers are not span attributes.
+    # Prompts and answers are not span attributes (without --ai-capture-content).
+    assert "gen_ai.input.messages" not in attrs
     assert not any(v == "go" for s in children for v in (s.attributes or {}).values())
 
 
@@ -783,12 +788,13 @@ async def test_ai_cloud_provider_sees_placeholders_and_the_tool_gets_the_real_va
                             "api_key_env": "FAKE_CLOUD_KEY",
                             "default_model": "fake-model",
                         }
-                    }
+                    },
+                    "sanitize": ["ACME-[0-9]{6}"],
                 }
             )
         )
         h: Harness = await harness_factory(ai_config=config)
-        task = f"Store the key {SECRET_KEY} for bob@example.com in key.txt"
+        task = f"Store the key {SECRET_KEY} for bob@example.com in key.txt (ticket ACME-123456)"
         flow = flow_pb2.Flow(
             name="private",
             nodes=[ai_node("agent", task, provider="cloud", tools=["fs.write-file"])],
@@ -800,8 +806,9 @@ async def test_ai_cloud_provider_sees_placeholders_and_the_tool_gets_the_real_va
     # Nothing that left the server holds the secrets; the key header is the provider's own.
     assert SECRET_KEY not in sent
     assert "bob@example.com" not in sent
+    assert "ACME-123456" not in sent  # an operator pattern
     assert fake.requests[0]["messages"][0]["content"] == (
-        "Store the key ⟦SECRET_1⟧ for ⟦SECRET_2⟧ in key.txt"
+        "Store the key ⟦SECRET_1⟧ for ⟦SECRET_2⟧ in key.txt (ticket ⟦SECRET_3⟧)"
     )
     assert headers[0]["authorization"] == "Bearer cloud-api-key"
     # The events keep what crossed the boundary...
@@ -897,3 +904,33 @@ async def test_ai_embed_returns_the_vector_and_audits_the_call(
     assert (inv.input_token_count, inv.cost_micros, inv.finish_reason) == (4, 400, "embedding")
     assert _of(events, "run_completed")[0].cost_micros == 400
     assert not _of(events, "node_token")
+
+
+async def test_ai_capture_content_puts_messages_on_the_chat_span(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    async with FakeOpenAI([text_reply("hi there")]) as fake:
+        h = await _server(harness_factory, tmp_path, fake, ai_capture_content=True)
+        run = await h.start(flow_pb2.Flow(name="cap", nodes=[ai_node("ask", "say hi")]))
+        await h.events(run.run_id)
+    chat = next(s for s in h.spans.get_finished_spans() if s.name == "chat fake-model")
+    attrs = dict(chat.attributes or {})
+    assert json.loads(str(attrs["gen_ai.input.messages"])) == [
+        {"role": "user", "content": "say hi"}
+    ]
+    assert json.loads(str(attrs["gen_ai.output.messages"]))[0]["content"] == "hi there"
+
+
+async def test_ai_stalled_stream_fails_after_the_read_timeout(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    stalled = Reply([chunk(content="th"), chunk(finish_reason="stop")], stall_after=1)
+    async with FakeOpenAI([stalled]) as fake:
+        h = await _server(harness_factory, tmp_path, fake, ai_read_timeout=0.3)
+        run = await h.start(flow_pb2.Flow(name="stall", nodes=[ai_node("ask", "hello")]))
+        events = await h.events(run.run_id)
+        await asyncio.wait_for(fake.disconnected.wait(), GUARD)
+    failed = _of(events, "node_failed")[0]
+    assert failed.error.reason == "AI_STREAM_BROKEN"
+    assert "fake" in failed.error.message
+    assert "".join(t.delta for t in _of(events, "node_token")) == "th"

@@ -49,6 +49,7 @@ class Settings:
     ai_local_only: bool = False
     ai_max_turns: int = 10
     ai_read_timeout: float = 120.0
+    ai_capture_content: bool = False
     server_id: str = field(
         default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
@@ -304,6 +305,14 @@ def _add_ai_args(parser: argparse.ArgumentParser, d: Settings) -> None:
         help="refuse ai nodes whose provider is cloud (RUNWIRE_AI_LOCAL_ONLY=1)",
     )
     parser.add_argument(
+        "--ai-capture-content",
+        action="store_true",
+        default=(_env("AI_CAPTURE_CONTENT", "") or "").lower() in {"1", "true", "yes"},
+        help="put prompts and answers on the chat spans (gen_ai.input.messages, "
+        "gen_ai.output.messages); off by default: they may hold personal data "
+        "(RUNWIRE_AI_CAPTURE_CONTENT=1)",
+    )
+    parser.add_argument(
         "--ai-max-turns",
         type=int,
         default=int(_env("AI_MAX_TURNS", str(d.ai_max_turns)) or d.ai_max_turns),
@@ -373,4 +382,5 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ai_local_only=args.ai_local_only,
         ai_max_turns=args.ai_max_turns,
         ai_read_timeout=args.ai_read_timeout,
+        ai_capture_content=args.ai_capture_content,
     )

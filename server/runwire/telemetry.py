@@ -16,7 +16,9 @@ __all__ = [
     "ATTR_ITERATION",
     "ATTR_NODE_ID",
     "ATTR_RUN_ID",
+    "GEN_AI_INPUT_MESSAGES",
     "GEN_AI_OPERATION",
+    "GEN_AI_OUTPUT_MESSAGES",
     "GEN_AI_PROVIDER",
     "GEN_AI_REQUEST_MODEL",
     "GEN_AI_RESPONSE_FINISH_REASONS",
@@ -52,6 +54,9 @@ GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 GEN_AI_TOOL_NAME = "gen_ai.tool.name"
 GEN_AI_TOOL_CALL_ID = "gen_ai.tool.call.id"
+# Only with --ai-capture-content: what was sent (as it crossed the boundary) and the answer.
+GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
 
 
 def make_tracer_provider() -> TracerProvider:

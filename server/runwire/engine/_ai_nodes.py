@@ -239,7 +239,7 @@ class _Conversation:
         self.x, self.ctx, self.gateway, self.route = x, ctx, gateway, route
         self.run_tool, self.deadline, self.version = run_tool, deadline, version
         # Cloud providers see placeholders instead of secrets; the map stays here.
-        self.sanitizer = Sanitizer() if route.cloud else None
+        self.sanitizer = Sanitizer(gateway.sanitize_patterns) if route.cloud else None
         self.messages: list[dict[str, Any]] = []
         if params.get("prompt"):
             self.messages.append({"role": "system", "content": self.hide(params["prompt"])})
@@ -337,6 +337,8 @@ class _Conversation:
                 telemetry.GEN_AI_REQUEST_MODEL: route.model,
             },
         ) as span:
+            if self.gateway.capture_content:
+                span.set_attribute(telemetry.GEN_AI_INPUT_MESSAGES, json.dumps(self.messages))
             try:
                 turn = await _guarded_call(
                     self.x, self.ctx, self.gateway, route, self.messages, self.tools,
@@ -354,6 +356,9 @@ class _Conversation:
                     telemetry.GEN_AI_USAGE_OUTPUT_TOKENS: turn.output_tokens,
                 }
             )
+            if self.gateway.capture_content:
+                answer = [{"role": "assistant", "content": turn.text}]
+                span.set_attribute(telemetry.GEN_AI_OUTPUT_MESSAGES, json.dumps(answer))
             return turn
 
     async def _invocation(

@@ -185,6 +185,8 @@ class ModelGateway(Protocol):
     """The server's configured model providers, as the engine sees them."""
 
     max_turns: int
+    sanitize_patterns: tuple[str, ...]  # operator regexes the sanitizer hides too
+    capture_content: bool  # prompts and answers may go on spans
 
     def problems(
         self, provider: str, model: str, *, embedding: bool = False

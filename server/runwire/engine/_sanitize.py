@@ -39,7 +39,6 @@ _RULES: list[tuple[re.Pattern[str], int]] = [
     (re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"), 0),
     (re.compile(r"\b\d(?:[ -]?\d){12,18}\b"), 0),  # card numbers, kept only if Luhn-valid
 ]
-_CARD_RULE = len(_RULES) - 1
 
 
 def _luhn(text: str) -> bool:
@@ -57,9 +56,13 @@ def _luhn(text: str) -> bool:
 class Sanitizer:
     """One attempt's secret <-> placeholder map."""
 
-    def __init__(self) -> None:
+    def __init__(self, patterns: tuple[str, ...] = ()) -> None:
         self._placeholder: dict[str, str] = {}
         self._secret: dict[str, str] = {}
+        # Operator patterns go after the built-in ones and before the card
+        # check, whose Luhn test must stay the last rule (`_card`).
+        self._rules = [*_RULES[:-1], *((re.compile(p), 0) for p in patterns), _RULES[-1]]
+        self._card = len(self._rules) - 1
 
     def _name(self, secret: str) -> str:
         found = self._placeholder.get(secret)
@@ -71,9 +74,9 @@ class Sanitizer:
 
     def hide(self, text: str) -> str:
         """`text` with every secret replaced by its placeholder."""
-        for i, (pattern, group) in enumerate(_RULES):
+        for i, (pattern, group) in enumerate(self._rules):
 
-            def swap(m: re.Match[str], group: int = group, card: bool = i == _CARD_RULE) -> str:
+            def swap(m: re.Match[str], group: int = group, card: bool = i == self._card) -> str:
                 secret = m.group(group)
                 if card and not _luhn(secret):
                     return m.group(0)

@@ -233,6 +233,7 @@ class RunwireServer:
             max_turns=settings.ai_max_turns,
             read_timeout=settings.ai_read_timeout,
             local_only=settings.ai_local_only,
+            capture_content=settings.ai_capture_content,
         )
         self.ai = OpenAiGateway(ai_config) if ai_config is not None else None
         self.settings = settings

@@ -58,6 +58,8 @@ class AiConfig:
     max_turns: int = DEFAULT_MAX_TURNS
     read_timeout: float = 120.0
     local_only: bool = False
+    sanitize: tuple[str, ...] = ()  # operator regexes, hidden like built-in secrets
+    capture_content: bool = False  # prompts and answers on spans (--ai-capture-content)
 
 
 def _is_loopback(url: str) -> bool:
@@ -162,6 +164,7 @@ def load_ai_config(
     max_turns: int = DEFAULT_MAX_TURNS,
     read_timeout: float = 120.0,
     local_only: bool = False,
+    capture_content: bool = False,
 ) -> AiConfig | None:
     """Read `--ai-config` and `--ai-provider` into an AiConfig; None when neither is given.
 
@@ -189,7 +192,9 @@ def load_ai_config(
         raw = loaded
     elif not flag_providers:
         return None
-    unknown = set(raw) - {"providers", "default_provider", "aliases", "prices", "limits"}
+    unknown = set(raw) - {
+        "providers", "default_provider", "aliases", "prices", "limits", "sanitize",
+    }  # fmt: skip
     if unknown:
         raise AiConfigError(f"{where}: unknown field {sorted(unknown)[0]!r}")
     raw_providers = raw.get("providers") or {}
@@ -231,7 +236,19 @@ def load_ai_config(
     for key, value in (("max_output_tokens", out_tokens), ("tool_result_bytes", result_bytes)):
         if not isinstance(value, int) or value <= 0:
             raise AiConfigError(f"{where}: limits.{key} must be a positive integer")
+    sanitize = raw.get("sanitize") or []
+    if not isinstance(sanitize, list) or not all(isinstance(p, str) and p for p in sanitize):
+        raise AiConfigError(f"{where}: sanitize must be a list of regular expressions")
+    for i, pattern in enumerate(sanitize):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise AiConfigError(
+                f"{where}: sanitize[{i}] is not a regular expression: {exc}"
+            ) from None
     return AiConfig(
+        sanitize=tuple(sanitize),
+        capture_content=capture_content,
         providers=providers,
         default_provider=default,
         aliases=dict(aliases),

@@ -36,6 +36,8 @@ class OpenAiGateway:
     def __init__(self, config: AiConfig, *, max_retries: int = 2) -> None:
         self.config = config
         self.max_turns = config.max_turns
+        self.sanitize_patterns = config.sanitize
+        self.capture_content = config.capture_content
         self._max_retries = max_retries
         self._clients: dict[str, Any] = {}
 
