@@ -934,3 +934,22 @@ async def test_ai_stalled_stream_fails_after_the_read_timeout(
     assert failed.error.reason == "AI_STREAM_BROKEN"
     assert "fake" in failed.error.message
     assert "".join(t.delta for t in _of(events, "node_token")) == "th"
+
+
+async def test_ai_tool_result_is_cut_to_the_configured_limit(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    big = "é" * 300  # 600 bytes of UTF-8
+    script = [tool_reply(("call_big", "util__set", json.dumps({"value": big}))), text_reply("ok")]
+    async with FakeOpenAI(script) as fake:
+        config = _config(tmp_path, fake, limits={"tool_result_bytes": 64})
+        h: Harness = await harness_factory(ai_config=config)
+        flow = flow_pb2.Flow(name="cut", nodes=[ai_node("agent", "go", tools=["util.set"])])
+        run = await h.start(flow)
+        await h.events(run.run_id)
+        result = next(m for m in fake.requests[1]["messages"] if m["role"] == "tool")["content"]
+    head, marker = result.rsplit("\n", 1)
+    assert len(head.encode()) <= 64
+    assert head.startswith('"éé')
+    assert marker.startswith("[truncated: ")
+    assert marker.endswith(" more bytes]")

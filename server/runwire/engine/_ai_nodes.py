@@ -59,7 +59,6 @@ __all__ = [
 _FLUSH_BYTES = 512
 _FLUSH_SECONDS = 0.02
 _PREVIEW_CHARS = 512
-_RESULT_CHARS = 16_384
 
 
 class ActionOutcome(Protocol):
@@ -121,6 +120,15 @@ def ai_unavailable(x: RunExecutor, node: flow_pb2.Node) -> str | None:
     if problems:
         return f"this server cannot serve the node: {problems[0][1]}"
     return None
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text` within `limit` UTF-8 bytes, marked when cut (limits.tool_result_bytes)."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    head = data[:limit].decode(errors="ignore")
+    return f"{head}\n[truncated: {len(data) - len(head.encode())} more bytes]"
 
 
 def _failure(reason: str, message: str) -> AiResult:
@@ -319,6 +327,7 @@ class _Conversation:
                 result = await _tool_call(
                     self.x, self.ctx, call.call_id, call.name, call.arguments,
                     self.by_function, self.run_tool, self.deadline, self.reveal,
+                    self.gateway.tool_result_bytes,
                 )  # fmt: skip
                 self.messages.append(
                     {"role": "tool", "tool_call_id": call.call_id, "content": self.hide(result)}
@@ -797,6 +806,7 @@ async def _tool_call(
     run_tool: RunTool,
     deadline: float,
     reveal: Callable[[Any], Any],
+    limit: int,
 ) -> str:
     """Announce and run one tool call; returns the tool result the model reads.
 
@@ -860,7 +870,7 @@ async def _tool_call(
         if not outcome.ok and outcome.error is not None:
             span.set_status(trace.Status(trace.StatusCode.ERROR, outcome.error.reason))
     if outcome.ok:
-        return canonical_json(outcome.output)[:_RESULT_CHARS]
+        return _cut(canonical_json(outcome.output), limit)
     err = outcome.error
     detail = f"{err.reason}: {err.message}" if err is not None else "failed"
     return f"Error: {detail}. Fix the arguments and call again."

@@ -187,6 +187,7 @@ class ModelGateway(Protocol):
     max_turns: int
     sanitize_patterns: tuple[str, ...]  # operator regexes the sanitizer hides too
     capture_content: bool  # prompts and answers may go on spans
+    tool_result_bytes: int  # a tool result the model reads is cut to this many UTF-8 bytes
 
     def problems(
         self, provider: str, model: str, *, embedding: bool = False

@@ -38,6 +38,7 @@ class OpenAiGateway:
         self.max_turns = config.max_turns
         self.sanitize_patterns = config.sanitize
         self.capture_content = config.capture_content
+        self.tool_result_bytes = config.tool_result_bytes
         self._max_retries = max_retries
         self._clients: dict[str, Any] = {}
 
