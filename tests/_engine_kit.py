@@ -21,6 +21,7 @@ from runwire.engine import (
     Decision,
     EngineSettings,
     LeaseLost,
+    ModelGateway,
     RunExecutor,
     RunPatch,
     RunPlan,
@@ -192,11 +193,12 @@ def make_executor(
     zap: ZapAdapter | None = None,
     inputs: dict[str, Any] | None = None,
     run_id: str = "run_test",
+    ai: ModelGateway | None = None,
 ) -> EngineRun:
     """An executor for `flow` (continuing `history` if given), not started."""
     zap = zap or ZapAdapter()
     registry = Registry([UtilAdapter(), zap])
-    graph = validate_flow(flow, registry)
+    graph = validate_flow(flow, registry, ai=ai)
     journal = journal or MemoryJournal()
     executor = RunExecutor(
         RunPlan(
@@ -213,7 +215,7 @@ def make_executor(
         gates or MemoryGates(),
         registry,
         trace.NoOpTracerProvider().get_tracer("engine-tests"),
-        EngineSettings(workspace_root=workspace, heartbeat_interval=3600, max_parallel=4),
+        EngineSettings(workspace_root=workspace, heartbeat_interval=3600, max_parallel=4, ai=ai),
     )
     return EngineRun(executor, journal, zap)
 
@@ -225,10 +227,12 @@ async def run_engine(flow: flow_pb2.Flow, workspace: Path, **kwargs: Any) -> Eng
     return run
 
 
-def fold(flow: flow_pb2.Flow, events: list[events_pb2.RunEvent]) -> RunState:
+def fold(
+    flow: flow_pb2.Flow, events: list[events_pb2.RunEvent], ai: ModelGateway | None = None
+) -> RunState:
     """The run state the events describe."""
     registry = Registry([UtilAdapter(), ZapAdapter()])
-    state = RunState("run_test", validate_flow(flow, registry))
+    state = RunState("run_test", validate_flow(flow, registry, ai=ai))
     for e in events:
         state.apply(e)
     return state

@@ -3,7 +3,10 @@ nothing is persisted, and the server keeps serving."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -73,6 +76,95 @@ CASES: list[tuple[str, Callable[[], flow_pb2.Flow], str]] = [
     ("NUL in a description", lambda: _flow(flow_pb2.Node(id="a", description="x\x00", action=flow_pb2.ActionNode(adapter="util", action="set"))), "flow.nodes[0].description"),
     ("NUL in an approval message", lambda: _flow(flow_pb2.Node(id="a", approval=flow_pb2.ApprovalNode(message="ok\x00?"))), "flow.nodes[0].approval.message"),
 ]  # fmt: skip
+
+
+def _ai(node_id: str = "a", task: str = "hi", **fields: object) -> flow_pb2.Node:
+    node = flow_pb2.Node(id=node_id)
+    node.ai.provider = "local"
+    node.ai.task = task
+    for key, value in fields.items():
+        if key == "tools":
+            node.ai.tools.extend(value)
+        elif key == "labels":
+            node.ai.labels.extend(value)
+        elif key == "contract":
+            node.ai.contract.update(value)
+        elif key == "review_policy":
+            node.ai.review_policy.CopyFrom(value)
+        else:
+            setattr(node.ai, key, value)
+    return node
+
+
+def _guarded(node: flow_pb2.Node) -> flow_pb2.Flow:
+    """The node with the FAILURE edge a contract-bound node needs."""
+    return _flow(
+        node,
+        util_node("z", "set", value=1),
+        edges=(edge(node.id, "z", flow_pb2.EDGE_CONDITION_FAILURE),),
+    )
+
+
+def _policy(**fields: object) -> flow_pb2.AiReviewPolicy:
+    values: dict[str, object] = {"confidence_pointer": "/confidence", "approve_at": 0.8}
+    values.update(fields)
+    return flow_pb2.AiReviewPolicy(**values)
+
+
+AI_CASES: list[tuple[str, Callable[[], flow_pb2.Flow], str]] = [
+    ("unknown provider", lambda: _flow(_ai(provider="nope")), "flow.nodes[0].ai.provider"),
+    ("model off the allow-list", lambda: _flow(_ai(model="big")), "flow.nodes[0].ai.model"),
+    ("empty task", lambda: _flow(_ai(task="  ")), "flow.nodes[0].ai.task"),
+    ("oversized task", lambda: _flow(_ai(task="x" * (1 << 20))), "flow.nodes[0].ai.task"),
+    ("oversized prompt", lambda: _flow(_ai(prompt="x" * (1 << 20))), "flow.nodes[0].ai.prompt"),
+    ("template error in prompt", lambda: _flow(_ai(prompt="{{ inputs.x ")), "flow.nodes[0].ai.prompt"),
+    ("task reads a node not upstream", lambda: _flow(_ai(task="{{ nodes.b.output }}"), util_node("b", "set", value=1)), "flow.nodes[0].ai.task"),
+    ("malformed tool", lambda: _flow(_ai(tools=["read file"])), "flow.nodes[0].ai.tools[0]"),
+    ("unknown tool", lambda: _flow(_ai(tools=["fs.explode"])), "flow.nodes[0].ai.tools[0]"),
+    ("duplicate tool", lambda: _flow(_ai(tools=["util.set", "util.set"])), "flow.nodes[0].ai.tools[1]"),
+    ("too many tools", lambda: _flow(_ai(tools=[f"x.a{i}" for i in range(33)])), "flow.nodes[0].ai.tools"),
+    ("max_turns out of range", lambda: _flow(_ai(max_turns=101)), "flow.nodes[0].ai.max_turns"),
+    ("contract not a JSON Schema", lambda: _guarded(_ai(contract={"type": "frog"})), "flow.nodes[0].ai.contract.type"),
+    ("contract too large", lambda: _guarded(_ai(contract={"description": "x" * 20000})), "flow.nodes[0].ai.contract"),
+    ("contract without a FAILURE edge", lambda: _flow(_ai(contract={"type": "object"})), "flow.nodes[0].ai"),
+    ("threshold outside [0,1]", lambda: _guarded(_ai(review_policy=_policy(approve_at=1.5))), "flow.nodes[0].ai.review_policy.approve_at"),
+    ("inverted thresholds", lambda: _guarded(_ai(review_policy=_policy(suppress_below=0.9))), "flow.nodes[0].ai.review_policy.suppress_below"),
+    ("bad JSON Pointer", lambda: _guarded(_ai(review_policy=_policy(confidence_pointer="confidence"))), "flow.nodes[0].ai.review_policy.confidence_pointer"),
+    ("EMBED with tools", lambda: _flow(_ai(operation=flow_pb2.AI_OPERATION_EMBED, model="m", tools=["util.set"])), "flow.nodes[0].ai.tools"),
+    ("EMBED with a contract", lambda: _flow(_ai(operation=flow_pb2.AI_OPERATION_EMBED, model="m", contract={"type": "object"})), "flow.nodes[0].ai.contract"),
+    ("EMBED without an embedding model", lambda: _flow(_ai(operation=flow_pb2.AI_OPERATION_EMBED)), "flow.nodes[0].ai.model"),
+    ("CLASSIFY with one label", lambda: _guarded(_ai(operation=flow_pb2.AI_OPERATION_CLASSIFY, labels=["a"])), "flow.nodes[0].ai.labels"),
+    ("CLASSIFY with duplicate labels", lambda: _guarded(_ai(operation=flow_pb2.AI_OPERATION_CLASSIFY, labels=["a", "b", "a"])), "flow.nodes[0].ai.labels[2]"),
+    ("CLASSIFY without a FAILURE edge", lambda: _flow(_ai(operation=flow_pb2.AI_OPERATION_CLASSIFY, labels=["a", "b"])), "flow.nodes[0].ai"),
+    ("labels on a GENERATE node", lambda: _flow(_ai(labels=["a", "b"])), "flow.nodes[0].ai.labels"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "build", "field"), AI_CASES, ids=[c[0] for c in AI_CASES])
+async def test_start_run_rejects_bad_ai_node_with_exact_field_path(
+    harness_factory: Any,
+    case: str,
+    build: Callable[[], flow_pb2.Flow],
+    field: str,
+    tmp_path: Path,
+) -> None:
+    """With a provider configured (never called: nothing starts), each bad AI node names its field."""
+    config = tmp_path / "ai.yaml"
+    config.write_text(
+        json.dumps({"providers": {"local": {"base_url": "http://127.0.0.1:9/v1",
+                                             "default_model": "m", "models": ["m"]}}})
+    )  # fmt: skip
+    harness: Harness = await harness_factory(ai_config=config)
+    flow = build()
+    for call in (
+        harness.stub.StartRun(run_service_pb2.StartRunRequest(flow=flow)),
+        harness.stub.ValidateFlow(run_service_pb2.ValidateFlowRequest(flow=flow)),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == INVALID, case
+        assert _violations(caught.value)[0] == field, (case, _violations(caught.value))
+    assert list((await harness.stub.ListRuns(run_service_pb2.ListRunsRequest())).runs) == []
 
 
 def _violations(exc: grpc.aio.AioRpcError) -> list[str]:

@@ -33,6 +33,12 @@ PUBLIC: dict[str, list[str]] = {
         "Journal",
         "JournalFailed",
         "LeaseLost",
+        "ModelCallFailed",
+        "ModelEmbedding",
+        "ModelGateway",
+        "ModelRoute",
+        "ModelToolCall",
+        "ModelTurn",
         "NodeRef",
         "NodeStatus",
         "RunExecutor",
@@ -47,6 +53,15 @@ PUBLIC: dict[str, list[str]] = {
         "new_event",
         "struct_problems",
         "validate_flow",
+    ],
+    "runwire.adapters.ai": [
+        "AiConfig",
+        "AiConfigError",
+        "OpenAiGateway",
+        "ProviderConfig",
+        "StreamAccumulator",
+        "load_ai_config",
+        "parse_provider_flag",
     ],
     "runwire.store": [
         "Chunk",
@@ -113,9 +128,10 @@ def test_layers_public_names_exist_and_nothing_else_is_public(package: str) -> N
 
 
 def test_layers_engine_loads_without_grpc_or_asyncpg() -> None:
+    """Neither the engine nor the AI gateway loads grpc, asyncpg or the openai SDK at import."""
     probe = (
-        "import sys, runwire.engine; "
-        "print(','.join(m for m in ('grpc', 'asyncpg') if m in sys.modules))"
+        "import sys, runwire.engine, runwire.adapters.ai; "
+        "print(','.join(m for m in ('grpc', 'asyncpg', 'openai') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True

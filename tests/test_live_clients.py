@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+from _fake_openai import FakeOpenAI, Reply, text_reply, tool_reply
 from _live_procs import ROOT, ServerProcess, WatchProcess, canonical
 from _live_proxy import TcpProxy
 from conftest import assert_grammar, collect, edge, shell_node
@@ -71,6 +73,11 @@ def live_flow() -> flow_pb2.Flow:
         f'for i in $(seq 1 {TALK_LINES}); do echo "line $i";'
         ' [ $((i % 25)) -ne 0 ] || echo "quarter $i" >&2; sleep 0.02; done',
     )
+    # An AI node beside `talk`: streamed tokens, a tool call and the audit trail
+    # reach every client live (the model is tests/_fake_openai.py on loopback).
+    ask = flow_pb2.Node(id="ask")
+    ask.ai.provider, ask.ai.task = "local", "What is the answer?"
+    ask.ai.tools.append("util.set")
     flaky = shell_node("flaky", "sh", "-c", "echo 'no luck' >&2; exit 3")
     flaky.retry_policy.max_attempts = 2
     flaky.retry_policy.initial_backoff.FromMilliseconds(50)
@@ -84,6 +91,7 @@ def live_flow() -> flow_pb2.Flow:
         nodes=[
             gate,
             talk,
+            ask,
             flaky,
             shell_node("deploy", "echo", "deployed"),
             shell_node("handler", "echo", "handled"),
@@ -91,6 +99,7 @@ def live_flow() -> flow_pb2.Flow:
         ],
         edges=[
             edge("gate", "talk"),
+            edge("gate", "ask"),
             edge("talk", "flaky"),
             edge("flaky", "deploy"),
             edge("flaky", "handler", FAILURE),
@@ -150,12 +159,31 @@ def watch_commands(wall_times: dict[str, float]) -> dict[str, list[str]]:
     return WATCH
 
 
+def _answer(request: dict[str, Any]) -> Reply:
+    """The live flow's model: a tool call first, then an answer in a few deltas."""
+    if request["messages"][-1]["role"] == "tool":
+        return text_reply("The answer ", "is ", "forty-two.")
+    return tool_reply(("call_live", "util__set", json.dumps({"value": 42})))
+
+
+@pytest.fixture(scope="session")
+async def fake_model() -> AsyncIterator[FakeOpenAI]:
+    """The OpenAI-protocol SSE server the live flow's AI node calls (any life of any run)."""
+    async with FakeOpenAI(respond=_answer) as fake:
+        yield fake
+
+
 @pytest.fixture
 async def server(
-    database_url: str, tmp_path: Path, wall_times: dict[str, float], request: pytest.FixtureRequest
+    database_url: str,
+    tmp_path: Path,
+    wall_times: dict[str, float],
+    request: pytest.FixtureRequest,
+    fake_model: FakeOpenAI,
 ) -> AsyncIterator[ServerProcess]:
     """A `runwire serve` subprocess on a fresh database of the session's Postgres."""
-    process = ServerProcess(database_url, tmp_path / "server", SERVE_ARGS)
+    args = [*SERVE_ARGS, "--ai-provider", f"local={fake_model.base_url}#fake-model"]
+    process = ServerProcess(database_url, tmp_path / "server", args)
     try:
         started = time.perf_counter()
         await process.start()
@@ -317,6 +345,7 @@ VARIANTS = {
     "run_started", "run_status_changed", "approval_requested", "approval_resolved",
     "node_started", "node_log", "node_heartbeat", "node_succeeded", "node_failed",
     "node_retrying", "node_skipped", "run_completed",
+    "node_token", "tool_call", "ai_invocation", "ai_routing_decision",
 }  # fmt: skip
 
 
@@ -343,6 +372,9 @@ def assert_flow_shape(events: list[events_pb2.RunEvent]) -> None:
     assert sum(1 for e in fan if e.HasField("item_index") and e.HasField("node_log")) == 3
     assert fan[-1].HasField("node_succeeded")
     assert not fan[-1].HasField("item_index")
+    # The AI node (a takeover may repeat its attempt): tokens, a tool call, success.
+    assert by_node["ask"][-1] == "node_succeeded"
+    assert {"node_token", "tool_call", "ai_invocation"} <= set(by_node["ask"])
     assert events[-1].run_completed.status == events_pb2.RUN_STATUS_SUCCEEDED
 
 

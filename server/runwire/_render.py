@@ -133,6 +133,7 @@ def watch_and_render(
                             if event.node_id in view.gates and event.WhichOneof("event") in (
                                 "awaiting_confirmation",
                                 "approval_requested",
+                                "ai_review_required",
                             ):
                                 print(view.gates[event.node_id], flush=True)
                     if live:
@@ -189,6 +190,11 @@ def watch_and_render(
         f"run {run_id} {status}: {final.succeeded_node_count} succeeded, {final.failed_node_count} failed, "
         f"{final.skipped_node_count} skipped in {final.duration.ToTimedelta().total_seconds():.2f}s"
     )
+    if final.input_token_count or final.output_token_count:
+        summary += (
+            f"; model tokens {final.input_token_count} in / {final.output_token_count} out"
+            f", ${final.cost_micros / 1e6:.4f}"
+        )
     if final.HasField("error"):
         summary += f" ({final.error.message})"
     print(summary)

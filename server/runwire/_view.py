@@ -34,6 +34,9 @@ _STYLE = {
 _FINISHED = {"succeeded", "failed", "skipped"}
 
 
+_ANSWER_TAIL = 240
+
+
 def _seconds(ts: Timestamp) -> float:
     return ts.seconds + ts.nanos / 1e9
 
@@ -63,6 +66,10 @@ class _Visit:
     started: float | None = None
     duration: float | None = None
     latest: str = ""
+    answer: str = ""  # the streamed answer's tail (NodeTokens)
+    model_calls: int = 0
+    tokens: int = 0
+    cost_micros: int = 0
     # A fan-out visit: how many items its NodeStarted listed, each item's
     # status, and the failed items' errors (shown as rows under the node).
     item_total: int = 0
@@ -168,7 +175,7 @@ class RunView:
             visit.status, visit.attempt = "running", e.attempt
             visit.action = f"{e.node_started.adapter}.{e.node_started.action}".rstrip(".")
             visit.started, visit.duration = _seconds(e.event_time), None
-            visit.latest = ""
+            visit.latest = visit.answer = ""
             with contextlib.suppress(ValueError):
                 params = json.loads(e.node_started.params_json or "null")
                 if isinstance(params, dict) and isinstance(params.get("for_each"), list):
@@ -193,6 +200,37 @@ class RunView:
             visit.status, visit.latest = "skipped", e.node_skipped.reason
         elif case == "node_log":
             visit.latest = e.node_log.line
+        elif case == "node_token":
+            # The answer as it streams: the tail of it, on one line.
+            visit.answer = (visit.answer + e.node_token.delta)[-_ANSWER_TAIL:]
+            visit.latest = "✎ " + " ".join(visit.answer.split())
+        elif case == "tool_call":
+            visit.answer = ""
+            visit.latest = f"⚙ {e.tool_call.tool_name}: {e.tool_call.summary}"
+        elif case == "ai_routing_decision":
+            d = e.ai_routing_decision
+            route = events_pb2.AiRoute.Name(d.route).removeprefix("AI_ROUTE_")
+            if d.route == events_pb2.AI_ROUTE_MODEL:
+                visit.latest = f"→ {d.provider}/{d.model} ({d.reason})"
+            else:
+                visit.latest = f"{route.lower().replace('_', ' ')}: {d.reason}"
+        elif case == "ai_invocation":
+            a = e.ai_invocation
+            visit.model_calls += 1
+            visit.tokens += a.input_token_count + a.output_token_count
+            visit.cost_micros += a.cost_micros
+            visit.action = (
+                f"ai {a.provider}/{a.model} · {visit.model_calls} calls · {visit.tokens} tokens"
+                + (f" · ${visit.cost_micros / 1e6:.4f}" if visit.cost_micros else "")
+            )
+        elif case == "ai_review_required":
+            held = e.ai_review_required
+            self.gates[e.node_id] = (
+                f"⚠ {e.node_id} answer held for review ({held.reason}): "
+                f"{_short(held.output_json, 80)}"
+                f" — runwire review {self.run_id} {e.node_id} --approve|--reject [--answer FILE]"
+            )
+            visit.latest = "awaiting review"
         elif case == "sandbox_violation":
             visit.latest = f"sandbox: {e.sandbox_violation.detail}"
         elif case == "awaiting_confirmation":
@@ -207,7 +245,7 @@ class RunView:
                 f" — runwire approve|reject {self.run_id} {e.node_id}"
             )
             visit.latest = "awaiting approval"
-        elif case in {"confirmation_resolved", "approval_resolved"}:
+        elif case in {"confirmation_resolved", "approval_resolved", "ai_review_resolved"}:
             self.gates.pop(e.node_id, None)
             payload = getattr(e, case)
             decision = (

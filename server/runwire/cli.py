@@ -302,6 +302,35 @@ def _decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def _review(args: argparse.Namespace) -> int:
+    """review: approve (optionally with an edited answer) or reject an AI node's held answer."""
+    output_json = ""
+    if args.answer is not None:
+        try:
+            text = sys.stdin.read() if str(args.answer) == "-" else args.answer.read_text()
+            output_json = json.dumps(json.loads(text), ensure_ascii=False)
+        except OSError as exc:
+            print(f"runwire: --answer {args.answer}: {exc.strerror}", file=sys.stderr)
+            return 2
+        except ValueError as exc:
+            print(f"runwire: --answer {args.answer}: not JSON: {exc}", file=sys.stderr)
+            return 2
+    with _Client(args) as client:
+        request = run_service_pb2.ResolveReviewRequest(
+            run_id=args.run_id,
+            node_id=args.node_id,
+            approve=args.approve,
+            comment=args.comment,
+            output_json=output_json,
+        )
+        run = client.stub.ResolveReview(request, metadata=client.metadata).run
+    word = "approved" if args.approve else "rejected"
+    if output_json and args.approve:
+        word += " with an edited answer"
+    _print_run(run, args, f"{args.run_id} {args.node_id}: {word}; run is {status_name(run.status)}")
+    return 0
+
+
 _RELATIVE = re.compile(r"^(?P<n>\d+)(?P<unit>[smhdw])$")
 _UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -567,6 +596,23 @@ def _parser() -> argparse.ArgumentParser:
             help="the item of a fan-out node whose gate to resolve (its item_index)",
         )
         p.set_defaults(func=_decide)
+
+    p = client(sub, "review", "approve or reject an AI node's answer held for review")
+    p.add_argument("run_id")
+    p.add_argument("node_id")
+    verdict = p.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--approve", action="store_true", help="accept the held answer")
+    verdict.add_argument("--reject", action="store_true", help="reject it: the node fails")
+    p.add_argument(
+        # Not --output: that is the -o format flag of every client command.
+        "--answer",
+        type=Path,
+        metavar="FILE",
+        help="with --approve: the answer to accept instead, as JSON (- for stdin); "
+        "it must satisfy the node's contract",
+    )
+    p.add_argument("--comment", default="")
+    p.set_defaults(func=_review)
 
     for name in ("pause", "resume", "cancel"):
         p = client(sub, name, f"{name} a run at the next node boundary")

@@ -47,6 +47,12 @@ class Settings:
     # Set in the worker processes of `serve --workers N` (N > 1): they share
     # the port with SO_REUSEPORT, which the supervisor checked no one else held.
     reuse_port: bool = False
+    ai_config: Path | None = None
+    ai_providers: tuple[str, ...] = ()
+    ai_local_only: bool = False
+    ai_max_turns: int = 10
+    ai_read_timeout: float = 120.0
+    ai_capture_content: bool = False
     server_id: str = field(
         default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
@@ -282,6 +288,56 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "(RUNWIRE_MAX_PARALLEL; default %(default)s)",
     )
     _add_admission_args(parser, d)
+    _add_ai_args(parser, d)
+
+
+def _add_ai_args(parser: argparse.ArgumentParser, d: Settings) -> None:
+    parser.add_argument(
+        "--ai-config",
+        type=Path,
+        default=_env("AI_CONFIG") or None,
+        metavar="FILE",
+        help="YAML provider registry for ai nodes: providers (base_url, api_key_env or "
+        "api_key_file, locality, default_model, models), default_provider, aliases, prices, "
+        "limits (RUNWIRE_AI_CONFIG). Without it and --ai-provider, ai nodes are refused.",
+    )
+    parser.add_argument(
+        "--ai-provider",
+        action="append",
+        default=_env_list("AI_PROVIDERS", commas_only=True),
+        metavar="NAME=BASE_URL[#MODEL]",
+        help="an OpenAI-compatible provider, e.g. local=http://127.0.0.1:8080/v1#qwen; a "
+        "non-loopback one reads its key from RUNWIRE_AI_KEY_<NAME>; repeatable "
+        "(RUNWIRE_AI_PROVIDERS, comma-separated)",
+    )
+    parser.add_argument(
+        "--ai-local-only",
+        action="store_true",
+        default=(_env("AI_LOCAL_ONLY", "") or "").lower() in {"1", "true", "yes"},
+        help="refuse ai nodes whose provider is cloud (RUNWIRE_AI_LOCAL_ONLY=1)",
+    )
+    parser.add_argument(
+        "--ai-capture-content",
+        action="store_true",
+        default=(_env("AI_CAPTURE_CONTENT", "") or "").lower() in {"1", "true", "yes"},
+        help="put prompts and answers on the chat spans (gen_ai.input.messages, "
+        "gen_ai.output.messages); off by default: they may hold personal data "
+        "(RUNWIRE_AI_CAPTURE_CONTENT=1)",
+    )
+    parser.add_argument(
+        "--ai-max-turns",
+        type=int,
+        default=int(_env("AI_MAX_TURNS", str(d.ai_max_turns)) or d.ai_max_turns),
+        help="model turns of an ai node's tool loop when the node does not say, 1-100 "
+        "(RUNWIRE_AI_MAX_TURNS; default %(default)s)",
+    )
+    parser.add_argument(
+        "--ai-read-timeout",
+        type=float,
+        default=float(_env("AI_READ_TIMEOUT", str(d.ai_read_timeout)) or d.ai_read_timeout),
+        help="seconds a model call may go without data before it fails "
+        "(RUNWIRE_AI_READ_TIMEOUT; default %(default)s)",
+    )
 
 
 def _add_admission_args(parser: argparse.ArgumentParser, d: Settings) -> None:
@@ -333,4 +389,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_starting=args.max_starting,
         max_active_runs=args.max_active_runs,
         max_watchers=args.max_watchers,
+        ai_config=args.ai_config,
+        ai_providers=tuple(args.ai_provider),
+        ai_local_only=args.ai_local_only,
+        ai_max_turns=args.ai_max_turns,
+        ai_read_timeout=args.ai_read_timeout,
+        ai_capture_content=args.ai_capture_content,
     )

@@ -23,6 +23,7 @@ from opentelemetry import trace
 
 from runwire import telemetry
 from runwire.adapters import ActionFailed, SandboxRefused
+from runwire.engine._ai_nodes import ai_unavailable, render_ai_params, run_ai
 from runwire.engine._events import NodeRef, SpanIds
 from runwire.engine._gates import decision_word, hold_gate
 from runwire.engine._ports import Decision, LeaseLost
@@ -35,7 +36,7 @@ from runwire.v1 import flow_pb2, run_service_pb2
 if TYPE_CHECKING:
     from runwire.engine._orchestrator import RunExecutor
 
-__all__ = ["duration_of", "run_visit"]
+__all__ = ["duration_of", "run_action", "run_visit"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ _DEFAULT_TIMEOUT = 600.0
 _DEFAULT_BACKOFF = 1.0
 _DEFAULT_MAX_BACKOFF = 60.0
 _LOG_SLICE = 256
+# Failures another attempt cannot change: a template error, a person's decision, a route.
+_FINAL_REASONS = frozenset({"TEMPLATE", "REVIEW_REJECTED", "REVIEW_EXPIRED", "AI_SUPPRESSED"})
 
 
 def duration_of(nanos: int) -> Duration:
@@ -69,10 +72,13 @@ class _Where:
     attempt_open: bool = False
     next_attempt: int = 0
     gate_span: SpanIds | None = None
+    at_review: bool = False  # an AI answer is held (or was just decided) at a review gate
 
     @classmethod
     def of(cls, n: NodeState | ItemState) -> _Where:
-        return cls(n.attempt, n.attempt_open, n.next_attempt, n.gate_span)
+        review = run_service_pb2.GATE_KIND_REVIEW
+        at_review = n.attempt_open and (n.gate == review or n.decided_kind == review)
+        return cls(n.attempt, n.attempt_open, n.next_attempt, n.gate_span, at_review)
 
 
 @dataclass
@@ -169,6 +175,19 @@ async def run_visit(x: RunExecutor, node_id: str, *, resume: bool) -> None:
                         node_id, f"confirmation {word} by {decision.principal}", new_visit=False
                     )
                     return
+    elif kind == "ai":
+        why = ai_unavailable(x, node)
+        if why is not None and not (resume and (where.attempt_open or where.at_review)):
+            # A server that took the run over without this node's provider.
+            await x.skip(node_id, why, new_visit=not resume)
+            return
+        if resume and n.params_json:
+            params = json.loads(n.params_json)
+        else:
+            try:
+                params = render_ai_params(x, node)
+            except TemplateError as exc:
+                render_error = exc
     await _attempts(x, node, iteration, params, render_error, where)
 
 
@@ -200,8 +219,9 @@ async def _attempts(
     )
     approval = node.WhichOneof("kind") == "approval"
     first = where.attempt or 1
-    if where.attempt and where.attempt_open and not approval:
-        # The previous owner died mid-attempt: close it, then run it again.
+    if where.attempt and where.attempt_open and not (approval or where.at_review):
+        # The previous owner died mid-attempt: close it, then run it again. (An
+        # approval or a held AI answer waits at its gate again instead.)
         ref = ref_of(where.attempt)
         first = where.attempt + 1
         max_attempts = max(max_attempts, first)
@@ -286,6 +306,12 @@ async def _attempt(
         if not resumed:
             if kind == "approval":
                 started = ev.NodeStarted(adapter="approval", params_json=canonical_json({}))
+            elif kind == "ai":
+                started = ev.NodeStarted(
+                    adapter="ai",
+                    action=str(params.get("operation", "generate")),
+                    params_json=canonical_json(params),
+                )
             else:
                 started = ev.NodeStarted(
                     adapter=node.action.adapter,
@@ -311,6 +337,21 @@ async def _attempt(
             finally:
                 heartbeat.cancel()
                 await asyncio.gather(heartbeat, return_exceptions=True)
+        elif kind == "ai":
+            beats = _Heartbeats(x, ctx, t0)
+            limit = _timeout(x, node)
+            ok, output, error = await run_ai(
+                x,
+                ctx,
+                node,
+                params,
+                lambda adapter, action, args, deadline: run_action(
+                    x, ctx, adapter, action, args, beats, check=True, deadline=deadline, limit=limit
+                ),
+                deadline=time.monotonic() + limit,
+                at_review=resumed and where.at_review,
+            )
+            outcome = _Outcome(ok, output, error)
         else:
             outcome = await _execute(x, ctx, node, params, _Heartbeats(x, ctx, t0))
         elapsed = duration_of(max(0, time.time_ns() - t0))
@@ -326,7 +367,7 @@ async def _attempt(
         outcome.will_retry = (
             ref.attempt < max_attempts
             and not x.cancelled.is_set()
-            and outcome.error.reason != "TEMPLATE"
+            and outcome.error.reason not in _FINAL_REASONS
         )
         failed = ev.NodeFailed(
             error=outcome.error,
@@ -391,12 +432,42 @@ async def _execute(
     beats: _Heartbeats,
 ) -> _Outcome:
     action = node.action
-    adapter = x.registry.get(action.adapter)
+    limit = _timeout(x, node)
+    return await run_action(
+        x,
+        ctx,
+        action.adapter,
+        action.action,
+        params,
+        beats,
+        check=x.raw_params(node.id)[1],
+        deadline=time.monotonic() + limit,
+        limit=limit,
+    )
+
+
+async def run_action(
+    x: RunExecutor,
+    ctx: AttemptContext,
+    adapter_name: str,
+    action_name: str,
+    params: Mapping[str, Any],
+    beats: _Heartbeats,
+    *,
+    check: bool,
+    deadline: float,
+    limit: float,
+) -> _Outcome:
+    """Run one adapter action under the attempt: schema, lease, timeout, sandbox events.
+
+    An action node runs through here, and so does each tool call of an AI node.
+    `check` asks for the params schema check (done at StartRun for untemplated params).
+    """
+    adapter = x.registry.get(adapter_name)
     if adapter is None:  # validated at StartRun; a server restarted with less may differ
-        return _failure("ADAPTER_UNKNOWN", f"adapter {action.adapter!r} is not available")
-    spec = adapter.actions.get(action.action)
-    if spec is not None and x.raw_params(node.id)[1]:
-        # Params without templates were checked against the schema at StartRun.
+        return _failure("ADAPTER_UNKNOWN", f"adapter {adapter_name!r} is not available")
+    spec = adapter.actions.get(action_name)
+    if spec is not None and check:
         problems = list(params_validator(spec).iter_errors(params))
         if problems:
             where = ".".join(map(str, problems[0].absolute_path)) or "params"
@@ -409,9 +480,7 @@ async def _execute(
         await x.journal.flush()
         if not x.journal.holds(x.run_id):
             raise LeaseLost(x.run_id)
-    limit = _timeout(x, node)
-    deadline = time.monotonic() + limit
-    inner = asyncio.create_task(adapter.execute(ctx, action.action, params))
+    inner = asyncio.create_task(adapter.execute(ctx, action_name, params))
     x.inner[ctx.ref] = inner
     try:
         # Heartbeats are sent from this wait, not from a task of their own:
@@ -437,7 +506,7 @@ async def _execute(
         await x.emit(
             "sandbox_violation",
             ev.SandboxViolation(
-                kind=exc.kind, adapter=action.adapter, target=exc.target, detail=exc.detail
+                kind=exc.kind, adapter=adapter_name, target=exc.target, detail=exc.detail
             ),
             span=ctx.span,
             node=ctx.ref,
@@ -448,7 +517,7 @@ async def _execute(
             exc.output,
             ev.ErrorSummary(reason=exc.reason, message=exc.message, exit_code=exc.exit_code),
         )
-    log.error("adapter %s failed unexpectedly", action.adapter, exc_info=exc)
+    log.error("adapter %s failed unexpectedly", adapter_name, exc_info=exc)
     return _failure("ADAPTER_ERROR", f"{type(exc).__name__}: {exc}")
 
 

@@ -10,6 +10,7 @@ announced gate is not announced again and a decided one is not reopened.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,12 @@ if TYPE_CHECKING:
     from runwire.engine._orchestrator import RunExecutor
 
 __all__ = ["SYSTEM", "decision_word", "hold_gate"]
+
+_VARIANTS: dict[int, tuple[str, str]] = {
+    run_service_pb2.GATE_KIND_CONFIRMATION: ("awaiting_confirmation", "confirmation_resolved"),
+    run_service_pb2.GATE_KIND_APPROVAL: ("approval_requested", "approval_resolved"),
+    run_service_pb2.GATE_KIND_REVIEW: ("ai_review_required", "ai_review_resolved"),
+}
 
 SYSTEM = "system"
 
@@ -44,14 +51,20 @@ async def hold_gate(
     *,
     details: Message,
     span: SpanIds | None = None,
+    review_output: Callable[[Decision], str] | None = None,
 ) -> Decision:
-    """Open the gate of this visit (or continue the one a takeover found) and return its decision."""
+    """Open the gate of this visit (or continue the one a takeover found) and return its decision.
+
+    For a review gate, `review_output` gives the answer that stands after a
+    decision (canonical JSON), which AiReviewResolved records.
+    """
     n = x.state.nodes[ref.node_id]
     # A fan-out item's gate is its own: several per node visit.
     node = n if ref.item_index is None else n.items.get(ref.item_index, ItemState())
     if node.decided_kind == kind and node.decision is not None:
         return node.decision  # decided and recorded before a takeover
     confirmation = kind == run_service_pb2.GATE_KIND_CONFIRMATION
+    opened, closed = _VARIANTS[kind]
     expire = datetime.now(UTC) + timedelta(seconds=expires_in) if expires_in else None
     waiter: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
     key = (ref.node_id, kind, ref.item_index)
@@ -65,21 +78,23 @@ async def hold_gate(
                 ts = Timestamp()
                 ts.FromDatetime(expire)
                 details.expire_time.CopyFrom(ts)
-            variant = "awaiting_confirmation" if confirmation else "approval_requested"
-            await x.emit(variant, details, node=ref, span=span)
+            await x.emit(opened, details, node=ref, span=span)
         if standing is None:
             standing = await _wait(x, ref, kind, waiter, expires_in)
     finally:
         x.gate_waiters.pop(key, None)
-    resolved: Any = ev.ConfirmationResolved if confirmation else ev.ApprovalResolved
-    await x.emit(
-        "confirmation_resolved" if confirmation else "approval_resolved",
-        resolved(
-            decision=standing.decision, principal=standing.principal, comment=standing.comment
-        ),
-        node=ref,
-        span=span,
-    )
+    resolved: Any
+    if kind == run_service_pb2.GATE_KIND_REVIEW:
+        standing_output = review_output(standing) if review_output else "null"
+        resolved = ev.AiReviewResolved(output_json=standing_output)
+    elif confirmation:
+        resolved = ev.ConfirmationResolved()
+    else:
+        resolved = ev.ApprovalResolved()
+    resolved.decision = standing.decision
+    resolved.principal = standing.principal
+    resolved.comment = standing.comment
+    await x.emit(closed, resolved, node=ref, span=span)
     return standing
 
 

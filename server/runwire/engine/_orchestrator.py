@@ -38,6 +38,7 @@ from runwire.engine._ports import (
     Journal,
     JournalFailed,
     LeaseLost,
+    ModelGateway,
     RunPatch,
 )
 from runwire.engine._run_state import NodeStatus, RunState
@@ -63,6 +64,7 @@ class EngineSettings:
     workspace_root: Path
     heartbeat_interval: float = 5.0
     max_parallel: int = 4
+    ai: ModelGateway | None = None  # the configured model providers; None: ai nodes refused
 
 
 @dataclass

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from runwire.v1 import events_pb2
 
-__all__ = ["Decision", "GateStore", "Journal", "JournalFailed", "LeaseLost", "RunPatch"]
+__all__ = [
+    "Decision",
+    "GateStore",
+    "Journal",
+    "JournalFailed",
+    "LeaseLost",
+    "ModelCallFailed",
+    "ModelEmbedding",
+    "ModelGateway",
+    "ModelRoute",
+    "ModelToolCall",
+    "ModelTurn",
+    "RunPatch",
+]
 
 
 class LeaseLost(Exception):
@@ -117,5 +131,110 @@ class GateStore(Protocol):
         """Decide a pending gate; the first decision stands and is returned.
 
         Raises LeaseLost when this server no longer owns the run.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """Which provider and model serve an AI node, and why."""
+
+    provider: str
+    model: str
+    requested_model: str
+    reason: str
+    cloud: bool = False
+
+
+@dataclass(frozen=True)
+class ModelToolCall:
+    """One tool call as the model asked for it (arguments still unparsed JSON text)."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class ModelTurn:
+    """What one streamed chat completion returned."""
+
+    text: str
+    finish_reason: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model: str = ""
+    tool_calls: list[ModelToolCall] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ModelEmbedding:
+    """What one embeddings call returned."""
+
+    vector: list[float]
+    input_tokens: int
+    model: str
+
+
+class ModelCallFailed(Exception):
+    """A model call failed; `reason` is an AI_* failure reason, `message` names provider and model.
+
+    Tokens a broken stream already reported are kept: the call was billed.
+    """
+
+    def __init__(
+        self, reason: str, message: str, *, input_tokens: int = 0, output_tokens: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+
+
+class ModelGateway(Protocol):
+    """The server's configured model providers, as the engine sees them."""
+
+    max_turns: int
+    sanitize_patterns: tuple[str, ...]  # operator regexes the sanitizer hides too
+    capture_content: bool  # prompts and answers may go on spans
+    tool_result_bytes: int  # a tool result the model reads is cut to this many UTF-8 bytes
+
+    def problems(
+        self, provider: str, model: str, *, embedding: bool = False
+    ) -> list[tuple[str, str]]:
+        """(field, message) pairs for a node naming this provider and model; empty when fine.
+
+        `field` is `provider` or `model`; `embedding` defaults to the embedding model.
+        """
+        ...
+
+    def route(self, provider: str, model: str, *, embedding: bool = False) -> ModelRoute:
+        """Resolve a node's provider and model (aliases, defaults); call after `problems`."""
+        ...
+
+    async def embed(self, route: ModelRoute, text: str) -> ModelEmbedding:
+        """One embeddings call. Raises ModelCallFailed."""
+        ...
+
+    def cost_micros(self, route: ModelRoute, input_tokens: int, output_tokens: int) -> int:
+        """Cost of one call in millionths of a US dollar, from the price table (0 if unpriced)."""
+        ...
+
+    async def chat(
+        self,
+        route: ModelRoute,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        on_delta: Callable[[str], Awaitable[None]],
+        *,
+        schema: dict[str, Any] | None = None,
+    ) -> ModelTurn:
+        """One streamed chat completion; `on_delta` gets each text delta as it arrives.
+
+        `schema` is the node's contract, sent as structured output where the
+        provider supports it (the answer is always validated by the engine).
+
+        Raises ModelCallFailed. Cancelling it closes the stream.
         """
         ...

@@ -65,6 +65,16 @@ def edge_taken(condition: int, source: NodeStatus) -> bool:
     return source is NodeStatus.SUCCEEDED
 
 
+_GATE_KINDS = {
+    "awaiting_confirmation": run_service_pb2.GATE_KIND_CONFIRMATION,
+    "confirmation_resolved": run_service_pb2.GATE_KIND_CONFIRMATION,
+    "approval_requested": run_service_pb2.GATE_KIND_APPROVAL,
+    "approval_resolved": run_service_pb2.GATE_KIND_APPROVAL,
+    "ai_review_required": run_service_pb2.GATE_KIND_REVIEW,
+    "ai_review_resolved": run_service_pb2.GATE_KIND_REVIEW,
+}
+
+
 @dataclass
 class ItemState:
     """One item of a fan-out node's current visit: its last attempt, an open gate, how it ended."""
@@ -100,6 +110,7 @@ class NodeState:
     gate_span: SpanIds | None = None  # the span the open gate was announced in
     decision: Decision | None = None  # how this visit's gate was decided
     decided_kind: int = 0
+    held_json: str = ""  # the answer an open review gate holds (AiReviewRequired)
     output_json: str = "null"  # of the last success, as NodeSucceeded recorded it
     params_json: str = ""  # rendered params of this visit, as its first event recorded them
     waiting: int = 0  # forward in-edges whose source has not finished
@@ -218,6 +229,8 @@ class RunState:
             "approval_requested": self._gate_opened,
             "confirmation_resolved": self._gate_resolved,
             "approval_resolved": self._gate_resolved,
+            "ai_review_required": self._gate_opened,
+            "ai_review_resolved": self._gate_resolved,
             "iteration_capped": self._iteration_capped,
             "node_token": self._node_token,
             "ai_invocation": self._ai_invocation,
@@ -432,7 +445,7 @@ class RunState:
             n.attempt = n.next_attempt = n.max_attempts = n.gate = n.decided_kind = 0
             n.attempt_open = False
             n.gate_span = n.decision = None
-            n.params_json = ""
+            n.params_json = n.held_json = ""
             n.items = {}
         return n
 
@@ -485,11 +498,9 @@ class RunState:
 
     def _gate_opened(self, e: ev.RunEvent) -> None:
         n = self._open_visit(e)
-        n.gate = (
-            run_service_pb2.GATE_KIND_CONFIRMATION
-            if e.HasField("awaiting_confirmation")
-            else run_service_pb2.GATE_KIND_APPROVAL
-        )
+        n.gate = _GATE_KINDS[e.WhichOneof("event") or ""]
+        if e.HasField("ai_review_required"):
+            n.held_json = e.ai_review_required.output_json
         n.gate_span = SpanIds(e.trace_id, e.span_id)
         if e.HasField("awaiting_confirmation"):
             n.params_json = e.awaiting_confirmation.params_json
@@ -497,14 +508,12 @@ class RunState:
 
     def _gate_resolved(self, e: ev.RunEvent) -> None:
         n = self.nodes[e.node_id]
-        r = e.confirmation_resolved if e.HasField("confirmation_resolved") else e.approval_resolved
-        n.decided_kind = n.gate or (
-            run_service_pb2.GATE_KIND_CONFIRMATION
-            if e.HasField("confirmation_resolved")
-            else run_service_pb2.GATE_KIND_APPROVAL
-        )
+        case = e.WhichOneof("event") or ""
+        r: Any = getattr(e, case)
+        n.decided_kind = n.gate or _GATE_KINDS[case]
         n.gate = 0
-        n.decision = Decision(r.decision, r.principal, r.comment)
+        edited = r.output_json if case == "ai_review_resolved" else ""
+        n.decision = Decision(r.decision, r.principal, r.comment, edited)
 
     # -- fan-out items: they change their item, never the node's status ------------
 

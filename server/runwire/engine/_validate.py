@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 
 from runwire.adapters import ActionSpec, Registry
 from runwire.engine._limits import MAX_JSON_BYTES, json_size
+from runwire.engine._ports import ModelGateway
 from runwire.engine._templates import TemplateError, has_template, references
 from runwire.errors import AdapterDisabled, FieldViolation, FlowInvalid
 from runwire.v1 import flow_pb2
@@ -353,6 +354,187 @@ def _check_action(
             out.append(FieldViolation(f"{path}.params.{sub}", why))
 
 
+MAX_TOOLS = 32
+MAX_CONTRACT_BYTES = 16_384
+MAX_TURNS = 100
+_TOOL = re.compile(r"^[a-z][a-z0-9_-]*\.[a-z][a-z0-9_-]*$")
+
+
+def _check_ai(
+    node: flow_pb2.AiNode,
+    path: str,
+    registry: Registry,
+    ai: ModelGateway | None,
+    out: list[FieldViolation],
+    disabled: list[AdapterDisabled],
+    check_providers: bool = True,
+) -> None:
+    if not check_providers:
+        pass  # a takeover: a node this server cannot serve is skipped when it comes up
+    elif ai is None:
+        disabled.append(AdapterDisabled(path, "ai", "no AI provider is configured on this server"))
+        return
+    embed = node.operation == flow_pb2.AI_OPERATION_EMBED
+    classify = node.operation == flow_pb2.AI_OPERATION_CLASSIFY
+    found = (
+        ai.problems(node.provider, node.model, embedding=embed) if ai and check_providers else []
+    )
+    for where, why in found:
+        if "local-only" in why:
+            disabled.append(AdapterDisabled(f"{path}.{where}", "ai", why))
+        else:
+            out.append(FieldViolation(f"{path}.{where}", why))
+    if node.operation not in flow_pb2.AiOperation.values():
+        out.append(FieldViolation(f"{path}.operation", f"unknown operation {node.operation}"))
+    if embed:
+        for name, what in (
+            ("tools", "tools"),
+            ("contract", "a contract"),
+            ("review_policy", "a review policy"),
+            ("labels", "labels"),
+        ):
+            value = getattr(node, name)
+            if node.HasField(name) if name in ("contract", "review_policy") else bool(value):
+                out.append(FieldViolation(f"{path}.{name}", f"an EMBED node takes no {what}"))
+    if classify:
+        if node.HasField("contract"):
+            out.append(
+                FieldViolation(f"{path}.contract", "a CLASSIFY node's contract is its labels")
+            )
+        if len(node.labels) < 2:
+            out.append(
+                FieldViolation(
+                    f"{path}.labels", f"CLASSIFY needs at least 2 labels, got {len(node.labels)}"
+                )
+            )
+        first: dict[str, int] = {}
+        for i, label in enumerate(node.labels):
+            if not label.strip() or len(label) > 128 or "\x00" in label:
+                out.append(FieldViolation(f"{path}.labels[{i}]", "1-128 characters, not blank"))
+            elif label in first:
+                out.append(
+                    FieldViolation(
+                        f"{path}.labels[{i}]",
+                        f"duplicate label {label!r} (first at {path}.labels[{first[label]}])",
+                    )
+                )
+            else:
+                first[label] = i
+        if len(node.labels) > 100:
+            out.append(
+                FieldViolation(f"{path}.labels", f"at most 100 labels, got {len(node.labels)}")
+            )
+    if not node.task.strip():
+        out.append(FieldViolation(f"{path}.task", "must not be empty: it is the user message"))
+    for name in ("prompt", "task"):
+        text = getattr(node, name)
+        if "\x00" in text:
+            out.append(FieldViolation(f"{path}.{name}", "must not contain NUL characters"))
+        elif (size := json_size(text)) > MAX_JSON_BYTES:
+            out.append(
+                FieldViolation(
+                    f"{path}.{name}",
+                    f"must be at most {MAX_JSON_BYTES} bytes as a JSON string, got {size}",
+                )
+            )
+    if not 0 <= node.max_turns <= MAX_TURNS:
+        out.append(
+            FieldViolation(
+                f"{path}.max_turns", f"must be between 0 and {MAX_TURNS}, got {node.max_turns}"
+            )
+        )
+    if len(node.tools) > MAX_TOOLS:
+        out.append(
+            FieldViolation(f"{path}.tools", f"at most {MAX_TOOLS} tools, got {len(node.tools)}")
+        )
+    seen: dict[str, int] = {}
+    for i, tool in enumerate(node.tools):
+        tpath = f"{path}.tools[{i}]"
+        if not _TOOL.match(tool):
+            out.append(FieldViolation(tpath, f"{tool!r} is not a tool: name it `adapter.action`"))
+            continue
+        if tool in seen:
+            out.append(
+                FieldViolation(
+                    tpath, f"duplicate tool {tool!r} (first at {path}.tools[{seen[tool]}])"
+                )
+            )
+            continue
+        seen[tool] = i
+        adapter_name, _, action_name = tool.partition(".")
+        adapter = registry.get(adapter_name)
+        if adapter is None:
+            out.append(
+                FieldViolation(
+                    tpath, f"unknown adapter {adapter_name!r}; known: {', '.join(registry.names())}"
+                )
+            )
+        elif adapter_name in registry.disabled:
+            disabled.append(AdapterDisabled(tpath, adapter_name, registry.disabled[adapter_name]))
+        elif action_name not in adapter.actions:
+            out.append(
+                FieldViolation(
+                    tpath,
+                    f"adapter {adapter_name!r} has no action {action_name!r}; "
+                    f"known: {', '.join(sorted(adapter.actions))}",
+                )
+            )
+    if node.HasField("contract"):
+        contract = json_format.MessageToDict(node.contract)
+        if (size := json_size(contract)) > MAX_CONTRACT_BYTES:
+            out.append(
+                FieldViolation(
+                    f"{path}.contract",
+                    f"must be at most {MAX_CONTRACT_BYTES} bytes as canonical JSON, got {size}",
+                )
+            )
+        else:
+            try:
+                jsonschema.Draft202012Validator.check_schema(contract)
+            except jsonschema.SchemaError as exc:
+                where = ".".join(map(str, exc.absolute_path))
+                out.append(
+                    FieldViolation(
+                        f"{path}.contract" + (f".{where}" if where else ""),
+                        f"not a valid JSON Schema (draft 2020-12): {exc.message}",
+                    )
+                )
+    if node.HasField("review_policy"):
+        policy = node.review_policy
+        ppath = f"{path}.review_policy"
+        for name in ("confidence_pointer", "escalate_pointer"):
+            pointer = getattr(policy, name)
+            if pointer and (not pointer.startswith("/") or re.search(r"~[^01]|~$", pointer)):
+                out.append(
+                    FieldViolation(
+                        f"{ppath}.{name}", f"{pointer!r} is not a JSON Pointer such as /confidence"
+                    )
+                )
+        if not policy.confidence_pointer:
+            out.append(
+                FieldViolation(
+                    f"{ppath}.confidence_pointer",
+                    "must point at the answer's confidence, e.g. /confidence",
+                )
+            )
+        for name in ("approve_at", "suppress_below"):
+            value = getattr(policy, name)
+            if not 0 <= value <= 1:
+                out.append(FieldViolation(f"{ppath}.{name}", f"must be in [0,1], got {value:g}"))
+        if policy.suppress_below > policy.approve_at:
+            out.append(
+                FieldViolation(
+                    f"{ppath}.suppress_below",
+                    f"must not exceed approve_at ({policy.suppress_below:g} > "
+                    f"{policy.approve_at:g})",
+                )
+            )
+        if policy.HasField("review_timeout"):
+            _check_timeout(policy.review_timeout, f"{ppath}.review_timeout", out)
+    if node.labels and not (classify or embed):
+        out.append(FieldViolation(f"{path}.labels", "labels are for CLASSIFY nodes"))
+
+
 def _split_back_edges(
     nodes: dict[str, flow_pb2.Node], outgoing: dict[str, list[flow_pb2.Edge]]
 ) -> dict[int, list[str]]:
@@ -394,8 +576,15 @@ def validate_flow(
     *,
     inputs: Mapping[str, Any] | None = None,
     path: str = "flow",
+    ai: ModelGateway | None = None,
+    check_providers: bool = True,
 ) -> Graph:
-    """Check every rule; raise FlowInvalid listing each bad field, or AdapterDisabled."""
+    """Check every rule; raise FlowInvalid listing each bad field, or AdapterDisabled.
+
+    `ai` is the server's model providers; without it every ai node is refused.
+    `check_providers=False` (a takeover) accepts AI nodes this server cannot
+    serve: the engine skips them, saying why, when they come up.
+    """
     out: list[FieldViolation] = duration_problems(flow, path)
     if out:
         raise FlowInvalid(out)
@@ -456,9 +645,7 @@ def validate_flow(
         elif kind == "action":
             _check_action(node.action, f"{npath}.action", registry, out, disabled)
         elif kind == "ai":
-            disabled.append(
-                AdapterDisabled(f"{npath}.ai", "ai", "no AI provider is configured on this server")
-            )
+            _check_ai(node.ai, f"{npath}.ai", registry, ai, out, disabled, check_providers)
         else:
             if "\x00" in node.approval.message:
                 out.append(
@@ -527,6 +714,25 @@ def validate_flow(
     graph = Graph(
         flow=flow, nodes=nodes, incoming=incoming, outgoing=outgoing, back_edges=back_edges
     )
+    for i, node in enumerate(flow.nodes):
+        if node.WhichOneof("kind") == "ai" and (
+            node.ai.HasField("contract")
+            or node.ai.HasField("review_policy")
+            or node.ai.operation == flow_pb2.AI_OPERATION_CLASSIFY
+        ):
+            handled = any(
+                e.source == node.id
+                and e.condition in (flow_pb2.EDGE_CONDITION_FAILURE, flow_pb2.EDGE_CONDITION_ALWAYS)
+                for e in flow.edges
+            )
+            if not handled:
+                out.append(
+                    FieldViolation(
+                        f"{path}.nodes[{i}].ai",
+                        f"node {node.id!r} has a contract (or labels) or a review policy, so its "
+                        "answer may be suppressed or rejected: give it a FAILURE (or ALWAYS) edge",
+                    )
+                )
     if not out:
         _check_templates(flow, graph, inputs, path, out)
 
@@ -596,21 +802,23 @@ def _check_templates(
 ) -> None:
     for i, node in enumerate(flow.nodes):
         kind = node.WhichOneof("kind")
+        npath = f"{path}.nodes[{i}]"
         fan_out = node.HasField("for_each")
         if fan_out:
-            _check_refs(
-                node, node.for_each.items, f"{path}.nodes[{i}].for_each.items", graph, inputs, out
-            )
+            _check_refs(node, node.for_each.items, f"{npath}.for_each.items", graph, inputs, out)
+        texts: list[tuple[Any, str]]
         if kind == "action":
-            value: Any = json_format.MessageToDict(node.action.params)
-            base = f"{path}.nodes[{i}].action.params"
+            texts = [(json_format.MessageToDict(node.action.params), f"{npath}.action.params")]
         elif kind == "approval":
-            value, base = node.approval.message, f"{path}.nodes[{i}].approval.message"
+            texts = [(node.approval.message, f"{npath}.approval.message")]
+        elif kind == "ai":
+            texts = [(node.ai.prompt, f"{npath}.ai.prompt"), (node.ai.task, f"{npath}.ai.task")]
         else:
             continue
-        _check_refs(
-            node, value, base, graph, inputs, out, _ITEM_VARIABLES if fan_out else frozenset()
-        )
+        for value, base in texts:
+            _check_refs(
+                node, value, base, graph, inputs, out, _ITEM_VARIABLES if fan_out else frozenset()
+            )
 
 
 def _check_refs(

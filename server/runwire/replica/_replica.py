@@ -209,7 +209,9 @@ class Replica:
         """Continue a run another process (or an earlier life of this one) left unfinished."""
         try:
             flow = json_format.ParseDict(row.flow_json, flow_pb2.Flow())
-            graph = validate_flow(flow, self._engine.registry)
+            graph = validate_flow(
+                flow, self._engine.registry, ai=self._engine.settings.ai, check_providers=False
+            )
         except Exception as exc:  # a flow this server cannot run must not stop the lease task
             log.error("run %s cannot be taken over here: %s", row.run_id, exc)
             return

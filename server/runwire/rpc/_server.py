@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from runwire import telemetry
 from runwire.adapters import Registry
+from runwire.adapters.ai import OpenAiGateway, load_ai_config
 from runwire.config import Settings
 from runwire.engine import Engine, EngineSettings
 from runwire.errors import RunwireError
@@ -225,6 +226,16 @@ class RunwireServer:
                 f"refusing to listen on non-loopback address {settings.listen!r} without "
                 "--auth-token or mutual TLS (--tls-cert, --tls-key, --tls-client-ca)"
             )
+        # A bad AI configuration stops the server here, naming the provider and field.
+        ai_config = load_ai_config(
+            settings.ai_config,
+            settings.ai_providers,
+            max_turns=settings.ai_max_turns,
+            read_timeout=settings.ai_read_timeout,
+            local_only=settings.ai_local_only,
+            capture_content=settings.ai_capture_content,
+        )
+        self.ai = OpenAiGateway(ai_config) if ai_config is not None else None
         self.settings = settings
         self.tracer_provider = tracer_provider or telemetry.make_tracer_provider()
         self.port = 0
@@ -304,6 +315,7 @@ class RunwireServer:
                 workspace_root=(self.settings.data_dir / "workspaces").resolve(),
                 heartbeat_interval=self.settings.heartbeat_interval,
                 max_parallel=self.settings.max_parallel,
+                ai=self.ai,
             ),
         )
         self.service = RunService(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import logging
 import re
 import uuid
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+import jsonschema
 from google.protobuf import json_format
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -120,6 +122,35 @@ def _mapped(
     return wrapper
 
 
+def _check_edited_answer(row: RunRow, node_id: str, output_json: str) -> None:
+    """An answer a reviewer edited must be JSON and satisfy the node's contract."""
+    try:
+        edited = json.loads(output_json)
+    except ValueError as exc:
+        raise InvalidArgument([FieldViolation("output_json", f"is not JSON: {exc}")]) from None
+    nodes = row.flow_json.get("nodes") or []
+    contract = next(
+        (n.get("ai", {}).get("contract") for n in nodes if n.get("id") == node_id), None
+    )
+    if contract is None:
+        return
+    errors = sorted(
+        jsonschema.Draft202012Validator(contract).iter_errors(edited),
+        key=lambda e: list(map(str, e.absolute_path)),
+    )
+    if errors:
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    "output_json",
+                    f"breaks the node's contract at {'/'.join(map(str, e.absolute_path)) or '(root)'}: "
+                    f"{e.message}"[:500],
+                )
+                for e in errors[:20]
+            ]
+        )
+
+
 def _check_text(field: str, value: str, limit: int) -> None:
     if len(value) > limit:
         raise InvalidArgument([FieldViolation(field, f"must be at most {limit} characters")])
@@ -208,6 +239,7 @@ class RunService:
             graph = validate_flow(
                 request.flow,
                 self.engine.registry,
+                ai=self.engine.settings.ai,
                 # Inputs that are not valid JSON are reported below, not parsed here.
                 inputs=None if out else json_format.MessageToDict(request.inputs),
             )
@@ -303,7 +335,7 @@ class RunService:
     ) -> run_service_pb2.ValidateFlowResponse:
         if not request.HasField("flow"):
             raise InvalidArgument([FieldViolation("flow", "a flow is required")])
-        graph = validate_flow(request.flow, self.engine.registry)
+        graph = validate_flow(request.flow, self.engine.registry, ai=self.engine.settings.ai)
         return run_service_pb2.ValidateFlowResponse(
             flow_digest=flow_digest(request.flow),
             node_count=len(graph.nodes),
@@ -412,6 +444,8 @@ class RunService:
         row = await self._run(run_id)
         _check_text("comment", comment, 4096)
         _check_text("output_json", output_json, 1 << 20)
+        if kind == run_service_pb2.GATE_KIND_REVIEW and output_json:
+            _check_edited_answer(row, node_id, output_json)
         what = run_service_pb2.GateKind.Name(kind).removeprefix("GATE_KIND_").lower()
         wanted = events_pb2.GATE_DECISION_APPROVED if approve else events_pb2.GATE_DECISION_REJECTED
         gate, changed = await self.store.decide_gate(

@@ -44,6 +44,15 @@ class SandboxViolationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SANDBOX_VIOLATION_KIND_LIMIT: _ClassVar[SandboxViolationKind]
     SANDBOX_VIOLATION_KIND_NETWORK: _ClassVar[SandboxViolationKind]
     SANDBOX_VIOLATION_KIND_PROGRAM: _ClassVar[SandboxViolationKind]
+
+class AiRoute(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AI_ROUTE_UNSPECIFIED: _ClassVar[AiRoute]
+    AI_ROUTE_MODEL: _ClassVar[AiRoute]
+    AI_ROUTE_AUTO_APPROVE: _ClassVar[AiRoute]
+    AI_ROUTE_HUMAN_REVIEW: _ClassVar[AiRoute]
+    AI_ROUTE_SUPPRESS: _ClassVar[AiRoute]
+    AI_ROUTE_CONTRACT_VIOLATION: _ClassVar[AiRoute]
 RUN_STATUS_UNSPECIFIED: RunStatus
 RUN_STATUS_PENDING: RunStatus
 RUN_STATUS_RUNNING: RunStatus
@@ -66,6 +75,12 @@ SANDBOX_VIOLATION_KIND_PATH: SandboxViolationKind
 SANDBOX_VIOLATION_KIND_LIMIT: SandboxViolationKind
 SANDBOX_VIOLATION_KIND_NETWORK: SandboxViolationKind
 SANDBOX_VIOLATION_KIND_PROGRAM: SandboxViolationKind
+AI_ROUTE_UNSPECIFIED: AiRoute
+AI_ROUTE_MODEL: AiRoute
+AI_ROUTE_AUTO_APPROVE: AiRoute
+AI_ROUTE_HUMAN_REVIEW: AiRoute
+AI_ROUTE_SUPPRESS: AiRoute
+AI_ROUTE_CONTRACT_VIOLATION: AiRoute
 
 class RunEvent(_message.Message):
     __slots__ = ("run_id", "seq", "event_time", "node_id", "iteration", "attempt", "trace_id", "span_id", "item_index", "item_key", "run_started", "run_status_changed", "run_paused", "run_resumed", "run_completed", "node_started", "node_succeeded", "node_failed", "node_skipped", "node_retrying", "iteration_capped", "node_log", "node_token", "node_heartbeat", "tool_call", "awaiting_confirmation", "confirmation_resolved", "approval_requested", "approval_resolved", "ai_invocation", "ai_routing_decision", "ai_review_required", "ai_review_resolved", "sandbox_violation")
@@ -358,7 +373,7 @@ class ApprovalResolved(_message.Message):
     def __init__(self, decision: _Optional[_Union[GateDecision, str]] = ..., principal: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
 
 class AiInvocation(_message.Message):
-    __slots__ = ("provider", "model", "input_token_count", "output_token_count", "cost_micros", "latency", "finish_reason", "turn")
+    __slots__ = ("provider", "model", "input_token_count", "output_token_count", "cost_micros", "latency", "finish_reason", "turn", "input_preview", "contract_version")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -367,6 +382,8 @@ class AiInvocation(_message.Message):
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     TURN_FIELD_NUMBER: _ClassVar[int]
+    INPUT_PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_VERSION_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     input_token_count: int
@@ -375,29 +392,43 @@ class AiInvocation(_message.Message):
     latency: _duration_pb2.Duration
     finish_reason: str
     turn: int
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., input_token_count: _Optional[int] = ..., output_token_count: _Optional[int] = ..., cost_micros: _Optional[int] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., finish_reason: _Optional[str] = ..., turn: _Optional[int] = ...) -> None: ...
+    input_preview: str
+    contract_version: str
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., input_token_count: _Optional[int] = ..., output_token_count: _Optional[int] = ..., cost_micros: _Optional[int] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., finish_reason: _Optional[str] = ..., turn: _Optional[int] = ..., input_preview: _Optional[str] = ..., contract_version: _Optional[str] = ...) -> None: ...
 
 class AiRoutingDecision(_message.Message):
-    __slots__ = ("requested_model", "provider", "model", "reason")
+    __slots__ = ("requested_model", "provider", "model", "reason", "route", "confidence", "threshold", "contract_version")
     REQUESTED_MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_VERSION_FIELD_NUMBER: _ClassVar[int]
     requested_model: str
     provider: str
     model: str
     reason: str
-    def __init__(self, requested_model: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    route: AiRoute
+    confidence: float
+    threshold: str
+    contract_version: str
+    def __init__(self, requested_model: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., reason: _Optional[str] = ..., route: _Optional[_Union[AiRoute, str]] = ..., confidence: _Optional[float] = ..., threshold: _Optional[str] = ..., contract_version: _Optional[str] = ...) -> None: ...
 
 class AiReviewRequired(_message.Message):
-    __slots__ = ("reason", "output_json", "violations")
+    __slots__ = ("reason", "output_json", "violations", "confidence", "reasoning")
     REASON_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_JSON_FIELD_NUMBER: _ClassVar[int]
     VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    REASONING_FIELD_NUMBER: _ClassVar[int]
     reason: str
     output_json: str
     violations: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, reason: _Optional[str] = ..., output_json: _Optional[str] = ..., violations: _Optional[_Iterable[str]] = ...) -> None: ...
+    confidence: float
+    reasoning: str
+    def __init__(self, reason: _Optional[str] = ..., output_json: _Optional[str] = ..., violations: _Optional[_Iterable[str]] = ..., confidence: _Optional[float] = ..., reasoning: _Optional[str] = ...) -> None: ...
 
 class AiReviewResolved(_message.Message):
     __slots__ = ("decision", "principal", "comment", "output_json")

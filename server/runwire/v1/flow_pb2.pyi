@@ -18,6 +18,13 @@ class ItemFailurePolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ITEM_FAILURE_POLICY_FAIL_AT_END: _ClassVar[ItemFailurePolicy]
     ITEM_FAILURE_POLICY_CONTINUE: _ClassVar[ItemFailurePolicy]
 
+class AiOperation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AI_OPERATION_UNSPECIFIED: _ClassVar[AiOperation]
+    AI_OPERATION_GENERATE: _ClassVar[AiOperation]
+    AI_OPERATION_CLASSIFY: _ClassVar[AiOperation]
+    AI_OPERATION_EMBED: _ClassVar[AiOperation]
+
 class EdgeCondition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EDGE_CONDITION_UNSPECIFIED: _ClassVar[EdgeCondition]
@@ -28,6 +35,10 @@ ITEM_FAILURE_POLICY_UNSPECIFIED: ItemFailurePolicy
 ITEM_FAILURE_POLICY_FAIL_FAST: ItemFailurePolicy
 ITEM_FAILURE_POLICY_FAIL_AT_END: ItemFailurePolicy
 ITEM_FAILURE_POLICY_CONTINUE: ItemFailurePolicy
+AI_OPERATION_UNSPECIFIED: AiOperation
+AI_OPERATION_GENERATE: AiOperation
+AI_OPERATION_CLASSIFY: AiOperation
+AI_OPERATION_EMBED: AiOperation
 EDGE_CONDITION_UNSPECIFIED: EdgeCondition
 EDGE_CONDITION_SUCCESS: EdgeCondition
 EDGE_CONDITION_FAILURE: EdgeCondition
@@ -114,7 +125,7 @@ class ActionNode(_message.Message):
     def __init__(self, adapter: _Optional[str] = ..., action: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class AiNode(_message.Message):
-    __slots__ = ("provider", "model", "prompt", "task", "tools", "contract", "max_turns")
+    __slots__ = ("provider", "model", "prompt", "task", "tools", "contract", "max_turns", "operation", "labels", "contract_version", "review_policy")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +133,10 @@ class AiNode(_message.Message):
     TOOLS_FIELD_NUMBER: _ClassVar[int]
     CONTRACT_FIELD_NUMBER: _ClassVar[int]
     MAX_TURNS_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_POLICY_FIELD_NUMBER: _ClassVar[int]
     provider: str
     model: str
     prompt: str
@@ -129,7 +144,25 @@ class AiNode(_message.Message):
     tools: _containers.RepeatedScalarFieldContainer[str]
     contract: _struct_pb2.Struct
     max_turns: int
-    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., task: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., contract: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_turns: _Optional[int] = ...) -> None: ...
+    operation: AiOperation
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    contract_version: str
+    review_policy: AiReviewPolicy
+    def __init__(self, provider: _Optional[str] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., task: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., contract: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., max_turns: _Optional[int] = ..., operation: _Optional[_Union[AiOperation, str]] = ..., labels: _Optional[_Iterable[str]] = ..., contract_version: _Optional[str] = ..., review_policy: _Optional[_Union[AiReviewPolicy, _Mapping]] = ...) -> None: ...
+
+class AiReviewPolicy(_message.Message):
+    __slots__ = ("confidence_pointer", "approve_at", "suppress_below", "escalate_pointer", "review_timeout")
+    CONFIDENCE_POINTER_FIELD_NUMBER: _ClassVar[int]
+    APPROVE_AT_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESS_BELOW_FIELD_NUMBER: _ClassVar[int]
+    ESCALATE_POINTER_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    confidence_pointer: str
+    approve_at: float
+    suppress_below: float
+    escalate_pointer: str
+    review_timeout: _duration_pb2.Duration
+    def __init__(self, confidence_pointer: _Optional[str] = ..., approve_at: _Optional[float] = ..., suppress_below: _Optional[float] = ..., escalate_pointer: _Optional[str] = ..., review_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ApprovalNode(_message.Message):
     __slots__ = ("message", "timeout")

@@ -112,7 +112,7 @@ impl ErrorReason {
 /// Free-form JSON travels in `*_json` string fields holding canonical JSON
 /// (RFC 8785), never Struct or map, so every language encodes a RunEvent to
 /// the same bytes.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RunEvent {
     /// The run this event belongs to.
     #[prost(string, tag = "1")]
@@ -170,7 +170,7 @@ pub mod run_event {
     /// type enum. Numbers are grouped by subject with room to grow.
     ///
     /// Run lifecycle: 16 to 29.
-    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
     pub enum Event {
         /// The run was accepted and is about to schedule its first nodes. Always
         /// seq 1.
@@ -464,7 +464,8 @@ pub struct NodeToken {
     /// The text delta.
     #[prost(string, tag = "1")]
     pub delta: ::prost::alloc::string::String,
-    /// 0-based index of the token within the whole run.
+    /// 0-based index of the token within the whole run: gapless from 0 across
+    /// nodes, attempts and takeovers.
     #[prost(int64, tag = "2")]
     pub token_index: i64,
 }
@@ -487,7 +488,8 @@ pub struct ToolCall {
     /// The provider's id of the call.
     #[prost(string, tag = "1")]
     pub tool_call_id: ::prost::alloc::string::String,
-    /// The tool name, as `adapter.action`.
+    /// The tool name, as `adapter.action` (the model sees `adapter__action`,
+    /// since function names allow no dots).
     #[prost(string, tag = "2")]
     pub tool_name: ::prost::alloc::string::String,
     /// One-line human summary, for example `Read file: src/main.rs`.
@@ -577,9 +579,16 @@ pub struct AiInvocation {
     /// 1-based turn of the node's tool loop.
     #[prost(int32, tag = "8")]
     pub turn: i32,
+    /// The last input sent, as it crossed the boundary (sanitized for cloud
+    /// providers), first 512 characters.
+    #[prost(string, tag = "9")]
+    pub input_preview: ::prost::alloc::string::String,
+    /// Version of the node's contract; empty for a node without one.
+    #[prost(string, tag = "10")]
+    pub contract_version: ::prost::alloc::string::String,
 }
 /// AiRoutingDecision: which provider and model serve an AI node, and why.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AiRoutingDecision {
     /// The model the node asked for; empty when it let the server choose.
     #[prost(string, tag = "1")]
@@ -593,10 +602,24 @@ pub struct AiRoutingDecision {
     /// Why, for people.
     #[prost(string, tag = "4")]
     pub reason: ::prost::alloc::string::String,
+    /// What was decided: MODEL (first, which model serves the node) or where
+    /// the answer went (after the last AiInvocation of a contract-bound node).
+    #[prost(enumeration = "AiRoute", tag = "5")]
+    pub route: i32,
+    /// The confidence read from the answer, in \[0,1\]; 0 when it has none.
+    #[prost(double, tag = "6")]
+    pub confidence: f64,
+    /// The rule that decided and its value, for example `approve_at=0.8`.
+    #[prost(string, tag = "7")]
+    pub threshold: ::prost::alloc::string::String,
+    /// Version of the node's contract; empty for a node without one.
+    #[prost(string, tag = "8")]
+    pub contract_version: ::prost::alloc::string::String,
 }
-/// AiReviewRequired: a model answer broke its contract and is held for
-/// ResolveReview.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+/// AiReviewRequired: a model answer is held for ResolveReview (it broke its
+/// contract, was escalated, or its confidence is below `approve_at`); the
+/// node waits at a review gate.
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AiReviewRequired {
     /// Why the answer is held, for people.
     #[prost(string, tag = "1")]
@@ -607,6 +630,12 @@ pub struct AiReviewRequired {
     /// One entry per contract rule the answer broke.
     #[prost(string, repeated, tag = "3")]
     pub violations: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The confidence read from the answer, in \[0,1\]; 0 when it has none.
+    #[prost(double, tag = "4")]
+    pub confidence: f64,
+    /// The route that held the answer and its rule, for people.
+    #[prost(string, tag = "5")]
+    pub reasoning: ::prost::alloc::string::String,
 }
 /// AiReviewResolved: a held model answer was decided.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -816,6 +845,51 @@ impl SandboxViolationKind {
         }
     }
 }
+/// AiRoute says what an AiRoutingDecision decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum AiRoute {
+    /// Not set (an event from an older server).
+    Unspecified = 0,
+    /// Which provider and model serve the node, and why.
+    Model = 1,
+    /// The answer is accepted without review.
+    AutoApprove = 2,
+    /// The answer is held for ResolveReview (escalated or low confidence).
+    HumanReview = 3,
+    /// The answer is dropped; the node fails AI_SUPPRESSED.
+    Suppress = 4,
+    /// The answer breaks its contract after the repair turn; held for review.
+    ContractViolation = 5,
+}
+impl AiRoute {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "AI_ROUTE_UNSPECIFIED",
+            Self::Model => "AI_ROUTE_MODEL",
+            Self::AutoApprove => "AI_ROUTE_AUTO_APPROVE",
+            Self::HumanReview => "AI_ROUTE_HUMAN_REVIEW",
+            Self::Suppress => "AI_ROUTE_SUPPRESS",
+            Self::ContractViolation => "AI_ROUTE_CONTRACT_VIOLATION",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "AI_ROUTE_UNSPECIFIED" => Some(Self::Unspecified),
+            "AI_ROUTE_MODEL" => Some(Self::Model),
+            "AI_ROUTE_AUTO_APPROVE" => Some(Self::AutoApprove),
+            "AI_ROUTE_HUMAN_REVIEW" => Some(Self::HumanReview),
+            "AI_ROUTE_SUPPRESS" => Some(Self::Suppress),
+            "AI_ROUTE_CONTRACT_VIOLATION" => Some(Self::ContractViolation),
+            _ => None,
+        }
+    }
+}
 /// A Flow is a graph of nodes joined by conditional edges. It is submitted with
 /// StartRun or ValidateFlow; flow files on disk (YAML or JSON) are the proto3
 /// JSON mapping of this message, so this proto is the only schema.
@@ -984,9 +1058,46 @@ pub struct AiNode {
     /// review (AiReviewRequired).
     #[prost(message, optional, tag = "6")]
     pub contract: ::core::option::Option<::pbjson_types::Struct>,
-    /// Upper bound on model turns in the tool loop; 0 means the server default.
+    /// Upper bound on model turns in the tool loop; 0 means the server default
+    /// (10). At most 100. More turns than this fail the attempt with MAX_TURNS.
     #[prost(int32, tag = "7")]
     pub max_turns: i32,
+    /// What the node asks of the model; unspecified means GENERATE.
+    #[prost(enumeration = "AiOperation", tag = "8")]
+    pub operation: i32,
+    /// The labels a CLASSIFY node chooses from: at least 2, distinct.
+    #[prost(string, repeated, tag = "9")]
+    pub labels: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Version of the contract that events and outputs cite; empty means a
+    /// digest of the canonical contract.
+    #[prost(string, tag = "10")]
+    pub contract_version: ::prost::alloc::string::String,
+    /// How a contract-bound answer is routed by the confidence in it; unset
+    /// means every valid answer is approved.
+    #[prost(message, optional, tag = "11")]
+    pub review_policy: ::core::option::Option<AiReviewPolicy>,
+}
+/// AiReviewPolicy routes a contract-bound answer by the confidence it states:
+/// escalated or below `approve_at` it is held for ResolveReview, below
+/// `suppress_below` it is dropped (the node fails AI_SUPPRESSED).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AiReviewPolicy {
+    /// JSON Pointer (RFC 6901) to a number in \[0,1\] in the answer.
+    #[prost(string, tag = "1")]
+    pub confidence_pointer: ::prost::alloc::string::String,
+    /// Confidence at or above which the answer is approved without review.
+    #[prost(double, tag = "2")]
+    pub approve_at: f64,
+    /// Confidence below which the answer is suppressed; at most `approve_at`.
+    #[prost(double, tag = "3")]
+    pub suppress_below: f64,
+    /// JSON Pointer to a boolean in the answer; true holds it for review.
+    #[prost(string, tag = "4")]
+    pub escalate_pointer: ::prost::alloc::string::String,
+    /// How long a held answer waits; when it passes the review expires as
+    /// rejected. Unset means no timeout.
+    #[prost(message, optional, tag = "5")]
+    pub review_timeout: ::core::option::Option<::pbjson_types::Duration>,
 }
 /// ApprovalNode holds the run until a person resolves it with ResolveApproval.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1049,6 +1160,43 @@ impl ItemFailurePolicy {
             "ITEM_FAILURE_POLICY_FAIL_FAST" => Some(Self::FailFast),
             "ITEM_FAILURE_POLICY_FAIL_AT_END" => Some(Self::FailAtEnd),
             "ITEM_FAILURE_POLICY_CONTINUE" => Some(Self::Continue),
+            _ => None,
+        }
+    }
+}
+/// AiOperation is what an AI node asks of its model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum AiOperation {
+    /// Unspecified means GENERATE.
+    Unspecified = 0,
+    /// Chat completion with streamed tokens and tools; output `{text, json, ...}`.
+    Generate = 1,
+    /// Pick one of `labels`; output `{label, confidence, ...}`.
+    Classify = 2,
+    /// Embed `task`; output `{embedding, dimensions, model, input_tokens}`.
+    Embed = 3,
+}
+impl AiOperation {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "AI_OPERATION_UNSPECIFIED",
+            Self::Generate => "AI_OPERATION_GENERATE",
+            Self::Classify => "AI_OPERATION_CLASSIFY",
+            Self::Embed => "AI_OPERATION_EMBED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "AI_OPERATION_UNSPECIFIED" => Some(Self::Unspecified),
+            "AI_OPERATION_GENERATE" => Some(Self::Generate),
+            "AI_OPERATION_CLASSIFY" => Some(Self::Classify),
+            "AI_OPERATION_EMBED" => Some(Self::Embed),
             _ => None,
         }
     }

@@ -162,6 +162,12 @@ impl serde::Serialize for AiInvocation {
         if self.turn != 0 {
             len += 1;
         }
+        if !self.input_preview.is_empty() {
+            len += 1;
+        }
+        if !self.contract_version.is_empty() {
+            len += 1;
+        }
         let mut struct_ser = serializer
             .serialize_struct("runwire.v1.AiInvocation", len)?;
         if !self.provider.is_empty() {
@@ -206,6 +212,12 @@ impl serde::Serialize for AiInvocation {
         if self.turn != 0 {
             struct_ser.serialize_field("turn", &self.turn)?;
         }
+        if !self.input_preview.is_empty() {
+            struct_ser.serialize_field("inputPreview", &self.input_preview)?;
+        }
+        if !self.contract_version.is_empty() {
+            struct_ser.serialize_field("contractVersion", &self.contract_version)?;
+        }
         struct_ser.end()
     }
 }
@@ -228,6 +240,10 @@ impl<'de> serde::Deserialize<'de> for AiInvocation {
             "finish_reason",
             "finishReason",
             "turn",
+            "input_preview",
+            "inputPreview",
+            "contract_version",
+            "contractVersion",
         ];
         #[allow(clippy::enum_variant_names)]
         enum GeneratedField {
@@ -239,6 +255,8 @@ impl<'de> serde::Deserialize<'de> for AiInvocation {
             Latency,
             FinishReason,
             Turn,
+            InputPreview,
+            ContractVersion,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
             fn deserialize<D>(
@@ -281,6 +299,12 @@ impl<'de> serde::Deserialize<'de> for AiInvocation {
                                 Ok(GeneratedField::FinishReason)
                             }
                             "turn" => Ok(GeneratedField::Turn),
+                            "inputPreview" | "input_preview" => {
+                                Ok(GeneratedField::InputPreview)
+                            }
+                            "contractVersion" | "contract_version" => {
+                                Ok(GeneratedField::ContractVersion)
+                            }
                             _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
                         }
                     }
@@ -312,6 +336,8 @@ impl<'de> serde::Deserialize<'de> for AiInvocation {
                 let mut latency__ = None;
                 let mut finish_reason__ = None;
                 let mut turn__ = None;
+                let mut input_preview__ = None;
+                let mut contract_version__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
                         GeneratedField::Provider => {
@@ -393,6 +419,24 @@ impl<'de> serde::Deserialize<'de> for AiInvocation {
                                 >()?
                                 .map(|v| v.0);
                         }
+                        GeneratedField::InputPreview => {
+                            if input_preview__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("inputPreview"),
+                                );
+                            }
+                            input_preview__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::ContractVersion => {
+                            if contract_version__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("contractVersion"),
+                                );
+                            }
+                            contract_version__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
+                        }
                     }
                 }
                 Ok(AiInvocation {
@@ -404,6 +448,8 @@ impl<'de> serde::Deserialize<'de> for AiInvocation {
                     latency: latency__,
                     finish_reason: finish_reason__.unwrap_or_default(),
                     turn: turn__.unwrap_or_default(),
+                    input_preview: input_preview__.unwrap_or_default(),
+                    contract_version: contract_version__.unwrap_or_default(),
                 })
             }
         }
@@ -440,6 +486,18 @@ impl serde::Serialize for AiNode {
         if self.max_turns != 0 {
             len += 1;
         }
+        if self.operation != 0 {
+            len += 1;
+        }
+        if !self.labels.is_empty() {
+            len += 1;
+        }
+        if !self.contract_version.is_empty() {
+            len += 1;
+        }
+        if self.review_policy.is_some() {
+            len += 1;
+        }
         let mut struct_ser = serializer.serialize_struct("runwire.v1.AiNode", len)?;
         if !self.provider.is_empty() {
             struct_ser.serialize_field("provider", &self.provider)?;
@@ -462,6 +520,21 @@ impl serde::Serialize for AiNode {
         if self.max_turns != 0 {
             struct_ser.serialize_field("maxTurns", &self.max_turns)?;
         }
+        if self.operation != 0 {
+            match AiOperation::try_from(self.operation) {
+                Ok(v) => struct_ser.serialize_field("operation", &v)?,
+                Err(_) => struct_ser.serialize_field("operation", &self.operation)?,
+            }
+        }
+        if !self.labels.is_empty() {
+            struct_ser.serialize_field("labels", &self.labels)?;
+        }
+        if !self.contract_version.is_empty() {
+            struct_ser.serialize_field("contractVersion", &self.contract_version)?;
+        }
+        if let Some(v) = self.review_policy.as_ref() {
+            struct_ser.serialize_field("reviewPolicy", v)?;
+        }
         struct_ser.end()
     }
 }
@@ -480,6 +553,12 @@ impl<'de> serde::Deserialize<'de> for AiNode {
             "contract",
             "max_turns",
             "maxTurns",
+            "operation",
+            "labels",
+            "contract_version",
+            "contractVersion",
+            "review_policy",
+            "reviewPolicy",
         ];
         #[allow(clippy::enum_variant_names)]
         enum GeneratedField {
@@ -490,6 +569,10 @@ impl<'de> serde::Deserialize<'de> for AiNode {
             Tools,
             Contract,
             MaxTurns,
+            Operation,
+            Labels,
+            ContractVersion,
+            ReviewPolicy,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
             fn deserialize<D>(
@@ -523,6 +606,14 @@ impl<'de> serde::Deserialize<'de> for AiNode {
                             "tools" => Ok(GeneratedField::Tools),
                             "contract" => Ok(GeneratedField::Contract),
                             "maxTurns" | "max_turns" => Ok(GeneratedField::MaxTurns),
+                            "operation" => Ok(GeneratedField::Operation),
+                            "labels" => Ok(GeneratedField::Labels),
+                            "contractVersion" | "contract_version" => {
+                                Ok(GeneratedField::ContractVersion)
+                            }
+                            "reviewPolicy" | "review_policy" => {
+                                Ok(GeneratedField::ReviewPolicy)
+                            }
                             _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
                         }
                     }
@@ -550,6 +641,10 @@ impl<'de> serde::Deserialize<'de> for AiNode {
                 let mut tools__ = None;
                 let mut contract__ = None;
                 let mut max_turns__ = None;
+                let mut operation__ = None;
+                let mut labels__ = None;
+                let mut contract_version__ = None;
+                let mut review_policy__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
                         GeneratedField::Provider => {
@@ -600,6 +695,39 @@ impl<'de> serde::Deserialize<'de> for AiNode {
                                 >()?
                                 .map(|v| v.0);
                         }
+                        GeneratedField::Operation => {
+                            if operation__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("operation"));
+                            }
+                            operation__ = map_
+                                .next_value::<
+                                    ::std::option::Option<crate::json::OpenEnum<AiOperation>>,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                        GeneratedField::Labels => {
+                            if labels__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("labels"));
+                            }
+                            labels__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::ContractVersion => {
+                            if contract_version__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("contractVersion"),
+                                );
+                            }
+                            contract_version__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::ReviewPolicy => {
+                            if review_policy__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("reviewPolicy"),
+                                );
+                            }
+                            review_policy__ = map_.next_value()?;
+                        }
                     }
                 }
                 Ok(AiNode {
@@ -610,10 +738,298 @@ impl<'de> serde::Deserialize<'de> for AiNode {
                     tools: tools__.unwrap_or_default(),
                     contract: contract__,
                     max_turns: max_turns__.unwrap_or_default(),
+                    operation: operation__.unwrap_or_default(),
+                    labels: labels__.unwrap_or_default(),
+                    contract_version: contract_version__.unwrap_or_default(),
+                    review_policy: review_policy__,
                 })
             }
         }
         deserializer.deserialize_struct("runwire.v1.AiNode", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for AiOperation {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        let variant = match self {
+            Self::Unspecified => "AI_OPERATION_UNSPECIFIED",
+            Self::Generate => "AI_OPERATION_GENERATE",
+            Self::Classify => "AI_OPERATION_CLASSIFY",
+            Self::Embed => "AI_OPERATION_EMBED",
+        };
+        serializer.serialize_str(variant)
+    }
+}
+impl<'de> serde::Deserialize<'de> for AiOperation {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "AI_OPERATION_UNSPECIFIED",
+            "AI_OPERATION_GENERATE",
+            "AI_OPERATION_CLASSIFY",
+            "AI_OPERATION_EMBED",
+        ];
+        struct GeneratedVisitor;
+        impl serde::de::Visitor<'_> for GeneratedVisitor {
+            type Value = AiOperation;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                write!(formatter, "expected one of: {:?}", & FIELDS)
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(
+                            serde::de::Unexpected::Signed(v),
+                            &self,
+                        )
+                    })
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(
+                            serde::de::Unexpected::Unsigned(v),
+                            &self,
+                        )
+                    })
+            }
+            fn visit_str<E>(self, value: &str) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                match value {
+                    "AI_OPERATION_UNSPECIFIED" => Ok(AiOperation::Unspecified),
+                    "AI_OPERATION_GENERATE" => Ok(AiOperation::Generate),
+                    "AI_OPERATION_CLASSIFY" => Ok(AiOperation::Classify),
+                    "AI_OPERATION_EMBED" => Ok(AiOperation::Embed),
+                    _ => Err(serde::de::Error::unknown_variant(value, FIELDS)),
+                }
+            }
+        }
+        deserializer.deserialize_any(GeneratedVisitor)
+    }
+}
+impl serde::Serialize for AiReviewPolicy {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.confidence_pointer.is_empty() {
+            len += 1;
+        }
+        if self.approve_at != 0. {
+            len += 1;
+        }
+        if self.suppress_below != 0. {
+            len += 1;
+        }
+        if !self.escalate_pointer.is_empty() {
+            len += 1;
+        }
+        if self.review_timeout.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("runwire.v1.AiReviewPolicy", len)?;
+        if !self.confidence_pointer.is_empty() {
+            struct_ser.serialize_field("confidencePointer", &self.confidence_pointer)?;
+        }
+        if self.approve_at != 0. {
+            struct_ser.serialize_field("approveAt", &self.approve_at)?;
+        }
+        if self.suppress_below != 0. {
+            struct_ser.serialize_field("suppressBelow", &self.suppress_below)?;
+        }
+        if !self.escalate_pointer.is_empty() {
+            struct_ser.serialize_field("escalatePointer", &self.escalate_pointer)?;
+        }
+        if let Some(v) = self.review_timeout.as_ref() {
+            struct_ser.serialize_field("reviewTimeout", v)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for AiReviewPolicy {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "confidence_pointer",
+            "confidencePointer",
+            "approve_at",
+            "approveAt",
+            "suppress_below",
+            "suppressBelow",
+            "escalate_pointer",
+            "escalatePointer",
+            "review_timeout",
+            "reviewTimeout",
+        ];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            ConfidencePointer,
+            ApproveAt,
+            SuppressBelow,
+            EscalatePointer,
+            ReviewTimeout,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "confidencePointer" | "confidence_pointer" => {
+                                Ok(GeneratedField::ConfidencePointer)
+                            }
+                            "approveAt" | "approve_at" => Ok(GeneratedField::ApproveAt),
+                            "suppressBelow" | "suppress_below" => {
+                                Ok(GeneratedField::SuppressBelow)
+                            }
+                            "escalatePointer" | "escalate_pointer" => {
+                                Ok(GeneratedField::EscalatePointer)
+                            }
+                            "reviewTimeout" | "review_timeout" => {
+                                Ok(GeneratedField::ReviewTimeout)
+                            }
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = AiReviewPolicy;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.AiReviewPolicy")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<AiReviewPolicy, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut confidence_pointer__ = None;
+                let mut approve_at__ = None;
+                let mut suppress_below__ = None;
+                let mut escalate_pointer__ = None;
+                let mut review_timeout__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::ConfidencePointer => {
+                            if confidence_pointer__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("confidencePointer"),
+                                );
+                            }
+                            confidence_pointer__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::ApproveAt => {
+                            if approve_at__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("approveAt"));
+                            }
+                            approve_at__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                        GeneratedField::SuppressBelow => {
+                            if suppress_below__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("suppressBelow"),
+                                );
+                            }
+                            suppress_below__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                        GeneratedField::EscalatePointer => {
+                            if escalate_pointer__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("escalatePointer"),
+                                );
+                            }
+                            escalate_pointer__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::ReviewTimeout => {
+                            if review_timeout__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("reviewTimeout"),
+                                );
+                            }
+                            review_timeout__ = map_.next_value()?;
+                        }
+                    }
+                }
+                Ok(AiReviewPolicy {
+                    confidence_pointer: confidence_pointer__.unwrap_or_default(),
+                    approve_at: approve_at__.unwrap_or_default(),
+                    suppress_below: suppress_below__.unwrap_or_default(),
+                    escalate_pointer: escalate_pointer__.unwrap_or_default(),
+                    review_timeout: review_timeout__,
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct("runwire.v1.AiReviewPolicy", FIELDS, GeneratedVisitor)
     }
 }
 impl serde::Serialize for AiReviewRequired {
@@ -633,6 +1049,12 @@ impl serde::Serialize for AiReviewRequired {
         if !self.violations.is_empty() {
             len += 1;
         }
+        if self.confidence != 0. {
+            len += 1;
+        }
+        if !self.reasoning.is_empty() {
+            len += 1;
+        }
         let mut struct_ser = serializer
             .serialize_struct("runwire.v1.AiReviewRequired", len)?;
         if !self.reason.is_empty() {
@@ -644,6 +1066,12 @@ impl serde::Serialize for AiReviewRequired {
         if !self.violations.is_empty() {
             struct_ser.serialize_field("violations", &self.violations)?;
         }
+        if self.confidence != 0. {
+            struct_ser.serialize_field("confidence", &self.confidence)?;
+        }
+        if !self.reasoning.is_empty() {
+            struct_ser.serialize_field("reasoning", &self.reasoning)?;
+        }
         struct_ser.end()
     }
 }
@@ -653,12 +1081,21 @@ impl<'de> serde::Deserialize<'de> for AiReviewRequired {
     where
         D: serde::Deserializer<'de>,
     {
-        const FIELDS: &[&str] = &["reason", "output_json", "outputJson", "violations"];
+        const FIELDS: &[&str] = &[
+            "reason",
+            "output_json",
+            "outputJson",
+            "violations",
+            "confidence",
+            "reasoning",
+        ];
         #[allow(clippy::enum_variant_names)]
         enum GeneratedField {
             Reason,
             OutputJson,
             Violations,
+            Confidence,
+            Reasoning,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
             fn deserialize<D>(
@@ -690,6 +1127,8 @@ impl<'de> serde::Deserialize<'de> for AiReviewRequired {
                                 Ok(GeneratedField::OutputJson)
                             }
                             "violations" => Ok(GeneratedField::Violations),
+                            "confidence" => Ok(GeneratedField::Confidence),
+                            "reasoning" => Ok(GeneratedField::Reasoning),
                             _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
                         }
                     }
@@ -716,6 +1155,8 @@ impl<'de> serde::Deserialize<'de> for AiReviewRequired {
                 let mut reason__ = None;
                 let mut output_json__ = None;
                 let mut violations__ = None;
+                let mut confidence__ = None;
+                let mut reasoning__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
                         GeneratedField::Reason => {
@@ -738,12 +1179,32 @@ impl<'de> serde::Deserialize<'de> for AiReviewRequired {
                             violations__ = map_
                                 .next_value::<::std::option::Option<_>>()?;
                         }
+                        GeneratedField::Confidence => {
+                            if confidence__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("confidence"));
+                            }
+                            confidence__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                        GeneratedField::Reasoning => {
+                            if reasoning__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("reasoning"));
+                            }
+                            reasoning__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
                     }
                 }
                 Ok(AiReviewRequired {
                     reason: reason__.unwrap_or_default(),
                     output_json: output_json__.unwrap_or_default(),
                     violations: violations__.unwrap_or_default(),
+                    confidence: confidence__.unwrap_or_default(),
+                    reasoning: reasoning__.unwrap_or_default(),
                 })
             }
         }
@@ -914,6 +1375,92 @@ impl<'de> serde::Deserialize<'de> for AiReviewResolved {
             .deserialize_struct("runwire.v1.AiReviewResolved", FIELDS, GeneratedVisitor)
     }
 }
+impl serde::Serialize for AiRoute {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        let variant = match self {
+            Self::Unspecified => "AI_ROUTE_UNSPECIFIED",
+            Self::Model => "AI_ROUTE_MODEL",
+            Self::AutoApprove => "AI_ROUTE_AUTO_APPROVE",
+            Self::HumanReview => "AI_ROUTE_HUMAN_REVIEW",
+            Self::Suppress => "AI_ROUTE_SUPPRESS",
+            Self::ContractViolation => "AI_ROUTE_CONTRACT_VIOLATION",
+        };
+        serializer.serialize_str(variant)
+    }
+}
+impl<'de> serde::Deserialize<'de> for AiRoute {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "AI_ROUTE_UNSPECIFIED",
+            "AI_ROUTE_MODEL",
+            "AI_ROUTE_AUTO_APPROVE",
+            "AI_ROUTE_HUMAN_REVIEW",
+            "AI_ROUTE_SUPPRESS",
+            "AI_ROUTE_CONTRACT_VIOLATION",
+        ];
+        struct GeneratedVisitor;
+        impl serde::de::Visitor<'_> for GeneratedVisitor {
+            type Value = AiRoute;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                write!(formatter, "expected one of: {:?}", & FIELDS)
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(
+                            serde::de::Unexpected::Signed(v),
+                            &self,
+                        )
+                    })
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(
+                            serde::de::Unexpected::Unsigned(v),
+                            &self,
+                        )
+                    })
+            }
+            fn visit_str<E>(self, value: &str) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                match value {
+                    "AI_ROUTE_UNSPECIFIED" => Ok(AiRoute::Unspecified),
+                    "AI_ROUTE_MODEL" => Ok(AiRoute::Model),
+                    "AI_ROUTE_AUTO_APPROVE" => Ok(AiRoute::AutoApprove),
+                    "AI_ROUTE_HUMAN_REVIEW" => Ok(AiRoute::HumanReview),
+                    "AI_ROUTE_SUPPRESS" => Ok(AiRoute::Suppress),
+                    "AI_ROUTE_CONTRACT_VIOLATION" => Ok(AiRoute::ContractViolation),
+                    _ => Err(serde::de::Error::unknown_variant(value, FIELDS)),
+                }
+            }
+        }
+        deserializer.deserialize_any(GeneratedVisitor)
+    }
+}
 impl serde::Serialize for AiRoutingDecision {
     #[allow(deprecated)]
     fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
@@ -934,6 +1481,18 @@ impl serde::Serialize for AiRoutingDecision {
         if !self.reason.is_empty() {
             len += 1;
         }
+        if self.route != 0 {
+            len += 1;
+        }
+        if self.confidence != 0. {
+            len += 1;
+        }
+        if !self.threshold.is_empty() {
+            len += 1;
+        }
+        if !self.contract_version.is_empty() {
+            len += 1;
+        }
         let mut struct_ser = serializer
             .serialize_struct("runwire.v1.AiRoutingDecision", len)?;
         if !self.requested_model.is_empty() {
@@ -947,6 +1506,21 @@ impl serde::Serialize for AiRoutingDecision {
         }
         if !self.reason.is_empty() {
             struct_ser.serialize_field("reason", &self.reason)?;
+        }
+        if self.route != 0 {
+            match AiRoute::try_from(self.route) {
+                Ok(v) => struct_ser.serialize_field("route", &v)?,
+                Err(_) => struct_ser.serialize_field("route", &self.route)?,
+            }
+        }
+        if self.confidence != 0. {
+            struct_ser.serialize_field("confidence", &self.confidence)?;
+        }
+        if !self.threshold.is_empty() {
+            struct_ser.serialize_field("threshold", &self.threshold)?;
+        }
+        if !self.contract_version.is_empty() {
+            struct_ser.serialize_field("contractVersion", &self.contract_version)?;
         }
         struct_ser.end()
     }
@@ -963,6 +1537,11 @@ impl<'de> serde::Deserialize<'de> for AiRoutingDecision {
             "provider",
             "model",
             "reason",
+            "route",
+            "confidence",
+            "threshold",
+            "contract_version",
+            "contractVersion",
         ];
         #[allow(clippy::enum_variant_names)]
         enum GeneratedField {
@@ -970,6 +1549,10 @@ impl<'de> serde::Deserialize<'de> for AiRoutingDecision {
             Provider,
             Model,
             Reason,
+            Route,
+            Confidence,
+            Threshold,
+            ContractVersion,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
             fn deserialize<D>(
@@ -1002,6 +1585,12 @@ impl<'de> serde::Deserialize<'de> for AiRoutingDecision {
                             "provider" => Ok(GeneratedField::Provider),
                             "model" => Ok(GeneratedField::Model),
                             "reason" => Ok(GeneratedField::Reason),
+                            "route" => Ok(GeneratedField::Route),
+                            "confidence" => Ok(GeneratedField::Confidence),
+                            "threshold" => Ok(GeneratedField::Threshold),
+                            "contractVersion" | "contract_version" => {
+                                Ok(GeneratedField::ContractVersion)
+                            }
                             _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
                         }
                     }
@@ -1029,6 +1618,10 @@ impl<'de> serde::Deserialize<'de> for AiRoutingDecision {
                 let mut provider__ = None;
                 let mut model__ = None;
                 let mut reason__ = None;
+                let mut route__ = None;
+                let mut confidence__ = None;
+                let mut threshold__ = None;
+                let mut contract_version__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
                         GeneratedField::RequestedModel => {
@@ -1058,6 +1651,43 @@ impl<'de> serde::Deserialize<'de> for AiRoutingDecision {
                             }
                             reason__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
+                        GeneratedField::Route => {
+                            if route__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("route"));
+                            }
+                            route__ = map_
+                                .next_value::<
+                                    ::std::option::Option<crate::json::OpenEnum<AiRoute>>,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                        GeneratedField::Confidence => {
+                            if confidence__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("confidence"));
+                            }
+                            confidence__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                        GeneratedField::Threshold => {
+                            if threshold__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("threshold"));
+                            }
+                            threshold__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::ContractVersion => {
+                            if contract_version__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("contractVersion"),
+                                );
+                            }
+                            contract_version__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
+                        }
                     }
                 }
                 Ok(AiRoutingDecision {
@@ -1065,6 +1695,10 @@ impl<'de> serde::Deserialize<'de> for AiRoutingDecision {
                     provider: provider__.unwrap_or_default(),
                     model: model__.unwrap_or_default(),
                     reason: reason__.unwrap_or_default(),
+                    route: route__.unwrap_or_default(),
+                    confidence: confidence__.unwrap_or_default(),
+                    threshold: threshold__.unwrap_or_default(),
+                    contract_version: contract_version__.unwrap_or_default(),
                 })
             }
         }

@@ -276,6 +276,71 @@ func (SandboxViolationKind) EnumDescriptor() ([]byte, []int) {
 	return file_runwire_v1_events_proto_rawDescGZIP(), []int{3}
 }
 
+// AiRoute says what an AiRoutingDecision decided.
+type AiRoute int32
+
+const (
+	// Not set (an event from an older server).
+	AiRoute_AI_ROUTE_UNSPECIFIED AiRoute = 0
+	// Which provider and model serve the node, and why.
+	AiRoute_AI_ROUTE_MODEL AiRoute = 1
+	// The answer is accepted without review.
+	AiRoute_AI_ROUTE_AUTO_APPROVE AiRoute = 2
+	// The answer is held for ResolveReview (escalated or low confidence).
+	AiRoute_AI_ROUTE_HUMAN_REVIEW AiRoute = 3
+	// The answer is dropped; the node fails AI_SUPPRESSED.
+	AiRoute_AI_ROUTE_SUPPRESS AiRoute = 4
+	// The answer breaks its contract after the repair turn; held for review.
+	AiRoute_AI_ROUTE_CONTRACT_VIOLATION AiRoute = 5
+)
+
+// Enum value maps for AiRoute.
+var (
+	AiRoute_name = map[int32]string{
+		0: "AI_ROUTE_UNSPECIFIED",
+		1: "AI_ROUTE_MODEL",
+		2: "AI_ROUTE_AUTO_APPROVE",
+		3: "AI_ROUTE_HUMAN_REVIEW",
+		4: "AI_ROUTE_SUPPRESS",
+		5: "AI_ROUTE_CONTRACT_VIOLATION",
+	}
+	AiRoute_value = map[string]int32{
+		"AI_ROUTE_UNSPECIFIED":        0,
+		"AI_ROUTE_MODEL":              1,
+		"AI_ROUTE_AUTO_APPROVE":       2,
+		"AI_ROUTE_HUMAN_REVIEW":       3,
+		"AI_ROUTE_SUPPRESS":           4,
+		"AI_ROUTE_CONTRACT_VIOLATION": 5,
+	}
+)
+
+func (x AiRoute) Enum() *AiRoute {
+	p := new(AiRoute)
+	*p = x
+	return p
+}
+
+func (x AiRoute) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AiRoute) Descriptor() protoreflect.EnumDescriptor {
+	return file_runwire_v1_events_proto_enumTypes[4].Descriptor()
+}
+
+func (AiRoute) Type() protoreflect.EnumType {
+	return &file_runwire_v1_events_proto_enumTypes[4]
+}
+
+func (x AiRoute) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AiRoute.Descriptor instead.
+func (AiRoute) EnumDescriptor() ([]byte, []int) {
+	return file_runwire_v1_events_proto_rawDescGZIP(), []int{4}
+}
+
 // RunEvent is one entry of a run's event stream: an envelope plus exactly one
 // variant of the closed catalog in `event`.
 //
@@ -1787,7 +1852,8 @@ type NodeToken struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The text delta.
 	Delta string `protobuf:"bytes,1,opt,name=delta,proto3" json:"delta,omitempty"`
-	// 0-based index of the token within the whole run.
+	// 0-based index of the token within the whole run: gapless from 0 across
+	// nodes, attempts and takeovers.
 	TokenIndex    int64 `protobuf:"varint,2,opt,name=token_index,json=tokenIndex,proto3" json:"token_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1906,7 +1972,8 @@ type ToolCall struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The provider's id of the call.
 	ToolCallId string `protobuf:"bytes,1,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
-	// The tool name, as `adapter.action`.
+	// The tool name, as `adapter.action` (the model sees `adapter__action`,
+	// since function names allow no dots).
 	ToolName string `protobuf:"bytes,2,opt,name=tool_name,json=toolName,proto3" json:"tool_name,omitempty"`
 	// One-line human summary, for example `Read file: src/main.rs`.
 	Summary string `protobuf:"bytes,3,opt,name=summary,proto3" json:"summary,omitempty"`
@@ -2249,9 +2316,14 @@ type AiInvocation struct {
 	// The provider's finish reason, for example `stop` or `tool_calls`.
 	FinishReason string `protobuf:"bytes,7,opt,name=finish_reason,json=finishReason,proto3" json:"finish_reason,omitempty"`
 	// 1-based turn of the node's tool loop.
-	Turn          int32 `protobuf:"varint,8,opt,name=turn,proto3" json:"turn,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Turn int32 `protobuf:"varint,8,opt,name=turn,proto3" json:"turn,omitempty"`
+	// The last input sent, as it crossed the boundary (sanitized for cloud
+	// providers), first 512 characters.
+	InputPreview string `protobuf:"bytes,9,opt,name=input_preview,json=inputPreview,proto3" json:"input_preview,omitempty"`
+	// Version of the node's contract; empty for a node without one.
+	ContractVersion string `protobuf:"bytes,10,opt,name=contract_version,json=contractVersion,proto3" json:"contract_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *AiInvocation) Reset() {
@@ -2340,6 +2412,20 @@ func (x *AiInvocation) GetTurn() int32 {
 	return 0
 }
 
+func (x *AiInvocation) GetInputPreview() string {
+	if x != nil {
+		return x.InputPreview
+	}
+	return ""
+}
+
+func (x *AiInvocation) GetContractVersion() string {
+	if x != nil {
+		return x.ContractVersion
+	}
+	return ""
+}
+
 // AiRoutingDecision: which provider and model serve an AI node, and why.
 type AiRoutingDecision struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2350,9 +2436,18 @@ type AiRoutingDecision struct {
 	// The chosen model.
 	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
 	// Why, for people.
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// What was decided: MODEL (first, which model serves the node) or where
+	// the answer went (after the last AiInvocation of a contract-bound node).
+	Route AiRoute `protobuf:"varint,5,opt,name=route,proto3,enum=runwire.v1.AiRoute" json:"route,omitempty"`
+	// The confidence read from the answer, in [0,1]; 0 when it has none.
+	Confidence float64 `protobuf:"fixed64,6,opt,name=confidence,proto3" json:"confidence,omitempty"`
+	// The rule that decided and its value, for example `approve_at=0.8`.
+	Threshold string `protobuf:"bytes,7,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	// Version of the node's contract; empty for a node without one.
+	ContractVersion string `protobuf:"bytes,8,opt,name=contract_version,json=contractVersion,proto3" json:"contract_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *AiRoutingDecision) Reset() {
@@ -2413,8 +2508,37 @@ func (x *AiRoutingDecision) GetReason() string {
 	return ""
 }
 
-// AiReviewRequired: a model answer broke its contract and is held for
-// ResolveReview.
+func (x *AiRoutingDecision) GetRoute() AiRoute {
+	if x != nil {
+		return x.Route
+	}
+	return AiRoute_AI_ROUTE_UNSPECIFIED
+}
+
+func (x *AiRoutingDecision) GetConfidence() float64 {
+	if x != nil {
+		return x.Confidence
+	}
+	return 0
+}
+
+func (x *AiRoutingDecision) GetThreshold() string {
+	if x != nil {
+		return x.Threshold
+	}
+	return ""
+}
+
+func (x *AiRoutingDecision) GetContractVersion() string {
+	if x != nil {
+		return x.ContractVersion
+	}
+	return ""
+}
+
+// AiReviewRequired: a model answer is held for ResolveReview (it broke its
+// contract, was escalated, or its confidence is below `approve_at`); the
+// node waits at a review gate.
 type AiReviewRequired struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Why the answer is held, for people.
@@ -2422,7 +2546,11 @@ type AiReviewRequired struct {
 	// The held answer as canonical JSON.
 	OutputJson string `protobuf:"bytes,2,opt,name=output_json,json=outputJson,proto3" json:"output_json,omitempty"`
 	// One entry per contract rule the answer broke.
-	Violations    []string `protobuf:"bytes,3,rep,name=violations,proto3" json:"violations,omitempty"`
+	Violations []string `protobuf:"bytes,3,rep,name=violations,proto3" json:"violations,omitempty"`
+	// The confidence read from the answer, in [0,1]; 0 when it has none.
+	Confidence float64 `protobuf:"fixed64,4,opt,name=confidence,proto3" json:"confidence,omitempty"`
+	// The route that held the answer and its rule, for people.
+	Reasoning     string `protobuf:"bytes,5,opt,name=reasoning,proto3" json:"reasoning,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2476,6 +2604,20 @@ func (x *AiReviewRequired) GetViolations() []string {
 		return x.Violations
 	}
 	return nil
+}
+
+func (x *AiReviewRequired) GetConfidence() float64 {
+	if x != nil {
+		return x.Confidence
+	}
+	return 0
+}
+
+func (x *AiReviewRequired) GetReasoning() string {
+	if x != nil {
+		return x.Reasoning
+	}
+	return ""
 }
 
 // AiReviewResolved: a held model answer was decided.
@@ -2785,7 +2927,7 @@ const file_runwire_v1_events_proto_rawDesc = "" +
 	"\x10ApprovalResolved\x124\n" +
 	"\bdecision\x18\x01 \x01(\x0e2\x18.runwire.v1.GateDecisionR\bdecision\x12\x1c\n" +
 	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x18\n" +
-	"\acomment\x18\x03 \x01(\tR\acomment\"\xa9\x02\n" +
+	"\acomment\x18\x03 \x01(\tR\acomment\"\xf9\x02\n" +
 	"\fAiInvocation\x12\x1a\n" +
 	"\bprovider\x18\x01 \x01(\tR\bprovider\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12*\n" +
@@ -2795,19 +2937,32 @@ const file_runwire_v1_events_proto_rawDesc = "" +
 	"costMicros\x123\n" +
 	"\alatency\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12#\n" +
 	"\rfinish_reason\x18\a \x01(\tR\ffinishReason\x12\x12\n" +
-	"\x04turn\x18\b \x01(\x05R\x04turn\"\x86\x01\n" +
+	"\x04turn\x18\b \x01(\x05R\x04turn\x12#\n" +
+	"\rinput_preview\x18\t \x01(\tR\finputPreview\x12)\n" +
+	"\x10contract_version\x18\n" +
+	" \x01(\tR\x0fcontractVersion\"\x9a\x02\n" +
 	"\x11AiRoutingDecision\x12'\n" +
 	"\x0frequested_model\x18\x01 \x01(\tR\x0erequestedModel\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x14\n" +
 	"\x05model\x18\x03 \x01(\tR\x05model\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"k\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12)\n" +
+	"\x05route\x18\x05 \x01(\x0e2\x13.runwire.v1.AiRouteR\x05route\x12\x1e\n" +
+	"\n" +
+	"confidence\x18\x06 \x01(\x01R\n" +
+	"confidence\x12\x1c\n" +
+	"\tthreshold\x18\a \x01(\tR\tthreshold\x12)\n" +
+	"\x10contract_version\x18\b \x01(\tR\x0fcontractVersion\"\xa9\x01\n" +
 	"\x10AiReviewRequired\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x1f\n" +
 	"\voutput_json\x18\x02 \x01(\tR\n" +
 	"outputJson\x12\x1e\n" +
 	"\n" +
 	"violations\x18\x03 \x03(\tR\n" +
-	"violations\"\xa1\x01\n" +
+	"violations\x12\x1e\n" +
+	"\n" +
+	"confidence\x18\x04 \x01(\x01R\n" +
+	"confidence\x12\x1c\n" +
+	"\treasoning\x18\x05 \x01(\tR\treasoning\"\xa1\x01\n" +
 	"\x10AiReviewResolved\x124\n" +
 	"\bdecision\x18\x01 \x01(\x0e2\x18.runwire.v1.GateDecisionR\bdecision\x12\x1c\n" +
 	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x18\n" +
@@ -2844,7 +2999,14 @@ const file_runwire_v1_events_proto_rawDesc = "" +
 	"\x1bSANDBOX_VIOLATION_KIND_PATH\x10\x01\x12 \n" +
 	"\x1cSANDBOX_VIOLATION_KIND_LIMIT\x10\x02\x12\"\n" +
 	"\x1eSANDBOX_VIOLATION_KIND_NETWORK\x10\x03\x12\"\n" +
-	"\x1eSANDBOX_VIOLATION_KIND_PROGRAM\x10\x04B\xa6\x01\n" +
+	"\x1eSANDBOX_VIOLATION_KIND_PROGRAM\x10\x04*\xa5\x01\n" +
+	"\aAiRoute\x12\x18\n" +
+	"\x14AI_ROUTE_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eAI_ROUTE_MODEL\x10\x01\x12\x19\n" +
+	"\x15AI_ROUTE_AUTO_APPROVE\x10\x02\x12\x19\n" +
+	"\x15AI_ROUTE_HUMAN_REVIEW\x10\x03\x12\x15\n" +
+	"\x11AI_ROUTE_SUPPRESS\x10\x04\x12\x1f\n" +
+	"\x1bAI_ROUTE_CONTRACT_VIOLATION\x10\x05B\xa6\x01\n" +
 	"\x0ecom.runwire.v1B\vEventsProtoP\x01Z>github.com/runwire/runwire/clients/go/gen/runwire/v1;runwirev1\xa2\x02\x03RXX\xaa\x02\n" +
 	"Runwire.V1\xca\x02\n" +
 	"Runwire\\V1\xe2\x02\x16Runwire\\V1\\GPBMetadata\xea\x02\vRunwire::V1b\x06proto3"
@@ -2861,92 +3023,94 @@ func file_runwire_v1_events_proto_rawDescGZIP() []byte {
 	return file_runwire_v1_events_proto_rawDescData
 }
 
-var file_runwire_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_runwire_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
 var file_runwire_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_runwire_v1_events_proto_goTypes = []any{
 	(RunStatus)(0),                // 0: runwire.v1.RunStatus
 	(GateDecision)(0),             // 1: runwire.v1.GateDecision
 	(LogStream)(0),                // 2: runwire.v1.LogStream
 	(SandboxViolationKind)(0),     // 3: runwire.v1.SandboxViolationKind
-	(*RunEvent)(nil),              // 4: runwire.v1.RunEvent
-	(*ErrorSummary)(nil),          // 5: runwire.v1.ErrorSummary
-	(*RunStarted)(nil),            // 6: runwire.v1.RunStarted
-	(*RunStatusChanged)(nil),      // 7: runwire.v1.RunStatusChanged
-	(*RunPaused)(nil),             // 8: runwire.v1.RunPaused
-	(*RunResumed)(nil),            // 9: runwire.v1.RunResumed
-	(*RunCompleted)(nil),          // 10: runwire.v1.RunCompleted
-	(*NodeStarted)(nil),           // 11: runwire.v1.NodeStarted
-	(*NodeSucceeded)(nil),         // 12: runwire.v1.NodeSucceeded
-	(*NodeFailed)(nil),            // 13: runwire.v1.NodeFailed
-	(*NodeSkipped)(nil),           // 14: runwire.v1.NodeSkipped
-	(*NodeRetrying)(nil),          // 15: runwire.v1.NodeRetrying
-	(*IterationCapped)(nil),       // 16: runwire.v1.IterationCapped
-	(*NodeLog)(nil),               // 17: runwire.v1.NodeLog
-	(*NodeToken)(nil),             // 18: runwire.v1.NodeToken
-	(*NodeHeartbeat)(nil),         // 19: runwire.v1.NodeHeartbeat
-	(*ToolCall)(nil),              // 20: runwire.v1.ToolCall
-	(*AwaitingConfirmation)(nil),  // 21: runwire.v1.AwaitingConfirmation
-	(*ConfirmationResolved)(nil),  // 22: runwire.v1.ConfirmationResolved
-	(*ApprovalRequested)(nil),     // 23: runwire.v1.ApprovalRequested
-	(*ApprovalResolved)(nil),      // 24: runwire.v1.ApprovalResolved
-	(*AiInvocation)(nil),          // 25: runwire.v1.AiInvocation
-	(*AiRoutingDecision)(nil),     // 26: runwire.v1.AiRoutingDecision
-	(*AiReviewRequired)(nil),      // 27: runwire.v1.AiReviewRequired
-	(*AiReviewResolved)(nil),      // 28: runwire.v1.AiReviewResolved
-	(*SandboxViolation)(nil),      // 29: runwire.v1.SandboxViolation
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 31: google.protobuf.Duration
+	(AiRoute)(0),                  // 4: runwire.v1.AiRoute
+	(*RunEvent)(nil),              // 5: runwire.v1.RunEvent
+	(*ErrorSummary)(nil),          // 6: runwire.v1.ErrorSummary
+	(*RunStarted)(nil),            // 7: runwire.v1.RunStarted
+	(*RunStatusChanged)(nil),      // 8: runwire.v1.RunStatusChanged
+	(*RunPaused)(nil),             // 9: runwire.v1.RunPaused
+	(*RunResumed)(nil),            // 10: runwire.v1.RunResumed
+	(*RunCompleted)(nil),          // 11: runwire.v1.RunCompleted
+	(*NodeStarted)(nil),           // 12: runwire.v1.NodeStarted
+	(*NodeSucceeded)(nil),         // 13: runwire.v1.NodeSucceeded
+	(*NodeFailed)(nil),            // 14: runwire.v1.NodeFailed
+	(*NodeSkipped)(nil),           // 15: runwire.v1.NodeSkipped
+	(*NodeRetrying)(nil),          // 16: runwire.v1.NodeRetrying
+	(*IterationCapped)(nil),       // 17: runwire.v1.IterationCapped
+	(*NodeLog)(nil),               // 18: runwire.v1.NodeLog
+	(*NodeToken)(nil),             // 19: runwire.v1.NodeToken
+	(*NodeHeartbeat)(nil),         // 20: runwire.v1.NodeHeartbeat
+	(*ToolCall)(nil),              // 21: runwire.v1.ToolCall
+	(*AwaitingConfirmation)(nil),  // 22: runwire.v1.AwaitingConfirmation
+	(*ConfirmationResolved)(nil),  // 23: runwire.v1.ConfirmationResolved
+	(*ApprovalRequested)(nil),     // 24: runwire.v1.ApprovalRequested
+	(*ApprovalResolved)(nil),      // 25: runwire.v1.ApprovalResolved
+	(*AiInvocation)(nil),          // 26: runwire.v1.AiInvocation
+	(*AiRoutingDecision)(nil),     // 27: runwire.v1.AiRoutingDecision
+	(*AiReviewRequired)(nil),      // 28: runwire.v1.AiReviewRequired
+	(*AiReviewResolved)(nil),      // 29: runwire.v1.AiReviewResolved
+	(*SandboxViolation)(nil),      // 30: runwire.v1.SandboxViolation
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
 }
 var file_runwire_v1_events_proto_depIdxs = []int32{
-	30, // 0: runwire.v1.RunEvent.event_time:type_name -> google.protobuf.Timestamp
-	6,  // 1: runwire.v1.RunEvent.run_started:type_name -> runwire.v1.RunStarted
-	7,  // 2: runwire.v1.RunEvent.run_status_changed:type_name -> runwire.v1.RunStatusChanged
-	8,  // 3: runwire.v1.RunEvent.run_paused:type_name -> runwire.v1.RunPaused
-	9,  // 4: runwire.v1.RunEvent.run_resumed:type_name -> runwire.v1.RunResumed
-	10, // 5: runwire.v1.RunEvent.run_completed:type_name -> runwire.v1.RunCompleted
-	11, // 6: runwire.v1.RunEvent.node_started:type_name -> runwire.v1.NodeStarted
-	12, // 7: runwire.v1.RunEvent.node_succeeded:type_name -> runwire.v1.NodeSucceeded
-	13, // 8: runwire.v1.RunEvent.node_failed:type_name -> runwire.v1.NodeFailed
-	14, // 9: runwire.v1.RunEvent.node_skipped:type_name -> runwire.v1.NodeSkipped
-	15, // 10: runwire.v1.RunEvent.node_retrying:type_name -> runwire.v1.NodeRetrying
-	16, // 11: runwire.v1.RunEvent.iteration_capped:type_name -> runwire.v1.IterationCapped
-	17, // 12: runwire.v1.RunEvent.node_log:type_name -> runwire.v1.NodeLog
-	18, // 13: runwire.v1.RunEvent.node_token:type_name -> runwire.v1.NodeToken
-	19, // 14: runwire.v1.RunEvent.node_heartbeat:type_name -> runwire.v1.NodeHeartbeat
-	20, // 15: runwire.v1.RunEvent.tool_call:type_name -> runwire.v1.ToolCall
-	21, // 16: runwire.v1.RunEvent.awaiting_confirmation:type_name -> runwire.v1.AwaitingConfirmation
-	22, // 17: runwire.v1.RunEvent.confirmation_resolved:type_name -> runwire.v1.ConfirmationResolved
-	23, // 18: runwire.v1.RunEvent.approval_requested:type_name -> runwire.v1.ApprovalRequested
-	24, // 19: runwire.v1.RunEvent.approval_resolved:type_name -> runwire.v1.ApprovalResolved
-	25, // 20: runwire.v1.RunEvent.ai_invocation:type_name -> runwire.v1.AiInvocation
-	26, // 21: runwire.v1.RunEvent.ai_routing_decision:type_name -> runwire.v1.AiRoutingDecision
-	27, // 22: runwire.v1.RunEvent.ai_review_required:type_name -> runwire.v1.AiReviewRequired
-	28, // 23: runwire.v1.RunEvent.ai_review_resolved:type_name -> runwire.v1.AiReviewResolved
-	29, // 24: runwire.v1.RunEvent.sandbox_violation:type_name -> runwire.v1.SandboxViolation
+	31, // 0: runwire.v1.RunEvent.event_time:type_name -> google.protobuf.Timestamp
+	7,  // 1: runwire.v1.RunEvent.run_started:type_name -> runwire.v1.RunStarted
+	8,  // 2: runwire.v1.RunEvent.run_status_changed:type_name -> runwire.v1.RunStatusChanged
+	9,  // 3: runwire.v1.RunEvent.run_paused:type_name -> runwire.v1.RunPaused
+	10, // 4: runwire.v1.RunEvent.run_resumed:type_name -> runwire.v1.RunResumed
+	11, // 5: runwire.v1.RunEvent.run_completed:type_name -> runwire.v1.RunCompleted
+	12, // 6: runwire.v1.RunEvent.node_started:type_name -> runwire.v1.NodeStarted
+	13, // 7: runwire.v1.RunEvent.node_succeeded:type_name -> runwire.v1.NodeSucceeded
+	14, // 8: runwire.v1.RunEvent.node_failed:type_name -> runwire.v1.NodeFailed
+	15, // 9: runwire.v1.RunEvent.node_skipped:type_name -> runwire.v1.NodeSkipped
+	16, // 10: runwire.v1.RunEvent.node_retrying:type_name -> runwire.v1.NodeRetrying
+	17, // 11: runwire.v1.RunEvent.iteration_capped:type_name -> runwire.v1.IterationCapped
+	18, // 12: runwire.v1.RunEvent.node_log:type_name -> runwire.v1.NodeLog
+	19, // 13: runwire.v1.RunEvent.node_token:type_name -> runwire.v1.NodeToken
+	20, // 14: runwire.v1.RunEvent.node_heartbeat:type_name -> runwire.v1.NodeHeartbeat
+	21, // 15: runwire.v1.RunEvent.tool_call:type_name -> runwire.v1.ToolCall
+	22, // 16: runwire.v1.RunEvent.awaiting_confirmation:type_name -> runwire.v1.AwaitingConfirmation
+	23, // 17: runwire.v1.RunEvent.confirmation_resolved:type_name -> runwire.v1.ConfirmationResolved
+	24, // 18: runwire.v1.RunEvent.approval_requested:type_name -> runwire.v1.ApprovalRequested
+	25, // 19: runwire.v1.RunEvent.approval_resolved:type_name -> runwire.v1.ApprovalResolved
+	26, // 20: runwire.v1.RunEvent.ai_invocation:type_name -> runwire.v1.AiInvocation
+	27, // 21: runwire.v1.RunEvent.ai_routing_decision:type_name -> runwire.v1.AiRoutingDecision
+	28, // 22: runwire.v1.RunEvent.ai_review_required:type_name -> runwire.v1.AiReviewRequired
+	29, // 23: runwire.v1.RunEvent.ai_review_resolved:type_name -> runwire.v1.AiReviewResolved
+	30, // 24: runwire.v1.RunEvent.sandbox_violation:type_name -> runwire.v1.SandboxViolation
 	0,  // 25: runwire.v1.RunStatusChanged.previous_status:type_name -> runwire.v1.RunStatus
 	0,  // 26: runwire.v1.RunStatusChanged.new_status:type_name -> runwire.v1.RunStatus
-	31, // 27: runwire.v1.RunResumed.paused_duration:type_name -> google.protobuf.Duration
+	32, // 27: runwire.v1.RunResumed.paused_duration:type_name -> google.protobuf.Duration
 	0,  // 28: runwire.v1.RunCompleted.status:type_name -> runwire.v1.RunStatus
-	31, // 29: runwire.v1.RunCompleted.duration:type_name -> google.protobuf.Duration
-	5,  // 30: runwire.v1.RunCompleted.error:type_name -> runwire.v1.ErrorSummary
-	31, // 31: runwire.v1.NodeSucceeded.duration:type_name -> google.protobuf.Duration
-	5,  // 32: runwire.v1.NodeFailed.error:type_name -> runwire.v1.ErrorSummary
-	31, // 33: runwire.v1.NodeFailed.duration:type_name -> google.protobuf.Duration
-	31, // 34: runwire.v1.NodeRetrying.backoff:type_name -> google.protobuf.Duration
-	5,  // 35: runwire.v1.NodeRetrying.error:type_name -> runwire.v1.ErrorSummary
+	32, // 29: runwire.v1.RunCompleted.duration:type_name -> google.protobuf.Duration
+	6,  // 30: runwire.v1.RunCompleted.error:type_name -> runwire.v1.ErrorSummary
+	32, // 31: runwire.v1.NodeSucceeded.duration:type_name -> google.protobuf.Duration
+	6,  // 32: runwire.v1.NodeFailed.error:type_name -> runwire.v1.ErrorSummary
+	32, // 33: runwire.v1.NodeFailed.duration:type_name -> google.protobuf.Duration
+	32, // 34: runwire.v1.NodeRetrying.backoff:type_name -> google.protobuf.Duration
+	6,  // 35: runwire.v1.NodeRetrying.error:type_name -> runwire.v1.ErrorSummary
 	2,  // 36: runwire.v1.NodeLog.stream:type_name -> runwire.v1.LogStream
-	31, // 37: runwire.v1.NodeHeartbeat.elapsed:type_name -> google.protobuf.Duration
+	32, // 37: runwire.v1.NodeHeartbeat.elapsed:type_name -> google.protobuf.Duration
 	1,  // 38: runwire.v1.ConfirmationResolved.decision:type_name -> runwire.v1.GateDecision
-	30, // 39: runwire.v1.ApprovalRequested.expire_time:type_name -> google.protobuf.Timestamp
+	31, // 39: runwire.v1.ApprovalRequested.expire_time:type_name -> google.protobuf.Timestamp
 	1,  // 40: runwire.v1.ApprovalResolved.decision:type_name -> runwire.v1.GateDecision
-	31, // 41: runwire.v1.AiInvocation.latency:type_name -> google.protobuf.Duration
-	1,  // 42: runwire.v1.AiReviewResolved.decision:type_name -> runwire.v1.GateDecision
-	3,  // 43: runwire.v1.SandboxViolation.kind:type_name -> runwire.v1.SandboxViolationKind
-	44, // [44:44] is the sub-list for method output_type
-	44, // [44:44] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	32, // 41: runwire.v1.AiInvocation.latency:type_name -> google.protobuf.Duration
+	4,  // 42: runwire.v1.AiRoutingDecision.route:type_name -> runwire.v1.AiRoute
+	1,  // 43: runwire.v1.AiReviewResolved.decision:type_name -> runwire.v1.GateDecision
+	3,  // 44: runwire.v1.SandboxViolation.kind:type_name -> runwire.v1.SandboxViolationKind
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_runwire_v1_events_proto_init() }
@@ -2985,7 +3149,7 @@ func file_runwire_v1_events_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_runwire_v1_events_proto_rawDesc), len(file_runwire_v1_events_proto_rawDesc)),
-			NumEnums:      4,
+			NumEnums:      5,
 			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,

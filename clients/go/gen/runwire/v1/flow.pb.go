@@ -83,6 +83,63 @@ func (ItemFailurePolicy) EnumDescriptor() ([]byte, []int) {
 	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{0}
 }
 
+// AiOperation is what an AI node asks of its model.
+type AiOperation int32
+
+const (
+	// Unspecified means GENERATE.
+	AiOperation_AI_OPERATION_UNSPECIFIED AiOperation = 0
+	// Chat completion with streamed tokens and tools; output `{text, json, ...}`.
+	AiOperation_AI_OPERATION_GENERATE AiOperation = 1
+	// Pick one of `labels`; output `{label, confidence, ...}`.
+	AiOperation_AI_OPERATION_CLASSIFY AiOperation = 2
+	// Embed `task`; output `{embedding, dimensions, model, input_tokens}`.
+	AiOperation_AI_OPERATION_EMBED AiOperation = 3
+)
+
+// Enum value maps for AiOperation.
+var (
+	AiOperation_name = map[int32]string{
+		0: "AI_OPERATION_UNSPECIFIED",
+		1: "AI_OPERATION_GENERATE",
+		2: "AI_OPERATION_CLASSIFY",
+		3: "AI_OPERATION_EMBED",
+	}
+	AiOperation_value = map[string]int32{
+		"AI_OPERATION_UNSPECIFIED": 0,
+		"AI_OPERATION_GENERATE":    1,
+		"AI_OPERATION_CLASSIFY":    2,
+		"AI_OPERATION_EMBED":       3,
+	}
+)
+
+func (x AiOperation) Enum() *AiOperation {
+	p := new(AiOperation)
+	*p = x
+	return p
+}
+
+func (x AiOperation) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AiOperation) Descriptor() protoreflect.EnumDescriptor {
+	return file_runwire_v1_flow_proto_enumTypes[1].Descriptor()
+}
+
+func (AiOperation) Type() protoreflect.EnumType {
+	return &file_runwire_v1_flow_proto_enumTypes[1]
+}
+
+func (x AiOperation) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AiOperation.Descriptor instead.
+func (AiOperation) EnumDescriptor() ([]byte, []int) {
+	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{1}
+}
+
 // EdgeCondition selects which outcomes of the source node take an edge.
 type EdgeCondition int32
 
@@ -125,11 +182,11 @@ func (x EdgeCondition) String() string {
 }
 
 func (EdgeCondition) Descriptor() protoreflect.EnumDescriptor {
-	return file_runwire_v1_flow_proto_enumTypes[1].Descriptor()
+	return file_runwire_v1_flow_proto_enumTypes[2].Descriptor()
 }
 
 func (EdgeCondition) Type() protoreflect.EnumType {
-	return &file_runwire_v1_flow_proto_enumTypes[1]
+	return &file_runwire_v1_flow_proto_enumTypes[2]
 }
 
 func (x EdgeCondition) Number() protoreflect.EnumNumber {
@@ -138,7 +195,7 @@ func (x EdgeCondition) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EdgeCondition.Descriptor instead.
 func (EdgeCondition) EnumDescriptor() ([]byte, []int) {
-	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{1}
+	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{2}
 }
 
 // A Flow is a graph of nodes joined by conditional edges. It is submitted with
@@ -699,8 +756,19 @@ type AiNode struct {
 	// JSON Schema the answer must satisfy; an answer that does not is held for
 	// review (AiReviewRequired).
 	Contract *structpb.Struct `protobuf:"bytes,6,opt,name=contract,proto3" json:"contract,omitempty"`
-	// Upper bound on model turns in the tool loop; 0 means the server default.
-	MaxTurns      int32 `protobuf:"varint,7,opt,name=max_turns,json=maxTurns,proto3" json:"max_turns,omitempty"`
+	// Upper bound on model turns in the tool loop; 0 means the server default
+	// (10). At most 100. More turns than this fail the attempt with MAX_TURNS.
+	MaxTurns int32 `protobuf:"varint,7,opt,name=max_turns,json=maxTurns,proto3" json:"max_turns,omitempty"`
+	// What the node asks of the model; unspecified means GENERATE.
+	Operation AiOperation `protobuf:"varint,8,opt,name=operation,proto3,enum=runwire.v1.AiOperation" json:"operation,omitempty"`
+	// The labels a CLASSIFY node chooses from: at least 2, distinct.
+	Labels []string `protobuf:"bytes,9,rep,name=labels,proto3" json:"labels,omitempty"`
+	// Version of the contract that events and outputs cite; empty means a
+	// digest of the canonical contract.
+	ContractVersion string `protobuf:"bytes,10,opt,name=contract_version,json=contractVersion,proto3" json:"contract_version,omitempty"`
+	// How a contract-bound answer is routed by the confidence in it; unset
+	// means every valid answer is approved.
+	ReviewPolicy  *AiReviewPolicy `protobuf:"bytes,11,opt,name=review_policy,json=reviewPolicy,proto3" json:"review_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -784,6 +852,119 @@ func (x *AiNode) GetMaxTurns() int32 {
 	return 0
 }
 
+func (x *AiNode) GetOperation() AiOperation {
+	if x != nil {
+		return x.Operation
+	}
+	return AiOperation_AI_OPERATION_UNSPECIFIED
+}
+
+func (x *AiNode) GetLabels() []string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *AiNode) GetContractVersion() string {
+	if x != nil {
+		return x.ContractVersion
+	}
+	return ""
+}
+
+func (x *AiNode) GetReviewPolicy() *AiReviewPolicy {
+	if x != nil {
+		return x.ReviewPolicy
+	}
+	return nil
+}
+
+// AiReviewPolicy routes a contract-bound answer by the confidence it states:
+// escalated or below `approve_at` it is held for ResolveReview, below
+// `suppress_below` it is dropped (the node fails AI_SUPPRESSED).
+type AiReviewPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// JSON Pointer (RFC 6901) to a number in [0,1] in the answer.
+	ConfidencePointer string `protobuf:"bytes,1,opt,name=confidence_pointer,json=confidencePointer,proto3" json:"confidence_pointer,omitempty"`
+	// Confidence at or above which the answer is approved without review.
+	ApproveAt float64 `protobuf:"fixed64,2,opt,name=approve_at,json=approveAt,proto3" json:"approve_at,omitempty"`
+	// Confidence below which the answer is suppressed; at most `approve_at`.
+	SuppressBelow float64 `protobuf:"fixed64,3,opt,name=suppress_below,json=suppressBelow,proto3" json:"suppress_below,omitempty"`
+	// JSON Pointer to a boolean in the answer; true holds it for review.
+	EscalatePointer string `protobuf:"bytes,4,opt,name=escalate_pointer,json=escalatePointer,proto3" json:"escalate_pointer,omitempty"`
+	// How long a held answer waits; when it passes the review expires as
+	// rejected. Unset means no timeout.
+	ReviewTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=review_timeout,json=reviewTimeout,proto3" json:"review_timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AiReviewPolicy) Reset() {
+	*x = AiReviewPolicy{}
+	mi := &file_runwire_v1_flow_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AiReviewPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AiReviewPolicy) ProtoMessage() {}
+
+func (x *AiReviewPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_runwire_v1_flow_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AiReviewPolicy.ProtoReflect.Descriptor instead.
+func (*AiReviewPolicy) Descriptor() ([]byte, []int) {
+	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AiReviewPolicy) GetConfidencePointer() string {
+	if x != nil {
+		return x.ConfidencePointer
+	}
+	return ""
+}
+
+func (x *AiReviewPolicy) GetApproveAt() float64 {
+	if x != nil {
+		return x.ApproveAt
+	}
+	return 0
+}
+
+func (x *AiReviewPolicy) GetSuppressBelow() float64 {
+	if x != nil {
+		return x.SuppressBelow
+	}
+	return 0
+}
+
+func (x *AiReviewPolicy) GetEscalatePointer() string {
+	if x != nil {
+		return x.EscalatePointer
+	}
+	return ""
+}
+
+func (x *AiReviewPolicy) GetReviewTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.ReviewTimeout
+	}
+	return nil
+}
+
 // ApprovalNode holds the run until a person resolves it with ResolveApproval.
 type ApprovalNode struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -798,7 +979,7 @@ type ApprovalNode struct {
 
 func (x *ApprovalNode) Reset() {
 	*x = ApprovalNode{}
-	mi := &file_runwire_v1_flow_proto_msgTypes[7]
+	mi := &file_runwire_v1_flow_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +991,7 @@ func (x *ApprovalNode) String() string {
 func (*ApprovalNode) ProtoMessage() {}
 
 func (x *ApprovalNode) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_flow_proto_msgTypes[7]
+	mi := &file_runwire_v1_flow_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +1004,7 @@ func (x *ApprovalNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalNode.ProtoReflect.Descriptor instead.
 func (*ApprovalNode) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{7}
+	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ApprovalNode) GetMessage() string {
@@ -856,7 +1037,7 @@ type Edge struct {
 
 func (x *Edge) Reset() {
 	*x = Edge{}
-	mi := &file_runwire_v1_flow_proto_msgTypes[8]
+	mi := &file_runwire_v1_flow_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +1049,7 @@ func (x *Edge) String() string {
 func (*Edge) ProtoMessage() {}
 
 func (x *Edge) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_flow_proto_msgTypes[8]
+	mi := &file_runwire_v1_flow_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +1062,7 @@ func (x *Edge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edge.ProtoReflect.Descriptor instead.
 func (*Edge) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{8}
+	return file_runwire_v1_flow_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Edge) GetSource() string {
@@ -950,7 +1131,7 @@ const file_runwire_v1_flow_proto_rawDesc = "" +
 	"ActionNode\x12\x18\n" +
 	"\aadapter\x18\x01 \x01(\tR\aadapter\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x12/\n" +
-	"\x06params\x18\x03 \x01(\v2\x17.google.protobuf.StructR\x06params\"\xce\x01\n" +
+	"\x06params\x18\x03 \x01(\v2\x17.google.protobuf.StructR\x06params\"\x89\x03\n" +
 	"\x06AiNode\x12\x1a\n" +
 	"\bprovider\x18\x01 \x01(\tR\bprovider\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x16\n" +
@@ -958,7 +1139,19 @@ const file_runwire_v1_flow_proto_rawDesc = "" +
 	"\x04task\x18\x04 \x01(\tR\x04task\x12\x14\n" +
 	"\x05tools\x18\x05 \x03(\tR\x05tools\x123\n" +
 	"\bcontract\x18\x06 \x01(\v2\x17.google.protobuf.StructR\bcontract\x12\x1b\n" +
-	"\tmax_turns\x18\a \x01(\x05R\bmaxTurns\"]\n" +
+	"\tmax_turns\x18\a \x01(\x05R\bmaxTurns\x125\n" +
+	"\toperation\x18\b \x01(\x0e2\x17.runwire.v1.AiOperationR\toperation\x12\x16\n" +
+	"\x06labels\x18\t \x03(\tR\x06labels\x12)\n" +
+	"\x10contract_version\x18\n" +
+	" \x01(\tR\x0fcontractVersion\x12?\n" +
+	"\rreview_policy\x18\v \x01(\v2\x1a.runwire.v1.AiReviewPolicyR\freviewPolicy\"\xf2\x01\n" +
+	"\x0eAiReviewPolicy\x12-\n" +
+	"\x12confidence_pointer\x18\x01 \x01(\tR\x11confidencePointer\x12\x1d\n" +
+	"\n" +
+	"approve_at\x18\x02 \x01(\x01R\tapproveAt\x12%\n" +
+	"\x0esuppress_below\x18\x03 \x01(\x01R\rsuppressBelow\x12)\n" +
+	"\x10escalate_pointer\x18\x04 \x01(\tR\x0fescalatePointer\x12@\n" +
+	"\x0ereview_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\rreviewTimeout\"]\n" +
 	"\fApprovalNode\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x123\n" +
 	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"o\n" +
@@ -970,7 +1163,12 @@ const file_runwire_v1_flow_proto_rawDesc = "" +
 	"\x1fITEM_FAILURE_POLICY_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dITEM_FAILURE_POLICY_FAIL_FAST\x10\x01\x12#\n" +
 	"\x1fITEM_FAILURE_POLICY_FAIL_AT_END\x10\x02\x12 \n" +
-	"\x1cITEM_FAILURE_POLICY_CONTINUE\x10\x03*\x82\x01\n" +
+	"\x1cITEM_FAILURE_POLICY_CONTINUE\x10\x03*y\n" +
+	"\vAiOperation\x12\x1c\n" +
+	"\x18AI_OPERATION_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15AI_OPERATION_GENERATE\x10\x01\x12\x19\n" +
+	"\x15AI_OPERATION_CLASSIFY\x10\x02\x12\x16\n" +
+	"\x12AI_OPERATION_EMBED\x10\x03*\x82\x01\n" +
 	"\rEdgeCondition\x12\x1e\n" +
 	"\x1aEDGE_CONDITION_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16EDGE_CONDITION_SUCCESS\x10\x01\x12\x1a\n" +
@@ -992,47 +1190,52 @@ func file_runwire_v1_flow_proto_rawDescGZIP() []byte {
 	return file_runwire_v1_flow_proto_rawDescData
 }
 
-var file_runwire_v1_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_runwire_v1_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_runwire_v1_flow_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_runwire_v1_flow_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_runwire_v1_flow_proto_goTypes = []any{
 	(ItemFailurePolicy)(0),      // 0: runwire.v1.ItemFailurePolicy
-	(EdgeCondition)(0),          // 1: runwire.v1.EdgeCondition
-	(*Flow)(nil),                // 2: runwire.v1.Flow
-	(*FlowSettings)(nil),        // 3: runwire.v1.FlowSettings
-	(*Node)(nil),                // 4: runwire.v1.Node
-	(*ForEach)(nil),             // 5: runwire.v1.ForEach
-	(*RetryPolicy)(nil),         // 6: runwire.v1.RetryPolicy
-	(*ActionNode)(nil),          // 7: runwire.v1.ActionNode
-	(*AiNode)(nil),              // 8: runwire.v1.AiNode
-	(*ApprovalNode)(nil),        // 9: runwire.v1.ApprovalNode
-	(*Edge)(nil),                // 10: runwire.v1.Edge
-	(*durationpb.Duration)(nil), // 11: google.protobuf.Duration
-	(*structpb.Struct)(nil),     // 12: google.protobuf.Struct
+	(AiOperation)(0),            // 1: runwire.v1.AiOperation
+	(EdgeCondition)(0),          // 2: runwire.v1.EdgeCondition
+	(*Flow)(nil),                // 3: runwire.v1.Flow
+	(*FlowSettings)(nil),        // 4: runwire.v1.FlowSettings
+	(*Node)(nil),                // 5: runwire.v1.Node
+	(*ForEach)(nil),             // 6: runwire.v1.ForEach
+	(*RetryPolicy)(nil),         // 7: runwire.v1.RetryPolicy
+	(*ActionNode)(nil),          // 8: runwire.v1.ActionNode
+	(*AiNode)(nil),              // 9: runwire.v1.AiNode
+	(*AiReviewPolicy)(nil),      // 10: runwire.v1.AiReviewPolicy
+	(*ApprovalNode)(nil),        // 11: runwire.v1.ApprovalNode
+	(*Edge)(nil),                // 12: runwire.v1.Edge
+	(*durationpb.Duration)(nil), // 13: google.protobuf.Duration
+	(*structpb.Struct)(nil),     // 14: google.protobuf.Struct
 }
 var file_runwire_v1_flow_proto_depIdxs = []int32{
-	4,  // 0: runwire.v1.Flow.nodes:type_name -> runwire.v1.Node
-	10, // 1: runwire.v1.Flow.edges:type_name -> runwire.v1.Edge
-	3,  // 2: runwire.v1.Flow.settings:type_name -> runwire.v1.FlowSettings
-	6,  // 3: runwire.v1.FlowSettings.default_retry_policy:type_name -> runwire.v1.RetryPolicy
-	11, // 4: runwire.v1.FlowSettings.default_timeout:type_name -> google.protobuf.Duration
-	11, // 5: runwire.v1.Node.timeout:type_name -> google.protobuf.Duration
-	6,  // 6: runwire.v1.Node.retry_policy:type_name -> runwire.v1.RetryPolicy
-	5,  // 7: runwire.v1.Node.for_each:type_name -> runwire.v1.ForEach
-	7,  // 8: runwire.v1.Node.action:type_name -> runwire.v1.ActionNode
-	8,  // 9: runwire.v1.Node.ai:type_name -> runwire.v1.AiNode
-	9,  // 10: runwire.v1.Node.approval:type_name -> runwire.v1.ApprovalNode
+	5,  // 0: runwire.v1.Flow.nodes:type_name -> runwire.v1.Node
+	12, // 1: runwire.v1.Flow.edges:type_name -> runwire.v1.Edge
+	4,  // 2: runwire.v1.Flow.settings:type_name -> runwire.v1.FlowSettings
+	7,  // 3: runwire.v1.FlowSettings.default_retry_policy:type_name -> runwire.v1.RetryPolicy
+	13, // 4: runwire.v1.FlowSettings.default_timeout:type_name -> google.protobuf.Duration
+	13, // 5: runwire.v1.Node.timeout:type_name -> google.protobuf.Duration
+	7,  // 6: runwire.v1.Node.retry_policy:type_name -> runwire.v1.RetryPolicy
+	6,  // 7: runwire.v1.Node.for_each:type_name -> runwire.v1.ForEach
+	8,  // 8: runwire.v1.Node.action:type_name -> runwire.v1.ActionNode
+	9,  // 9: runwire.v1.Node.ai:type_name -> runwire.v1.AiNode
+	11, // 10: runwire.v1.Node.approval:type_name -> runwire.v1.ApprovalNode
 	0,  // 11: runwire.v1.ForEach.failure_policy:type_name -> runwire.v1.ItemFailurePolicy
-	11, // 12: runwire.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
-	11, // 13: runwire.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
-	12, // 14: runwire.v1.ActionNode.params:type_name -> google.protobuf.Struct
-	12, // 15: runwire.v1.AiNode.contract:type_name -> google.protobuf.Struct
-	11, // 16: runwire.v1.ApprovalNode.timeout:type_name -> google.protobuf.Duration
-	1,  // 17: runwire.v1.Edge.condition:type_name -> runwire.v1.EdgeCondition
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	13, // 12: runwire.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
+	13, // 13: runwire.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
+	14, // 14: runwire.v1.ActionNode.params:type_name -> google.protobuf.Struct
+	14, // 15: runwire.v1.AiNode.contract:type_name -> google.protobuf.Struct
+	1,  // 16: runwire.v1.AiNode.operation:type_name -> runwire.v1.AiOperation
+	10, // 17: runwire.v1.AiNode.review_policy:type_name -> runwire.v1.AiReviewPolicy
+	13, // 18: runwire.v1.AiReviewPolicy.review_timeout:type_name -> google.protobuf.Duration
+	13, // 19: runwire.v1.ApprovalNode.timeout:type_name -> google.protobuf.Duration
+	2,  // 20: runwire.v1.Edge.condition:type_name -> runwire.v1.EdgeCondition
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_runwire_v1_flow_proto_init() }
@@ -1051,8 +1254,8 @@ func file_runwire_v1_flow_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_runwire_v1_flow_proto_rawDesc), len(file_runwire_v1_flow_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   9,
+			NumEnums:      3,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

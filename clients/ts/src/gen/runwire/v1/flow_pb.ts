@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file runwire/v1/flow.proto.
  */
 export const file_runwire_v1_flow: GenFile = /*@__PURE__*/
-  fileDesc("ChVydW53aXJlL3YxL2Zsb3cucHJvdG8SCnJ1bndpcmUudjEiggEKBEZsb3cSDAoEbmFtZRgBIAEoCRIfCgVub2RlcxgCIAMoCzIQLnJ1bndpcmUudjEuTm9kZRIfCgVlZGdlcxgDIAMoCzIQLnJ1bndpcmUudjEuRWRnZRIqCghzZXR0aW5ncxgEIAEoCzIYLnJ1bndpcmUudjEuRmxvd1NldHRpbmdzIskBCgxGbG93U2V0dGluZ3MSFAoMbWF4X3BhcmFsbGVsGAEgASgFEjUKFGRlZmF1bHRfcmV0cnlfcG9saWN5GAIgASgLMhcucnVud2lyZS52MS5SZXRyeVBvbGljeRIyCg9kZWZhdWx0X3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SIAoTY29uZmlybV9kZXN0cnVjdGl2ZRgEIAEoCEgAiAEBQhYKFF9jb25maXJtX2Rlc3RydWN0aXZlIr8CCgROb2RlEgoKAmlkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLQoMcmV0cnlfcG9saWN5GAQgASgLMhcucnVud2lyZS52MS5SZXRyeVBvbGljeRISCgptYXhfdmlzaXRzGAUgASgFEiUKCGZvcl9lYWNoGAYgASgLMhMucnVud2lyZS52MS5Gb3JFYWNoEigKBmFjdGlvbhgKIAEoCzIWLnJ1bndpcmUudjEuQWN0aW9uTm9kZUgAEiAKAmFpGAsgASgLMhIucnVud2lyZS52MS5BaU5vZGVIABIsCghhcHByb3ZhbBgMIAEoCzIYLnJ1bndpcmUudjEuQXBwcm92YWxOb2RlSABCBgoEa2luZCJ4CgdGb3JFYWNoEg0KBWl0ZW1zGAEgASgJEhQKDG1heF9wYXJhbGxlbBgCIAEoBRI1Cg5mYWlsdXJlX3BvbGljeRgDIAEoDjIdLnJ1bndpcmUudjEuSXRlbUZhaWx1cmVQb2xpY3kSEQoJa2V5X2ZpZWxkGAQgASgJIqMBCgtSZXRyeVBvbGljeRIUCgxtYXhfYXR0ZW1wdHMYASABKAUSMgoPaW5pdGlhbF9iYWNrb2ZmGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhoKEmJhY2tvZmZfbXVsdGlwbGllchgDIAEoARIuCgttYXhfYmFja29mZhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJWCgpBY3Rpb25Ob2RlEg8KB2FkYXB0ZXIYASABKAkSDgoGYWN0aW9uGAIgASgJEicKBnBhcmFtcxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QilAEKBkFpTm9kZRIQCghwcm92aWRlchgBIAEoCRINCgVtb2RlbBgCIAEoCRIOCgZwcm9tcHQYAyABKAkSDAoEdGFzaxgEIAEoCRINCgV0b29scxgFIAMoCRIpCghjb250cmFjdBgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEQoJbWF4X3R1cm5zGAcgASgFIksKDEFwcHJvdmFsTm9kZRIPCgdtZXNzYWdlGAEgASgJEioKB3RpbWVvdXQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iVAoERWRnZRIOCgZzb3VyY2UYASABKAkSDgoGdGFyZ2V0GAIgASgJEiwKCWNvbmRpdGlvbhgDIAEoDjIZLnJ1bndpcmUudjEuRWRnZUNvbmRpdGlvbiqiAQoRSXRlbUZhaWx1cmVQb2xpY3kSIwofSVRFTV9GQUlMVVJFX1BPTElDWV9VTlNQRUNJRklFRBAAEiEKHUlURU1fRkFJTFVSRV9QT0xJQ1lfRkFJTF9GQVNUEAESIwofSVRFTV9GQUlMVVJFX1BPTElDWV9GQUlMX0FUX0VORBACEiAKHElURU1fRkFJTFVSRV9QT0xJQ1lfQ09OVElOVUUQAyqCAQoNRWRnZUNvbmRpdGlvbhIeChpFREdFX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEhoKFkVER0VfQ09ORElUSU9OX1NVQ0NFU1MQARIaChZFREdFX0NPTkRJVElPTl9GQUlMVVJFEAISGQoVRURHRV9DT05ESVRJT05fQUxXQVlTEANiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct]);
+  fileDesc("ChVydW53aXJlL3YxL2Zsb3cucHJvdG8SCnJ1bndpcmUudjEiggEKBEZsb3cSDAoEbmFtZRgBIAEoCRIfCgVub2RlcxgCIAMoCzIQLnJ1bndpcmUudjEuTm9kZRIfCgVlZGdlcxgDIAMoCzIQLnJ1bndpcmUudjEuRWRnZRIqCghzZXR0aW5ncxgEIAEoCzIYLnJ1bndpcmUudjEuRmxvd1NldHRpbmdzIskBCgxGbG93U2V0dGluZ3MSFAoMbWF4X3BhcmFsbGVsGAEgASgFEjUKFGRlZmF1bHRfcmV0cnlfcG9saWN5GAIgASgLMhcucnVud2lyZS52MS5SZXRyeVBvbGljeRIyCg9kZWZhdWx0X3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SIAoTY29uZmlybV9kZXN0cnVjdGl2ZRgEIAEoCEgAiAEBQhYKFF9jb25maXJtX2Rlc3RydWN0aXZlIr8CCgROb2RlEgoKAmlkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLQoMcmV0cnlfcG9saWN5GAQgASgLMhcucnVud2lyZS52MS5SZXRyeVBvbGljeRISCgptYXhfdmlzaXRzGAUgASgFEiUKCGZvcl9lYWNoGAYgASgLMhMucnVud2lyZS52MS5Gb3JFYWNoEigKBmFjdGlvbhgKIAEoCzIWLnJ1bndpcmUudjEuQWN0aW9uTm9kZUgAEiAKAmFpGAsgASgLMhIucnVud2lyZS52MS5BaU5vZGVIABIsCghhcHByb3ZhbBgMIAEoCzIYLnJ1bndpcmUudjEuQXBwcm92YWxOb2RlSABCBgoEa2luZCJ4CgdGb3JFYWNoEg0KBWl0ZW1zGAEgASgJEhQKDG1heF9wYXJhbGxlbBgCIAEoBRI1Cg5mYWlsdXJlX3BvbGljeRgDIAEoDjIdLnJ1bndpcmUudjEuSXRlbUZhaWx1cmVQb2xpY3kSEQoJa2V5X2ZpZWxkGAQgASgJIqMBCgtSZXRyeVBvbGljeRIUCgxtYXhfYXR0ZW1wdHMYASABKAUSMgoPaW5pdGlhbF9iYWNrb2ZmGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhoKEmJhY2tvZmZfbXVsdGlwbGllchgDIAEoARIuCgttYXhfYmFja29mZhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJWCgpBY3Rpb25Ob2RlEg8KB2FkYXB0ZXIYASABKAkSDgoGYWN0aW9uGAIgASgJEicKBnBhcmFtcxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QinQIKBkFpTm9kZRIQCghwcm92aWRlchgBIAEoCRINCgVtb2RlbBgCIAEoCRIOCgZwcm9tcHQYAyABKAkSDAoEdGFzaxgEIAEoCRINCgV0b29scxgFIAMoCRIpCghjb250cmFjdBgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEQoJbWF4X3R1cm5zGAcgASgFEioKCW9wZXJhdGlvbhgIIAEoDjIXLnJ1bndpcmUudjEuQWlPcGVyYXRpb24SDgoGbGFiZWxzGAkgAygJEhgKEGNvbnRyYWN0X3ZlcnNpb24YCiABKAkSMQoNcmV2aWV3X3BvbGljeRgLIAEoCzIaLnJ1bndpcmUudjEuQWlSZXZpZXdQb2xpY3kipQEKDkFpUmV2aWV3UG9saWN5EhoKEmNvbmZpZGVuY2VfcG9pbnRlchgBIAEoCRISCgphcHByb3ZlX2F0GAIgASgBEhYKDnN1cHByZXNzX2JlbG93GAMgASgBEhgKEGVzY2FsYXRlX3BvaW50ZXIYBCABKAkSMQoOcmV2aWV3X3RpbWVvdXQYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iSwoMQXBwcm92YWxOb2RlEg8KB21lc3NhZ2UYASABKAkSKgoHdGltZW91dBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJUCgRFZGdlEg4KBnNvdXJjZRgBIAEoCRIOCgZ0YXJnZXQYAiABKAkSLAoJY29uZGl0aW9uGAMgASgOMhkucnVud2lyZS52MS5FZGdlQ29uZGl0aW9uKqIBChFJdGVtRmFpbHVyZVBvbGljeRIjCh9JVEVNX0ZBSUxVUkVfUE9MSUNZX1VOU1BFQ0lGSUVEEAASIQodSVRFTV9GQUlMVVJFX1BPTElDWV9GQUlMX0ZBU1QQARIjCh9JVEVNX0ZBSUxVUkVfUE9MSUNZX0ZBSUxfQVRfRU5EEAISIAocSVRFTV9GQUlMVVJFX1BPTElDWV9DT05USU5VRRADKnkKC0FpT3BlcmF0aW9uEhwKGEFJX09QRVJBVElPTl9VTlNQRUNJRklFRBAAEhkKFUFJX09QRVJBVElPTl9HRU5FUkFURRABEhkKFUFJX09QRVJBVElPTl9DTEFTU0lGWRACEhYKEkFJX09QRVJBVElPTl9FTUJFRBADKoIBCg1FZGdlQ29uZGl0aW9uEh4KGkVER0VfQ09ORElUSU9OX1VOU1BFQ0lGSUVEEAASGgoWRURHRV9DT05ESVRJT05fU1VDQ0VTUxABEhoKFkVER0VfQ09ORElUSU9OX0ZBSUxVUkUQAhIZChVFREdFX0NPTkRJVElPTl9BTFdBWVMQA2IGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct]);
 
 /**
  * A Flow is a graph of nodes joined by conditional edges. It is submitted with
@@ -382,11 +382,42 @@ export type AiNode = Message<"runwire.v1.AiNode"> & {
   contract?: JsonObject | undefined;
 
   /**
-   * Upper bound on model turns in the tool loop; 0 means the server default.
+   * Upper bound on model turns in the tool loop; 0 means the server default
+   * (10). At most 100. More turns than this fail the attempt with MAX_TURNS.
    *
    * @generated from field: int32 max_turns = 7;
    */
   maxTurns: number;
+
+  /**
+   * What the node asks of the model; unspecified means GENERATE.
+   *
+   * @generated from field: runwire.v1.AiOperation operation = 8;
+   */
+  operation: AiOperation;
+
+  /**
+   * The labels a CLASSIFY node chooses from: at least 2, distinct.
+   *
+   * @generated from field: repeated string labels = 9;
+   */
+  labels: string[];
+
+  /**
+   * Version of the contract that events and outputs cite; empty means a
+   * digest of the canonical contract.
+   *
+   * @generated from field: string contract_version = 10;
+   */
+  contractVersion: string;
+
+  /**
+   * How a contract-bound answer is routed by the confidence in it; unset
+   * means every valid answer is approved.
+   *
+   * @generated from field: runwire.v1.AiReviewPolicy review_policy = 11;
+   */
+  reviewPolicy?: AiReviewPolicy | undefined;
 };
 
 /**
@@ -395,6 +426,58 @@ export type AiNode = Message<"runwire.v1.AiNode"> & {
  */
 export const AiNodeSchema: GenMessage<AiNode> = /*@__PURE__*/
   messageDesc(file_runwire_v1_flow, 6);
+
+/**
+ * AiReviewPolicy routes a contract-bound answer by the confidence it states:
+ * escalated or below `approve_at` it is held for ResolveReview, below
+ * `suppress_below` it is dropped (the node fails AI_SUPPRESSED).
+ *
+ * @generated from message runwire.v1.AiReviewPolicy
+ */
+export type AiReviewPolicy = Message<"runwire.v1.AiReviewPolicy"> & {
+  /**
+   * JSON Pointer (RFC 6901) to a number in [0,1] in the answer.
+   *
+   * @generated from field: string confidence_pointer = 1;
+   */
+  confidencePointer: string;
+
+  /**
+   * Confidence at or above which the answer is approved without review.
+   *
+   * @generated from field: double approve_at = 2;
+   */
+  approveAt: number;
+
+  /**
+   * Confidence below which the answer is suppressed; at most `approve_at`.
+   *
+   * @generated from field: double suppress_below = 3;
+   */
+  suppressBelow: number;
+
+  /**
+   * JSON Pointer to a boolean in the answer; true holds it for review.
+   *
+   * @generated from field: string escalate_pointer = 4;
+   */
+  escalatePointer: string;
+
+  /**
+   * How long a held answer waits; when it passes the review expires as
+   * rejected. Unset means no timeout.
+   *
+   * @generated from field: google.protobuf.Duration review_timeout = 5;
+   */
+  reviewTimeout?: Duration | undefined;
+};
+
+/**
+ * Describes the message runwire.v1.AiReviewPolicy.
+ * Use `create(AiReviewPolicySchema)` to create a new message.
+ */
+export const AiReviewPolicySchema: GenMessage<AiReviewPolicy> = /*@__PURE__*/
+  messageDesc(file_runwire_v1_flow, 7);
 
 /**
  * ApprovalNode holds the run until a person resolves it with ResolveApproval.
@@ -423,7 +506,7 @@ export type ApprovalNode = Message<"runwire.v1.ApprovalNode"> & {
  * Use `create(ApprovalNodeSchema)` to create a new message.
  */
 export const ApprovalNodeSchema: GenMessage<ApprovalNode> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_flow, 7);
+  messageDesc(file_runwire_v1_flow, 8);
 
 /**
  * An Edge lets `target` run after `source` finishes in a way that matches
@@ -459,7 +542,7 @@ export type Edge = Message<"runwire.v1.Edge"> & {
  * Use `create(EdgeSchema)` to create a new message.
  */
 export const EdgeSchema: GenMessage<Edge> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_flow, 8);
+  messageDesc(file_runwire_v1_flow, 9);
 
 /**
  * ItemFailurePolicy says what a failed item does to its fan-out node.
@@ -506,6 +589,47 @@ export const ItemFailurePolicySchema: GenEnum<ItemFailurePolicy> = /*@__PURE__*/
   enumDesc(file_runwire_v1_flow, 0);
 
 /**
+ * AiOperation is what an AI node asks of its model.
+ *
+ * @generated from enum runwire.v1.AiOperation
+ */
+export enum AiOperation {
+  /**
+   * Unspecified means GENERATE.
+   *
+   * @generated from enum value: AI_OPERATION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Chat completion with streamed tokens and tools; output `{text, json, ...}`.
+   *
+   * @generated from enum value: AI_OPERATION_GENERATE = 1;
+   */
+  GENERATE = 1,
+
+  /**
+   * Pick one of `labels`; output `{label, confidence, ...}`.
+   *
+   * @generated from enum value: AI_OPERATION_CLASSIFY = 2;
+   */
+  CLASSIFY = 2,
+
+  /**
+   * Embed `task`; output `{embedding, dimensions, model, input_tokens}`.
+   *
+   * @generated from enum value: AI_OPERATION_EMBED = 3;
+   */
+  EMBED = 3,
+}
+
+/**
+ * Describes the enum runwire.v1.AiOperation.
+ */
+export const AiOperationSchema: GenEnum<AiOperation> = /*@__PURE__*/
+  enumDesc(file_runwire_v1_flow, 1);
+
+/**
  * EdgeCondition selects which outcomes of the source node take an edge.
  *
  * @generated from enum runwire.v1.EdgeCondition
@@ -545,5 +669,5 @@ export enum EdgeCondition {
  * Describes the enum runwire.v1.EdgeCondition.
  */
 export const EdgeConditionSchema: GenEnum<EdgeCondition> = /*@__PURE__*/
-  enumDesc(file_runwire_v1_flow, 1);
+  enumDesc(file_runwire_v1_flow, 2);
 

@@ -7,8 +7,11 @@ __all__ = (
     "ActionNode",
     "AiInvocation",
     "AiNode",
+    "AiOperation",
+    "AiReviewPolicy",
     "AiReviewRequired",
     "AiReviewResolved",
+    "AiRoute",
     "AiRoutingDecision",
     "ApprovalNode",
     "ApprovalRequested",
@@ -91,6 +94,108 @@ if TYPE_CHECKING:
 
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
+
+
+class AiOperation(betterproto2.Enum):
+    """
+    AiOperation is what an AI node asks of its model.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Unspecified means GENERATE.
+    """
+
+    GENERATE = 1
+    """
+    Chat completion with streamed tokens and tools; output `{text, json, ...}`.
+    """
+
+    CLASSIFY = 2
+    """
+    Pick one of `labels`; output `{label, confidence, ...}`.
+    """
+
+    EMBED = 3
+    """
+    Embed `task`; output `{embedding, dimensions, model, input_tokens}`.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "AI_OPERATION_UNSPECIFIED",
+            1: "AI_OPERATION_GENERATE",
+            2: "AI_OPERATION_CLASSIFY",
+            3: "AI_OPERATION_EMBED",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "AI_OPERATION_UNSPECIFIED": 0,
+            "AI_OPERATION_GENERATE": 1,
+            "AI_OPERATION_CLASSIFY": 2,
+            "AI_OPERATION_EMBED": 3,
+        }
+
+
+class AiRoute(betterproto2.Enum):
+    """
+    AiRoute says what an AiRoutingDecision decided.
+    """
+
+    UNSPECIFIED = 0
+    """
+    Not set (an event from an older server).
+    """
+
+    MODEL = 1
+    """
+    Which provider and model serve the node, and why.
+    """
+
+    AUTO_APPROVE = 2
+    """
+    The answer is accepted without review.
+    """
+
+    HUMAN_REVIEW = 3
+    """
+    The answer is held for ResolveReview (escalated or low confidence).
+    """
+
+    SUPPRESS = 4
+    """
+    The answer is dropped; the node fails AI_SUPPRESSED.
+    """
+
+    CONTRACT_VIOLATION = 5
+    """
+    The answer breaks its contract after the repair turn; held for review.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "AI_ROUTE_UNSPECIFIED",
+            1: "AI_ROUTE_MODEL",
+            2: "AI_ROUTE_AUTO_APPROVE",
+            3: "AI_ROUTE_HUMAN_REVIEW",
+            4: "AI_ROUTE_SUPPRESS",
+            5: "AI_ROUTE_CONTRACT_VIOLATION",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "AI_ROUTE_UNSPECIFIED": 0,
+            "AI_ROUTE_MODEL": 1,
+            "AI_ROUTE_AUTO_APPROVE": 2,
+            "AI_ROUTE_HUMAN_REVIEW": 3,
+            "AI_ROUTE_SUPPRESS": 4,
+            "AI_ROUTE_CONTRACT_VIOLATION": 5,
+        }
 
 
 class EdgeCondition(betterproto2.Enum):
@@ -666,6 +771,17 @@ class AiInvocation(betterproto2.Message):
     1-based turn of the node's tool loop.
     """
 
+    input_preview: "str" = betterproto2.field(9, betterproto2.TYPE_STRING)
+    """
+    The last input sent, as it crossed the boundary (sanitized for cloud
+    providers), first 512 characters.
+    """
+
+    contract_version: "str" = betterproto2.field(10, betterproto2.TYPE_STRING)
+    """
+    Version of the node's contract; empty for a node without one.
+    """
+
 
 default_message_pool.register_message("runwire.v1", "AiInvocation", AiInvocation)
 
@@ -711,7 +827,34 @@ class AiNode(betterproto2.Message):
 
     max_turns: "int" = betterproto2.field(7, betterproto2.TYPE_INT32)
     """
-    Upper bound on model turns in the tool loop; 0 means the server default.
+    Upper bound on model turns in the tool loop; 0 means the server default
+    (10). At most 100. More turns than this fail the attempt with MAX_TURNS.
+    """
+
+    operation: "AiOperation" = betterproto2.field(
+        8, betterproto2.TYPE_ENUM, default_factory=lambda: AiOperation(0)
+    )
+    """
+    What the node asks of the model; unspecified means GENERATE.
+    """
+
+    labels: "list[str]" = betterproto2.field(9, betterproto2.TYPE_STRING, repeated=True)
+    """
+    The labels a CLASSIFY node chooses from: at least 2, distinct.
+    """
+
+    contract_version: "str" = betterproto2.field(10, betterproto2.TYPE_STRING)
+    """
+    Version of the contract that events and outputs cite; empty means a
+    digest of the canonical contract.
+    """
+
+    review_policy: "AiReviewPolicy | None" = betterproto2.field(
+        11, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    How a contract-bound answer is routed by the confidence in it; unset
+    means every valid answer is approved.
     """
 
 
@@ -719,10 +862,51 @@ default_message_pool.register_message("runwire.v1", "AiNode", AiNode)
 
 
 @dataclass(eq=False, repr=False)
+class AiReviewPolicy(betterproto2.Message):
+    """
+    AiReviewPolicy routes a contract-bound answer by the confidence it states:
+    escalated or below `approve_at` it is held for ResolveReview, below
+    `suppress_below` it is dropped (the node fails AI_SUPPRESSED).
+    """
+
+    confidence_pointer: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    JSON Pointer (RFC 6901) to a number in [0,1] in the answer.
+    """
+
+    approve_at: "float" = betterproto2.field(2, betterproto2.TYPE_DOUBLE)
+    """
+    Confidence at or above which the answer is approved without review.
+    """
+
+    suppress_below: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
+    """
+    Confidence below which the answer is suppressed; at most `approve_at`.
+    """
+
+    escalate_pointer: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    JSON Pointer to a boolean in the answer; true holds it for review.
+    """
+
+    review_timeout: "datetime.timedelta | None" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Duration, optional=True
+    )
+    """
+    How long a held answer waits; when it passes the review expires as
+    rejected. Unset means no timeout.
+    """
+
+
+default_message_pool.register_message("runwire.v1", "AiReviewPolicy", AiReviewPolicy)
+
+
+@dataclass(eq=False, repr=False)
 class AiReviewRequired(betterproto2.Message):
     """
-    AiReviewRequired: a model answer broke its contract and is held for
-    ResolveReview.
+    AiReviewRequired: a model answer is held for ResolveReview (it broke its
+    contract, was escalated, or its confidence is below `approve_at`); the
+    node waits at a review gate.
     """
 
     reason: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
@@ -738,6 +922,16 @@ class AiReviewRequired(betterproto2.Message):
     violations: "list[str]" = betterproto2.field(3, betterproto2.TYPE_STRING, repeated=True)
     """
     One entry per contract rule the answer broke.
+    """
+
+    confidence: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
+    """
+    The confidence read from the answer, in [0,1]; 0 when it has none.
+    """
+
+    reasoning: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    The route that held the answer and its rule, for people.
     """
 
 
@@ -802,6 +996,29 @@ class AiRoutingDecision(betterproto2.Message):
     reason: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
     """
     Why, for people.
+    """
+
+    route: "AiRoute" = betterproto2.field(
+        5, betterproto2.TYPE_ENUM, default_factory=lambda: AiRoute(0)
+    )
+    """
+    What was decided: MODEL (first, which model serves the node) or where
+    the answer went (after the last AiInvocation of a contract-bound node).
+    """
+
+    confidence: "float" = betterproto2.field(6, betterproto2.TYPE_DOUBLE)
+    """
+    The confidence read from the answer, in [0,1]; 0 when it has none.
+    """
+
+    threshold: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)
+    """
+    The rule that decided and its value, for example `approve_at=0.8`.
+    """
+
+    contract_version: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
+    """
+    Version of the node's contract; empty for a node without one.
     """
 
 
@@ -1575,7 +1792,8 @@ class NodeToken(betterproto2.Message):
 
     token_index: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
     """
-    0-based index of the token within the whole run.
+    0-based index of the token within the whole run: gapless from 0 across
+    nodes, attempts and takeovers.
     """
 
 
@@ -2531,7 +2749,8 @@ class ToolCall(betterproto2.Message):
 
     tool_name: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
     """
-    The tool name, as `adapter.action`.
+    The tool name, as `adapter.action` (the model sees `adapter__action`,
+    since function names allow no dots).
     """
 
     summary: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
