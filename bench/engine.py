@@ -63,6 +63,9 @@ class Server:
             **os.environ,
             "PYTHONPATH": str(self.source / "server"),
             "RUNWIRE_LOG_LEVEL": "WARNING",
+            # One process (serve's default is one worker per core): its CPU is
+            # the server's. bench/workers.py sets this itself; older trees ignore it.
+            "RUNWIRE_WORKERS": os.environ.get("RUNWIRE_WORKERS", "1"),
         }
         argv = [
             sys.executable,

@@ -171,7 +171,13 @@ class Server:
         ]
         if self.commit_interval is not None:
             argv += ["--commit-interval", str(self.commit_interval)]
-        env = {**os.environ, "RUNWIRE_LOG_LEVEL": os.environ.get("RUNWIRE_LOG_LEVEL", "WARNING")}
+        env = {
+            **os.environ,
+            "RUNWIRE_LOG_LEVEL": os.environ.get("RUNWIRE_LOG_LEVEL", "WARNING"),
+            # One process, so the server's CPU below is one process's (serve's
+            # default is a worker per core; `make bench-workers` compares them).
+            "RUNWIRE_WORKERS": os.environ.get("RUNWIRE_WORKERS", "1"),
+        }
         if self.source is not None:
             env["PYTHONPATH"] = str(self.source / "server")
         self.proc = subprocess.Popen(
