@@ -138,6 +138,7 @@ def serve_workers(settings: Settings, workers: int, raw_argv: Sequence[str]) -> 
             if not line.startswith("runwire listening on "):
                 print(f"runwire: worker {i + 1} of {workers} did not start", file=sys.stderr)
                 code = proc.wait() or 3
+                procs.remove(proc)  # reaped: os.wait below must not wait for it again
                 stop_all()
                 break
             threading.Thread(target=_forward, args=(proc.stdout,), daemon=True).start()
