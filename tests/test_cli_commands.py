@@ -148,6 +148,16 @@ async def test_cli_unreachable_server_exits_3(tmp_path: Path) -> None:
     assert err.startswith("runwire: UNAVAILABLE: ")
 
 
+async def test_cli_watch_says_it_retries_then_gives_up_with_exit_3() -> None:
+    """Regression: `watch` with the server down retried silently forever."""
+    code, _, err = await _cli(
+        None, "watch", "run_x", "--addr", "127.0.0.1:1", "--plain", "--give-up-after", "1"
+    )
+    assert code == 3
+    assert "interrupted (UNAVAILABLE); retrying after seq 0 in" in err
+    assert "gave up watching run run_x after" in err
+
+
 async def test_cli_refused_request_exits_1(harness: Harness) -> None:
     code, _, err = await _cli(harness, "get", "run_nope")
     assert code == 1

@@ -79,8 +79,13 @@ def watch_and_render(
     plain: bool = False,
     credentials: grpc.ChannelCredentials | None = None,
     node_ids: Sequence[str] = (),
+    give_up_after: float = _GIVE_UP_AFTER,
 ) -> int:
     """Watch to the run's end, reconnecting with after_seq; 0 when the run succeeded.
+
+    While the server cannot be reached it says on stderr that it is retrying,
+    backs off, and gives up after `give_up_after` seconds of failures with no
+    response (0: never) with exit status 3, the CLI's "server unreachable".
 
     The end is RunCompleted, the server's stream_end (after_seq was the last
     seq), or OUT_OF_RANGE AFTER_SEQ_BEYOND_END (after_seq was past it): in
@@ -157,16 +162,22 @@ def watch_and_render(
                         return 1
                 now = time.monotonic()
                 failing_since = now if failing_since is None else failing_since
-                if now - failing_since >= _GIVE_UP_AFTER:
+                if give_up_after and now - failing_since >= give_up_after:
                     print(
                         f"runwire: gave up watching run {run_id} after {now - failing_since:.0f}s "
                         f"of failures (last seq {view.last_seq})",
                         file=sys.stderr,
                     )
-                    return 1
-                time.sleep(
-                    backoff * (0.5 + random.random() / 2)
-                )  # reconnect pacing, not synchronisation
+                    return 3
+                wait = backoff * (0.5 + random.random() / 2)
+                cause = exc.code().name if isinstance(exc, grpc.RpcError) else "stream cut"
+                print(
+                    f"runwire: watch of {run_id} interrupted ({cause}); retrying after seq "
+                    f"{view.last_seq} in {wait:.1f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                time.sleep(wait)  # reconnect pacing, not synchronisation
                 backoff = min(backoff * 2, _MAX_BACKOFF)
             finally:
                 channel.close()

@@ -167,6 +167,17 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _give_up_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--give-up-after",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="while the server cannot be reached, retry (saying so) for this long without a "
+        "response, then exit 3 (default %(default)s; 0 retries forever)",
+    )
+
+
 def _watch(args: argparse.Namespace) -> int:
     from runwire._render import watch_and_render
 
@@ -179,6 +190,7 @@ def _watch(args: argparse.Namespace) -> int:
         plain=args.plain,
         credentials=connection.credentials(),
         node_ids=getattr(args, "node_ids", ()),
+        give_up_after=args.give_up_after,
     )
 
 
@@ -524,6 +536,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--request-id", default="", help="idempotency key")
     run.add_argument("--watch", action="store_true", help="watch the run until it completes")
+    _give_up_argument(run)
     run.add_argument(
         "--plain", action="store_true", help="with --watch: one line per event, no live display"
     )
@@ -533,6 +546,7 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("run_id")
     watch.add_argument("--after-seq", type=int, default=0)
     watch.add_argument("--plain", action="store_true", help="one line per event, no live display")
+    _give_up_argument(watch)
     watch.set_defaults(func=_watch)
 
     logs = client(sub, "logs", "print a run's log lines (all nodes, or one)", output=False)
