@@ -125,11 +125,6 @@ class NodeState:
             self._parsed = (self.output_json, json.loads(self.output_json))
         return self._parsed[1]
 
-    @property
-    def retry_due(self) -> bool:
-        """A failed attempt will be retried and the retry has not started."""
-        return self.status is NodeStatus.RUNNING and not self.attempt_open and self.attempt > 0
-
 
 @dataclass(frozen=True)
 class Cap:
