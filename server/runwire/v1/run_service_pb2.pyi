@@ -19,10 +19,19 @@ class GateKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GATE_KIND_CONFIRMATION: _ClassVar[GateKind]
     GATE_KIND_APPROVAL: _ClassVar[GateKind]
     GATE_KIND_REVIEW: _ClassVar[GateKind]
+
+class StreamStart(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STREAM_START_UNSPECIFIED: _ClassVar[StreamStart]
+    STREAM_START_LATEST: _ClassVar[StreamStart]
+    STREAM_START_EARLIEST: _ClassVar[StreamStart]
 GATE_KIND_UNSPECIFIED: GateKind
 GATE_KIND_CONFIRMATION: GateKind
 GATE_KIND_APPROVAL: GateKind
 GATE_KIND_REVIEW: GateKind
+STREAM_START_UNSPECIFIED: StreamStart
+STREAM_START_LATEST: StreamStart
+STREAM_START_EARLIEST: StreamStart
 
 class Run(_message.Message):
     __slots__ = ("run_id", "flow_name", "flow_digest", "status", "create_time", "update_time", "end_time", "node_count", "succeeded_node_count", "failed_node_count", "skipped_node_count", "last_seq", "labels", "pending_gates", "request_id", "inputs", "error")
@@ -111,20 +120,69 @@ class StartRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
 
 class WatchRunRequest(_message.Message):
-    __slots__ = ("run_id", "after_seq")
+    __slots__ = ("run_id", "after_seq", "filter")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     after_seq: int
-    def __init__(self, run_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+    filter: EventFilter
+    def __init__(self, run_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., filter: _Optional[_Union[EventFilter, _Mapping]] = ...) -> None: ...
+
+class EventFilter(_message.Message):
+    __slots__ = ("kinds", "node_ids")
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    node_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kinds: _Optional[_Iterable[str]] = ..., node_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RunEventsFilter(_message.Message):
+    __slots__ = ("flow_name", "labels", "run_statuses", "events")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    FLOW_NAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    RUN_STATUSES_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    flow_name: str
+    labels: _containers.ScalarMap[str, str]
+    run_statuses: _containers.RepeatedScalarFieldContainer[_events_pb2.RunStatus]
+    events: EventFilter
+    def __init__(self, flow_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., run_statuses: _Optional[_Iterable[_Union[_events_pb2.RunStatus, str]]] = ..., events: _Optional[_Union[EventFilter, _Mapping]] = ...) -> None: ...
+
+class WatchEventsRequest(_message.Message):
+    __slots__ = ("cursor", "start", "filter")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    start: StreamStart
+    filter: RunEventsFilter
+    def __init__(self, cursor: _Optional[str] = ..., start: _Optional[_Union[StreamStart, str]] = ..., filter: _Optional[_Union[RunEventsFilter, _Mapping]] = ...) -> None: ...
+
+class WatchEventsResponse(_message.Message):
+    __slots__ = ("events", "cursor")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_events_pb2.RunEvent]
+    cursor: str
+    def __init__(self, events: _Optional[_Iterable[_Union[_events_pb2.RunEvent, _Mapping]]] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class WatchRunResponse(_message.Message):
-    __slots__ = ("events", "stream_end")
+    __slots__ = ("events", "stream_end", "resume_after_seq")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     STREAM_END_FIELD_NUMBER: _ClassVar[int]
+    RESUME_AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[_events_pb2.RunEvent]
     stream_end: StreamEnd
-    def __init__(self, events: _Optional[_Iterable[_Union[_events_pb2.RunEvent, _Mapping]]] = ..., stream_end: _Optional[_Union[StreamEnd, _Mapping]] = ...) -> None: ...
+    resume_after_seq: int
+    def __init__(self, events: _Optional[_Iterable[_Union[_events_pb2.RunEvent, _Mapping]]] = ..., stream_end: _Optional[_Union[StreamEnd, _Mapping]] = ..., resume_after_seq: _Optional[int] = ...) -> None: ...
 
 class StreamEnd(_message.Message):
     __slots__ = ("last_seq", "status")

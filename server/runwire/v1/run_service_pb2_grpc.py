@@ -48,6 +48,11 @@ class RunServiceStub:
                 request_serializer=runwire_dot_v1_dot_run__service__pb2.WatchRunRequest.SerializeToString,
                 response_deserializer=runwire_dot_v1_dot_run__service__pb2.WatchRunResponse.FromString,
                 _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/runwire.v1.RunService/WatchEvents',
+                request_serializer=runwire_dot_v1_dot_run__service__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=runwire_dot_v1_dot_run__service__pb2.WatchEventsResponse.FromString,
+                _registered_method=True)
         self.GetRun = channel.unary_unary(
                 '/runwire.v1.RunService/GetRun',
                 request_serializer=runwire_dot_v1_dot_run__service__pb2.GetRunRequest.SerializeToString,
@@ -123,6 +128,24 @@ class RunServiceServicer:
         (reason AFTER_SEQ_BEYOND_END, metadata `last_seq` and `status`); while
         the run is still going such a call waits for the events past
         `after_seq`, and fails so if the run finishes before reaching it.
+
+        With a `filter`, events it does not select are skipped (RunCompleted is
+        always delivered) and each response's `resume_after_seq` says how far
+        the server has looked; a filtered watcher resumes from there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchEvents(self, request, context):
+        """Streams the events of every run that `filter` selects, across runs, in
+        the order their batches committed, after `cursor`: exactly once per
+        cursor, from any replica and through takeovers (a batch committed later
+        never appears before one already delivered). Each response carries the
+        cursor to resume after it. A malformed cursor fails with
+        INVALID_ARGUMENT (reason CURSOR_INVALID); a cursor older than the
+        retention window with OUT_OF_RANGE (reason CURSOR_EXPIRED), never a
+        silent gap. The stream does not end by itself.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -208,6 +231,11 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.WatchRun,
                     request_deserializer=runwire_dot_v1_dot_run__service__pb2.WatchRunRequest.FromString,
                     response_serializer=runwire_dot_v1_dot_run__service__pb2.WatchRunResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=runwire_dot_v1_dot_run__service__pb2.WatchEventsRequest.FromString,
+                    response_serializer=runwire_dot_v1_dot_run__service__pb2.WatchEventsResponse.SerializeToString,
             ),
             'GetRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRun,
@@ -313,6 +341,33 @@ class RunService:
             '/runwire.v1.RunService/WatchRun',
             runwire_dot_v1_dot_run__service__pb2.WatchRunRequest.SerializeToString,
             runwire_dot_v1_dot_run__service__pb2.WatchRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/runwire.v1.RunService/WatchEvents',
+            runwire_dot_v1_dot_run__service__pb2.WatchEventsRequest.SerializeToString,
+            runwire_dot_v1_dot_run__service__pb2.WatchEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,20 @@ class RunServiceStub:
     (reason AFTER_SEQ_BEYOND_END, metadata `last_seq` and `status`); while
     the run is still going such a call waits for the events past
     `after_seq`, and fails so if the run finishes before reaching it.
+
+    With a `filter`, events it does not select are skipped (RunCompleted is
+    always delivered) and each response's `resume_after_seq` says how far
+    the server has looked; a filtered watcher resumes from there.
+    """
+    WatchEvents: _grpc.UnaryStreamMultiCallable[_run_service_pb2.WatchEventsRequest, _run_service_pb2.WatchEventsResponse]
+    """Streams the events of every run that `filter` selects, across runs, in
+    the order their batches committed, after `cursor`: exactly once per
+    cursor, from any replica and through takeovers (a batch committed later
+    never appears before one already delivered). Each response carries the
+    cursor to resume after it. A malformed cursor fails with
+    INVALID_ARGUMENT (reason CURSOR_INVALID); a cursor older than the
+    retention window with OUT_OF_RANGE (reason CURSOR_EXPIRED), never a
+    silent gap. The stream does not end by itself.
     """
     GetRun: _grpc.UnaryUnaryMultiCallable[_run_service_pb2.GetRunRequest, _run_service_pb2.GetRunResponse]
     """Returns one run."""
@@ -109,6 +123,20 @@ class RunServiceAsyncStub(RunServiceStub):
     (reason AFTER_SEQ_BEYOND_END, metadata `last_seq` and `status`); while
     the run is still going such a call waits for the events past
     `after_seq`, and fails so if the run finishes before reaching it.
+
+    With a `filter`, events it does not select are skipped (RunCompleted is
+    always delivered) and each response's `resume_after_seq` says how far
+    the server has looked; a filtered watcher resumes from there.
+    """
+    WatchEvents: _aio.UnaryStreamMultiCallable[_run_service_pb2.WatchEventsRequest, _run_service_pb2.WatchEventsResponse]  # type: ignore[assignment]
+    """Streams the events of every run that `filter` selects, across runs, in
+    the order their batches committed, after `cursor`: exactly once per
+    cursor, from any replica and through takeovers (a batch committed later
+    never appears before one already delivered). Each response carries the
+    cursor to resume after it. A malformed cursor fails with
+    INVALID_ARGUMENT (reason CURSOR_INVALID); a cursor older than the
+    retention window with OUT_OF_RANGE (reason CURSOR_EXPIRED), never a
+    silent gap. The stream does not end by itself.
     """
     GetRun: _aio.UnaryUnaryMultiCallable[_run_service_pb2.GetRunRequest, _run_service_pb2.GetRunResponse]  # type: ignore[assignment]
     """Returns one run."""
@@ -173,6 +201,26 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
         (reason AFTER_SEQ_BEYOND_END, metadata `last_seq` and `status`); while
         the run is still going such a call waits for the events past
         `after_seq`, and fails so if the run finishes before reaching it.
+
+        With a `filter`, events it does not select are skipped (RunCompleted is
+        always delivered) and each response's `resume_after_seq` says how far
+        the server has looked; a filtered watcher resumes from there.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchEvents(
+        self,
+        request: _run_service_pb2.WatchEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_run_service_pb2.WatchEventsResponse], _abc.AsyncIterator[_run_service_pb2.WatchEventsResponse]]:
+        """Streams the events of every run that `filter` selects, across runs, in
+        the order their batches committed, after `cursor`: exactly once per
+        cursor, from any replica and through takeovers (a batch committed later
+        never appears before one already delivered). Each response carries the
+        cursor to resume after it. A malformed cursor fails with
+        INVALID_ARGUMENT (reason CURSOR_INVALID); a cursor older than the
+        retention window with OUT_OF_RANGE (reason CURSOR_EXPIRED), never a
+        silent gap. The stream does not end by itself.
         """
 
     @_abc_1.abstractmethod

@@ -45,6 +45,15 @@ pub enum ErrorReason {
     /// (StartRun calls in flight, runs executing, open WatchRun streams); retry
     /// after the RetryInfo delay.
     Overloaded = 16,
+    /// INVALID_ARGUMENT: the WatchEvents cursor is malformed or was not issued
+    /// by runwire.
+    CursorInvalid = 17,
+    /// OUT_OF_RANGE: the WatchEvents cursor (or a subscription's position)
+    /// points before the oldest retained event: events after it were pruned.
+    /// Start again from STREAM_START_EARLIEST, knowing events were missed.
+    CursorExpired = 18,
+    /// NOT_FOUND: no subscription has that name.
+    SubscriptionNotFound = 19,
 }
 impl ErrorReason {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -70,6 +79,9 @@ impl ErrorReason {
             Self::AfterSeqBeyondEnd => "ERROR_REASON_AFTER_SEQ_BEYOND_END",
             Self::DatabaseUnavailable => "ERROR_REASON_DATABASE_UNAVAILABLE",
             Self::Overloaded => "ERROR_REASON_OVERLOADED",
+            Self::CursorInvalid => "ERROR_REASON_CURSOR_INVALID",
+            Self::CursorExpired => "ERROR_REASON_CURSOR_EXPIRED",
+            Self::SubscriptionNotFound => "ERROR_REASON_SUBSCRIPTION_NOT_FOUND",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -92,6 +104,9 @@ impl ErrorReason {
             "ERROR_REASON_AFTER_SEQ_BEYOND_END" => Some(Self::AfterSeqBeyondEnd),
             "ERROR_REASON_DATABASE_UNAVAILABLE" => Some(Self::DatabaseUnavailable),
             "ERROR_REASON_OVERLOADED" => Some(Self::Overloaded),
+            "ERROR_REASON_CURSOR_INVALID" => Some(Self::CursorInvalid),
+            "ERROR_REASON_CURSOR_EXPIRED" => Some(Self::CursorExpired),
+            "ERROR_REASON_SUBSCRIPTION_NOT_FOUND" => Some(Self::SubscriptionNotFound),
             _ => None,
         }
     }
@@ -1357,6 +1372,72 @@ pub struct WatchRunRequest {
     /// Deliver events with `seq > after_seq`; 0 for the whole stream.
     #[prost(int64, tag = "2")]
     pub after_seq: i64,
+    /// Deliver only the events this filter selects; unset delivers every event.
+    #[prost(message, optional, tag = "3")]
+    pub filter: ::core::option::Option<EventFilter>,
+}
+/// EventFilter selects events of a run. Each set field narrows the selection
+/// (the fields are ANDed); RunCompleted is always selected.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EventFilter {
+    /// Names of RunEvent's `event` oneof cases, such as `node_log` or
+    /// `ai_invocation`; empty selects every kind. An unknown name is
+    /// INVALID_ARGUMENT.
+    #[prost(string, repeated, tag = "1")]
+    pub kinds: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Node ids; empty selects every node. Run-level events (empty
+    /// `RunEvent.node_id`) are not narrowed by this field.
+    #[prost(string, repeated, tag = "2")]
+    pub node_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// RunEventsFilter selects events across runs: those of runs matching every
+/// set run field, narrowed by `events`.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RunEventsFilter {
+    /// Only runs of the flow with this name; empty matches every flow.
+    #[prost(string, tag = "1")]
+    pub flow_name: ::prost::alloc::string::String,
+    /// Only runs carrying every one of these labels with these values.
+    #[prost(map = "string, string", tag = "2")]
+    pub labels: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+    /// Only runs whose status, when the server reads the event, is one of these;
+    /// empty matches every status. Because a run's status changes, a replay
+    /// from an old cursor may select differently than the live stream did.
+    #[prost(enumeration = "RunStatus", repeated, tag = "3")]
+    pub run_statuses: ::prost::alloc::vec::Vec<i32>,
+    /// Which events of the matching runs.
+    #[prost(message, optional, tag = "4")]
+    pub events: ::core::option::Option<EventFilter>,
+}
+/// WatchEventsRequest says which events across runs to stream and from where.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WatchEventsRequest {
+    /// Resume after this position: the `cursor` of a response of an earlier
+    /// WatchEvents call (with any filter). Empty starts at `start`.
+    #[prost(string, tag = "1")]
+    pub cursor: ::prost::alloc::string::String,
+    /// Where a stream without a cursor starts.
+    #[prost(enumeration = "StreamStart", tag = "2")]
+    pub start: i32,
+    /// Which events; unset selects every event of every run.
+    #[prost(message, optional, tag = "3")]
+    pub filter: ::core::option::Option<RunEventsFilter>,
+}
+/// WatchEventsResponse carries events of one or more runs in commit order.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WatchEventsResponse {
+    /// Events in the order their batches committed; within a run, in `seq`
+    /// order. May be empty when the response only advances `cursor` past
+    /// events the filter skipped.
+    #[prost(message, repeated, tag = "1")]
+    pub events: ::prost::alloc::vec::Vec<RunEvent>,
+    /// Opaque position after the last event of this response (and after every
+    /// skipped event before it); pass it as WatchEventsRequest.cursor to resume.
+    #[prost(string, tag = "2")]
+    pub cursor: ::prost::alloc::string::String,
 }
 /// WatchRunResponse carries the events of one or more committed batches.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1370,6 +1451,13 @@ pub struct WatchRunResponse {
     /// stops. Never set on a stream that is cut or drained early.
     #[prost(message, optional, tag = "2")]
     pub stream_end: ::core::option::Option<StreamEnd>,
+    /// The server has looked at every event up to this seq: those the request's
+    /// filter selects are in this response or earlier ones. Resume with
+    /// `after_seq = resume_after_seq`. Without a filter it is the seq of the
+    /// last event in `events`. A filtered stream may send responses with no
+    /// events that only advance it.
+    #[prost(int64, tag = "3")]
+    pub resume_after_seq: i64,
 }
 /// StreamEnd marks the end of a finished run's event stream: nothing follows
 /// `last_seq` (the seq of RunCompleted), and WatchRun from there answers only
@@ -1609,6 +1697,39 @@ impl GateKind {
         }
     }
 }
+/// StreamStart is where a cross-run stream without a cursor begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum StreamStart {
+    /// Same as STREAM_START_LATEST.
+    Unspecified = 0,
+    /// Only events committed after the call began.
+    Latest = 1,
+    /// From the oldest event still retained.
+    Earliest = 2,
+}
+impl StreamStart {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "STREAM_START_UNSPECIFIED",
+            Self::Latest => "STREAM_START_LATEST",
+            Self::Earliest => "STREAM_START_EARLIEST",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "STREAM_START_UNSPECIFIED" => Some(Self::Unspecified),
+            "STREAM_START_LATEST" => Some(Self::Latest),
+            "STREAM_START_EARLIEST" => Some(Self::Earliest),
+            _ => None,
+        }
+    }
+}
 /// Generated client implementations.
 pub mod run_service_client {
     #![allow(
@@ -1731,6 +1852,10 @@ pub mod run_service_client {
         /// (reason AFTER_SEQ_BEYOND_END, metadata `last_seq` and `status`); while
         /// the run is still going such a call waits for the events past
         /// `after_seq`, and fails so if the run finishes before reaching it.
+        ///
+        /// With a `filter`, events it does not select are skipped (RunCompleted is
+        /// always delivered) and each response's `resume_after_seq` says how far
+        /// the server has looked; a filtered watcher resumes from there.
         pub async fn watch_run(
             &mut self,
             request: impl tonic::IntoRequest<super::WatchRunRequest>,
@@ -1753,6 +1878,38 @@ pub mod run_service_client {
             let mut req = request.into_request();
             req.extensions_mut()
                 .insert(GrpcMethod::new("runwire.v1.RunService", "WatchRun"));
+            self.inner.server_streaming(req, path, codec).await
+        }
+        /// Streams the events of every run that `filter` selects, across runs, in
+        /// the order their batches committed, after `cursor`: exactly once per
+        /// cursor, from any replica and through takeovers (a batch committed later
+        /// never appears before one already delivered). Each response carries the
+        /// cursor to resume after it. A malformed cursor fails with
+        /// INVALID_ARGUMENT (reason CURSOR_INVALID); a cursor older than the
+        /// retention window with OUT_OF_RANGE (reason CURSOR_EXPIRED), never a
+        /// silent gap. The stream does not end by itself.
+        pub async fn watch_events(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WatchEventsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::WatchEventsResponse>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/runwire.v1.RunService/WatchEvents",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("runwire.v1.RunService", "WatchEvents"));
             self.inner.server_streaming(req, path, codec).await
         }
         /// Returns one run.
@@ -2020,11 +2177,32 @@ pub mod run_service_server {
         /// (reason AFTER_SEQ_BEYOND_END, metadata `last_seq` and `status`); while
         /// the run is still going such a call waits for the events past
         /// `after_seq`, and fails so if the run finishes before reaching it.
+        ///
+        /// With a `filter`, events it does not select are skipped (RunCompleted is
+        /// always delivered) and each response's `resume_after_seq` says how far
+        /// the server has looked; a filtered watcher resumes from there.
         async fn watch_run(
             &self,
             request: tonic::Request<super::WatchRunRequest>,
         ) -> std::result::Result<
             tonic::Response<BoxStream<super::WatchRunResponse>>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        /// Streams the events of every run that `filter` selects, across runs, in
+        /// the order their batches committed, after `cursor`: exactly once per
+        /// cursor, from any replica and through takeovers (a batch committed later
+        /// never appears before one already delivered). Each response carries the
+        /// cursor to resume after it. A malformed cursor fails with
+        /// INVALID_ARGUMENT (reason CURSOR_INVALID); a cursor older than the
+        /// retention window with OUT_OF_RANGE (reason CURSOR_EXPIRED), never a
+        /// silent gap. The stream does not end by itself.
+        async fn watch_events(
+            &self,
+            request: tonic::Request<super::WatchEventsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<BoxStream<super::WatchEventsResponse>>,
             tonic::Status,
         > {
             Err(tonic::Status::unimplemented("Not yet implemented"))
@@ -2278,6 +2456,52 @@ pub mod run_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = WatchRunSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/runwire.v1.RunService/WatchEvents" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchEventsSvc<T: RunService>(pub Arc<T>);
+                    impl<
+                        T: RunService,
+                    > tonic::server::ServerStreamingService<super::WatchEventsRequest>
+                    for WatchEventsSvc<T> {
+                        type Response = super::WatchEventsResponse;
+                        type ResponseStream = BoxStream<super::WatchEventsResponse>;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WatchEventsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as RunService>::watch_events(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchEventsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
@@ -2733,6 +2957,839 @@ pub mod run_service_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "runwire.v1.RunService";
     impl<T> tonic::server::NamedService for RunServiceServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+/// Subscription is a webhook target and the events it receives.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Subscription {
+    /// Resource name `subscriptions/{id}`; set by the server.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Where events are POSTed: an `<https://`> (or, when the server allows it,
+    /// `<http://`>) URL. Redirects are not followed.
+    #[prost(string, tag = "2")]
+    pub target_url: ::prost::alloc::string::String,
+    /// Which events; unset selects every event of every run.
+    #[prost(message, optional, tag = "3")]
+    pub filter: ::core::option::Option<RunEventsFilter>,
+    /// Signing secret, `whsec_` followed by base64 of 24 to 64 random bytes.
+    /// Input only: when empty at creation the server generates one and returns
+    /// it once, in CreateSubscriptionResponse; never returned afterwards.
+    #[prost(string, tag = "4")]
+    pub secret: ::prost::alloc::string::String,
+    /// Where a new subscription starts delivering.
+    #[prost(enumeration = "StreamStart", tag = "5")]
+    pub start: i32,
+    /// Delivery state; set by the server.
+    #[prost(enumeration = "SubscriptionState", tag = "6")]
+    pub state: i32,
+    /// When it was created; set by the server.
+    #[prost(message, optional, tag = "7")]
+    pub create_time: ::core::option::Option<crate::wkt::Timestamp>,
+    /// Opaque position (a WatchEvents cursor) after the last delivered event;
+    /// set by the server.
+    #[prost(string, tag = "8")]
+    pub delivered_cursor: ::prost::alloc::string::String,
+    /// Events delivered so far; set by the server.
+    #[prost(int64, tag = "9")]
+    pub delivered_event_count: i64,
+    /// When a delivery last succeeded; set by the server.
+    #[prost(message, optional, tag = "10")]
+    pub last_delivery_time: ::core::option::Option<crate::wkt::Timestamp>,
+    /// Failed deliveries since the last success; set by the server.
+    #[prost(int32, tag = "11")]
+    pub consecutive_failures: i32,
+    /// The last failure, for people (HTTP status or transport error); empty
+    /// after a success; set by the server.
+    #[prost(string, tag = "12")]
+    pub last_error: ::prost::alloc::string::String,
+}
+/// CreateSubscriptionRequest carries the subscription to create.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CreateSubscriptionRequest {
+    /// The subscription: `target_url` is required; `filter`, `secret` and
+    /// `start` are optional; server-set fields must be empty.
+    #[prost(message, optional, tag = "1")]
+    pub subscription: ::core::option::Option<Subscription>,
+    /// Client-chosen idempotency key, up to 128 characters; optional.
+    #[prost(string, tag = "2")]
+    pub request_id: ::prost::alloc::string::String,
+}
+/// CreateSubscriptionResponse carries the created subscription.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CreateSubscriptionResponse {
+    /// The subscription, with `secret` set this one time.
+    #[prost(message, optional, tag = "1")]
+    pub subscription: ::core::option::Option<Subscription>,
+}
+/// GetSubscriptionRequest names a subscription.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetSubscriptionRequest {
+    /// `subscriptions/{id}`.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+}
+/// GetSubscriptionResponse carries the subscription.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetSubscriptionResponse {
+    /// The subscription, without its secret.
+    #[prost(message, optional, tag = "1")]
+    pub subscription: ::core::option::Option<Subscription>,
+}
+/// ListSubscriptionsRequest asks for a page of subscriptions.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListSubscriptionsRequest {
+    /// Maximum subscriptions to return; 0 means 50, larger than 500 is coerced
+    /// to 500.
+    #[prost(int32, tag = "1")]
+    pub page_size: i32,
+    /// `next_page_token` of a previous call.
+    #[prost(string, tag = "2")]
+    pub page_token: ::prost::alloc::string::String,
+}
+/// ListSubscriptionsResponse is one page of subscriptions.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListSubscriptionsResponse {
+    /// Subscriptions, oldest first, without their secrets.
+    #[prost(message, repeated, tag = "1")]
+    pub subscriptions: ::prost::alloc::vec::Vec<Subscription>,
+    /// Token for the next page; empty on the last page.
+    #[prost(string, tag = "2")]
+    pub next_page_token: ::prost::alloc::string::String,
+}
+/// DeleteSubscriptionRequest names the subscription to delete.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeleteSubscriptionRequest {
+    /// `subscriptions/{id}`.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+}
+/// DeleteSubscriptionResponse acknowledges a deletion.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeleteSubscriptionResponse {}
+/// ResumeSubscriptionRequest names the subscription to resume.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResumeSubscriptionRequest {
+    /// `subscriptions/{id}`.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+}
+/// ResumeSubscriptionResponse carries the subscription after the request.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ResumeSubscriptionResponse {
+    /// The subscription, without its secret.
+    #[prost(message, optional, tag = "1")]
+    pub subscription: ::core::option::Option<Subscription>,
+}
+/// SubscriptionState says whether a subscription delivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum SubscriptionState {
+    /// Not set; never returned.
+    Unspecified = 0,
+    /// Delivering, possibly retrying after failures.
+    Active = 1,
+    /// Stopped after too many consecutive failures; ResumeSubscription restarts it.
+    Paused = 2,
+}
+impl SubscriptionState {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "SUBSCRIPTION_STATE_UNSPECIFIED",
+            Self::Active => "SUBSCRIPTION_STATE_ACTIVE",
+            Self::Paused => "SUBSCRIPTION_STATE_PAUSED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "SUBSCRIPTION_STATE_UNSPECIFIED" => Some(Self::Unspecified),
+            "SUBSCRIPTION_STATE_ACTIVE" => Some(Self::Active),
+            "SUBSCRIPTION_STATE_PAUSED" => Some(Self::Paused),
+            _ => None,
+        }
+    }
+}
+/// Generated client implementations.
+pub mod subscription_service_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    /// SubscriptionService manages webhook subscriptions: a target URL that
+    /// receives the events a RunEventsFilter selects, as HTTP POSTs of their
+    /// canonical JSON signed per the Standard Webhooks spec (`webhook-id`,
+    /// `webhook-timestamp`, `webhook-signature`). Delivery is at least once and in
+    /// order per run, from a durable position per subscription; exactly one
+    /// replica delivers a subscription at a time. Errors follow RunService's rules.
+    #[derive(Debug, Clone)]
+    pub struct SubscriptionServiceClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl<T> SubscriptionServiceClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> SubscriptionServiceClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            SubscriptionServiceClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// Creates a subscription. The target URL must pass the server's egress
+        /// rules (the http adapter's: no loopback, private or metadata addresses
+        /// unless the server allows them), else INVALID_ARGUMENT naming
+        /// `subscription.target_url`. A repeated `request_id` with the same body
+        /// returns the existing subscription.
+        pub async fn create_subscription(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CreateSubscriptionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CreateSubscriptionResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/runwire.v1.SubscriptionService/CreateSubscription",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "runwire.v1.SubscriptionService",
+                        "CreateSubscription",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Returns one subscription with its delivery state.
+        pub async fn get_subscription(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetSubscriptionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetSubscriptionResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/runwire.v1.SubscriptionService/GetSubscription",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("runwire.v1.SubscriptionService", "GetSubscription"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Lists subscriptions, oldest first, with AIP-158 paging.
+        pub async fn list_subscriptions(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListSubscriptionsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListSubscriptionsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/runwire.v1.SubscriptionService/ListSubscriptions",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "runwire.v1.SubscriptionService",
+                        "ListSubscriptions",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Deletes a subscription; delivery stops. Deleting a missing subscription
+        /// is NOT_FOUND (reason SUBSCRIPTION_NOT_FOUND).
+        pub async fn delete_subscription(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DeleteSubscriptionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeleteSubscriptionResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/runwire.v1.SubscriptionService/DeleteSubscription",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "runwire.v1.SubscriptionService",
+                        "DeleteSubscription",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Resumes a subscription paused after a run of failed deliveries; it
+        /// delivers again from its last delivered position. Idempotent.
+        pub async fn resume_subscription(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ResumeSubscriptionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ResumeSubscriptionResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/runwire.v1.SubscriptionService/ResumeSubscription",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new(
+                        "runwire.v1.SubscriptionService",
+                        "ResumeSubscription",
+                    ),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod subscription_service_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with SubscriptionServiceServer.
+    #[async_trait]
+    pub trait SubscriptionService: std::marker::Send + std::marker::Sync + 'static {
+        /// Creates a subscription. The target URL must pass the server's egress
+        /// rules (the http adapter's: no loopback, private or metadata addresses
+        /// unless the server allows them), else INVALID_ARGUMENT naming
+        /// `subscription.target_url`. A repeated `request_id` with the same body
+        /// returns the existing subscription.
+        async fn create_subscription(
+            &self,
+            request: tonic::Request<super::CreateSubscriptionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::CreateSubscriptionResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        /// Returns one subscription with its delivery state.
+        async fn get_subscription(
+            &self,
+            request: tonic::Request<super::GetSubscriptionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetSubscriptionResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        /// Lists subscriptions, oldest first, with AIP-158 paging.
+        async fn list_subscriptions(
+            &self,
+            request: tonic::Request<super::ListSubscriptionsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListSubscriptionsResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        /// Deletes a subscription; delivery stops. Deleting a missing subscription
+        /// is NOT_FOUND (reason SUBSCRIPTION_NOT_FOUND).
+        async fn delete_subscription(
+            &self,
+            request: tonic::Request<super::DeleteSubscriptionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DeleteSubscriptionResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+        /// Resumes a subscription paused after a run of failed deliveries; it
+        /// delivers again from its last delivered position. Idempotent.
+        async fn resume_subscription(
+            &self,
+            request: tonic::Request<super::ResumeSubscriptionRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ResumeSubscriptionResponse>,
+            tonic::Status,
+        > {
+            Err(tonic::Status::unimplemented("Not yet implemented"))
+        }
+    }
+    /// SubscriptionService manages webhook subscriptions: a target URL that
+    /// receives the events a RunEventsFilter selects, as HTTP POSTs of their
+    /// canonical JSON signed per the Standard Webhooks spec (`webhook-id`,
+    /// `webhook-timestamp`, `webhook-signature`). Delivery is at least once and in
+    /// order per run, from a durable position per subscription; exactly one
+    /// replica delivers a subscription at a time. Errors follow RunService's rules.
+    #[derive(Debug)]
+    pub struct SubscriptionServiceServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> SubscriptionServiceServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for SubscriptionServiceServer<T>
+    where
+        T: SubscriptionService,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/runwire.v1.SubscriptionService/CreateSubscription" => {
+                    #[allow(non_camel_case_types)]
+                    struct CreateSubscriptionSvc<T: SubscriptionService>(pub Arc<T>);
+                    impl<
+                        T: SubscriptionService,
+                    > tonic::server::UnaryService<super::CreateSubscriptionRequest>
+                    for CreateSubscriptionSvc<T> {
+                        type Response = super::CreateSubscriptionResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CreateSubscriptionRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as SubscriptionService>::create_subscription(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CreateSubscriptionSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/runwire.v1.SubscriptionService/GetSubscription" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetSubscriptionSvc<T: SubscriptionService>(pub Arc<T>);
+                    impl<
+                        T: SubscriptionService,
+                    > tonic::server::UnaryService<super::GetSubscriptionRequest>
+                    for GetSubscriptionSvc<T> {
+                        type Response = super::GetSubscriptionResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetSubscriptionRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as SubscriptionService>::get_subscription(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetSubscriptionSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/runwire.v1.SubscriptionService/ListSubscriptions" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListSubscriptionsSvc<T: SubscriptionService>(pub Arc<T>);
+                    impl<
+                        T: SubscriptionService,
+                    > tonic::server::UnaryService<super::ListSubscriptionsRequest>
+                    for ListSubscriptionsSvc<T> {
+                        type Response = super::ListSubscriptionsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListSubscriptionsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as SubscriptionService>::list_subscriptions(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListSubscriptionsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/runwire.v1.SubscriptionService/DeleteSubscription" => {
+                    #[allow(non_camel_case_types)]
+                    struct DeleteSubscriptionSvc<T: SubscriptionService>(pub Arc<T>);
+                    impl<
+                        T: SubscriptionService,
+                    > tonic::server::UnaryService<super::DeleteSubscriptionRequest>
+                    for DeleteSubscriptionSvc<T> {
+                        type Response = super::DeleteSubscriptionResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DeleteSubscriptionRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as SubscriptionService>::delete_subscription(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DeleteSubscriptionSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/runwire.v1.SubscriptionService/ResumeSubscription" => {
+                    #[allow(non_camel_case_types)]
+                    struct ResumeSubscriptionSvc<T: SubscriptionService>(pub Arc<T>);
+                    impl<
+                        T: SubscriptionService,
+                    > tonic::server::UnaryService<super::ResumeSubscriptionRequest>
+                    for ResumeSubscriptionSvc<T> {
+                        type Response = super::ResumeSubscriptionResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ResumeSubscriptionRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as SubscriptionService>::resume_subscription(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ResumeSubscriptionSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for SubscriptionServiceServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "runwire.v1.SubscriptionService";
+    impl<T> tonic::server::NamedService for SubscriptionServiceServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }

@@ -2881,6 +2881,418 @@ impl<'de> serde::Deserialize<'de> for ConfirmationResolved {
             )
     }
 }
+impl serde::Serialize for CreateSubscriptionRequest {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.subscription.is_some() {
+            len += 1;
+        }
+        if !self.request_id.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("runwire.v1.CreateSubscriptionRequest", len)?;
+        if let Some(v) = self.subscription.as_ref() {
+            struct_ser.serialize_field("subscription", v)?;
+        }
+        if !self.request_id.is_empty() {
+            struct_ser.serialize_field("requestId", &self.request_id)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for CreateSubscriptionRequest {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["subscription", "request_id", "requestId"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Subscription,
+            RequestId,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "subscription" => Ok(GeneratedField::Subscription),
+                            "requestId" | "request_id" => Ok(GeneratedField::RequestId),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = CreateSubscriptionRequest;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.CreateSubscriptionRequest")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<CreateSubscriptionRequest, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut subscription__ = None;
+                let mut request_id__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Subscription => {
+                            if subscription__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("subscription"),
+                                );
+                            }
+                            subscription__ = map_.next_value()?;
+                        }
+                        GeneratedField::RequestId => {
+                            if request_id__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("requestId"));
+                            }
+                            request_id__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
+                        }
+                    }
+                }
+                Ok(CreateSubscriptionRequest {
+                    subscription: subscription__,
+                    request_id: request_id__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct(
+                "runwire.v1.CreateSubscriptionRequest",
+                FIELDS,
+                GeneratedVisitor,
+            )
+    }
+}
+impl serde::Serialize for CreateSubscriptionResponse {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.subscription.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("runwire.v1.CreateSubscriptionResponse", len)?;
+        if let Some(v) = self.subscription.as_ref() {
+            struct_ser.serialize_field("subscription", v)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for CreateSubscriptionResponse {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["subscription"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Subscription,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "subscription" => Ok(GeneratedField::Subscription),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = CreateSubscriptionResponse;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.CreateSubscriptionResponse")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<CreateSubscriptionResponse, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut subscription__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Subscription => {
+                            if subscription__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("subscription"),
+                                );
+                            }
+                            subscription__ = map_.next_value()?;
+                        }
+                    }
+                }
+                Ok(CreateSubscriptionResponse {
+                    subscription: subscription__,
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct(
+                "runwire.v1.CreateSubscriptionResponse",
+                FIELDS,
+                GeneratedVisitor,
+            )
+    }
+}
+impl serde::Serialize for DeleteSubscriptionRequest {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.name.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("runwire.v1.DeleteSubscriptionRequest", len)?;
+        if !self.name.is_empty() {
+            struct_ser.serialize_field("name", &self.name)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for DeleteSubscriptionRequest {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["name"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Name,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "name" => Ok(GeneratedField::Name),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = DeleteSubscriptionRequest;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.DeleteSubscriptionRequest")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<DeleteSubscriptionRequest, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut name__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Name => {
+                            if name__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("name"));
+                            }
+                            name__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                    }
+                }
+                Ok(DeleteSubscriptionRequest {
+                    name: name__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct(
+                "runwire.v1.DeleteSubscriptionRequest",
+                FIELDS,
+                GeneratedVisitor,
+            )
+    }
+}
+impl serde::Serialize for DeleteSubscriptionResponse {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let len = 0;
+        let struct_ser = serializer
+            .serialize_struct("runwire.v1.DeleteSubscriptionResponse", len)?;
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for DeleteSubscriptionResponse {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {}
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        Err(serde::de::Error::unknown_field(value, FIELDS))
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = DeleteSubscriptionResponse;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.DeleteSubscriptionResponse")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<DeleteSubscriptionResponse, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                while map_.next_key::<GeneratedField>()?.is_some() {
+                    let _ = map_.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Ok(DeleteSubscriptionResponse {})
+            }
+        }
+        deserializer
+            .deserialize_struct(
+                "runwire.v1.DeleteSubscriptionResponse",
+                FIELDS,
+                GeneratedVisitor,
+            )
+    }
+}
 impl serde::Serialize for Edge {
     #[allow(deprecated)]
     fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
@@ -3118,6 +3530,9 @@ impl serde::Serialize for ErrorReason {
             Self::AfterSeqBeyondEnd => "ERROR_REASON_AFTER_SEQ_BEYOND_END",
             Self::DatabaseUnavailable => "ERROR_REASON_DATABASE_UNAVAILABLE",
             Self::Overloaded => "ERROR_REASON_OVERLOADED",
+            Self::CursorInvalid => "ERROR_REASON_CURSOR_INVALID",
+            Self::CursorExpired => "ERROR_REASON_CURSOR_EXPIRED",
+            Self::SubscriptionNotFound => "ERROR_REASON_SUBSCRIPTION_NOT_FOUND",
         };
         serializer.serialize_str(variant)
     }
@@ -3146,6 +3561,9 @@ impl<'de> serde::Deserialize<'de> for ErrorReason {
             "ERROR_REASON_AFTER_SEQ_BEYOND_END",
             "ERROR_REASON_DATABASE_UNAVAILABLE",
             "ERROR_REASON_OVERLOADED",
+            "ERROR_REASON_CURSOR_INVALID",
+            "ERROR_REASON_CURSOR_EXPIRED",
+            "ERROR_REASON_SUBSCRIPTION_NOT_FOUND",
         ];
         struct GeneratedVisitor;
         impl serde::de::Visitor<'_> for GeneratedVisitor {
@@ -3214,6 +3632,11 @@ impl<'de> serde::Deserialize<'de> for ErrorReason {
                         Ok(ErrorReason::DatabaseUnavailable)
                     }
                     "ERROR_REASON_OVERLOADED" => Ok(ErrorReason::Overloaded),
+                    "ERROR_REASON_CURSOR_INVALID" => Ok(ErrorReason::CursorInvalid),
+                    "ERROR_REASON_CURSOR_EXPIRED" => Ok(ErrorReason::CursorExpired),
+                    "ERROR_REASON_SUBSCRIPTION_NOT_FOUND" => {
+                        Ok(ErrorReason::SubscriptionNotFound)
+                    }
                     _ => Err(serde::de::Error::unknown_variant(value, FIELDS)),
                 }
             }
@@ -3356,6 +3779,120 @@ impl<'de> serde::Deserialize<'de> for ErrorSummary {
         }
         deserializer
             .deserialize_struct("runwire.v1.ErrorSummary", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for EventFilter {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.kinds.is_empty() {
+            len += 1;
+        }
+        if !self.node_ids.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer.serialize_struct("runwire.v1.EventFilter", len)?;
+        if !self.kinds.is_empty() {
+            struct_ser.serialize_field("kinds", &self.kinds)?;
+        }
+        if !self.node_ids.is_empty() {
+            struct_ser.serialize_field("nodeIds", &self.node_ids)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for EventFilter {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["kinds", "node_ids", "nodeIds"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Kinds,
+            NodeIds,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "kinds" => Ok(GeneratedField::Kinds),
+                            "nodeIds" | "node_ids" => Ok(GeneratedField::NodeIds),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = EventFilter;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.EventFilter")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<EventFilter, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut kinds__ = None;
+                let mut node_ids__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Kinds => {
+                            if kinds__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("kinds"));
+                            }
+                            kinds__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::NodeIds => {
+                            if node_ids__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("nodeIds"));
+                            }
+                            node_ids__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                    }
+                }
+                Ok(EventFilter {
+                    kinds: kinds__.unwrap_or_default(),
+                    node_ids: node_ids__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct("runwire.v1.EventFilter", FIELDS, GeneratedVisitor)
     }
 }
 impl serde::Serialize for Flow {
@@ -4212,6 +4749,214 @@ impl<'de> serde::Deserialize<'de> for GetRunResponse {
             .deserialize_struct("runwire.v1.GetRunResponse", FIELDS, GeneratedVisitor)
     }
 }
+impl serde::Serialize for GetSubscriptionRequest {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.name.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("runwire.v1.GetSubscriptionRequest", len)?;
+        if !self.name.is_empty() {
+            struct_ser.serialize_field("name", &self.name)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for GetSubscriptionRequest {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["name"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Name,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "name" => Ok(GeneratedField::Name),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = GetSubscriptionRequest;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.GetSubscriptionRequest")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<GetSubscriptionRequest, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut name__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Name => {
+                            if name__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("name"));
+                            }
+                            name__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                    }
+                }
+                Ok(GetSubscriptionRequest {
+                    name: name__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct(
+                "runwire.v1.GetSubscriptionRequest",
+                FIELDS,
+                GeneratedVisitor,
+            )
+    }
+}
+impl serde::Serialize for GetSubscriptionResponse {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.subscription.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("runwire.v1.GetSubscriptionResponse", len)?;
+        if let Some(v) = self.subscription.as_ref() {
+            struct_ser.serialize_field("subscription", v)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for GetSubscriptionResponse {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["subscription"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Subscription,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "subscription" => Ok(GeneratedField::Subscription),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = GetSubscriptionResponse;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.GetSubscriptionResponse")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<GetSubscriptionResponse, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut subscription__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Subscription => {
+                            if subscription__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("subscription"),
+                                );
+                            }
+                            subscription__ = map_.next_value()?;
+                        }
+                    }
+                }
+                Ok(GetSubscriptionResponse {
+                    subscription: subscription__,
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct(
+                "runwire.v1.GetSubscriptionResponse",
+                FIELDS,
+                GeneratedVisitor,
+            )
+    }
+}
 impl serde::Serialize for ItemFailurePolicy {
     #[allow(deprecated)]
     fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
@@ -4687,6 +5432,259 @@ impl<'de> serde::Deserialize<'de> for ListRunsResponse {
         }
         deserializer
             .deserialize_struct("runwire.v1.ListRunsResponse", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for ListSubscriptionsRequest {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.page_size != 0 {
+            len += 1;
+        }
+        if !self.page_token.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("runwire.v1.ListSubscriptionsRequest", len)?;
+        if self.page_size != 0 {
+            struct_ser.serialize_field("pageSize", &self.page_size)?;
+        }
+        if !self.page_token.is_empty() {
+            struct_ser.serialize_field("pageToken", &self.page_token)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for ListSubscriptionsRequest {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["page_size", "pageSize", "page_token", "pageToken"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            PageSize,
+            PageToken,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "pageSize" | "page_size" => Ok(GeneratedField::PageSize),
+                            "pageToken" | "page_token" => Ok(GeneratedField::PageToken),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = ListSubscriptionsRequest;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.ListSubscriptionsRequest")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<ListSubscriptionsRequest, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut page_size__ = None;
+                let mut page_token__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::PageSize => {
+                            if page_size__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("pageSize"));
+                            }
+                            page_size__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                        GeneratedField::PageToken => {
+                            if page_token__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("pageToken"));
+                            }
+                            page_token__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
+                        }
+                    }
+                }
+                Ok(ListSubscriptionsRequest {
+                    page_size: page_size__.unwrap_or_default(),
+                    page_token: page_token__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct(
+                "runwire.v1.ListSubscriptionsRequest",
+                FIELDS,
+                GeneratedVisitor,
+            )
+    }
+}
+impl serde::Serialize for ListSubscriptionsResponse {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.subscriptions.is_empty() {
+            len += 1;
+        }
+        if !self.next_page_token.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("runwire.v1.ListSubscriptionsResponse", len)?;
+        if !self.subscriptions.is_empty() {
+            struct_ser.serialize_field("subscriptions", &self.subscriptions)?;
+        }
+        if !self.next_page_token.is_empty() {
+            struct_ser.serialize_field("nextPageToken", &self.next_page_token)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for ListSubscriptionsResponse {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["subscriptions", "next_page_token", "nextPageToken"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Subscriptions,
+            NextPageToken,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "subscriptions" => Ok(GeneratedField::Subscriptions),
+                            "nextPageToken" | "next_page_token" => {
+                                Ok(GeneratedField::NextPageToken)
+                            }
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = ListSubscriptionsResponse;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.ListSubscriptionsResponse")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<ListSubscriptionsResponse, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut subscriptions__ = None;
+                let mut next_page_token__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Subscriptions => {
+                            if subscriptions__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("subscriptions"),
+                                );
+                            }
+                            subscriptions__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::NextPageToken => {
+                            if next_page_token__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("nextPageToken"),
+                                );
+                            }
+                            next_page_token__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
+                        }
+                    }
+                }
+                Ok(ListSubscriptionsResponse {
+                    subscriptions: subscriptions__.unwrap_or_default(),
+                    next_page_token: next_page_token__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct(
+                "runwire.v1.ListSubscriptionsResponse",
+                FIELDS,
+                GeneratedVisitor,
+            )
     }
 }
 impl serde::Serialize for LogStream {
@@ -7329,6 +8327,214 @@ impl<'de> serde::Deserialize<'de> for ResumeRunResponse {
             .deserialize_struct("runwire.v1.ResumeRunResponse", FIELDS, GeneratedVisitor)
     }
 }
+impl serde::Serialize for ResumeSubscriptionRequest {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.name.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("runwire.v1.ResumeSubscriptionRequest", len)?;
+        if !self.name.is_empty() {
+            struct_ser.serialize_field("name", &self.name)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for ResumeSubscriptionRequest {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["name"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Name,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "name" => Ok(GeneratedField::Name),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = ResumeSubscriptionRequest;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.ResumeSubscriptionRequest")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<ResumeSubscriptionRequest, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut name__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Name => {
+                            if name__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("name"));
+                            }
+                            name__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                    }
+                }
+                Ok(ResumeSubscriptionRequest {
+                    name: name__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct(
+                "runwire.v1.ResumeSubscriptionRequest",
+                FIELDS,
+                GeneratedVisitor,
+            )
+    }
+}
+impl serde::Serialize for ResumeSubscriptionResponse {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.subscription.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("runwire.v1.ResumeSubscriptionResponse", len)?;
+        if let Some(v) = self.subscription.as_ref() {
+            struct_ser.serialize_field("subscription", v)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for ResumeSubscriptionResponse {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["subscription"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Subscription,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "subscription" => Ok(GeneratedField::Subscription),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = ResumeSubscriptionResponse;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.ResumeSubscriptionResponse")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<ResumeSubscriptionResponse, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut subscription__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Subscription => {
+                            if subscription__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("subscription"),
+                                );
+                            }
+                            subscription__ = map_.next_value()?;
+                        }
+                    }
+                }
+                Ok(ResumeSubscriptionResponse {
+                    subscription: subscription__,
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct(
+                "runwire.v1.ResumeSubscriptionResponse",
+                FIELDS,
+                GeneratedVisitor,
+            )
+    }
+}
 impl serde::Serialize for RetryPolicy {
     #[allow(deprecated)]
     fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
@@ -9014,6 +10220,183 @@ impl<'de> serde::Deserialize<'de> for RunEvent {
         deserializer.deserialize_struct("runwire.v1.RunEvent", FIELDS, GeneratedVisitor)
     }
 }
+impl serde::Serialize for RunEventsFilter {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.flow_name.is_empty() {
+            len += 1;
+        }
+        if !self.labels.is_empty() {
+            len += 1;
+        }
+        if !self.run_statuses.is_empty() {
+            len += 1;
+        }
+        if self.events.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("runwire.v1.RunEventsFilter", len)?;
+        if !self.flow_name.is_empty() {
+            struct_ser.serialize_field("flowName", &self.flow_name)?;
+        }
+        if !self.labels.is_empty() {
+            struct_ser.serialize_field("labels", &self.labels)?;
+        }
+        if !self.run_statuses.is_empty() {
+            let v = self
+                .run_statuses
+                .iter()
+                .cloned()
+                .map(|v| {
+                    RunStatus::try_from(v)
+                        .map_err(|_| serde::ser::Error::custom(
+                            format!("Invalid variant {}", v),
+                        ))
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            struct_ser.serialize_field("runStatuses", &v)?;
+        }
+        if let Some(v) = self.events.as_ref() {
+            struct_ser.serialize_field("events", v)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for RunEventsFilter {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "flow_name",
+            "flowName",
+            "labels",
+            "run_statuses",
+            "runStatuses",
+            "events",
+        ];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            FlowName,
+            Labels,
+            RunStatuses,
+            Events,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "flowName" | "flow_name" => Ok(GeneratedField::FlowName),
+                            "labels" => Ok(GeneratedField::Labels),
+                            "runStatuses" | "run_statuses" => {
+                                Ok(GeneratedField::RunStatuses)
+                            }
+                            "events" => Ok(GeneratedField::Events),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = RunEventsFilter;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.RunEventsFilter")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<RunEventsFilter, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut flow_name__ = None;
+                let mut labels__ = None;
+                let mut run_statuses__ = None;
+                let mut events__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::FlowName => {
+                            if flow_name__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("flowName"));
+                            }
+                            flow_name__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::Labels => {
+                            if labels__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("labels"));
+                            }
+                            labels__ = Some(
+                                map_.next_value::<std::collections::HashMap<_, _>>()?,
+                            );
+                        }
+                        GeneratedField::RunStatuses => {
+                            if run_statuses__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("runStatuses"),
+                                );
+                            }
+                            run_statuses__ = Some(
+                                map_
+                                    .next_value::<Vec<RunStatus>>()?
+                                    .into_iter()
+                                    .map(|x| x as i32)
+                                    .collect(),
+                            );
+                        }
+                        GeneratedField::Events => {
+                            if events__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("events"));
+                            }
+                            events__ = map_.next_value()?;
+                        }
+                    }
+                }
+                Ok(RunEventsFilter {
+                    flow_name: flow_name__.unwrap_or_default(),
+                    labels: labels__.unwrap_or_default(),
+                    run_statuses: run_statuses__.unwrap_or_default(),
+                    events: events__,
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct("runwire.v1.RunEventsFilter", FIELDS, GeneratedVisitor)
+    }
+}
 impl serde::Serialize for RunPaused {
     #[allow(deprecated)]
     fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
@@ -10372,6 +11755,513 @@ impl<'de> serde::Deserialize<'de> for StreamEnd {
         deserializer.deserialize_struct("runwire.v1.StreamEnd", FIELDS, GeneratedVisitor)
     }
 }
+impl serde::Serialize for StreamStart {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        let variant = match self {
+            Self::Unspecified => "STREAM_START_UNSPECIFIED",
+            Self::Latest => "STREAM_START_LATEST",
+            Self::Earliest => "STREAM_START_EARLIEST",
+        };
+        serializer.serialize_str(variant)
+    }
+}
+impl<'de> serde::Deserialize<'de> for StreamStart {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "STREAM_START_UNSPECIFIED",
+            "STREAM_START_LATEST",
+            "STREAM_START_EARLIEST",
+        ];
+        struct GeneratedVisitor;
+        impl serde::de::Visitor<'_> for GeneratedVisitor {
+            type Value = StreamStart;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                write!(formatter, "expected one of: {:?}", & FIELDS)
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(
+                            serde::de::Unexpected::Signed(v),
+                            &self,
+                        )
+                    })
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(
+                            serde::de::Unexpected::Unsigned(v),
+                            &self,
+                        )
+                    })
+            }
+            fn visit_str<E>(self, value: &str) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                match value {
+                    "STREAM_START_UNSPECIFIED" => Ok(StreamStart::Unspecified),
+                    "STREAM_START_LATEST" => Ok(StreamStart::Latest),
+                    "STREAM_START_EARLIEST" => Ok(StreamStart::Earliest),
+                    _ => Err(serde::de::Error::unknown_variant(value, FIELDS)),
+                }
+            }
+        }
+        deserializer.deserialize_any(GeneratedVisitor)
+    }
+}
+impl serde::Serialize for Subscription {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.name.is_empty() {
+            len += 1;
+        }
+        if !self.target_url.is_empty() {
+            len += 1;
+        }
+        if self.filter.is_some() {
+            len += 1;
+        }
+        if !self.secret.is_empty() {
+            len += 1;
+        }
+        if self.start != 0 {
+            len += 1;
+        }
+        if self.state != 0 {
+            len += 1;
+        }
+        if self.create_time.is_some() {
+            len += 1;
+        }
+        if !self.delivered_cursor.is_empty() {
+            len += 1;
+        }
+        if self.delivered_event_count != 0 {
+            len += 1;
+        }
+        if self.last_delivery_time.is_some() {
+            len += 1;
+        }
+        if self.consecutive_failures != 0 {
+            len += 1;
+        }
+        if !self.last_error.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("runwire.v1.Subscription", len)?;
+        if !self.name.is_empty() {
+            struct_ser.serialize_field("name", &self.name)?;
+        }
+        if !self.target_url.is_empty() {
+            struct_ser.serialize_field("targetUrl", &self.target_url)?;
+        }
+        if let Some(v) = self.filter.as_ref() {
+            struct_ser.serialize_field("filter", v)?;
+        }
+        if !self.secret.is_empty() {
+            struct_ser.serialize_field("secret", &self.secret)?;
+        }
+        if self.start != 0 {
+            match StreamStart::try_from(self.start) {
+                Ok(v) => struct_ser.serialize_field("start", &v)?,
+                Err(_) => struct_ser.serialize_field("start", &self.start)?,
+            }
+        }
+        if self.state != 0 {
+            match SubscriptionState::try_from(self.state) {
+                Ok(v) => struct_ser.serialize_field("state", &v)?,
+                Err(_) => struct_ser.serialize_field("state", &self.state)?,
+            }
+        }
+        if let Some(v) = self.create_time.as_ref() {
+            struct_ser.serialize_field("createTime", v)?;
+        }
+        if !self.delivered_cursor.is_empty() {
+            struct_ser.serialize_field("deliveredCursor", &self.delivered_cursor)?;
+        }
+        if self.delivered_event_count != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser
+                .serialize_field(
+                    "deliveredEventCount",
+                    ToString::to_string(&self.delivered_event_count).as_str(),
+                )?;
+        }
+        if let Some(v) = self.last_delivery_time.as_ref() {
+            struct_ser.serialize_field("lastDeliveryTime", v)?;
+        }
+        if self.consecutive_failures != 0 {
+            struct_ser
+                .serialize_field("consecutiveFailures", &self.consecutive_failures)?;
+        }
+        if !self.last_error.is_empty() {
+            struct_ser.serialize_field("lastError", &self.last_error)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for Subscription {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "name",
+            "target_url",
+            "targetUrl",
+            "filter",
+            "secret",
+            "start",
+            "state",
+            "create_time",
+            "createTime",
+            "delivered_cursor",
+            "deliveredCursor",
+            "delivered_event_count",
+            "deliveredEventCount",
+            "last_delivery_time",
+            "lastDeliveryTime",
+            "consecutive_failures",
+            "consecutiveFailures",
+            "last_error",
+            "lastError",
+        ];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Name,
+            TargetUrl,
+            Filter,
+            Secret,
+            Start,
+            State,
+            CreateTime,
+            DeliveredCursor,
+            DeliveredEventCount,
+            LastDeliveryTime,
+            ConsecutiveFailures,
+            LastError,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "name" => Ok(GeneratedField::Name),
+                            "targetUrl" | "target_url" => Ok(GeneratedField::TargetUrl),
+                            "filter" => Ok(GeneratedField::Filter),
+                            "secret" => Ok(GeneratedField::Secret),
+                            "start" => Ok(GeneratedField::Start),
+                            "state" => Ok(GeneratedField::State),
+                            "createTime" | "create_time" => {
+                                Ok(GeneratedField::CreateTime)
+                            }
+                            "deliveredCursor" | "delivered_cursor" => {
+                                Ok(GeneratedField::DeliveredCursor)
+                            }
+                            "deliveredEventCount" | "delivered_event_count" => {
+                                Ok(GeneratedField::DeliveredEventCount)
+                            }
+                            "lastDeliveryTime" | "last_delivery_time" => {
+                                Ok(GeneratedField::LastDeliveryTime)
+                            }
+                            "consecutiveFailures" | "consecutive_failures" => {
+                                Ok(GeneratedField::ConsecutiveFailures)
+                            }
+                            "lastError" | "last_error" => Ok(GeneratedField::LastError),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = Subscription;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.Subscription")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<Subscription, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut name__ = None;
+                let mut target_url__ = None;
+                let mut filter__ = None;
+                let mut secret__ = None;
+                let mut start__ = None;
+                let mut state__ = None;
+                let mut create_time__ = None;
+                let mut delivered_cursor__ = None;
+                let mut delivered_event_count__ = None;
+                let mut last_delivery_time__ = None;
+                let mut consecutive_failures__ = None;
+                let mut last_error__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Name => {
+                            if name__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("name"));
+                            }
+                            name__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::TargetUrl => {
+                            if target_url__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("targetUrl"));
+                            }
+                            target_url__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::Filter => {
+                            if filter__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("filter"));
+                            }
+                            filter__ = map_.next_value()?;
+                        }
+                        GeneratedField::Secret => {
+                            if secret__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("secret"));
+                            }
+                            secret__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::Start => {
+                            if start__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("start"));
+                            }
+                            start__ = map_
+                                .next_value::<
+                                    ::std::option::Option<crate::json::OpenEnum<StreamStart>>,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                        GeneratedField::State => {
+                            if state__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("state"));
+                            }
+                            state__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        crate::json::OpenEnum<SubscriptionState>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                        GeneratedField::CreateTime => {
+                            if create_time__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("createTime"));
+                            }
+                            create_time__ = map_.next_value()?;
+                        }
+                        GeneratedField::DeliveredCursor => {
+                            if delivered_cursor__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("deliveredCursor"),
+                                );
+                            }
+                            delivered_cursor__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::DeliveredEventCount => {
+                            if delivered_event_count__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("deliveredEventCount"),
+                                );
+                            }
+                            delivered_event_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                        GeneratedField::LastDeliveryTime => {
+                            if last_delivery_time__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("lastDeliveryTime"),
+                                );
+                            }
+                            last_delivery_time__ = map_.next_value()?;
+                        }
+                        GeneratedField::ConsecutiveFailures => {
+                            if consecutive_failures__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("consecutiveFailures"),
+                                );
+                            }
+                            consecutive_failures__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                        GeneratedField::LastError => {
+                            if last_error__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("lastError"));
+                            }
+                            last_error__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
+                        }
+                    }
+                }
+                Ok(Subscription {
+                    name: name__.unwrap_or_default(),
+                    target_url: target_url__.unwrap_or_default(),
+                    filter: filter__,
+                    secret: secret__.unwrap_or_default(),
+                    start: start__.unwrap_or_default(),
+                    state: state__.unwrap_or_default(),
+                    create_time: create_time__,
+                    delivered_cursor: delivered_cursor__.unwrap_or_default(),
+                    delivered_event_count: delivered_event_count__.unwrap_or_default(),
+                    last_delivery_time: last_delivery_time__,
+                    consecutive_failures: consecutive_failures__.unwrap_or_default(),
+                    last_error: last_error__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct("runwire.v1.Subscription", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for SubscriptionState {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        let variant = match self {
+            Self::Unspecified => "SUBSCRIPTION_STATE_UNSPECIFIED",
+            Self::Active => "SUBSCRIPTION_STATE_ACTIVE",
+            Self::Paused => "SUBSCRIPTION_STATE_PAUSED",
+        };
+        serializer.serialize_str(variant)
+    }
+}
+impl<'de> serde::Deserialize<'de> for SubscriptionState {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "SUBSCRIPTION_STATE_UNSPECIFIED",
+            "SUBSCRIPTION_STATE_ACTIVE",
+            "SUBSCRIPTION_STATE_PAUSED",
+        ];
+        struct GeneratedVisitor;
+        impl serde::de::Visitor<'_> for GeneratedVisitor {
+            type Value = SubscriptionState;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                write!(formatter, "expected one of: {:?}", & FIELDS)
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(
+                            serde::de::Unexpected::Signed(v),
+                            &self,
+                        )
+                    })
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                i32::try_from(v)
+                    .ok()
+                    .and_then(|x| x.try_into().ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::invalid_value(
+                            serde::de::Unexpected::Unsigned(v),
+                            &self,
+                        )
+                    })
+            }
+            fn visit_str<E>(self, value: &str) -> std::result::Result<Self::Value, E>
+            where
+                E: serde::de::Error,
+            {
+                match value {
+                    "SUBSCRIPTION_STATE_UNSPECIFIED" => {
+                        Ok(SubscriptionState::Unspecified)
+                    }
+                    "SUBSCRIPTION_STATE_ACTIVE" => Ok(SubscriptionState::Active),
+                    "SUBSCRIPTION_STATE_PAUSED" => Ok(SubscriptionState::Paused),
+                    _ => Err(serde::de::Error::unknown_variant(value, FIELDS)),
+                }
+            }
+        }
+        deserializer.deserialize_any(GeneratedVisitor)
+    }
+}
 impl serde::Serialize for ToolCall {
     #[allow(deprecated)]
     fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
@@ -10805,6 +12695,267 @@ impl<'de> serde::Deserialize<'de> for ValidateFlowResponse {
             )
     }
 }
+impl serde::Serialize for WatchEventsRequest {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.cursor.is_empty() {
+            len += 1;
+        }
+        if self.start != 0 {
+            len += 1;
+        }
+        if self.filter.is_some() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("runwire.v1.WatchEventsRequest", len)?;
+        if !self.cursor.is_empty() {
+            struct_ser.serialize_field("cursor", &self.cursor)?;
+        }
+        if self.start != 0 {
+            match StreamStart::try_from(self.start) {
+                Ok(v) => struct_ser.serialize_field("start", &v)?,
+                Err(_) => struct_ser.serialize_field("start", &self.start)?,
+            }
+        }
+        if let Some(v) = self.filter.as_ref() {
+            struct_ser.serialize_field("filter", v)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for WatchEventsRequest {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["cursor", "start", "filter"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Cursor,
+            Start,
+            Filter,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "cursor" => Ok(GeneratedField::Cursor),
+                            "start" => Ok(GeneratedField::Start),
+                            "filter" => Ok(GeneratedField::Filter),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = WatchEventsRequest;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.WatchEventsRequest")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<WatchEventsRequest, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut cursor__ = None;
+                let mut start__ = None;
+                let mut filter__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Cursor => {
+                            if cursor__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("cursor"));
+                            }
+                            cursor__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::Start => {
+                            if start__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("start"));
+                            }
+                            start__ = map_
+                                .next_value::<
+                                    ::std::option::Option<crate::json::OpenEnum<StreamStart>>,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                        GeneratedField::Filter => {
+                            if filter__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("filter"));
+                            }
+                            filter__ = map_.next_value()?;
+                        }
+                    }
+                }
+                Ok(WatchEventsRequest {
+                    cursor: cursor__.unwrap_or_default(),
+                    start: start__.unwrap_or_default(),
+                    filter: filter__,
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct(
+                "runwire.v1.WatchEventsRequest",
+                FIELDS,
+                GeneratedVisitor,
+            )
+    }
+}
+impl serde::Serialize for WatchEventsResponse {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if !self.events.is_empty() {
+            len += 1;
+        }
+        if !self.cursor.is_empty() {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("runwire.v1.WatchEventsResponse", len)?;
+        if !self.events.is_empty() {
+            struct_ser.serialize_field("events", &self.events)?;
+        }
+        if !self.cursor.is_empty() {
+            struct_ser.serialize_field("cursor", &self.cursor)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for WatchEventsResponse {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["events", "cursor"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            Events,
+            Cursor,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "events" => Ok(GeneratedField::Events),
+                            "cursor" => Ok(GeneratedField::Cursor),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = WatchEventsResponse;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.WatchEventsResponse")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<WatchEventsResponse, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut events__ = None;
+                let mut cursor__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::Events => {
+                            if events__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("events"));
+                            }
+                            events__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                        GeneratedField::Cursor => {
+                            if cursor__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("cursor"));
+                            }
+                            cursor__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                    }
+                }
+                Ok(WatchEventsResponse {
+                    events: events__.unwrap_or_default(),
+                    cursor: cursor__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct(
+                "runwire.v1.WatchEventsResponse",
+                FIELDS,
+                GeneratedVisitor,
+            )
+    }
+}
 impl serde::Serialize for WatchRunRequest {
     #[allow(deprecated)]
     fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
@@ -10817,6 +12968,9 @@ impl serde::Serialize for WatchRunRequest {
             len += 1;
         }
         if self.after_seq != 0 {
+            len += 1;
+        }
+        if self.filter.is_some() {
             len += 1;
         }
         let mut struct_ser = serializer
@@ -10833,6 +12987,9 @@ impl serde::Serialize for WatchRunRequest {
                     ToString::to_string(&self.after_seq).as_str(),
                 )?;
         }
+        if let Some(v) = self.filter.as_ref() {
+            struct_ser.serialize_field("filter", v)?;
+        }
         struct_ser.end()
     }
 }
@@ -10842,11 +12999,12 @@ impl<'de> serde::Deserialize<'de> for WatchRunRequest {
     where
         D: serde::Deserializer<'de>,
     {
-        const FIELDS: &[&str] = &["run_id", "runId", "after_seq", "afterSeq"];
+        const FIELDS: &[&str] = &["run_id", "runId", "after_seq", "afterSeq", "filter"];
         #[allow(clippy::enum_variant_names)]
         enum GeneratedField {
             RunId,
             AfterSeq,
+            Filter,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
             fn deserialize<D>(
@@ -10875,6 +13033,7 @@ impl<'de> serde::Deserialize<'de> for WatchRunRequest {
                         match value {
                             "runId" | "run_id" => Ok(GeneratedField::RunId),
                             "afterSeq" | "after_seq" => Ok(GeneratedField::AfterSeq),
+                            "filter" => Ok(GeneratedField::Filter),
                             _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
                         }
                     }
@@ -10900,6 +13059,7 @@ impl<'de> serde::Deserialize<'de> for WatchRunRequest {
             {
                 let mut run_id__ = None;
                 let mut after_seq__ = None;
+                let mut filter__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
                         GeneratedField::RunId => {
@@ -10920,11 +13080,18 @@ impl<'de> serde::Deserialize<'de> for WatchRunRequest {
                                 >()?
                                 .map(|v| v.0);
                         }
+                        GeneratedField::Filter => {
+                            if filter__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("filter"));
+                            }
+                            filter__ = map_.next_value()?;
+                        }
                     }
                 }
                 Ok(WatchRunRequest {
                     run_id: run_id__.unwrap_or_default(),
                     after_seq: after_seq__.unwrap_or_default(),
+                    filter: filter__,
                 })
             }
         }
@@ -10946,6 +13113,9 @@ impl serde::Serialize for WatchRunResponse {
         if self.stream_end.is_some() {
             len += 1;
         }
+        if self.resume_after_seq != 0 {
+            len += 1;
+        }
         let mut struct_ser = serializer
             .serialize_struct("runwire.v1.WatchRunResponse", len)?;
         if !self.events.is_empty() {
@@ -10953,6 +13123,15 @@ impl serde::Serialize for WatchRunResponse {
         }
         if let Some(v) = self.stream_end.as_ref() {
             struct_ser.serialize_field("streamEnd", v)?;
+        }
+        if self.resume_after_seq != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser
+                .serialize_field(
+                    "resumeAfterSeq",
+                    ToString::to_string(&self.resume_after_seq).as_str(),
+                )?;
         }
         struct_ser.end()
     }
@@ -10963,11 +13142,18 @@ impl<'de> serde::Deserialize<'de> for WatchRunResponse {
     where
         D: serde::Deserializer<'de>,
     {
-        const FIELDS: &[&str] = &["events", "stream_end", "streamEnd"];
+        const FIELDS: &[&str] = &[
+            "events",
+            "stream_end",
+            "streamEnd",
+            "resume_after_seq",
+            "resumeAfterSeq",
+        ];
         #[allow(clippy::enum_variant_names)]
         enum GeneratedField {
             Events,
             StreamEnd,
+            ResumeAfterSeq,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
             fn deserialize<D>(
@@ -10996,6 +13182,9 @@ impl<'de> serde::Deserialize<'de> for WatchRunResponse {
                         match value {
                             "events" => Ok(GeneratedField::Events),
                             "streamEnd" | "stream_end" => Ok(GeneratedField::StreamEnd),
+                            "resumeAfterSeq" | "resume_after_seq" => {
+                                Ok(GeneratedField::ResumeAfterSeq)
+                            }
                             _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
                         }
                     }
@@ -11021,6 +13210,7 @@ impl<'de> serde::Deserialize<'de> for WatchRunResponse {
             {
                 let mut events__ = None;
                 let mut stream_end__ = None;
+                let mut resume_after_seq__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
                         GeneratedField::Events => {
@@ -11035,11 +13225,26 @@ impl<'de> serde::Deserialize<'de> for WatchRunResponse {
                             }
                             stream_end__ = map_.next_value()?;
                         }
+                        GeneratedField::ResumeAfterSeq => {
+                            if resume_after_seq__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("resumeAfterSeq"),
+                                );
+                            }
+                            resume_after_seq__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
+                        }
                     }
                 }
                 Ok(WatchRunResponse {
                     events: events__.unwrap_or_default(),
                     stream_end: stream_end__,
+                    resume_after_seq: resume_after_seq__.unwrap_or_default(),
                 })
             }
         }

@@ -66,6 +66,15 @@ const (
 	// (StartRun calls in flight, runs executing, open WatchRun streams); retry
 	// after the RetryInfo delay.
 	ErrorReason_ERROR_REASON_OVERLOADED ErrorReason = 16
+	// INVALID_ARGUMENT: the WatchEvents cursor is malformed or was not issued
+	// by runwire.
+	ErrorReason_ERROR_REASON_CURSOR_INVALID ErrorReason = 17
+	// OUT_OF_RANGE: the WatchEvents cursor (or a subscription's position)
+	// points before the oldest retained event: events after it were pruned.
+	// Start again from STREAM_START_EARLIEST, knowing events were missed.
+	ErrorReason_ERROR_REASON_CURSOR_EXPIRED ErrorReason = 18
+	// NOT_FOUND: no subscription has that name.
+	ErrorReason_ERROR_REASON_SUBSCRIPTION_NOT_FOUND ErrorReason = 19
 )
 
 // Enum value maps for ErrorReason.
@@ -88,25 +97,31 @@ var (
 		14: "ERROR_REASON_AFTER_SEQ_BEYOND_END",
 		15: "ERROR_REASON_DATABASE_UNAVAILABLE",
 		16: "ERROR_REASON_OVERLOADED",
+		17: "ERROR_REASON_CURSOR_INVALID",
+		18: "ERROR_REASON_CURSOR_EXPIRED",
+		19: "ERROR_REASON_SUBSCRIPTION_NOT_FOUND",
 	}
 	ErrorReason_value = map[string]int32{
-		"ERROR_REASON_UNSPECIFIED":           0,
-		"ERROR_REASON_FLOW_INVALID":          1,
-		"ERROR_REASON_REQUEST_INVALID":       2,
-		"ERROR_REASON_RUN_NOT_FOUND":         3,
-		"ERROR_REASON_RUN_FINISHED":          4,
-		"ERROR_REASON_REQUEST_ID_REUSED":     5,
-		"ERROR_REASON_ADAPTER_DISABLED":      6,
-		"ERROR_REASON_GATE_NOT_PENDING":      7,
-		"ERROR_REASON_GATE_ALREADY_RESOLVED": 8,
-		"ERROR_REASON_SERVER_DRAINING":       9,
-		"ERROR_REASON_INTERNAL":              10,
-		"ERROR_REASON_UNAUTHENTICATED":       11,
-		"ERROR_REASON_PAGE_TOKEN_INVALID":    12,
-		"ERROR_REASON_FILTER_INVALID":        13,
-		"ERROR_REASON_AFTER_SEQ_BEYOND_END":  14,
-		"ERROR_REASON_DATABASE_UNAVAILABLE":  15,
-		"ERROR_REASON_OVERLOADED":            16,
+		"ERROR_REASON_UNSPECIFIED":            0,
+		"ERROR_REASON_FLOW_INVALID":           1,
+		"ERROR_REASON_REQUEST_INVALID":        2,
+		"ERROR_REASON_RUN_NOT_FOUND":          3,
+		"ERROR_REASON_RUN_FINISHED":           4,
+		"ERROR_REASON_REQUEST_ID_REUSED":      5,
+		"ERROR_REASON_ADAPTER_DISABLED":       6,
+		"ERROR_REASON_GATE_NOT_PENDING":       7,
+		"ERROR_REASON_GATE_ALREADY_RESOLVED":  8,
+		"ERROR_REASON_SERVER_DRAINING":        9,
+		"ERROR_REASON_INTERNAL":               10,
+		"ERROR_REASON_UNAUTHENTICATED":        11,
+		"ERROR_REASON_PAGE_TOKEN_INVALID":     12,
+		"ERROR_REASON_FILTER_INVALID":         13,
+		"ERROR_REASON_AFTER_SEQ_BEYOND_END":   14,
+		"ERROR_REASON_DATABASE_UNAVAILABLE":   15,
+		"ERROR_REASON_OVERLOADED":             16,
+		"ERROR_REASON_CURSOR_INVALID":         17,
+		"ERROR_REASON_CURSOR_EXPIRED":         18,
+		"ERROR_REASON_SUBSCRIPTION_NOT_FOUND": 19,
 	}
 )
 
@@ -142,7 +157,7 @@ var File_runwire_v1_errors_proto protoreflect.FileDescriptor
 const file_runwire_v1_errors_proto_rawDesc = "" +
 	"\n" +
 	"\x17runwire/v1/errors.proto\x12\n" +
-	"runwire.v1*\xcd\x04\n" +
+	"runwire.v1*\xb8\x05\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19ERROR_REASON_FLOW_INVALID\x10\x01\x12 \n" +
@@ -161,7 +176,10 @@ const file_runwire_v1_errors_proto_rawDesc = "" +
 	"\x1bERROR_REASON_FILTER_INVALID\x10\r\x12%\n" +
 	"!ERROR_REASON_AFTER_SEQ_BEYOND_END\x10\x0e\x12%\n" +
 	"!ERROR_REASON_DATABASE_UNAVAILABLE\x10\x0f\x12\x1b\n" +
-	"\x17ERROR_REASON_OVERLOADED\x10\x10B\xa6\x01\n" +
+	"\x17ERROR_REASON_OVERLOADED\x10\x10\x12\x1f\n" +
+	"\x1bERROR_REASON_CURSOR_INVALID\x10\x11\x12\x1f\n" +
+	"\x1bERROR_REASON_CURSOR_EXPIRED\x10\x12\x12'\n" +
+	"#ERROR_REASON_SUBSCRIPTION_NOT_FOUND\x10\x13B\xa6\x01\n" +
 	"\x0ecom.runwire.v1B\vErrorsProtoP\x01Z>github.com/runwire/runwire/clients/go/gen/runwire/v1;runwirev1\xa2\x02\x03RXX\xaa\x02\n" +
 	"Runwire.V1\xca\x02\n" +
 	"Runwire\\V1\xe2\x02\x16Runwire\\V1\\GPBMetadata\xea\x02\vRunwire::V1b\x06proto3"

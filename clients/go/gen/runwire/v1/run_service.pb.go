@@ -80,6 +80,59 @@ func (GateKind) EnumDescriptor() ([]byte, []int) {
 	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{0}
 }
 
+// StreamStart is where a cross-run stream without a cursor begins.
+type StreamStart int32
+
+const (
+	// Same as STREAM_START_LATEST.
+	StreamStart_STREAM_START_UNSPECIFIED StreamStart = 0
+	// Only events committed after the call began.
+	StreamStart_STREAM_START_LATEST StreamStart = 1
+	// From the oldest event still retained.
+	StreamStart_STREAM_START_EARLIEST StreamStart = 2
+)
+
+// Enum value maps for StreamStart.
+var (
+	StreamStart_name = map[int32]string{
+		0: "STREAM_START_UNSPECIFIED",
+		1: "STREAM_START_LATEST",
+		2: "STREAM_START_EARLIEST",
+	}
+	StreamStart_value = map[string]int32{
+		"STREAM_START_UNSPECIFIED": 0,
+		"STREAM_START_LATEST":      1,
+		"STREAM_START_EARLIEST":    2,
+	}
+)
+
+func (x StreamStart) Enum() *StreamStart {
+	p := new(StreamStart)
+	*p = x
+	return p
+}
+
+func (x StreamStart) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (StreamStart) Descriptor() protoreflect.EnumDescriptor {
+	return file_runwire_v1_run_service_proto_enumTypes[1].Descriptor()
+}
+
+func (StreamStart) Type() protoreflect.EnumType {
+	return &file_runwire_v1_run_service_proto_enumTypes[1]
+}
+
+func (x StreamStart) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use StreamStart.Descriptor instead.
+func (StreamStart) EnumDescriptor() ([]byte, []int) {
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{1}
+}
+
 // Run is the state of one run of a flow.
 type Run struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -489,7 +542,9 @@ type WatchRunRequest struct {
 	// The run to watch.
 	RunId string `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	// Deliver events with `seq > after_seq`; 0 for the whole stream.
-	AfterSeq      int64 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	AfterSeq int64 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	// Deliver only the events this filter selects; unset delivers every event.
+	Filter        *EventFilter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -538,6 +593,271 @@ func (x *WatchRunRequest) GetAfterSeq() int64 {
 	return 0
 }
 
+func (x *WatchRunRequest) GetFilter() *EventFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+// EventFilter selects events of a run. Each set field narrows the selection
+// (the fields are ANDed); RunCompleted is always selected.
+type EventFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names of RunEvent's `event` oneof cases, such as `node_log` or
+	// `ai_invocation`; empty selects every kind. An unknown name is
+	// INVALID_ARGUMENT.
+	Kinds []string `protobuf:"bytes,1,rep,name=kinds,proto3" json:"kinds,omitempty"`
+	// Node ids; empty selects every node. Run-level events (empty
+	// `RunEvent.node_id`) are not narrowed by this field.
+	NodeIds       []string `protobuf:"bytes,2,rep,name=node_ids,json=nodeIds,proto3" json:"node_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventFilter) Reset() {
+	*x = EventFilter{}
+	mi := &file_runwire_v1_run_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventFilter) ProtoMessage() {}
+
+func (x *EventFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_runwire_v1_run_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventFilter.ProtoReflect.Descriptor instead.
+func (*EventFilter) Descriptor() ([]byte, []int) {
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *EventFilter) GetKinds() []string {
+	if x != nil {
+		return x.Kinds
+	}
+	return nil
+}
+
+func (x *EventFilter) GetNodeIds() []string {
+	if x != nil {
+		return x.NodeIds
+	}
+	return nil
+}
+
+// RunEventsFilter selects events across runs: those of runs matching every
+// set run field, narrowed by `events`.
+type RunEventsFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only runs of the flow with this name; empty matches every flow.
+	FlowName string `protobuf:"bytes,1,opt,name=flow_name,json=flowName,proto3" json:"flow_name,omitempty"`
+	// Only runs carrying every one of these labels with these values.
+	Labels map[string]string `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Only runs whose status, when the server reads the event, is one of these;
+	// empty matches every status. Because a run's status changes, a replay
+	// from an old cursor may select differently than the live stream did.
+	RunStatuses []RunStatus `protobuf:"varint,3,rep,packed,name=run_statuses,json=runStatuses,proto3,enum=runwire.v1.RunStatus" json:"run_statuses,omitempty"`
+	// Which events of the matching runs.
+	Events        *EventFilter `protobuf:"bytes,4,opt,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunEventsFilter) Reset() {
+	*x = RunEventsFilter{}
+	mi := &file_runwire_v1_run_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunEventsFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunEventsFilter) ProtoMessage() {}
+
+func (x *RunEventsFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_runwire_v1_run_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunEventsFilter.ProtoReflect.Descriptor instead.
+func (*RunEventsFilter) Descriptor() ([]byte, []int) {
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RunEventsFilter) GetFlowName() string {
+	if x != nil {
+		return x.FlowName
+	}
+	return ""
+}
+
+func (x *RunEventsFilter) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *RunEventsFilter) GetRunStatuses() []RunStatus {
+	if x != nil {
+		return x.RunStatuses
+	}
+	return nil
+}
+
+func (x *RunEventsFilter) GetEvents() *EventFilter {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// WatchEventsRequest says which events across runs to stream and from where.
+type WatchEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resume after this position: the `cursor` of a response of an earlier
+	// WatchEvents call (with any filter). Empty starts at `start`.
+	Cursor string `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// Where a stream without a cursor starts.
+	Start StreamStart `protobuf:"varint,2,opt,name=start,proto3,enum=runwire.v1.StreamStart" json:"start,omitempty"`
+	// Which events; unset selects every event of every run.
+	Filter        *RunEventsFilter `protobuf:"bytes,3,opt,name=filter,proto3" json:"filter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsRequest) Reset() {
+	*x = WatchEventsRequest{}
+	mi := &file_runwire_v1_run_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsRequest) ProtoMessage() {}
+
+func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_runwire_v1_run_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
+func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *WatchEventsRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *WatchEventsRequest) GetStart() StreamStart {
+	if x != nil {
+		return x.Start
+	}
+	return StreamStart_STREAM_START_UNSPECIFIED
+}
+
+func (x *WatchEventsRequest) GetFilter() *RunEventsFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+// WatchEventsResponse carries events of one or more runs in commit order.
+type WatchEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Events in the order their batches committed; within a run, in `seq`
+	// order. May be empty when the response only advances `cursor` past
+	// events the filter skipped.
+	Events []*RunEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// Opaque position after the last event of this response (and after every
+	// skipped event before it); pass it as WatchEventsRequest.cursor to resume.
+	Cursor        string `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsResponse) Reset() {
+	*x = WatchEventsResponse{}
+	mi := &file_runwire_v1_run_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsResponse) ProtoMessage() {}
+
+func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_runwire_v1_run_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
+func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *WatchEventsResponse) GetEvents() []*RunEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *WatchEventsResponse) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
 // WatchRunResponse carries the events of one or more committed batches.
 type WatchRunResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -547,14 +867,20 @@ type WatchRunResponse struct {
 	// Set exactly once per stream, on its last response, when the stream has
 	// reached the end of the finished run: the watcher has everything and
 	// stops. Never set on a stream that is cut or drained early.
-	StreamEnd     *StreamEnd `protobuf:"bytes,2,opt,name=stream_end,json=streamEnd,proto3" json:"stream_end,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StreamEnd *StreamEnd `protobuf:"bytes,2,opt,name=stream_end,json=streamEnd,proto3" json:"stream_end,omitempty"`
+	// The server has looked at every event up to this seq: those the request's
+	// filter selects are in this response or earlier ones. Resume with
+	// `after_seq = resume_after_seq`. Without a filter it is the seq of the
+	// last event in `events`. A filtered stream may send responses with no
+	// events that only advance it.
+	ResumeAfterSeq int64 `protobuf:"varint,3,opt,name=resume_after_seq,json=resumeAfterSeq,proto3" json:"resume_after_seq,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *WatchRunResponse) Reset() {
 	*x = WatchRunResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[5]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +892,7 @@ func (x *WatchRunResponse) String() string {
 func (*WatchRunResponse) ProtoMessage() {}
 
 func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[5]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +905,7 @@ func (x *WatchRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRunResponse.ProtoReflect.Descriptor instead.
 func (*WatchRunResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{5}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchRunResponse) GetEvents() []*RunEvent {
@@ -594,6 +920,13 @@ func (x *WatchRunResponse) GetStreamEnd() *StreamEnd {
 		return x.StreamEnd
 	}
 	return nil
+}
+
+func (x *WatchRunResponse) GetResumeAfterSeq() int64 {
+	if x != nil {
+		return x.ResumeAfterSeq
+	}
+	return 0
 }
 
 // StreamEnd marks the end of a finished run's event stream: nothing follows
@@ -611,7 +944,7 @@ type StreamEnd struct {
 
 func (x *StreamEnd) Reset() {
 	*x = StreamEnd{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[6]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +956,7 @@ func (x *StreamEnd) String() string {
 func (*StreamEnd) ProtoMessage() {}
 
 func (x *StreamEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[6]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +969,7 @@ func (x *StreamEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamEnd.ProtoReflect.Descriptor instead.
 func (*StreamEnd) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{6}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StreamEnd) GetLastSeq() int64 {
@@ -664,7 +997,7 @@ type GetRunRequest struct {
 
 func (x *GetRunRequest) Reset() {
 	*x = GetRunRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[7]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +1009,7 @@ func (x *GetRunRequest) String() string {
 func (*GetRunRequest) ProtoMessage() {}
 
 func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[7]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +1022,7 @@ func (x *GetRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunRequest.ProtoReflect.Descriptor instead.
 func (*GetRunRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{7}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetRunRequest) GetRunId() string {
@@ -710,7 +1043,7 @@ type GetRunResponse struct {
 
 func (x *GetRunResponse) Reset() {
 	*x = GetRunResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[8]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +1055,7 @@ func (x *GetRunResponse) String() string {
 func (*GetRunResponse) ProtoMessage() {}
 
 func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[8]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +1068,7 @@ func (x *GetRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunResponse.ProtoReflect.Descriptor instead.
 func (*GetRunResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{8}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetRunResponse) GetRun() *Run {
@@ -761,7 +1094,7 @@ type ListRunsRequest struct {
 
 func (x *ListRunsRequest) Reset() {
 	*x = ListRunsRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[9]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +1106,7 @@ func (x *ListRunsRequest) String() string {
 func (*ListRunsRequest) ProtoMessage() {}
 
 func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[9]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +1119,7 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{9}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListRunsRequest) GetPageSize() int32 {
@@ -823,7 +1156,7 @@ type ListRunsResponse struct {
 
 func (x *ListRunsResponse) Reset() {
 	*x = ListRunsResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[10]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +1168,7 @@ func (x *ListRunsResponse) String() string {
 func (*ListRunsResponse) ProtoMessage() {}
 
 func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[10]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +1181,7 @@ func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListRunsResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{10}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListRunsResponse) GetRuns() []*Run {
@@ -878,7 +1211,7 @@ type PauseRunRequest struct {
 
 func (x *PauseRunRequest) Reset() {
 	*x = PauseRunRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[11]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1223,7 @@ func (x *PauseRunRequest) String() string {
 func (*PauseRunRequest) ProtoMessage() {}
 
 func (x *PauseRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[11]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1236,7 @@ func (x *PauseRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRunRequest.ProtoReflect.Descriptor instead.
 func (*PauseRunRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{11}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PauseRunRequest) GetRunId() string {
@@ -931,7 +1264,7 @@ type PauseRunResponse struct {
 
 func (x *PauseRunResponse) Reset() {
 	*x = PauseRunResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[12]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +1276,7 @@ func (x *PauseRunResponse) String() string {
 func (*PauseRunResponse) ProtoMessage() {}
 
 func (x *PauseRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[12]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +1289,7 @@ func (x *PauseRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRunResponse.ProtoReflect.Descriptor instead.
 func (*PauseRunResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{12}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PauseRunResponse) GetRun() *Run {
@@ -979,7 +1312,7 @@ type ResumeRunRequest struct {
 
 func (x *ResumeRunRequest) Reset() {
 	*x = ResumeRunRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[13]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1324,7 @@ func (x *ResumeRunRequest) String() string {
 func (*ResumeRunRequest) ProtoMessage() {}
 
 func (x *ResumeRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[13]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1337,7 @@ func (x *ResumeRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRunRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRunRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{13}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResumeRunRequest) GetRunId() string {
@@ -1032,7 +1365,7 @@ type ResumeRunResponse struct {
 
 func (x *ResumeRunResponse) Reset() {
 	*x = ResumeRunResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[14]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1377,7 @@ func (x *ResumeRunResponse) String() string {
 func (*ResumeRunResponse) ProtoMessage() {}
 
 func (x *ResumeRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[14]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1390,7 @@ func (x *ResumeRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRunResponse.ProtoReflect.Descriptor instead.
 func (*ResumeRunResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{14}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ResumeRunResponse) GetRun() *Run {
@@ -1080,7 +1413,7 @@ type CancelRunRequest struct {
 
 func (x *CancelRunRequest) Reset() {
 	*x = CancelRunRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[15]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1425,7 @@ func (x *CancelRunRequest) String() string {
 func (*CancelRunRequest) ProtoMessage() {}
 
 func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[15]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1438,7 @@ func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRunRequest.ProtoReflect.Descriptor instead.
 func (*CancelRunRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{15}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CancelRunRequest) GetRunId() string {
@@ -1133,7 +1466,7 @@ type CancelRunResponse struct {
 
 func (x *CancelRunResponse) Reset() {
 	*x = CancelRunResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[16]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1478,7 @@ func (x *CancelRunResponse) String() string {
 func (*CancelRunResponse) ProtoMessage() {}
 
 func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[16]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1491,7 @@ func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRunResponse.ProtoReflect.Descriptor instead.
 func (*CancelRunResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{16}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CancelRunResponse) GetRun() *Run {
@@ -1189,7 +1522,7 @@ type ConfirmActionRequest struct {
 
 func (x *ConfirmActionRequest) Reset() {
 	*x = ConfirmActionRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[17]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1534,7 @@ func (x *ConfirmActionRequest) String() string {
 func (*ConfirmActionRequest) ProtoMessage() {}
 
 func (x *ConfirmActionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[17]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1547,7 @@ func (x *ConfirmActionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmActionRequest.ProtoReflect.Descriptor instead.
 func (*ConfirmActionRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{17}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ConfirmActionRequest) GetRunId() string {
@@ -1263,7 +1596,7 @@ type ConfirmActionResponse struct {
 
 func (x *ConfirmActionResponse) Reset() {
 	*x = ConfirmActionResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[18]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1608,7 @@ func (x *ConfirmActionResponse) String() string {
 func (*ConfirmActionResponse) ProtoMessage() {}
 
 func (x *ConfirmActionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[18]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1621,7 @@ func (x *ConfirmActionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmActionResponse.ProtoReflect.Descriptor instead.
 func (*ConfirmActionResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{18}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ConfirmActionResponse) GetRun() *Run {
@@ -1315,7 +1648,7 @@ type ResolveApprovalRequest struct {
 
 func (x *ResolveApprovalRequest) Reset() {
 	*x = ResolveApprovalRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[19]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1660,7 @@ func (x *ResolveApprovalRequest) String() string {
 func (*ResolveApprovalRequest) ProtoMessage() {}
 
 func (x *ResolveApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[19]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1673,7 @@ func (x *ResolveApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveApprovalRequest.ProtoReflect.Descriptor instead.
 func (*ResolveApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{19}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResolveApprovalRequest) GetRunId() string {
@@ -1382,7 +1715,7 @@ type ResolveApprovalResponse struct {
 
 func (x *ResolveApprovalResponse) Reset() {
 	*x = ResolveApprovalResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[20]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1727,7 @@ func (x *ResolveApprovalResponse) String() string {
 func (*ResolveApprovalResponse) ProtoMessage() {}
 
 func (x *ResolveApprovalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[20]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1740,7 @@ func (x *ResolveApprovalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveApprovalResponse.ProtoReflect.Descriptor instead.
 func (*ResolveApprovalResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{20}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResolveApprovalResponse) GetRun() *Run {
@@ -1436,7 +1769,7 @@ type ResolveReviewRequest struct {
 
 func (x *ResolveReviewRequest) Reset() {
 	*x = ResolveReviewRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[21]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1781,7 @@ func (x *ResolveReviewRequest) String() string {
 func (*ResolveReviewRequest) ProtoMessage() {}
 
 func (x *ResolveReviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[21]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1794,7 @@ func (x *ResolveReviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveReviewRequest.ProtoReflect.Descriptor instead.
 func (*ResolveReviewRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{21}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResolveReviewRequest) GetRunId() string {
@@ -1510,7 +1843,7 @@ type ResolveReviewResponse struct {
 
 func (x *ResolveReviewResponse) Reset() {
 	*x = ResolveReviewResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[22]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1855,7 @@ func (x *ResolveReviewResponse) String() string {
 func (*ResolveReviewResponse) ProtoMessage() {}
 
 func (x *ResolveReviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[22]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1868,7 @@ func (x *ResolveReviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveReviewResponse.ProtoReflect.Descriptor instead.
 func (*ResolveReviewResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{22}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ResolveReviewResponse) GetRun() *Run {
@@ -1558,7 +1891,7 @@ type ValidateFlowRequest struct {
 
 func (x *ValidateFlowRequest) Reset() {
 	*x = ValidateFlowRequest{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[23]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1570,7 +1903,7 @@ func (x *ValidateFlowRequest) String() string {
 func (*ValidateFlowRequest) ProtoMessage() {}
 
 func (x *ValidateFlowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[23]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1583,7 +1916,7 @@ func (x *ValidateFlowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateFlowRequest.ProtoReflect.Descriptor instead.
 func (*ValidateFlowRequest) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{23}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ValidateFlowRequest) GetFlow() *Flow {
@@ -1615,7 +1948,7 @@ type ValidateFlowResponse struct {
 
 func (x *ValidateFlowResponse) Reset() {
 	*x = ValidateFlowResponse{}
-	mi := &file_runwire_v1_run_service_proto_msgTypes[24]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1960,7 @@ func (x *ValidateFlowResponse) String() string {
 func (*ValidateFlowResponse) ProtoMessage() {}
 
 func (x *ValidateFlowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runwire_v1_run_service_proto_msgTypes[24]
+	mi := &file_runwire_v1_run_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1973,7 @@ func (x *ValidateFlowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateFlowResponse.ProtoReflect.Descriptor instead.
 func (*ValidateFlowResponse) Descriptor() ([]byte, []int) {
-	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{24}
+	return file_runwire_v1_run_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ValidateFlowResponse) GetFlowDigest() string {
@@ -1718,14 +2051,34 @@ const file_runwire_v1_run_service_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"5\n" +
 	"\x10StartRunResponse\x12!\n" +
-	"\x03run\x18\x01 \x01(\v2\x0f.runwire.v1.RunR\x03run\"E\n" +
+	"\x03run\x18\x01 \x01(\v2\x0f.runwire.v1.RunR\x03run\"v\n" +
 	"\x0fWatchRunRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x1b\n" +
-	"\tafter_seq\x18\x02 \x01(\x03R\bafterSeq\"v\n" +
+	"\tafter_seq\x18\x02 \x01(\x03R\bafterSeq\x12/\n" +
+	"\x06filter\x18\x03 \x01(\v2\x17.runwire.v1.EventFilterR\x06filter\">\n" +
+	"\vEventFilter\x12\x14\n" +
+	"\x05kinds\x18\x01 \x03(\tR\x05kinds\x12\x19\n" +
+	"\bnode_ids\x18\x02 \x03(\tR\anodeIds\"\x95\x02\n" +
+	"\x0fRunEventsFilter\x12\x1b\n" +
+	"\tflow_name\x18\x01 \x01(\tR\bflowName\x12?\n" +
+	"\x06labels\x18\x02 \x03(\v2'.runwire.v1.RunEventsFilter.LabelsEntryR\x06labels\x128\n" +
+	"\frun_statuses\x18\x03 \x03(\x0e2\x15.runwire.v1.RunStatusR\vrunStatuses\x12/\n" +
+	"\x06events\x18\x04 \x01(\v2\x17.runwire.v1.EventFilterR\x06events\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x01\n" +
+	"\x12WatchEventsRequest\x12\x16\n" +
+	"\x06cursor\x18\x01 \x01(\tR\x06cursor\x12-\n" +
+	"\x05start\x18\x02 \x01(\x0e2\x17.runwire.v1.StreamStartR\x05start\x123\n" +
+	"\x06filter\x18\x03 \x01(\v2\x1b.runwire.v1.RunEventsFilterR\x06filter\"[\n" +
+	"\x13WatchEventsResponse\x12,\n" +
+	"\x06events\x18\x01 \x03(\v2\x14.runwire.v1.RunEventR\x06events\x12\x16\n" +
+	"\x06cursor\x18\x02 \x01(\tR\x06cursor\"\xa0\x01\n" +
 	"\x10WatchRunResponse\x12,\n" +
 	"\x06events\x18\x01 \x03(\v2\x14.runwire.v1.RunEventR\x06events\x124\n" +
 	"\n" +
-	"stream_end\x18\x02 \x01(\v2\x15.runwire.v1.StreamEndR\tstreamEnd\"U\n" +
+	"stream_end\x18\x02 \x01(\v2\x15.runwire.v1.StreamEndR\tstreamEnd\x12(\n" +
+	"\x10resume_after_seq\x18\x03 \x01(\x03R\x0eresumeAfterSeq\"U\n" +
 	"\tStreamEnd\x12\x19\n" +
 	"\blast_seq\x18\x01 \x01(\x03R\alastSeq\x12-\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x15.runwire.v1.RunStatusR\x06status\"&\n" +
@@ -1795,11 +2148,16 @@ const file_runwire_v1_run_service_proto_rawDesc = "" +
 	"\x15GATE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16GATE_KIND_CONFIRMATION\x10\x01\x12\x16\n" +
 	"\x12GATE_KIND_APPROVAL\x10\x02\x12\x14\n" +
-	"\x10GATE_KIND_REVIEW\x10\x032\xda\x06\n" +
+	"\x10GATE_KIND_REVIEW\x10\x03*_\n" +
+	"\vStreamStart\x12\x1c\n" +
+	"\x18STREAM_START_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13STREAM_START_LATEST\x10\x01\x12\x19\n" +
+	"\x15STREAM_START_EARLIEST\x10\x022\xac\a\n" +
 	"\n" +
 	"RunService\x12E\n" +
 	"\bStartRun\x12\x1b.runwire.v1.StartRunRequest\x1a\x1c.runwire.v1.StartRunResponse\x12G\n" +
-	"\bWatchRun\x12\x1b.runwire.v1.WatchRunRequest\x1a\x1c.runwire.v1.WatchRunResponse0\x01\x12?\n" +
+	"\bWatchRun\x12\x1b.runwire.v1.WatchRunRequest\x1a\x1c.runwire.v1.WatchRunResponse0\x01\x12P\n" +
+	"\vWatchEvents\x12\x1e.runwire.v1.WatchEventsRequest\x1a\x1f.runwire.v1.WatchEventsResponse0\x01\x12?\n" +
 	"\x06GetRun\x12\x19.runwire.v1.GetRunRequest\x1a\x1a.runwire.v1.GetRunResponse\x12E\n" +
 	"\bListRuns\x12\x1b.runwire.v1.ListRunsRequest\x1a\x1c.runwire.v1.ListRunsResponse\x12E\n" +
 	"\bPauseRun\x12\x1b.runwire.v1.PauseRunRequest\x1a\x1c.runwire.v1.PauseRunResponse\x12H\n" +
@@ -1825,100 +2183,115 @@ func file_runwire_v1_run_service_proto_rawDescGZIP() []byte {
 	return file_runwire_v1_run_service_proto_rawDescData
 }
 
-var file_runwire_v1_run_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_runwire_v1_run_service_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_runwire_v1_run_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_runwire_v1_run_service_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_runwire_v1_run_service_proto_goTypes = []any{
 	(GateKind)(0),                   // 0: runwire.v1.GateKind
-	(*Run)(nil),                     // 1: runwire.v1.Run
-	(*PendingGate)(nil),             // 2: runwire.v1.PendingGate
-	(*StartRunRequest)(nil),         // 3: runwire.v1.StartRunRequest
-	(*StartRunResponse)(nil),        // 4: runwire.v1.StartRunResponse
-	(*WatchRunRequest)(nil),         // 5: runwire.v1.WatchRunRequest
-	(*WatchRunResponse)(nil),        // 6: runwire.v1.WatchRunResponse
-	(*StreamEnd)(nil),               // 7: runwire.v1.StreamEnd
-	(*GetRunRequest)(nil),           // 8: runwire.v1.GetRunRequest
-	(*GetRunResponse)(nil),          // 9: runwire.v1.GetRunResponse
-	(*ListRunsRequest)(nil),         // 10: runwire.v1.ListRunsRequest
-	(*ListRunsResponse)(nil),        // 11: runwire.v1.ListRunsResponse
-	(*PauseRunRequest)(nil),         // 12: runwire.v1.PauseRunRequest
-	(*PauseRunResponse)(nil),        // 13: runwire.v1.PauseRunResponse
-	(*ResumeRunRequest)(nil),        // 14: runwire.v1.ResumeRunRequest
-	(*ResumeRunResponse)(nil),       // 15: runwire.v1.ResumeRunResponse
-	(*CancelRunRequest)(nil),        // 16: runwire.v1.CancelRunRequest
-	(*CancelRunResponse)(nil),       // 17: runwire.v1.CancelRunResponse
-	(*ConfirmActionRequest)(nil),    // 18: runwire.v1.ConfirmActionRequest
-	(*ConfirmActionResponse)(nil),   // 19: runwire.v1.ConfirmActionResponse
-	(*ResolveApprovalRequest)(nil),  // 20: runwire.v1.ResolveApprovalRequest
-	(*ResolveApprovalResponse)(nil), // 21: runwire.v1.ResolveApprovalResponse
-	(*ResolveReviewRequest)(nil),    // 22: runwire.v1.ResolveReviewRequest
-	(*ResolveReviewResponse)(nil),   // 23: runwire.v1.ResolveReviewResponse
-	(*ValidateFlowRequest)(nil),     // 24: runwire.v1.ValidateFlowRequest
-	(*ValidateFlowResponse)(nil),    // 25: runwire.v1.ValidateFlowResponse
-	nil,                             // 26: runwire.v1.Run.LabelsEntry
-	nil,                             // 27: runwire.v1.StartRunRequest.LabelsEntry
-	(RunStatus)(0),                  // 28: runwire.v1.RunStatus
-	(*timestamppb.Timestamp)(nil),   // 29: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),         // 30: google.protobuf.Struct
-	(*ErrorSummary)(nil),            // 31: runwire.v1.ErrorSummary
-	(*Flow)(nil),                    // 32: runwire.v1.Flow
-	(*RunEvent)(nil),                // 33: runwire.v1.RunEvent
+	(StreamStart)(0),                // 1: runwire.v1.StreamStart
+	(*Run)(nil),                     // 2: runwire.v1.Run
+	(*PendingGate)(nil),             // 3: runwire.v1.PendingGate
+	(*StartRunRequest)(nil),         // 4: runwire.v1.StartRunRequest
+	(*StartRunResponse)(nil),        // 5: runwire.v1.StartRunResponse
+	(*WatchRunRequest)(nil),         // 6: runwire.v1.WatchRunRequest
+	(*EventFilter)(nil),             // 7: runwire.v1.EventFilter
+	(*RunEventsFilter)(nil),         // 8: runwire.v1.RunEventsFilter
+	(*WatchEventsRequest)(nil),      // 9: runwire.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),     // 10: runwire.v1.WatchEventsResponse
+	(*WatchRunResponse)(nil),        // 11: runwire.v1.WatchRunResponse
+	(*StreamEnd)(nil),               // 12: runwire.v1.StreamEnd
+	(*GetRunRequest)(nil),           // 13: runwire.v1.GetRunRequest
+	(*GetRunResponse)(nil),          // 14: runwire.v1.GetRunResponse
+	(*ListRunsRequest)(nil),         // 15: runwire.v1.ListRunsRequest
+	(*ListRunsResponse)(nil),        // 16: runwire.v1.ListRunsResponse
+	(*PauseRunRequest)(nil),         // 17: runwire.v1.PauseRunRequest
+	(*PauseRunResponse)(nil),        // 18: runwire.v1.PauseRunResponse
+	(*ResumeRunRequest)(nil),        // 19: runwire.v1.ResumeRunRequest
+	(*ResumeRunResponse)(nil),       // 20: runwire.v1.ResumeRunResponse
+	(*CancelRunRequest)(nil),        // 21: runwire.v1.CancelRunRequest
+	(*CancelRunResponse)(nil),       // 22: runwire.v1.CancelRunResponse
+	(*ConfirmActionRequest)(nil),    // 23: runwire.v1.ConfirmActionRequest
+	(*ConfirmActionResponse)(nil),   // 24: runwire.v1.ConfirmActionResponse
+	(*ResolveApprovalRequest)(nil),  // 25: runwire.v1.ResolveApprovalRequest
+	(*ResolveApprovalResponse)(nil), // 26: runwire.v1.ResolveApprovalResponse
+	(*ResolveReviewRequest)(nil),    // 27: runwire.v1.ResolveReviewRequest
+	(*ResolveReviewResponse)(nil),   // 28: runwire.v1.ResolveReviewResponse
+	(*ValidateFlowRequest)(nil),     // 29: runwire.v1.ValidateFlowRequest
+	(*ValidateFlowResponse)(nil),    // 30: runwire.v1.ValidateFlowResponse
+	nil,                             // 31: runwire.v1.Run.LabelsEntry
+	nil,                             // 32: runwire.v1.StartRunRequest.LabelsEntry
+	nil,                             // 33: runwire.v1.RunEventsFilter.LabelsEntry
+	(RunStatus)(0),                  // 34: runwire.v1.RunStatus
+	(*timestamppb.Timestamp)(nil),   // 35: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),         // 36: google.protobuf.Struct
+	(*ErrorSummary)(nil),            // 37: runwire.v1.ErrorSummary
+	(*Flow)(nil),                    // 38: runwire.v1.Flow
+	(*RunEvent)(nil),                // 39: runwire.v1.RunEvent
 }
 var file_runwire_v1_run_service_proto_depIdxs = []int32{
-	28, // 0: runwire.v1.Run.status:type_name -> runwire.v1.RunStatus
-	29, // 1: runwire.v1.Run.create_time:type_name -> google.protobuf.Timestamp
-	29, // 2: runwire.v1.Run.update_time:type_name -> google.protobuf.Timestamp
-	29, // 3: runwire.v1.Run.end_time:type_name -> google.protobuf.Timestamp
-	26, // 4: runwire.v1.Run.labels:type_name -> runwire.v1.Run.LabelsEntry
-	2,  // 5: runwire.v1.Run.pending_gates:type_name -> runwire.v1.PendingGate
-	30, // 6: runwire.v1.Run.inputs:type_name -> google.protobuf.Struct
-	31, // 7: runwire.v1.Run.error:type_name -> runwire.v1.ErrorSummary
+	34, // 0: runwire.v1.Run.status:type_name -> runwire.v1.RunStatus
+	35, // 1: runwire.v1.Run.create_time:type_name -> google.protobuf.Timestamp
+	35, // 2: runwire.v1.Run.update_time:type_name -> google.protobuf.Timestamp
+	35, // 3: runwire.v1.Run.end_time:type_name -> google.protobuf.Timestamp
+	31, // 4: runwire.v1.Run.labels:type_name -> runwire.v1.Run.LabelsEntry
+	3,  // 5: runwire.v1.Run.pending_gates:type_name -> runwire.v1.PendingGate
+	36, // 6: runwire.v1.Run.inputs:type_name -> google.protobuf.Struct
+	37, // 7: runwire.v1.Run.error:type_name -> runwire.v1.ErrorSummary
 	0,  // 8: runwire.v1.PendingGate.kind:type_name -> runwire.v1.GateKind
-	29, // 9: runwire.v1.PendingGate.create_time:type_name -> google.protobuf.Timestamp
-	29, // 10: runwire.v1.PendingGate.expire_time:type_name -> google.protobuf.Timestamp
-	32, // 11: runwire.v1.StartRunRequest.flow:type_name -> runwire.v1.Flow
-	30, // 12: runwire.v1.StartRunRequest.inputs:type_name -> google.protobuf.Struct
-	27, // 13: runwire.v1.StartRunRequest.labels:type_name -> runwire.v1.StartRunRequest.LabelsEntry
-	1,  // 14: runwire.v1.StartRunResponse.run:type_name -> runwire.v1.Run
-	33, // 15: runwire.v1.WatchRunResponse.events:type_name -> runwire.v1.RunEvent
-	7,  // 16: runwire.v1.WatchRunResponse.stream_end:type_name -> runwire.v1.StreamEnd
-	28, // 17: runwire.v1.StreamEnd.status:type_name -> runwire.v1.RunStatus
-	1,  // 18: runwire.v1.GetRunResponse.run:type_name -> runwire.v1.Run
-	1,  // 19: runwire.v1.ListRunsResponse.runs:type_name -> runwire.v1.Run
-	1,  // 20: runwire.v1.PauseRunResponse.run:type_name -> runwire.v1.Run
-	1,  // 21: runwire.v1.ResumeRunResponse.run:type_name -> runwire.v1.Run
-	1,  // 22: runwire.v1.CancelRunResponse.run:type_name -> runwire.v1.Run
-	1,  // 23: runwire.v1.ConfirmActionResponse.run:type_name -> runwire.v1.Run
-	1,  // 24: runwire.v1.ResolveApprovalResponse.run:type_name -> runwire.v1.Run
-	1,  // 25: runwire.v1.ResolveReviewResponse.run:type_name -> runwire.v1.Run
-	32, // 26: runwire.v1.ValidateFlowRequest.flow:type_name -> runwire.v1.Flow
-	30, // 27: runwire.v1.ValidateFlowRequest.inputs:type_name -> google.protobuf.Struct
-	3,  // 28: runwire.v1.RunService.StartRun:input_type -> runwire.v1.StartRunRequest
-	5,  // 29: runwire.v1.RunService.WatchRun:input_type -> runwire.v1.WatchRunRequest
-	8,  // 30: runwire.v1.RunService.GetRun:input_type -> runwire.v1.GetRunRequest
-	10, // 31: runwire.v1.RunService.ListRuns:input_type -> runwire.v1.ListRunsRequest
-	12, // 32: runwire.v1.RunService.PauseRun:input_type -> runwire.v1.PauseRunRequest
-	14, // 33: runwire.v1.RunService.ResumeRun:input_type -> runwire.v1.ResumeRunRequest
-	16, // 34: runwire.v1.RunService.CancelRun:input_type -> runwire.v1.CancelRunRequest
-	18, // 35: runwire.v1.RunService.ConfirmAction:input_type -> runwire.v1.ConfirmActionRequest
-	20, // 36: runwire.v1.RunService.ResolveApproval:input_type -> runwire.v1.ResolveApprovalRequest
-	22, // 37: runwire.v1.RunService.ResolveReview:input_type -> runwire.v1.ResolveReviewRequest
-	24, // 38: runwire.v1.RunService.ValidateFlow:input_type -> runwire.v1.ValidateFlowRequest
-	4,  // 39: runwire.v1.RunService.StartRun:output_type -> runwire.v1.StartRunResponse
-	6,  // 40: runwire.v1.RunService.WatchRun:output_type -> runwire.v1.WatchRunResponse
-	9,  // 41: runwire.v1.RunService.GetRun:output_type -> runwire.v1.GetRunResponse
-	11, // 42: runwire.v1.RunService.ListRuns:output_type -> runwire.v1.ListRunsResponse
-	13, // 43: runwire.v1.RunService.PauseRun:output_type -> runwire.v1.PauseRunResponse
-	15, // 44: runwire.v1.RunService.ResumeRun:output_type -> runwire.v1.ResumeRunResponse
-	17, // 45: runwire.v1.RunService.CancelRun:output_type -> runwire.v1.CancelRunResponse
-	19, // 46: runwire.v1.RunService.ConfirmAction:output_type -> runwire.v1.ConfirmActionResponse
-	21, // 47: runwire.v1.RunService.ResolveApproval:output_type -> runwire.v1.ResolveApprovalResponse
-	23, // 48: runwire.v1.RunService.ResolveReview:output_type -> runwire.v1.ResolveReviewResponse
-	25, // 49: runwire.v1.RunService.ValidateFlow:output_type -> runwire.v1.ValidateFlowResponse
-	39, // [39:50] is the sub-list for method output_type
-	28, // [28:39] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	35, // 9: runwire.v1.PendingGate.create_time:type_name -> google.protobuf.Timestamp
+	35, // 10: runwire.v1.PendingGate.expire_time:type_name -> google.protobuf.Timestamp
+	38, // 11: runwire.v1.StartRunRequest.flow:type_name -> runwire.v1.Flow
+	36, // 12: runwire.v1.StartRunRequest.inputs:type_name -> google.protobuf.Struct
+	32, // 13: runwire.v1.StartRunRequest.labels:type_name -> runwire.v1.StartRunRequest.LabelsEntry
+	2,  // 14: runwire.v1.StartRunResponse.run:type_name -> runwire.v1.Run
+	7,  // 15: runwire.v1.WatchRunRequest.filter:type_name -> runwire.v1.EventFilter
+	33, // 16: runwire.v1.RunEventsFilter.labels:type_name -> runwire.v1.RunEventsFilter.LabelsEntry
+	34, // 17: runwire.v1.RunEventsFilter.run_statuses:type_name -> runwire.v1.RunStatus
+	7,  // 18: runwire.v1.RunEventsFilter.events:type_name -> runwire.v1.EventFilter
+	1,  // 19: runwire.v1.WatchEventsRequest.start:type_name -> runwire.v1.StreamStart
+	8,  // 20: runwire.v1.WatchEventsRequest.filter:type_name -> runwire.v1.RunEventsFilter
+	39, // 21: runwire.v1.WatchEventsResponse.events:type_name -> runwire.v1.RunEvent
+	39, // 22: runwire.v1.WatchRunResponse.events:type_name -> runwire.v1.RunEvent
+	12, // 23: runwire.v1.WatchRunResponse.stream_end:type_name -> runwire.v1.StreamEnd
+	34, // 24: runwire.v1.StreamEnd.status:type_name -> runwire.v1.RunStatus
+	2,  // 25: runwire.v1.GetRunResponse.run:type_name -> runwire.v1.Run
+	2,  // 26: runwire.v1.ListRunsResponse.runs:type_name -> runwire.v1.Run
+	2,  // 27: runwire.v1.PauseRunResponse.run:type_name -> runwire.v1.Run
+	2,  // 28: runwire.v1.ResumeRunResponse.run:type_name -> runwire.v1.Run
+	2,  // 29: runwire.v1.CancelRunResponse.run:type_name -> runwire.v1.Run
+	2,  // 30: runwire.v1.ConfirmActionResponse.run:type_name -> runwire.v1.Run
+	2,  // 31: runwire.v1.ResolveApprovalResponse.run:type_name -> runwire.v1.Run
+	2,  // 32: runwire.v1.ResolveReviewResponse.run:type_name -> runwire.v1.Run
+	38, // 33: runwire.v1.ValidateFlowRequest.flow:type_name -> runwire.v1.Flow
+	36, // 34: runwire.v1.ValidateFlowRequest.inputs:type_name -> google.protobuf.Struct
+	4,  // 35: runwire.v1.RunService.StartRun:input_type -> runwire.v1.StartRunRequest
+	6,  // 36: runwire.v1.RunService.WatchRun:input_type -> runwire.v1.WatchRunRequest
+	9,  // 37: runwire.v1.RunService.WatchEvents:input_type -> runwire.v1.WatchEventsRequest
+	13, // 38: runwire.v1.RunService.GetRun:input_type -> runwire.v1.GetRunRequest
+	15, // 39: runwire.v1.RunService.ListRuns:input_type -> runwire.v1.ListRunsRequest
+	17, // 40: runwire.v1.RunService.PauseRun:input_type -> runwire.v1.PauseRunRequest
+	19, // 41: runwire.v1.RunService.ResumeRun:input_type -> runwire.v1.ResumeRunRequest
+	21, // 42: runwire.v1.RunService.CancelRun:input_type -> runwire.v1.CancelRunRequest
+	23, // 43: runwire.v1.RunService.ConfirmAction:input_type -> runwire.v1.ConfirmActionRequest
+	25, // 44: runwire.v1.RunService.ResolveApproval:input_type -> runwire.v1.ResolveApprovalRequest
+	27, // 45: runwire.v1.RunService.ResolveReview:input_type -> runwire.v1.ResolveReviewRequest
+	29, // 46: runwire.v1.RunService.ValidateFlow:input_type -> runwire.v1.ValidateFlowRequest
+	5,  // 47: runwire.v1.RunService.StartRun:output_type -> runwire.v1.StartRunResponse
+	11, // 48: runwire.v1.RunService.WatchRun:output_type -> runwire.v1.WatchRunResponse
+	10, // 49: runwire.v1.RunService.WatchEvents:output_type -> runwire.v1.WatchEventsResponse
+	14, // 50: runwire.v1.RunService.GetRun:output_type -> runwire.v1.GetRunResponse
+	16, // 51: runwire.v1.RunService.ListRuns:output_type -> runwire.v1.ListRunsResponse
+	18, // 52: runwire.v1.RunService.PauseRun:output_type -> runwire.v1.PauseRunResponse
+	20, // 53: runwire.v1.RunService.ResumeRun:output_type -> runwire.v1.ResumeRunResponse
+	22, // 54: runwire.v1.RunService.CancelRun:output_type -> runwire.v1.CancelRunResponse
+	24, // 55: runwire.v1.RunService.ConfirmAction:output_type -> runwire.v1.ConfirmActionResponse
+	26, // 56: runwire.v1.RunService.ResolveApproval:output_type -> runwire.v1.ResolveApprovalResponse
+	28, // 57: runwire.v1.RunService.ResolveReview:output_type -> runwire.v1.ResolveReviewResponse
+	30, // 58: runwire.v1.RunService.ValidateFlow:output_type -> runwire.v1.ValidateFlowResponse
+	47, // [47:59] is the sub-list for method output_type
+	35, // [35:47] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_runwire_v1_run_service_proto_init() }
@@ -1929,14 +2302,14 @@ func file_runwire_v1_run_service_proto_init() {
 	file_runwire_v1_events_proto_init()
 	file_runwire_v1_flow_proto_init()
 	file_runwire_v1_run_service_proto_msgTypes[1].OneofWrappers = []any{}
-	file_runwire_v1_run_service_proto_msgTypes[17].OneofWrappers = []any{}
+	file_runwire_v1_run_service_proto_msgTypes[21].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_runwire_v1_run_service_proto_rawDesc), len(file_runwire_v1_run_service_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   27,
+			NumEnums:      2,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	RunService_StartRun_FullMethodName        = "/runwire.v1.RunService/StartRun"
 	RunService_WatchRun_FullMethodName        = "/runwire.v1.RunService/WatchRun"
+	RunService_WatchEvents_FullMethodName     = "/runwire.v1.RunService/WatchEvents"
 	RunService_GetRun_FullMethodName          = "/runwire.v1.RunService/GetRun"
 	RunService_ListRuns_FullMethodName        = "/runwire.v1.RunService/ListRuns"
 	RunService_PauseRun_FullMethodName        = "/runwire.v1.RunService/PauseRun"
@@ -56,7 +57,20 @@ type RunServiceClient interface {
 	// (reason AFTER_SEQ_BEYOND_END, metadata `last_seq` and `status`); while
 	// the run is still going such a call waits for the events past
 	// `after_seq`, and fails so if the run finishes before reaching it.
+	//
+	// With a `filter`, events it does not select are skipped (RunCompleted is
+	// always delivered) and each response's `resume_after_seq` says how far
+	// the server has looked; a filtered watcher resumes from there.
 	WatchRun(ctx context.Context, in *WatchRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRunResponse], error)
+	// Streams the events of every run that `filter` selects, across runs, in
+	// the order their batches committed, after `cursor`: exactly once per
+	// cursor, from any replica and through takeovers (a batch committed later
+	// never appears before one already delivered). Each response carries the
+	// cursor to resume after it. A malformed cursor fails with
+	// INVALID_ARGUMENT (reason CURSOR_INVALID); a cursor older than the
+	// retention window with OUT_OF_RANGE (reason CURSOR_EXPIRED), never a
+	// silent gap. The stream does not end by itself.
+	WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error)
 	// Returns one run.
 	GetRun(ctx context.Context, in *GetRunRequest, opts ...grpc.CallOption) (*GetRunResponse, error)
 	// Lists runs, newest first, with AIP-158 paging.
@@ -118,6 +132,25 @@ func (c *runServiceClient) WatchRun(ctx context.Context, in *WatchRunRequest, op
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RunService_WatchRunClient = grpc.ServerStreamingClient[WatchRunResponse]
+
+func (c *runServiceClient) WatchEvents(ctx context.Context, in *WatchEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEventsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &RunService_ServiceDesc.Streams[1], RunService_WatchEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchEventsRequest, WatchEventsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RunService_WatchEventsClient = grpc.ServerStreamingClient[WatchEventsResponse]
 
 func (c *runServiceClient) GetRun(ctx context.Context, in *GetRunRequest, opts ...grpc.CallOption) (*GetRunResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -233,7 +266,20 @@ type RunServiceServer interface {
 	// (reason AFTER_SEQ_BEYOND_END, metadata `last_seq` and `status`); while
 	// the run is still going such a call waits for the events past
 	// `after_seq`, and fails so if the run finishes before reaching it.
+	//
+	// With a `filter`, events it does not select are skipped (RunCompleted is
+	// always delivered) and each response's `resume_after_seq` says how far
+	// the server has looked; a filtered watcher resumes from there.
 	WatchRun(*WatchRunRequest, grpc.ServerStreamingServer[WatchRunResponse]) error
+	// Streams the events of every run that `filter` selects, across runs, in
+	// the order their batches committed, after `cursor`: exactly once per
+	// cursor, from any replica and through takeovers (a batch committed later
+	// never appears before one already delivered). Each response carries the
+	// cursor to resume after it. A malformed cursor fails with
+	// INVALID_ARGUMENT (reason CURSOR_INVALID); a cursor older than the
+	// retention window with OUT_OF_RANGE (reason CURSOR_EXPIRED), never a
+	// silent gap. The stream does not end by itself.
+	WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error
 	// Returns one run.
 	GetRun(context.Context, *GetRunRequest) (*GetRunResponse, error)
 	// Lists runs, newest first, with AIP-158 paging.
@@ -272,6 +318,9 @@ func (UnimplementedRunServiceServer) StartRun(context.Context, *StartRunRequest)
 }
 func (UnimplementedRunServiceServer) WatchRun(*WatchRunRequest, grpc.ServerStreamingServer[WatchRunResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchRun not implemented")
+}
+func (UnimplementedRunServiceServer) WatchEvents(*WatchEventsRequest, grpc.ServerStreamingServer[WatchEventsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchEvents not implemented")
 }
 func (UnimplementedRunServiceServer) GetRun(context.Context, *GetRunRequest) (*GetRunResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetRun not implemented")
@@ -349,6 +398,17 @@ func _RunService_WatchRun_Handler(srv interface{}, stream grpc.ServerStream) err
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RunService_WatchRunServer = grpc.ServerStreamingServer[WatchRunResponse]
+
+func _RunService_WatchEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchEventsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(RunServiceServer).WatchEvents(m, &grpc.GenericServerStream[WatchEventsRequest, WatchEventsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RunService_WatchEventsServer = grpc.ServerStreamingServer[WatchEventsResponse]
 
 func _RunService_GetRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetRunRequest)
@@ -564,6 +624,11 @@ var RunService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchRun",
 			Handler:       _RunService_WatchRun_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchEvents",
+			Handler:       _RunService_WatchEvents_Handler,
 			ServerStreams: true,
 		},
 	},

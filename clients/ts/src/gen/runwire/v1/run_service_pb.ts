@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file runwire/v1/run_service.proto.
  */
 export const file_runwire_v1_run_service: GenFile = /*@__PURE__*/
-  fileDesc("ChxydW53aXJlL3YxL3J1bl9zZXJ2aWNlLnByb3RvEgpydW53aXJlLnYxIuEECgNSdW4SDgoGcnVuX2lkGAEgASgJEhEKCWZsb3dfbmFtZRgCIAEoCRITCgtmbG93X2RpZ2VzdBgDIAEoCRIlCgZzdGF0dXMYBCABKA4yFS5ydW53aXJlLnYxLlJ1blN0YXR1cxIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpub2RlX2NvdW50GAggASgFEhwKFHN1Y2NlZWRlZF9ub2RlX2NvdW50GAkgASgFEhkKEWZhaWxlZF9ub2RlX2NvdW50GAogASgFEhoKEnNraXBwZWRfbm9kZV9jb3VudBgLIAEoBRIQCghsYXN0X3NlcRgMIAEoAxIrCgZsYWJlbHMYDSADKAsyGy5ydW53aXJlLnYxLlJ1bi5MYWJlbHNFbnRyeRIuCg1wZW5kaW5nX2dhdGVzGA4gAygLMhcucnVud2lyZS52MS5QZW5kaW5nR2F0ZRISCgpyZXF1ZXN0X2lkGA8gASgJEicKBmlucHV0cxgQIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoFZXJyb3IYESABKAsyGC5ydW53aXJlLnYxLkVycm9yU3VtbWFyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIt0BCgtQZW5kaW5nR2F0ZRIPCgdub2RlX2lkGAEgASgJEiIKBGtpbmQYAiABKA4yFC5ydW53aXJlLnYxLkdhdGVLaW5kEg8KB21lc3NhZ2UYAyABKAkSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCgppdGVtX2luZGV4GAYgASgFSACIAQFCDQoLX2l0ZW1faW5kZXgi1gEKD1N0YXJ0UnVuUmVxdWVzdBIeCgRmbG93GAEgASgLMhAucnVud2lyZS52MS5GbG93EicKBmlucHV0cxgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKcmVxdWVzdF9pZBgDIAEoCRI3CgZsYWJlbHMYBCADKAsyJy5ydW53aXJlLnYxLlN0YXJ0UnVuUmVxdWVzdC5MYWJlbHNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjAKEFN0YXJ0UnVuUmVzcG9uc2USHAoDcnVuGAEgASgLMg8ucnVud2lyZS52MS5SdW4iNAoPV2F0Y2hSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAMiYwoQV2F0Y2hSdW5SZXNwb25zZRIkCgZldmVudHMYASADKAsyFC5ydW53aXJlLnYxLlJ1bkV2ZW50EikKCnN0cmVhbV9lbmQYAiABKAsyFS5ydW53aXJlLnYxLlN0cmVhbUVuZCJECglTdHJlYW1FbmQSEAoIbGFzdF9zZXEYASABKAMSJQoGc3RhdHVzGAIgASgOMhUucnVud2lyZS52MS5SdW5TdGF0dXMiHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiLgoOR2V0UnVuUmVzcG9uc2USHAoDcnVuGAEgASgLMg8ucnVud2lyZS52MS5SdW4iSAoPTGlzdFJ1bnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEg4KBmZpbHRlchgDIAEoCSJKChBMaXN0UnVuc1Jlc3BvbnNlEh0KBHJ1bnMYASADKAsyDy5ydW53aXJlLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiMQoPUGF1c2VSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMAoQUGF1c2VSdW5SZXNwb25zZRIcCgNydW4YASABKAsyDy5ydW53aXJlLnYxLlJ1biIyChBSZXN1bWVSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMQoRUmVzdW1lUnVuUmVzcG9uc2USHAoDcnVuGAEgASgLMg8ucnVud2lyZS52MS5SdW4iMgoQQ2FuY2VsUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSDgoGcmVhc29uGAIgASgJIjEKEUNhbmNlbFJ1blJlc3BvbnNlEhwKA3J1bhgBIAEoCzIPLnJ1bndpcmUudjEuUnVuIoEBChRDb25maXJtQWN0aW9uUmVxdWVzdBIOCgZydW5faWQYASABKAkSDwoHbm9kZV9pZBgCIAEoCRIPCgdhcHByb3ZlGAMgASgIEg8KB2NvbW1lbnQYBCABKAkSFwoKaXRlbV9pbmRleBgFIAEoBUgAiAEBQg0KC19pdGVtX2luZGV4IjUKFUNvbmZpcm1BY3Rpb25SZXNwb25zZRIcCgNydW4YASABKAsyDy5ydW53aXJlLnYxLlJ1biJbChZSZXNvbHZlQXBwcm92YWxSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIPCgdub2RlX2lkGAIgASgJEg8KB2FwcHJvdmUYAyABKAgSDwoHY29tbWVudBgEIAEoCSI3ChdSZXNvbHZlQXBwcm92YWxSZXNwb25zZRIcCgNydW4YASABKAsyDy5ydW53aXJlLnYxLlJ1biJuChRSZXNvbHZlUmV2aWV3UmVxdWVzdBIOCgZydW5faWQYASABKAkSDwoHbm9kZV9pZBgCIAEoCRIPCgdhcHByb3ZlGAMgASgIEg8KB2NvbW1lbnQYBCABKAkSEwoLb3V0cHV0X2pzb24YBSABKAkiNQoVUmVzb2x2ZVJldmlld1Jlc3BvbnNlEhwKA3J1bhgBIAEoCzIPLnJ1bndpcmUudjEuUnVuIl4KE1ZhbGlkYXRlRmxvd1JlcXVlc3QSHgoEZmxvdxgBIAEoCzIQLnJ1bndpcmUudjEuRmxvdxInCgZpbnB1dHMYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlYKFFZhbGlkYXRlRmxvd1Jlc3BvbnNlEhMKC2Zsb3dfZGlnZXN0GAEgASgJEhIKCm5vZGVfY291bnQYAiABKAUSFQoNcm9vdF9ub2RlX2lkcxgDIAMoCSpvCghHYXRlS2luZBIZChVHQVRFX0tJTkRfVU5TUEVDSUZJRUQQABIaChZHQVRFX0tJTkRfQ09ORklSTUFUSU9OEAESFgoSR0FURV9LSU5EX0FQUFJPVkFMEAISFAoQR0FURV9LSU5EX1JFVklFVxADMtoGCgpSdW5TZXJ2aWNlEkUKCFN0YXJ0UnVuEhsucnVud2lyZS52MS5TdGFydFJ1blJlcXVlc3QaHC5ydW53aXJlLnYxLlN0YXJ0UnVuUmVzcG9uc2USRwoIV2F0Y2hSdW4SGy5ydW53aXJlLnYxLldhdGNoUnVuUmVxdWVzdBocLnJ1bndpcmUudjEuV2F0Y2hSdW5SZXNwb25zZTABEj8KBkdldFJ1bhIZLnJ1bndpcmUudjEuR2V0UnVuUmVxdWVzdBoaLnJ1bndpcmUudjEuR2V0UnVuUmVzcG9uc2USRQoITGlzdFJ1bnMSGy5ydW53aXJlLnYxLkxpc3RSdW5zUmVxdWVzdBocLnJ1bndpcmUudjEuTGlzdFJ1bnNSZXNwb25zZRJFCghQYXVzZVJ1bhIbLnJ1bndpcmUudjEuUGF1c2VSdW5SZXF1ZXN0GhwucnVud2lyZS52MS5QYXVzZVJ1blJlc3BvbnNlEkgKCVJlc3VtZVJ1bhIcLnJ1bndpcmUudjEuUmVzdW1lUnVuUmVxdWVzdBodLnJ1bndpcmUudjEuUmVzdW1lUnVuUmVzcG9uc2USSAoJQ2FuY2VsUnVuEhwucnVud2lyZS52MS5DYW5jZWxSdW5SZXF1ZXN0Gh0ucnVud2lyZS52MS5DYW5jZWxSdW5SZXNwb25zZRJUCg1Db25maXJtQWN0aW9uEiAucnVud2lyZS52MS5Db25maXJtQWN0aW9uUmVxdWVzdBohLnJ1bndpcmUudjEuQ29uZmlybUFjdGlvblJlc3BvbnNlEloKD1Jlc29sdmVBcHByb3ZhbBIiLnJ1bndpcmUudjEuUmVzb2x2ZUFwcHJvdmFsUmVxdWVzdBojLnJ1bndpcmUudjEuUmVzb2x2ZUFwcHJvdmFsUmVzcG9uc2USVAoNUmVzb2x2ZVJldmlldxIgLnJ1bndpcmUudjEuUmVzb2x2ZVJldmlld1JlcXVlc3QaIS5ydW53aXJlLnYxLlJlc29sdmVSZXZpZXdSZXNwb25zZRJRCgxWYWxpZGF0ZUZsb3cSHy5ydW53aXJlLnYxLlZhbGlkYXRlRmxvd1JlcXVlc3QaIC5ydW53aXJlLnYxLlZhbGlkYXRlRmxvd1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_runwire_v1_events, file_runwire_v1_flow]);
+  fileDesc("ChxydW53aXJlL3YxL3J1bl9zZXJ2aWNlLnByb3RvEgpydW53aXJlLnYxIuEECgNSdW4SDgoGcnVuX2lkGAEgASgJEhEKCWZsb3dfbmFtZRgCIAEoCRITCgtmbG93X2RpZ2VzdBgDIAEoCRIlCgZzdGF0dXMYBCABKA4yFS5ydW53aXJlLnYxLlJ1blN0YXR1cxIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpub2RlX2NvdW50GAggASgFEhwKFHN1Y2NlZWRlZF9ub2RlX2NvdW50GAkgASgFEhkKEWZhaWxlZF9ub2RlX2NvdW50GAogASgFEhoKEnNraXBwZWRfbm9kZV9jb3VudBgLIAEoBRIQCghsYXN0X3NlcRgMIAEoAxIrCgZsYWJlbHMYDSADKAsyGy5ydW53aXJlLnYxLlJ1bi5MYWJlbHNFbnRyeRIuCg1wZW5kaW5nX2dhdGVzGA4gAygLMhcucnVud2lyZS52MS5QZW5kaW5nR2F0ZRISCgpyZXF1ZXN0X2lkGA8gASgJEicKBmlucHV0cxgQIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoFZXJyb3IYESABKAsyGC5ydW53aXJlLnYxLkVycm9yU3VtbWFyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIt0BCgtQZW5kaW5nR2F0ZRIPCgdub2RlX2lkGAEgASgJEiIKBGtpbmQYAiABKA4yFC5ydW53aXJlLnYxLkdhdGVLaW5kEg8KB21lc3NhZ2UYAyABKAkSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCgppdGVtX2luZGV4GAYgASgFSACIAQFCDQoLX2l0ZW1faW5kZXgi1gEKD1N0YXJ0UnVuUmVxdWVzdBIeCgRmbG93GAEgASgLMhAucnVud2lyZS52MS5GbG93EicKBmlucHV0cxgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKcmVxdWVzdF9pZBgDIAEoCRI3CgZsYWJlbHMYBCADKAsyJy5ydW53aXJlLnYxLlN0YXJ0UnVuUmVxdWVzdC5MYWJlbHNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjAKEFN0YXJ0UnVuUmVzcG9uc2USHAoDcnVuGAEgASgLMg8ucnVud2lyZS52MS5SdW4iXQoPV2F0Y2hSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAMSJwoGZmlsdGVyGAMgASgLMhcucnVud2lyZS52MS5FdmVudEZpbHRlciIuCgtFdmVudEZpbHRlchINCgVraW5kcxgBIAMoCRIQCghub2RlX2lkcxgCIAMoCSLiAQoPUnVuRXZlbnRzRmlsdGVyEhEKCWZsb3dfbmFtZRgBIAEoCRI3CgZsYWJlbHMYAiADKAsyJy5ydW53aXJlLnYxLlJ1bkV2ZW50c0ZpbHRlci5MYWJlbHNFbnRyeRIrCgxydW5fc3RhdHVzZXMYAyADKA4yFS5ydW53aXJlLnYxLlJ1blN0YXR1cxInCgZldmVudHMYBCABKAsyFy5ydW53aXJlLnYxLkV2ZW50RmlsdGVyGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEieQoSV2F0Y2hFdmVudHNSZXF1ZXN0Eg4KBmN1cnNvchgBIAEoCRImCgVzdGFydBgCIAEoDjIXLnJ1bndpcmUudjEuU3RyZWFtU3RhcnQSKwoGZmlsdGVyGAMgASgLMhsucnVud2lyZS52MS5SdW5FdmVudHNGaWx0ZXIiSwoTV2F0Y2hFdmVudHNSZXNwb25zZRIkCgZldmVudHMYASADKAsyFC5ydW53aXJlLnYxLlJ1bkV2ZW50Eg4KBmN1cnNvchgCIAEoCSJ9ChBXYXRjaFJ1blJlc3BvbnNlEiQKBmV2ZW50cxgBIAMoCzIULnJ1bndpcmUudjEuUnVuRXZlbnQSKQoKc3RyZWFtX2VuZBgCIAEoCzIVLnJ1bndpcmUudjEuU3RyZWFtRW5kEhgKEHJlc3VtZV9hZnRlcl9zZXEYAyABKAMiRAoJU3RyZWFtRW5kEhAKCGxhc3Rfc2VxGAEgASgDEiUKBnN0YXR1cxgCIAEoDjIVLnJ1bndpcmUudjEuUnVuU3RhdHVzIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIi4KDkdldFJ1blJlc3BvbnNlEhwKA3J1bhgBIAEoCzIPLnJ1bndpcmUudjEuUnVuIkgKD0xpc3RSdW5zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIOCgZmaWx0ZXIYAyABKAkiSgoQTGlzdFJ1bnNSZXNwb25zZRIdCgRydW5zGAEgAygLMg8ucnVud2lyZS52MS5SdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjEKD1BhdXNlUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSDgoGcmVhc29uGAIgASgJIjAKEFBhdXNlUnVuUmVzcG9uc2USHAoDcnVuGAEgASgLMg8ucnVud2lyZS52MS5SdW4iMgoQUmVzdW1lUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSDgoGcmVhc29uGAIgASgJIjEKEVJlc3VtZVJ1blJlc3BvbnNlEhwKA3J1bhgBIAEoCzIPLnJ1bndpcmUudjEuUnVuIjIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIxChFDYW5jZWxSdW5SZXNwb25zZRIcCgNydW4YASABKAsyDy5ydW53aXJlLnYxLlJ1biKBAQoUQ29uZmlybUFjdGlvblJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg8KB25vZGVfaWQYAiABKAkSDwoHYXBwcm92ZRgDIAEoCBIPCgdjb21tZW50GAQgASgJEhcKCml0ZW1faW5kZXgYBSABKAVIAIgBAUINCgtfaXRlbV9pbmRleCI1ChVDb25maXJtQWN0aW9uUmVzcG9uc2USHAoDcnVuGAEgASgLMg8ucnVud2lyZS52MS5SdW4iWwoWUmVzb2x2ZUFwcHJvdmFsUmVxdWVzdBIOCgZydW5faWQYASABKAkSDwoHbm9kZV9pZBgCIAEoCRIPCgdhcHByb3ZlGAMgASgIEg8KB2NvbW1lbnQYBCABKAkiNwoXUmVzb2x2ZUFwcHJvdmFsUmVzcG9uc2USHAoDcnVuGAEgASgLMg8ucnVud2lyZS52MS5SdW4ibgoUUmVzb2x2ZVJldmlld1JlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg8KB25vZGVfaWQYAiABKAkSDwoHYXBwcm92ZRgDIAEoCBIPCgdjb21tZW50GAQgASgJEhMKC291dHB1dF9qc29uGAUgASgJIjUKFVJlc29sdmVSZXZpZXdSZXNwb25zZRIcCgNydW4YASABKAsyDy5ydW53aXJlLnYxLlJ1biJeChNWYWxpZGF0ZUZsb3dSZXF1ZXN0Eh4KBGZsb3cYASABKAsyEC5ydW53aXJlLnYxLkZsb3cSJwoGaW5wdXRzGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJWChRWYWxpZGF0ZUZsb3dSZXNwb25zZRITCgtmbG93X2RpZ2VzdBgBIAEoCRISCgpub2RlX2NvdW50GAIgASgFEhUKDXJvb3Rfbm9kZV9pZHMYAyADKAkqbwoIR2F0ZUtpbmQSGQoVR0FURV9LSU5EX1VOU1BFQ0lGSUVEEAASGgoWR0FURV9LSU5EX0NPTkZJUk1BVElPThABEhYKEkdBVEVfS0lORF9BUFBST1ZBTBACEhQKEEdBVEVfS0lORF9SRVZJRVcQAypfCgtTdHJlYW1TdGFydBIcChhTVFJFQU1fU1RBUlRfVU5TUEVDSUZJRUQQABIXChNTVFJFQU1fU1RBUlRfTEFURVNUEAESGQoVU1RSRUFNX1NUQVJUX0VBUkxJRVNUEAIyrAcKClJ1blNlcnZpY2USRQoIU3RhcnRSdW4SGy5ydW53aXJlLnYxLlN0YXJ0UnVuUmVxdWVzdBocLnJ1bndpcmUudjEuU3RhcnRSdW5SZXNwb25zZRJHCghXYXRjaFJ1bhIbLnJ1bndpcmUudjEuV2F0Y2hSdW5SZXF1ZXN0GhwucnVud2lyZS52MS5XYXRjaFJ1blJlc3BvbnNlMAESUAoLV2F0Y2hFdmVudHMSHi5ydW53aXJlLnYxLldhdGNoRXZlbnRzUmVxdWVzdBofLnJ1bndpcmUudjEuV2F0Y2hFdmVudHNSZXNwb25zZTABEj8KBkdldFJ1bhIZLnJ1bndpcmUudjEuR2V0UnVuUmVxdWVzdBoaLnJ1bndpcmUudjEuR2V0UnVuUmVzcG9uc2USRQoITGlzdFJ1bnMSGy5ydW53aXJlLnYxLkxpc3RSdW5zUmVxdWVzdBocLnJ1bndpcmUudjEuTGlzdFJ1bnNSZXNwb25zZRJFCghQYXVzZVJ1bhIbLnJ1bndpcmUudjEuUGF1c2VSdW5SZXF1ZXN0GhwucnVud2lyZS52MS5QYXVzZVJ1blJlc3BvbnNlEkgKCVJlc3VtZVJ1bhIcLnJ1bndpcmUudjEuUmVzdW1lUnVuUmVxdWVzdBodLnJ1bndpcmUudjEuUmVzdW1lUnVuUmVzcG9uc2USSAoJQ2FuY2VsUnVuEhwucnVud2lyZS52MS5DYW5jZWxSdW5SZXF1ZXN0Gh0ucnVud2lyZS52MS5DYW5jZWxSdW5SZXNwb25zZRJUCg1Db25maXJtQWN0aW9uEiAucnVud2lyZS52MS5Db25maXJtQWN0aW9uUmVxdWVzdBohLnJ1bndpcmUudjEuQ29uZmlybUFjdGlvblJlc3BvbnNlEloKD1Jlc29sdmVBcHByb3ZhbBIiLnJ1bndpcmUudjEuUmVzb2x2ZUFwcHJvdmFsUmVxdWVzdBojLnJ1bndpcmUudjEuUmVzb2x2ZUFwcHJvdmFsUmVzcG9uc2USVAoNUmVzb2x2ZVJldmlldxIgLnJ1bndpcmUudjEuUmVzb2x2ZVJldmlld1JlcXVlc3QaIS5ydW53aXJlLnYxLlJlc29sdmVSZXZpZXdSZXNwb25zZRJRCgxWYWxpZGF0ZUZsb3cSHy5ydW53aXJlLnYxLlZhbGlkYXRlRmxvd1JlcXVlc3QaIC5ydW53aXJlLnYxLlZhbGlkYXRlRmxvd1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_runwire_v1_events, file_runwire_v1_flow]);
 
 /**
  * Run is the state of one run of a flow.
@@ -292,6 +292,13 @@ export type WatchRunRequest = Message<"runwire.v1.WatchRunRequest"> & {
    * @generated from field: int64 after_seq = 2;
    */
   afterSeq: bigint;
+
+  /**
+   * Deliver only the events this filter selects; unset delivers every event.
+   *
+   * @generated from field: runwire.v1.EventFilter filter = 3;
+   */
+  filter?: EventFilter | undefined;
 };
 
 /**
@@ -300,6 +307,150 @@ export type WatchRunRequest = Message<"runwire.v1.WatchRunRequest"> & {
  */
 export const WatchRunRequestSchema: GenMessage<WatchRunRequest> = /*@__PURE__*/
   messageDesc(file_runwire_v1_run_service, 4);
+
+/**
+ * EventFilter selects events of a run. Each set field narrows the selection
+ * (the fields are ANDed); RunCompleted is always selected.
+ *
+ * @generated from message runwire.v1.EventFilter
+ */
+export type EventFilter = Message<"runwire.v1.EventFilter"> & {
+  /**
+   * Names of RunEvent's `event` oneof cases, such as `node_log` or
+   * `ai_invocation`; empty selects every kind. An unknown name is
+   * INVALID_ARGUMENT.
+   *
+   * @generated from field: repeated string kinds = 1;
+   */
+  kinds: string[];
+
+  /**
+   * Node ids; empty selects every node. Run-level events (empty
+   * `RunEvent.node_id`) are not narrowed by this field.
+   *
+   * @generated from field: repeated string node_ids = 2;
+   */
+  nodeIds: string[];
+};
+
+/**
+ * Describes the message runwire.v1.EventFilter.
+ * Use `create(EventFilterSchema)` to create a new message.
+ */
+export const EventFilterSchema: GenMessage<EventFilter> = /*@__PURE__*/
+  messageDesc(file_runwire_v1_run_service, 5);
+
+/**
+ * RunEventsFilter selects events across runs: those of runs matching every
+ * set run field, narrowed by `events`.
+ *
+ * @generated from message runwire.v1.RunEventsFilter
+ */
+export type RunEventsFilter = Message<"runwire.v1.RunEventsFilter"> & {
+  /**
+   * Only runs of the flow with this name; empty matches every flow.
+   *
+   * @generated from field: string flow_name = 1;
+   */
+  flowName: string;
+
+  /**
+   * Only runs carrying every one of these labels with these values.
+   *
+   * @generated from field: map<string, string> labels = 2;
+   */
+  labels: { [key: string]: string };
+
+  /**
+   * Only runs whose status, when the server reads the event, is one of these;
+   * empty matches every status. Because a run's status changes, a replay
+   * from an old cursor may select differently than the live stream did.
+   *
+   * @generated from field: repeated runwire.v1.RunStatus run_statuses = 3;
+   */
+  runStatuses: RunStatus[];
+
+  /**
+   * Which events of the matching runs.
+   *
+   * @generated from field: runwire.v1.EventFilter events = 4;
+   */
+  events?: EventFilter | undefined;
+};
+
+/**
+ * Describes the message runwire.v1.RunEventsFilter.
+ * Use `create(RunEventsFilterSchema)` to create a new message.
+ */
+export const RunEventsFilterSchema: GenMessage<RunEventsFilter> = /*@__PURE__*/
+  messageDesc(file_runwire_v1_run_service, 6);
+
+/**
+ * WatchEventsRequest says which events across runs to stream and from where.
+ *
+ * @generated from message runwire.v1.WatchEventsRequest
+ */
+export type WatchEventsRequest = Message<"runwire.v1.WatchEventsRequest"> & {
+  /**
+   * Resume after this position: the `cursor` of a response of an earlier
+   * WatchEvents call (with any filter). Empty starts at `start`.
+   *
+   * @generated from field: string cursor = 1;
+   */
+  cursor: string;
+
+  /**
+   * Where a stream without a cursor starts.
+   *
+   * @generated from field: runwire.v1.StreamStart start = 2;
+   */
+  start: StreamStart;
+
+  /**
+   * Which events; unset selects every event of every run.
+   *
+   * @generated from field: runwire.v1.RunEventsFilter filter = 3;
+   */
+  filter?: RunEventsFilter | undefined;
+};
+
+/**
+ * Describes the message runwire.v1.WatchEventsRequest.
+ * Use `create(WatchEventsRequestSchema)` to create a new message.
+ */
+export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
+  messageDesc(file_runwire_v1_run_service, 7);
+
+/**
+ * WatchEventsResponse carries events of one or more runs in commit order.
+ *
+ * @generated from message runwire.v1.WatchEventsResponse
+ */
+export type WatchEventsResponse = Message<"runwire.v1.WatchEventsResponse"> & {
+  /**
+   * Events in the order their batches committed; within a run, in `seq`
+   * order. May be empty when the response only advances `cursor` past
+   * events the filter skipped.
+   *
+   * @generated from field: repeated runwire.v1.RunEvent events = 1;
+   */
+  events: RunEvent[];
+
+  /**
+   * Opaque position after the last event of this response (and after every
+   * skipped event before it); pass it as WatchEventsRequest.cursor to resume.
+   *
+   * @generated from field: string cursor = 2;
+   */
+  cursor: string;
+};
+
+/**
+ * Describes the message runwire.v1.WatchEventsResponse.
+ * Use `create(WatchEventsResponseSchema)` to create a new message.
+ */
+export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
+  messageDesc(file_runwire_v1_run_service, 8);
 
 /**
  * WatchRunResponse carries the events of one or more committed batches.
@@ -323,6 +474,17 @@ export type WatchRunResponse = Message<"runwire.v1.WatchRunResponse"> & {
    * @generated from field: runwire.v1.StreamEnd stream_end = 2;
    */
   streamEnd?: StreamEnd | undefined;
+
+  /**
+   * The server has looked at every event up to this seq: those the request's
+   * filter selects are in this response or earlier ones. Resume with
+   * `after_seq = resume_after_seq`. Without a filter it is the seq of the
+   * last event in `events`. A filtered stream may send responses with no
+   * events that only advance it.
+   *
+   * @generated from field: int64 resume_after_seq = 3;
+   */
+  resumeAfterSeq: bigint;
 };
 
 /**
@@ -330,7 +492,7 @@ export type WatchRunResponse = Message<"runwire.v1.WatchRunResponse"> & {
  * Use `create(WatchRunResponseSchema)` to create a new message.
  */
 export const WatchRunResponseSchema: GenMessage<WatchRunResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 5);
+  messageDesc(file_runwire_v1_run_service, 9);
 
 /**
  * StreamEnd marks the end of a finished run's event stream: nothing follows
@@ -360,7 +522,7 @@ export type StreamEnd = Message<"runwire.v1.StreamEnd"> & {
  * Use `create(StreamEndSchema)` to create a new message.
  */
 export const StreamEndSchema: GenMessage<StreamEnd> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 6);
+  messageDesc(file_runwire_v1_run_service, 10);
 
 /**
  * GetRunRequest names a run.
@@ -381,7 +543,7 @@ export type GetRunRequest = Message<"runwire.v1.GetRunRequest"> & {
  * Use `create(GetRunRequestSchema)` to create a new message.
  */
 export const GetRunRequestSchema: GenMessage<GetRunRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 7);
+  messageDesc(file_runwire_v1_run_service, 11);
 
 /**
  * GetRunResponse carries the run.
@@ -402,7 +564,7 @@ export type GetRunResponse = Message<"runwire.v1.GetRunResponse"> & {
  * Use `create(GetRunResponseSchema)` to create a new message.
  */
 export const GetRunResponseSchema: GenMessage<GetRunResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 8);
+  messageDesc(file_runwire_v1_run_service, 12);
 
 /**
  * ListRunsRequest asks for a page of runs.
@@ -438,7 +600,7 @@ export type ListRunsRequest = Message<"runwire.v1.ListRunsRequest"> & {
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 9);
+  messageDesc(file_runwire_v1_run_service, 13);
 
 /**
  * ListRunsResponse is one page of runs.
@@ -466,7 +628,7 @@ export type ListRunsResponse = Message<"runwire.v1.ListRunsResponse"> & {
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 10);
+  messageDesc(file_runwire_v1_run_service, 14);
 
 /**
  * PauseRunRequest names the run to pause.
@@ -494,7 +656,7 @@ export type PauseRunRequest = Message<"runwire.v1.PauseRunRequest"> & {
  * Use `create(PauseRunRequestSchema)` to create a new message.
  */
 export const PauseRunRequestSchema: GenMessage<PauseRunRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 11);
+  messageDesc(file_runwire_v1_run_service, 15);
 
 /**
  * PauseRunResponse carries the run after the request.
@@ -515,7 +677,7 @@ export type PauseRunResponse = Message<"runwire.v1.PauseRunResponse"> & {
  * Use `create(PauseRunResponseSchema)` to create a new message.
  */
 export const PauseRunResponseSchema: GenMessage<PauseRunResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 12);
+  messageDesc(file_runwire_v1_run_service, 16);
 
 /**
  * ResumeRunRequest names the run to resume.
@@ -543,7 +705,7 @@ export type ResumeRunRequest = Message<"runwire.v1.ResumeRunRequest"> & {
  * Use `create(ResumeRunRequestSchema)` to create a new message.
  */
 export const ResumeRunRequestSchema: GenMessage<ResumeRunRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 13);
+  messageDesc(file_runwire_v1_run_service, 17);
 
 /**
  * ResumeRunResponse carries the run after the request.
@@ -564,7 +726,7 @@ export type ResumeRunResponse = Message<"runwire.v1.ResumeRunResponse"> & {
  * Use `create(ResumeRunResponseSchema)` to create a new message.
  */
 export const ResumeRunResponseSchema: GenMessage<ResumeRunResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 14);
+  messageDesc(file_runwire_v1_run_service, 18);
 
 /**
  * CancelRunRequest names the run to cancel.
@@ -592,7 +754,7 @@ export type CancelRunRequest = Message<"runwire.v1.CancelRunRequest"> & {
  * Use `create(CancelRunRequestSchema)` to create a new message.
  */
 export const CancelRunRequestSchema: GenMessage<CancelRunRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 15);
+  messageDesc(file_runwire_v1_run_service, 19);
 
 /**
  * CancelRunResponse carries the run after the request.
@@ -613,7 +775,7 @@ export type CancelRunResponse = Message<"runwire.v1.CancelRunResponse"> & {
  * Use `create(CancelRunResponseSchema)` to create a new message.
  */
 export const CancelRunResponseSchema: GenMessage<CancelRunResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 16);
+  messageDesc(file_runwire_v1_run_service, 20);
 
 /**
  * ConfirmActionRequest decides a held destructive action.
@@ -664,7 +826,7 @@ export type ConfirmActionRequest = Message<"runwire.v1.ConfirmActionRequest"> & 
  * Use `create(ConfirmActionRequestSchema)` to create a new message.
  */
 export const ConfirmActionRequestSchema: GenMessage<ConfirmActionRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 17);
+  messageDesc(file_runwire_v1_run_service, 21);
 
 /**
  * ConfirmActionResponse carries the run after the decision.
@@ -685,7 +847,7 @@ export type ConfirmActionResponse = Message<"runwire.v1.ConfirmActionResponse"> 
  * Use `create(ConfirmActionResponseSchema)` to create a new message.
  */
 export const ConfirmActionResponseSchema: GenMessage<ConfirmActionResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 18);
+  messageDesc(file_runwire_v1_run_service, 22);
 
 /**
  * ResolveApprovalRequest decides an approval node.
@@ -727,7 +889,7 @@ export type ResolveApprovalRequest = Message<"runwire.v1.ResolveApprovalRequest"
  * Use `create(ResolveApprovalRequestSchema)` to create a new message.
  */
 export const ResolveApprovalRequestSchema: GenMessage<ResolveApprovalRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 19);
+  messageDesc(file_runwire_v1_run_service, 23);
 
 /**
  * ResolveApprovalResponse carries the run after the decision.
@@ -748,7 +910,7 @@ export type ResolveApprovalResponse = Message<"runwire.v1.ResolveApprovalRespons
  * Use `create(ResolveApprovalResponseSchema)` to create a new message.
  */
 export const ResolveApprovalResponseSchema: GenMessage<ResolveApprovalResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 20);
+  messageDesc(file_runwire_v1_run_service, 24);
 
 /**
  * ResolveReviewRequest decides a held model answer.
@@ -797,7 +959,7 @@ export type ResolveReviewRequest = Message<"runwire.v1.ResolveReviewRequest"> & 
  * Use `create(ResolveReviewRequestSchema)` to create a new message.
  */
 export const ResolveReviewRequestSchema: GenMessage<ResolveReviewRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 21);
+  messageDesc(file_runwire_v1_run_service, 25);
 
 /**
  * ResolveReviewResponse carries the run after the decision.
@@ -818,7 +980,7 @@ export type ResolveReviewResponse = Message<"runwire.v1.ResolveReviewResponse"> 
  * Use `create(ResolveReviewResponseSchema)` to create a new message.
  */
 export const ResolveReviewResponseSchema: GenMessage<ResolveReviewResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 22);
+  messageDesc(file_runwire_v1_run_service, 26);
 
 /**
  * ValidateFlowRequest carries a flow to check.
@@ -846,7 +1008,7 @@ export type ValidateFlowRequest = Message<"runwire.v1.ValidateFlowRequest"> & {
  * Use `create(ValidateFlowRequestSchema)` to create a new message.
  */
 export const ValidateFlowRequestSchema: GenMessage<ValidateFlowRequest> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 23);
+  messageDesc(file_runwire_v1_run_service, 27);
 
 /**
  * ValidateFlowResponse describes a valid flow.
@@ -881,7 +1043,7 @@ export type ValidateFlowResponse = Message<"runwire.v1.ValidateFlowResponse"> & 
  * Use `create(ValidateFlowResponseSchema)` to create a new message.
  */
 export const ValidateFlowResponseSchema: GenMessage<ValidateFlowResponse> = /*@__PURE__*/
-  messageDesc(file_runwire_v1_run_service, 24);
+  messageDesc(file_runwire_v1_run_service, 28);
 
 /**
  * GateKind says which RPC resolves a PendingGate.
@@ -925,6 +1087,40 @@ export const GateKindSchema: GenEnum<GateKind> = /*@__PURE__*/
   enumDesc(file_runwire_v1_run_service, 0);
 
 /**
+ * StreamStart is where a cross-run stream without a cursor begins.
+ *
+ * @generated from enum runwire.v1.StreamStart
+ */
+export enum StreamStart {
+  /**
+   * Same as STREAM_START_LATEST.
+   *
+   * @generated from enum value: STREAM_START_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Only events committed after the call began.
+   *
+   * @generated from enum value: STREAM_START_LATEST = 1;
+   */
+  LATEST = 1,
+
+  /**
+   * From the oldest event still retained.
+   *
+   * @generated from enum value: STREAM_START_EARLIEST = 2;
+   */
+  EARLIEST = 2,
+}
+
+/**
+ * Describes the enum runwire.v1.StreamStart.
+ */
+export const StreamStartSchema: GenEnum<StreamStart> = /*@__PURE__*/
+  enumDesc(file_runwire_v1_run_service, 1);
+
+/**
  * RunService starts flows, narrates their runs as event streams and controls
  * them. Errors carry one google.rpc.ErrorInfo (domain `runwire.v1`, reason an
  * ErrorReason name without its prefix); INVALID_ARGUMENT adds
@@ -958,12 +1154,33 @@ export const RunService: GenService<{
    * the run is still going such a call waits for the events past
    * `after_seq`, and fails so if the run finishes before reaching it.
    *
+   * With a `filter`, events it does not select are skipped (RunCompleted is
+   * always delivered) and each response's `resume_after_seq` says how far
+   * the server has looked; a filtered watcher resumes from there.
+   *
    * @generated from rpc runwire.v1.RunService.WatchRun
    */
   watchRun: {
     methodKind: "server_streaming";
     input: typeof WatchRunRequestSchema;
     output: typeof WatchRunResponseSchema;
+  },
+  /**
+   * Streams the events of every run that `filter` selects, across runs, in
+   * the order their batches committed, after `cursor`: exactly once per
+   * cursor, from any replica and through takeovers (a batch committed later
+   * never appears before one already delivered). Each response carries the
+   * cursor to resume after it. A malformed cursor fails with
+   * INVALID_ARGUMENT (reason CURSOR_INVALID); a cursor older than the
+   * retention window with OUT_OF_RANGE (reason CURSOR_EXPIRED), never a
+   * silent gap. The stream does not end by itself.
+   *
+   * @generated from rpc runwire.v1.RunService.WatchEvents
+   */
+  watchEvents: {
+    methodKind: "server_streaming";
+    input: typeof WatchEventsRequestSchema;
+    output: typeof WatchEventsResponseSchema;
   },
   /**
    * Returns one run.
