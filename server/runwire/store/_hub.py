@@ -66,6 +66,8 @@ class Subscription:
         self._max = max_chunks
         self._chunks: deque[Chunk] = deque()
         self._ready = asyncio.Event()
+        if hub.closing:
+            self._ready.set()
         self.overflowed = False
         self.wake_seq = 0
 
@@ -87,7 +89,7 @@ class Subscription:
         self._ready.set()
 
     async def wait(self) -> None:
-        """Return once something was offered since the last `take`."""
+        """Return once something was offered since the last `take`, or the hub closes."""
         await self._ready.wait()
 
     def take(self) -> tuple[list[Chunk], bool, int]:
@@ -119,6 +121,8 @@ class Hub:
         # Called after every (re)connect of the LISTEN connection: control
         # requests NOTIFYed while it was down were missed and must be re-read.
         self.on_listen: Callable[[], None] | None = None
+        # Set by close_all (drain): every wait returns, now and from then on.
+        self.closing = False
 
     def subscribe(self, run_id: str) -> Subscription:
         """Start queueing the run's live events for one watcher."""
@@ -158,6 +162,13 @@ class Hub:
         """Tell the run's watchers that events up to `seq` are committed."""
         for sub in self._subs.get(run_id, ()):
             sub._wake(seq)
+
+    def close_all(self) -> None:
+        """Draining: wake every watcher, now and every later one, to see `closing`."""
+        self.closing = True
+        for subs in self._subs.values():
+            for sub in subs:
+                sub._ready.set()
 
     def wake_all(self) -> None:
         """After a lost LISTEN connection: every watcher re-checks the store."""
