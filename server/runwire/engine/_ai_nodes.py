@@ -26,13 +26,15 @@ from google.protobuf.duration_pb2 import Duration
 from opentelemetry import trace
 
 from runwire import telemetry
-from runwire.engine._gates import decision_word, hold_gate
+from runwire.engine._gates import SYSTEM, decision_word, hold_gate
 from runwire.engine._ports import (
     Decision,
+    HeldCall,
     LeaseLost,
     ModelCallFailed,
     ModelGateway,
     ModelRoute,
+    ModelToolCall,
     ModelTurn,
 )
 from runwire.engine._sanitize import Sanitizer
@@ -261,6 +263,8 @@ class _Conversation:
         self.totals = {"input_tokens": 0, "output_tokens": 0, "cost_micros": 0}
         self.calls_made = 0
         self.turn_no = 0
+        self.resumed_calls: list[ModelToolCall] = []
+        self.repairing = False  # in the one repair turn (its answer is final)
 
     def hide(self, text: str) -> str:
         """Outgoing text as it may cross the boundary."""
@@ -276,6 +280,12 @@ class _Conversation:
     async def answer(self, extra_turns: int = 0) -> ModelTurn | AiResult:
         """Turns until one without tool calls (the answer), or the attempt's failure."""
         route = self.route
+        if self.resumed_calls:
+            # A takeover found a tool call held at its gate: the turn goes on from there.
+            calls, self.resumed_calls = self.resumed_calls, []
+            failed = await self._run_calls(calls, held_first=True)
+            if failed is not None:
+                return failed
         while True:
             self.turn_no += 1
             if self.turn_no > self.max_turns + extra_turns:
@@ -322,18 +332,162 @@ class _Conversation:
                     ],
                 }
             )
-            for call in turn.tool_calls:
-                self.calls_made += 1
-                result = await _tool_call(
-                    self.x, self.ctx, call.call_id, call.name, call.arguments,
-                    self.by_function, self.run_tool, self.deadline, self.reveal,
-                    self.gateway.tool_result_bytes,
-                )  # fmt: skip
-                self.messages.append(
-                    {"role": "tool", "tool_call_id": call.call_id, "content": self.hide(result)}
+            failed = await self._run_calls(list(turn.tool_calls), held_first=False)
+            if failed is not None:
+                return failed
+
+    async def _run_calls(self, calls: list[ModelToolCall], *, held_first: bool) -> AiResult | None:
+        """Run a turn's tool calls in the model's order, feeding each result back."""
+        for i, call in enumerate(calls):
+            resumed = held_first and i == 0
+            if not resumed:
+                self.calls_made += 1  # a resumed call was counted before the takeover
+            result = await self._tool_call(call, calls[i + 1 :], resumed=resumed)
+            self.messages.append(
+                {"role": "tool", "tool_call_id": call.call_id, "content": self.hide(result)}
+            )
+            if self.x.cancelled.is_set():
+                return _failure("CANCELLED", "run cancelled during a tool call")
+        return None
+
+    def snapshot(self, call: ModelToolCall, rest: list[ModelToolCall]) -> str:
+        """What a takeover needs to go on from `call` without asking the model again.
+
+        Only what already crossed the boundary (placeholders, never secrets);
+        `hidden` says whether the sanitizer hid anything, which a new server
+        could not put back.
+        """
+        return canonical_json(
+            {
+                "messages": self.messages,
+                "calls": [
+                    {"id": c.call_id, "name": c.name, "arguments": c.arguments}
+                    for c in [call, *rest]
+                ],
+                "turn": self.turn_no,
+                "calls_made": self.calls_made,
+                "totals": self.totals,
+                "repairing": self.repairing,
+                "hidden": bool(self.sanitizer and self.sanitizer.hidden()),
+            }
+        )
+
+    def restore(self, context: dict[str, Any]) -> None:
+        """Continue the conversation a held tool call's gate recorded (see `snapshot`)."""
+        self.messages = list(context["messages"])
+        self.resumed_calls = [
+            ModelToolCall(c["id"], c["name"], c["arguments"]) for c in context["calls"]
+        ]
+        self.turn_no = int(context["turn"])
+        self.calls_made = int(context["calls_made"])
+        self.totals = {k: int(v) for k, v in context["totals"].items()}
+        self.repairing = bool(context.get("repairing"))
+
+    async def _tool_call(
+        self, call: ModelToolCall, rest: list[ModelToolCall], *, resumed: bool
+    ) -> str:
+        """Announce and run one tool call; returns the tool result the model reads.
+
+        The ToolCall event keeps the arguments as the model sent them
+        (placeholders); the action runs with them rehydrated. Model arguments
+        are never template-rendered. A destructive call waits at its own
+        confirmation gate first (`resumed`: a takeover found it waiting there,
+        announced already).
+
+        Nothing here fails the node: bad JSON, an unknown tool, schema errors,
+        action failures, sandbox refusals and rejected calls go back to the
+        model as the result.
+        """
+        x, ctx, by_function = self.x, self.ctx, self.by_function
+        tool = by_function.get(call.name, call.name.replace("__", ".", 1))
+        try:
+            args: Any = json.loads(call.arguments or "{}")
+        except ValueError as exc:
+            args, problem = {}, f"arguments are not JSON ({exc})"
+        else:
+            problem = "" if isinstance(args, dict) else "arguments must be a JSON object"
+            if problem:
+                args = {}
+        adapter_name, _, action_name = tool.partition(".")
+        summary = f"{tool}({', '.join(sorted(args))})" if args else tool
+        gated = False
+        if tool not in by_function.values():
+            problem = problem or (
+                f"unknown tool {call.name!r}; tools: {', '.join(sorted(by_function))}"
+            )
+        elif not problem:
+            adapter = x.registry.get(adapter_name)
+            real = self.reveal(args)
+            described = adapter.describe_destructive(action_name, real) if adapter else None
+            if described is not None and adapter is not None:
+                # The summary is an event: it shows the placeholders, not the secrets.
+                described = (
+                    adapter.describe_destructive(action_name, args) or f"{tool} (destructive)"
                 )
-                if self.x.cancelled.is_set():
-                    return _failure("CANCELLED", "run cancelled during a tool call")
+            if described is not None:
+                summary = described
+                gated = x.confirm
+        if not resumed:
+            await x.emit(
+                "tool_call",
+                ev.ToolCall(
+                    tool_call_id=call.call_id,
+                    tool_name=tool,
+                    summary=summary[:200],
+                    arguments_json=canonical_json(args),
+                ),
+                span=ctx.span,
+                node=ctx.ref,
+            )
+        if problem:
+            return f"Error: {problem}. Fix the arguments and call again."
+        if gated:
+            n = x.state.nodes[ctx.ref.node_id]
+            held = HeldCall(
+                n.tool_gate_open if resumed else len(n.tool_gates) + 1,
+                call.call_id,
+                "" if resumed else self.snapshot(call, rest),
+            )
+            decision = await hold_gate(
+                x,
+                ctx.ref,
+                run_service_pb2.GATE_KIND_CONFIRMATION,
+                summary,
+                None,
+                details=ev.AwaitingConfirmation(
+                    action_summary=summary[:200],
+                    adapter=adapter_name,
+                    action=action_name,
+                    params_json=canonical_json(args),
+                    tool_call_id=call.call_id,
+                ),
+                span=ctx.span,
+                call=held,
+            )
+            if decision.decision != ev.GATE_DECISION_APPROVED:
+                why = f": {decision.comment}" if decision.comment else ""
+                return (
+                    f"Error: {decision_word(decision).lower()} by {decision.principal}{why}. "
+                    "The call did not run; do not call it again, do something else."
+                )
+        with x.tracer.start_as_current_span(
+            f"execute_tool {tool}",
+            attributes={
+                telemetry.GEN_AI_OPERATION: "execute_tool",
+                telemetry.GEN_AI_TOOL_NAME: tool,
+                telemetry.GEN_AI_TOOL_CALL_ID: call.call_id,
+            },
+        ) as span:
+            outcome = await self.run_tool(
+                adapter_name, action_name, self.reveal(args), self.deadline
+            )
+            if not outcome.ok and outcome.error is not None:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, outcome.error.reason))
+        if outcome.ok:
+            return _cut(canonical_json(outcome.output), self.gateway.tool_result_bytes)
+        err = outcome.error
+        detail = f"{err.reason}: {err.message}" if err is not None else "failed"
+        return f"Error: {detail}. Fix the arguments and call again."
 
     async def _call(self, route: ModelRoute) -> ModelTurn | ModelCallFailed:
         """One model call inside its `chat {model}` CLIENT span (GenAI conventions)."""
@@ -421,11 +575,15 @@ async def run_ai(
     *,
     deadline: float,
     at_review: bool = False,
+    held_call: int = 0,
 ) -> AiResult:
     """Run one attempt of an AI node; returns (ok, output, error).
 
     `at_review`: a takeover found this attempt's answer held at its review
-    gate; it waits there again and calls no model.
+    gate; it waits there again and calls no model. `held_call`: a takeover
+    found this attempt's tool call number `held_call` waiting at its gate; it
+    waits there again and the turn goes on from there, without asking the
+    model again for the turn it is in.
     """
     ai = node.ai
     operation = params.get("operation", "generate")
@@ -443,26 +601,37 @@ async def run_ai(
             provider, model = route.provider, route.model
         output: dict[str, Any] = {"provider": provider, "model": model}
         return await _review(x, ctx, node, schema, held, output, None)
+    context = await _held_context(x, node, ctx, held_call) if held_call else None
     if gateway is None or gateway.problems(ai.provider, ai.model, embedding=embedding):
         # Validated at StartRun: this server (a takeover) lacks what the starting one had.
+        if held_call:
+            await _abandon_held(x, ctx, held_call, "this server cannot serve the node's provider")
         return _failure(
             "ADAPTER_DISABLED",
             f"provider {ai.provider or '(default)'} is not configured on this server",
         )
     route = gateway.route(ai.provider, ai.model, embedding=embedding)
-    await x.emit(
-        "ai_routing_decision",
-        ev.AiRoutingDecision(
-            requested_model=ai.model,
-            provider=route.provider,
-            model=route.model,
-            reason=route.reason,
-            route=ev.AI_ROUTE_MODEL,
-            contract_version=version,
-        ),
-        span=ctx.span,
-        node=ctx.ref,
-    )
+    if held_call and (context is None or context.get("hidden")):
+        # Nothing to go on from (or secrets this server cannot put back): the
+        # held call is dropped and the model asked again from the start.
+        await _abandon_held(
+            x, ctx, held_call, "the server holding this call stopped; the model is asked again"
+        )
+        held_call, context = 0, None
+    if not held_call:
+        await x.emit(
+            "ai_routing_decision",
+            ev.AiRoutingDecision(
+                requested_model=ai.model,
+                provider=route.provider,
+                model=route.model,
+                reason=route.reason,
+                route=ev.AI_ROUTE_MODEL,
+                contract_version=version,
+            ),
+            span=ctx.span,
+            node=ctx.ref,
+        )
     if embedding:
         return await _embed(x, ctx, gateway, route, params["task"], deadline)
     if operation == "classify":
@@ -474,7 +643,9 @@ async def run_ai(
         prompt = params.get("prompt") or ""
         params = {**params, "prompt": f"{prompt}\n\n{instruction}".strip(), "contract": schema}
     talk = _Conversation(x, ctx, gateway, route, params, run_tool, deadline, version)
-    answer = await talk.answer()
+    if context is not None:
+        talk.restore(context)
+    answer = await talk.answer(extra_turns=1 if talk.repairing else 0)
     if not isinstance(answer, ModelTurn):
         return answer
     if schema is None and not ai.HasField("review_policy"):
@@ -482,8 +653,9 @@ async def run_ai(
     if answer.finish_reason == "length":
         return _failure("AI_LENGTH", f"{talk.who()} hit its output limit before the answer ended")
     parsed, violations = _judge(schema, talk.reveal(answer.text))
-    if violations:
+    if violations and not talk.repairing:
         # One repair turn: the model sees what it broke and answers again.
+        talk.repairing = True
         talk.messages.append({"role": "assistant", "content": answer.text})
         talk.messages.append(
             {
@@ -538,6 +710,43 @@ async def run_ai(
         )
         return await _review(x, ctx, node, schema, held, output, details)
     return True, output, None
+
+
+async def _held_context(
+    x: RunExecutor, node: flow_pb2.Node, ctx: AttemptContext, call_index: int
+) -> dict[str, Any] | None:
+    """The conversation a held tool call's gate recorded, or None when it cannot be read."""
+    text = await x.gates.call_context(x.run_id, node.id, ctx.ref.iteration, call_index)
+    try:
+        context = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return context if isinstance(context, dict) and context.get("calls") else None
+
+
+async def _abandon_held(x: RunExecutor, ctx: AttemptContext, call_index: int, why: str) -> None:
+    """Close a held tool call's gate that cannot be gone on from (decided by `system` unless
+    a person was first), so it is not listed as pending for ever."""
+    n = x.state.nodes[ctx.ref.node_id]
+    standing = await x.gates.decide_gate(
+        x.run_id,
+        ctx.ref.node_id,
+        ctx.ref.iteration,
+        run_service_pb2.GATE_KIND_CONFIRMATION,
+        Decision(ev.GATE_DECISION_CANCELLED, SYSTEM, why),
+        call_index=call_index,
+    )
+    await x.emit(
+        "confirmation_resolved",
+        ev.ConfirmationResolved(
+            decision=standing.decision,
+            principal=standing.principal,
+            comment=standing.comment,
+            tool_call_id=n.tool_gates[call_index - 1],
+        ),
+        span=ctx.span,
+        node=ctx.ref,
+    )
 
 
 async def _embed(
@@ -794,83 +1003,3 @@ async def _review(
         output,
         ev.ErrorSummary(reason=reason, message=f"review {word.lower()} by {decision.principal}"),
     )
-
-
-async def _tool_call(
-    x: RunExecutor,
-    ctx: AttemptContext,
-    call_id: str,
-    function: str,
-    arguments: str,
-    by_function: dict[str, str],
-    run_tool: RunTool,
-    deadline: float,
-    reveal: Callable[[Any], Any],
-    limit: int,
-) -> str:
-    """Announce and run one tool call; returns the tool result the model reads.
-
-    The ToolCall event keeps the arguments as the model sent them
-    (placeholders); the action runs with them rehydrated. Model arguments are
-    never template-rendered.
-
-    Nothing here fails the node: bad JSON, an unknown tool, schema errors,
-    action failures and sandbox refusals go back to the model as the result.
-    """
-    tool = by_function.get(function, function.replace("__", ".", 1))
-    try:
-        args: Any = json.loads(arguments or "{}")
-    except ValueError as exc:
-        args, problem = {}, f"arguments are not JSON ({exc})"
-    else:
-        problem = "" if isinstance(args, dict) else "arguments must be a JSON object"
-        if problem:
-            args = {}
-    adapter_name, _, action_name = tool.partition(".")
-    summary = f"{tool}({', '.join(sorted(args))})" if args else tool
-    if tool not in by_function.values():
-        problem = problem or f"unknown tool {function!r}; tools: {', '.join(sorted(by_function))}"
-    elif not problem:
-        adapter = x.registry.get(adapter_name)
-        real = reveal(args)
-        described = adapter.describe_destructive(action_name, real) if adapter else None
-        if described is not None and adapter is not None:
-            # The summary is an event: it shows the placeholders, not the secrets.
-            described = adapter.describe_destructive(action_name, args) or f"{tool} (destructive)"
-        if described is not None:
-            summary = described
-            if x.confirm:
-                # Several confirmation gates per visit are not built yet: refuse, safely.
-                problem = (
-                    f"{described}: destructive tool calls need a confirmation gate, "
-                    "which this server does not open for tool calls; do something else"
-                )
-    await x.emit(
-        "tool_call",
-        ev.ToolCall(
-            tool_call_id=call_id,
-            tool_name=tool,
-            summary=summary[:200],
-            arguments_json=canonical_json(args),
-        ),
-        span=ctx.span,
-        node=ctx.ref,
-    )
-    if problem:
-        return f"Error: {problem}. Fix the arguments and call again."
-    with x.tracer.start_as_current_span(
-        f"execute_tool {tool}",
-        attributes={
-            telemetry.GEN_AI_OPERATION: "execute_tool",
-            telemetry.GEN_AI_TOOL_NAME: tool,
-            telemetry.GEN_AI_TOOL_CALL_ID: call_id,
-        },
-    ) as span:
-        outcome = await run_tool(adapter_name, action_name, reveal(args), deadline)
-        if not outcome.ok and outcome.error is not None:
-            span.set_status(trace.Status(trace.StatusCode.ERROR, outcome.error.reason))
-    if outcome.ok:
-        return _cut(canonical_json(outcome.output), limit)
-    err = outcome.error
-    detail = f"{err.reason}: {err.message}" if err is not None else "failed"
-    return f"Error: {detail}. Fix the arguments and call again."
