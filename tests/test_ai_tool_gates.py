@@ -20,6 +20,7 @@ from conftest import Harness, cases, edge, wait_for_event
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from test_ai import _server, ai_node
+from test_cli import _cli
 
 from runwire.v1 import events_pb2, flow_pb2, run_service_pb2
 
@@ -219,3 +220,32 @@ async def test_ai_takeover_while_a_tool_call_is_held_waits_there_without_a_new_m
     assert not (workspace / "a.txt").exists()
     assert (workspace / "b.txt").exists()
     assert events[-1].run_completed.status == events_pb2.RUN_STATUS_SUCCEEDED
+
+
+async def test_ai_cli_names_and_resolves_held_tool_calls(
+    harness_factory: Any, tmp_path: Path
+) -> None:
+    """`get` lists the held call with the flag that resolves it; `confirm`/`reject
+    --tool-call` decide one call; the watch view prints the command per held call."""
+    async with FakeOpenAI(_script()) as fake:
+        h = await _server(harness_factory, tmp_path, fake)
+        run = await h.start(_flow())
+        await wait_for_event(h.stub, run.run_id, _held("call_a"))
+        code, out, err = await _cli(h, "get", run.run_id)
+        assert code == 0, err
+        assert "waiting:  agent --tool-call call_a (confirmation) Delete file: a.txt" in out
+        code, out, err = await _cli(h, "confirm", run.run_id, "agent", "--tool-call", "call_a")
+        assert code == 0, err
+        assert "agent tool call call_a: approved" in out
+        await wait_for_event(h.stub, run.run_id, _held("call_b"))
+        code, _, err = await _cli(h, "reject", run.run_id, "agent", "--tool-call", "call_b")
+        assert code == 0, err
+        await h.events(run.run_id)
+        code, out, err = await _cli(h, "watch", run.run_id, "--plain")
+        workspace = _workspace(h, run.run_id)
+    assert code == 0, err
+    assert f"runwire confirm|reject {run.run_id} agent --tool-call call_a" in out
+    assert f"runwire confirm|reject {run.run_id} agent --tool-call call_b" in out
+    assert 'tool_call_id: "call_b"' in out
+    assert not (workspace / "a.txt").exists()
+    assert (workspace / "b.txt").exists()
