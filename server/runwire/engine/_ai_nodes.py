@@ -17,8 +17,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 from google.protobuf import json_format
@@ -26,10 +25,17 @@ from google.protobuf.duration_pb2 import Duration
 from opentelemetry import trace
 
 from runwire import telemetry
-from runwire.engine._gates import SYSTEM, decision_word, hold_gate
+from runwire.engine._ai_tools import (
+    RunTool,
+    abandon_held,
+    held_context,
+    run_tool_call,
+    tool_function_name,
+    tool_specs,
+)
+from runwire.engine._gates import decision_word, hold_gate
 from runwire.engine._ports import (
     Decision,
-    HeldCall,
     LeaseLost,
     ModelCallFailed,
     ModelGateway,
@@ -55,7 +61,6 @@ __all__ = [
     "pointer_value",
     "render_ai_params",
     "run_ai",
-    "tool_function_name",
 ]
 
 _FLUSH_BYTES = 512
@@ -63,23 +68,7 @@ _FLUSH_SECONDS = 0.02
 _PREVIEW_CHARS = 512
 
 
-class ActionOutcome(Protocol):
-    """What running an action through the attempt's action path returns."""
-
-    ok: bool
-    output: Any
-    error: ev.ErrorSummary | None
-
-
-RunTool = Callable[[str, str, dict[str, Any], float], Awaitable[ActionOutcome]]
-"""(adapter, action, params, deadline) -> the action's outcome."""
-
 AiResult = tuple[bool, Any, ev.ErrorSummary | None]
-
-
-def tool_function_name(tool: str) -> str:
-    """`fs.read-file` -> `fs__read-file`: function names allow no dots."""
-    return tool.replace(".", "__", 1)
 
 
 def _operation(node: flow_pb2.Node) -> str:
@@ -124,15 +113,6 @@ def ai_unavailable(x: RunExecutor, node: flow_pb2.Node) -> str | None:
     return None
 
 
-def _cut(text: str, limit: int) -> str:
-    """`text` within `limit` UTF-8 bytes, marked when cut (limits.tool_result_bytes)."""
-    data = text.encode()
-    if len(data) <= limit:
-        return text
-    head = data[:limit].decode(errors="ignore")
-    return f"{head}\n[truncated: {len(data) - len(head.encode())} more bytes]"
-
-
 def _failure(reason: str, message: str) -> AiResult:
     return False, None, ev.ErrorSummary(reason=reason, message=message)
 
@@ -174,27 +154,6 @@ class _Tokens:
             span=self._ctx.span,
             node=self._ctx.ref,
         )
-
-
-def _tool_specs(x: RunExecutor, tools: list[str]) -> list[dict[str, Any]]:
-    specs = []
-    for tool in tools:
-        adapter_name, _, action_name = tool.partition(".")
-        adapter = x.registry.get(adapter_name)
-        spec = adapter.actions.get(action_name) if adapter else None
-        if spec is None:
-            continue  # validated at StartRun; a server restarted with less offers less
-        specs.append(
-            {
-                "type": "function",
-                "function": {
-                    "name": tool_function_name(tool),
-                    "description": spec.summary,
-                    "parameters": dict(spec.params_schema),
-                },
-            }
-        )
-    return specs
 
 
 async def _guarded_call(
@@ -254,7 +213,7 @@ class _Conversation:
         if params.get("prompt"):
             self.messages.append({"role": "system", "content": self.hide(params["prompt"])})
         self.messages.append({"role": "user", "content": self.hide(params["task"])})
-        self.tools = _tool_specs(x, list(params.get("tools", [])))
+        self.tools = tool_specs(x, list(params.get("tools", [])))
         self.by_function = {tool_function_name(t): t for t in params.get("tools", [])}
         self.max_turns = int(params.get("max_turns") or gateway.max_turns)
         self.schema: dict[str, Any] | None = params.get("contract")
@@ -342,7 +301,7 @@ class _Conversation:
             resumed = held_first and i == 0
             if not resumed:
                 self.calls_made += 1  # a resumed call was counted before the takeover
-            result = await self._tool_call(call, calls[i + 1 :], resumed=resumed)
+            result = await run_tool_call(self, call, calls[i + 1 :], resumed=resumed)
             self.messages.append(
                 {"role": "tool", "tool_call_id": call.call_id, "content": self.hide(result)}
             )
@@ -382,112 +341,6 @@ class _Conversation:
         self.calls_made = int(context["calls_made"])
         self.totals = {k: int(v) for k, v in context["totals"].items()}
         self.repairing = bool(context.get("repairing"))
-
-    async def _tool_call(
-        self, call: ModelToolCall, rest: list[ModelToolCall], *, resumed: bool
-    ) -> str:
-        """Announce and run one tool call; returns the tool result the model reads.
-
-        The ToolCall event keeps the arguments as the model sent them
-        (placeholders); the action runs with them rehydrated. Model arguments
-        are never template-rendered. A destructive call waits at its own
-        confirmation gate first (`resumed`: a takeover found it waiting there,
-        announced already).
-
-        Nothing here fails the node: bad JSON, an unknown tool, schema errors,
-        action failures, sandbox refusals and rejected calls go back to the
-        model as the result.
-        """
-        x, ctx, by_function = self.x, self.ctx, self.by_function
-        tool = by_function.get(call.name, call.name.replace("__", ".", 1))
-        try:
-            args: Any = json.loads(call.arguments or "{}")
-        except ValueError as exc:
-            args, problem = {}, f"arguments are not JSON ({exc})"
-        else:
-            problem = "" if isinstance(args, dict) else "arguments must be a JSON object"
-            if problem:
-                args = {}
-        adapter_name, _, action_name = tool.partition(".")
-        summary = f"{tool}({', '.join(sorted(args))})" if args else tool
-        gated = False
-        if tool not in by_function.values():
-            problem = problem or (
-                f"unknown tool {call.name!r}; tools: {', '.join(sorted(by_function))}"
-            )
-        elif not problem:
-            adapter = x.registry.get(adapter_name)
-            real = self.reveal(args)
-            described = adapter.describe_destructive(action_name, real) if adapter else None
-            if described is not None and adapter is not None:
-                # The summary is an event: it shows the placeholders, not the secrets.
-                described = (
-                    adapter.describe_destructive(action_name, args) or f"{tool} (destructive)"
-                )
-            if described is not None:
-                summary = described
-                gated = x.confirm
-        if not resumed:
-            await x.emit(
-                "tool_call",
-                ev.ToolCall(
-                    tool_call_id=call.call_id,
-                    tool_name=tool,
-                    summary=summary[:200],
-                    arguments_json=canonical_json(args),
-                ),
-                span=ctx.span,
-                node=ctx.ref,
-            )
-        if problem:
-            return f"Error: {problem}. Fix the arguments and call again."
-        if gated:
-            n = x.state.nodes[ctx.ref.node_id]
-            held = HeldCall(
-                n.tool_gate_open if resumed else len(n.tool_gates) + 1,
-                call.call_id,
-                "" if resumed else self.snapshot(call, rest),
-            )
-            decision = await hold_gate(
-                x,
-                ctx.ref,
-                run_service_pb2.GATE_KIND_CONFIRMATION,
-                summary,
-                None,
-                details=ev.AwaitingConfirmation(
-                    action_summary=summary[:200],
-                    adapter=adapter_name,
-                    action=action_name,
-                    params_json=canonical_json(args),
-                    tool_call_id=call.call_id,
-                ),
-                span=ctx.span,
-                call=held,
-            )
-            if decision.decision != ev.GATE_DECISION_APPROVED:
-                why = f": {decision.comment}" if decision.comment else ""
-                return (
-                    f"Error: {decision_word(decision).lower()} by {decision.principal}{why}. "
-                    "The call did not run; do not call it again, do something else."
-                )
-        with x.tracer.start_as_current_span(
-            f"execute_tool {tool}",
-            attributes={
-                telemetry.GEN_AI_OPERATION: "execute_tool",
-                telemetry.GEN_AI_TOOL_NAME: tool,
-                telemetry.GEN_AI_TOOL_CALL_ID: call.call_id,
-            },
-        ) as span:
-            outcome = await self.run_tool(
-                adapter_name, action_name, self.reveal(args), self.deadline
-            )
-            if not outcome.ok and outcome.error is not None:
-                span.set_status(trace.Status(trace.StatusCode.ERROR, outcome.error.reason))
-        if outcome.ok:
-            return _cut(canonical_json(outcome.output), self.gateway.tool_result_bytes)
-        err = outcome.error
-        detail = f"{err.reason}: {err.message}" if err is not None else "failed"
-        return f"Error: {detail}. Fix the arguments and call again."
 
     async def _call(self, route: ModelRoute) -> ModelTurn | ModelCallFailed:
         """One model call inside its `chat {model}` CLIENT span (GenAI conventions)."""
@@ -601,11 +454,11 @@ async def run_ai(
             provider, model = route.provider, route.model
         output: dict[str, Any] = {"provider": provider, "model": model}
         return await _review(x, ctx, node, schema, held, output, None)
-    context = await _held_context(x, node, ctx, held_call) if held_call else None
+    context = await held_context(x, node, ctx, held_call) if held_call else None
     if gateway is None or gateway.problems(ai.provider, ai.model, embedding=embedding):
         # Validated at StartRun: this server (a takeover) lacks what the starting one had.
         if held_call:
-            await _abandon_held(x, ctx, held_call, "this server cannot serve the node's provider")
+            await abandon_held(x, ctx, held_call, "this server cannot serve the node's provider")
         return _failure(
             "ADAPTER_DISABLED",
             f"provider {ai.provider or '(default)'} is not configured on this server",
@@ -614,7 +467,7 @@ async def run_ai(
     if held_call and (context is None or context.get("hidden")):
         # Nothing to go on from (or secrets this server cannot put back): the
         # held call is dropped and the model asked again from the start.
-        await _abandon_held(
+        await abandon_held(
             x, ctx, held_call, "the server holding this call stopped; the model is asked again"
         )
         held_call, context = 0, None
@@ -710,43 +563,6 @@ async def run_ai(
         )
         return await _review(x, ctx, node, schema, held, output, details)
     return True, output, None
-
-
-async def _held_context(
-    x: RunExecutor, node: flow_pb2.Node, ctx: AttemptContext, call_index: int
-) -> dict[str, Any] | None:
-    """The conversation a held tool call's gate recorded, or None when it cannot be read."""
-    text = await x.gates.call_context(x.run_id, node.id, ctx.ref.iteration, call_index)
-    try:
-        context = json.loads(text) if text else None
-    except ValueError:
-        return None
-    return context if isinstance(context, dict) and context.get("calls") else None
-
-
-async def _abandon_held(x: RunExecutor, ctx: AttemptContext, call_index: int, why: str) -> None:
-    """Close a held tool call's gate that cannot be gone on from (decided by `system` unless
-    a person was first), so it is not listed as pending for ever."""
-    n = x.state.nodes[ctx.ref.node_id]
-    standing = await x.gates.decide_gate(
-        x.run_id,
-        ctx.ref.node_id,
-        ctx.ref.iteration,
-        run_service_pb2.GATE_KIND_CONFIRMATION,
-        Decision(ev.GATE_DECISION_CANCELLED, SYSTEM, why),
-        call_index=call_index,
-    )
-    await x.emit(
-        "confirmation_resolved",
-        ev.ConfirmationResolved(
-            decision=standing.decision,
-            principal=standing.principal,
-            comment=standing.comment,
-            tool_call_id=n.tool_gates[call_index - 1],
-        ),
-        span=ctx.span,
-        node=ctx.ref,
-    )
 
 
 async def _embed(
