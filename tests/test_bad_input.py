@@ -345,3 +345,21 @@ async def test_request_bytes_that_do_not_parse_are_invalid_with_their_field(
         run_service_pb2.ValidateFlowRequest(flow=_flow(util_node("a", "set", value=1)))
     )
     assert ok.node_count == 1
+
+
+async def test_confirm_action_rejects_a_bad_tool_call_id_with_its_field(harness: Harness) -> None:
+    run = (
+        await harness.stub.StartRun(
+            run_service_pb2.StartRunRequest(flow=_flow(util_node("a", "set", value=1)))
+        )
+    ).run
+    for bad in ("c" * 257, "call\x00"):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await harness.stub.ConfirmAction(
+                run_service_pb2.ConfirmActionRequest(
+                    run_id=run.run_id, node_id="a", approve=True, tool_call_id=bad
+                )
+            )
+        assert caught.value.code() == INVALID
+        assert _violations(caught.value) == ["tool_call_id"]
+    await harness.events(run.run_id)

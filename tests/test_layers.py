@@ -30,6 +30,7 @@ PUBLIC: dict[str, list[str]] = {
         "EngineSettings",
         "GateStore",
         "Graph",
+        "HeldCall",
         "Journal",
         "JournalFailed",
         "LeaseLost",

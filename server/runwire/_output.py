@@ -96,6 +96,8 @@ def run_lines(run: run_service_pb2.Run, *, wide: bool) -> str:
         which = gate.node_id
         if gate.HasField("item_index"):
             which += f" --item {gate.item_index}"
+        if gate.tool_call_id:
+            which += f" --tool-call {gate.tool_call_id}"
         lines.append(f"waiting:  {which} ({kind}) {gate.message}")
     if run.HasField("error"):
         lines.append(f"error:    {run.error.reason}: {run.error.message}")

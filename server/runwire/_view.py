@@ -234,9 +234,11 @@ class RunView:
         elif case == "sandbox_violation":
             visit.latest = f"sandbox: {e.sandbox_violation.detail}"
         elif case == "awaiting_confirmation":
+            confirm = e.awaiting_confirmation
+            call = f" --tool-call {confirm.tool_call_id}" if confirm.tool_call_id else ""
             self.gates[e.node_id] = (
-                f"⚠ {e.node_id} waits for confirmation: {e.awaiting_confirmation.action_summary}"
-                f" — runwire confirm|reject {self.run_id} {e.node_id}"
+                f"⚠ {e.node_id} waits for confirmation: {confirm.action_summary}"
+                f" — runwire confirm|reject {self.run_id} {e.node_id}{call}"
             )
             visit.latest = "awaiting confirmation"
         elif case == "approval_requested":

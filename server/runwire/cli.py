@@ -305,11 +305,15 @@ def _decide(args: argparse.Namespace) -> int:
         request = request_type(
             run_id=args.run_id, node_id=args.node_id, approve=approve, comment=args.comment
         )
-        if item is not None and isinstance(request, run_service_pb2.ConfirmActionRequest):
-            request.item_index = item
+        if isinstance(request, run_service_pb2.ConfirmActionRequest):
+            if item is not None:
+                request.item_index = item
+            request.tool_call_id = args.tool_call
         run = method(request, metadata=md).run
     word = "approved" if approve else "rejected"
     which = args.node_id if item is None else f"{args.node_id}[{item}]"
+    if args.tool_call:
+        which += f" tool call {args.tool_call}"
     _print_run(run, args, f"{args.run_id} {which}: {word}; run is {status_name(run.status)}")
     return 0
 
@@ -608,6 +612,12 @@ def _parser() -> argparse.ArgumentParser:
             default=None,
             metavar="N",
             help="the item of a fan-out node whose gate to resolve (its item_index)",
+        )
+        p.add_argument(
+            "--tool-call",
+            default="",
+            metavar="ID",
+            help="the AI node's held tool call to resolve (its tool_call_id); default: the pending one",
         )
         p.set_defaults(func=_decide)
 

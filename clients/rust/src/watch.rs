@@ -255,7 +255,8 @@ where
                 return None;
             }
             let Some(stream) = self.stream.as_mut() else {
-                let request = WatchRunRequest { run_id: self.run_id.clone(), after_seq: self.last_seq };
+                let request =
+                    WatchRunRequest { run_id: self.run_id.clone(), after_seq: self.last_seq, ..Default::default() };
                 match self.client.watch_run(request).await {
                     // Only a response counts as the outage being over, as in
                     // every client: a server that accepts calls and fails

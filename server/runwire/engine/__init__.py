@@ -17,6 +17,7 @@ from runwire.engine._orchestrator import EngineSettings, RunExecutor, RunPlan
 from runwire.engine._ports import (
     Decision,
     GateStore,
+    HeldCall,
     Journal,
     JournalFailed,
     LeaseLost,
@@ -48,6 +49,7 @@ __all__ = [
     "EngineSettings",
     "GateStore",
     "Graph",
+    "HeldCall",
     "Journal",
     "JournalFailed",
     "LeaseLost",

@@ -17,8 +17,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 from google.protobuf import json_format
@@ -26,6 +25,14 @@ from google.protobuf.duration_pb2 import Duration
 from opentelemetry import trace
 
 from runwire import telemetry
+from runwire.engine._ai_tools import (
+    RunTool,
+    abandon_held,
+    held_context,
+    run_tool_call,
+    tool_function_name,
+    tool_specs,
+)
 from runwire.engine._gates import decision_word, hold_gate
 from runwire.engine._ports import (
     Decision,
@@ -33,6 +40,7 @@ from runwire.engine._ports import (
     ModelCallFailed,
     ModelGateway,
     ModelRoute,
+    ModelToolCall,
     ModelTurn,
 )
 from runwire.engine._sanitize import Sanitizer
@@ -53,7 +61,6 @@ __all__ = [
     "pointer_value",
     "render_ai_params",
     "run_ai",
-    "tool_function_name",
 ]
 
 _FLUSH_BYTES = 512
@@ -61,23 +68,7 @@ _FLUSH_SECONDS = 0.02
 _PREVIEW_CHARS = 512
 
 
-class ActionOutcome(Protocol):
-    """What running an action through the attempt's action path returns."""
-
-    ok: bool
-    output: Any
-    error: ev.ErrorSummary | None
-
-
-RunTool = Callable[[str, str, dict[str, Any], float], Awaitable[ActionOutcome]]
-"""(adapter, action, params, deadline) -> the action's outcome."""
-
 AiResult = tuple[bool, Any, ev.ErrorSummary | None]
-
-
-def tool_function_name(tool: str) -> str:
-    """`fs.read-file` -> `fs__read-file`: function names allow no dots."""
-    return tool.replace(".", "__", 1)
 
 
 def _operation(node: flow_pb2.Node) -> str:
@@ -122,15 +113,6 @@ def ai_unavailable(x: RunExecutor, node: flow_pb2.Node) -> str | None:
     return None
 
 
-def _cut(text: str, limit: int) -> str:
-    """`text` within `limit` UTF-8 bytes, marked when cut (limits.tool_result_bytes)."""
-    data = text.encode()
-    if len(data) <= limit:
-        return text
-    head = data[:limit].decode(errors="ignore")
-    return f"{head}\n[truncated: {len(data) - len(head.encode())} more bytes]"
-
-
 def _failure(reason: str, message: str) -> AiResult:
     return False, None, ev.ErrorSummary(reason=reason, message=message)
 
@@ -172,27 +154,6 @@ class _Tokens:
             span=self._ctx.span,
             node=self._ctx.ref,
         )
-
-
-def _tool_specs(x: RunExecutor, tools: list[str]) -> list[dict[str, Any]]:
-    specs = []
-    for tool in tools:
-        adapter_name, _, action_name = tool.partition(".")
-        adapter = x.registry.get(adapter_name)
-        spec = adapter.actions.get(action_name) if adapter else None
-        if spec is None:
-            continue  # validated at StartRun; a server restarted with less offers less
-        specs.append(
-            {
-                "type": "function",
-                "function": {
-                    "name": tool_function_name(tool),
-                    "description": spec.summary,
-                    "parameters": dict(spec.params_schema),
-                },
-            }
-        )
-    return specs
 
 
 async def _guarded_call(
@@ -252,7 +213,7 @@ class _Conversation:
         if params.get("prompt"):
             self.messages.append({"role": "system", "content": self.hide(params["prompt"])})
         self.messages.append({"role": "user", "content": self.hide(params["task"])})
-        self.tools = _tool_specs(x, list(params.get("tools", [])))
+        self.tools = tool_specs(x, list(params.get("tools", [])))
         self.by_function = {tool_function_name(t): t for t in params.get("tools", [])}
         self.max_turns = int(params.get("max_turns") or gateway.max_turns)
         self.schema: dict[str, Any] | None = params.get("contract")
@@ -261,6 +222,8 @@ class _Conversation:
         self.totals = {"input_tokens": 0, "output_tokens": 0, "cost_micros": 0}
         self.calls_made = 0
         self.turn_no = 0
+        self.resumed_calls: list[ModelToolCall] = []
+        self.repairing = False  # in the one repair turn (its answer is final)
 
     def hide(self, text: str) -> str:
         """Outgoing text as it may cross the boundary."""
@@ -276,6 +239,12 @@ class _Conversation:
     async def answer(self, extra_turns: int = 0) -> ModelTurn | AiResult:
         """Turns until one without tool calls (the answer), or the attempt's failure."""
         route = self.route
+        if self.resumed_calls:
+            # A takeover found a tool call held at its gate: the turn goes on from there.
+            calls, self.resumed_calls = self.resumed_calls, []
+            failed = await self._run_calls(calls, held_first=True)
+            if failed is not None:
+                return failed
         while True:
             self.turn_no += 1
             if self.turn_no > self.max_turns + extra_turns:
@@ -322,18 +291,56 @@ class _Conversation:
                     ],
                 }
             )
-            for call in turn.tool_calls:
-                self.calls_made += 1
-                result = await _tool_call(
-                    self.x, self.ctx, call.call_id, call.name, call.arguments,
-                    self.by_function, self.run_tool, self.deadline, self.reveal,
-                    self.gateway.tool_result_bytes,
-                )  # fmt: skip
-                self.messages.append(
-                    {"role": "tool", "tool_call_id": call.call_id, "content": self.hide(result)}
-                )
-                if self.x.cancelled.is_set():
-                    return _failure("CANCELLED", "run cancelled during a tool call")
+            failed = await self._run_calls(list(turn.tool_calls), held_first=False)
+            if failed is not None:
+                return failed
+
+    async def _run_calls(self, calls: list[ModelToolCall], *, held_first: bool) -> AiResult | None:
+        """Run a turn's tool calls in the model's order, feeding each result back."""
+        for i, call in enumerate(calls):
+            resumed = held_first and i == 0
+            if not resumed:
+                self.calls_made += 1  # a resumed call was counted before the takeover
+            result = await run_tool_call(self, call, calls[i + 1 :], resumed=resumed)
+            self.messages.append(
+                {"role": "tool", "tool_call_id": call.call_id, "content": self.hide(result)}
+            )
+            if self.x.cancelled.is_set():
+                return _failure("CANCELLED", "run cancelled during a tool call")
+        return None
+
+    def snapshot(self, call: ModelToolCall, rest: list[ModelToolCall]) -> str:
+        """What a takeover needs to go on from `call` without asking the model again.
+
+        Only what already crossed the boundary (placeholders, never secrets);
+        `hidden` says whether the sanitizer hid anything, which a new server
+        could not put back.
+        """
+        return canonical_json(
+            {
+                "messages": self.messages,
+                "calls": [
+                    {"id": c.call_id, "name": c.name, "arguments": c.arguments}
+                    for c in [call, *rest]
+                ],
+                "turn": self.turn_no,
+                "calls_made": self.calls_made,
+                "totals": self.totals,
+                "repairing": self.repairing,
+                "hidden": bool(self.sanitizer and self.sanitizer.hidden()),
+            }
+        )
+
+    def restore(self, context: dict[str, Any]) -> None:
+        """Continue the conversation a held tool call's gate recorded (see `snapshot`)."""
+        self.messages = list(context["messages"])
+        self.resumed_calls = [
+            ModelToolCall(c["id"], c["name"], c["arguments"]) for c in context["calls"]
+        ]
+        self.turn_no = int(context["turn"])
+        self.calls_made = int(context["calls_made"])
+        self.totals = {k: int(v) for k, v in context["totals"].items()}
+        self.repairing = bool(context.get("repairing"))
 
     async def _call(self, route: ModelRoute) -> ModelTurn | ModelCallFailed:
         """One model call inside its `chat {model}` CLIENT span (GenAI conventions)."""
@@ -421,11 +428,15 @@ async def run_ai(
     *,
     deadline: float,
     at_review: bool = False,
+    held_call: int = 0,
 ) -> AiResult:
     """Run one attempt of an AI node; returns (ok, output, error).
 
     `at_review`: a takeover found this attempt's answer held at its review
-    gate; it waits there again and calls no model.
+    gate; it waits there again and calls no model. `held_call`: a takeover
+    found this attempt's tool call number `held_call` waiting at its gate; it
+    waits there again and the turn goes on from there, without asking the
+    model again for the turn it is in.
     """
     ai = node.ai
     operation = params.get("operation", "generate")
@@ -443,26 +454,37 @@ async def run_ai(
             provider, model = route.provider, route.model
         output: dict[str, Any] = {"provider": provider, "model": model}
         return await _review(x, ctx, node, schema, held, output, None)
+    context = await held_context(x, node, ctx, held_call) if held_call else None
     if gateway is None or gateway.problems(ai.provider, ai.model, embedding=embedding):
         # Validated at StartRun: this server (a takeover) lacks what the starting one had.
+        if held_call:
+            await abandon_held(x, ctx, held_call, "this server cannot serve the node's provider")
         return _failure(
             "ADAPTER_DISABLED",
             f"provider {ai.provider or '(default)'} is not configured on this server",
         )
     route = gateway.route(ai.provider, ai.model, embedding=embedding)
-    await x.emit(
-        "ai_routing_decision",
-        ev.AiRoutingDecision(
-            requested_model=ai.model,
-            provider=route.provider,
-            model=route.model,
-            reason=route.reason,
-            route=ev.AI_ROUTE_MODEL,
-            contract_version=version,
-        ),
-        span=ctx.span,
-        node=ctx.ref,
-    )
+    if held_call and (context is None or context.get("hidden")):
+        # Nothing to go on from (or secrets this server cannot put back): the
+        # held call is dropped and the model asked again from the start.
+        await abandon_held(
+            x, ctx, held_call, "the server holding this call stopped; the model is asked again"
+        )
+        held_call, context = 0, None
+    if not held_call:
+        await x.emit(
+            "ai_routing_decision",
+            ev.AiRoutingDecision(
+                requested_model=ai.model,
+                provider=route.provider,
+                model=route.model,
+                reason=route.reason,
+                route=ev.AI_ROUTE_MODEL,
+                contract_version=version,
+            ),
+            span=ctx.span,
+            node=ctx.ref,
+        )
     if embedding:
         return await _embed(x, ctx, gateway, route, params["task"], deadline)
     if operation == "classify":
@@ -474,7 +496,9 @@ async def run_ai(
         prompt = params.get("prompt") or ""
         params = {**params, "prompt": f"{prompt}\n\n{instruction}".strip(), "contract": schema}
     talk = _Conversation(x, ctx, gateway, route, params, run_tool, deadline, version)
-    answer = await talk.answer()
+    if context is not None:
+        talk.restore(context)
+    answer = await talk.answer(extra_turns=1 if talk.repairing else 0)
     if not isinstance(answer, ModelTurn):
         return answer
     if schema is None and not ai.HasField("review_policy"):
@@ -482,8 +506,9 @@ async def run_ai(
     if answer.finish_reason == "length":
         return _failure("AI_LENGTH", f"{talk.who()} hit its output limit before the answer ended")
     parsed, violations = _judge(schema, talk.reveal(answer.text))
-    if violations:
+    if violations and not talk.repairing:
         # One repair turn: the model sees what it broke and answers again.
+        talk.repairing = True
         talk.messages.append({"role": "assistant", "content": answer.text})
         talk.messages.append(
             {
@@ -794,83 +819,3 @@ async def _review(
         output,
         ev.ErrorSummary(reason=reason, message=f"review {word.lower()} by {decision.principal}"),
     )
-
-
-async def _tool_call(
-    x: RunExecutor,
-    ctx: AttemptContext,
-    call_id: str,
-    function: str,
-    arguments: str,
-    by_function: dict[str, str],
-    run_tool: RunTool,
-    deadline: float,
-    reveal: Callable[[Any], Any],
-    limit: int,
-) -> str:
-    """Announce and run one tool call; returns the tool result the model reads.
-
-    The ToolCall event keeps the arguments as the model sent them
-    (placeholders); the action runs with them rehydrated. Model arguments are
-    never template-rendered.
-
-    Nothing here fails the node: bad JSON, an unknown tool, schema errors,
-    action failures and sandbox refusals go back to the model as the result.
-    """
-    tool = by_function.get(function, function.replace("__", ".", 1))
-    try:
-        args: Any = json.loads(arguments or "{}")
-    except ValueError as exc:
-        args, problem = {}, f"arguments are not JSON ({exc})"
-    else:
-        problem = "" if isinstance(args, dict) else "arguments must be a JSON object"
-        if problem:
-            args = {}
-    adapter_name, _, action_name = tool.partition(".")
-    summary = f"{tool}({', '.join(sorted(args))})" if args else tool
-    if tool not in by_function.values():
-        problem = problem or f"unknown tool {function!r}; tools: {', '.join(sorted(by_function))}"
-    elif not problem:
-        adapter = x.registry.get(adapter_name)
-        real = reveal(args)
-        described = adapter.describe_destructive(action_name, real) if adapter else None
-        if described is not None and adapter is not None:
-            # The summary is an event: it shows the placeholders, not the secrets.
-            described = adapter.describe_destructive(action_name, args) or f"{tool} (destructive)"
-        if described is not None:
-            summary = described
-            if x.confirm:
-                # Several confirmation gates per visit are not built yet: refuse, safely.
-                problem = (
-                    f"{described}: destructive tool calls need a confirmation gate, "
-                    "which this server does not open for tool calls; do something else"
-                )
-    await x.emit(
-        "tool_call",
-        ev.ToolCall(
-            tool_call_id=call_id,
-            tool_name=tool,
-            summary=summary[:200],
-            arguments_json=canonical_json(args),
-        ),
-        span=ctx.span,
-        node=ctx.ref,
-    )
-    if problem:
-        return f"Error: {problem}. Fix the arguments and call again."
-    with x.tracer.start_as_current_span(
-        f"execute_tool {tool}",
-        attributes={
-            telemetry.GEN_AI_OPERATION: "execute_tool",
-            telemetry.GEN_AI_TOOL_NAME: tool,
-            telemetry.GEN_AI_TOOL_CALL_ID: call_id,
-        },
-    ) as span:
-        outcome = await run_tool(adapter_name, action_name, reveal(args), deadline)
-        if not outcome.ok and outcome.error is not None:
-            span.set_status(trace.Status(trace.StatusCode.ERROR, outcome.error.reason))
-    if outcome.ok:
-        return _cut(canonical_json(outcome.output), limit)
-    err = outcome.error
-    detail = f"{err.reason}: {err.message}" if err is not None else "failed"
-    return f"Error: {detail}. Fix the arguments and call again."

@@ -73,12 +73,14 @@ class _Where:
     next_attempt: int = 0
     gate_span: SpanIds | None = None
     at_review: bool = False  # an AI answer is held (or was just decided) at a review gate
+    at_tool_gate: int = 0  # the call_index of an AI tool call held at its gate (0: none)
 
     @classmethod
     def of(cls, n: NodeState | ItemState) -> _Where:
         review = run_service_pb2.GATE_KIND_REVIEW
         at_review = n.attempt_open and (n.gate == review or n.decided_kind == review)
-        return cls(n.attempt, n.attempt_open, n.next_attempt, n.gate_span, at_review)
+        held = n.tool_gate_open if isinstance(n, NodeState) and n.attempt_open else 0
+        return cls(n.attempt, n.attempt_open, n.next_attempt, n.gate_span, at_review, held)
 
 
 @dataclass
@@ -219,9 +221,13 @@ async def _attempts(
     )
     approval = node.WhichOneof("kind") == "approval"
     first = where.attempt or 1
-    if where.attempt and where.attempt_open and not (approval or where.at_review):
+    if (
+        where.attempt
+        and where.attempt_open
+        and not (approval or where.at_review or where.at_tool_gate)
+    ):
         # The previous owner died mid-attempt: close it, then run it again. (An
-        # approval or a held AI answer waits at its gate again instead.)
+        # approval, a held AI answer or a held tool call waits at its gate again instead.)
         ref = ref_of(where.attempt)
         first = where.attempt + 1
         max_attempts = max(max_attempts, first)
@@ -350,6 +356,7 @@ async def _attempt(
                 ),
                 deadline=time.monotonic() + limit,
                 at_review=resumed and where.at_review,
+                held_call=where.at_tool_gate if resumed else 0,
             )
             outcome = _Outcome(ok, output, error)
         else:

@@ -63,11 +63,16 @@ class Engine:
         kind: int,
         decision: Decision,
         item_index: int | None = None,
+        *,
+        iteration: int,
+        call_index: int | None = None,
     ) -> None:
-        """Hand a gate decision to a local run's waiting node (or fan-out item), if any."""
+        """Hand a gate decision to a local run's waiting node (fan-out item, tool call), if any."""
         entry = self._runs.get(run_id)
         if entry is not None:
-            entry[0].deliver_gate(node_id, kind, decision, item_index)
+            entry[0].deliver_gate(
+                node_id, kind, decision, item_index, iteration=iteration, call_index=call_index
+            )
 
     def task_of(self, run_id: str) -> asyncio.Task[None] | None:
         """The task executing a local run, if any."""

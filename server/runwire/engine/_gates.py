@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from runwire.engine._events import NodeRef, SpanIds
-from runwire.engine._ports import Decision
+from runwire.engine._ports import Decision, HeldCall
 from runwire.engine._run_state import ItemState
 from runwire.v1 import events_pb2 as ev
 from runwire.v1 import run_service_pb2
@@ -26,7 +26,7 @@ from runwire.v1 import run_service_pb2
 if TYPE_CHECKING:
     from runwire.engine._orchestrator import RunExecutor
 
-__all__ = ["SYSTEM", "decision_word", "hold_gate"]
+__all__ = ["SYSTEM", "GateKey", "decision_word", "gate_key", "hold_gate"]
 
 _VARIANTS: dict[int, tuple[str, str]] = {
     run_service_pb2.GATE_KIND_CONFIRMATION: ("awaiting_confirmation", "confirmation_resolved"),
@@ -35,6 +35,17 @@ _VARIANTS: dict[int, tuple[str, str]] = {
 }
 
 SYSTEM = "system"
+
+GateKey = tuple[str, int, int, int | None, int | None]
+"""(node_id, iteration, kind, item_index, call_index): one gate of a run."""
+
+
+def gate_key(
+    node_id: str, iteration: int, kind: int, item_index: int | None, call: HeldCall | int | None
+) -> GateKey:
+    """The key a waiting gate is found by when its decision arrives."""
+    call_index = call.call_index if isinstance(call, HeldCall) else call
+    return (node_id, iteration, kind, item_index, call_index)
 
 
 def decision_word(decision: Decision) -> str:
@@ -52,35 +63,53 @@ async def hold_gate(
     details: Message,
     span: SpanIds | None = None,
     review_output: Callable[[Decision], str] | None = None,
+    call: HeldCall | None = None,
 ) -> Decision:
     """Open the gate of this visit (or continue the one a takeover found) and return its decision.
 
     For a review gate, `review_output` gives the answer that stands after a
-    decision (canonical JSON), which AiReviewResolved records.
+    decision (canonical JSON), which AiReviewResolved records. `call` names a
+    model's tool call held at its own confirmation gate: a visit may hold
+    several, and each is decided on its own.
     """
     n = x.state.nodes[ref.node_id]
     # A fan-out item's gate is its own: several per node visit.
     node = n if ref.item_index is None else n.items.get(ref.item_index, ItemState())
-    if node.decided_kind == kind and node.decision is not None:
-        return node.decision  # decided and recorded before a takeover
+    if call is not None:
+        decided = n.tool_decisions.get(call.call_index)
+        if decided is not None:
+            return decided  # this call's gate was decided and recorded before a takeover
+        announced = n.tool_gate_open == call.call_index
+    else:
+        if node.decided_kind == kind and node.decision is not None:
+            return node.decision  # decided and recorded before a takeover
+        announced = node.gate == kind
     confirmation = kind == run_service_pb2.GATE_KIND_CONFIRMATION
     opened, closed = _VARIANTS[kind]
     expire = datetime.now(UTC) + timedelta(seconds=expires_in) if expires_in else None
     waiter: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-    key = (ref.node_id, kind, ref.item_index)
+    key = gate_key(ref.node_id, ref.iteration, kind, ref.item_index, call)
     x.gate_waiters[key] = waiter
     try:
         standing = await x.gates.open_gate(
-            x.run_id, ref.node_id, ref.iteration, kind, message, expire, item_index=ref.item_index
+            x.run_id,
+            ref.node_id,
+            ref.iteration,
+            kind,
+            message,
+            expire,
+            item_index=ref.item_index,
+            call=call,
+            renew=call is not None and not announced,
         )
-        if node.gate != kind:
+        if not announced:
             if isinstance(details, ev.ApprovalRequested) and expire is not None:
                 ts = Timestamp()
                 ts.FromDatetime(expire)
                 details.expire_time.CopyFrom(ts)
             await x.emit(opened, details, node=ref, span=span)
         if standing is None:
-            standing = await _wait(x, ref, kind, waiter, expires_in)
+            standing = await _wait(x, ref, kind, waiter, expires_in, call)
     finally:
         x.gate_waiters.pop(key, None)
     resolved: Any
@@ -88,7 +117,7 @@ async def hold_gate(
         standing_output = review_output(standing) if review_output else "null"
         resolved = ev.AiReviewResolved(output_json=standing_output)
     elif confirmation:
-        resolved = ev.ConfirmationResolved()
+        resolved = ev.ConfirmationResolved(tool_call_id=call.tool_call_id if call else "")
     else:
         resolved = ev.ApprovalResolved()
     resolved.decision = standing.decision
@@ -104,6 +133,7 @@ async def _wait(
     kind: int,
     waiter: asyncio.Future[Decision],
     expires_in: float | None,
+    call: HeldCall | None,
 ) -> Decision:
     cancelled = asyncio.ensure_future(x.cancelled.wait())
     try:
@@ -119,5 +149,11 @@ async def _wait(
     else:
         mine = Decision(ev.GATE_DECISION_EXPIRED, SYSTEM, "timed out")
     return await x.gates.decide_gate(
-        x.run_id, ref.node_id, ref.iteration, kind, mine, item_index=ref.item_index
+        x.run_id,
+        ref.node_id,
+        ref.iteration,
+        kind,
+        mine,
+        item_index=ref.item_index,
+        call_index=call.call_index if call else None,
     )

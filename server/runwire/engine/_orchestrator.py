@@ -31,7 +31,7 @@ from runwire.adapters import Registry
 from runwire.engine._attempts import duration_of, run_visit
 from runwire.engine._events import NodeRef, SpanIds, new_event
 from runwire.engine._fan_out import run_fan_out
-from runwire.engine._gates import SYSTEM
+from runwire.engine._gates import SYSTEM, GateKey, gate_key
 from runwire.engine._ports import (
     Decision,
     GateStore,
@@ -114,7 +114,7 @@ class RunExecutor:
         self.state = RunState(plan.run_id, plan.graph)
         self.cancelled = asyncio.Event()
         # (node_id, GATE_KIND_*, item_index or None) -> the visit or item waiting on it
-        self.gate_waiters: dict[tuple[str, int, int | None], asyncio.Future[Decision]] = {}
+        self.gate_waiters: dict[GateKey, asyncio.Future[Decision]] = {}
         self.inner: dict[NodeRef, asyncio.Task[Any]] = {}  # adapter calls, cancelled on cancel
         flow_settings = self.graph.flow.settings
         self.flow_retry_policy = flow_settings.default_retry_policy
@@ -240,10 +240,22 @@ class RunExecutor:
         self._wake.set()
 
     def deliver_gate(
-        self, node_id: str, kind: int, decision: Decision, item_index: int | None = None
+        self,
+        node_id: str,
+        kind: int,
+        decision: Decision,
+        item_index: int | None = None,
+        *,
+        iteration: int,
+        call_index: int | None = None,
     ) -> None:
-        """Hand a gate decision made through the API to the node (or item) waiting on it."""
-        waiter = self.gate_waiters.get((node_id, kind, item_index))
+        """Hand a gate decision made through the API to the node (item, tool call) waiting on it.
+
+        A decision reaches only the gate it was made on: the visit's
+        iteration and the held tool call are part of the key, so an earlier
+        call's or visit's decision never resolves a later one.
+        """
+        waiter = self.gate_waiters.get(gate_key(node_id, iteration, kind, item_index, call_index))
         if waiter is not None and not waiter.done():
             waiter.set_result(decision)
 

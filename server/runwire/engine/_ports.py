@@ -12,6 +12,7 @@ from runwire.v1 import events_pb2
 __all__ = [
     "Decision",
     "GateStore",
+    "HeldCall",
     "Journal",
     "JournalFailed",
     "LeaseLost",
@@ -96,6 +97,20 @@ class Decision:
     output_json: str = ""
 
 
+@dataclass(frozen=True)
+class HeldCall:
+    """A model's tool call held at its own confirmation gate (an AI visit may hold several).
+
+    `call_index` counts the visit's held calls from 1, as the run state folds
+    them; `context_json` is what the engine needs to go on after the decision
+    on another server without asking the model again.
+    """
+
+    call_index: int
+    tool_call_id: str
+    context_json: str = ""
+
+
 class GateStore(Protocol):
     """Durable gate state, so a run waiting at a gate survives a restart."""
 
@@ -109,13 +124,21 @@ class GateStore(Protocol):
         expire_time: datetime | None,
         *,
         item_index: int | None = None,
+        call: HeldCall | None = None,
+        renew: bool = False,
     ) -> Decision | None:
         """Record a pending gate (idempotent); returns the decision if it was already made.
 
-        `item_index` names a fan-out item's own gate (None: the node's).
+        `item_index` names a fan-out item's own gate (None: the node's);
+        `call` a held tool call's. `renew` (a call's gate not announced yet)
+        replaces what a dead server left under the same key: it held another call.
 
         Raises LeaseLost when this server no longer owns the run.
         """
+        ...
+
+    async def call_context(self, run_id: str, node_id: str, iteration: int, call_index: int) -> str:
+        """The `context_json` a held tool call's gate was opened with; "" when unknown."""
         ...
 
     async def decide_gate(
@@ -127,8 +150,11 @@ class GateStore(Protocol):
         decision: Decision,
         *,
         item_index: int | None = None,
+        call_index: int | None = None,
     ) -> Decision:
         """Decide a pending gate; the first decision stands and is returned.
+
+        `call_index` names a held tool call's gate.
 
         Raises LeaseLost when this server no longer owns the run.
         """

@@ -111,6 +111,11 @@ class NodeState:
     decision: Decision | None = None  # how this visit's gate was decided
     decided_kind: int = 0
     held_json: str = ""  # the answer an open review gate holds (AiReviewRequired)
+    # An AI visit's held tool calls: their ids by call_index - 1 (announced
+    # order), the one waiting now (its call_index; 0: none) and the decisions.
+    tool_gates: list[str] = field(default_factory=list)
+    tool_gate_open: int = 0
+    tool_decisions: dict[int, Decision] = field(default_factory=dict)
     output_json: str = "null"  # of the last success, as NodeSucceeded recorded it
     params_json: str = ""  # rendered params of this visit, as its first event recorded them
     waiting: int = 0  # forward in-edges whose source has not finished
@@ -442,6 +447,7 @@ class RunState:
             n.gate_span = n.decision = None
             n.params_json = n.held_json = ""
             n.items = {}
+            n.tool_gates, n.tool_gate_open, n.tool_decisions = [], 0, {}
         return n
 
     # -- handlers, one per variant that changes the state -----------------------
@@ -493,6 +499,12 @@ class RunState:
 
     def _gate_opened(self, e: ev.RunEvent) -> None:
         n = self._open_visit(e)
+        if e.HasField("awaiting_confirmation") and e.awaiting_confirmation.tool_call_id:
+            # A model's tool call waits: the node's own gate and params are untouched.
+            n.tool_gates.append(e.awaiting_confirmation.tool_call_id)
+            n.tool_gate_open = len(n.tool_gates)
+            n.gate_span = SpanIds(e.trace_id, e.span_id)
+            return
         n.gate = _GATE_KINDS[e.WhichOneof("event") or ""]
         if e.HasField("ai_review_required"):
             n.held_json = e.ai_review_required.output_json
@@ -505,6 +517,11 @@ class RunState:
         n = self.nodes[e.node_id]
         case = e.WhichOneof("event") or ""
         r: Any = getattr(e, case)
+        if case == "confirmation_resolved" and r.tool_call_id:
+            if n.tool_gate_open:
+                n.tool_decisions[n.tool_gate_open] = Decision(r.decision, r.principal, r.comment)
+                n.tool_gate_open = 0
+            return
         n.decided_kind = n.gate or _GATE_KINDS[case]
         n.gate = 0
         edited = r.output_json if case == "ai_review_resolved" else ""

@@ -87,6 +87,10 @@ class Sanitizer:
             text = pattern.sub(swap, text)
         return text
 
+    def hidden(self) -> bool:
+        """Whether anything was hidden so far (placeholders only this map can put back)."""
+        return bool(self._secret)
+
     def reveal(self, text: str) -> str:
         """`text` with this attempt's placeholders replaced by their secrets."""
         if not self._secret:

@@ -111,7 +111,13 @@ class Replica:
             decision = decision_of(gate)
             if decision is not None:
                 self._engine.deliver_gate(
-                    run_id, gate.node_id, gate.kind, decision, gate.item_index
+                    run_id,
+                    gate.node_id,
+                    gate.kind,
+                    decision,
+                    gate.item_index,
+                    iteration=gate.iteration,
+                    call_index=gate.call_index,
                 )
 
     # -- leases -----------------------------------------------------------------

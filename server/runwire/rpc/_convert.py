@@ -44,6 +44,7 @@ def run_to_proto(row: RunRow, pending: Sequence[GateRow] = ()) -> run_service_pb
         pg.create_time.FromDatetime(gate.create_time)
         if gate.item_index is not None:
             pg.item_index = gate.item_index
+        pg.tool_call_id = gate.tool_call_id
         if gate.expire_time is not None:
             pg.expire_time.FromDatetime(gate.expire_time)
     if row.error:

@@ -436,11 +436,13 @@ class RunService:
         comment: str,
         output_json: str = "",
         item_index: int | None = None,
+        tool_call_id: str = "",
     ) -> run_service_pb2.Run:
         """Decide a gate idempotently: the same decision again is OK, a different one is not."""
         if not node_id:
             raise InvalidArgument([FieldViolation("node_id", "must not be empty")])
         _check_text("node_id", node_id, 64)
+        _check_text("tool_call_id", tool_call_id, 256)
         row = await self._run(run_id)
         _check_text("comment", comment, 4096)
         _check_text("output_json", output_json, 1 << 20)
@@ -457,14 +459,18 @@ class RunService:
             comment=comment,
             output_json=output_json,
             item_index=item_index,
+            tool_call_id=tool_call_id,
         )
         which = node_id if item_index is None else f"{node_id}[{item_index}]"
+        if tool_call_id:
+            which = f"{which} tool call {tool_call_id}"
         if gate is None:
             if row.finished:
                 raise RunFinished(run_id, events_pb2.RunStatus.Name(row.status))
+            ids = {"tool_call_id": tool_call_id} if tool_call_id else {}
             raise GateNotPending(
                 f"node {which!r} of run {run_id!r} has no pending {what}",
-                metadata={"run_id": run_id, "node_id": node_id},
+                metadata={"run_id": run_id, "node_id": node_id, **ids},
             )
         if not changed and gate.decision != wanted:
             standing = events_pb2.GateDecision.Name(gate.decision or 0)
@@ -487,6 +493,7 @@ class RunService:
             request.approve,
             request.comment,
             item_index=request.item_index if request.HasField("item_index") else None,
+            tool_call_id=request.tool_call_id,
         )
         return run_service_pb2.ConfirmActionResponse(run=run)
 

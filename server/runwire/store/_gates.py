@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import cast
 
-from runwire.engine import Decision
+from runwire.engine import Decision, HeldCall
 from runwire.store._store import GateRow, Store
-from runwire.v1 import events_pb2
+from runwire.v1 import events_pb2, run_service_pb2
 
 __all__ = ["DurableGates", "decision_of"]
 
@@ -47,6 +47,8 @@ class DurableGates:
         expire_time: datetime | None,
         *,
         item_index: int | None = None,
+        call: HeldCall | None = None,
+        renew: bool = False,
     ) -> Decision | None:
         """Record the pending gate; the decision if one was already made."""
         row = await self._store.open_gate(
@@ -58,8 +60,22 @@ class DurableGates:
             expire_time,
             owner_id=self._owner_id,
             item_index=item_index,
+            call_index=None if call is None else call.call_index,
+            tool_call_id="" if call is None else call.tool_call_id,
+            context_json="" if call is None else call.context_json,
+            renew=renew,
         )
         return decision_of(row)
+
+    async def call_context(self, run_id: str, node_id: str, iteration: int, call_index: int) -> str:
+        """The context a held tool call's gate was opened with."""
+        return await self._store.gate_context(
+            run_id,
+            node_id,
+            iteration,
+            run_service_pb2.GATE_KIND_CONFIRMATION,
+            call_index=call_index,
+        )
 
     async def decide_gate(
         self,
@@ -70,6 +86,7 @@ class DurableGates:
         decision: Decision,
         *,
         item_index: int | None = None,
+        call_index: int | None = None,
     ) -> Decision:
         """Decide the gate unless someone already did; the standing decision."""
         row, _ = await self._store.decide_gate(
@@ -83,6 +100,7 @@ class DurableGates:
             iteration=iteration,
             owner_id=self._owner_id,
             item_index=item_index,
+            call_index=call_index,
         )
         assert row is not None, "the engine decides only gates it opened"
         standing = decision_of(row)

@@ -93,9 +93,13 @@ class GateRow:
     comment: str
     output_json: str
     item_index: int | None = None  # the fan-out item held; None for the node's own gate
+    call_index: int | None = None  # the visit's held tool call, from 1; None: no tool call
+    tool_call_id: str = ""  # the model's id of that call
+    context_json: str = ""  # what the engine needs to go on after the decision
 
 
 _NODE_GATE = -1  # gates.item_index of a node's own gate
+_NO_CALL = -1  # gates.call_index of a gate that holds no tool call
 
 
 def _gate(r: asyncpg.Record) -> GateRow:
@@ -112,6 +116,9 @@ def _gate(r: asyncpg.Record) -> GateRow:
         comment=r["comment"],
         output_json=r["output_json"],
         item_index=None if r["item_index"] == _NODE_GATE else r["item_index"],
+        call_index=None if r["call_index"] == _NO_CALL else r["call_index"],
+        tool_call_id=r["tool_call_id"],
+        context_json=r["context_json"],
     )
 
 
@@ -284,38 +291,76 @@ class Store:
         *,
         owner_id: str | None = None,
         item_index: int | None = None,
+        call_index: int | None = None,
+        tool_call_id: str = "",
+        context_json: str = "",
+        renew: bool = False,
     ) -> GateRow:
         """Record a pending gate; returns the stored row (it may already be decided).
 
         With `owner_id`, raises LeaseLost unless that server holds the run's
         unexpired lease (the engine's own gates are fenced like its events).
+        `renew` (a tool call's gate that was never announced) replaces a row a
+        dead server left under the same key: it held another call.
         """
+        item = _NODE_GATE if item_index is None else item_index
+        call = _NO_CALL if call_index is None else call_index
+        conflict = (
+            """ON CONFLICT (run_id, node_id, iteration, kind, item_index, call_index) DO UPDATE
+               SET message = EXCLUDED.message, expire_time = EXCLUDED.expire_time,
+                   tool_call_id = EXCLUDED.tool_call_id, context_json = EXCLUDED.context_json,
+                   create_time = now(), decision = NULL, principal = '', comment = '',
+                   output_json = '', resolve_time = NULL"""
+            if renew
+            else "ON CONFLICT DO NOTHING"
+        )
         async with self.pool.acquire() as conn, conn.transaction():
             await _fence(conn, run_id, owner_id)
             await conn.execute(
-                """INSERT INTO gates (run_id, node_id, iteration, kind, message, expire_time,
-                                      item_index)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
+                f"""INSERT INTO gates (run_id, node_id, iteration, kind, message, expire_time,
+                                      item_index, call_index, tool_call_id, context_json)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) {conflict}""",
                 run_id,
                 node_id,
                 iteration,
                 kind,
                 message,
                 expire_time,
-                _NODE_GATE if item_index is None else item_index,
+                item,
+                call,
+                tool_call_id,
+                context_json,
             )
             record = await conn.fetchrow(
                 """SELECT * FROM gates
                    WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND kind = $4
-                     AND item_index = $5""",
+                     AND item_index = $5 AND call_index = $6""",
                 run_id,
                 node_id,
                 iteration,
                 kind,
-                _NODE_GATE if item_index is None else item_index,
+                item,
+                call,
             )
         assert record is not None
         return _gate(record)
+
+    async def gate_context(
+        self, run_id: str, node_id: str, iteration: int, kind: int, *, call_index: int
+    ) -> str:
+        """The context_json a tool call's gate was opened with ("" when there is no such gate)."""
+        value = await self.pool.fetchval(
+            """SELECT context_json FROM gates
+               WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND kind = $4
+                 AND item_index = $5 AND call_index = $6""",
+            run_id,
+            node_id,
+            iteration,
+            kind,
+            _NODE_GATE,
+            call_index,
+        )
+        return str(value or "")
 
     async def decide_gate(
         self,
@@ -330,6 +375,8 @@ class Store:
         iteration: int | None = None,
         owner_id: str | None = None,
         item_index: int | None = None,
+        call_index: int | None = None,
+        tool_call_id: str = "",
     ) -> tuple[GateRow | None, bool]:
         """Decide the node's newest gate of `kind` if it is pending, and wake its run's owner.
 
@@ -338,6 +385,8 @@ class Store:
         With `owner_id` (the engine deciding an expiry or a cancel), raises
         LeaseLost unless that server holds the run's unexpired lease; a person's
         decision through the API (no `owner_id`) is taken on any replica.
+        `call_index` (the engine) or `tool_call_id` (a person) names one held
+        tool call; without either the newest gate of the node is meant.
         """
         item = _NODE_GATE if item_index is None else item_index
         async with self.pool.acquire() as conn, conn.transaction():
@@ -345,12 +394,16 @@ class Store:
             record = await conn.fetchrow(
                 """SELECT * FROM gates WHERE run_id = $1 AND node_id = $2 AND kind = $3
                      AND ($4::int IS NULL OR iteration = $4) AND item_index = $5
-                   ORDER BY iteration DESC LIMIT 1 FOR UPDATE""",
+                     AND ($6::int IS NULL OR call_index = $6)
+                     AND ($7::text = '' OR tool_call_id = $7)
+                   ORDER BY iteration DESC, call_index DESC LIMIT 1 FOR UPDATE""",
                 run_id,
                 node_id,
                 kind,
                 iteration,
                 item,
+                call_index,
+                tool_call_id,
             )
             if record is None:
                 return None, False
@@ -360,7 +413,7 @@ class Store:
                 """UPDATE gates SET decision = $5, principal = $6, comment = $7, output_json = $8,
                           resolve_time = now()
                    WHERE run_id = $1 AND node_id = $2 AND iteration = $3 AND kind = $4
-                     AND item_index = $9
+                     AND item_index = $9 AND call_index = $10
                    RETURNING *""",
                 run_id,
                 node_id,
@@ -371,6 +424,7 @@ class Store:
                 comment,
                 output_json,
                 item,
+                record["call_index"],
             )
             await conn.execute("SELECT pg_notify($1, $2)", CONTROL_CHANNEL, run_id)
         assert record is not None
@@ -385,7 +439,7 @@ class Store:
         )
         records = await self.pool.fetch(
             f"SELECT * FROM gates WHERE run_id = $1 {clause}"
-            " ORDER BY create_time, node_id, item_index",
+            " ORDER BY create_time, node_id, item_index, call_index",
             run_id,
         )
         return [_gate(r) for r in records]

@@ -333,26 +333,30 @@ class ToolCall(_message.Message):
     def __init__(self, tool_call_id: _Optional[str] = ..., tool_name: _Optional[str] = ..., summary: _Optional[str] = ..., arguments_json: _Optional[str] = ...) -> None: ...
 
 class AwaitingConfirmation(_message.Message):
-    __slots__ = ("action_summary", "adapter", "action", "params_json")
+    __slots__ = ("action_summary", "adapter", "action", "params_json", "tool_call_id")
     ACTION_SUMMARY_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_ID_FIELD_NUMBER: _ClassVar[int]
     action_summary: str
     adapter: str
     action: str
     params_json: str
-    def __init__(self, action_summary: _Optional[str] = ..., adapter: _Optional[str] = ..., action: _Optional[str] = ..., params_json: _Optional[str] = ...) -> None: ...
+    tool_call_id: str
+    def __init__(self, action_summary: _Optional[str] = ..., adapter: _Optional[str] = ..., action: _Optional[str] = ..., params_json: _Optional[str] = ..., tool_call_id: _Optional[str] = ...) -> None: ...
 
 class ConfirmationResolved(_message.Message):
-    __slots__ = ("decision", "principal", "comment")
+    __slots__ = ("decision", "principal", "comment", "tool_call_id")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_ID_FIELD_NUMBER: _ClassVar[int]
     decision: GateDecision
     principal: str
     comment: str
-    def __init__(self, decision: _Optional[_Union[GateDecision, str]] = ..., principal: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
+    tool_call_id: str
+    def __init__(self, decision: _Optional[_Union[GateDecision, str]] = ..., principal: _Optional[str] = ..., comment: _Optional[str] = ..., tool_call_id: _Optional[str] = ...) -> None: ...
 
 class ApprovalRequested(_message.Message):
     __slots__ = ("message", "expire_time")

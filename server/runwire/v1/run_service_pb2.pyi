@@ -79,20 +79,22 @@ class Run(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., flow_name: _Optional[str] = ..., flow_digest: _Optional[str] = ..., status: _Optional[_Union[_events_pb2.RunStatus, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., node_count: _Optional[int] = ..., succeeded_node_count: _Optional[int] = ..., failed_node_count: _Optional[int] = ..., skipped_node_count: _Optional[int] = ..., last_seq: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., pending_gates: _Optional[_Iterable[_Union[PendingGate, _Mapping]]] = ..., request_id: _Optional[str] = ..., inputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[_Union[_events_pb2.ErrorSummary, _Mapping]] = ...) -> None: ...
 
 class PendingGate(_message.Message):
-    __slots__ = ("node_id", "kind", "message", "create_time", "expire_time", "item_index")
+    __slots__ = ("node_id", "kind", "message", "create_time", "expire_time", "item_index", "tool_call_id")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     ITEM_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_ID_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     kind: GateKind
     message: str
     create_time: _timestamp_pb2.Timestamp
     expire_time: _timestamp_pb2.Timestamp
     item_index: int
-    def __init__(self, node_id: _Optional[str] = ..., kind: _Optional[_Union[GateKind, str]] = ..., message: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., item_index: _Optional[int] = ...) -> None: ...
+    tool_call_id: str
+    def __init__(self, node_id: _Optional[str] = ..., kind: _Optional[_Union[GateKind, str]] = ..., message: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., item_index: _Optional[int] = ..., tool_call_id: _Optional[str] = ...) -> None: ...
 
 class StartRunRequest(_message.Message):
     __slots__ = ("flow", "inputs", "request_id", "labels")
@@ -265,18 +267,20 @@ class CancelRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
 
 class ConfirmActionRequest(_message.Message):
-    __slots__ = ("run_id", "node_id", "approve", "comment", "item_index")
+    __slots__ = ("run_id", "node_id", "approve", "comment", "item_index", "tool_call_id")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     APPROVE_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
     ITEM_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_ID_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     node_id: str
     approve: bool
     comment: str
     item_index: int
-    def __init__(self, run_id: _Optional[str] = ..., node_id: _Optional[str] = ..., approve: _Optional[bool] = ..., comment: _Optional[str] = ..., item_index: _Optional[int] = ...) -> None: ...
+    tool_call_id: str
+    def __init__(self, run_id: _Optional[str] = ..., node_id: _Optional[str] = ..., approve: _Optional[bool] = ..., comment: _Optional[str] = ..., item_index: _Optional[int] = ..., tool_call_id: _Optional[str] = ...) -> None: ...
 
 class ConfirmActionResponse(_message.Message):
     __slots__ = ("run",)

@@ -526,9 +526,16 @@ pub struct AwaitingConfirmation {
     /// The action that would run.
     #[prost(string, tag = "3")]
     pub action: ::prost::alloc::string::String,
-    /// The rendered parameters as canonical JSON (an object).
+    /// The rendered parameters as canonical JSON (an object). For a tool call,
+    /// the arguments as its ToolCall shows them.
     #[prost(string, tag = "4")]
     pub params_json: ::prost::alloc::string::String,
+    /// Set when the held action is a model's tool call: the `tool_call_id` of
+    /// the ToolCall just before this event. An AI node's visit may hold several
+    /// tool calls, one after another, each at its own gate; pass the id on
+    /// ConfirmActionRequest to decide this one.
+    #[prost(string, tag = "5")]
+    pub tool_call_id: ::prost::alloc::string::String,
 }
 /// ConfirmationResolved: a held destructive action was decided.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -542,6 +549,11 @@ pub struct ConfirmationResolved {
     /// The comment given with ConfirmAction.
     #[prost(string, tag = "3")]
     pub comment: ::prost::alloc::string::String,
+    /// The held tool call's id (as on its AwaitingConfirmation); empty for an
+    /// action node. A rejected tool call does not skip its AI node: the model
+    /// reads "rejected by <principal>" as the call's result.
+    #[prost(string, tag = "4")]
+    pub tool_call_id: ::prost::alloc::string::String,
 }
 /// ApprovalRequested: an approval node waits for ResolveApproval.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1335,6 +1347,10 @@ pub struct PendingGate {
     /// the node's own gate. Pass it on ConfirmActionRequest.
     #[prost(int32, optional, tag = "6")]
     pub item_index: ::core::option::Option<i32>,
+    /// The model's tool call held by the gate (its ToolCall's `tool_call_id`);
+    /// empty unless an AI node's tool call waits. Pass it on ConfirmActionRequest.
+    #[prost(string, tag = "7")]
+    pub tool_call_id: ::prost::alloc::string::String,
 }
 /// StartRunRequest submits a flow to run.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -1580,6 +1596,13 @@ pub struct ConfirmActionRequest {
     /// destructive fan-out waits for its own decision.
     #[prost(int32, optional, tag = "5")]
     pub item_index: ::core::option::Option<i32>,
+    /// For an AI node, which held tool call (the `tool_call_id` of its
+    /// AwaitingConfirmation), up to 256 characters; empty decides the node's
+    /// pending one. An id the node never held answers FAILED_PRECONDITION with
+    /// reason GATE_NOT_PENDING. Approving runs the call; rejecting feeds
+    /// "rejected by <principal>" back to the model (the node goes on).
+    #[prost(string, tag = "6")]
+    pub tool_call_id: ::prost::alloc::string::String,
 }
 /// ConfirmActionResponse carries the run after the decision.
 #[derive(Clone, PartialEq, ::prost::Message)]

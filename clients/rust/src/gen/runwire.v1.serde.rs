@@ -2096,6 +2096,9 @@ impl serde::Serialize for AwaitingConfirmation {
         if !self.params_json.is_empty() {
             len += 1;
         }
+        if !self.tool_call_id.is_empty() {
+            len += 1;
+        }
         let mut struct_ser = serializer
             .serialize_struct("runwire.v1.AwaitingConfirmation", len)?;
         if !self.action_summary.is_empty() {
@@ -2109,6 +2112,9 @@ impl serde::Serialize for AwaitingConfirmation {
         }
         if !self.params_json.is_empty() {
             struct_ser.serialize_field("paramsJson", &self.params_json)?;
+        }
+        if !self.tool_call_id.is_empty() {
+            struct_ser.serialize_field("toolCallId", &self.tool_call_id)?;
         }
         struct_ser.end()
     }
@@ -2126,6 +2132,8 @@ impl<'de> serde::Deserialize<'de> for AwaitingConfirmation {
             "action",
             "params_json",
             "paramsJson",
+            "tool_call_id",
+            "toolCallId",
         ];
         #[allow(clippy::enum_variant_names)]
         enum GeneratedField {
@@ -2133,6 +2141,7 @@ impl<'de> serde::Deserialize<'de> for AwaitingConfirmation {
             Adapter,
             Action,
             ParamsJson,
+            ToolCallId,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
             fn deserialize<D>(
@@ -2167,6 +2176,9 @@ impl<'de> serde::Deserialize<'de> for AwaitingConfirmation {
                             "paramsJson" | "params_json" => {
                                 Ok(GeneratedField::ParamsJson)
                             }
+                            "toolCallId" | "tool_call_id" => {
+                                Ok(GeneratedField::ToolCallId)
+                            }
                             _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
                         }
                     }
@@ -2194,6 +2206,7 @@ impl<'de> serde::Deserialize<'de> for AwaitingConfirmation {
                 let mut adapter__ = None;
                 let mut action__ = None;
                 let mut params_json__ = None;
+                let mut tool_call_id__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
                         GeneratedField::ActionSummary => {
@@ -2224,6 +2237,13 @@ impl<'de> serde::Deserialize<'de> for AwaitingConfirmation {
                             params_json__ = map_
                                 .next_value::<::std::option::Option<_>>()?;
                         }
+                        GeneratedField::ToolCallId => {
+                            if tool_call_id__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("toolCallId"));
+                            }
+                            tool_call_id__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
+                        }
                     }
                 }
                 Ok(AwaitingConfirmation {
@@ -2231,6 +2251,7 @@ impl<'de> serde::Deserialize<'de> for AwaitingConfirmation {
                     adapter: adapter__.unwrap_or_default(),
                     action: action__.unwrap_or_default(),
                     params_json: params_json__.unwrap_or_default(),
+                    tool_call_id: tool_call_id__.unwrap_or_default(),
                 })
             }
         }
@@ -2477,6 +2498,9 @@ impl serde::Serialize for ConfirmActionRequest {
         if self.item_index.is_some() {
             len += 1;
         }
+        if !self.tool_call_id.is_empty() {
+            len += 1;
+        }
         let mut struct_ser = serializer
             .serialize_struct("runwire.v1.ConfirmActionRequest", len)?;
         if !self.run_id.is_empty() {
@@ -2493,6 +2517,9 @@ impl serde::Serialize for ConfirmActionRequest {
         }
         if let Some(v) = self.item_index.as_ref() {
             struct_ser.serialize_field("itemIndex", v)?;
+        }
+        if !self.tool_call_id.is_empty() {
+            struct_ser.serialize_field("toolCallId", &self.tool_call_id)?;
         }
         struct_ser.end()
     }
@@ -2512,6 +2539,8 @@ impl<'de> serde::Deserialize<'de> for ConfirmActionRequest {
             "comment",
             "item_index",
             "itemIndex",
+            "tool_call_id",
+            "toolCallId",
         ];
         #[allow(clippy::enum_variant_names)]
         enum GeneratedField {
@@ -2520,6 +2549,7 @@ impl<'de> serde::Deserialize<'de> for ConfirmActionRequest {
             Approve,
             Comment,
             ItemIndex,
+            ToolCallId,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
             fn deserialize<D>(
@@ -2551,6 +2581,9 @@ impl<'de> serde::Deserialize<'de> for ConfirmActionRequest {
                             "approve" => Ok(GeneratedField::Approve),
                             "comment" => Ok(GeneratedField::Comment),
                             "itemIndex" | "item_index" => Ok(GeneratedField::ItemIndex),
+                            "toolCallId" | "tool_call_id" => {
+                                Ok(GeneratedField::ToolCallId)
+                            }
                             _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
                         }
                     }
@@ -2579,6 +2612,7 @@ impl<'de> serde::Deserialize<'de> for ConfirmActionRequest {
                 let mut approve__ = None;
                 let mut comment__ = None;
                 let mut item_index__ = None;
+                let mut tool_call_id__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
                         GeneratedField::RunId => {
@@ -2617,6 +2651,13 @@ impl<'de> serde::Deserialize<'de> for ConfirmActionRequest {
                                 >()?
                                 .map(|x| x.0);
                         }
+                        GeneratedField::ToolCallId => {
+                            if tool_call_id__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("toolCallId"));
+                            }
+                            tool_call_id__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
+                        }
                     }
                 }
                 Ok(ConfirmActionRequest {
@@ -2625,6 +2666,7 @@ impl<'de> serde::Deserialize<'de> for ConfirmActionRequest {
                     approve: approve__.unwrap_or_default(),
                     comment: comment__.unwrap_or_default(),
                     item_index: item_index__,
+                    tool_call_id: tool_call_id__.unwrap_or_default(),
                 })
             }
         }
@@ -2756,6 +2798,9 @@ impl serde::Serialize for ConfirmationResolved {
         if !self.comment.is_empty() {
             len += 1;
         }
+        if !self.tool_call_id.is_empty() {
+            len += 1;
+        }
         let mut struct_ser = serializer
             .serialize_struct("runwire.v1.ConfirmationResolved", len)?;
         if self.decision != 0 {
@@ -2770,6 +2815,9 @@ impl serde::Serialize for ConfirmationResolved {
         if !self.comment.is_empty() {
             struct_ser.serialize_field("comment", &self.comment)?;
         }
+        if !self.tool_call_id.is_empty() {
+            struct_ser.serialize_field("toolCallId", &self.tool_call_id)?;
+        }
         struct_ser.end()
     }
 }
@@ -2779,12 +2827,19 @@ impl<'de> serde::Deserialize<'de> for ConfirmationResolved {
     where
         D: serde::Deserializer<'de>,
     {
-        const FIELDS: &[&str] = &["decision", "principal", "comment"];
+        const FIELDS: &[&str] = &[
+            "decision",
+            "principal",
+            "comment",
+            "tool_call_id",
+            "toolCallId",
+        ];
         #[allow(clippy::enum_variant_names)]
         enum GeneratedField {
             Decision,
             Principal,
             Comment,
+            ToolCallId,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
             fn deserialize<D>(
@@ -2814,6 +2869,9 @@ impl<'de> serde::Deserialize<'de> for ConfirmationResolved {
                             "decision" => Ok(GeneratedField::Decision),
                             "principal" => Ok(GeneratedField::Principal),
                             "comment" => Ok(GeneratedField::Comment),
+                            "toolCallId" | "tool_call_id" => {
+                                Ok(GeneratedField::ToolCallId)
+                            }
                             _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
                         }
                     }
@@ -2840,6 +2898,7 @@ impl<'de> serde::Deserialize<'de> for ConfirmationResolved {
                 let mut decision__ = None;
                 let mut principal__ = None;
                 let mut comment__ = None;
+                let mut tool_call_id__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
                         GeneratedField::Decision => {
@@ -2864,12 +2923,20 @@ impl<'de> serde::Deserialize<'de> for ConfirmationResolved {
                             }
                             comment__ = map_.next_value::<::std::option::Option<_>>()?;
                         }
+                        GeneratedField::ToolCallId => {
+                            if tool_call_id__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("toolCallId"));
+                            }
+                            tool_call_id__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
+                        }
                     }
                 }
                 Ok(ConfirmationResolved {
                     decision: decision__.unwrap_or_default(),
                     principal: principal__.unwrap_or_default(),
                     comment: comment__.unwrap_or_default(),
+                    tool_call_id: tool_call_id__.unwrap_or_default(),
                 })
             }
         }
@@ -7392,6 +7459,9 @@ impl serde::Serialize for PendingGate {
         if self.item_index.is_some() {
             len += 1;
         }
+        if !self.tool_call_id.is_empty() {
+            len += 1;
+        }
         let mut struct_ser = serializer.serialize_struct("runwire.v1.PendingGate", len)?;
         if !self.node_id.is_empty() {
             struct_ser.serialize_field("nodeId", &self.node_id)?;
@@ -7414,6 +7484,9 @@ impl serde::Serialize for PendingGate {
         if let Some(v) = self.item_index.as_ref() {
             struct_ser.serialize_field("itemIndex", v)?;
         }
+        if !self.tool_call_id.is_empty() {
+            struct_ser.serialize_field("toolCallId", &self.tool_call_id)?;
+        }
         struct_ser.end()
     }
 }
@@ -7434,6 +7507,8 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
             "expireTime",
             "item_index",
             "itemIndex",
+            "tool_call_id",
+            "toolCallId",
         ];
         #[allow(clippy::enum_variant_names)]
         enum GeneratedField {
@@ -7443,6 +7518,7 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
             CreateTime,
             ExpireTime,
             ItemIndex,
+            ToolCallId,
         }
         impl<'de> serde::Deserialize<'de> for GeneratedField {
             fn deserialize<D>(
@@ -7479,6 +7555,9 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
                                 Ok(GeneratedField::ExpireTime)
                             }
                             "itemIndex" | "item_index" => Ok(GeneratedField::ItemIndex),
+                            "toolCallId" | "tool_call_id" => {
+                                Ok(GeneratedField::ToolCallId)
+                            }
                             _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
                         }
                     }
@@ -7508,6 +7587,7 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
                 let mut create_time__ = None;
                 let mut expire_time__ = None;
                 let mut item_index__ = None;
+                let mut tool_call_id__ = None;
                 while let Some(k) = map_.next_key()? {
                     match k {
                         GeneratedField::NodeId => {
@@ -7556,6 +7636,13 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
                                 >()?
                                 .map(|x| x.0);
                         }
+                        GeneratedField::ToolCallId => {
+                            if tool_call_id__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("toolCallId"));
+                            }
+                            tool_call_id__ = map_
+                                .next_value::<::std::option::Option<_>>()?;
+                        }
                     }
                 }
                 Ok(PendingGate {
@@ -7565,6 +7652,7 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
                     create_time: create_time__,
                     expire_time: expire_time__,
                     item_index: item_index__,
+                    tool_call_id: tool_call_id__.unwrap_or_default(),
                 })
             }
         }

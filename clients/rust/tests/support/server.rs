@@ -62,10 +62,13 @@ impl RunService for ScriptedRunService {
         let mut hang = false;
         for step in steps {
             match step {
-                Step::Send(events) => items.push(Ok(WatchRunResponse { events, stream_end: None })),
+                Step::Send(events) => {
+                    items.push(Ok(WatchRunResponse { events, stream_end: None, ..Default::default() }))
+                }
                 Step::End(last_seq, status) => items.push(Ok(WatchRunResponse {
                     events: Vec::new(),
                     stream_end: Some(StreamEnd { last_seq, status }),
+                    ..Default::default()
                 })),
                 Step::Fail(status) => items.push(Err(status)),
                 Step::Hang => hang = true,

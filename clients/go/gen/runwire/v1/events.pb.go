@@ -2050,8 +2050,14 @@ type AwaitingConfirmation struct {
 	Adapter string `protobuf:"bytes,2,opt,name=adapter,proto3" json:"adapter,omitempty"`
 	// The action that would run.
 	Action string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
-	// The rendered parameters as canonical JSON (an object).
-	ParamsJson    string `protobuf:"bytes,4,opt,name=params_json,json=paramsJson,proto3" json:"params_json,omitempty"`
+	// The rendered parameters as canonical JSON (an object). For a tool call,
+	// the arguments as its ToolCall shows them.
+	ParamsJson string `protobuf:"bytes,4,opt,name=params_json,json=paramsJson,proto3" json:"params_json,omitempty"`
+	// Set when the held action is a model's tool call: the `tool_call_id` of
+	// the ToolCall just before this event. An AI node's visit may hold several
+	// tool calls, one after another, each at its own gate; pass the id on
+	// ConfirmActionRequest to decide this one.
+	ToolCallId    string `protobuf:"bytes,5,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2114,6 +2120,13 @@ func (x *AwaitingConfirmation) GetParamsJson() string {
 	return ""
 }
 
+func (x *AwaitingConfirmation) GetToolCallId() string {
+	if x != nil {
+		return x.ToolCallId
+	}
+	return ""
+}
+
 // ConfirmationResolved: a held destructive action was decided.
 type ConfirmationResolved struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2122,7 +2135,11 @@ type ConfirmationResolved struct {
 	// Who decided; `system` for expiry and cancellation.
 	Principal string `protobuf:"bytes,2,opt,name=principal,proto3" json:"principal,omitempty"`
 	// The comment given with ConfirmAction.
-	Comment       string `protobuf:"bytes,3,opt,name=comment,proto3" json:"comment,omitempty"`
+	Comment string `protobuf:"bytes,3,opt,name=comment,proto3" json:"comment,omitempty"`
+	// The held tool call's id (as on its AwaitingConfirmation); empty for an
+	// action node. A rejected tool call does not skip its AI node: the model
+	// reads "rejected by <principal>" as the call's result.
+	ToolCallId    string `protobuf:"bytes,4,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2174,6 +2191,13 @@ func (x *ConfirmationResolved) GetPrincipal() string {
 func (x *ConfirmationResolved) GetComment() string {
 	if x != nil {
 		return x.Comment
+	}
+	return ""
+}
+
+func (x *ConfirmationResolved) GetToolCallId() string {
+	if x != nil {
+		return x.ToolCallId
 	}
 	return ""
 }
@@ -2909,17 +2933,21 @@ const file_runwire_v1_events_proto_rawDesc = "" +
 	"toolCallId\x12\x1b\n" +
 	"\ttool_name\x18\x02 \x01(\tR\btoolName\x12\x18\n" +
 	"\asummary\x18\x03 \x01(\tR\asummary\x12%\n" +
-	"\x0earguments_json\x18\x04 \x01(\tR\rargumentsJson\"\x90\x01\n" +
+	"\x0earguments_json\x18\x04 \x01(\tR\rargumentsJson\"\xb2\x01\n" +
 	"\x14AwaitingConfirmation\x12%\n" +
 	"\x0eaction_summary\x18\x01 \x01(\tR\ractionSummary\x12\x18\n" +
 	"\aadapter\x18\x02 \x01(\tR\aadapter\x12\x16\n" +
 	"\x06action\x18\x03 \x01(\tR\x06action\x12\x1f\n" +
 	"\vparams_json\x18\x04 \x01(\tR\n" +
-	"paramsJson\"\x84\x01\n" +
+	"paramsJson\x12 \n" +
+	"\ftool_call_id\x18\x05 \x01(\tR\n" +
+	"toolCallId\"\xa6\x01\n" +
 	"\x14ConfirmationResolved\x124\n" +
 	"\bdecision\x18\x01 \x01(\x0e2\x18.runwire.v1.GateDecisionR\bdecision\x12\x1c\n" +
 	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x18\n" +
-	"\acomment\x18\x03 \x01(\tR\acomment\"j\n" +
+	"\acomment\x18\x03 \x01(\tR\acomment\x12 \n" +
+	"\ftool_call_id\x18\x04 \x01(\tR\n" +
+	"toolCallId\"j\n" +
 	"\x11ApprovalRequested\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x12;\n" +
 	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +

@@ -339,7 +339,10 @@ type PendingGate struct {
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	// The fan-out item held by the gate (its `RunEvent.item_index`); unset for
 	// the node's own gate. Pass it on ConfirmActionRequest.
-	ItemIndex     *int32 `protobuf:"varint,6,opt,name=item_index,json=itemIndex,proto3,oneof" json:"item_index,omitempty"`
+	ItemIndex *int32 `protobuf:"varint,6,opt,name=item_index,json=itemIndex,proto3,oneof" json:"item_index,omitempty"`
+	// The model's tool call held by the gate (its ToolCall's `tool_call_id`);
+	// empty unless an AI node's tool call waits. Pass it on ConfirmActionRequest.
+	ToolCallId    string `protobuf:"bytes,7,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -414,6 +417,13 @@ func (x *PendingGate) GetItemIndex() int32 {
 		return *x.ItemIndex
 	}
 	return 0
+}
+
+func (x *PendingGate) GetToolCallId() string {
+	if x != nil {
+		return x.ToolCallId
+	}
+	return ""
 }
 
 // StartRunRequest submits a flow to run.
@@ -1515,7 +1525,13 @@ type ConfirmActionRequest struct {
 	// For a fan-out node, which item's held action (its `RunEvent.item_index`
 	// on AwaitingConfirmation); unset for the node's own gate. Each item of a
 	// destructive fan-out waits for its own decision.
-	ItemIndex     *int32 `protobuf:"varint,5,opt,name=item_index,json=itemIndex,proto3,oneof" json:"item_index,omitempty"`
+	ItemIndex *int32 `protobuf:"varint,5,opt,name=item_index,json=itemIndex,proto3,oneof" json:"item_index,omitempty"`
+	// For an AI node, which held tool call (the `tool_call_id` of its
+	// AwaitingConfirmation), up to 256 characters; empty decides the node's
+	// pending one. An id the node never held answers FAILED_PRECONDITION with
+	// reason GATE_NOT_PENDING. Approving runs the call; rejecting feeds
+	// "rejected by <principal>" back to the model (the node goes on).
+	ToolCallId    string `protobuf:"bytes,6,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1583,6 +1599,13 @@ func (x *ConfirmActionRequest) GetItemIndex() int32 {
 		return *x.ItemIndex
 	}
 	return 0
+}
+
+func (x *ConfirmActionRequest) GetToolCallId() string {
+	if x != nil {
+		return x.ToolCallId
+	}
+	return ""
 }
 
 // ConfirmActionResponse carries the run after the decision.
@@ -2029,7 +2052,7 @@ const file_runwire_v1_run_service_proto_rawDesc = "" +
 	"\x05error\x18\x11 \x01(\v2\x18.runwire.v1.ErrorSummaryR\x05error\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x97\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb9\x02\n" +
 	"\vPendingGate\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12(\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x14.runwire.v1.GateKindR\x04kind\x12\x18\n" +
@@ -2039,7 +2062,9 @@ const file_runwire_v1_run_service_proto_rawDesc = "" +
 	"\vexpire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12\"\n" +
 	"\n" +
-	"item_index\x18\x06 \x01(\x05H\x00R\titemIndex\x88\x01\x01B\r\n" +
+	"item_index\x18\x06 \x01(\x05H\x00R\titemIndex\x88\x01\x01\x12 \n" +
+	"\ftool_call_id\x18\a \x01(\tR\n" +
+	"toolCallIdB\r\n" +
 	"\v_item_index\"\x83\x02\n" +
 	"\x0fStartRunRequest\x12$\n" +
 	"\x04flow\x18\x01 \x01(\v2\x10.runwire.v1.FlowR\x04flow\x12/\n" +
@@ -2108,14 +2133,16 @@ const file_runwire_v1_run_service_proto_rawDesc = "" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"6\n" +
 	"\x11CancelRunResponse\x12!\n" +
-	"\x03run\x18\x01 \x01(\v2\x0f.runwire.v1.RunR\x03run\"\xad\x01\n" +
+	"\x03run\x18\x01 \x01(\v2\x0f.runwire.v1.RunR\x03run\"\xcf\x01\n" +
 	"\x14ConfirmActionRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aapprove\x18\x03 \x01(\bR\aapprove\x12\x18\n" +
 	"\acomment\x18\x04 \x01(\tR\acomment\x12\"\n" +
 	"\n" +
-	"item_index\x18\x05 \x01(\x05H\x00R\titemIndex\x88\x01\x01B\r\n" +
+	"item_index\x18\x05 \x01(\x05H\x00R\titemIndex\x88\x01\x01\x12 \n" +
+	"\ftool_call_id\x18\x06 \x01(\tR\n" +
+	"toolCallIdB\r\n" +
 	"\v_item_index\":\n" +
 	"\x15ConfirmActionResponse\x12!\n" +
 	"\x03run\x18\x01 \x01(\v2\x0f.runwire.v1.RunR\x03run\"|\n" +

@@ -1237,7 +1237,16 @@ class AwaitingConfirmation(betterproto2.Message):
 
     params_json: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
     """
-    The rendered parameters as canonical JSON (an object).
+    The rendered parameters as canonical JSON (an object). For a tool call,
+    the arguments as its ToolCall shows them.
+    """
+
+    tool_call_id: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    Set when the held action is a model's tool call: the `tool_call_id` of
+    the ToolCall just before this event. An AI node's visit may hold several
+    tool calls, one after another, each at its own gate; pass the id on
+    ConfirmActionRequest to decide this one.
     """
 
 
@@ -1312,6 +1321,15 @@ class ConfirmActionRequest(betterproto2.Message):
     destructive fan-out waits for its own decision.
     """
 
+    tool_call_id: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    For an AI node, which held tool call (the `tool_call_id` of its
+    AwaitingConfirmation), up to 256 characters; empty decides the node's
+    pending one. An id the node never held answers FAILED_PRECONDITION with
+    reason GATE_NOT_PENDING. Approving runs the call; rejecting feeds
+    "rejected by <principal>" back to the model (the node goes on).
+    """
+
 
 default_message_pool.register_message("runwire.v1", "ConfirmActionRequest", ConfirmActionRequest)
 
@@ -1352,6 +1370,13 @@ class ConfirmationResolved(betterproto2.Message):
     comment: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
     """
     The comment given with ConfirmAction.
+    """
+
+    tool_call_id: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    The held tool call's id (as on its AwaitingConfirmation); empty for an
+    action node. A rejected tool call does not skip its AI node: the model
+    reads "rejected by <principal>" as the call's result.
     """
 
 
@@ -2174,6 +2199,12 @@ class PendingGate(betterproto2.Message):
     """
     The fan-out item held by the gate (its `RunEvent.item_index`); unset for
     the node's own gate. Pass it on ConfirmActionRequest.
+    """
+
+    tool_call_id: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)
+    """
+    The model's tool call held by the gate (its ToolCall's `tool_call_id`);
+    empty unless an AI node's tool call waits. Pass it on ConfirmActionRequest.
     """
 
 
