@@ -30,7 +30,7 @@ from runwire.rpc import LIVENESS_SERVICE, SERVICE_NAME
 from runwire.rpc._server import connection_options
 from runwire.store import pending_migrations
 from runwire.store._migrate import _migrations
-from runwire.v1 import events_pb2, flow_pb2, run_service_pb2
+from runwire.v1 import events_pb2, flow_pb2, run_service_pb2, run_service_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_MIGRATIONS = [name for _, name, _ in _migrations()]
@@ -327,12 +327,8 @@ async def test_max_connection_age_sends_goaway_but_lets_a_watch_finish(
     await until("GOAWAY after the connection's max age", left_ready)
     # A second connection decides the gate; the old stream carries the rest.
     async with grpc.aio.insecure_channel(h.addr) as other:
-        from runwire.v1 import run_service_pb2_grpc
-
         await run_service_pb2_grpc.RunServiceStub(other).ResolveApproval(
-            run_service_pb2.ResolveApprovalRequest(
-                run_id=run.run_id, node_id="gate", approve=True
-            )
+            run_service_pb2.ResolveApprovalRequest(run_id=run.run_id, node_id="gate", approve=True)
         )
     async for response in watch:
         events.extend(response.events)
