@@ -149,6 +149,13 @@ async def test_migrate_of_an_unreachable_database_exits_3() -> None:
     assert "cannot reach the database" in err
 
 
+async def test_migrate_of_a_database_that_refuses_the_connection_exits_1(pg_url: str) -> None:
+    url = urlsplit(pg_url)._replace(path=f"/missing_{uuid.uuid4().hex[:8]}").geturl()
+    code, _, err = await _runwire("migrate", "--database-url", url)
+    assert code == 1
+    assert "the database refused the connection: InvalidCatalogNameError" in err
+
+
 # -- serve --no-migrate and --require-database-url ------------------------------------
 
 

@@ -35,12 +35,19 @@ def add_migrate_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Refused(Exception):
+    """The database answered the connection with an error (a wrong password, no such database)."""
+
+
 async def _apply(url: str, connect_timeout: float) -> list[str]:
     import asyncpg
 
     from runwire.store import migrate
 
-    conn = await asyncpg.connect(url, timeout=connect_timeout)
+    try:
+        conn = await asyncpg.connect(url, timeout=connect_timeout)
+    except asyncpg.PostgresError as exc:
+        raise _Refused(f"{type(exc).__name__}: {exc}") from exc
     try:
         return await migrate(conn)
     finally:
@@ -51,8 +58,9 @@ def run_migrate(args: argparse.Namespace) -> int:
     """Apply what the database lacks; print one line per migration, or that none was due.
 
     Exits 0 when the schema is current, 2 without a database URL, 3 when the
-    database cannot be reached, 1 when a migration fails (its transaction is
-    rolled back, so the database keeps the migrations before it).
+    database cannot be reached, 1 when it refuses the connection or a
+    migration fails (its transaction is rolled back, so the database keeps the
+    migrations before it).
     """
     import asyncpg
 
@@ -65,6 +73,9 @@ def run_migrate(args: argparse.Namespace) -> int:
     except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as exc:
         print(f"runwire: cannot reach the database: {exc!r}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except _Refused as exc:
+        print(f"runwire: the database refused the connection: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except asyncpg.PostgresError as exc:
         print(f"runwire: migration failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED

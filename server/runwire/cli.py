@@ -499,7 +499,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Apply the schema migrations the database lacks, under the advisory lock "
         "serve takes, and exit: for deployments that migrate in a job and run serve "
         "--no-migrate. Running it again is a no-op. Exits 3 when the database cannot be "
-        "reached, 1 when a migration fails.",
+        "reached, 1 when it refuses the connection or a migration fails.",
     )
     add_migrate_arguments(migrate)
     migrate.set_defaults(func=run_migrate)
