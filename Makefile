@@ -89,7 +89,7 @@ fmt: bootstrap ## Format everything in place (the only target that writes source
 	@for c in $(CLIENTS); do $(MAKE) --no-print-directory -C clients/$$c fmt; done
 
 .PHONY: lint
-lint: bootstrap ## Read-only checks: ruff, mypy strict, buf lint/format/breaking, client linters.
+lint: bootstrap ## Read-only checks: ruff, mypy strict, buf lint/format/breaking, client linters, the Helm chart.
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
@@ -97,6 +97,8 @@ lint: bootstrap ## Read-only checks: ruff, mypy strict, buf lint/format/breaking
 	$(BUF) format --diff --exit-code
 	$(BUF) breaking --against protos/baseline.binpb
 	@for c in $(CLIENTS); do $(MAKE) --no-print-directory -C clients/$$c lint; done
+	bash -n deploy/build-image.sh
+	$(MAKE) --no-print-directory -C tools/go lint-chart
 
 # --- tests -----------------------------------------------------------------
 
@@ -179,7 +181,12 @@ bench-workers: $(VENV)/.installed ## runs/s of 5-node flows with 50 clients, ser
 bench-idle: $(VENV)/.installed ## Server memory per idle watcher (1 000 on a gated run) and after they leave, beside the code before.
 	$(PY) bench/idle_watchers.py
 
+.PHONY: image
+image: ## Build the server image with podman (deploy/build-image.sh; IMAGE=... PUSH=1 to publish).
+	deploy/build-image.sh
+
 .PHONY: clean
 clean: ## Remove the virtualenv, tool installs, build outputs and local data.
 	rm -rf $(VENV) tools/node_modules .runwire .pytest_cache .mypy_cache .ruff_cache
 	@for c in $(CLIENTS); do $(MAKE) --no-print-directory -C clients/$$c clean; done
+	$(MAKE) --no-print-directory -C tools/go clean

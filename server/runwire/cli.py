@@ -30,6 +30,7 @@ from google.protobuf import json_format
 
 from runwire._connect import Connection, UsageError, add_connection_arguments
 from runwire._files import load_flow, parse_inputs
+from runwire._migrate_cli import add_migrate_arguments, run_migrate
 from runwire._output import FORMATS, dump, run_lines, runs_table, status_name
 from runwire._workers import REUSE_PORT_ENV
 from runwire.config import add_serve_arguments, settings_from_args
@@ -54,6 +55,7 @@ def _version() -> str:
 
 def _serve(args: argparse.Namespace) -> int:
     from runwire.rpc import RunwireServer, ServerFailed
+    from runwire.store import SchemaBehind
 
     logging.basicConfig(
         level=os.environ.get("RUNWIRE_LOG_LEVEL", "INFO"),
@@ -81,6 +83,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     except ServerFailed as exc:
         print(f"runwire: server failed: {exc}", file=sys.stderr)
+        return 3
+    except SchemaBehind as exc:  # serve --no-migrate before the migrate job ran
+        print(f"runwire: {exc}", file=sys.stderr)
         return 3
     return 0
 
@@ -491,6 +496,17 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gRPC server")
     add_serve_arguments(serve)
     serve.set_defaults(func=_serve)
+
+    migrate = sub.add_parser(
+        "migrate",
+        help="apply the database schema migrations and exit",
+        description="Apply the schema migrations the database lacks, under the advisory lock "
+        "serve takes, and exit: for deployments that migrate in a job and run serve "
+        "--no-migrate. Running it again is a no-op. Exits 3 when the database cannot be "
+        "reached, 1 when it refuses the connection or a migration fails.",
+    )
+    add_migrate_arguments(migrate)
+    migrate.set_defaults(func=run_migrate)
 
     def client(
         parent: argparse._SubParsersAction[argparse.ArgumentParser],

@@ -53,6 +53,12 @@ class Settings:
     ai_max_turns: int = 10
     ai_read_timeout: float = 120.0
     ai_capture_content: bool = False
+    # Deployment: schema migrations at start, the embedded Postgres, HTTP/2 connections.
+    migrate: bool = True
+    require_database_url: bool = False
+    keepalive_time: float = 30.0
+    max_connection_age: float = 0.0
+    max_connection_age_grace: float = 0.0
     server_id: str = field(
         default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
@@ -289,6 +295,60 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add_admission_args(parser, d)
     _add_ai_args(parser, d)
+    _add_deploy_args(parser, d)
+
+
+def _flag(name: str) -> bool:
+    return (_env(name, "") or "").lower() in {"1", "true", "yes"}
+
+
+def _add_deploy_args(parser: argparse.ArgumentParser, d: Settings) -> None:
+    parser.add_argument(
+        "--no-migrate",
+        dest="migrate",
+        action="store_false",
+        default=not _flag("NO_MIGRATE"),
+        help="do not apply schema migrations at start (a `runwire migrate` job does); refuse "
+        "to start while the database lacks any (RUNWIRE_NO_MIGRATE=1). By default serve "
+        "migrates under an advisory lock, once across replicas starting together.",
+    )
+    parser.add_argument(
+        "--require-database-url",
+        action="store_true",
+        default=_flag("REQUIRE_DATABASE_URL"),
+        help="refuse to start without --database-url instead of starting an embedded "
+        "Postgres (RUNWIRE_REQUIRE_DATABASE_URL=1; the container image sets it)",
+    )
+    for flag, env, value, what in (
+        (
+            "--keepalive-time",
+            "KEEPALIVE_TIME",
+            d.keepalive_time,
+            "seconds between the server's HTTP/2 keepalive pings on a connection; they find "
+            "dead watchers and keep quiet streams alive through proxies",
+        ),
+        (
+            "--max-connection-age",
+            "MAX_CONNECTION_AGE",
+            d.max_connection_age,
+            "seconds after which a client connection gets GOAWAY, so clients reconnect and "
+            "load spreads over new replicas; 0 never",
+        ),
+        (
+            "--max-connection-age-grace",
+            "MAX_CONNECTION_AGE_GRACE",
+            d.max_connection_age_grace,
+            "seconds the calls of a connection past --max-connection-age may go on before "
+            "they are cut; 0 lets them finish (a WatchRun stream stays until its run ends)",
+        ),
+    ):
+        parser.add_argument(
+            flag,
+            type=float,
+            default=float(_env(env, str(value)) or value),
+            metavar="SECONDS",
+            help=f"{what} (RUNWIRE_{env}; default %(default)s)",
+        )
 
 
 def _add_ai_args(parser: argparse.ArgumentParser, d: Settings) -> None:
@@ -395,4 +455,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ai_max_turns=args.ai_max_turns,
         ai_read_timeout=args.ai_read_timeout,
         ai_capture_content=args.ai_capture_content,
+        migrate=args.migrate,
+        require_database_url=args.require_database_url,
+        keepalive_time=args.keepalive_time,
+        max_connection_age=args.max_connection_age,
+        max_connection_age_grace=args.max_connection_age_grace,
     )

@@ -1,11 +1,12 @@
 """gRPC surface: the RunService servicer, error mapping, health, reflection, drain."""
 
-from runwire.rpc._server import SERVICE_NAME, RunwireServer, ServerFailed
+from runwire.rpc._server import LIVENESS_SERVICE, SERVICE_NAME, RunwireServer, ServerFailed
 from runwire.rpc._service import PRINCIPAL_HEADER, RunService
 from runwire.rpc._status import DOMAIN, to_status
 
 __all__ = [
     "DOMAIN",
+    "LIVENESS_SERVICE",
     "PRINCIPAL_HEADER",
     "SERVICE_NAME",
     "RunService",

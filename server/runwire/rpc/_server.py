@@ -33,8 +33,10 @@ from runwire.store import (
     EmbeddedPostgres,
     EventWriter,
     Hub,
+    SchemaBehind,
     Store,
     migrate,
+    pending_migrations,
     session_settings,
 )
 from runwire.v1 import run_service_pb2
@@ -47,8 +49,8 @@ SERVICE_NAME = "runwire.v1.RunService"
 # Keepalive pings find watchers whose connection died without a FIN (their
 # subscriptions are freed) and keep idle streams alive through proxies and
 # meshes that drop quiet connections; clients may ping every 10 s.
+# (`--keepalive-time` sets the interval; `connection_options` adds it.)
 _SERVER_OPTIONS = [
-    ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
@@ -59,6 +61,24 @@ _SERVER_OPTIONS = [
     ("grpc.server.max_pending_requests", 20_000),
     ("grpc.server.max_pending_requests_hard_limit", 40_000),
 ]
+
+
+def connection_options(settings: Settings) -> list[tuple[str, int]]:
+    """HTTP/2 connection options from the settings: keepalive interval, and the
+    maximum connection age (and its grace) when one is set (see deploy/README.md)."""
+    options = [("grpc.keepalive_time_ms", round(settings.keepalive_time * 1000))]
+    if settings.max_connection_age > 0:
+        options.append(("grpc.max_connection_age_ms", round(settings.max_connection_age * 1000)))
+        if settings.max_connection_age_grace > 0:
+            grace_ms = round(settings.max_connection_age_grace * 1000)
+            options.append(("grpc.max_connection_age_grace_ms", grace_ms))
+    return options
+
+
+# A grpc.health.v1 service name for liveness probes: SERVING while the process
+# serves, even with its database down or while draining (`""` and
+# SERVICE_NAME say whether to route calls here: readiness).
+LIVENESS_SERVICE = "runwire.liveness"
 _HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
 # How long a stopping server waits for the database (last commits, releasing
 # leases, closing the pool) before it gives up on it and exits anyway.
@@ -202,6 +222,12 @@ class RunwireServer:
     def __init__(
         self, settings: Settings, *, tracer_provider: TracerProvider | None = None
     ) -> None:
+        if settings.require_database_url and not settings.database_url:
+            raise ValueError(
+                "DATABASE_URL (or --database-url) is required here: --require-database-url "
+                "(RUNWIRE_REQUIRE_DATABASE_URL=1, as in the container image) turns the embedded "
+                "Postgres off, which is for a laptop, not a pod"
+            )
         if (settings.tls_cert is None) != (settings.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
         if settings.tls_client_ca is not None and settings.tls_cert is None:
@@ -226,6 +252,10 @@ class RunwireServer:
                 f"refusing to listen on non-loopback address {settings.listen!r} without "
                 "--auth-token or mutual TLS (--tls-cert, --tls-key, --tls-client-ca)"
             )
+        if settings.keepalive_time <= 0:
+            raise ValueError("--keepalive-time must be more than 0 seconds")
+        if settings.max_connection_age < 0 or settings.max_connection_age_grace < 0:
+            raise ValueError("--max-connection-age and its grace must not be negative")
         # A bad AI configuration stops the server here, naming the provider and field.
         ai_config = load_ai_config(
             settings.ai_config,
@@ -257,6 +287,7 @@ class RunwireServer:
         self._signalled: asyncio.Event | None = None
         self._unhealthy: set[str] = set()
         self._serving: int | None = None
+        self._alive: int | None = None
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
         self._left: list[str] = []  # runs a dead server stopped, to hand over on stop()
@@ -286,7 +317,10 @@ class RunwireServer:
             server_settings=session_settings(self.settings.lease_seconds),
         )
         async with self._pool.acquire() as conn:
-            await migrate(conn)
+            if self.settings.migrate:
+                await migrate(conn)
+            elif missing := await pending_migrations(conn):
+                raise SchemaBehind(missing)
         self.store = Store(self._pool)
         writer_settings = session_settings(self.settings.lease_seconds)
         self._writer = EventWriter(
@@ -351,7 +385,11 @@ class RunwireServer:
         # gRPC sets SO_REUSEPORT by default, which would let a second server of
         # the same user start on a port in use and take half its connections.
         # Only the workers of one `serve --workers N` share a port.
-        options = [*_SERVER_OPTIONS, ("grpc.so_reuseport", 1 if self.settings.reuse_port else 0)]
+        options = [
+            *_SERVER_OPTIONS,
+            *connection_options(self.settings),
+            ("grpc.so_reuseport", 1 if self.settings.reuse_port else 0),
+        ]
         self._grpc = grpc.aio.server(interceptors=interceptors, options=options)
         self.admission = Admission(
             Limits(
@@ -412,6 +450,18 @@ class RunwireServer:
         self._spawn(self._refresh_health())
 
     async def _refresh_health(self) -> None:
+        # Liveness stays SERVING through a database outage and a drain (a
+        # restart would help neither); only a dead server says NOT_SERVING.
+        alive = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self.failure is None
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        if alive != self._alive:
+            self._alive = alive
+            result = self._health.set(LIVENESS_SERVICE, alive)
+            if asyncio.iscoroutine(result):
+                await result
         draining = self.service is not None and self.service.draining.is_set()
         status = (
             health_pb2.HealthCheckResponse.SERVING

@@ -7,12 +7,24 @@ from importlib import resources
 
 import asyncpg
 
-__all__ = ["migrate"]
+__all__ = ["SchemaBehind", "migrate", "pending_migrations"]
 
 log = logging.getLogger(__name__)
 
 # Replicas starting together serialise on this lock, so each migration runs once.
 _LOCK_KEY = 0x72756E77  # "runw"
+
+
+class SchemaBehind(RuntimeError):
+    """The database lacks migrations this server needs, and it was told not to apply them."""
+
+    def __init__(self, missing: list[str]) -> None:
+        self.missing = missing
+        super().__init__(
+            f"the database schema is behind this server: {len(missing)} migration(s) not "
+            f"applied ({', '.join(missing)}); run `runwire migrate` against this database "
+            "first, or serve without --no-migrate"
+        )
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -49,3 +61,14 @@ async def migrate(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied
+
+
+async def pending_migrations(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+) -> list[str]:
+    """The names of the migrations this server knows that the database lacks; reads only."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    done: set[int] = set()
+    if exists:
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    return [name for version, name, _ in _migrations() if version not in done]
