@@ -81,6 +81,7 @@ PUBLIC: dict[str, list[str]] = {
         "frame_events",
         "is_transient",
         "migrate",
+        "new_run_id",
         "session_settings",
     ],
     "runwire.rpc": [
@@ -92,7 +93,7 @@ PUBLIC: dict[str, list[str]] = {
         "ServerFailed",
         "to_status",
     ],
-    "runwire.replica": ["Replica"],
+    "runwire.replica": ["PruneResult", "Replica", "Retention"],
     "runwire.adapters": [
         "ActionFailed",
         "ActionSpec",
