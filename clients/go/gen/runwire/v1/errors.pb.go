@@ -66,6 +66,9 @@ const (
 	// (StartRun calls in flight, runs executing, open WatchRun streams); retry
 	// after the RetryInfo delay.
 	ErrorReason_ERROR_REASON_OVERLOADED ErrorReason = 16
+	// PERMISSION_DENIED: the caller's credentials are valid but do not allow
+	// this call (AdminService needs an `--admin-token`).
+	ErrorReason_ERROR_REASON_PERMISSION_DENIED ErrorReason = 20
 )
 
 // Enum value maps for ErrorReason.
@@ -88,6 +91,7 @@ var (
 		14: "ERROR_REASON_AFTER_SEQ_BEYOND_END",
 		15: "ERROR_REASON_DATABASE_UNAVAILABLE",
 		16: "ERROR_REASON_OVERLOADED",
+		20: "ERROR_REASON_PERMISSION_DENIED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":           0,
@@ -107,6 +111,7 @@ var (
 		"ERROR_REASON_AFTER_SEQ_BEYOND_END":  14,
 		"ERROR_REASON_DATABASE_UNAVAILABLE":  15,
 		"ERROR_REASON_OVERLOADED":            16,
+		"ERROR_REASON_PERMISSION_DENIED":     20,
 	}
 )
 
@@ -142,7 +147,7 @@ var File_runwire_v1_errors_proto protoreflect.FileDescriptor
 const file_runwire_v1_errors_proto_rawDesc = "" +
 	"\n" +
 	"\x17runwire/v1/errors.proto\x12\n" +
-	"runwire.v1*\xcd\x04\n" +
+	"runwire.v1*\xf1\x04\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19ERROR_REASON_FLOW_INVALID\x10\x01\x12 \n" +
@@ -161,7 +166,8 @@ const file_runwire_v1_errors_proto_rawDesc = "" +
 	"\x1bERROR_REASON_FILTER_INVALID\x10\r\x12%\n" +
 	"!ERROR_REASON_AFTER_SEQ_BEYOND_END\x10\x0e\x12%\n" +
 	"!ERROR_REASON_DATABASE_UNAVAILABLE\x10\x0f\x12\x1b\n" +
-	"\x17ERROR_REASON_OVERLOADED\x10\x10B\xa6\x01\n" +
+	"\x17ERROR_REASON_OVERLOADED\x10\x10\x12\"\n" +
+	"\x1eERROR_REASON_PERMISSION_DENIED\x10\x14B\xa6\x01\n" +
 	"\x0ecom.runwire.v1B\vErrorsProtoP\x01Z>github.com/runwire/runwire/clients/go/gen/runwire/v1;runwirev1\xa2\x02\x03RXX\xaa\x02\n" +
 	"Runwire.V1\xca\x02\n" +
 	"Runwire\\V1\xe2\x02\x16Runwire\\V1\\GPBMetadata\xea\x02\vRunwire::V1b\x06proto3"
