@@ -11,6 +11,9 @@ clock), or by giving it the id a run created on an old day gets.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -432,3 +435,35 @@ def test_retention_durations_parse() -> None:
     for bad in ("", "30", "d", "3x", "1d 2h", "-1d"):
         with pytest.raises(ValueError, match="is not a duration"):
             parse_duration(bad)
+
+
+async def _runwire(h: Harness, *args: str) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNWIRE_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "runwire.cli", *args, "--addr", h.addr,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=env | {"XDG_CONFIG_HOME": "/nonexistent"},
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_retention_cli_runs_prune_dry_run_then_prune(
+    harness: Harness, database_url: str
+) -> None:
+    runs = [await _finish(harness, _shell_flow()) for _ in range(3)]
+    await _age(database_url, runs[:2], 31)
+    code, out, err = await _runwire(harness, "runs", "prune", "--older-than", "30d", "--dry-run")
+    assert (code, err) == (0, "")
+    assert out.startswith("2 finished runs would be deleted")
+    assert len(await harness.stored(runs[0])) > 0
+    code, out, _ = await _runwire(harness, "runs", "prune", "--older-than", "30d", "-o", "json")
+    assert code == 0
+    assert json.loads(out)["runCount"] == "2"
+    for run_id in runs[:2]:
+        await _not_found(harness, run_id)
+    assert (await harness.stub.GetRun(run_service_pb2.GetRunRequest(run_id=runs[2]))).run
+    code, _, err = await _runwire(harness, "runs", "prune", "--older-than", "soon")
+    assert code == 2
+    assert "is not a duration" in err
