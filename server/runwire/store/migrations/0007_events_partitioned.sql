@@ -24,7 +24,8 @@
 -- The copy is generic: the new table is made LIKE the old one, so whatever
 -- columns earlier migrations added come along with their defaults, sequences
 -- and identities, and the old table's constraints, indexes and triggers are
--- made again from their definitions.
+-- made again from their definitions. Grants are not copied: the role that
+-- migrates owns the new table, as it owned the old one.
 DO $migration$
 DECLARE
     cols text;
