@@ -41,9 +41,12 @@ _DAY_MS = 86_400_000
 _NAME = re.compile(r"^events_p(\d{8})$")
 # Replicas serialise partition DDL on this lock (migrations use 0x72756E77).
 _DDL_LOCK = 0x72756E78
-# DDL on events waits at most this long for its lock, then tries again on the
-# next round: a queued ACCESS EXCLUSIVE request would stall every insert behind it.
+# DDL on events waits at most this long for its locks, then tries again on the
+# next round. Creating a partition blocks no insert (SHARE UPDATE EXCLUSIVE on
+# events); dropping one detaches it, and its ACCESS EXCLUSIVE request, while
+# queued, holds up every insert and read behind it: that wait is kept short.
 _LOCK_TIMEOUT = "2s"
+_DROP_LOCK_TIMEOUT = "250ms"
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -176,8 +179,8 @@ async def drop_pruned_partitions(pool: asyncpg.Pool, *, now: float | None = None
             continue
         try:
             async with pool.acquire() as conn, conn.transaction():
-                await conn.execute(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'")
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _DDL_LOCK)
+                await conn.execute(f"SET LOCAL lock_timeout = '{_DROP_LOCK_TIMEOUT}'")
                 if await conn.fetchval("SELECT to_regclass($1)", name) is None:
                     continue
                 # DETACH locks events: no insert can reach the partition from
