@@ -467,3 +467,42 @@ async def test_retention_cli_runs_prune_dry_run_then_prune(
     code, _, err = await _runwire(harness, "runs", "prune", "--older-than", "soon")
     assert code == 2
     assert "is not a duration" in err
+
+
+async def test_retention_serve_flag_prunes_on_its_own_round(
+    harness_factory: Any, database_url: str
+) -> None:
+    a: Harness = await harness_factory()  # retention off: keeps everything
+    runs = [await _finish(a, _shell_flow()) for _ in range(3)]
+    await _age(database_url, runs[:2], 8)
+    assert a.server.retention is not None
+    assert a.server.retention.max_age is None
+    b: Harness = await harness_factory(retention=7 * DAY, retention_interval=3600.0)
+    retention = b.server.retention
+    assert retention is not None
+    async with retention.round_done:  # the first round runs when the server starts
+        await retention.round_done.wait_for(lambda: retention.rounds >= 1)
+    for run_id in runs[:2]:
+        await _not_found(a, run_id)
+    assert len(await a.stored(runs[2])) > 0
+    # The replica that did not prune removes the workspaces of the deleted runs
+    # on its own round (this one runs with retention off).
+    assert (a.data_dir / "workspaces" / runs[0]).is_dir()
+    assert (await a.server.retention.round()).workspaces_removed == 2
+    assert not (a.data_dir / "workspaces" / runs[0]).exists()
+    assert (a.data_dir / "workspaces" / runs[2]).is_dir()
+
+
+async def test_retention_two_replicas_prune_side_by_side(
+    harness_factory: Any, database_url: str
+) -> None:
+    a: Harness = await harness_factory(retention_batch=3)
+    b: Harness = await harness_factory(retention_batch=3)
+    runs = [await _finish(h, _shell_flow()) for h in (a, b) for _ in range(6)]
+    await _age(database_url, runs, 40)
+    answers = await asyncio.gather(
+        _admin(a).PruneRuns(_prune_request(30)), _admin(b).PruneRuns(_prune_request(30))
+    )
+    assert sum(x.run_count for x in answers) == len(runs)
+    for run_id in runs:
+        await _not_found(a, run_id)
