@@ -83,6 +83,7 @@ PUBLIC: dict[str, list[str]] = {
         "frame_events",
         "is_transient",
         "migrate",
+        "new_run_id",
         "pending_migrations",
         "session_settings",
     ],
@@ -96,7 +97,7 @@ PUBLIC: dict[str, list[str]] = {
         "ServerFailed",
         "to_status",
     ],
-    "runwire.replica": ["Replica"],
+    "runwire.replica": ["PruneResult", "Replica", "Retention"],
     "runwire.adapters": [
         "ActionFailed",
         "ActionSpec",

@@ -33,8 +33,14 @@ from runwire._files import load_flow, parse_inputs
 from runwire._migrate_cli import add_migrate_arguments, run_migrate
 from runwire._output import FORMATS, dump, run_lines, runs_table, status_name
 from runwire._workers import REUSE_PORT_ENV
-from runwire.config import add_serve_arguments, settings_from_args
-from runwire.v1 import events_pb2, run_service_pb2, run_service_pb2_grpc
+from runwire.config import add_serve_arguments, parse_duration, settings_from_args
+from runwire.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    events_pb2,
+    run_service_pb2,
+    run_service_pb2_grpc,
+)
 
 __all__ = ["EXIT_FAILED", "EXIT_UNREACHABLE", "EXIT_USAGE", "load_flow", "main"]
 
@@ -421,6 +427,33 @@ def _runs_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _age(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _runs_prune(args: argparse.Namespace) -> int:
+    """Delete (or, dry, count) the runs that finished more than --older-than ago."""
+    request = admin_service_pb2.PruneRunsRequest(dry_run=args.dry_run)
+    request.older_than.FromTimedelta(timedelta(seconds=args.older_than))
+    with _Client(args) as client:
+        stub = admin_service_pb2_grpc.AdminServiceStub(client.channel)
+        response = stub.PruneRuns(request, metadata=client.metadata)
+    if args.output in ("json", "yaml"):
+        print(dump(response, args.output))
+    elif args.dry_run:
+        print(f"{response.run_count} finished runs would be deleted (dry run: nothing deleted)")
+    else:
+        print(
+            f"deleted {response.run_count} finished runs; dropped "
+            f"{response.dropped_partition_count} events partitions; removed "
+            f"{response.removed_workspace_count} workspaces here"
+        )
+    return 0
+
+
 def _get(args: argparse.Namespace) -> int:
     with _Client(args) as client:
         run = client.get(args.run_id)
@@ -592,7 +625,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("flow")
     validate.set_defaults(func=_validate)
 
-    runs = sub.add_parser("runs", help="list runs")
+    runs = sub.add_parser("runs", help="list runs, delete old ones")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
     runs_list = client(runs_sub, "list", "list runs, newest first")
     runs_list.add_argument(
@@ -612,6 +645,23 @@ def _parser() -> argparse.ArgumentParser:
     runs_list.add_argument("--limit", type=_positive, default=20, help="runs per page (20)")
     runs_list.add_argument("--page-token", default="", help="continue where a listing stopped")
     runs_list.set_defaults(func=_runs_list)
+    runs_prune = client(
+        runs_sub,
+        "prune",
+        "delete runs that finished more than --older-than ago, with their events, gates and "
+        "workspaces (AdminService: needs an --admin-token when the server checks credentials)",
+    )
+    runs_prune.add_argument(
+        "--older-than",
+        type=_age,
+        required=True,
+        metavar="AGE",
+        help="runs whose end is longer ago than this: 30d, 12h, 90m, 1d12h",
+    )
+    runs_prune.add_argument(
+        "--dry-run", action="store_true", help="count the runs that would go; delete nothing"
+    )
+    runs_prune.set_defaults(func=_runs_prune)
 
     for name, text in (
         ("confirm", "approve a destructive action held for confirmation"),

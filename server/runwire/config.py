@@ -12,7 +12,13 @@ from pathlib import Path
 
 from runwire.adapters import ShellLimits, fs, http
 
-__all__ = ["Settings", "add_serve_arguments", "parse_size", "settings_from_args"]
+__all__ = [
+    "Settings",
+    "add_serve_arguments",
+    "parse_duration",
+    "parse_size",
+    "settings_from_args",
+]
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,10 @@ class Settings:
     http_allow: tuple[str, ...] = ()
     http_max_bytes: int = http.DEFAULT_MAX_BYTES
     auth_tokens: tuple[str, ...] = ()
+    admin_tokens: tuple[str, ...] = ()
+    retention: float | None = None  # seconds after its end a finished run is deleted; None: kept
+    retention_batch: int = 100
+    retention_interval: float = 300.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
@@ -102,6 +112,32 @@ def parse_size(text: str) -> int:
     if not m:
         raise ValueError(f"{text!r} is not a size such as 4096, 512K, 8M or 1G")
     return int(m.group(1)) << (10 * " KMGT".index((m.group(2) or " ").upper()))
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `30d`, `12h`, `90m`, `45s`, `2w` or a sum such as `1d12h`.
+
+    Raises:
+        ValueError: The text is not such a duration.
+    """
+    s = text.strip().lower()
+    parts = _DURATION.findall(s)
+    if not parts or "".join(n + u for n, u in parts) != s:
+        raise ValueError(f"{text!r} is not a duration such as 30d, 12h, 90m, 45s or 1d12h")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def _duration_arg(text: str) -> float | None:
+    if text.strip().lower() in {"", "off"}:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _size_arg(text: str) -> int:
@@ -228,6 +264,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "When any is set, every RPC but health needs one.",
     )
     parser.add_argument(
+        "--admin-token",
+        action="append",
+        default=_env_list("ADMIN_TOKENS"),
+        metavar="TOKEN",
+        help="like --auth-token, and it may also call AdminService (`runwire runs prune`); "
+        "repeatable (RUNWIRE_ADMIN_TOKENS). When the server checks credentials, "
+        "AdminService needs one of these.",
+    )
+    parser.add_argument(
         "--trusted-network",
         action="store_true",
         default=(_env("TRUSTED_NETWORK", "") or "").lower() in {"1", "true", "yes"},
@@ -294,6 +339,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "(RUNWIRE_MAX_PARALLEL; default %(default)s)",
     )
     _add_admission_args(parser, d)
+    _add_retention_args(parser, d)
     _add_ai_args(parser, d)
     _add_deploy_args(parser, d)
 
@@ -349,6 +395,37 @@ def _add_deploy_args(parser: argparse.ArgumentParser, d: Settings) -> None:
             metavar="SECONDS",
             help=f"{what} (RUNWIRE_{env}; default %(default)s)",
         )
+
+
+def _add_retention_args(parser: argparse.ArgumentParser, d: Settings) -> None:
+    parser.add_argument(
+        "--retention",
+        type=_duration_arg,
+        default=_duration_arg(_env("RETENTION") or "off"),
+        metavar="AGE",
+        help="delete runs that finished more than AGE ago (30d, 12h, 1d12h), with their "
+        "events, gates and workspaces; off keeps them forever "
+        "(RUNWIRE_RETENTION; default off)",
+    )
+    parser.add_argument(
+        "--retention-batch",
+        type=int,
+        default=int(_env("RETENTION_BATCH", str(d.retention_batch)) or d.retention_batch),
+        metavar="N",
+        help="runs deleted per transaction by retention "
+        "(RUNWIRE_RETENTION_BATCH; default %(default)s)",
+    )
+    parser.add_argument(
+        "--retention-interval",
+        type=float,
+        default=float(
+            _env("RETENTION_INTERVAL", str(d.retention_interval)) or d.retention_interval
+        ),
+        metavar="SECONDS",
+        help="seconds between retention rounds, which also create the events partitions of "
+        "the coming days and drop emptied ones (RUNWIRE_RETENTION_INTERVAL; default "
+        "%(default)s)",
+    )
 
 
 def _add_ai_args(parser: argparse.ArgumentParser, d: Settings) -> None:
@@ -437,6 +514,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         http_allow=tuple(args.http_allow),
         http_max_bytes=args.http_max_bytes,
         auth_tokens=tuple(args.auth_token),
+        admin_tokens=tuple(args.admin_token),
+        retention=args.retention,
+        retention_batch=args.retention_batch,
+        retention_interval=args.retention_interval,
         heartbeat_interval=args.heartbeat_interval,
         commit_interval=args.commit_interval,
         drain_grace=args.drain_grace,

@@ -17,7 +17,8 @@
     │   └── ServerUnavailable      a vital task died: the server is going down
     ├── DatabaseUnavailable        UNAVAILABLE, retry: the database cannot be reached
     ├── Overloaded                 RESOURCE_EXHAUSTED, with a retry delay
-    └── Unauthenticated            UNAUTHENTICATED
+    ├── Unauthenticated            UNAUTHENTICATED
+    └── PermissionDenied           PERMISSION_DENIED: valid credentials, not enough (admin calls)
 
 `rpc` maps these to `google.rpc.Status` in one function; anything else becomes
 INTERNAL without leaking details.
@@ -41,6 +42,7 @@ __all__ = [
     "InvalidArgument",
     "Overloaded",
     "PageTokenInvalid",
+    "PermissionDenied",
     "RequestIdReused",
     "RunFinished",
     "RunNotFound",
@@ -249,3 +251,10 @@ class Unauthenticated(RunwireError):
 
     code = "UNAUTHENTICATED"
     reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(RunwireError):
+    """Valid credentials that do not allow the call (AdminService without an admin token)."""
+
+    code = "PERMISSION_DENIED"
+    reason = "PERMISSION_DENIED"

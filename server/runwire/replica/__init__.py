@@ -4,5 +4,6 @@ drives the engine through `runwire.engine` and the database through
 `runwire.store`."""
 
 from runwire.replica._replica import Replica
+from runwire.replica._retention import PruneResult, Retention
 
-__all__ = ["Replica"]
+__all__ = ["PruneResult", "Replica", "Retention"]

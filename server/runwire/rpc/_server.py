@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import logging
 import signal
@@ -23,7 +24,8 @@ from runwire.adapters.ai import OpenAiGateway, load_ai_config
 from runwire.config import Settings
 from runwire.engine import Engine, EngineSettings
 from runwire.errors import RunwireError
-from runwire.replica import Replica
+from runwire.replica import Replica, Retention
+from runwire.rpc._admin import ADMIN_SERVICE_NAME, AdminService
 from runwire.rpc._admission import Admission, Limits
 from runwire.rpc._decode import decode_request
 from runwire.rpc._service import RunService
@@ -39,7 +41,7 @@ from runwire.store import (
     pending_migrations,
     session_settings,
 )
-from runwire.v1 import run_service_pb2
+from runwire.v1 import admin_service_pb2, run_service_pb2
 
 __all__ = ["RunwireServer", "ServerFailed"]
 
@@ -209,6 +211,19 @@ class _BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc shi
         return self._deny_stream if details.method.endswith("/WatchRun") else self._deny_unary
 
 
+def _admin_handlers(admin: AdminService) -> grpc.GenericRpcHandler:
+    pb = admin_service_pb2
+    return grpc.method_handlers_generic_handler(
+        ADMIN_SERVICE_NAME,
+        {
+            "PruneRuns": grpc.unary_unary_rpc_method_handler(
+                _decoding(admin.PruneRuns, pb.PruneRunsRequest),
+                response_serializer=pb.PruneRunsResponse.SerializeToString,
+            ),
+        },
+    )
+
+
 class RunwireServer:
     """One server process: start it, serve, drain it.
 
@@ -232,6 +247,9 @@ class RunwireServer:
             raise ValueError("--tls-cert and --tls-key go together")
         if settings.tls_client_ca is not None and settings.tls_cert is None:
             raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        # An admin token is an auth token that may also call AdminService.
+        extra = tuple(t for t in settings.admin_tokens if t not in settings.auth_tokens)
+        settings = dataclasses.replace(settings, auth_tokens=settings.auth_tokens + extra)
         if any(not t.strip() for t in settings.auth_tokens):
             raise ValueError("--auth-token must not be empty or blank: such a token guards nothing")
         if (
@@ -291,6 +309,7 @@ class RunwireServer:
         self._stopping = False
         self._background: set[asyncio.Task[None]] = set()
         self._left: list[str] = []  # runs a dead server stopped, to hand over on stop()
+        self.retention: Retention | None = None
 
     async def start(self) -> int:
         """Connect (or start an embedded Postgres), migrate, and listen; returns the port.
@@ -322,6 +341,14 @@ class RunwireServer:
             elif missing := await pending_migrations(conn):
                 raise SchemaBehind(missing)
         self.store = Store(self._pool)
+        self.retention = Retention(
+            self.store,
+            (self.settings.data_dir / "workspaces").resolve(),
+            max_age=self.settings.retention,
+            batch=self.settings.retention_batch,
+            interval=self.settings.retention_interval,
+        )
+        await self.retention.prepare()  # today's events partition, and the next days'
         writer_settings = session_settings(self.settings.lease_seconds)
         self._writer = EventWriter(
             lambda: asyncpg.connect(url, server_settings=writer_settings),
@@ -399,16 +426,30 @@ class RunwireServer:
             ),
             self.engine.active,
         )
-        self._grpc.add_generic_rpc_handlers((_handlers(self.service, self.admission),))
+        admin = AdminService(
+            self.retention,
+            admin_tokens=self.settings.admin_tokens,
+            guarded=bool(self.settings.auth_tokens) or self.settings.mutual_tls(),
+        )
+        self._grpc.add_generic_rpc_handlers(
+            (_handlers(self.service, self.admission), _admin_handlers(admin))
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         if self.settings.reflection:
             reflection.enable_server_reflection(
-                (SERVICE_NAME, reflection.SERVICE_NAME, "grpc.health.v1.Health"), self._grpc
+                (
+                    SERVICE_NAME,
+                    ADMIN_SERVICE_NAME,
+                    reflection.SERVICE_NAME,
+                    "grpc.health.v1.Health",
+                ),
+                self._grpc,
             )
         self.port = self._listen()
         await self._grpc.start()
         await self._refresh_health()
         self.replica.start()
+        self.retention.start()
         for what, task in (
             ("the event writer", self._writer.task),
             ("the LISTEN task", self.hub.task),
@@ -537,6 +578,8 @@ class RunwireServer:
             await self._grpc.stop(grace)
         if self.replica is not None:
             await self.replica.stop()
+        if self.retention is not None:
+            await self.retention.stop()
         if self.engine is not None:
             left = [*self._left, *await self.engine.stop()]
             if left and self._writer is not None and self.store is not None:

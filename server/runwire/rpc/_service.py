@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import re
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -49,7 +48,7 @@ from runwire.errors import (
 )
 from runwire.rpc._convert import decode_page_token, encode_page_token, parse_filter, run_to_proto
 from runwire.rpc._status import to_status
-from runwire.store import Hub, NewRun, RunRow, Store, frame_event, is_transient
+from runwire.store import Hub, NewRun, RunRow, Store, frame_event, is_transient, new_run_id
 from runwire.v1 import events_pb2, run_service_pb2
 
 __all__ = ["RunService", "principal_of"]
@@ -296,7 +295,7 @@ class RunService:
         request_digest, digest = prepared.request_digest, prepared.flow_digest
         principal = principal_of(context)
         new = NewRun(
-            run_id=f"run_{uuid.uuid4().hex}",
+            run_id=new_run_id(),  # time-ordered: it places the run's events (store/_partitions.py)
             flow_name=request.flow.name,
             flow_digest=digest,
             flow_json=flow_json,
@@ -644,6 +643,9 @@ class RunService:
                 # The end of the finished run, in a response of its own: the
                 # chunks before it are shared, pre-framed bytes.
                 yield _stream_end(cursor.last, cursor.status)
+            except RunNotFound as exc:
+                # Pruned while watched (see _catch_up).
+                await context.abort_with_status(to_status(exc))
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -676,6 +678,10 @@ class RunService:
         """Yield every committed event after the cursor, advancing it."""
         while not cursor.done:
             rows = await self.store.read_events(run_id, cursor.last, _REPLAY_PAGE)
+            if rows is None:
+                # Retention deleted the run mid-replay: NOT_FOUND, never an
+                # OK stream without its end.
+                raise RunNotFound(run_id)
             parts: list[bytes] = []
             size = 0
             for row in rows:

@@ -5,6 +5,7 @@ from runwire.store._framing import frame_event, frame_events
 from runwire.store._gates import DurableGates, decision_of
 from runwire.store._hub import Chunk, Hub, Subscription
 from runwire.store._migrate import SchemaBehind, migrate, pending_migrations
+from runwire.store._partitions import new_run_id
 from runwire.store._session import session_settings
 from runwire.store._store import GateRow, NewRun, RunRow, Store, StoredEvent
 from runwire.store._transient import is_transient
@@ -29,6 +30,7 @@ __all__ = [
     "frame_events",
     "is_transient",
     "migrate",
+    "new_run_id",
     "pending_migrations",
     "session_settings",
 ]

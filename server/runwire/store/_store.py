@@ -12,6 +12,8 @@ import asyncpg
 
 from runwire.engine import LeaseLost
 from runwire.store._hub import CONTROL_CHANNEL
+from runwire.store._partitions import drop_pruned_partitions, ensure_partitions
+from runwire.store._prune import count_prunable, existing_runs, prune_batch
 
 __all__ = ["NewRun", "RunRow", "Store", "StoredEvent"]
 
@@ -183,35 +185,38 @@ class Store:
         Returns the row and whether it was created by this call.
         """
         async with self.pool.acquire() as conn:
-            record = await conn.fetchrow(
-                """INSERT INTO runs (run_id, flow_name, flow_digest, flow, inputs, labels,
-                                     request_id, request_digest, principal, status, node_count,
-                                     owner_id, lease_expire_time)
-                   VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6::jsonb, $7, $8, $9, $10, $11,
-                           $12, now() + make_interval(secs => $13))
-                   ON CONFLICT (request_id) DO NOTHING
-                   RETURNING *""",
-                run.run_id,
-                run.flow_name,
-                run.flow_digest,
-                json.dumps(run.flow_json),
-                json.dumps(run.inputs),
-                json.dumps(run.labels),
-                run.request_id,
-                run.request_digest,
-                run.principal,
-                run.status,
-                run.node_count,
-                owner_id,
-                lease_seconds,
-            )
-            if record is not None:
-                return _row(record), True
-            existing = await conn.fetchrow(
-                "SELECT * FROM runs WHERE request_id = $1", run.request_id
-            )
-            assert existing is not None  # the conflict row cannot vanish: runs are never deleted
-            return _row(existing), False
+            # Retention may delete the run holding the request id between the
+            # two statements: then the insert is tried again, and succeeds.
+            while True:
+                record = await conn.fetchrow(
+                    """INSERT INTO runs (run_id, flow_name, flow_digest, flow, inputs, labels,
+                                         request_id, request_digest, principal, status, node_count,
+                                         owner_id, lease_expire_time)
+                       VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6::jsonb, $7, $8, $9, $10, $11,
+                               $12, now() + make_interval(secs => $13))
+                       ON CONFLICT (request_id) DO NOTHING
+                       RETURNING *""",
+                    run.run_id,
+                    run.flow_name,
+                    run.flow_digest,
+                    json.dumps(run.flow_json),
+                    json.dumps(run.inputs),
+                    json.dumps(run.labels),
+                    run.request_id,
+                    run.request_digest,
+                    run.principal,
+                    run.status,
+                    run.node_count,
+                    owner_id,
+                    lease_seconds,
+                )
+                if record is not None:
+                    return _row(record), True
+                existing = await conn.fetchrow(
+                    "SELECT * FROM runs WHERE request_id = $1", run.request_id
+                )
+                if existing is not None:
+                    return _row(existing), False
 
     async def get_run(self, run_id: str) -> RunRow | None:
         """The run, or None."""
@@ -246,17 +251,32 @@ class Store:
         )
         return [_row(r) for r in records]
 
-    async def read_events(self, run_id: str, after_seq: int, limit: int) -> list[StoredEvent]:
-        """Committed events with seq > after_seq, in order."""
+    async def read_events(
+        self, run_id: str, after_seq: int, limit: int
+    ) -> list[StoredEvent] | None:
+        """Committed events with seq > after_seq, in order; None when the run is
+        not stored (never was, or retention deleted it).
+
+        Events are read through their run, in one statement: retention deletes
+        the run first and its events later (with their partition), so a page
+        read after the run is gone is None, never a stream cut short.
+        """
         self.event_reads += 1
         records = await self.pool.fetch(
-            """SELECT seq, kind, event FROM events
-               WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3""",
+            """SELECT e.seq, e.kind, e.event FROM runs r
+               LEFT JOIN LATERAL (
+                   SELECT seq, kind, event FROM events
+                   WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) e ON true
+               WHERE r.run_id = $1""",
             run_id,
             after_seq,
             limit,
         )
-        return [StoredEvent(r["seq"], r["kind"], r["event"]) for r in records]
+        if not records:
+            return None
+        return [
+            StoredEvent(r["seq"], r["kind"], r["event"]) for r in records if r["seq"] is not None
+        ]
 
     async def request_control(
         self, run_id: str, *, pause: bool | None, cancel: bool, principal: str, reason: str
@@ -485,7 +505,29 @@ class Store:
 
     async def all_events(self, run_id: str) -> list[StoredEvent]:
         """Every committed event of the run (tests and tools)."""
-        return await self.read_events(run_id, 0, 1 << 62)
+        return await self.read_events(run_id, 0, 1 << 62) or []
+
+    # -- retention --------------------------------------------------------------
+
+    async def prune_batch(self, older_than: float, limit: int) -> list[str]:
+        """Delete up to `limit` runs finished more than `older_than` seconds ago."""
+        return await prune_batch(self.pool, older_than, limit)
+
+    async def count_prunable(self, older_than: float) -> int:
+        """How many runs finished more than `older_than` seconds ago."""
+        return await count_prunable(self.pool, older_than)
+
+    async def existing_runs(self, run_ids: Sequence[str]) -> set[str]:
+        """Which of these runs are stored."""
+        return await existing_runs(self.pool, run_ids)
+
+    async def ensure_partitions(self, ahead_days: int = 3) -> list[str]:
+        """Create the missing events partitions of today and the next days."""
+        return await ensure_partitions(self.pool, ahead_days=ahead_days)
+
+    async def drop_pruned_partitions(self) -> list[str]:
+        """Drop past events partitions whose runs are all deleted."""
+        return await drop_pruned_partitions(self.pool)
 
     async def release_leases(self, run_ids: Sequence[str]) -> None:
         """Release leases of runs this process stops driving, for another to take over."""

@@ -3600,6 +3600,7 @@ impl serde::Serialize for ErrorReason {
             Self::CursorInvalid => "ERROR_REASON_CURSOR_INVALID",
             Self::CursorExpired => "ERROR_REASON_CURSOR_EXPIRED",
             Self::SubscriptionNotFound => "ERROR_REASON_SUBSCRIPTION_NOT_FOUND",
+            Self::PermissionDenied => "ERROR_REASON_PERMISSION_DENIED",
         };
         serializer.serialize_str(variant)
     }
@@ -3631,6 +3632,7 @@ impl<'de> serde::Deserialize<'de> for ErrorReason {
             "ERROR_REASON_CURSOR_INVALID",
             "ERROR_REASON_CURSOR_EXPIRED",
             "ERROR_REASON_SUBSCRIPTION_NOT_FOUND",
+            "ERROR_REASON_PERMISSION_DENIED",
         ];
         struct GeneratedVisitor;
         impl serde::de::Visitor<'_> for GeneratedVisitor {
@@ -3704,6 +3706,7 @@ impl<'de> serde::Deserialize<'de> for ErrorReason {
                     "ERROR_REASON_SUBSCRIPTION_NOT_FOUND" => {
                         Ok(ErrorReason::SubscriptionNotFound)
                     }
+                    "ERROR_REASON_PERMISSION_DENIED" => Ok(ErrorReason::PermissionDenied),
                     _ => Err(serde::de::Error::unknown_variant(value, FIELDS)),
                 }
             }
@@ -7658,6 +7661,301 @@ impl<'de> serde::Deserialize<'de> for PendingGate {
         }
         deserializer
             .deserialize_struct("runwire.v1.PendingGate", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for PruneRunsRequest {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.older_than.is_some() {
+            len += 1;
+        }
+        if self.dry_run {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("runwire.v1.PruneRunsRequest", len)?;
+        if let Some(v) = self.older_than.as_ref() {
+            struct_ser.serialize_field("olderThan", v)?;
+        }
+        if self.dry_run {
+            struct_ser.serialize_field("dryRun", &self.dry_run)?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for PruneRunsRequest {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &["older_than", "olderThan", "dry_run", "dryRun"];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            OlderThan,
+            DryRun,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "olderThan" | "older_than" => Ok(GeneratedField::OlderThan),
+                            "dryRun" | "dry_run" => Ok(GeneratedField::DryRun),
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = PruneRunsRequest;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.PruneRunsRequest")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<PruneRunsRequest, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut older_than__ = None;
+                let mut dry_run__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::OlderThan => {
+                            if older_than__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("olderThan"));
+                            }
+                            older_than__ = map_.next_value()?;
+                        }
+                        GeneratedField::DryRun => {
+                            if dry_run__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("dryRun"));
+                            }
+                            dry_run__ = map_.next_value::<::std::option::Option<_>>()?;
+                        }
+                    }
+                }
+                Ok(PruneRunsRequest {
+                    older_than: older_than__,
+                    dry_run: dry_run__.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct("runwire.v1.PruneRunsRequest", FIELDS, GeneratedVisitor)
+    }
+}
+impl serde::Serialize for PruneRunsResponse {
+    #[allow(deprecated)]
+    fn serialize<S>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error>
+    where
+        S: serde::Serializer,
+    {
+        use serde::ser::SerializeStruct;
+        let mut len = 0;
+        if self.run_count != 0 {
+            len += 1;
+        }
+        if self.dropped_partition_count != 0 {
+            len += 1;
+        }
+        if self.removed_workspace_count != 0 {
+            len += 1;
+        }
+        let mut struct_ser = serializer
+            .serialize_struct("runwire.v1.PruneRunsResponse", len)?;
+        if self.run_count != 0 {
+            #[allow(clippy::needless_borrow)]
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            struct_ser
+                .serialize_field(
+                    "runCount",
+                    ToString::to_string(&self.run_count).as_str(),
+                )?;
+        }
+        if self.dropped_partition_count != 0 {
+            struct_ser
+                .serialize_field(
+                    "droppedPartitionCount",
+                    &self.dropped_partition_count,
+                )?;
+        }
+        if self.removed_workspace_count != 0 {
+            struct_ser
+                .serialize_field(
+                    "removedWorkspaceCount",
+                    &self.removed_workspace_count,
+                )?;
+        }
+        struct_ser.end()
+    }
+}
+impl<'de> serde::Deserialize<'de> for PruneRunsResponse {
+    #[allow(deprecated)]
+    fn deserialize<D>(deserializer: D) -> std::result::Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        const FIELDS: &[&str] = &[
+            "run_count",
+            "runCount",
+            "dropped_partition_count",
+            "droppedPartitionCount",
+            "removed_workspace_count",
+            "removedWorkspaceCount",
+        ];
+        #[allow(clippy::enum_variant_names)]
+        enum GeneratedField {
+            RunCount,
+            DroppedPartitionCount,
+            RemovedWorkspaceCount,
+        }
+        impl<'de> serde::Deserialize<'de> for GeneratedField {
+            fn deserialize<D>(
+                deserializer: D,
+            ) -> std::result::Result<GeneratedField, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                struct GeneratedVisitor;
+                impl serde::de::Visitor<'_> for GeneratedVisitor {
+                    type Value = GeneratedField;
+                    fn expecting(
+                        &self,
+                        formatter: &mut std::fmt::Formatter<'_>,
+                    ) -> std::fmt::Result {
+                        write!(formatter, "expected one of: {:?}", & FIELDS)
+                    }
+                    #[allow(unused_variables)]
+                    fn visit_str<E>(
+                        self,
+                        value: &str,
+                    ) -> std::result::Result<GeneratedField, E>
+                    where
+                        E: serde::de::Error,
+                    {
+                        match value {
+                            "runCount" | "run_count" => Ok(GeneratedField::RunCount),
+                            "droppedPartitionCount" | "dropped_partition_count" => {
+                                Ok(GeneratedField::DroppedPartitionCount)
+                            }
+                            "removedWorkspaceCount" | "removed_workspace_count" => {
+                                Ok(GeneratedField::RemovedWorkspaceCount)
+                            }
+                            _ => Err(serde::de::Error::unknown_field(value, FIELDS)),
+                        }
+                    }
+                }
+                deserializer.deserialize_identifier(GeneratedVisitor)
+            }
+        }
+        struct GeneratedVisitor;
+        impl<'de> serde::de::Visitor<'de> for GeneratedVisitor {
+            type Value = PruneRunsResponse;
+            fn expecting(
+                &self,
+                formatter: &mut std::fmt::Formatter<'_>,
+            ) -> std::fmt::Result {
+                formatter.write_str("struct runwire.v1.PruneRunsResponse")
+            }
+            fn visit_map<V>(
+                self,
+                mut map_: V,
+            ) -> std::result::Result<PruneRunsResponse, V::Error>
+            where
+                V: serde::de::MapAccess<'de>,
+            {
+                let mut run_count__ = None;
+                let mut dropped_partition_count__ = None;
+                let mut removed_workspace_count__ = None;
+                while let Some(k) = map_.next_key()? {
+                    match k {
+                        GeneratedField::RunCount => {
+                            if run_count__.is_some() {
+                                return Err(serde::de::Error::duplicate_field("runCount"));
+                            }
+                            run_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                        GeneratedField::DroppedPartitionCount => {
+                            if dropped_partition_count__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("droppedPartitionCount"),
+                                );
+                            }
+                            dropped_partition_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                        GeneratedField::RemovedWorkspaceCount => {
+                            if removed_workspace_count__.is_some() {
+                                return Err(
+                                    serde::de::Error::duplicate_field("removedWorkspaceCount"),
+                                );
+                            }
+                            removed_workspace_count__ = map_
+                                .next_value::<
+                                    ::std::option::Option<
+                                        ::pbjson::private::NumberDeserialize<_>,
+                                    >,
+                                >()?
+                                .map(|v| v.0);
+                        }
+                    }
+                }
+                Ok(PruneRunsResponse {
+                    run_count: run_count__.unwrap_or_default(),
+                    dropped_partition_count: dropped_partition_count__
+                        .unwrap_or_default(),
+                    removed_workspace_count: removed_workspace_count__
+                        .unwrap_or_default(),
+                })
+            }
+        }
+        deserializer
+            .deserialize_struct("runwire.v1.PruneRunsResponse", FIELDS, GeneratedVisitor)
     }
 }
 impl serde::Serialize for ResolveApprovalRequest {

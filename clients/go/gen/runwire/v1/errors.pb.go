@@ -75,6 +75,9 @@ const (
 	ErrorReason_ERROR_REASON_CURSOR_EXPIRED ErrorReason = 18
 	// NOT_FOUND: no subscription has that name.
 	ErrorReason_ERROR_REASON_SUBSCRIPTION_NOT_FOUND ErrorReason = 19
+	// PERMISSION_DENIED: the caller's credentials are valid but do not allow
+	// this call (AdminService needs an `--admin-token`).
+	ErrorReason_ERROR_REASON_PERMISSION_DENIED ErrorReason = 20
 )
 
 // Enum value maps for ErrorReason.
@@ -100,6 +103,7 @@ var (
 		17: "ERROR_REASON_CURSOR_INVALID",
 		18: "ERROR_REASON_CURSOR_EXPIRED",
 		19: "ERROR_REASON_SUBSCRIPTION_NOT_FOUND",
+		20: "ERROR_REASON_PERMISSION_DENIED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":            0,
@@ -122,6 +126,7 @@ var (
 		"ERROR_REASON_CURSOR_INVALID":         17,
 		"ERROR_REASON_CURSOR_EXPIRED":         18,
 		"ERROR_REASON_SUBSCRIPTION_NOT_FOUND": 19,
+		"ERROR_REASON_PERMISSION_DENIED":      20,
 	}
 )
 
@@ -157,7 +162,7 @@ var File_runwire_v1_errors_proto protoreflect.FileDescriptor
 const file_runwire_v1_errors_proto_rawDesc = "" +
 	"\n" +
 	"\x17runwire/v1/errors.proto\x12\n" +
-	"runwire.v1*\xb8\x05\n" +
+	"runwire.v1*\xdc\x05\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19ERROR_REASON_FLOW_INVALID\x10\x01\x12 \n" +
@@ -179,7 +184,8 @@ const file_runwire_v1_errors_proto_rawDesc = "" +
 	"\x17ERROR_REASON_OVERLOADED\x10\x10\x12\x1f\n" +
 	"\x1bERROR_REASON_CURSOR_INVALID\x10\x11\x12\x1f\n" +
 	"\x1bERROR_REASON_CURSOR_EXPIRED\x10\x12\x12'\n" +
-	"#ERROR_REASON_SUBSCRIPTION_NOT_FOUND\x10\x13B\xa6\x01\n" +
+	"#ERROR_REASON_SUBSCRIPTION_NOT_FOUND\x10\x13\x12\"\n" +
+	"\x1eERROR_REASON_PERMISSION_DENIED\x10\x14B\xa6\x01\n" +
 	"\x0ecom.runwire.v1B\vErrorsProtoP\x01Z>github.com/runwire/runwire/clients/go/gen/runwire/v1;runwirev1\xa2\x02\x03RXX\xaa\x02\n" +
 	"Runwire.V1\xca\x02\n" +
 	"Runwire\\V1\xe2\x02\x16Runwire\\V1\\GPBMetadata\xea\x02\vRunwire::V1b\x06proto3"
