@@ -183,7 +183,7 @@ func TestWatchWithAFilterFailsWhenRunCompletedWasSkipped(t *testing.T) {
 		if err := s.Send(&runwirev1.WatchRunResponse{Events: pick(all, 4), ResumeAfterSeq: 6}); err != nil {
 			return err
 		}
-		return s.Send(&runwirev1.WatchRunResponse{StreamEnd: &runwirev1.StreamEnd{LastSeq: 9}})
+		return s.Send(&runwirev1.WatchRunResponse{StreamEnd: &runwirev1.StreamEnd{LastSeq: 9}, ResumeAfterSeq: 9})
 	})
 	opts := fast()
 	opts.Filter = logsOnly

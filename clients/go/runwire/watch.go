@@ -287,18 +287,19 @@ func (w *watcher) attempt(ctx context.Context) (progressed bool, err error) {
 				return progressed, errCompleted
 			}
 		}
-		if w.filtered {
-			// The server looked this far; what it skipped is filtered out.
-			w.resume = max(w.resume, resp.GetResumeAfterSeq())
-		}
 		if end := resp.GetStreamEnd(); end != nil {
-			// The end says events were skipped (RunCompleted, which every
-			// filter selects, among them).
+			// The end says events were skipped: judged before this
+			// response's resume_after_seq, since RunCompleted, which every
+			// filter selects, must have come before the end.
 			if end.GetLastSeq() > w.resume {
 				return progressed, fmt.Errorf("%w: run %q ended at seq %d after seq %d", ErrSeqGap, w.runID, end.GetLastSeq(), w.resume)
 			}
 			w.end = RunEnd{RunID: w.runID, LastSeq: end.GetLastSeq(), Status: end.GetStatus()}
 			return progressed, errCompleted
+		}
+		if w.filtered {
+			// The server looked this far; what it skipped is filtered out.
+			w.resume = max(w.resume, resp.GetResumeAfterSeq())
 		}
 	}
 }

@@ -142,6 +142,7 @@ class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
                         )
                 elif isinstance(action, End):
                     yield run_service_pb2.WatchRunResponse(
+                        resume_after_seq=action.last_seq,
                         stream_end=run_service_pb2.StreamEnd(
                             last_seq=action.last_seq,
                             status=action.status,  # type: ignore[arg-type]  # an int, as in the .pyi's enum

@@ -248,15 +248,16 @@ export async function* watch(
             return ended({ runId, lastSeq, status: event.event.value.status, beyondEnd: false });
           }
         }
-        // The server looked this far; what it skipped is filtered out.
-        if (filtered && response.resumeAfterSeq > resume) resume = response.resumeAfterSeq;
         if (response.streamEnd !== undefined) {
           const { lastSeq: last, status } = response.streamEnd;
-          // The end says events were skipped (RunCompleted, which every
-          // filter selects, among them).
+          // The end says events were skipped: judged before this response's
+          // resumeAfterSeq, since RunCompleted, which every filter selects,
+          // must have come before the end.
           if (last > resume) throw new SeqGapError(runId, resume + 1n, last);
           return ended({ runId, lastSeq: last, status, beyondEnd: false });
         }
+        // The server looked this far; what it skipped is filtered out.
+        if (filtered && response.resumeAfterSeq > resume) resume = response.resumeAfterSeq;
       }
       failure = new ConnectError("WatchRun ended before RunCompleted", Code.Unavailable);
     } catch (err) {

@@ -171,7 +171,7 @@ describe("watch with a filter", () => {
   test("test_watch_with_a_filter_fails_when_run_completed_was_skipped", async () => {
     const server = await serve(async function* () {
       yield { events: pick(4), resumeAfterSeq: 6n };
-      yield { streamEnd: { lastSeq: 9n } };
+      yield { streamEnd: { lastSeq: 9n }, resumeAfterSeq: 9n };
     });
     const client = createRunServiceClient(server.address);
     await assert.rejects(async () => {

@@ -292,15 +292,18 @@ class Watch:
                                 status = _status(int(event.run_completed.status))
                                 self.end = RunEnd(run_id, last_seq, status)
                                 return
-                        if filtered:
-                            # The server looked this far; what it skipped is filtered out.
-                            resume = max(resume, response.resume_after_seq)
                         if response.stream_end is not None:
                             end = response.stream_end
-                            if end.last_seq > resume:  # RunCompleted (always sent) was skipped
+                            # Judged before this response's resume_after_seq:
+                            # RunCompleted, which every filter selects, must
+                            # have come before the end.
+                            if end.last_seq > resume:
                                 raise SeqGapError(run_id, resume + 1, end.last_seq)
                             self.end = RunEnd(run_id, end.last_seq, _status(int(end.status)))
                             return
+                        if filtered:
+                            # The server looked this far; what it skipped is filtered out.
+                            resume = max(resume, response.resume_after_seq)
                 error: Exception | None = None
                 cause = f"WatchRun ended after seq {resume} without RunCompleted"
             except (GRPCError, *TRANSPORT_ERRORS) as failure:
