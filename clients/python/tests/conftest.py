@@ -146,7 +146,7 @@ class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
                         stream_end=run_service_pb2.StreamEnd(
                             last_seq=action.last_seq,
                             status=action.status,  # type: ignore[arg-type]  # an int, as in the .pyi's enum
-                        )
+                        ),
                     )
                 elif isinstance(action, Hold):
                     await action.until.wait()
