@@ -281,3 +281,16 @@ async def test_watch_events_ends_unavailable_on_drain(harness: Harness) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await reader.until(lambda _e: False)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_watch_events_shares_the_watchers_admission_bound(harness_factory: Any) -> None:
+    h: Harness = await harness_factory(max_watchers=1)
+    first = Reader(h.stub)
+    await h.start(logging_flow("adm"))
+    await first.until(completed(1))  # the first stream holds the one place
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in h.stub.WatchEvents(run_service_pb2.WatchEventsRequest()):
+            pass
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _reason(caught.value) == "OVERLOADED"
+    first.cancel()
