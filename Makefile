@@ -132,6 +132,7 @@ bench: bootstrap ## Throughput and latency benchmarks, then the engine's cost; p
 	$(PY) bench/writer.py
 	$(PY) bench/workers.py
 	$(PY) bench/idle_watchers.py
+	$(PY) bench/watch_events.py
 	$(PY) bench/engine.py
 	$(PY) bench/tokens.py
 
@@ -184,6 +185,10 @@ bench-idle: $(VENV)/.installed ## Server memory per idle watcher (1 000 on a gat
 .PHONY: image
 image: ## Build the server image with podman (deploy/build-image.sh; IMAGE=... PUSH=1 to publish).
 	deploy/build-image.sh
+
+.PHONY: bench-watch-events
+bench-watch-events: $(VENV)/.installed ## WatchEvents: positions/s and delivered ev/s with a filter matching 1 % and 100 %, beside a raw asyncpg read.
+	$(PY) bench/watch_events.py
 
 .PHONY: clean
 clean: ## Remove the virtualenv, tool installs, build outputs and local data.

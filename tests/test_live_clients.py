@@ -419,21 +419,28 @@ async def test_watch_examples_print_the_stored_stream_live(
     _record(wall_times, "scenario resume at the end", started)
 
 
+@pytest.mark.parametrize("filtered", [False, True], ids=["every event", "filtered"])
 async def test_watch_examples_resume_after_connections_are_reset(
-    server: ServerProcess, spawn_watchers: Spawn, wall_times: dict[str, float]
+    server: ServerProcess, spawn_watchers: Spawn, wall_times: dict[str, float], filtered: bool
 ) -> None:
     """Each watcher reaches the server through its own TCP proxy. Once all of
     them have printed line 20 of `talk`, while the run is still going, every
     proxied connection is reset. Each watcher must connect again, resume after
     the last seq it printed, and still print exactly the stored list: nothing
-    lost while it was away, nothing twice."""
+    lost while it was away, nothing twice. Filtered (`--kinds`/`--node-ids`),
+    each resumes after the server's last `resume_after_seq` and prints
+    exactly the stored events the filter selects."""
     started = time.perf_counter()
     proxies = {lang: TcpProxy(server.port) for lang in WATCH}
+    extra = ["--kinds", ",".join(FILTER_KINDS), "--node-ids", ",".join(FILTER_NODES)]
     try:
         addrs = {lang: await proxy.start() for lang, proxy in proxies.items()}
         run_id = await _start_run(server.addr)
-        watchers = await spawn_watchers(addrs, run_id)
-        await _open_gate(server.addr, run_id, watchers)
+        watchers = await spawn_watchers(addrs, run_id, *(extra if filtered else []))
+        if filtered:  # the filter leaves ApprovalRequested out
+            await _approve_when_asked(server.addr, run_id)
+        else:
+            await _open_gate(server.addr, run_id, watchers)
         printed_at_cut = await _every(watchers, _is_cut_line, repr(CUT_AT_LINE))
         assert await _run_status(server.addr, run_id) == events_pb2.RUN_STATUS_RUNNING
         accepted_at_cut = {lang: proxy.accepted for lang, proxy in proxies.items()}
@@ -443,12 +450,14 @@ async def test_watch_examples_resume_after_connections_are_reset(
     finally:
         for proxy in proxies.values():
             await proxy.close()
-    _record(wall_times, "scenario cut connections", started)
+    _record(wall_times, f"scenario cut connections{' (filtered)' if filtered else ''}", started)
 
     assert all(n >= 1 for n in cut.values()), f"connections reset per client: {cut}"
     reconnected = {lang: proxies[lang].accepted - accepted_at_cut[lang] for lang in WATCH}
     assert all(n >= 1 for n in reconnected.values()), f"connections after the cut: {reconnected}"
     assert events[-1].seq > printed_at_cut, "the run should have gone on after the cut"
+    if filtered:
+        stored = [line for e, line in zip(events, stored, strict=True) if _filtered(e)]
     assert_every_watcher_printed(watchers, stored)
     assert_flow_shape(events)
 
@@ -488,6 +497,101 @@ async def test_watch_examples_resume_across_a_server_restart(
     assert printed_at_restart < interrupted[0].seq <= resumed_at
     assert_every_watcher_printed(watchers, stored)
     assert_flow_shape(events)
+
+
+# --- filtered watches and one stream across runs ---------------------------
+
+# What the filtered watchers ask for: `talk`'s and `fan`'s log lines and
+# successes (RunCompleted always comes). Without NodeStarted in the kinds the
+# examples' grammar checks drop the attempt rules (clients/GRAMMAR.md).
+FILTER_KINDS = ("node_log", "node_succeeded")
+FILTER_NODES = ("talk", "fan")
+# What the cross-run watchers ask for: every run's first and last event.
+ACROSS_KINDS = ("run_started", "run_completed")
+
+
+def _filtered(event: events_pb2.RunEvent) -> bool:
+    """Whether the filtered watchers' EventFilter selects the event."""
+    case = event.WhichOneof("event")
+    if case == "run_completed":
+        return True
+    return case in FILTER_KINDS and (event.node_id in FILTER_NODES or not event.node_id)
+
+
+async def _finished_other_run(addr: str) -> list[events_pb2.RunEvent]:
+    """A run of another flow, started and watched to its end: the earlier run of the log."""
+    other = flow_pb2.Flow(name="live-other", nodes=[shell_node("hello", "echo", "hello")])
+    async with grpc.aio.insecure_channel(addr) as channel:
+        stub = run_service_pb2_grpc.RunServiceStub(channel)
+        started = await stub.StartRun(run_service_pb2.StartRunRequest(flow=other))
+        return await collect(stub, started.run.run_id)
+
+
+async def _approve_when_asked(addr: str, run_id: str) -> None:
+    """Approve the gate once ApprovalRequested is stored (a WatchRun filtered to it)."""
+    async with grpc.aio.insecure_channel(addr) as channel:
+        stub = run_service_pb2_grpc.RunServiceStub(channel)
+        asked = run_service_pb2.WatchRunRequest(
+            run_id=run_id, filter=run_service_pb2.EventFilter(kinds=["approval_requested"])
+        )
+        async with asyncio.timeout(WAIT_TIMEOUT):
+            async for response in stub.WatchRun(asked):
+                if response.events:
+                    break
+        await stub.ResolveApproval(
+            run_service_pb2.ResolveApprovalRequest(run_id=run_id, node_id="gate", approve=True)
+        )
+
+
+async def test_watch_examples_filtered_and_across_runs(
+    server: ServerProcess,
+    spawn_watchers: Spawn,
+    watch_commands: dict[str, list[str]],
+    wall_times: dict[str, float],
+) -> None:
+    """Each client's example watches the live run with `--kinds`/`--node-ids`
+    and prints exactly the stored events that filter selects (its filtered
+    grammar check held: exit 0). Each also runs `--events` from the earliest
+    cursor with kinds RunStarted/RunCompleted: the events of both runs, an
+    earlier finished one of another flow and the live one, in commit order,
+    the same bytes in every client."""
+    started = time.perf_counter()
+    other = await _finished_other_run(server.addr)
+    run_id = await _start_run(server.addr)
+    filtered = await spawn_watchers(
+        dict.fromkeys(WATCH, server.addr),
+        run_id,
+        "--kinds", ",".join(FILTER_KINDS), "--node-ids", ",".join(FILTER_NODES),
+    )  # fmt: skip
+    across: dict[str, WatchProcess] = {}
+    try:
+        for lang, argv in watch_commands.items():
+            across[lang] = WatchProcess(
+                lang,
+                [*argv, "--addr", server.addr, "--events", "--start", "earliest",
+                 "--kinds", ",".join(ACROSS_KINDS), "--count", "4"],
+            )  # fmt: skip
+            await across[lang].start()
+        await _approve_when_asked(server.addr, run_id)
+        await _finish(filtered)
+        await _finish(across)
+        events, _ = await _stored(server.addr, run_id)
+    finally:
+        for watcher in across.values():
+            await watcher.kill()
+    _record(wall_times, "scenario filtered and across runs", started)
+
+    def lines(selected: list[events_pb2.RunEvent]) -> list[str]:
+        return [canonical(json_format.MessageToDict(e)) for e in selected]
+
+    assert_flow_shape(events)
+    want_filtered = lines([e for e in events if _filtered(e)])
+    assert {json.loads(line).get("nodeId") for line in want_filtered} == {None, *FILTER_NODES}
+    assert_every_watcher_printed(filtered, want_filtered)
+    # Commit order across runs: the other run finished before this one began.
+    ends = [e for e in [*other, *events] if e.WhichOneof("event") in ACROSS_KINDS]
+    assert [e.run_id for e in ends] == [other[0].run_id] * 2 + [run_id] * 2
+    assert_every_watcher_printed(across, lines(ends))
 
 
 # --- connection options: token, TLS, mutual TLS ------------------------------

@@ -4,7 +4,8 @@
     ├── InvalidArgument            INVALID_ARGUMENT, with field violations
     │   ├── FlowInvalid            the flow breaks a rule
     │   ├── PageTokenInvalid       a ListRuns page token is malformed or foreign
-    │   └── FilterInvalid          a ListRuns filter cannot be parsed
+    │   ├── FilterInvalid          a ListRuns filter cannot be parsed
+    │   └── CursorInvalid          a WatchEvents cursor is malformed
     ├── RunNotFound                NOT_FOUND
     ├── RequestIdReused            ALREADY_EXISTS
     ├── FailedPrecondition
@@ -13,6 +14,7 @@
     │   ├── GateNotPending         no gate of that kind waits on the node
     │   └── GateAlreadyResolved    the gate was decided differently
     ├── AfterSeqBeyondEnd          OUT_OF_RANGE: WatchRun past a finished run's end
+    ├── CursorExpired              OUT_OF_RANGE: a WatchEvents cursor retention passed
     ├── ServerDraining             UNAVAILABLE
     │   └── ServerUnavailable      a vital task died: the server is going down
     ├── DatabaseUnavailable        UNAVAILABLE, retry: the database cannot be reached
@@ -32,6 +34,8 @@ from typing import ClassVar
 __all__ = [
     "AdapterDisabled",
     "AfterSeqBeyondEnd",
+    "CursorExpired",
+    "CursorInvalid",
     "DatabaseUnavailable",
     "FailedPrecondition",
     "FieldViolation",
@@ -108,6 +112,15 @@ class FilterInvalid(InvalidArgument):
     """A ListRuns filter cannot be parsed."""
 
     reason = "FILTER_INVALID"
+
+
+class CursorInvalid(InvalidArgument):
+    """A WatchEvents cursor is not one the server issued."""
+
+    reason = "CURSOR_INVALID"
+
+    def __init__(self, description: str, field: str = "cursor") -> None:
+        super().__init__([FieldViolation(field, description)])
 
 
 class RunNotFound(RunwireError):
@@ -196,6 +209,21 @@ class AfterSeqBeyondEnd(RunwireError):
                 "last_seq": str(last_seq),
                 "status": status,
             },
+        )
+
+
+class CursorExpired(RunwireError):
+    """A WatchEvents cursor points before events retention has deleted: resuming
+    from it would silently skip them."""
+
+    code = "OUT_OF_RANGE"
+    reason = "CURSOR_EXPIRED"
+
+    def __init__(self, position: int, horizon: int) -> None:
+        super().__init__(
+            f"the cursor is at log position {position}, but events up to position {horizon} "
+            "were deleted by retention; start again without a cursor (STREAM_START_EARLIEST)",
+            metadata={"position": str(position), "horizon": str(horizon)},
         )
 
 

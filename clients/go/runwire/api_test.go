@@ -15,11 +15,11 @@ import (
 var exported = []string{
 	"CheckKnown", "Checker", "DecodeEvent",
 	"DefaultInitialBackoff", "DefaultMaxBackoff", "DefaultRetryTimeout",
-	"ErrSeqGap", "Error", "ErrorDomain", "FieldViolation", "FromError", "NewChecker",
+	"ErrSeqGap", "Error", "ErrorDomain", "FieldViolation", "FromError", "IsFiltered", "NewChecker", "NewFilteredChecker",
 	"RuleAttemptOpen", "RuleAttemptUnclosed", "RuleItemOutsideFrame", "RuleItemUnclosed", "RuleOutputOutsideAttempt", "RuleRunCompletedLast",
 	"RuleRunIDStable", "RuleRunStartedFirst", "RuleSeqGapless", "RuleSeqStart",
 	"RuleSkipInsideAttempt", "RuleTerminalOutsideAttempt",
-	"RunEnd", "UnknownEventError", "Violation", "Watch", "WatchOptions",
+	"RunEnd", "UnknownEventError", "Violation", "Watch", "WatchEvents", "WatchOptions", "WatchedEvent",
 }
 
 func TestExportedNamesAreLocked(t *testing.T) {

@@ -64,6 +64,10 @@ type Checker struct {
 	// attempt of theirs open or close (a skip says nothing about attempts). A resumed stream (after_seq > 0) accepts output
 	// and terminal events of other nodes, whose NodeStarted came earlier.
 	seen map[string]bool
+	// filtered relaxes the seq rules and attemptRules keeps or drops the
+	// attempt rules, per "Filtered streams" in clients/GRAMMAR.md.
+	filtered     bool
+	attemptRules bool
 }
 
 // NewChecker returns a Checker for a stream of the events after afterSeq
@@ -74,7 +78,40 @@ func NewChecker(afterSeq int64) *Checker {
 		lastSeq:  afterSeq,
 		open:     map[string]attempt{},
 		seen:     map[string]bool{},
+
+		attemptRules: true,
 	}
+}
+
+// NewFilteredChecker returns a Checker for the stream of a WatchRun with
+// filter, which applies the filtered-stream rule of clients/GRAMMAR.md:
+// seqs must increase but may skip, and the attempt rules hold only when the
+// filter's kinds select node_started, node_succeeded and node_failed. A nil
+// filter, or one with neither kinds nor node ids, checks as NewChecker does.
+func NewFilteredChecker(afterSeq int64, filter *runwirev1.EventFilter) *Checker {
+	c := NewChecker(afterSeq)
+	c.filtered = IsFiltered(filter)
+	c.attemptRules = selectsAttemptFraming(filter.GetKinds())
+	return c
+}
+
+// IsFiltered reports whether a WatchRun with filter may skip events: the
+// filter names kinds or node ids.
+func IsFiltered(filter *runwirev1.EventFilter) bool {
+	return len(filter.GetKinds()) > 0 || len(filter.GetNodeIds()) > 0
+}
+
+// selectsAttemptFraming reports whether kinds (empty: every kind) select
+// the events that open and close attempts.
+func selectsAttemptFraming(kinds []string) bool {
+	if len(kinds) == 0 {
+		return true
+	}
+	want := map[string]bool{"node_started": true, "node_succeeded": true, "node_failed": true}
+	for _, k := range kinds {
+		delete(want, k)
+	}
+	return len(want) == 0
 }
 
 // eventKind is the grammar's view of a oneof case.
@@ -192,9 +229,13 @@ func (c *Checker) check(ev *runwirev1.RunEvent) *Violation {
 	}
 
 	switch {
-	case first && seq != c.afterSeq+1:
+	case c.filtered && first && seq <= c.afterSeq:
+		return fail(RuleSeqStart, "first event has seq %d, want more than after_seq %d", seq, c.afterSeq)
+	case c.filtered && !first && seq <= prev:
+		return fail(RuleSeqGapless, "seq %d follows seq %d, want more", seq, prev)
+	case !c.filtered && first && seq != c.afterSeq+1:
 		return fail(RuleSeqStart, "first event has seq %d, want %d (after_seq %d)", seq, c.afterSeq+1, c.afterSeq)
-	case !first && seq != prev+1:
+	case !c.filtered && !first && seq != prev+1:
 		return fail(RuleSeqGapless, "seq %d follows seq %d", seq, prev)
 	case ev.GetRunId() != c.firstRun:
 		return fail(RuleRunIDStable, "run_id %q differs from %q", ev.GetRunId(), c.firstRun)
@@ -204,6 +245,9 @@ func (c *Checker) check(ev *runwirev1.RunEvent) *Violation {
 		return fail(RuleRunStartedFirst, "%s at seq 1, want run_started", name)
 	case seq != 1 && kind == kindRunStarted:
 		return fail(RuleRunStartedFirst, "run_started at seq %d, want seq 1", seq)
+	}
+	if !c.attemptRules {
+		return nil
 	}
 
 	switch {

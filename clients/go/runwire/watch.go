@@ -50,8 +50,14 @@ type WatchOptions struct {
 	// before the iterator stops: after RunCompleted, on the server's
 	// stream_end, or when after_seq is beyond the end of the finished run.
 	OnEnd func(RunEnd)
-	// CallOptions are passed to every WatchRun call.
+	// CallOptions are passed to every WatchRun (or WatchEvents) call.
 	CallOptions []grpc.CallOption
+	// Filter, when it names kinds or node ids, makes Watch yield only the
+	// events it selects (RunCompleted always): seqs may then skip, and a
+	// reconnect resumes after the server's last resume_after_seq rather
+	// than the last event. Check such a stream with NewFilteredChecker.
+	// WatchEvents ignores it (its request carries its own filter).
+	Filter *runwirev1.EventFilter
 }
 
 func (o *WatchOptions) withDefaults() WatchOptions {
@@ -85,7 +91,9 @@ func (o *WatchOptions) withDefaults() WatchOptions {
 // drops) Watch calls WatchRun again with after_seq set to the last seq it
 // yielded, after a capped exponential backoff, and drops the events it has
 // already yielded should the server send them again. It never skips one:
-// a seq gap ends the watch with an error wrapping ErrSeqGap.
+// a seq gap ends the watch with an error wrapping ErrSeqGap. With
+// WatchOptions.Filter, only the events it selects are yielded, seqs may
+// skip, and a reconnect resumes after the server's resume_after_seq.
 //
 // The iterator yields (event, nil) pairs and at most one final (nil, err):
 // an *Error for a non-retryable status (NOT_FOUND, INVALID_ARGUMENT, ...),
@@ -100,7 +108,7 @@ func (o *WatchOptions) withDefaults() WatchOptions {
 func Watch(ctx context.Context, client runwirev1.RunServiceClient, runID string, afterSeq int64, opts *WatchOptions) iter.Seq2[*runwirev1.RunEvent, error] {
 	o := opts.withDefaults()
 	return func(yield func(*runwirev1.RunEvent, error) bool) {
-		w := watcher{client: client, runID: runID, last: afterSeq, opts: o, yield: yield}
+		w := watcher{client: client, runID: runID, last: afterSeq, resume: afterSeq, filtered: IsFiltered(o.Filter), opts: o, yield: yield}
 		if err := w.run(ctx); err != nil && !errors.Is(err, errStopped) {
 			yield(nil, err)
 		}
@@ -156,17 +164,64 @@ var errStopped = errors.New("runwire: watch stopped by the consumer")
 var errCompleted = errors.New("runwire: run completed")
 
 type watcher struct {
-	client runwirev1.RunServiceClient
-	runID  string
-	last   int64 // the seq last yielded, or the starting after_seq
-	opts   WatchOptions
-	yield  func(*runwirev1.RunEvent, error) bool
-	end    RunEnd // set with errCompleted
+	client   runwirev1.RunServiceClient
+	runID    string
+	last     int64 // the seq last yielded, or the starting after_seq
+	resume   int64 // where the next call starts: last, or past what a filter skipped
+	filtered bool
+	opts     WatchOptions
+	yield    func(*runwirev1.RunEvent, error) bool
+	end      RunEnd // set with errCompleted
+}
+
+// retrier is one streak of failures of a resuming stream: the waits and
+// the give-up budget. Watch and WatchEvents share it, so both follow the
+// one retry rule of clients/GRAMMAR.md ("Watching").
+type retrier struct {
+	opts         WatchOptions
+	backoff      time.Duration
+	failingSince time.Time // when the current streak of failed attempts began
+}
+
+func newRetrier(opts WatchOptions) *retrier {
+	return &retrier{opts: opts, backoff: opts.InitialBackoff}
+}
+
+// wait is called after a retryable failure err; progressed says whether the
+// failed call received anything. It waits before the next call and returns
+// nil, or returns the final error: ctx's, or err wrapped once RetryTimeout
+// has passed without a response (what names the watch in it).
+func (r *retrier) wait(ctx context.Context, progressed bool, err error, what string) error {
+	now := time.Now()
+	if progressed || r.failingSince.IsZero() {
+		r.failingSince = now
+	}
+	if progressed {
+		r.backoff = r.opts.InitialBackoff
+	}
+	if r.opts.RetryTimeout > 0 && now.Sub(r.failingSince) >= r.opts.RetryTimeout {
+		return fmt.Errorf("runwire: %s: no answer for %v: %w",
+			what, now.Sub(r.failingSince).Round(time.Millisecond), FromError(err))
+	}
+	// Equal jitter: half the backoff fixed, half random, so clients cut
+	// off by one restart do not all come back in the same instant.
+	delay := r.backoff/2 + rand.N(r.backoff/2+1)
+	if r.opts.OnRetry != nil {
+		r.opts.OnRetry(err, delay)
+	}
+	t := time.NewTimer(delay)
+	select {
+	case <-ctx.Done():
+		t.Stop()
+		return ctx.Err()
+	case <-t.C:
+	}
+	r.backoff = min(2*r.backoff, r.opts.MaxBackoff)
+	return nil
 }
 
 func (w *watcher) run(ctx context.Context) error {
-	backoff := w.opts.InitialBackoff
-	var failingSince time.Time // when the current streak of failed attempts began
+	r := newRetrier(w.opts)
 	for {
 		progressed, err := w.attempt(ctx)
 		if end, ok := beyondEnd(w.runID, err); ok {
@@ -185,31 +240,9 @@ func (w *watcher) run(ctx context.Context) error {
 		case !retryable(err):
 			return FromError(err)
 		}
-		now := time.Now()
-		if progressed || failingSince.IsZero() {
-			failingSince = now
+		if err := r.wait(ctx, progressed, err, fmt.Sprintf("watch run %q after seq %d", w.runID, w.resume)); err != nil {
+			return err
 		}
-		if progressed {
-			backoff = w.opts.InitialBackoff
-		}
-		if w.opts.RetryTimeout > 0 && now.Sub(failingSince) >= w.opts.RetryTimeout {
-			return fmt.Errorf("runwire: watch run %q after seq %d: no answer for %v: %w",
-				w.runID, w.last, now.Sub(failingSince).Round(time.Millisecond), FromError(err))
-		}
-		// Equal jitter: half the backoff fixed, half random, so clients cut
-		// off by one restart do not all come back in the same instant.
-		delay := backoff/2 + rand.N(backoff/2+1)
-		if w.opts.OnRetry != nil {
-			w.opts.OnRetry(err, delay)
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		backoff = min(2*backoff, w.opts.MaxBackoff)
 	}
 }
 
@@ -219,7 +252,7 @@ func (w *watcher) run(ctx context.Context) error {
 func (w *watcher) attempt(ctx context.Context) (progressed bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // also cancels the stream when the consumer stops early
-	stream, err := w.client.WatchRun(ctx, &runwirev1.WatchRunRequest{RunId: w.runID, AfterSeq: w.last}, w.opts.CallOptions...)
+	stream, err := w.client.WatchRun(ctx, &runwirev1.WatchRunRequest{RunId: w.runID, AfterSeq: w.resume, Filter: w.opts.Filter}, w.opts.CallOptions...)
 	if err != nil {
 		return false, err
 	}
@@ -236,16 +269,16 @@ func (w *watcher) attempt(ctx context.Context) (progressed bool, err error) {
 		}
 		progressed = true
 		for _, ev := range resp.GetEvents() {
-			if ev.GetSeq() <= w.last {
+			if ev.GetSeq() <= w.resume {
 				continue // already yielded before a reconnect
 			}
-			if ev.GetSeq() != w.last+1 {
+			if !w.filtered && ev.GetSeq() != w.last+1 {
 				return progressed, fmt.Errorf("%w: run %q sent seq %d after seq %d", ErrSeqGap, w.runID, ev.GetSeq(), w.last)
 			}
 			if err := CheckKnown(ev); err != nil {
 				return progressed, err
 			}
-			w.last = ev.GetSeq()
+			w.last, w.resume = ev.GetSeq(), ev.GetSeq()
 			if !w.yield(ev, nil) {
 				return progressed, errStopped
 			}
@@ -255,11 +288,18 @@ func (w *watcher) attempt(ctx context.Context) (progressed bool, err error) {
 			}
 		}
 		if end := resp.GetStreamEnd(); end != nil {
-			if end.GetLastSeq() > w.last { // the end says events were skipped
-				return progressed, fmt.Errorf("%w: run %q ended at seq %d after seq %d", ErrSeqGap, w.runID, end.GetLastSeq(), w.last)
+			// The end says events were skipped: judged before this
+			// response's resume_after_seq, since RunCompleted, which every
+			// filter selects, must have come before the end.
+			if end.GetLastSeq() > w.resume {
+				return progressed, fmt.Errorf("%w: run %q ended at seq %d after seq %d", ErrSeqGap, w.runID, end.GetLastSeq(), w.resume)
 			}
 			w.end = RunEnd{RunID: w.runID, LastSeq: end.GetLastSeq(), Status: end.GetStatus()}
 			return progressed, errCompleted
+		}
+		if w.filtered {
+			// The server looked this far; what it skipped is filtered out.
+			w.resume = max(w.resume, resp.GetResumeAfterSeq())
 		}
 	}
 }

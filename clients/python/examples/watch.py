@@ -1,8 +1,16 @@
 """Watch a runwire run: one line of proto3 JSON per event, checked against the stream grammar.
 
     python clients/python/examples/watch.py --addr 127.0.0.1:50051 --run-id RUN_ID [--after-seq N]
+        [--kinds KIND,...] [--node-ids NODE,...]
         [--token TOKEN] [--tls-ca CA.pem [--tls-cert CERT.pem --tls-key KEY.pem]]
         [--give-up-after SECONDS]
+    python clients/python/examples/watch.py --events [--cursor CURSOR] [--start latest|earliest]
+        [--flow-name NAME] [--kinds KIND,...] [--node-ids NODE,...] [--count N] [connection flags]
+
+--kinds and --node-ids filter the watch (the grammar check then follows the
+filtered-stream rule). --events watches every run instead (WatchEvents,
+resumed from the last cursor), printing the same lines, until --count events
+(forever without it); it checks no grammar.
 
 Exit status (the same in every client's example): 0 at the run's end (after
 RunCompleted, or told by the server that the run finished at or before
@@ -35,7 +43,9 @@ from runwire_client import (
     SeqGapError,
     UnknownEventError,
     event_to_json,
+    v1,
     watch,
+    watch_events,
 )
 
 
@@ -46,9 +56,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--addr", default="127.0.0.1:50051", help="server address, HOST:PORT (default %(default)s)"
     )
-    parser.add_argument("--run-id", required=True, help="the run to watch")
+    parser.add_argument("--run-id", help="the run to watch (not with --events)")
     parser.add_argument(
         "--after-seq", type=int, default=0, help="print only events after this seq (default 0)"
+    )
+    parser.add_argument(
+        "--kinds", default="", help="only these event kinds (oneof names, comma-separated)"
+    )
+    parser.add_argument("--node-ids", default="", help="only these nodes' events (comma-separated)")
+    parser.add_argument(
+        "--events", action="store_true", help="watch every run's events (WatchEvents) instead"
+    )
+    parser.add_argument("--cursor", default="", help="--events: resume after this cursor")
+    parser.add_argument(
+        "--start",
+        choices=["latest", "earliest"],
+        default="latest",
+        help="--events without --cursor: where to start (default %(default)s)",
+    )
+    parser.add_argument("--flow-name", default="", help="--events: only runs of this flow")
+    parser.add_argument(
+        "--count", type=int, default=0, help="--events: exit 0 after this many events"
     )
     parser.add_argument("--token", help="send `authorization: Bearer TOKEN`")
     parser.add_argument("--tls-ca", help="connect with TLS, trusting this PEM CA bundle")
@@ -66,6 +94,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     host, _, port = args.addr.rpartition(":")
     if not host or not port.isdigit():
         parser.error(f"--addr must be HOST:PORT, got {args.addr!r}")
+    if args.events == (args.run_id is not None):
+        parser.error("give either --run-id or --events")
+    if args.count < 0:
+        parser.error(f"--count must not be negative, got {args.count}")
     if args.after_seq < 0:
         parser.error(f"--after-seq must not be negative, got {args.after_seq}")
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -95,11 +127,43 @@ def connect(args: argparse.Namespace) -> Channel:
     return channel
 
 
-async def run(args: argparse.Namespace) -> int:
+def event_filter(args: argparse.Namespace) -> v1.EventFilter | None:
+    kinds = [k for k in args.kinds.split(",") if k]
+    node_ids = [n for n in args.node_ids.split(",") if n]
+    return v1.EventFilter(kinds=kinds, node_ids=node_ids) if kinds or node_ids else None
+
+
+async def run_events(args: argparse.Namespace) -> int:
+    """--events: every run's events from WatchEvents, until --count."""
     channel = connect(args)
-    checker = GrammarChecker(args.after_seq)
+    flt = v1.RunEventsFilter(flow_name=args.flow_name, events=event_filter(args))
+    start = v1.StreamStart.EARLIEST if args.start == "earliest" else v1.StreamStart.LATEST
     backoff = Backoff(give_up_after=args.give_up_after or None)
-    watching = watch(channel, args.run_id, args.after_seq, backoff=backoff)
+    watching = watch_events(channel, flt, cursor=args.cursor, start=start, backoff=backoff)
+    printed = 0
+    try:
+        async for item in watching:
+            print(event_to_json(item.event), flush=True)
+            printed += 1
+            if printed == args.count:
+                break
+    except (RunwireError, UnknownEventError) as error:
+        print(f"watch: {error}", file=sys.stderr)
+        return 3
+    finally:
+        await watching.aclose()
+        channel.close()
+    return 0
+
+
+async def run(args: argparse.Namespace) -> int:
+    if args.events:
+        return await run_events(args)
+    channel = connect(args)
+    flt = event_filter(args)
+    checker = GrammarChecker(args.after_seq, flt)
+    backoff = Backoff(give_up_after=args.give_up_after or None)
+    watching = watch(channel, args.run_id, args.after_seq, backoff=backoff, event_filter=flt)
     try:
         async for event in watching:
             # Print first, so the line that breaks the grammar is on stdout too.

@@ -23,9 +23,14 @@ from runwire_client import RunEvent, encode_event
 
 @dataclasses.dataclass(frozen=True)
 class Send:
-    """Send one WatchRunResponse carrying these events (or raw encoded events)."""
+    """Send one response carrying these events (or raw encoded events).
+
+    WatchRun sends `resume_after_seq`; WatchEvents sends `cursor`.
+    """
 
     events: Sequence[RunEvent | bytes]
+    resume_after_seq: int = 0
+    cursor: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,11 +97,14 @@ def _status_details(abort: Abort) -> bytes:
 
 
 class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
-    """WatchRun plays the next step of the script on each call and records its after_seq."""
+    """WatchRun and WatchEvents play the next step of the script on each call
+    and record their requests (WatchRun's after_seq in `after_seqs`)."""
 
     def __init__(self, *steps: Step) -> None:
         self.steps = list(steps)
         self.after_seqs: list[int] = []
+        self.watch_requests: list[run_service_pb2.WatchRunRequest] = []
+        self.events_requests: list[run_service_pb2.WatchEventsRequest] = []
         self.calls_ended = 0
         self._ended = asyncio.Condition()
 
@@ -104,18 +112,41 @@ class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
         self, request: run_service_pb2.WatchRunRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[run_service_pb2.WatchRunResponse]:
         self.after_seqs.append(request.after_seq)
+        self.watch_requests.append(request)
+        async for response in self._play(context):
+            yield response
+
+    async def WatchEvents(
+        self, request: run_service_pb2.WatchEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[run_service_pb2.WatchEventsResponse]:
+        self.events_requests.append(request)
+        async for response in self._play(context):
+            if isinstance(response, run_service_pb2.WatchEventsResponse):
+                yield response
+
+    async def _play(
+        self, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[run_service_pb2.WatchRunResponse | run_service_pb2.WatchEventsResponse]:
         step = self.steps.pop(0)
         try:
             for action in step:
                 if isinstance(action, Send):
                     events = [_to_proto(item) for item in action.events]
-                    yield run_service_pb2.WatchRunResponse(events=events)
+                    if action.cursor:
+                        yield run_service_pb2.WatchEventsResponse(
+                            events=events, cursor=action.cursor
+                        )
+                    else:
+                        yield run_service_pb2.WatchRunResponse(
+                            events=events, resume_after_seq=action.resume_after_seq
+                        )
                 elif isinstance(action, End):
                     yield run_service_pb2.WatchRunResponse(
+                        resume_after_seq=action.last_seq,
                         stream_end=run_service_pb2.StreamEnd(
                             last_seq=action.last_seq,
                             status=action.status,  # type: ignore[arg-type]  # an int, as in the .pyi's enum
-                        )
+                        ),
                     )
                 elif isinstance(action, Hold):
                     await action.until.wait()

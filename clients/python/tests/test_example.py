@@ -189,3 +189,48 @@ async def test_example_help_works() -> None:
     for flag in ("--addr", "--run-id", "--after-seq", "--token", "--tls-ca", "--tls-cert",
                  "--tls-key", "--give-up-after"):  # fmt: skip
         assert any(flag in line for line in lines), flag
+
+
+async def test_example_filtered_watch_checks_the_filtered_grammar(
+    start_server: StartServer,
+) -> None:
+    """--kinds node_log: seq 3 and RunCompleted, with gaps; the filtered rule holds, exit 0."""
+    service = ScriptedRunService([Send([RUN[2], RUN[4]], resume_after_seq=5)])
+    port, _ = await start_server(service)
+
+    code, lines, stderr = await run_example(
+        "--addr", f"127.0.0.1:{port}", "--run-id", RUN_ID, "--kinds", "node_log"
+    )
+
+    assert (code, stderr) == (0, "")
+    assert lines == [event_to_json(RUN[2]), event_to_json(RUN[4])]
+    assert list(service.watch_requests[0].filter.kinds) == ["node_log"]
+
+
+async def test_example_events_prints_count_events_across_runs(start_server: StartServer) -> None:
+    other = stream("run_started", "run_completed")
+    for event in other:
+        event.run_id = "run_other"
+    service = ScriptedRunService(
+        [Send([RUN[0], other[0]], cursor="c2"), Abort(grpc.StatusCode.UNAVAILABLE, "draining")],
+        [Send([other[0], other[1]], cursor="c3")],
+    )
+    port, _ = await start_server(service)
+
+    code, lines, _ = await run_example(
+        "--addr", f"127.0.0.1:{port}", "--events", "--start", "earliest",
+        "--flow-name", "deploy", "--count", "3",
+    )  # fmt: skip
+
+    assert code == 0
+    assert lines == [event_to_json(e) for e in (RUN[0], other[0], other[1])]
+    assert [r.cursor for r in service.events_requests] == ["", "c2"]
+    assert service.events_requests[0].filter.flow_name == "deploy"
+
+
+async def test_example_events_and_run_id_exclude_each_other() -> None:
+    code, _, stderr = await run_example("--events", "--run-id", RUN_ID)
+    assert code == 2
+    assert "either --run-id or --events" in stderr
+    code, _, _ = await run_example("--addr", "127.0.0.1:1")
+    assert code == 2

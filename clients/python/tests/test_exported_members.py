@@ -10,6 +10,7 @@ from runwire_client import v1
 PUBLIC = [
     "EVENT_CASES",
     "Backoff",
+    "EventsWatch",
     "FieldViolation",
     "GrammarChecker",
     "GrammarViolation",
@@ -22,6 +23,7 @@ PUBLIC = [
     "SeqGapError",
     "UnknownEventError",
     "Watch",
+    "WatchedEvent",
     "check_stream",
     "decode_event",
     "encode_event",
@@ -32,6 +34,7 @@ PUBLIC = [
     "event_to_json",
     "v1",
     "watch",
+    "watch_events",
 ]
 
 

@@ -47,6 +47,17 @@ pub enum Error {
         /// The last retryable error.
         last: RpcError,
     },
+    /// `watch_events` kept failing with retryable errors and received
+    /// nothing for longer than its budget (`WatchOptions::give_up_after`).
+    #[error("gave up watching events after {elapsed:?} without progress (resuming from cursor {cursor:?}): {last}")]
+    EventsRetriesExhausted {
+        /// The cursor the next attempt would have used; resume from it.
+        cursor: String,
+        /// Time since the last progress.
+        elapsed: Duration,
+        /// The last retryable error.
+        last: RpcError,
+    },
     /// The server skipped a seq: the events in between would be lost.
     #[error("run {run_id:?}: expected seq {expected}, received seq {received}")]
     SeqGap {

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
-use crate::v1::RunEvent;
 use crate::v1::run_event::Event;
+use crate::v1::{EventFilter, RunEvent};
 
 /// One rule of the stream grammar; [`Rule::name`] is its name in every client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -145,13 +145,20 @@ fn role(event: &Event) -> (Role, &'static str) {
     }
 }
 
+/// Whether a `WatchRun` with this filter may skip events: it names kinds or
+/// node ids.
+pub fn is_filtered(filter: Option<&EventFilter>) -> bool {
+    filter.is_some_and(|f| !f.kinds.is_empty() || !f.node_ids.is_empty())
+}
+
 /// Checks one run's event stream against the grammar, one event at a time.
 ///
 /// Create it with the `after_seq` the watch started from (0 for the whole
 /// stream), [`check`](Self::check) every event in order, then
 /// [`finish`](Self::finish) when the stream ends. Every violation is kept in
 /// [`violations`](Self::violations); the methods also return the first one
-/// each call found.
+/// each call found. For a filtered watch create it with
+/// [`with_filter`](Self::with_filter).
 #[derive(Debug, Clone)]
 pub struct GrammarChecker {
     after_seq: i64,
@@ -166,6 +173,10 @@ pub struct GrammarChecker {
     /// attempt may have opened before `after_seq`.
     seen: HashSet<String>,
     violations: Vec<Violation>,
+    /// "Filtered streams" of `clients/GRAMMAR.md`: seqs may skip.
+    filtered: bool,
+    /// Whether the attempt rules apply (not when a filter drops the framing).
+    attempt_rules: bool,
 }
 
 impl GrammarChecker {
@@ -179,6 +190,23 @@ impl GrammarChecker {
             open: BTreeMap::new(),
             seen: HashSet::new(),
             violations: Vec::new(),
+            filtered: false,
+            attempt_rules: true,
+        }
+    }
+
+    /// A checker for the stream of a `WatchRun` with `filter`, applying the
+    /// filtered-stream rule of `clients/GRAMMAR.md`: seqs must increase but
+    /// may skip, and the attempt rules hold only when the filter's kinds
+    /// select `node_started`, `node_succeeded` and `node_failed`. A filter
+    /// with neither kinds nor node ids checks as [`new`](Self::new) does.
+    pub fn with_filter(after_seq: i64, filter: &EventFilter) -> Self {
+        let kinds = &filter.kinds;
+        let framing = ["node_started", "node_succeeded", "node_failed"];
+        Self {
+            filtered: is_filtered(Some(filter)),
+            attempt_rules: kinds.is_empty() || framing.iter().all(|k| kinds.iter().any(|s| s == k)),
+            ..Self::new(after_seq)
         }
     }
 
@@ -201,6 +229,15 @@ impl GrammarChecker {
         let seq = event.seq;
 
         match self.last_seq {
+            None if self.filtered && seq <= self.after_seq => self.fail(
+                Rule::SeqStart,
+                seq,
+                format!("first event has seq {seq}, expected more than after_seq {}", self.after_seq),
+            ),
+            Some(last) if self.filtered && seq <= last => {
+                self.fail(Rule::SeqGapless, seq, format!("seq {seq} follows seq {last}, expected more"));
+            }
+            _ if self.filtered => {}
             None if seq != self.after_seq + 1 => self.fail(
                 Rule::SeqStart,
                 seq,
@@ -238,6 +275,12 @@ impl GrammarChecker {
                 self.fail(Rule::RunStartedFirst, seq, format!("the event at seq 1 is {name}, not RunStarted"));
             }
             _ => {}
+        }
+        if !self.attempt_rules {
+            if matches!(role, Role::RunCompleted) {
+                self.completed_at.get_or_insert(seq);
+            }
+            return self.first_since(first_new);
         }
 
         // A fan-out item is a track of its own, named `node[item_index]`; the

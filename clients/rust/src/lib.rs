@@ -3,6 +3,8 @@
 //!
 //! - [`watch`]: a run's events as a stream that resumes with `after_seq`
 //!   after disconnects and server restarts, without duplicates or loss;
+//! - [`watch_events`]: the events of every run a filter selects, across
+//!   runs, resuming from the last cursor with the same retry rule;
 //! - [`GrammarChecker`]: the stream grammar of `clients/GRAMMAR.md`;
 //! - [`Error`]: typed errors from `google.rpc.Status` details, and the
 //!   explicit "unknown event, upgrade the client" error.
@@ -27,6 +29,7 @@ mod grammar;
 #[doc(hidden)]
 pub mod json;
 mod watch;
+mod watch_events;
 pub mod wkt;
 
 /// The generated `runwire.v1` package: messages with proto3 JSON (serde)
@@ -40,5 +43,6 @@ pub mod v1 {
 
 pub use error::{ERROR_DOMAIN, Error, FieldViolation, RpcError, UnknownEventError};
 pub use event::{decode_event, require_known};
-pub use grammar::{GrammarChecker, Rule, Violation, check_stream};
-pub use watch::{OnRetry, RunEnd, Watch, WatchOptions, WatchRetry, watch, watch_with_options};
+pub use grammar::{GrammarChecker, Rule, Violation, check_stream, is_filtered};
+pub use watch::{OnRetry, RunEnd, Watch, WatchOptions, WatchRetry, watch, watch_with_filter, watch_with_options};
+pub use watch_events::{EventsWatch, WatchedEvent, watch_events, watch_events_with_options};

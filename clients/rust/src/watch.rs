@@ -13,9 +13,10 @@ use tonic::codegen::{Body, Bytes, StdError};
 
 use crate::error::{Error, RpcError};
 use crate::event::require_known;
+use crate::grammar::is_filtered;
 use crate::v1::run_event::Event;
 use crate::v1::run_service_client::RunServiceClient;
-use crate::v1::{ErrorReason, RunEvent, RunStatus, WatchRunRequest, WatchRunResponse};
+use crate::v1::{ErrorReason, EventFilter, RunEvent, RunStatus, WatchRunRequest, WatchRunResponse};
 
 /// How a watched run ended, from [`Watch::end`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,8 +91,12 @@ pub struct WatchRetry<'a> {
     pub error: &'a RpcError,
     /// The wait before the next call.
     pub delay: Duration,
-    /// The `after_seq` the next call asks for: the last `seq` delivered.
+    /// The `after_seq` the next `WatchRun` asks for: the last `seq`
+    /// delivered (or past what a filter skipped); 0 for `watch_events`.
     pub after_seq: i64,
+    /// The cursor the next `WatchEvents` call resumes from (empty: the
+    /// request's own start); `None` for `watch`.
+    pub cursor: Option<&'a str>,
 }
 
 /// A callback for [`WatchOptions::on_retry`]. It runs on the task polling
@@ -200,16 +205,58 @@ where
     <T::ResponseBody as Body>::Error: Into<StdError> + Send,
     T::Future: Send,
 {
+    start(client, run_id.into(), after_seq, None, options)
+}
+
+/// [`watch_with_options`] of the events `filter` selects (RunCompleted
+/// always). With kinds or node ids, seqs may skip (no [`Error::SeqGap`]
+/// between events), and a reconnect resumes after the server's last
+/// `resume_after_seq` (how far it looked), not the last event's `seq`; a
+/// `stream_end` beyond that point means RunCompleted was lost and ends the
+/// stream with [`Error::SeqGap`]. Check such a stream with
+/// [`GrammarChecker::with_filter`](crate::GrammarChecker::with_filter).
+pub fn watch_with_filter<T>(
+    client: RunServiceClient<T>,
+    run_id: impl Into<String>,
+    after_seq: i64,
+    filter: EventFilter,
+    options: WatchOptions,
+) -> Watch
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Send + 'static,
+    T::Error: Into<StdError>,
+    T::ResponseBody: Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as Body>::Error: Into<StdError> + Send,
+    T::Future: Send,
+{
+    start(client, run_id.into(), after_seq, Some(filter), options)
+}
+
+fn start<T>(
+    client: RunServiceClient<T>,
+    run_id: String,
+    after_seq: i64,
+    filter: Option<EventFilter>,
+    options: WatchOptions,
+) -> Watch
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Send + 'static,
+    T::Error: Into<StdError>,
+    T::ResponseBody: Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as Body>::Error: Into<StdError> + Send,
+    T::Future: Send,
+{
     let end = Arc::new(Mutex::new(None));
     let state = Watcher {
         client,
-        run_id: run_id.into(),
+        run_id,
         last_seq: after_seq,
-        backoff: options.initial_backoff,
-        options,
+        resume: after_seq,
+        filtered: is_filtered(filter.as_ref()),
+        filter,
+        retrier: Retrier::new(options),
         stream: None,
         ready: VecDeque::new(),
-        failing_since: None,
         done: false,
         end: Arc::clone(&end),
     };
@@ -220,18 +267,68 @@ where
     Watch { inner: Box::pin(inner), end }
 }
 
+/// One streak of failures of a resuming stream: the waits and the give-up
+/// budget. [`watch`] and [`watch_events`](crate::watch_events) share it, so
+/// both follow the one retry rule of `clients/GRAMMAR.md` ("Watching").
+pub(crate) struct Retrier {
+    options: WatchOptions,
+    backoff: Duration,
+    /// When the current run of retryable failures began.
+    failing_since: Option<Instant>,
+}
+
+impl Retrier {
+    pub(crate) fn new(options: WatchOptions) -> Self {
+        Self { backoff: options.initial_backoff, options, failing_since: None }
+    }
+
+    /// A response arrived: the outage, if any, is over.
+    pub(crate) fn received(&mut self) {
+        self.failing_since = None;
+        self.backoff = self.options.initial_backoff;
+    }
+
+    /// After a retryable `error`: waits before the next call, or returns
+    /// how long the failures have lasted once that spends the budget.
+    pub(crate) async fn wait(
+        &mut self,
+        error: &RpcError,
+        after_seq: i64,
+        cursor: Option<&str>,
+    ) -> Result<(), Duration> {
+        let since = *self.failing_since.get_or_insert_with(Instant::now);
+        let elapsed = since.elapsed();
+        if elapsed >= self.options.give_up_after {
+            return Err(elapsed);
+        }
+        // Equal jitter, as in every client: the wait is drawn from
+        // [backoff/2, backoff], so watchers cut off by one restart do not
+        // all come back in the same instant; the last lands on the budget.
+        let half = self.backoff / 2;
+        let jittered = half + half.mul_f64(fastrand::f64());
+        let wait = jittered.min(self.options.give_up_after - elapsed);
+        self.backoff = (self.backoff * 2).min(self.options.max_backoff);
+        if let Some(on_retry) = &self.options.on_retry {
+            (on_retry.0)(&WatchRetry { error, delay: wait, after_seq, cursor });
+        }
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+}
+
 struct Watcher<T> {
     client: RunServiceClient<T>,
     run_id: String,
-    /// The last `seq` accepted into `ready`; the next call resumes after it.
+    /// The last `seq` accepted into `ready`.
     last_seq: i64,
-    options: WatchOptions,
-    backoff: Duration,
+    /// Where the next call resumes: `last_seq`, or past what a filter skipped.
+    resume: i64,
+    filter: Option<EventFilter>,
+    filtered: bool,
+    retrier: Retrier,
     stream: Option<Streaming<WatchRunResponse>>,
     /// Accepted items not yet handed out, in order.
     ready: VecDeque<Result<RunEvent, Error>>,
-    /// When the current run of retryable failures began.
-    failing_since: Option<Instant>,
     /// Set once the run's end or a final error is in `ready`.
     done: bool,
     /// Shared with the [`Watch`]: set at the run's end.
@@ -255,8 +352,11 @@ where
                 return None;
             }
             let Some(stream) = self.stream.as_mut() else {
-                let request =
-                    WatchRunRequest { run_id: self.run_id.clone(), after_seq: self.last_seq, ..Default::default() };
+                let request = WatchRunRequest {
+                    run_id: self.run_id.clone(),
+                    after_seq: self.resume,
+                    filter: self.filter.clone(),
+                };
                 match self.client.watch_run(request).await {
                     // Only a response counts as the outage being over, as in
                     // every client: a server that accepts calls and fails
@@ -268,8 +368,7 @@ where
             };
             match stream.message().await {
                 Ok(Some(response)) => {
-                    self.failing_since = None;
-                    self.backoff = self.options.initial_backoff;
+                    self.retrier.received();
                     self.accept(response);
                 }
                 // OK before the run's end: the server ends OK only after
@@ -293,10 +392,10 @@ where
     /// name.
     fn accept(&mut self, response: WatchRunResponse) {
         for event in response.events {
-            if event.seq <= self.last_seq {
+            if event.seq <= self.resume {
                 continue;
             }
-            if event.seq != self.last_seq + 1 {
+            if !self.filtered && event.seq != self.last_seq + 1 {
                 let gap =
                     Error::SeqGap { run_id: self.run_id.clone(), expected: self.last_seq + 1, received: event.seq };
                 self.finish(Err(gap));
@@ -307,6 +406,7 @@ where
                 return;
             }
             self.last_seq = event.seq;
+            self.resume = event.seq;
             let status = match &event.event {
                 Some(Event::RunCompleted(done)) => Some(done.status),
                 _ => None,
@@ -318,14 +418,21 @@ where
             }
         }
         if let Some(end) = response.stream_end {
-            if end.last_seq > self.last_seq {
-                // The end says events were skipped.
+            if end.last_seq > self.resume {
+                // The end says events were skipped: judged before this
+                // response's resume_after_seq, since RunCompleted, which
+                // every filter selects, must have come before the end.
                 let gap =
-                    Error::SeqGap { run_id: self.run_id.clone(), expected: self.last_seq + 1, received: end.last_seq };
+                    Error::SeqGap { run_id: self.run_id.clone(), expected: self.resume + 1, received: end.last_seq };
                 self.finish(Err(gap));
                 return;
             }
             self.end_at(end.last_seq, end.status, false);
+            return;
+        }
+        if self.filtered {
+            // The server looked this far; what it skipped is filtered out.
+            self.resume = self.resume.max(response.resume_after_seq);
         }
     }
 
@@ -348,28 +455,14 @@ where
             self.finish(Err(Error::Rpc(error)));
             return;
         }
-        let since = *self.failing_since.get_or_insert_with(Instant::now);
-        let elapsed = since.elapsed();
-        if elapsed >= self.options.give_up_after {
+        if let Err(elapsed) = self.retrier.wait(&error, self.resume, None).await {
             self.finish(Err(Error::RetriesExhausted {
                 run_id: self.run_id.clone(),
-                after_seq: self.last_seq,
+                after_seq: self.resume,
                 elapsed,
                 last: error,
             }));
-            return;
         }
-        // Equal jitter, as in every client: the wait is drawn from
-        // [backoff/2, backoff], so watchers cut off by one restart do not
-        // all come back in the same instant; the last lands on the budget.
-        let half = self.backoff / 2;
-        let jittered = half + half.mul_f64(fastrand::f64());
-        let wait = jittered.min(self.options.give_up_after - elapsed);
-        self.backoff = (self.backoff * 2).min(self.options.max_backoff);
-        if let Some(on_retry) = &self.options.on_retry {
-            (on_retry.0)(&WatchRetry { error: &error, delay: wait, after_seq: self.last_seq });
-        }
-        tokio::time::sleep(wait).await;
     }
 
     fn finish(&mut self, item: Result<RunEvent, Error>) {

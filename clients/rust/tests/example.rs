@@ -37,8 +37,13 @@ struct Watcher {
 
 impl Watcher {
     fn spawn(addr: std::net::SocketAddr, after_seq: i64) -> Watcher {
+        Self::spawn_with(addr, &["--run-id", RUN_ID, "--after-seq", &after_seq.to_string()])
+    }
+
+    fn spawn_with(addr: std::net::SocketAddr, args: &[&str]) -> Watcher {
         let mut child = Command::new(example_binary())
-            .args(["--addr", &addr.to_string(), "--run-id", RUN_ID, "--after-seq", &after_seq.to_string()])
+            .args(["--addr", &addr.to_string()])
+            .args(args)
             .args(["--give-up-after", "30"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -198,4 +203,48 @@ async fn test_example_exits_nonzero_on_a_typed_error() {
     assert_eq!(code, 3, "stderr: {stderr}");
     assert!(lines.is_empty());
     assert!(stderr.contains("NotFound (RUN_NOT_FOUND)"), "{stderr}");
+}
+
+/// `--kinds node_log`: the logs and RunCompleted, with gaps; the filtered
+/// grammar rule holds and the filter goes with the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_example_kinds_checks_the_filtered_grammar() {
+    let run = simple_run(6);
+    let picked = vec![run[2].clone(), run[5].clone()]; // a log line, RunCompleted
+    let server = Server::start(vec![vec![Step::SendResume(picked.clone(), 6)]]).await;
+    let (code, lines, stderr) =
+        Watcher::spawn_with(server.addr, &["--run-id", RUN_ID, "--kinds", "node_log"]).finish().await;
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert_eq!(parse(&lines), picked.iter().map(json_of).collect::<Vec<_>>());
+    let filter = server.watch_requests()[0].filter.clone().unwrap();
+    assert_eq!(filter.kinds, ["node_log"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_example_events_prints_count_events_across_runs() {
+    let a = run_event(1, started());
+    let mut b = run_event(1, started());
+    b.run_id = "run_other".to_owned();
+    let mut b2 = run_event(2, completed());
+    b2.run_id = "run_other".to_owned();
+    let server = Server::start(vec![
+        vec![Step::SendCursor(vec![a.clone(), b.clone()], "c2"), Step::Fail(draining())],
+        vec![Step::SendCursor(vec![b.clone(), b2.clone()], "c3"), Step::Hang],
+    ])
+    .await;
+    let args = ["--events", "--start", "earliest", "--flow-name", "deploy", "--count", "3"];
+    let (code, lines, stderr) = Watcher::spawn_with(server.addr, &args).finish().await;
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert_eq!(parse(&lines), [a, b, b2].iter().map(json_of).collect::<Vec<_>>());
+    let requests = server.events_requests();
+    assert_eq!(requests.iter().map(|r| r.cursor.as_str()).collect::<Vec<_>>(), ["", "c2"]);
+    assert!(requests.iter().all(|r| r.filter.as_ref().is_some_and(|f| f.flow_name == "deploy")));
+}
+
+#[test]
+fn test_example_wants_either_run_id_or_events() {
+    for args in [&["--events", "--run-id", RUN_ID][..], &["--addr", "127.0.0.1:1"][..]] {
+        let out = Command::new(example_binary()).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
 }

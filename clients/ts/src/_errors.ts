@@ -119,6 +119,24 @@ export class WatchGaveUpError extends RunwireError {
   }
 }
 
+/** `watchEvents` kept failing for its whole give-up budget. */
+export class WatchEventsGaveUpError extends RunwireError {
+  override name = "WatchEventsGaveUpError";
+  constructor(
+    /** The cursor after the last response received; resume from here. */
+    readonly cursor: string,
+    /** How many attempts failed in a row. */
+    readonly failedAttempts: number,
+    cause: unknown,
+  ) {
+    const detail = cause instanceof Error ? cause.message : String(cause);
+    super(
+      `watch of events gave up after ${failedAttempts} failed attempts at cursor ${JSON.stringify(cursor)}: ${detail}`,
+      { cause },
+    );
+  }
+}
+
 /** The server delivered a seq past the next one: events in between would be lost. */
 export class SeqGapError extends RunwireError {
   override name = "SeqGapError";

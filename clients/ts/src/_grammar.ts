@@ -1,6 +1,7 @@
 /** The stream grammar checker of clients/GRAMMAR.md, with its rule names. */
 
 import { RunEventSchema, type RunEvent } from "./gen/runwire/v1/events_pb.js";
+import type { EventFilter } from "./gen/runwire/v1/run_service_pb.js";
 import { EVENT_ROLES, requireKnownEvent, type KnownRunEvent } from "./_events.js";
 import { GrammarViolationError, type GrammarRule } from "./_errors.js";
 
@@ -18,6 +19,11 @@ interface Attempt {
  * `GrammarViolationError` with the rule broken; when an event breaks several
  * rules, the first of the table in clients/GRAMMAR.md is reported. The
  * checker keeps its state after a violation, so feeding may go on.
+ *
+ * Given the watch's `EventFilter`, it applies the filtered-stream rule of
+ * clients/GRAMMAR.md: seqs must increase but may skip, and the attempt rules
+ * hold only when the filter's kinds select node_started, node_succeeded and
+ * node_failed.
  *
  * @example
  *   const checker = new GrammarChecker(afterSeq);
@@ -37,9 +43,17 @@ export class GrammarChecker {
    * another node may have opened before `afterSeq`.
    */
   readonly #seen = new Set<string>();
+  /** "Filtered streams" of clients/GRAMMAR.md: seqs may skip. */
+  readonly #filtered: boolean;
+  /** Whether the attempt rules apply (not when the filter drops the framing). */
+  readonly #attemptRules: boolean;
 
-  constructor(afterSeq: bigint | number = 0n) {
+  constructor(afterSeq: bigint | number = 0n, filter?: EventFilter) {
     this.#afterSeq = BigInt(afterSeq);
+    this.#filtered = isFiltered(filter);
+    const kinds = filter?.kinds ?? [];
+    this.#attemptRules =
+      kinds.length === 0 || ATTEMPT_FRAMING.every((kind) => kinds.includes(kind));
   }
 
   /** The seq of the last event fed, or `afterSeq` before the first. */
@@ -81,6 +95,10 @@ export class GrammarChecker {
   /** The first rule the event breaks; attempt state is updated either way. */
   #check(event: KnownRunEvent): [GrammarRule, string] | undefined {
     const envelope = this.#checkEnvelope(event);
+    if (!this.#attemptRules) {
+      if (event.event.case === "runCompleted") this.#completed = true;
+      return envelope;
+    }
     const attempt = this.#checkAttempt(event);
     return envelope ?? attempt;
   }
@@ -88,7 +106,12 @@ export class GrammarChecker {
   #checkEnvelope(event: KnownRunEvent): [GrammarRule, string] | undefined {
     const seq = event.seq;
     const name = event.event.case;
-    if (this.#lastSeq === undefined) {
+    if (this.#filtered) {
+      if (seq <= this.lastSeq) {
+        const rule = this.#lastSeq === undefined ? "seq-start" : "seq-gapless";
+        return [rule, `seq ${seq} follows seq ${this.lastSeq}, want more`];
+      }
+    } else if (this.#lastSeq === undefined) {
       if (seq !== this.#afterSeq + 1n) {
         return [
           "seq-start",
@@ -219,10 +242,22 @@ export class GrammarChecker {
  *
  * @throws GrammarViolationError at the first rule broken.
  */
-export function checkStream(events: Iterable<RunEvent>, afterSeq: bigint | number = 0n): void {
-  const checker = new GrammarChecker(afterSeq);
+export function checkStream(
+  events: Iterable<RunEvent>,
+  afterSeq: bigint | number = 0n,
+  filter?: EventFilter,
+): void {
+  const checker = new GrammarChecker(afterSeq, filter);
   for (const event of events) checker.feed(event);
   checker.finish();
+}
+
+/** The kinds a filter must select for the attempt rules to hold on its stream. */
+const ATTEMPT_FRAMING = ["node_started", "node_succeeded", "node_failed"];
+
+/** Whether a WatchRun with this filter may skip events: it names kinds or node ids. */
+export function isFiltered(filter: EventFilter | undefined): boolean {
+  return filter !== undefined && (filter.kinds.length > 0 || filter.nodeIds.length > 0);
 }
 
 function same(a: Attempt, b: Attempt): boolean {

@@ -4,8 +4,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorReason } from "./gen/runwire/v1/errors_pb.js";
 import { RunStatus, type RunEvent } from "./gen/runwire/v1/events_pb.js";
+import type { EventFilter } from "./gen/runwire/v1/run_service_pb.js";
 import type { RunServiceClient } from "./_client.js";
 import { requireKnownEvent } from "./_events.js";
+import { isFiltered } from "./_grammar.js";
 import {
   RunwireError,
   SeqGapError,
@@ -36,6 +38,79 @@ export interface WatchOptions {
    * `afterSeq` is beyond the end of the finished run. Must not throw.
    */
   onEnd?: ((end: RunEnd) => void) | undefined;
+  /**
+   * Yield only the events this filter selects (RunCompleted always comes).
+   * With kinds or node ids, seqs may skip and a reconnect resumes after the
+   * server's last `resumeAfterSeq`; check such a stream with
+   * `new GrammarChecker(afterSeq, filter)`.
+   */
+  filter?: EventFilter | undefined;
+}
+
+/** The retry tuning `watch` and `watchEvents` share. */
+export type RetryOptions = Pick<
+  WatchOptions,
+  "signal" | "initialBackoffMs" | "maxBackoffMs" | "giveUpAfterMs"
+>;
+
+/**
+ * One streak of failures of a resuming stream: the waits and the give-up
+ * budget. `watch` and `watchEvents` share it, so both follow the one retry
+ * rule of clients/GRAMMAR.md ("Watching").
+ */
+export class Retrier {
+  readonly #initialBackoffMs: number;
+  readonly #maxBackoffMs: number;
+  readonly #giveUpAfterMs: number;
+  readonly #signal: AbortSignal | undefined;
+  #failedAttempts = 0;
+  #failingSince: number | undefined;
+
+  constructor(options: RetryOptions) {
+    this.#initialBackoffMs = options.initialBackoffMs ?? WATCH_DEFAULTS.initialBackoffMs;
+    this.#maxBackoffMs = options.maxBackoffMs ?? WATCH_DEFAULTS.maxBackoffMs;
+    this.#giveUpAfterMs = options.giveUpAfterMs ?? WATCH_DEFAULTS.giveUpAfterMs;
+    this.#signal = options.signal;
+  }
+
+  /**
+   * After a failed attempt (`healthy`: it received a response first): waits
+   * before the next one, telling `notify` the failed attempts in a row and
+   * the wait, or throws `giveUp(failedAttempts)` once the budget is spent.
+   */
+  async failed(
+    healthy: boolean,
+    giveUp: (failedAttempts: number) => Error,
+    notify: (failedAttempts: number, delayMs: number) => void,
+  ): Promise<void> {
+    const now = performance.now();
+    if (healthy) {
+      this.#failedAttempts = 0;
+      this.#failingSince = undefined;
+    }
+    this.#failingSince ??= now;
+    this.#failedAttempts += 1;
+    if (now - this.#failingSince >= this.#giveUpAfterMs) throw giveUp(this.#failedAttempts);
+    const ceiling = Math.min(
+      this.#maxBackoffMs,
+      this.#initialBackoffMs * 2 ** (this.#failedAttempts - 1),
+    );
+    // Jitter in [ceiling/2, ceiling] keeps many watchers of a restarted
+    // server from reconnecting in lockstep; the last try lands on the budget.
+    const jittered = Math.round(ceiling * (0.5 + Math.random() / 2));
+    const delayMs = Math.max(
+      0,
+      Math.min(jittered, Math.ceil(this.#giveUpAfterMs - (now - this.#failingSince))),
+    );
+    notify(this.#failedAttempts, delayMs);
+    const signal = this.#signal;
+    try {
+      await sleep(delayMs, undefined, signal === undefined ? undefined : { signal });
+    } catch (err) {
+      if (signal?.aborted) throw signal.reason;
+      throw err;
+    }
+  }
 }
 
 /**
@@ -114,6 +189,10 @@ export interface WatchRetry {
  * to the last seq it yielded, after a capped exponential backoff with jitter,
  * and drops events it already yielded should the server send them again.
  *
+ * With `options.filter` naming kinds or node ids, only the events it selects
+ * are yielded, seqs may skip, and a reconnect resumes after the last
+ * response's `resumeAfterSeq` (how far the server looked).
+ *
  * Breaking out of the loop cancels the call.
  *
  * @throws RpcError for a status that is not retried (NOT_FOUND, INVALID_ARGUMENT,
@@ -128,18 +207,18 @@ export async function* watch(
   afterSeq: bigint | number = 0n,
   options: WatchOptions = {},
 ): AsyncGenerator<RunEvent, RunEnd, undefined> {
-  const initialBackoffMs = options.initialBackoffMs ?? WATCH_DEFAULTS.initialBackoffMs;
-  const maxBackoffMs = options.maxBackoffMs ?? WATCH_DEFAULTS.maxBackoffMs;
-  const giveUpAfterMs = options.giveUpAfterMs ?? WATCH_DEFAULTS.giveUpAfterMs;
-  const { signal } = options;
+  const { signal, filter } = options;
+  const filtered = isFiltered(filter);
+  const retrier = new Retrier(options);
   const ended = (end: RunEnd): RunEnd => {
     options.onEnd?.(end);
     return end;
   };
 
+  // lastSeq: the seq last yielded. resume: where the next call starts, the
+  // same unless a filter skipped events past it (resumeAfterSeq).
   let lastSeq = BigInt(afterSeq);
-  let failedAttempts = 0;
-  let failingSince: number | undefined;
+  let resume = lastSeq;
 
   for (;;) {
     signal?.throwIfAborted();
@@ -149,15 +228,21 @@ export async function* watch(
     let healthy = false;
     let failure: ConnectError;
     try {
-      const stream = client.watchRun({ runId, afterSeq: lastSeq }, { signal: call.signal });
+      const stream = client.watchRun(
+        { runId, afterSeq: resume, ...(filter === undefined ? {} : { filter }) },
+        { signal: call.signal },
+      );
       for await (const response of stream) {
         healthy = true;
         for (const event of response.events) {
           // After a reconnect the server may repeat what was already yielded.
-          if (event.seq <= lastSeq) continue;
-          if (event.seq !== lastSeq + 1n) throw new SeqGapError(runId, lastSeq + 1n, event.seq);
+          if (event.seq <= resume) continue;
+          if (!filtered && event.seq !== lastSeq + 1n) {
+            throw new SeqGapError(runId, lastSeq + 1n, event.seq);
+          }
           requireKnownEvent(event);
           lastSeq = event.seq;
+          resume = event.seq;
           yield event;
           if (event.event.case === "runCompleted") {
             return ended({ runId, lastSeq, status: event.event.value.status, beyondEnd: false });
@@ -165,10 +250,14 @@ export async function* watch(
         }
         if (response.streamEnd !== undefined) {
           const { lastSeq: last, status } = response.streamEnd;
-          // The end says events were skipped.
-          if (last > lastSeq) throw new SeqGapError(runId, lastSeq + 1n, last);
+          // The end says events were skipped: judged before this response's
+          // resumeAfterSeq, since RunCompleted, which every filter selects,
+          // must have come before the end.
+          if (last > resume) throw new SeqGapError(runId, resume + 1n, last);
           return ended({ runId, lastSeq: last, status, beyondEnd: false });
         }
+        // The server looked this far; what it skipped is filtered out.
+        if (filtered && response.resumeAfterSeq > resume) resume = response.resumeAfterSeq;
       }
       failure = new ConnectError("WatchRun ended before RunCompleted", Code.Unavailable);
     } catch (err) {
@@ -184,31 +273,13 @@ export async function* watch(
       call.abort();
     }
 
-    const now = performance.now();
-    if (healthy) {
-      failedAttempts = 0;
-      failingSince = undefined;
-    }
-    failingSince ??= now;
-    failedAttempts += 1;
-    if (now - failingSince >= giveUpAfterMs) {
-      throw new WatchGaveUpError(runId, lastSeq, failedAttempts, failure);
-    }
-    const ceiling = Math.min(maxBackoffMs, initialBackoffMs * 2 ** (failedAttempts - 1));
-    // Jitter in [ceiling/2, ceiling] keeps many watchers of a restarted
-    // server from reconnecting in lockstep; the last try lands on the budget.
-    const jittered = Math.round(ceiling * (0.5 + Math.random() / 2));
-    const delayMs = Math.max(
-      0,
-      Math.min(jittered, Math.ceil(giveUpAfterMs - (now - failingSince))),
+    const error = failure;
+    await retrier.failed(
+      healthy,
+      (failedAttempts) => new WatchGaveUpError(runId, resume, failedAttempts, error),
+      (failedAttempts, delayMs) =>
+        options.onRetry?.({ failedAttempts, error, delayMs, afterSeq: resume }),
     );
-    options.onRetry?.({ failedAttempts, error: failure, delayMs, afterSeq: lastSeq });
-    try {
-      await sleep(delayMs, undefined, signal === undefined ? undefined : { signal });
-    } catch (err) {
-      if (signal?.aborted) throw signal.reason;
-      throw err;
-    }
   }
 }
 

@@ -17,6 +17,7 @@ export {
   RunwireError,
   SeqGapError,
   UnknownEventError,
+  WatchEventsGaveUpError,
   WatchGaveUpError,
   toRpcError,
   type FieldViolation,
@@ -29,13 +30,21 @@ export {
   type EventRole,
   type KnownRunEvent,
 } from "./_events.js";
-export { GrammarChecker, checkStream } from "./_grammar.js";
+export { GrammarChecker, checkStream, isFiltered } from "./_grammar.js";
 export {
   WATCH_DEFAULTS,
   isRetryable,
   runStatusName,
   watch,
+  type RetryOptions,
   type RunEnd,
   type WatchOptions,
   type WatchRetry,
 } from "./_watch.js";
+export {
+  watchEvents,
+  type WatchEventsOptions,
+  type WatchEventsRequestInit,
+  type WatchEventsRetry,
+  type WatchedEvent,
+} from "./_watch_events.js";

@@ -12,6 +12,8 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { RunEventSchema, type RunEvent } from "../src/gen/runwire/v1/events_pb.js";
 import {
   RunService,
+  type WatchEventsRequest,
+  type WatchEventsResponseSchema,
   type WatchRunRequest,
   type WatchRunResponseSchema,
 } from "../src/gen/runwire/v1/run_service_pb.js";
@@ -121,6 +123,12 @@ type Response = MessageInitShape<typeof WatchRunResponseSchema>;
 /** The scripted body of WatchRun; it may also throw a ConnectError. */
 export type WatchScript = (req: WatchRunRequest, call: ScriptCall) => AsyncIterable<Response>;
 
+/** The scripted body of WatchEvents; it may also throw a ConnectError. */
+export type EventsScript = (
+  req: WatchEventsRequest,
+  call: ScriptCall,
+) => AsyncIterable<MessageInitShape<typeof WatchEventsResponseSchema>>;
+
 /**
  * A real gRPC server (connect-node's handler on node:http2) on 127.0.0.1
  * whose WatchRun follows a script. It can drop every connection, stop and
@@ -129,12 +137,14 @@ export type WatchScript = (req: WatchRunRequest, call: ScriptCall) => AsyncItera
 export class ScriptedServer {
   /** Every WatchRun request in arrival order. */
   readonly requests: WatchRunRequest[] = [];
+  /** Every WatchEvents request in arrival order. */
+  readonly eventsRequests: WatchEventsRequest[] = [];
   #server: http2.Http2Server | undefined;
   readonly #sessions = new Set<http2.ServerHttp2Session>();
   readonly #handler: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void;
   #port = 0;
 
-  private constructor(script: WatchScript) {
+  private constructor(script: WatchScript, eventsScript?: EventsScript) {
     const streams = new AsyncLocalStorage<http2.ServerHttp2Stream>();
     const adapter = connectNodeAdapter({
       grpc: true,
@@ -148,6 +158,13 @@ export class ScriptedServer {
             if (stream === undefined) throw new Error("no HTTP/2 stream in context");
             return script(req, { index, signal: ctx.signal, stream });
           },
+          watchEvents: (req: WatchEventsRequest, ctx: HandlerContext) => {
+            const index = this.eventsRequests.push(req) - 1;
+            const stream = streams.getStore();
+            if (stream === undefined) throw new Error("no HTTP/2 stream in context");
+            if (eventsScript === undefined) throw new Error("no WatchEvents script");
+            return eventsScript(req, { index, signal: ctx.signal, stream });
+          },
         }),
     });
     this.#handler = (req, res) => streams.run(req.stream, () => adapter(req, res));
@@ -156,6 +173,16 @@ export class ScriptedServer {
   /** Starts a server running `script` on a free port. */
   static async start(script: WatchScript): Promise<ScriptedServer> {
     const s = new ScriptedServer(script);
+    await s.listen();
+    return s;
+  }
+
+  /** Starts a server whose WatchEvents runs `script` on a free port. */
+  static async startEvents(script: EventsScript): Promise<ScriptedServer> {
+    // eslint-disable-next-line require-yield
+    const s = new ScriptedServer(async function* () {
+      throw new Error("no WatchRun script");
+    }, script);
     await s.listen();
     return s;
   }

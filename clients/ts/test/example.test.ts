@@ -202,3 +202,67 @@ describe("example watch script", () => {
     assert.equal(server.requests.length, 1);
   });
 });
+
+describe("example watch script, filtered and across runs", () => {
+  test("test_example_kinds_checks_the_filtered_grammar", async () => {
+    const run = validRun(5); // seq 3 is a log line
+    const picked = [run[2], run[4]].filter((e) => e !== undefined);
+    const server = await serve(async function* () {
+      yield { events: picked, resumeAfterSeq: 5n };
+    });
+    const out = await runExample([
+      "--addr",
+      server.address,
+      "--run-id",
+      RUN_ID,
+      "--kinds",
+      "node_log",
+    ]);
+    assert.equal(out.code, 0, out.stderr);
+    assert.deepEqual(
+      out.lines,
+      picked.map((e) => toJsonString(RunEventSchema, e)),
+    );
+    assert.deepEqual(server.requests[0]?.filter?.kinds, ["node_log"]);
+  });
+
+  test("test_example_events_prints_count_events_across_runs", async () => {
+    const a = ev(1, E.runStarted);
+    const b = ev(1, E.runStarted, "", "run_other");
+    const b2 = ev(2, E.runCompleted, "", "run_other");
+    const server = await ScriptedServer.startEvents(async function* (_req, call) {
+      if (call.index === 0) {
+        yield { events: [a, b], cursor: "c2" };
+        throw new ConnectError("draining", Code.Unavailable);
+      }
+      yield { events: [b, b2], cursor: "c3" };
+      await aborted(call.signal);
+    });
+    servers.push(server);
+    const out = await runExample([
+      "--addr", server.address, "--events", "--start", "earliest", "--flow-name", "deploy", "--count", "3",
+    ]); // prettier-ignore
+    assert.equal(out.code, 0, out.stderr);
+    assert.deepEqual(
+      out.lines,
+      [a, b, b2].map((e) => toJsonString(RunEventSchema, e)),
+    );
+    assert.deepEqual(
+      server.eventsRequests.map((r) => [r.cursor, r.filter?.flowName]),
+      [
+        ["", "deploy"],
+        ["c2", "deploy"],
+      ],
+    );
+  });
+
+  test("test_example_wants_either_run_id_or_events", async () => {
+    for (const args of [
+      ["--events", "--run-id", RUN_ID],
+      ["--addr", "127.0.0.1:1"],
+    ]) {
+      const out = await runExample(args);
+      assert.equal(out.code, 2, args.join(" "));
+    }
+  });
+});

@@ -15,14 +15,17 @@ test("test_exports_public_api_is_locked", () => {
     "SeqGapError",
     "UnknownEventError",
     "WATCH_DEFAULTS",
+    "WatchEventsGaveUpError",
     "WatchGaveUpError",
     "checkStream",
     "createRunServiceClient",
+    "isFiltered",
     "isRetryable",
     "requireKnownEvent",
     "runStatusName",
     "toRpcError",
     "watch",
+    "watchEvents",
   ]);
 });
 

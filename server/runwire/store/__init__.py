@@ -1,9 +1,20 @@
-"""Postgres persistence: migrations, runs, the group-commit event writer and watcher fan-out."""
+"""Postgres persistence: migrations, runs, the group-commit event writer, watcher fan-out and
+the event log across runs."""
 
 from runwire.store._embedded import EmbeddedPostgres
-from runwire.store._framing import frame_event, frame_events
+from runwire.store._framing import frame_cursor, frame_event, frame_events, frame_resume_after
 from runwire.store._gates import DurableGates, decision_of
 from runwire.store._hub import Chunk, Hub, Subscription
+from runwire.store._log import (
+    EVENT_KINDS,
+    LogEntry,
+    LogFilter,
+    decode_cursor,
+    encode_cursor,
+    log_bounds,
+    mark_pruned,
+    read_log,
+)
 from runwire.store._migrate import SchemaBehind, migrate, pending_migrations
 from runwire.store._partitions import new_run_id
 from runwire.store._session import session_settings
@@ -12,12 +23,15 @@ from runwire.store._transient import is_transient
 from runwire.store._writer import EventWriter, WriterFailed
 
 __all__ = [
+    "EVENT_KINDS",
     "Chunk",
     "DurableGates",
     "EmbeddedPostgres",
     "EventWriter",
     "GateRow",
     "Hub",
+    "LogEntry",
+    "LogFilter",
     "NewRun",
     "RunRow",
     "SchemaBehind",
@@ -26,11 +40,18 @@ __all__ = [
     "Subscription",
     "WriterFailed",
     "decision_of",
+    "decode_cursor",
+    "encode_cursor",
+    "frame_cursor",
     "frame_event",
     "frame_events",
+    "frame_resume_after",
     "is_transient",
+    "log_bounds",
+    "mark_pruned",
     "migrate",
     "new_run_id",
     "pending_migrations",
+    "read_log",
     "session_settings",
 ]

@@ -6,7 +6,14 @@
 //
 //	runwire-watch --addr 127.0.0.1:50051 --run-id run_0193f0c2... [--after-seq 12]
 //	    [--token TOKEN] [--tls-ca CA.pem [--tls-cert CERT.pem --tls-key KEY.pem]]
-//	    [--give-up-after SECONDS]
+//	    [--give-up-after SECONDS] [--kinds KIND,...] [--node-ids NODE,...]
+//	runwire-watch --events [--cursor CURSOR] [--start latest|earliest]
+//	    [--flow-name NAME] [--kinds KIND,...] [--node-ids NODE,...] [--count N] [connection flags]
+//
+// --kinds and --node-ids filter the watch (the grammar check then follows
+// the filtered-stream rule). --events watches every run instead
+// (WatchEvents, resumed from the last cursor), printing the same lines,
+// until --count events (forever without it); it checks no grammar.
 //
 // Exit status, the same in every client's example: 0 at the run's end (after
 // RunCompleted, or told by the server that the run finished at or before
@@ -29,6 +36,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -53,7 +61,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	flags := flag.NewFlagSet("runwire-watch", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	addr := flags.String("addr", "127.0.0.1:50051", "the server's `host:port`")
-	runID := flags.String("run-id", "", "the run to watch (required)")
+	runID := flags.String("run-id", "", "the run to watch (not with --events)")
+	kinds := flags.String("kinds", "", "only these event `kinds` (oneof names, comma-separated)")
+	nodeIDs := flags.String("node-ids", "", "only these `nodes`' events (comma-separated)")
+	events := flags.Bool("events", false, "watch every run's events (WatchEvents) instead")
+	cursor := flags.String("cursor", "", "--events: resume after this `cursor`")
+	start := flags.String("start", "latest", "--events without --cursor: where to start, `latest` or earliest")
+	flowName := flags.String("flow-name", "", "--events: only runs of this `flow`")
+	count := flags.Int("count", 0, "--events: exit 0 after this many `events`")
 	afterSeq := flags.Int64("after-seq", 0, "print only the events after this `seq`")
 	token := flags.String("token", "", "send `authorization: Bearer TOKEN`")
 	tlsCA := flags.String("tls-ca", "", "connect with TLS, trusting this PEM CA `file`")
@@ -62,7 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	giveUpAfter := flags.Float64("give-up-after", runwire.DefaultRetryTimeout.Seconds(),
 		"give up after failing this many `seconds` without an answer; 0 retries forever")
 	flags.Usage = func() {
-		fmt.Fprintln(stderr, "usage: runwire-watch --addr HOST:PORT --run-id ID [--after-seq N] [--token TOKEN] [--tls-ca CA.pem [--tls-cert CERT.pem --tls-key KEY.pem]] [--give-up-after SECONDS]")
+		fmt.Fprintln(stderr, "usage: runwire-watch --addr HOST:PORT --run-id ID [--after-seq N] [--kinds K,...] [--node-ids N,...] [--token TOKEN] [--tls-ca CA.pem [--tls-cert CERT.pem --tls-key KEY.pem]] [--give-up-after SECONDS]")
+		fmt.Fprintln(stderr, "       runwire-watch --addr HOST:PORT --events [--cursor C] [--start latest|earliest] [--flow-name F] [--kinds K,...] [--node-ids N,...] [--count N] [connection flags]")
 		flags.PrintDefaults()
 	}
 	if err := flags.Parse(args); err != nil {
@@ -71,7 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	if *runID == "" || flags.NArg() > 0 || *afterSeq < 0 || *giveUpAfter < 0 ||
+	if (*runID == "") != *events || flags.NArg() > 0 || *afterSeq < 0 || *giveUpAfter < 0 || *count < 0 ||
+		(*start != "latest" && *start != "earliest") ||
 		(*tlsCert == "") != (*tlsKey == "") || (*tlsCert != "" && *tlsCA == "") {
 		flags.Usage()
 		return 2
@@ -108,15 +125,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer cc.Close()
 
 	out := bufio.NewWriter(stdout)
-	checker := runwire.NewChecker(*afterSeq)
+	var filter *runwirev1.EventFilter
+	if *kinds != "" || *nodeIDs != "" {
+		filter = &runwirev1.EventFilter{Kinds: list(*kinds), NodeIds: list(*nodeIDs)}
+	}
+	onRetry := func(err error, delay time.Duration) {
+		fmt.Fprintf(stderr, "runwire-watch: reconnecting in %v: %v\n", delay.Round(time.Millisecond), err)
+	}
+	if *events {
+		req := &runwirev1.WatchEventsRequest{
+			Cursor: *cursor,
+			Start:  runwirev1.StreamStart_STREAM_START_LATEST,
+			Filter: &runwirev1.RunEventsFilter{FlowName: *flowName, Events: filter},
+		}
+		if *start == "earliest" {
+			req.Start = runwirev1.StreamStart_STREAM_START_EARLIEST
+		}
+		opts := &runwire.WatchOptions{RetryTimeout: retryTimeout, OnRetry: onRetry}
+		return watchEvents(ctx, runwirev1.NewRunServiceClient(cc), req, opts, *count, out, stderr)
+	}
+	checker := runwire.NewFilteredChecker(*afterSeq, filter)
 	broken := false
 	var end *runwire.RunEnd
 	opts := &runwire.WatchOptions{
+		Filter:       filter,
 		RetryTimeout: retryTimeout,
 		OnEnd:        func(e runwire.RunEnd) { end = &e },
-		OnRetry: func(err error, delay time.Duration) {
-			fmt.Fprintf(stderr, "runwire-watch: reconnecting in %v: %v\n", delay.Round(time.Millisecond), err)
-		},
+		OnRetry:      onRetry,
 	}
 	for ev, err := range runwire.Watch(ctx, runwirev1.NewRunServiceClient(cc), *runID, *afterSeq, opts) {
 		if err != nil {
@@ -160,6 +195,47 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// watchEvents prints every run's events from WatchEvents until count of
+// them (forever when count is 0): --events.
+func watchEvents(ctx context.Context, client runwirev1.RunServiceClient, req *runwirev1.WatchEventsRequest,
+	opts *runwire.WatchOptions, count int, out *bufio.Writer, stderr io.Writer,
+) int {
+	printed := 0
+	for item, err := range runwire.WatchEvents(ctx, client, req, opts) {
+		if err != nil {
+			fmt.Fprintf(stderr, "runwire-watch: %v\n", err)
+			return 3
+		}
+		line, err := eventLine(item.Event)
+		if err != nil {
+			fmt.Fprintf(stderr, "runwire-watch: seq %d: %v\n", item.Event.GetSeq(), err)
+			return 1
+		}
+		out.Write(line)
+		out.WriteByte('\n')
+		if err := out.Flush(); err != nil {
+			fmt.Fprintf(stderr, "runwire-watch: %v\n", err)
+			return 1
+		}
+		printed++
+		if printed == count {
+			return 0
+		}
+	}
+	return 3 // only ctx ending stops it without an error
+}
+
+// list splits a comma-separated flag value, dropping empty parts.
+func list(value string) []string {
+	var out []string
+	for _, part := range strings.Split(value, ",") {
+		if part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
 }
 
 // tlsConfig trusts the CA bundle at caFile and, for mutual TLS, presents

@@ -181,3 +181,66 @@ func TestRunPastTheEndOfAFinishedRunExitsZero(t *testing.T) {
 		t.Errorf("%d calls, want 1", n)
 	}
 }
+
+// --kinds node_log: the logs and RunCompleted, with gaps; the filtered
+// grammar rule holds and the filter goes with the call.
+func TestRunWithKindsChecksTheFilteredGrammar(t *testing.T) {
+	stream := scripted.Stream(runID, 2)
+	var logs []*runwirev1.RunEvent
+	for _, ev := range stream {
+		if ev.GetNodeLog() != nil || ev.GetRunCompleted() != nil {
+			logs = append(logs, ev)
+		}
+	}
+	srv := scripted.Start(t, func(_ int, _ *runwirev1.WatchRunRequest, s runwirev1.RunService_WatchRunServer) error {
+		return s.Send(&runwirev1.WatchRunResponse{Events: logs, ResumeAfterSeq: logs[len(logs)-1].GetSeq()})
+	})
+	code, stdout, stderr := watch(t, srv, "--kinds", "node_log")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+	}
+	assertLines(t, stdout, logs)
+	if kinds := srv.Requests()[0].GetFilter().GetKinds(); len(kinds) != 1 || kinds[0] != "node_log" {
+		t.Fatalf("filter kinds %v, want [node_log]", kinds)
+	}
+}
+
+func TestRunWithEventsPrintsCountEventsAcrossRuns(t *testing.T) {
+	a := scripted.Stream(runID, 0)
+	b := scripted.Stream("run_other", 0)
+	srv := scripted.StartEvents(t, func(call int, _ *runwirev1.WatchEventsRequest, s runwirev1.RunService_WatchEventsServer) error {
+		if call == 0 {
+			if err := s.Send(&runwirev1.WatchEventsResponse{Events: []*runwirev1.RunEvent{a[0], b[0]}, Cursor: "c2"}); err != nil {
+				return err
+			}
+			return status.Error(codes.Unavailable, "draining")
+		}
+		if err := s.Send(&runwirev1.WatchEventsResponse{Events: []*runwirev1.RunEvent{b[0], a[1]}, Cursor: "c3"}); err != nil {
+			return err
+		}
+		<-s.Context().Done()
+		return nil
+	})
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	args := []string{"--addr", srv.Addr, "--events", "--start", "earliest", "--flow-name", "deploy", "--count", "3"}
+	if code := run(ctx, args, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr.String())
+	}
+	assertLines(t, stdout.String(), []*runwirev1.RunEvent{a[0], b[0], a[1]})
+	reqs := srv.EventsRequests()
+	if len(reqs) != 2 || reqs[1].GetCursor() != "c2" || reqs[0].GetFilter().GetFlowName() != "deploy" ||
+		reqs[0].GetStart() != runwirev1.StreamStart_STREAM_START_EARLIEST {
+		t.Fatalf("requests %v", reqs)
+	}
+}
+
+func TestRunWantsEitherRunIDOrEvents(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	for _, args := range [][]string{{"--events", "--run-id", runID}, {"--addr", "127.0.0.1:1"}, {"--events", "--start", "soon"}} {
+		if code := run(t.Context(), args, &stdout, &stderr); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+}

@@ -24,7 +24,12 @@ import (
 // handler's would (nil for OK, a status error otherwise).
 type Script func(call int, req *runwirev1.WatchRunRequest, stream runwirev1.RunService_WatchRunServer) error
 
-// Server is a RunService that serves WatchRun from a Script.
+// EventsScript answers the call-th WatchEvents call (0-based) as the test
+// wants, like Script.
+type EventsScript func(call int, req *runwirev1.WatchEventsRequest, stream runwirev1.RunService_WatchEventsServer) error
+
+// Server is a RunService that serves WatchRun from a Script and
+// WatchEvents from an EventsScript.
 type Server struct {
 	runwirev1.UnimplementedRunServiceServer
 
@@ -34,11 +39,13 @@ type Server struct {
 
 	t      testing.TB
 	script Script
+	events EventsScript
 
-	mu       sync.Mutex
-	requests []*runwirev1.WatchRunRequest
-	grpc     *grpc.Server
-	conns    map[net.Conn]bool
+	mu             sync.Mutex
+	requests       []*runwirev1.WatchRunRequest
+	eventsRequests []*runwirev1.WatchEventsRequest
+	grpc           *grpc.Server
+	conns          map[net.Conn]bool
 }
 
 // Start serves script on a port picked by the kernel until the test ends.
@@ -52,6 +59,34 @@ func Start(t testing.TB, script Script) *Server {
 	s.serve(lis)
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// StartEvents serves WatchEvents from script on a port picked by the kernel
+// until the test ends.
+func StartEvents(t testing.TB, script EventsScript) *Server {
+	t.Helper()
+	s := Start(t, nil)
+	s.mu.Lock()
+	s.events = script
+	s.mu.Unlock()
+	return s
+}
+
+// WatchEvents records the request and hands the call to the events script.
+func (s *Server) WatchEvents(req *runwirev1.WatchEventsRequest, stream runwirev1.RunService_WatchEventsServer) error {
+	s.mu.Lock()
+	call := len(s.eventsRequests)
+	s.eventsRequests = append(s.eventsRequests, req)
+	script := s.events
+	s.mu.Unlock()
+	return script(call, req, stream)
+}
+
+// EventsRequests returns the WatchEvents requests received so far, in order.
+func (s *Server) EventsRequests() []*runwirev1.WatchEventsRequest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*runwirev1.WatchEventsRequest(nil), s.eventsRequests...)
 }
 
 func (s *Server) serve(lis net.Listener) {

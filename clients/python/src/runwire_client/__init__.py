@@ -31,11 +31,13 @@ from ._events import (  # noqa: E402
 from ._gen.runwire.v1 import RunEvent, RunServiceStub  # noqa: E402
 from ._grammar import GrammarChecker, check_stream  # noqa: E402
 from ._watch import Backoff, RunEnd, Watch, watch  # noqa: E402
+from ._watch_events import EventsWatch, WatchedEvent, watch_events  # noqa: E402
 from ._wkt import NanoDatetime, NanoTimedelta  # noqa: E402
 
 __all__ = [
     "EVENT_CASES",
     "Backoff",
+    "EventsWatch",
     "FieldViolation",
     "GrammarChecker",
     "GrammarViolation",
@@ -48,6 +50,7 @@ __all__ = [
     "SeqGapError",
     "UnknownEventError",
     "Watch",
+    "WatchedEvent",
     "check_stream",
     "decode_event",
     "encode_event",
@@ -58,4 +61,5 @@ __all__ = [
     "event_to_json",
     "v1",
     "watch",
+    "watch_events",
 ]

@@ -7,7 +7,7 @@ from typing import Final
 
 from ._errors import GrammarViolation
 from ._events import event_case
-from ._gen.runwire.v1 import RunEvent
+from ._gen.runwire.v1 import EventFilter, RunEvent
 
 __all__ = ["GrammarChecker", "check_stream"]
 
@@ -56,6 +56,16 @@ CLASSIFIED: Final = (
     }
 )
 
+# A filtered stream keeps the attempt rules only when its kinds select all of
+# these (clients/GRAMMAR.md, "Filtered streams").
+ATTEMPT_FRAMING: Final = frozenset({"node_started", "node_succeeded", "node_failed"})
+
+
+def is_filtered(event_filter: EventFilter | None) -> bool:
+    """Whether a WatchRun with this filter may skip events: it names kinds or node ids."""
+    return event_filter is not None and bool(event_filter.kinds or event_filter.node_ids)
+
+
 _Attempt = tuple[int, int]  # (iteration, attempt) of the envelope
 
 
@@ -71,10 +81,18 @@ class GrammarChecker:
     attempts the checker saw open: output or terminal events for a node it
     has never seen are accepted, but once it has seen that node's attempt
     close, a stray event fails.
+
+    Given the watch's `EventFilter`, it applies the filtered-stream rule of
+    clients/GRAMMAR.md: seqs must increase but may skip, and the attempt
+    rules hold only when the filter's kinds select NodeStarted, NodeSucceeded
+    and NodeFailed.
     """
 
-    def __init__(self, after_seq: int = 0) -> None:
+    def __init__(self, after_seq: int = 0, event_filter: EventFilter | None = None) -> None:
         self._after_seq = after_seq
+        self._filtered = is_filtered(event_filter)
+        kinds = set(event_filter.kinds) if event_filter is not None else set()
+        self._attempt_rules = not kinds or kinds >= ATTEMPT_FRAMING
         self._last_seq: int | None = None
         self._run_id: str | None = None
         self._completed = False
@@ -112,7 +130,8 @@ class GrammarChecker:
                 else f"seq 1 is {case}, not RunStarted"
             )
             raise GrammarViolation(RUN_STARTED_FIRST, seq, detail)
-        self._check_attempts(event, case, seq)
+        if self._attempt_rules:
+            self._check_attempts(event, case, seq)
         self._last_seq = seq
         if case == "run_completed":
             self._completed = True
@@ -129,6 +148,20 @@ class GrammarChecker:
             )
 
     def _check_sequence(self, event: RunEvent, seq: int) -> None:
+        if self._filtered:
+            previous = self.last_seq
+            if seq <= previous:
+                rule = SEQ_START if self._last_seq is None else SEQ_GAPLESS
+                raise GrammarViolation(
+                    rule, seq, f"seq {seq} follows seq {previous}, want more than {previous}"
+                )
+            if self._last_seq is None:
+                self._run_id = event.run_id
+            elif event.run_id != self._run_id:
+                raise GrammarViolation(
+                    RUN_ID_STABLE, seq, f"run_id {event.run_id!r} differs from {self._run_id!r}"
+                )
+            return
         if self._last_seq is None:
             if seq != self._after_seq + 1:
                 raise GrammarViolation(
@@ -214,13 +247,15 @@ def _name(attempt: _Attempt) -> str:
     return f"iteration {attempt[0]} attempt {attempt[1]}"
 
 
-def check_stream(events: Iterable[RunEvent], after_seq: int = 0) -> None:
+def check_stream(
+    events: Iterable[RunEvent], after_seq: int = 0, event_filter: EventFilter | None = None
+) -> None:
     """Checks a whole stream: feeds every event, then finishes.
 
     Raises:
         GrammarViolation: The first rule the stream breaks.
     """
-    checker = GrammarChecker(after_seq)
+    checker = GrammarChecker(after_seq, event_filter)
     for event in events:
         checker.feed(event)
     checker.finish()

@@ -18,12 +18,14 @@ from h2.exceptions import ProtocolError as H2ProtocolError
 from ._errors import ERROR_DOMAIN, RunwireError, SeqGapError, has_runwire_info, runwire_reason
 from ._events import event_case
 from ._gen.runwire.v1 import (
+    EventFilter,
     RunEvent,
     RunServiceStub,
     RunStatus,
     WatchRunRequest,
     WatchRunResponse,
 )
+from ._grammar import is_filtered
 from ._wire import canonical
 
 __all__ = ["Backoff", "RunEnd", "Watch", "watch"]
@@ -54,6 +56,7 @@ TRANSPORT_STATUSES: Final = frozenset(
 # TimeoutError: a timeout set on the stub ran out), and h2's ProtocolError
 # (the HTTP/2 connection or stream closed under a send).
 TRANSPORT_ERRORS: Final = (StreamTerminatedError, OSError, H2ProtocolError)
+TRANSPORT_ERRORS_TYPE = StreamTerminatedError | OSError | H2ProtocolError
 
 
 def retryable(error: GRPCError) -> bool:
@@ -154,6 +157,65 @@ class Backoff:
         return wait * (1.0 - self.jitter * random.random())
 
 
+class Retrier:
+    """One streak of failures of a resuming stream: the waits and the give-up budget.
+
+    `watch` and `watch_events` share it, so both follow the one retry rule of
+    clients/GRAMMAR.md ("Watching"): call `received` on every response,
+    `failed` after a failure that `transient` accepted.
+    """
+
+    def __init__(self, policy: Backoff) -> None:
+        self._policy = policy
+        self._failures = 0
+        self._failing_since: float | None = None
+
+    def received(self) -> None:
+        """A response arrived: the outage, if any, is over."""
+        self._failures, self._failing_since = 0, None
+
+    async def failed(
+        self, error: Exception | None, cause: str, what: str, key: str, resume: str
+    ) -> None:
+        """Waits before the next call, or raises `RunwireError(UNAVAILABLE)` when the budget is spent.
+
+        Args:
+            error: The failure, chained to the give-up error.
+            cause: The failure, for people.
+            what: What is watched, for the give-up error: `run 'run_1'`.
+            key: What is watched, short, for the log line: `run_1`.
+            resume: Where the next call resumes: `after seq 3`.
+        """
+        policy = self._policy
+        now = asyncio.get_running_loop().time()
+        if self._failing_since is None:
+            self._failing_since = now
+        failing = now - self._failing_since
+        if policy.give_up_after is not None and failing >= policy.give_up_after:
+            raise RunwireError(
+                Status.UNAVAILABLE,
+                f"gave up watching {what} after {failing:.1f}s of failures (resuming {resume}): "
+                f"{cause}",
+            ) from error
+        delay = policy.delay(self._failures)
+        if policy.give_up_after is not None:
+            # The last try lands on the budget, not a whole wait beyond it.
+            delay = min(delay, policy.give_up_after - failing)
+        logger.info("watch %s: %s; resuming %s in %.2fs", key, cause, resume, delay)
+        await asyncio.sleep(delay)
+        self._failures += 1
+
+
+def transient(error: GRPCError | TRANSPORT_ERRORS_TYPE) -> str | None:
+    """Why the call failed, for people, when resuming it can heal the failure; else None."""
+    if not isinstance(error, GRPCError):
+        return f"{type(error).__name__}: {error}"  # below gRPC: always resumed
+    if not retryable(error):
+        return None
+    cause = error.status.name
+    return f"{cause}: {error.message}" if error.message else cause
+
+
 class Watch:
     """The events of one run, from `watch`: an async iterator with the run's end.
 
@@ -168,10 +230,11 @@ class Watch:
         run_id: str,
         after_seq: int,
         backoff: Backoff,
+        event_filter: EventFilter | None = None,
     ) -> None:
         self.run_id = run_id
         self.end: RunEnd | None = None
-        self._events = self._watch(stub, run_id, after_seq, backoff)
+        self._events = self._watch(stub, run_id, after_seq, backoff, event_filter)
 
     def __aiter__(self) -> Watch:
         return self
@@ -184,15 +247,20 @@ class Watch:
         await self._events.aclose()
 
     async def _watch(
-        self, stub: RunServiceStub, run_id: str, after_seq: int, policy: Backoff
+        self,
+        stub: RunServiceStub,
+        run_id: str,
+        after_seq: int,
+        policy: Backoff,
+        event_filter: EventFilter | None,
     ) -> AsyncGenerator[RunEvent, None]:
-        loop = asyncio.get_running_loop()
-        last_seq = after_seq
-        failures = 0
-        failing_since: float | None = None
+        filtered = is_filtered(event_filter)
+        # last_seq: the seq last yielded. resume: where the next call starts,
+        # the same unless a filter skipped events past it (resume_after_seq).
+        last_seq = resume = after_seq
+        retrier = Retrier(policy)
         while True:
-            request = WatchRunRequest(run_id=run_id, after_seq=last_seq)
-            error: Exception | None = None
+            request = WatchRunRequest(run_id=run_id, after_seq=resume, filter=event_filter)
             try:
                 # aclosing: leaving early (the end, or the caller breaking
                 # out) cancels the RPC now instead of when it is garbage
@@ -211,14 +279,14 @@ class Watch:
                 )
                 async with aclosing(stream) as responses:
                     async for response in responses:
-                        failures, failing_since = 0, None
+                        retrier.received()
                         for event in response.events:
                             case = event_case(event)
-                            if event.seq <= last_seq:
+                            if event.seq <= resume:
                                 continue  # already yielded: resent after a resume
-                            if event.seq != last_seq + 1:
+                            if not filtered and event.seq != last_seq + 1:
                                 raise SeqGapError(run_id, last_seq + 1, event.seq)
-                            last_seq = event.seq
+                            last_seq = resume = event.seq
                             yield event
                             if case == "run_completed" and event.run_completed is not None:
                                 status = _status(int(event.run_completed.status))
@@ -226,43 +294,29 @@ class Watch:
                                 return
                         if response.stream_end is not None:
                             end = response.stream_end
-                            if end.last_seq > last_seq:  # the end says events were skipped
-                                raise SeqGapError(run_id, last_seq + 1, end.last_seq)
+                            # Judged before this response's resume_after_seq:
+                            # RunCompleted, which every filter selects, must
+                            # have come before the end.
+                            if end.last_seq > resume:
+                                raise SeqGapError(run_id, resume + 1, end.last_seq)
                             self.end = RunEnd(run_id, end.last_seq, _status(int(end.status)))
                             return
-                cause = f"WatchRun ended after seq {last_seq} without RunCompleted"
-            except GRPCError as status_error:
-                if not retryable(status_error):
-                    answer = RunwireError.from_grpc_error(status_error)
+                        if filtered:
+                            # The server looked this far; what it skipped is filtered out.
+                            resume = max(resume, response.resume_after_seq)
+                error: Exception | None = None
+                cause = f"WatchRun ended after seq {resume} without RunCompleted"
+            except (GRPCError, *TRANSPORT_ERRORS) as failure:
+                reason = transient(failure)
+                if reason is None:
+                    answer = RunwireError.from_grpc_error(cast(GRPCError, failure))
                     finished = _beyond_end(run_id, answer)
                     if finished is not None:
                         self.end = finished
                         return
-                    raise answer from status_error
-                error, cause = status_error, status_error.status.name
-                if status_error.message:
-                    cause += f": {status_error.message}"
-            except TRANSPORT_ERRORS as transport_error:
-                error = transport_error
-                cause = f"{type(transport_error).__name__}: {transport_error}"
-            now = loop.time()
-            if failing_since is None:
-                failing_since = now
-            if policy.give_up_after is not None and now - failing_since >= policy.give_up_after:
-                raise RunwireError(
-                    Status.UNAVAILABLE,
-                    f"gave up watching run {run_id!r} after {now - failing_since:.1f}s of "
-                    f"failures (last seq {last_seq}): {cause}",
-                ) from error
-            delay = policy.delay(failures)
-            if policy.give_up_after is not None:
-                # The last try lands on the budget, not a whole wait beyond it.
-                delay = min(delay, policy.give_up_after - (now - failing_since))
-            logger.info(
-                "watch %s: %s; resuming after seq %d in %.2fs", run_id, cause, last_seq, delay
-            )
-            await asyncio.sleep(delay)
-            failures += 1
+                    raise answer from failure
+                error, cause = failure, reason
+            await retrier.failed(error, cause, f"run {run_id!r}", run_id, f"after seq {resume}")
 
 
 def watch(
@@ -271,6 +325,7 @@ def watch(
     after_seq: int = 0,
     *,
     backoff: Backoff | None = None,
+    event_filter: EventFilter | None = None,
 ) -> Watch:
     """Yields the run's events with `seq > after_seq`, in order, then stops at the run's end.
 
@@ -288,12 +343,18 @@ def watch(
     protocol errors; and a stream that ends OK before its end. The rule is
     the same in every client (clients/GRAMMAR.md, "Watching").
 
+    With an `event_filter` naming kinds or node ids, only the events it
+    selects are yielded (RunCompleted always is), seqs may skip, and a
+    reconnect resumes after the server's last `resume_after_seq`, past the
+    events the filter skipped.
+
     Args:
         channel_or_stub: A grpclib `Channel` to the server, or a
             `RunServiceStub` built on one (to pass metadata, timeouts, ...).
         run_id: The run to watch.
         after_seq: Yield only events after this `seq`; 0 for the whole stream.
         backoff: The reconnect policy; `Backoff()` when omitted.
+        event_filter: Which events of the run to yield; all when omitted.
 
     Raises:
         RunwireError: The server answered with a status that is not retried
@@ -307,4 +368,4 @@ def watch(
         if isinstance(channel_or_stub, RunServiceStub)
         else RunServiceStub(channel_or_stub)
     )
-    return Watch(stub, run_id, after_seq, backoff or Backoff())
+    return Watch(stub, run_id, after_seq, backoff or Backoff(), event_filter)

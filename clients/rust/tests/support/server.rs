@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use futures_util::{Stream, StreamExt};
 use runwire_client::ERROR_DOMAIN;
 use runwire_client::v1::run_service_server::{RunService, RunServiceServer};
-use runwire_client::v1::{RunEvent, StreamEnd, WatchRunRequest, WatchRunResponse};
+use runwire_client::v1::{
+    RunEvent, StreamEnd, WatchEventsRequest, WatchEventsResponse, WatchRunRequest, WatchRunResponse,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot, watch as signal};
 use tokio::task::JoinHandle;
@@ -26,6 +28,10 @@ use super::RUN_ID;
 pub enum Step {
     /// Send one WatchRunResponse with these events.
     Send(Vec<RunEvent>),
+    /// Send one WatchRunResponse with these events and `resume_after_seq`.
+    SendResume(Vec<RunEvent>, i64),
+    /// Send one WatchEventsResponse with these events and `cursor`.
+    SendCursor(Vec<RunEvent>, &'static str),
     /// Send one WatchRunResponse with only `stream_end`: last seq, status.
     End(i64, i32),
     /// End the call with this status.
@@ -41,19 +47,47 @@ struct Script {
     calls: Mutex<VecDeque<Vec<Step>>>,
     /// The `after_seq` of every call, in order.
     seen_after_seq: Mutex<Vec<i64>>,
+    /// Every WatchRun request, in order.
+    watch_requests: Mutex<Vec<WatchRunRequest>>,
+    /// Every WatchEvents request, in order.
+    events_requests: Mutex<Vec<WatchEventsRequest>>,
 }
 
 #[derive(Clone)]
 struct ScriptedRunService(Arc<Script>);
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchRunResponse, Status>> + Send>>;
+type EventsStream = Pin<Box<dyn Stream<Item = Result<WatchEventsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl RunService for ScriptedRunService {
+    async fn watch_events(&self, request: Request<WatchEventsRequest>) -> Result<Response<EventsStream>, Status> {
+        self.0.events_requests.lock().unwrap().push(request.into_inner());
+        let steps = self.0.calls.lock().unwrap().pop_front().unwrap_or_else(|| vec![Step::Fail(draining())]);
+        if let Some(Step::Fail(status)) = steps.first() {
+            return Err(status.clone());
+        }
+        let mut items = Vec::new();
+        let mut hang = false;
+        for step in steps {
+            match step {
+                Step::SendCursor(events, cursor) => {
+                    items.push(Ok(WatchEventsResponse { events, cursor: cursor.to_owned() }));
+                }
+                Step::Fail(status) => items.push(Err(status)),
+                Step::Hang => hang = true,
+                _ => panic!("not a WatchEvents step"),
+            }
+        }
+        let stream = futures_util::stream::iter(items);
+        Ok(Response::new(if hang { stream.chain(futures_util::stream::pending()).boxed() } else { stream.boxed() }))
+    }
+
     async fn watch_run(&self, request: Request<WatchRunRequest>) -> Result<Response<ResponseStream>, Status> {
         let request = request.into_inner();
         assert_eq!(request.run_id, RUN_ID);
         self.0.seen_after_seq.lock().unwrap().push(request.after_seq);
+        self.0.watch_requests.lock().unwrap().push(request.clone());
         let steps = self.0.calls.lock().unwrap().pop_front().unwrap_or_else(|| vec![Step::Fail(draining())]);
         if let Some(Step::Fail(status)) = steps.first() {
             return Err(status.clone()); // trailers-only, before any message
@@ -63,13 +97,18 @@ impl RunService for ScriptedRunService {
         for step in steps {
             match step {
                 Step::Send(events) => {
-                    items.push(Ok(WatchRunResponse { events, stream_end: None, ..Default::default() }))
+                    let resume_after_seq = events.last().map_or(0, |e| e.seq);
+                    items.push(Ok(WatchRunResponse { events, stream_end: None, resume_after_seq }));
+                }
+                Step::SendResume(events, resume_after_seq) => {
+                    items.push(Ok(WatchRunResponse { events, stream_end: None, resume_after_seq }));
                 }
                 Step::End(last_seq, status) => items.push(Ok(WatchRunResponse {
                     events: Vec::new(),
                     stream_end: Some(StreamEnd { last_seq, status }),
-                    ..Default::default()
+                    resume_after_seq: last_seq,
                 })),
+                Step::SendCursor(..) => panic!("not a WatchRun step"),
                 Step::Fail(status) => items.push(Err(status)),
                 Step::Hang => hang = true,
             }
@@ -127,6 +166,14 @@ impl Server {
 
     pub fn after_seqs(&self) -> Vec<i64> {
         self.script.seen_after_seq.lock().unwrap().clone()
+    }
+
+    pub fn watch_requests(&self) -> Vec<WatchRunRequest> {
+        self.script.watch_requests.lock().unwrap().clone()
+    }
+
+    pub fn events_requests(&self) -> Vec<WatchEventsRequest> {
+        self.script.events_requests.lock().unwrap().clone()
     }
 
     /// Graceful shutdown; returns once the listener is closed and every
