@@ -18,7 +18,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.trace import TracerProvider
 
 from runwire import telemetry
-from runwire.adapters import Registry
+from runwire.adapters import EgressPolicy, Registry
 from runwire.adapters.ai import OpenAiGateway, load_ai_config
 from runwire.config import Settings
 from runwire.engine import Engine, EngineSettings
@@ -28,16 +28,19 @@ from runwire.rpc._admission import Admission, Limits
 from runwire.rpc._decode import decode_request
 from runwire.rpc._service import RunService
 from runwire.rpc._status import to_status
+from runwire.rpc._subscriptions import SUBSCRIPTION_SERVICE_NAME, SubscriptionService
 from runwire.store import (
     DurableGates,
     EmbeddedPostgres,
     EventWriter,
     Hub,
     Store,
+    SubscriptionStore,
     migrate,
     session_settings,
 )
-from runwire.v1 import run_service_pb2
+from runwire.v1 import run_service_pb2, subscription_service_pb2
+from runwire.webhooks import Deliverer, DeliverySettings
 
 __all__ = ["RunwireServer", "ServerFailed"]
 
@@ -153,6 +156,44 @@ def _handlers(service: RunService, admission: Admission) -> grpc.GenericRpcHandl
     )
 
 
+def _subscription_handlers(service: SubscriptionService) -> grpc.GenericRpcHandler:
+    pb = subscription_service_pb2
+
+    def unary(fn: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(
+            _decoding(fn, request), response_serializer=response.SerializeToString
+        )
+
+    return grpc.method_handlers_generic_handler(
+        SUBSCRIPTION_SERVICE_NAME,
+        {
+            "CreateSubscription": unary(
+                service.CreateSubscription,
+                pb.CreateSubscriptionRequest,
+                pb.CreateSubscriptionResponse,
+            ),
+            "GetSubscription": unary(
+                service.GetSubscription, pb.GetSubscriptionRequest, pb.GetSubscriptionResponse
+            ),
+            "ListSubscriptions": unary(
+                service.ListSubscriptions,
+                pb.ListSubscriptionsRequest,
+                pb.ListSubscriptionsResponse,
+            ),
+            "DeleteSubscription": unary(
+                service.DeleteSubscription,
+                pb.DeleteSubscriptionRequest,
+                pb.DeleteSubscriptionResponse,
+            ),
+            "ResumeSubscription": unary(
+                service.ResumeSubscription,
+                pb.ResumeSubscriptionRequest,
+                pb.ResumeSubscriptionResponse,
+            ),
+        },
+    )
+
+
 class _BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
     """Require `authorization: Bearer <token>` on every RPC but health checks."""
 
@@ -226,6 +267,11 @@ class RunwireServer:
                 f"refusing to listen on non-loopback address {settings.listen!r} without "
                 "--auth-token or mutual TLS (--tls-cert, --tls-key, --tls-client-ca)"
             )
+        if settings.webhook_timeout >= settings.lease_seconds:
+            raise ValueError("--webhook-timeout must be below --lease-seconds")
+        if settings.webhook_max_failures < 1 or settings.webhook_batch_events < 1:
+            raise ValueError("--webhook-max-failures and --webhook-batch-events must be at least 1")
+        EgressPolicy.parse(settings.webhook_allow)  # a malformed entry stops the server here
         # A bad AI configuration stops the server here, naming the provider and field.
         ai_config = load_ai_config(
             settings.ai_config,
@@ -252,6 +298,7 @@ class RunwireServer:
         self.engine: Engine | None = None
         self.store: Store | None = None
         self.replica: Replica | None = None
+        self.deliverer: Deliverer | None = None
         self.failure: str | None = None  # why the server went dead, once it did
         self.dead = asyncio.Event()  # set once a dead server has stopped its runs
         self._signalled: asyncio.Event | None = None
@@ -362,15 +409,34 @@ class RunwireServer:
             self.engine.active,
         )
         self._grpc.add_generic_rpc_handlers((_handlers(self.service, self.admission),))
+        self.deliverer = self._deliverer()
+        self._grpc.add_generic_rpc_handlers(
+            (
+                _subscription_handlers(
+                    SubscriptionService(
+                        SubscriptionStore(self._pool),
+                        self.deliverer,
+                        EgressPolicy.parse(self.settings.webhook_allow),
+                    )
+                ),
+            )
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         if self.settings.reflection:
             reflection.enable_server_reflection(
-                (SERVICE_NAME, reflection.SERVICE_NAME, "grpc.health.v1.Health"), self._grpc
+                (
+                    SERVICE_NAME,
+                    SUBSCRIPTION_SERVICE_NAME,
+                    reflection.SERVICE_NAME,
+                    "grpc.health.v1.Health",
+                ),
+                self._grpc,
             )
         self.port = self._listen()
         await self._grpc.start()
         await self._refresh_health()
         self.replica.start()
+        self.deliverer.start()
         for what, task in (
             ("the event writer", self._writer.task),
             ("the LISTEN task", self.hub.task),
@@ -380,6 +446,25 @@ class RunwireServer:
             self._supervise(what, task)
         log.info("runwire serving on %s (port %d)", self.settings.listen, self.port)
         return self.port
+
+    def _deliverer(self) -> Deliverer:
+        """Webhook deliveries of this process (see runwire.webhooks)."""
+        assert self._pool is not None
+        s = self.settings
+        return Deliverer(
+            SubscriptionStore(self._pool),
+            self._pool,
+            owner_id=s.server_id,
+            settings=DeliverySettings(
+                allow=s.webhook_allow,
+                max_failures=s.webhook_max_failures,
+                timeout=s.webhook_timeout,
+                batch_events=s.webhook_batch_events,
+                retry_initial=s.webhook_retry_initial,
+                retry_max=s.webhook_retry_max,
+                lease_seconds=s.lease_seconds,
+            ),
+        )
 
     def _listen(self) -> int:
         assert self._grpc is not None
@@ -456,6 +541,8 @@ class RunwireServer:
         await self._refresh_health()
         if self.replica is not None:
             await self.replica.stop()
+        if self.deliverer is not None:
+            await self.deliverer.stop()
         if self.engine is not None:
             self._left = await self.engine.stop()
         if self.service is not None:
@@ -487,6 +574,8 @@ class RunwireServer:
             await self._grpc.stop(grace)
         if self.replica is not None:
             await self.replica.stop()
+        if self.deliverer is not None:
+            await self.deliverer.stop()
         if self.engine is not None:
             left = [*self._left, *await self.engine.stop()]
             if left and self._writer is not None and self.store is not None:
