@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +16,7 @@ from typing import Any
 
 from runwire.webhooks import secret_key, verify
 
-__all__ = ["Post", "Receiver", "Reply"]
+__all__ = ["Post", "Receiver", "Reply", "assert_in_order_without_loss", "complete"]
 
 
 @dataclass(frozen=True)
@@ -135,3 +136,35 @@ class Receiver:
         with self._lock:
             posts = list(self.posts)
         return [e for p in posts if 200 <= p.status < 300 for e in p.events]
+
+
+def complete(runs: dict[str, int]) -> Any:
+    """A predicate: every run's events up to its last seq were acknowledged."""
+
+    def check(posts: list[Post]) -> bool:
+        got: dict[str, set[int]] = defaultdict(set)
+        for p in posts:
+            if 200 <= p.status < 300:
+                for e in p.events:
+                    got[e["runId"]].add(int(e["seq"]))
+        return all(got[r] >= set(range(1, last + 1)) for r, last in runs.items())
+
+    return check
+
+
+def assert_in_order_without_loss(receiver: Receiver, runs: dict[str, int]) -> None:
+    """Per run, acknowledged events are 1..last in order; a repeat is only a retry of a
+    batch (same webhook-id, same body) that was not acknowledged the first time."""
+    seen: dict[str, list[int]] = defaultdict(list)
+    for event in receiver.delivered():
+        seen[event["runId"]].append(int(event["seq"]))
+    for run_id, last in runs.items():
+        assert seen[run_id] == list(range(1, last + 1)), run_id
+    bodies: dict[str, bytes] = {}
+    acked: set[str] = set()
+    for post in receiver.posts:
+        assert post.signature_ok, post.webhook_id
+        assert bodies.setdefault(post.webhook_id, post.body) == post.body, "a retry changed"
+        assert post.webhook_id not in acked, "an acknowledged batch was sent again"
+        if 200 <= post.status < 300:
+            acked.add(post.webhook_id)

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import defaultdict
 from typing import Any
 
 import grpc
 import pytest
-from _webhook_receiver import Post, Receiver, Reply
+from _webhook_receiver import (
+    Post,
+    Receiver,
+    Reply,
+    assert_in_order_without_loss,
+    complete,
+)
 from conftest import Harness, util_node
 
 from runwire.v1 import (
@@ -77,38 +82,6 @@ async def _subscribe(harness: Harness, url: str, **fields: Any) -> pb.Subscripti
     return created.subscription
 
 
-def _complete(runs: dict[str, int]) -> Any:
-    """A predicate: every run's events up to its last seq were acknowledged."""
-
-    def check(posts: list[Post]) -> bool:
-        got: dict[str, set[int]] = defaultdict(set)
-        for p in posts:
-            if 200 <= p.status < 300:
-                for e in p.events:
-                    got[e["runId"]].add(int(e["seq"]))
-        return all(got[r] >= set(range(1, last + 1)) for r, last in runs.items())
-
-    return check
-
-
-def _assert_in_order_without_loss(receiver: Receiver, runs: dict[str, int]) -> None:
-    """Per run, acknowledged events are 1..last in order; a repeat is only a retry of a
-    batch (same webhook-id, same body) that was not acknowledged the first time."""
-    seen: dict[str, list[int]] = defaultdict(list)
-    for event in receiver.delivered():
-        seen[event["runId"]].append(int(event["seq"]))
-    for run_id, last in runs.items():
-        assert seen[run_id] == list(range(1, last + 1)), run_id
-    bodies: dict[str, bytes] = {}
-    acked: set[str] = set()
-    for post in receiver.posts:
-        assert post.signature_ok, post.webhook_id
-        assert bodies.setdefault(post.webhook_id, post.body) == post.body, "a retry changed"
-        assert post.webhook_id not in acked, "an acknowledged batch was sent again"
-        if 200 <= post.status < 300:
-            acked.add(post.webhook_id)
-
-
 async def test_webhooks_deliver_signed_batches_in_order_per_run(harness_factory: Any) -> None:
     harness: Harness = await harness_factory(**FAST)
     async with Receiver(SECRET) as receiver:
@@ -116,8 +89,8 @@ async def test_webhooks_deliver_signed_batches_in_order_per_run(harness_factory:
         assert sub.state == pb.SUBSCRIPTION_STATE_ACTIVE
         assert sub.secret == SECRET
         runs = await _runs(harness, 3)
-        await receiver.until(_complete(runs))
-        _assert_in_order_without_loss(receiver, runs)
+        await receiver.until(complete(runs))
+        assert_in_order_without_loss(receiver, runs)
         body = json.loads(receiver.posts[0].body)
         assert body["type"] == "runwire.events"
         assert body["data"]["subscription"] == sub.name
@@ -176,8 +149,8 @@ async def test_webhooks_survive_failures_stalls_429_and_500(harness_factory: Any
     async with Receiver(SECRET, script=list(script)) as receiver:
         runs = await _runs(harness, 2)
         sub = await _subscribe(harness, receiver.url)
-        await receiver.until(_complete(runs))
-        _assert_in_order_without_loss(receiver, runs)
+        await receiver.until(complete(runs))
+        assert_in_order_without_loss(receiver, runs)
         first = receiver.posts[: len(script) + 1]
         assert len({p.webhook_id for p in first}) == 1, "retries of one batch share its id"
         assert first[-1].status == 200
@@ -214,8 +187,8 @@ async def test_webhooks_pause_after_max_failures_and_resume(harness_factory: Any
         )
         assert resumed.subscription.state == pb.SUBSCRIPTION_STATE_ACTIVE
         assert resumed.subscription.consecutive_failures == 0
-        await receiver.until(_complete(runs))
-        _assert_in_order_without_loss(receiver, runs)
+        await receiver.until(complete(runs))
+        assert_in_order_without_loss(receiver, runs)
         again = await _stub(harness).ResumeSubscription(pb.ResumeSubscriptionRequest(name=sub.name))
         assert again.subscription.state == pb.SUBSCRIPTION_STATE_ACTIVE  # idempotent
 

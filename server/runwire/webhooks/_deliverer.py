@@ -52,6 +52,9 @@ _PAUSED = 2  # runwire.v1.SUBSCRIPTION_STATE_PAUSED
 _CLAIM_BATCH = 100
 _MAX_HELD = 1000
 _DB_RETRY = 1.0  # seconds before a task retries after a database error
+# A POST starts only while the lease lasts its whole timeout; a fresh renewal
+# leaves nearly a lease, so the timeout must fit in it with room for the renewal.
+_TIMEOUT_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,10 @@ class Deliverer:
         settings: DeliverySettings,
         log_changed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        if settings.timeout >= settings.lease_seconds:
+        if settings.timeout > _TIMEOUT_SHARE * settings.lease_seconds:
             raise ValueError(
-                "--webhook-timeout must be below --lease-seconds: a POST may only start "
-                "while this replica's lease on the subscription outlives it"
+                f"--webhook-timeout must be at most {_TIMEOUT_SHARE:g} x --lease-seconds: a POST "
+                "may only start while this replica's lease on the subscription outlives it"
             )
         if settings.max_failures < 1:
             raise ValueError("--webhook-max-failures must be at least 1")
@@ -285,7 +288,7 @@ class _Delivery:
             wait = self.due - datetime.now(UTC).timestamp()
             if wait > 0:
                 await asyncio.sleep(wait)
-            if not await self.d.lease_covers(self.sid, s.timeout + 0.5):
+            if not await self.d.lease_covers(self.sid, s.timeout):
                 return
             self.d.posts += 1
             outcome = await self.sender.post(self.pending.webhook_id, self.pending.body)
