@@ -130,6 +130,7 @@ bench: bootstrap ## Throughput and latency benchmarks, then the engine's cost; p
 	$(PY) bench/writer.py
 	$(PY) bench/workers.py
 	$(PY) bench/idle_watchers.py
+	$(PY) bench/webhooks.py
 	$(PY) bench/engine.py
 
 .PHONY: faults
@@ -147,6 +148,10 @@ bench-writer: $(VENV)/.installed ## The write path: ev/s to one watcher as a rat
 .PHONY: bench-workers
 bench-workers: $(VENV)/.installed ## runs/s of 5-node flows with 50 clients, serve --workers 2 beside --workers 1.
 	$(PY) bench/workers.py
+
+.PHONY: bench-webhooks
+bench-webhooks: $(VENV)/.installed ## Webhook deliveries/s to a fast loopback receiver, beside one plain client's POSTs.
+	$(PY) bench/webhooks.py
 
 .PHONY: bench-idle
 bench-idle: $(VENV)/.installed ## Server memory per idle watcher (1 000 on a gated run) and after they leave, beside the code before.
