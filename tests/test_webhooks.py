@@ -248,3 +248,19 @@ async def test_webhooks_list_get_delete_and_idempotent_create(harness_factory: A
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_webhooks_service_needs_the_bearer_token(harness_factory: Any) -> None:
+    harness: Harness = await harness_factory(auth_tokens=("s3cret",))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _stub(harness).ListSubscriptions(pb.ListSubscriptionsRequest())
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    listed = await _stub(harness).ListSubscriptions(
+        pb.ListSubscriptionsRequest(), metadata=(("authorization", "Bearer s3cret"),)
+    )
+    assert list(listed.subscriptions) == []
+
+
+async def test_webhooks_timeout_must_fit_in_the_lease(harness_factory: Any) -> None:
+    with pytest.raises(ValueError, match="--webhook-timeout"):
+        await harness_factory(webhook_timeout=13.0, lease_seconds=15.0)
