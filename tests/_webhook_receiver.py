@@ -159,7 +159,7 @@ def assert_in_order_without_loss(receiver: Receiver, runs: dict[str, int]) -> No
     for event in receiver.delivered():
         seen[event["runId"]].append(int(event["seq"]))
     for run_id, last in runs.items():
-        assert seen[run_id] == list(range(1, last + 1)), run_id
+        assert seen[run_id] == list(range(1, last + 1)), (run_id, seen[run_id])
     bodies: dict[str, bytes] = {}
     acked: set[str] = set()
     for post in receiver.posts:

@@ -9,6 +9,7 @@ import asyncio
 import json
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from _webhook_receiver import (
@@ -99,6 +100,7 @@ async def test_webhooks_deliver_signed_batches_in_order_per_run(harness_factory:
             receiver.posts[0].body
             == json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         ), "canonical JSON"
+        await _acknowledged(harness, sub.name, sum(runs.values()))
         got = await _stub(harness).GetSubscription(pb.GetSubscriptionRequest(name=sub.name))
         state = got.subscription
         assert state.delivered_event_count == sum(runs.values())
@@ -113,7 +115,7 @@ async def test_webhooks_filter_selects_kinds_and_always_run_completed(
     harness: Harness = await harness_factory(**FAST)
     async with Receiver(SECRET) as receiver:
         flt = run_service_pb2.RunEventsFilter(
-            labels={"team": "a"}, events=run_service_pb2.EventFilter(kinds=["node_completed"])
+            labels={"team": "a"}, events=run_service_pb2.EventFilter(kinds=["node_succeeded"])
         )
         await _subscribe(harness, receiver.url, filter=flt)
         mine = await _runs(harness, 2, labels={"team": "a"})
@@ -130,8 +132,8 @@ async def test_webhooks_filter_selects_kinds_and_always_run_completed(
         await receiver.until(finished)
         events = receiver.delivered()
         assert {e["runId"] for e in events} == done
-        kinds = {next(k for k in ("nodeCompleted", "runCompleted") if k in e) for e in events}
-        assert kinds == {"nodeCompleted", "runCompleted"}
+        kinds = {next(k for k in ("nodeSucceeded", "runCompleted") if k in e) for e in events}
+        assert kinds == {"nodeSucceeded", "runCompleted"}
         assert len(events) == 2 * (3 + 1)
 
 
@@ -155,6 +157,7 @@ async def test_webhooks_survive_failures_stalls_429_and_500(harness_factory: Any
         assert len({p.webhook_id for p in first}) == 1, "retries of one batch share its id"
         assert first[-1].status == 200
         assert first[2].at - first[1].at >= 1.0, "Retry-After: 1 honoured"
+        await _acknowledged(harness, sub.name, sum(runs.values()))
         state = await _stub(harness).GetSubscription(pb.GetSubscriptionRequest(name=sub.name))
         assert state.subscription.consecutive_failures == 0
 
@@ -166,6 +169,16 @@ async def _state(harness: Harness, name: str, want: int) -> pb.Subscription:
             got = await _stub(harness).GetSubscription(pb.GetSubscriptionRequest(name=name))
             if got.subscription.state == want:
                 return got.subscription
+            await asyncio.sleep(0.05)
+
+
+async def _acknowledged(harness: Harness, name: str, events: int) -> None:
+    """Wait until the subscription's position is past `events` events."""
+    async with asyncio.timeout(30):
+        while True:
+            got = await _stub(harness).GetSubscription(pb.GetSubscriptionRequest(name=name))
+            if got.subscription.delivered_event_count >= events:
+                return
             await asyncio.sleep(0.05)
 
 
@@ -264,3 +277,33 @@ async def test_webhooks_service_needs_the_bearer_token(harness_factory: Any) -> 
 async def test_webhooks_timeout_must_fit_in_the_lease(harness_factory: Any) -> None:
     with pytest.raises(ValueError, match="--webhook-timeout"):
         await harness_factory(webhook_timeout=13.0, lease_seconds=15.0)
+
+
+async def test_webhooks_stopping_replica_hands_its_subscriptions_over(
+    harness_factory: Any,
+) -> None:
+    """A replica that stops delivering releases its leases: another claims at once,
+    without waiting for them to expire, and delivers the rest."""
+    a: Harness = await harness_factory(**FAST)
+    b: Harness = await harness_factory(**FAST)
+    assert a.server.deliverer is not None
+    assert b.server.deliverer is not None
+    async with Receiver(SECRET) as receiver:
+        first = await _runs(a, 1)
+        sub = await _subscribe(a, receiver.url)
+        await receiver.until(complete(first))
+        await _acknowledged(a, sub.name, sum(first.values()))  # not only received
+        holder, other = (a, b) if a.server.deliverer.held() else (b, a)
+        assert holder.server.deliverer is not None
+        assert other.server.deliverer is not None
+        await holder.server.deliverer.stop()
+        conn = await asyncpg.connect(a.database_url)
+        try:
+            assert await conn.fetchval("SELECT owner_id FROM subscriptions") is None
+        finally:
+            await conn.close()
+        other.server.deliverer.wake()
+        second = await _runs(other, 1)
+        await receiver.until(complete({**first, **second}))
+        assert_in_order_without_loss(receiver, {**first, **second})
+        assert other.server.deliverer.held()

@@ -132,6 +132,7 @@ class Deliverer:
 
     async def stop(self) -> None:
         """Stop delivering and release the leases, so another replica takes over at once."""
+        held = list(self._tasks)  # the tasks drop themselves from _tasks as they end
         for task in (self._main, self._watch, *self._tasks.values()):
             if task is not None:
                 task.cancel()
@@ -139,7 +140,6 @@ class Deliverer:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        held = list(self._tasks)
         self._tasks.clear()
         if held:
             try:
