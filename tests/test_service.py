@@ -587,7 +587,7 @@ async def test_health_serving_then_drain_refuses_new_runs_and_closes_streams(
     exc = await _error(harness.stub.StartRun(run_service_pb2.StartRunRequest(flow=flow)))
     assert exc.code() == grpc.StatusCode.UNAVAILABLE
     assert _details(exc)[0].reason == "SERVER_DRAINING"
-    harness.server.service.closing_streams.set()
+    harness.server.service.close_streams()
     exc = await _error(watcher)
     assert exc.code() == grpc.StatusCode.UNAVAILABLE
 

@@ -4,7 +4,8 @@
     ├── InvalidArgument            INVALID_ARGUMENT, with field violations
     │   ├── FlowInvalid            the flow breaks a rule
     │   ├── PageTokenInvalid       a ListRuns page token is malformed or foreign
-    │   └── FilterInvalid          a ListRuns filter cannot be parsed
+    │   ├── FilterInvalid          a ListRuns filter cannot be parsed
+    │   └── CursorInvalid          a WatchEvents cursor is malformed
     ├── RunNotFound                NOT_FOUND
     ├── SubscriptionNotFound       NOT_FOUND
     ├── RequestIdReused            ALREADY_EXISTS
@@ -15,6 +16,7 @@
     │   ├── GateNotPending         no gate of that kind waits on the node
     │   └── GateAlreadyResolved    the gate was decided differently
     ├── AfterSeqBeyondEnd          OUT_OF_RANGE: WatchRun past a finished run's end
+    ├── CursorExpired              OUT_OF_RANGE: a WatchEvents cursor retention passed
     ├── ServerDraining             UNAVAILABLE
     │   └── ServerUnavailable      a vital task died: the server is going down
     ├── DatabaseUnavailable        UNAVAILABLE, retry: the database cannot be reached
@@ -33,6 +35,8 @@ from typing import ClassVar
 __all__ = [
     "AdapterDisabled",
     "AfterSeqBeyondEnd",
+    "CursorExpired",
+    "CursorInvalid",
     "DatabaseUnavailable",
     "FailedPrecondition",
     "FieldViolation",
@@ -110,6 +114,15 @@ class FilterInvalid(InvalidArgument):
     """A ListRuns filter cannot be parsed."""
 
     reason = "FILTER_INVALID"
+
+
+class CursorInvalid(InvalidArgument):
+    """A WatchEvents cursor is not one the server issued."""
+
+    reason = "CURSOR_INVALID"
+
+    def __init__(self, description: str, field: str = "cursor") -> None:
+        super().__init__([FieldViolation(field, description)])
 
 
 class RunNotFound(RunwireError):
@@ -219,6 +232,21 @@ class AfterSeqBeyondEnd(RunwireError):
                 "last_seq": str(last_seq),
                 "status": status,
             },
+        )
+
+
+class CursorExpired(RunwireError):
+    """A WatchEvents cursor points before events retention has deleted: resuming
+    from it would silently skip them."""
+
+    code = "OUT_OF_RANGE"
+    reason = "CURSOR_EXPIRED"
+
+    def __init__(self, position: int, horizon: int) -> None:
+        super().__init__(
+            f"the cursor is at log position {position}, but events up to position {horizon} "
+            "were deleted by retention; start again without a cursor (STREAM_START_EARLIEST)",
+            metadata={"position": str(position), "horizon": str(horizon)},
         )
 
 

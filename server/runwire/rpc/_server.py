@@ -546,7 +546,7 @@ class RunwireServer:
         if self.engine is not None:
             self._left = await self.engine.stop()
         if self.service is not None:
-            self.service.closing_streams.set()
+            self.service.close_streams()
         self.dead.set()
 
     # -- stopping ---------------------------------------------------------------
@@ -561,7 +561,7 @@ class RunwireServer:
         if self.engine is not None and self.engine.running():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.engine.wait_idle(), grace)
-        self.service.closing_streams.set()
+        self.service.close_streams()
         await self.stop(grace=min(grace, 1.0))
 
     async def stop(self, grace: float | None = None) -> None:
@@ -569,7 +569,7 @@ class RunwireServer:
         self._stopping = True
         if self.service is not None:
             self.service.draining.set()
-            self.service.closing_streams.set()
+            self.service.close_streams()
         if self._grpc is not None:
             await self._grpc.stop(grace)
         if self.replica is not None:

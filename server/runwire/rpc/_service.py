@@ -519,6 +519,11 @@ class RunService:
         )
         return run_service_pb2.ResolveReviewResponse(run=run)
 
+    def close_streams(self) -> None:
+        """Drain: every open WatchRun ends with UNAVAILABLE (SERVER_DRAINING)."""
+        self.closing_streams.set()
+        self.hub.close_all()
+
     # -- WatchRun ---------------------------------------------------------------
 
     async def WatchRun(
@@ -584,13 +589,10 @@ class RunService:
                     if self.closing_streams.is_set():
                         await context.abort_with_status(to_status(ServerDraining()))
                         return
-                    waiter = asyncio.ensure_future(sub.wait())
-                    closer = asyncio.ensure_future(self.closing_streams.wait())
-                    try:
-                        await asyncio.wait({waiter, closer}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        waiter.cancel()
-                        closer.cancel()
+                    # No task per wait: the hub wakes every watcher on drain.
+                    await sub.wait()
+                    if self.closing_streams.is_set():
+                        continue
                     chunks, overflowed, wake_seq = sub.take()
                     if beyond:
                         if (

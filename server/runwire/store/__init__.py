@@ -1,14 +1,18 @@
-"""Postgres persistence: migrations, runs, the group-commit event writer and watcher fan-out."""
+"""Postgres persistence: migrations, runs, the group-commit event writer, watcher fan-out and
+the event log across runs."""
 
 from runwire.store._embedded import EmbeddedPostgres
 from runwire.store._framing import frame_event, frame_events
 from runwire.store._gates import DurableGates, decision_of
 from runwire.store._hub import Chunk, Hub, Subscription
+from runwire.store._log import (
+    EVENT_KINDS,
     LogEntry,
     LogFilter,
     decode_cursor,
     encode_cursor,
     log_bounds,
+    mark_pruned,
     read_log,
 )
 from runwire.store._migrate import migrate
@@ -24,12 +28,15 @@ from runwire.store._transient import is_transient
 from runwire.store._writer import EventWriter, WriterFailed
 
 __all__ = [
+    "EVENT_KINDS",
     "Chunk",
     "DurableGates",
     "EmbeddedPostgres",
     "EventWriter",
     "GateRow",
     "Hub",
+    "LogEntry",
+    "LogFilter",
     "NewRun",
     "NewSubscription",
     "PendingBatch",
@@ -41,9 +48,14 @@ __all__ = [
     "SubscriptionStore",
     "WriterFailed",
     "decision_of",
+    "decode_cursor",
+    "encode_cursor",
     "frame_event",
     "frame_events",
     "is_transient",
+    "log_bounds",
+    "mark_pruned",
     "migrate",
+    "read_log",
     "session_settings",
 ]

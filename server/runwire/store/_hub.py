@@ -6,6 +6,14 @@ arrive as Postgres NOTIFY wake-ups carrying only the new last seq; watchers
 then read the events from the store. Publishing never blocks: a watcher whose
 bounded queue overflows is marked, drops its queue and catches up from the
 store (promise 5).
+
+It also wakes cross-run log readers (runwire.store._log, WatchEvents):
+`log_changed()` returns an event that is set at the next commit of events by
+any process (this process's writer calls `wake_log`; other processes' commits
+arrive on the same NOTIFY channel), on a LISTEN reconnect (commits may have
+been missed) and on drain. Take it before reading the log, then wait on it
+when the read found nothing new: a commit between the read and the wait
+has set it already.
 """
 
 from __future__ import annotations
@@ -66,6 +74,8 @@ class Subscription:
         self._max = max_chunks
         self._chunks: deque[Chunk] = deque()
         self._ready = asyncio.Event()
+        if hub.closing:
+            self._ready.set()
         self.overflowed = False
         self.wake_seq = 0
 
@@ -87,7 +97,7 @@ class Subscription:
         self._ready.set()
 
     async def wait(self) -> None:
-        """Return once something was offered since the last `take`."""
+        """Return once something was offered since the last `take`, or the hub closes."""
         await self._ready.wait()
 
     def take(self) -> tuple[list[Chunk], bool, int]:
@@ -119,6 +129,9 @@ class Hub:
         # Called after every (re)connect of the LISTEN connection: control
         # requests NOTIFYed while it was down were missed and must be re-read.
         self.on_listen: Callable[[], None] | None = None
+        # Set by close_all (drain): every wait returns, now and from then on.
+        self.closing = False
+        self._log_event: asyncio.Event | None = None
 
     def subscribe(self, run_id: str) -> Subscription:
         """Start queueing the run's live events for one watcher."""
@@ -159,8 +172,31 @@ class Hub:
         for sub in self._subs.get(run_id, ()):
             sub._wake(seq)
 
+    def log_changed(self) -> asyncio.Event:
+        """An event set at the next commit of events by any process (see the module doc)."""
+        if self._log_event is None:
+            self._log_event = asyncio.Event()
+            if self.closing:
+                self._log_event.set()
+        return self._log_event
+
+    def wake_log(self) -> None:
+        """Events were committed: wake the log readers waiting on `log_changed`."""
+        event, self._log_event = self._log_event, None
+        if event is not None:
+            event.set()
+
+    def close_all(self) -> None:
+        """Draining: wake every watcher, now and every later one, to see `closing`."""
+        self.closing = True
+        self.wake_log()
+        for subs in self._subs.values():
+            for sub in subs:
+                sub._ready.set()
+
     def wake_all(self) -> None:
         """After a lost LISTEN connection: every watcher re-checks the store."""
+        self.wake_log()
         for run_id, subs in self._subs.items():
             for sub in subs:
                 sub._wake(1 << 62)
@@ -175,6 +211,7 @@ class Hub:
                 # delivers the NOTIFY before our writer has even returned from
                 # COMMIT, so waking on it would send every watcher to the store.
                 return
+            self.wake_log()
             run_id, _, seq = rest.rpartition(":")
             with contextlib.suppress(ValueError):
                 self.wake(run_id, int(seq))

@@ -96,6 +96,23 @@ def _chunks(p: _Pending) -> list[Chunk]:
 # stream; it locks the rows, so a takeover's FOR UPDATE SKIP LOCKED cannot claim
 # a run while its events commit), the INSERT writes only the events of runs the
 # UPDATE proved, and pg_notify tells other processes on commit, never before.
+#
+# Log positions (events.pos, read across runs by runwire.store._log): the
+# `head` UPDATE takes the next positions from the one-row counter
+# event_log_head, last in the statement (it needs `proved`, so it runs after
+# the run rows are locked, and nothing else locks the counter: no lock cycle).
+# Its row lock is held until this transaction commits, so a second writer (a
+# worker or another replica) takes its positions only after this commit is
+# visible: positions follow commit order and every uncommitted position lies
+# above every committed one. A reader that has seen position N therefore never
+# finds a committed event below N later. The price is that commits of
+# different processes serialise on that row for the tail of the statement and
+# the COMMIT itself; within a process there is one writer connection, so they
+# were serial already. (The alternative, an xid8 visibility watermark, keeps
+# commits concurrent but lets any long transaction in the database hold every
+# cross-run stream back, and orders by transaction start, not commit.) A batch
+# retried after a lost reply may leave unused positions behind: positions are
+# increasing, not dense.
 _COMMIT = """
 WITH proved AS (
     UPDATE runs AS r SET
@@ -114,11 +131,19 @@ WITH proved AS (
          AS b(run_id, last_seq, status, succeeded, failed, skipped, finished, error)
     WHERE r.run_id = b.run_id AND r.owner_id = $9 AND r.lease_expire_time > now()
     RETURNING r.run_id, b.last_seq
-), written AS (
-    INSERT INTO events (run_id, seq, kind, event)
-    SELECT e.run_id, e.seq, e.kind, e.event
-    FROM unnest($11::text[], $12::bigint[], $13::text[], $14::bytea[]) AS e(run_id, seq, kind, event)
+), ev AS (
+    SELECT e.run_id, e.seq, e.kind, e.event, e.ord
+    FROM unnest($11::text[], $12::bigint[], $13::text[], $14::bytea[])
+         WITH ORDINALITY AS e(run_id, seq, kind, event, ord)
     WHERE e.run_id IN (SELECT run_id FROM proved)
+), head AS (
+    UPDATE event_log_head SET pos = pos + (SELECT count(*) FROM ev)
+    WHERE EXISTS (SELECT 1 FROM ev)
+    RETURNING pos - (SELECT count(*) FROM ev) AS base
+), written AS (
+    INSERT INTO events (run_id, seq, kind, event, pos)
+    SELECT ev.run_id, ev.seq, ev.kind, ev.event, head.base + row_number() OVER (ORDER BY ev.ord)
+    FROM ev CROSS JOIN head
     ON CONFLICT DO NOTHING
 )
 SELECT run_id, CASE WHEN last_seq > 0
@@ -457,6 +482,8 @@ class EventWriter:
             if p.run_id in proved and p.seqs:
                 for chunk in _chunks(p):
                     self._hub.publish(p.run_id, chunk)
+        if events:
+            self._hub.wake_log()  # this process's cross-run readers (see store/_log.py)
 
     async def stop(self, wait: float | None = None) -> None:
         """Commit what is pending (waiting at most `wait` seconds), then stop."""
