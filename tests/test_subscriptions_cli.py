@@ -77,7 +77,7 @@ async def test_subscriptions_cli_refusals_name_the_field(harness: Harness) -> No
         harness, "subscriptions", "create", "https://1.1.1.1/h", "--kind", "nope"
     )
     assert code == 1
-    assert "subscription.filter.events.kinds[0]: unknown event kind 'nope'" in err
+    assert "subscription.filter.events.kinds[0]: 'nope' is not a RunEvent kind" in err
     code, _, err = await _cli(harness, "subscriptions", "create", "http://127.0.0.1:9/h")
     assert code == 1
     assert "subscription.target_url" in err

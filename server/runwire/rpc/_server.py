@@ -464,6 +464,7 @@ class RunwireServer:
                 retry_max=s.webhook_retry_max,
                 lease_seconds=s.lease_seconds,
             ),
+            log_changed=self.hub.log_changed,
         )
 
     def _listen(self) -> int:

@@ -15,7 +15,6 @@ import httpx
 
 from runwire.adapters import EgressPolicy
 from runwire.adapters.http import EgressRefused, admitted_addresses
-from runwire.engine import VARIANTS
 from runwire.errors import (
     FieldViolation,
     InvalidArgument,
@@ -24,8 +23,14 @@ from runwire.errors import (
     SubscriptionRequestIdReused,
 )
 from runwire.rpc._service import _mapped, principal_of
-from runwire.store import NewSubscription, SubscriptionRow, SubscriptionStore, encode_cursor
-from runwire.v1 import events_pb2, run_service_pb2, subscription_service_pb2
+from runwire.store import (
+    LogFilter,
+    NewSubscription,
+    SubscriptionRow,
+    SubscriptionStore,
+    encode_cursor,
+)
+from runwire.v1 import run_service_pb2, subscription_service_pb2
 from runwire.webhooks import Deliverer, generate_secret, secret_key, target_problem
 
 __all__ = ["SUBSCRIPTION_SERVICE_NAME", "SubscriptionService"]
@@ -34,7 +39,6 @@ SUBSCRIPTION_SERVICE_NAME = "runwire.v1.SubscriptionService"
 
 pb = subscription_service_pb2
 _NAME = re.compile(r"^subscriptions/(sub_[0-9a-f]{32})$")
-_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _SERVER_SET = (
     "name",
     "state",
@@ -45,43 +49,7 @@ _SERVER_SET = (
     "consecutive_failures",
     "last_error",
 )
-_STATUSES = frozenset(events_pb2.RunStatus.values()) - {events_pb2.RUN_STATUS_UNSPECIFIED}
 _STARTS = frozenset(run_service_pb2.StreamStart.values())
-
-
-def filter_violations(flt: run_service_pb2.RunEventsFilter, path: str) -> list[FieldViolation]:
-    """What is wrong with a RunEventsFilter at `path` (e.g. `subscription.filter`)."""
-    out: list[FieldViolation] = []
-    if len(flt.flow_name) > 256 or "\x00" in flt.flow_name:
-        out.append(FieldViolation(f"{path}.flow_name", "must be at most 256 characters, no NUL"))
-    for key, value in flt.labels.items():
-        if not _LABEL_KEY.match(key):
-            out.append(
-                FieldViolation(f"{path}.labels[{key!r}]", "label keys are [a-z][a-z0-9_-]{0,62}")
-            )
-        elif len(value) > 256 or "\x00" in value:
-            out.append(
-                FieldViolation(f"{path}.labels[{key!r}]", "must be at most 256 characters, no NUL")
-            )
-    for i, status in enumerate(flt.run_statuses):
-        if status not in _STATUSES:
-            out.append(FieldViolation(f"{path}.run_statuses[{i}]", f"unknown run status {status}"))
-    for i, kind in enumerate(flt.events.kinds):
-        if kind not in VARIANTS:
-            out.append(
-                FieldViolation(
-                    f"{path}.events.kinds[{i}]",
-                    f"unknown event kind {kind[:80]!r}; kinds are RunEvent's oneof case names",
-                )
-            )
-    for i, node_id in enumerate(flt.events.node_ids):
-        if not node_id or len(node_id) > 128 or "\x00" in node_id:
-            out.append(
-                FieldViolation(
-                    f"{path}.events.node_ids[{i}]", "must be 1 to 128 characters, no NUL"
-                )
-            )
-    return out
 
 
 def _subscription_id(name: str) -> str:
@@ -186,7 +154,10 @@ class SubscriptionService:
                 out.append(FieldViolation("subscription.secret", str(exc)))
         if sub.start not in _STARTS:
             out.append(FieldViolation("subscription.start", f"unknown StreamStart {sub.start}"))
-        out.extend(filter_violations(sub.filter, "subscription.filter"))
+        try:
+            LogFilter.from_proto(sub.filter, path="subscription.filter")
+        except InvalidArgument as exc:
+            out.extend(exc.violations)
         if out:
             raise InvalidArgument(out)
 

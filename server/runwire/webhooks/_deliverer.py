@@ -23,7 +23,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -55,6 +55,7 @@ _DB_RETRY = 1.0  # seconds before a task retries after a database error
 # A POST starts only while the lease lasts its whole timeout; a fresh renewal
 # leaves nearly a lease, so the timeout must fit in it with room for the renewal.
 _TIMEOUT_SHARE = 0.8
+_SET_PAUSE = 0.01  # seconds between reads while the wake-up stays set
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class Deliverer:
         *,
         owner_id: str,
         settings: DeliverySettings,
-        log_changed: Callable[[], Awaitable[None]] | None = None,
+        log_changed: Callable[[], asyncio.Event] | None = None,
     ) -> None:
         if settings.timeout > _TIMEOUT_SHARE * settings.lease_seconds:
             raise ValueError(
@@ -109,9 +110,7 @@ class Deliverer:
         self._held_until: dict[str, float] = {}  # monotonic time each lease lasts until
         self._wake = asyncio.Event()
         self._renewed = asyncio.Event()
-        self._changed = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
-        self._watch: asyncio.Task[None] | None = None
         self.posts = 0  # POST attempts made (tests, bench)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -119,8 +118,6 @@ class Deliverer:
     def start(self) -> None:
         """Start claiming and delivering."""
         self._main = asyncio.create_task(self._run(), name="webhook deliveries")
-        if self._log_changed is not None:
-            self._watch = asyncio.create_task(self._follow_log(), name="webhook log wake-ups")
 
     def wake(self) -> None:
         """Claim now: a subscription was created or resumed through this process."""
@@ -133,10 +130,10 @@ class Deliverer:
     async def stop(self) -> None:
         """Stop delivering and release the leases, so another replica takes over at once."""
         held = list(self._tasks)  # the tasks drop themselves from _tasks as they end
-        for task in (self._main, self._watch, *self._tasks.values()):
+        for task in (self._main, *self._tasks.values()):
             if task is not None:
                 task.cancel()
-        for task in (self._main, self._watch, *self._tasks.values()):
+        for task in (self._main, *self._tasks.values()):
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
@@ -193,19 +190,6 @@ class Deliverer:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
-    async def _follow_log(self) -> None:
-        assert self._log_changed is not None
-        while True:
-            try:
-                await self._log_changed()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("log wake-ups failed (%r); polling meanwhile", exc)
-                await asyncio.sleep(self.settings.poll)
-            changed, self._changed = self._changed, asyncio.Event()
-            changed.set()
-
     # -- one subscription ------------------------------------------------------------------
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -254,12 +238,17 @@ class Deliverer:
 
     async def log_wait(self, changed: asyncio.Event) -> None:
         """Until the log changes after `changed` was taken, or a poll interval passes."""
+        if changed.is_set():
+            # A commit since the read (or a draining hub, where it stays set):
+            # read again, but never spin.
+            await asyncio.sleep(_SET_PAUSE)
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(changed.wait(), self.settings.poll)
 
     def log_generation(self) -> asyncio.Event:
-        """The event the next log change sets; take it before reading the log."""
-        return self._changed
+        """The event the next commit sets (Hub.log_changed); take it before reading the log."""
+        return self._log_changed() if self._log_changed is not None else asyncio.Event()
 
 
 class _Delivery:
