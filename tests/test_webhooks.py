@@ -21,13 +21,15 @@ from _webhook_receiver import (
 )
 from conftest import Harness, util_node
 
+from runwire.store import LogEntry, encode_cursor
 from runwire.v1 import (
+    events_pb2,
     flow_pb2,
     run_service_pb2,
     subscription_service_pb2,
     subscription_service_pb2_grpc,
 )
-from runwire.webhooks import backoff, generate_secret, secret_key, sign, verify
+from runwire.webhooks import backoff, build_batch, generate_secret, secret_key, sign, verify
 
 pb = subscription_service_pb2
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -307,3 +309,42 @@ async def test_webhooks_stopping_replica_hands_its_subscriptions_over(
         await receiver.until(complete({**first, **second}))
         assert_in_order_without_loss(receiver, {**first, **second})
         assert other.server.deliverer.held()
+
+
+async def test_webhooks_every_delivery_passes_the_egress_rules(harness_factory: Any) -> None:
+    """A target allowed when it was created but not by the replica delivering it is
+    refused at the POST (and the refusal is the subscription's last error)."""
+    allowing: Harness = await harness_factory(**FAST)
+    strict: Harness = await harness_factory(
+        **{**FAST, "webhook_allow": (), "webhook_max_failures": 1}
+    )
+    assert allowing.server.deliverer is not None
+    await allowing.server.deliverer.stop()  # only the strict replica delivers
+    async with Receiver(SECRET) as receiver:
+        await _runs(allowing, 1)
+        sub = await _subscribe(allowing, receiver.url)
+        assert strict.server.deliverer is not None
+        strict.server.deliverer.wake()
+        paused = await _state(strict, sub.name, pb.SUBSCRIPTION_STATE_PAUSED)
+        assert paused.last_error.startswith("refused by the egress rules: 127.0.0.1 is a loopback")
+        assert receiver.posts == []
+
+
+def test_webhooks_batches_are_cut_by_size_but_never_below_one_event() -> None:
+    def entry(pos: int, text: str) -> LogEntry:
+        event = events_pb2.RunEvent(run_id="run_x", seq=pos)
+        event.node_log.line = text
+        return LogEntry(pos, "run_x", pos, "node_log", event.SerializeToString())
+
+    entries = [entry(p, "x" * 300) for p in range(1, 11)]
+    whole = build_batch("sub_1", entries, 42, 1 << 20)
+    assert (whole.event_count, whole.through_pos) == (10, 42), "all of the read, to what it saw"
+    assert whole.webhook_id == "msg_sub_1_42"
+    cut = build_batch("sub_1", entries, 42, 1000)
+    assert (cut.event_count, cut.through_pos) == (2, 2)
+    assert len(cut.body) < 1200
+    alone = build_batch("sub_1", [entry(1, "y" * 5000)], 1, 1000)
+    assert alone.event_count == 1
+    body = json.loads(alone.body)
+    assert body["data"]["cursor"] == encode_cursor(1)
+    assert body["data"]["events"][0]["nodeLog"]["line"] == "y" * 5000
