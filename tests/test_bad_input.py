@@ -315,6 +315,13 @@ RAW_CASES: list[tuple[str, str, Callable[[], bytes], str]] = [
     ("duration with signs that differ", "StartRun", lambda: _flow_with_timeout(5, -3), "flow.nodes[0].timeout"),
     ("NUL in GetRun's run id", "GetRun", lambda: run_service_pb2.GetRunRequest(run_id="run_\x00").SerializeToString(), "run_id"),
     ("NUL in WatchRun's run id", "WatchRun", lambda: run_service_pb2.WatchRunRequest(run_id="run_\x00").SerializeToString(), "run_id"),
+    ("unknown kind in WatchRun's filter", "WatchRun", lambda: run_service_pb2.WatchRunRequest(run_id="run_x", filter=run_service_pb2.EventFilter(kinds=["nodelog"])).SerializeToString(), "filter.kinds[0]"),
+    ("empty node id in WatchRun's filter", "WatchRun", lambda: run_service_pb2.WatchRunRequest(run_id="run_x", filter=run_service_pb2.EventFilter(kinds=["node_log"], node_ids=[""])).SerializeToString(), "filter.node_ids[0]"),
+    ("unknown kind in WatchEvents' filter", "WatchEvents", lambda: run_service_pb2.WatchEventsRequest(filter=run_service_pb2.RunEventsFilter(events=run_service_pb2.EventFilter(kinds=["RunCompleted"]))).SerializeToString(), "filter.events.kinds[0]"),
+    ("bad label key in WatchEvents' filter", "WatchEvents", lambda: run_service_pb2.WatchEventsRequest(filter=run_service_pb2.RunEventsFilter(labels={"Team": "a"})).SerializeToString(), "filter.labels['Team']"),
+    ("unknown run status in WatchEvents' filter", "WatchEvents", lambda: run_service_pb2.WatchEventsRequest(filter=run_service_pb2.RunEventsFilter(run_statuses=[99])).SerializeToString(), "filter.run_statuses[0]"),
+    ("a cursor the server never issued", "WatchEvents", lambda: run_service_pb2.WatchEventsRequest(cursor="abc").SerializeToString(), "cursor"),
+    ("an unknown stream start", "WatchEvents", lambda: run_service_pb2.WatchEventsRequest(start=7).SerializeToString(), "start"),  # type: ignore[arg-type]
     ("NUL in a ListRuns label filter", "ListRuns", lambda: run_service_pb2.ListRunsRequest(filter='labels.team = "a\x00"').SerializeToString(), "filter"),
     ("NUL in ResolveApproval's node id", "ResolveApproval", lambda: run_service_pb2.ResolveApprovalRequest(run_id="run_x", node_id="a\x00", approve=True).SerializeToString(), "node_id"),
 ]  # fmt: skip
@@ -330,7 +337,7 @@ async def test_request_bytes_that_do_not_parse_are_invalid_with_their_field(
     path = f"/runwire.v1.RunService/{method}"
 
     async def call() -> None:
-        if method == "WatchRun":
+        if method in ("WatchRun", "WatchEvents"):
             async for _ in harness.channel.unary_stream(path, request_serializer=None)(build()):
                 pass
         else:

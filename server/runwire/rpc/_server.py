@@ -29,6 +29,7 @@ from runwire.rpc._decode import decode_request
 from runwire.rpc._service import RunService
 from runwire.rpc._status import to_status
 from runwire.rpc._subscriptions import SUBSCRIPTION_SERVICE_NAME, SubscriptionService
+from runwire.rpc._watch_events import WatchEventsService
 from runwire.store import (
     DurableGates,
     EmbeddedPostgres,
@@ -111,7 +112,9 @@ def _decoding_stream(fn: Any, request: Any, admit: Callable[[], Any]) -> Any:
     return handler
 
 
-def _handlers(service: RunService, admission: Admission) -> grpc.GenericRpcHandler:
+def _handlers(
+    service: RunService, events: WatchEventsService, admission: Admission
+) -> grpc.GenericRpcHandler:
     pb = run_service_pb2
 
     # Requests arrive as bytes (no request_deserializer) and are decoded by
@@ -133,6 +136,11 @@ def _handlers(service: RunService, admission: Admission) -> grpc.GenericRpcHandl
             # WatchRun writes pre-serialized WatchRunResponse bytes: identity serializer.
             "WatchRun": grpc.unary_stream_rpc_method_handler(
                 _decoding_stream(service.WatchRun, pb.WatchRunRequest, admission.watch),
+                response_serializer=lambda b: b,
+            ),
+            # WatchEvents too (pre-framed stored events), under the watchers' limit.
+            "WatchEvents": grpc.unary_stream_rpc_method_handler(
+                _decoding_stream(events.WatchEvents, pb.WatchEventsRequest, admission.watch),
                 response_serializer=lambda b: b,
             ),
             "GetRun": unary(service.GetRun, pb.GetRunRequest, pb.GetRunResponse),
@@ -227,7 +235,8 @@ class _BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc shi
             details.invocation_metadata
         ):
             return await continuation(details)
-        return self._deny_stream if details.method.endswith("/WatchRun") else self._deny_unary
+        streaming = details.method.endswith(("/WatchRun", "/WatchEvents"))
+        return self._deny_stream if streaming else self._deny_unary
 
 
 class RunwireServer:
@@ -386,10 +395,12 @@ class RunwireServer:
         self.hub.on_control = self.replica.on_control
         self.hub.on_listen = self.replica.on_listen
         self.hub.start(lambda: asyncpg.connect(url))
-        # WatchRun makes its own span (see RunService.WatchRun): the aio
+        # WatchRun and WatchEvents make their own spans (see RunService.WatchRun): the aio
         # interceptor keeps a context attached across the stream's yields and
         # cannot detach it when a client drops the stream mid-write.
-        not_watch = filters.negate(filters.method_name("WatchRun"))
+        not_watch = filters.negate(
+            filters.any_of(filters.method_name("WatchRun"), filters.method_name("WatchEvents"))
+        )
         interceptors: list[Any] = [
             aio_server_interceptor(tracer_provider=self.tracer_provider, filter_=not_watch)  # type: ignore[no-untyped-call]  # untyped library
         ]
@@ -408,7 +419,15 @@ class RunwireServer:
             ),
             self.engine.active,
         )
-        self._grpc.add_generic_rpc_handlers((_handlers(self.service, self.admission),))
+        self.watch_events = WatchEventsService(
+            self.store,
+            self.hub,
+            self.service.closing_streams,
+            tracer=telemetry.tracer(self.tracer_provider),
+        )
+        self._grpc.add_generic_rpc_handlers(
+            (_handlers(self.service, self.watch_events, self.admission),)
+        )
         self.deliverer = self._deliverer()
         self._grpc.add_generic_rpc_handlers(
             (

@@ -49,7 +49,16 @@ from runwire.errors import (
 )
 from runwire.rpc._convert import decode_page_token, encode_page_token, parse_filter, run_to_proto
 from runwire.rpc._status import to_status
-from runwire.store import Hub, NewRun, RunRow, Store, frame_event, is_transient
+from runwire.store import (
+    Hub,
+    LogFilter,
+    NewRun,
+    RunRow,
+    Store,
+    frame_event,
+    frame_resume_after,
+    is_transient,
+)
 from runwire.v1 import events_pb2, run_service_pb2
 
 __all__ = ["RunService", "principal_of"]
@@ -539,10 +548,15 @@ class RunService:
                 raise InvalidArgument(
                     [FieldViolation("after_seq", f"must not be negative, got {request.after_seq}")]
                 )
+            flt: LogFilter | None = LogFilter.for_run(
+                request.filter if request.HasField("filter") else None
+            )
             row = await self._run(request.run_id)
         except Exception as exc:
             await context.abort_with_status(to_status(_public(exc)))
             return
+        if flt is not None and flt.selects_all_events:
+            flt = None  # an empty filter: the shared, pre-framed path
         if row.finished and request.after_seq >= row.last_seq:
             # Nothing after the end of a finished run: say so, never an empty
             # OK stream (a client would take that for a cut stream and resume).
@@ -568,7 +582,7 @@ class RunService:
             # Subscribe before the first store read, so nothing committed between
             # the read and the subscription can fall into a gap.
             sub = self.hub.subscribe(request.run_id)
-            cursor = _Cursor(request.after_seq)
+            cursor = _Cursor(request.after_seq, sent=request.after_seq)
             # after_seq beyond what the live run has committed: live chunks
             # up to after_seq are none of this watcher's business, and the
             # run may finish short of it. Until the store reaches after_seq
@@ -583,7 +597,7 @@ class RunService:
                             to_status(_beyond_end(await self._run(request.run_id), cursor.last))
                         )
                         return
-                async for response in self._catch_up(request.run_id, cursor):
+                async for response in self._catch_up(request.run_id, cursor, flt):
                     yield response
                 while not cursor.done:
                     if self.closing_streams.is_set():
@@ -608,7 +622,7 @@ class RunService:
                             )
                             return
                         if not beyond:
-                            async for response in self._catch_up(request.run_id, cursor):
+                            async for response in self._catch_up(request.run_id, cursor, flt):
                                 yield response
                         continue
                     parts: list[bytes] = []
@@ -619,20 +633,24 @@ class RunService:
                         if chunk.first_seq != cursor.last + 1:
                             overflowed = True  # a gap or an overlap: let the store settle it
                             break
-                        if parts and size + len(chunk.framed) > RESPONSE_BYTES:
-                            yield b"".join(parts)
+                        framed = chunk.framed if flt is None else _select(chunk.framed, flt)
+                        if parts and size + len(framed) > RESPONSE_BYTES:
+                            yield cursor.response(parts)
                             parts, size = [], 0
-                        parts.append(chunk.framed)
-                        size += len(chunk.framed)
+                        if framed:
+                            parts.append(framed)
+                            size += len(framed)
                         cursor.last, cursor.done = chunk.last_seq, chunk.completed
                         if chunk.completed:
                             cursor.status = _completed_status(
                                 run_service_pb2.WatchRunResponse.FromString(chunk.framed).events[-1]
                             )
-                    if parts:
-                        yield b"".join(parts)
+                    if parts or cursor.last > cursor.sent:
+                        # A filtered watcher whose chunks were all skipped gets
+                        # a response that only advances resume_after_seq.
+                        yield cursor.response(parts)
                     if not cursor.done and (overflowed or wake_seq > cursor.last):
-                        async for response in self._catch_up(request.run_id, cursor):
+                        async for response in self._catch_up(request.run_id, cursor, flt):
                             yield response
                 # The end of the finished run, in a response of its own: the
                 # chunks before it are shared, pre-framed bytes.
@@ -665,13 +683,18 @@ class RunService:
         cursor.done, cursor.status = True, row.status
         return False
 
-    async def _catch_up(self, run_id: str, cursor: _Cursor) -> AsyncIterator[bytes]:
-        """Yield every committed event after the cursor, advancing it."""
+    async def _catch_up(
+        self, run_id: str, cursor: _Cursor, flt: LogFilter | None = None
+    ) -> AsyncIterator[bytes]:
+        """Yield every committed event after the cursor that `flt` selects, advancing it."""
         while not cursor.done:
             rows = await self.store.read_events(run_id, cursor.last, _REPLAY_PAGE)
             parts: list[bytes] = []
             size = 0
             for row in rows:
+                if flt is not None and not flt.selects(row.kind, row.payload):
+                    cursor.last = row.seq  # looked at; RunCompleted is always selected
+                    continue
                 payload = row.payload
                 if len(payload) > MAX_EVENT_BYTES:
                     # Stored before events were bounded: cut it as new_event
@@ -680,7 +703,7 @@ class RunService:
                     payload = event.SerializeToString(deterministic=True)
                 framed = frame_event(payload)
                 if parts and size + len(framed) > RESPONSE_BYTES:
-                    yield b"".join(parts)
+                    yield cursor.response(parts)
                     parts, size = [], 0
                 parts.append(framed)
                 size += len(framed)
@@ -688,8 +711,8 @@ class RunService:
                 cursor.done = row.kind == "run_completed"
                 if cursor.done:
                     cursor.status = _completed_status(events_pb2.RunEvent.FromString(row.payload))
-            if parts:
-                yield b"".join(parts)
+            if parts or cursor.last > cursor.sent:
+                yield cursor.response(parts)
             if len(rows) < _REPLAY_PAGE:
                 return
 
@@ -713,10 +736,27 @@ def _beyond_end(row: RunRow, after_seq: int) -> AfterSeqBeyondEnd:
     )
 
 
+def _select(framed: bytes, flt: LogFilter) -> bytes:
+    """The events of a pre-framed live chunk that the filter selects, framed again."""
+    parts: list[bytes] = []
+    for event in run_service_pb2.WatchRunResponse.FromString(framed).events:
+        payload = event.SerializeToString(deterministic=True)
+        if flt.selects(event.WhichOneof("event") or "", payload):
+            parts.append(frame_event(payload))
+    return b"".join(parts)
+
+
 @dataclass
 class _Cursor:
-    """How far one watcher has been sent."""
+    """How far one watcher has been looked through (`last`) and told (`sent`)."""
 
     last: int
     done: bool = False
     status: int = 0  # the RunStatus of RunCompleted, once done
+    sent: int = 0  # the resume_after_seq of the last response
+
+    def response(self, parts: list[bytes]) -> bytes:
+        """A WatchRunResponse of framed events, resumable after `last`: serialized
+        messages concatenate, so resume_after_seq is appended to the shared bytes."""
+        self.sent = self.last
+        return b"".join(parts) + frame_resume_after(self.last)

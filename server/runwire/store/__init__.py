@@ -2,7 +2,7 @@
 the event log across runs."""
 
 from runwire.store._embedded import EmbeddedPostgres
-from runwire.store._framing import frame_event, frame_events
+from runwire.store._framing import frame_cursor, frame_event, frame_events, frame_resume_after
 from runwire.store._gates import DurableGates, decision_of
 from runwire.store._hub import Chunk, Hub, Subscription
 from runwire.store._log import (
@@ -50,8 +50,10 @@ __all__ = [
     "decision_of",
     "decode_cursor",
     "encode_cursor",
+    "frame_cursor",
     "frame_event",
     "frame_events",
+    "frame_resume_after",
     "is_transient",
     "log_bounds",
     "mark_pruned",

@@ -1,13 +1,18 @@
-"""Frame stored RunEvent bytes as `WatchRunResponse.events` without decoding them."""
+"""Frame stored RunEvent bytes as `WatchRunResponse.events` (and `WatchEventsResponse.events`,
+also field 1) without decoding them, and the scalar fields that go beside them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["frame_event", "frame_events"]
+__all__ = ["frame_cursor", "frame_event", "frame_events", "frame_resume_after"]
 
 # Field 1 of WatchRunResponse, wire type 2 (length-delimited): (1 << 3) | 2.
 _EVENTS_TAG = b"\x0a"
+# WatchRunResponse.resume_after_seq: field 3, varint: (3 << 3) | 0.
+_RESUME_TAG = b"\x18"
+# WatchEventsResponse.cursor: field 2, length-delimited: (2 << 3) | 2.
+_CURSOR_TAG = b"\x12"
 
 
 def _varint(n: int) -> bytes:
@@ -30,3 +35,15 @@ def frame_event(payload: bytes) -> bytes:
 def frame_events(payloads: Iterable[bytes]) -> bytes:
     """Serialized RunEvents concatenated into a serialized WatchRunResponse."""
     return b"".join(frame_event(p) for p in payloads)
+
+
+def frame_resume_after(seq: int) -> bytes:
+    """`resume_after_seq = seq` of a WatchRunResponse; serialized messages concatenate,
+    so it can follow shared pre-framed events."""
+    return _RESUME_TAG + _varint(seq)
+
+
+def frame_cursor(cursor: str) -> bytes:
+    """`cursor` of a WatchEventsResponse, to follow its framed events."""
+    raw = cursor.encode()
+    return _CURSOR_TAG + _varint(len(raw)) + raw

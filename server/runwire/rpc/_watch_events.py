@@ -1,0 +1,160 @@
+"""WatchEvents: the events of every run a filter selects, in commit order, by cursor.
+
+It reads the event log (store/_log.py) from the request's cursor and waits on
+`Hub.log_changed()` when it has caught up. Log positions are global and
+follow commit order, so the stream is the same from any replica or worker
+and through takeovers, and a cursor resumes it exactly once. Responses are
+written as bytes: stored events are framed without decoding them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from opentelemetry import propagate, trace
+
+from runwire import telemetry
+from runwire.engine import MAX_EVENT_BYTES, bound_event
+from runwire.errors import (
+    CursorExpired,
+    CursorInvalid,
+    FieldViolation,
+    InvalidArgument,
+    ServerDraining,
+)
+from runwire.rpc._service import _public
+from runwire.rpc._status import to_status
+from runwire.store import (
+    Hub,
+    LogEntry,
+    LogFilter,
+    Store,
+    decode_cursor,
+    encode_cursor,
+    frame_cursor,
+    frame_event,
+    is_transient,
+    log_bounds,
+    read_log,
+)
+from runwire.v1 import events_pb2, run_service_pb2
+
+__all__ = ["WatchEventsService"]
+
+log = logging.getLogger(__name__)
+
+WATCH_EVENTS_SPAN = "/runwire.v1.RunService/WatchEvents"
+# Entries per log read, and the response budget (as WatchRun's).
+_PAGE = 1000
+_RESPONSE_BYTES = 1 << 20
+# A filter that selects little still tells the client how far the server has
+# looked, once per this many positions, so a resume does not rescan them.
+_PROGRESS_EVERY = 10_000
+
+
+def _payload(entry: LogEntry) -> bytes:
+    if len(entry.event) > MAX_EVENT_BYTES:
+        # Stored before events were bounded: cut as new_event would have.
+        event = bound_event(events_pb2.RunEvent.FromString(entry.event))
+        return event.SerializeToString(deterministic=True)
+    return entry.event
+
+
+class WatchEventsService:
+    """The WatchEvents RPC over the store's pool and this process's hub."""
+
+    def __init__(
+        self,
+        store: Store,
+        hub: Hub,
+        closing_streams: asyncio.Event,
+        *,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
+        self.store = store
+        self.hub = hub
+        self.closing_streams = closing_streams
+        self.tracer = tracer or trace.get_tracer(telemetry.TRACER_NAME)
+
+    async def _start(self, request: run_service_pb2.WatchEventsRequest) -> tuple[LogFilter, int]:
+        """Check the request; returns the filter and the position to read after."""
+        flt = LogFilter.from_proto(request.filter if request.HasField("filter") else None)
+        if request.start not in run_service_pb2.StreamStart.values():
+            raise InvalidArgument(
+                [FieldViolation("start", f"{request.start} is not a StreamStart value")]
+            )
+        pos = decode_cursor(request.cursor) if request.cursor else None
+        horizon, latest = await log_bounds(self.store.pool)
+        if pos is None:
+            return (
+                flt,
+                horizon if request.start == run_service_pb2.STREAM_START_EARLIEST else latest,
+            )
+        if pos < horizon:
+            raise CursorExpired(pos, horizon)
+        if pos > latest:
+            raise CursorInvalid(f"is ahead of the log (position {pos}, newest {latest})")
+        return flt, pos
+
+    async def WatchEvents(
+        self, request: run_service_pb2.WatchEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """Yield serialized WatchEventsResponses until the client leaves or the server drains."""
+        try:
+            flt, pos = await self._start(request)
+        except Exception as exc:
+            await context.abort_with_status(to_status(_public(exc)))
+            return
+        # A span we start and end ourselves, as WatchRun's (see RunService.WatchRun).
+        span = self.tracer.start_span(
+            WATCH_EVENTS_SPAN,
+            context=propagate.extract(dict(context.invocation_metadata() or ())),
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.service": "runwire.v1.RunService",
+                "rpc.method": "WatchEvents",
+            },
+        )
+        try:
+            sent = pos  # the cursor of the last response
+            while True:
+                if self.closing_streams.is_set():
+                    await context.abort_with_status(to_status(ServerDraining()))
+                    return
+                # Taken before the read: a commit after the read has set it.
+                changed = self.hub.log_changed()
+                entries, looked = await read_log(self.store.pool, pos, _PAGE, flt)
+                if looked > pos:
+                    horizon, _ = await log_bounds(self.store.pool)
+                    if horizon > pos:
+                        # Retention deleted events this stream had not reached.
+                        await context.abort_with_status(to_status(CursorExpired(pos, horizon)))
+                        return
+                parts: list[bytes] = []
+                size = 0
+                for entry in entries:
+                    framed = frame_event(_payload(entry))
+                    if parts and size + len(framed) > _RESPONSE_BYTES:
+                        yield b"".join(parts) + frame_cursor(encode_cursor(pos))
+                        sent, parts, size = pos, [], 0
+                    parts.append(framed)
+                    size += len(framed)
+                    pos = entry.pos
+                if parts or looked - sent >= _PROGRESS_EVERY:
+                    yield b"".join(parts) + frame_cursor(encode_cursor(looked))
+                    sent = looked
+                if looked > pos or entries:
+                    pos = looked
+                    continue  # there may be more: read again before waiting
+                await changed.wait()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # The database blinked: UNAVAILABLE, the client resumes from its cursor.
+            await context.abort_with_status(to_status(_public(exc)))
+        finally:
+            span.end()
