@@ -321,7 +321,7 @@ def _add_webhook_args(parser: argparse.ArgumentParser, d: Settings) -> None:
             "--webhook-timeout",
             "WEBHOOK_TIMEOUT",
             d.webhook_timeout,
-            "one webhook POST may take, at most 0.8 x --lease-seconds",
+            "one webhook POST may take (capped at 0.8 x --lease-seconds)",
         ),
         (
             "--webhook-retry-initial",

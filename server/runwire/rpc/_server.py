@@ -276,8 +276,6 @@ class RunwireServer:
                 f"refusing to listen on non-loopback address {settings.listen!r} without "
                 "--auth-token or mutual TLS (--tls-cert, --tls-key, --tls-client-ca)"
             )
-        if settings.webhook_timeout > 0.8 * settings.lease_seconds:
-            raise ValueError("--webhook-timeout must be at most 0.8 x --lease-seconds")
         if settings.webhook_max_failures < 1 or settings.webhook_batch_events < 1:
             raise ValueError("--webhook-max-failures and --webhook-batch-events must be at least 1")
         EgressPolicy.parse(settings.webhook_allow)  # a malformed entry stops the server here

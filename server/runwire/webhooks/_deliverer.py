@@ -92,11 +92,6 @@ class Deliverer:
         settings: DeliverySettings,
         log_changed: Callable[[], asyncio.Event] | None = None,
     ) -> None:
-        if settings.timeout > _TIMEOUT_SHARE * settings.lease_seconds:
-            raise ValueError(
-                f"--webhook-timeout must be at most {_TIMEOUT_SHARE:g} x --lease-seconds: a POST "
-                "may only start while this replica's lease on the subscription outlives it"
-            )
         if settings.max_failures < 1:
             raise ValueError("--webhook-max-failures must be at least 1")
         self.subscriptions = subscriptions
@@ -104,6 +99,14 @@ class Deliverer:
         self.owner_id = owner_id
         self.settings = settings
         self.policy = EgressPolicy.parse(settings.allow)
+        # A POST may only start while this replica's lease outlives it.
+        self.timeout = min(settings.timeout, _TIMEOUT_SHARE * settings.lease_seconds)
+        if self.timeout < settings.timeout:
+            log.info(
+                "webhook POST timeout %gs: --webhook-timeout capped at %g x --lease-seconds",
+                self.timeout,
+                _TIMEOUT_SHARE,
+            )
         self._log_changed = log_changed
         self._ssl: ssl.SSLContext | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -203,7 +206,7 @@ class Deliverer:
             row.target_url,
             secret_key(row.secret),
             self.policy,
-            timeout=self.settings.timeout,
+            timeout=self.timeout,
             ssl_context=self._ssl_context(),
         )
         try:
@@ -277,7 +280,7 @@ class _Delivery:
             wait = self.due - datetime.now(UTC).timestamp()
             if wait > 0:
                 await asyncio.sleep(wait)
-            if not await self.d.lease_covers(self.sid, s.timeout):
+            if not await self.d.lease_covers(self.sid, self.d.timeout):
                 return
             self.d.posts += 1
             outcome = await self.sender.post(self.pending.webhook_id, self.pending.body)
