@@ -311,11 +311,13 @@ class _Delivery:
                     outcome.error,
                 )
                 return
+            self.failures = row.consecutive_failures
             self.due = row.next_attempt_time.timestamp()
 
     async def _next_batch(self) -> bool | None:
-        """Store the next batch as pending: True when there is one, False when the
-        log had none (waited for it), None when this replica must stop delivering."""
+        """Store the next batch as pending: True when there is one; False when the
+        read found none (after skipping what the filter does not select, or after
+        waiting for a commit); None when this replica must stop delivering."""
         s = self.d.settings
         changed = self.d.log_generation()
         async with self.d.pool.acquire() as conn:
@@ -330,10 +332,11 @@ class _Delivery:
                 return None
             entries, looked = await read_log(conn, self.pos, s.batch_events, self.filter)
         if not entries:
-            if looked > self.pos:
+            if looked > self.pos:  # skipped a stretch the filter selects nothing of: go on
                 if not await self.d.subscriptions.skip_to(self.sid, self.d.owner_id, looked):
                     return None
                 self.pos = looked
+                return False
             await self.d.log_wait(changed)
             return False
         batch = build_batch(self.sid, entries, looked, s.batch_bytes)
