@@ -130,6 +130,7 @@ bench: bootstrap ## Throughput and latency benchmarks, then the engine's cost; p
 	$(PY) bench/writer.py
 	$(PY) bench/workers.py
 	$(PY) bench/idle_watchers.py
+	$(PY) bench/watch_events.py
 	$(PY) bench/webhooks.py
 	$(PY) bench/engine.py
 
@@ -156,6 +157,10 @@ bench-webhooks: $(VENV)/.installed ## Webhook deliveries/s to a fast loopback re
 .PHONY: bench-idle
 bench-idle: $(VENV)/.installed ## Server memory per idle watcher (1 000 on a gated run) and after they leave, beside the code before.
 	$(PY) bench/idle_watchers.py
+
+.PHONY: bench-watch-events
+bench-watch-events: $(VENV)/.installed ## WatchEvents: positions/s and delivered ev/s with a filter matching 1 % and 100 %, beside a raw asyncpg read.
+	$(PY) bench/watch_events.py
 
 .PHONY: clean
 clean: ## Remove the virtualenv, tool installs, build outputs and local data.

@@ -68,7 +68,7 @@ async def test_watch_run_filter_selects_kinds_and_nodes_and_resumes(harness: Har
         if _kind(e) == "run_completed" or (_kind(e) == "node_log" and e.node_id == "count")
     ]
     assert len(wanted) == 5  # four lines and RunCompleted
-    for after in range(0, everything[-1].seq + 1):
+    for after in range(everything[-1].seq + 1):
         responses = await _watch_run(harness.stub, run.run_id, after, flt)
         got = [e for r in responses for e in r.events]
         assert got == [e for e in wanted if e.seq > after], after
@@ -100,7 +100,8 @@ async def test_watch_run_filter_live_sends_progress_and_run_completed(harness: H
     flt = run_service_pb2.EventFilter(kinds=["ai_invocation"])  # selects nothing here
     stream = harness.stub.WatchRun(run_service_pb2.WatchRunRequest(run_id=run.run_id, filter=flt))
     first = await stream.read()
-    assert list(first.events) == [] and first.resume_after_seq > 0  # progress only
+    assert list(first.events) == []  # progress only
+    assert first.resume_after_seq > 0
     await harness.stub.ResolveApproval(
         run_service_pb2.ResolveApprovalRequest(run_id=run.run_id, node_id="ok", approve=True)
     )
@@ -115,9 +116,9 @@ async def test_watch_run_filter_live_sends_progress_and_run_completed(harness: H
 async def test_watch_run_without_filter_says_resume_after_seq(harness: Harness) -> None:
     run = await harness.start(logging_flow("u"))
     responses = await _watch_run(harness.stub, run.run_id, 0, None)
-    for r in responses:
-        if r.events:
-            assert r.resume_after_seq == r.events[-1].seq
+    for r in responses[:-1]:
+        assert r.resume_after_seq == r.events[-1].seq
+    assert responses[-1].resume_after_seq == responses[-1].stream_end.last_seq > 0
 
 
 # -- WatchEvents ---------------------------------------------------------------------
@@ -211,7 +212,8 @@ async def test_watch_events_resumes_from_any_cursor_exactly_once(harness: Harnes
         response = await cuts.call.read()
         seen.extend(response.events)
         resumed = Reader(harness.stub, cursor=response.cursor)
-        rest = await resumed.until(lambda got, n=len(everything) - len(seen): len(got) >= n)
+        left = len(everything) - len(seen)
+        rest = await resumed.until(lambda got, left=left: len(got) >= left)
         resumed.cancel()
         assert seen + rest == everything
     cuts.cancel()
@@ -279,3 +281,16 @@ async def test_watch_events_ends_unavailable_on_drain(harness: Harness) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await reader.until(lambda _e: False)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_watch_events_shares_the_watchers_admission_bound(harness_factory: Any) -> None:
+    h: Harness = await harness_factory(max_watchers=1)
+    first = Reader(h.stub)
+    await h.start(logging_flow("adm"))
+    await first.until(completed(1))  # the first stream holds the one place
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in h.stub.WatchEvents(run_service_pb2.WatchEventsRequest()):
+            pass
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _reason(caught.value) == "OVERLOADED"
+    first.cancel()

@@ -726,7 +726,8 @@ def _stream_end(last_seq: int, status: int) -> bytes:
     """The last response of a finished run's stream (`stream_end` set)."""
     return run_service_pb2.WatchRunResponse(
         # The .pyi types enum fields as RunStatus; the store holds plain ints.
-        stream_end=run_service_pb2.StreamEnd(last_seq=last_seq, status=status)  # type: ignore[arg-type]
+        stream_end=run_service_pb2.StreamEnd(last_seq=last_seq, status=status),  # type: ignore[arg-type]
+        resume_after_seq=last_seq,
     ).SerializeToString()
 
 
