@@ -133,6 +133,7 @@ bench: bootstrap ## Throughput and latency benchmarks, then the engine's cost; p
 	$(PY) bench/workers.py
 	$(PY) bench/idle_watchers.py
 	$(PY) bench/watch_events.py
+	$(PY) bench/webhooks.py
 	$(PY) bench/engine.py
 	$(PY) bench/tokens.py
 
@@ -177,6 +178,10 @@ smoke-ai: $(VENV)/.installed $(SMOKE_AI)/.installed ## Opt-in: a generate and a 
 .PHONY: bench-workers
 bench-workers: $(VENV)/.installed ## runs/s of 5-node flows with 50 clients, serve --workers 2 beside --workers 1.
 	$(PY) bench/workers.py
+
+.PHONY: bench-webhooks
+bench-webhooks: $(VENV)/.installed ## Webhook deliveries/s to a fast loopback receiver, beside one plain client's POSTs.
+	$(PY) bench/webhooks.py
 
 .PHONY: bench-idle
 bench-idle: $(VENV)/.installed ## Server memory per idle watcher (1 000 on a gated run) and after they leave, beside the code before.

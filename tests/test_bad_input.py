@@ -370,3 +370,81 @@ async def test_confirm_action_rejects_a_bad_tool_call_id_with_its_field(harness:
         assert caught.value.code() == INVALID
         assert _violations(caught.value) == ["tool_call_id"]
     await harness.events(run.run_id)
+
+
+# -- SubscriptionService ------------------------------------------------------------
+
+
+def _sub_request(**fields: Any) -> bytes:
+    from runwire.v1 import subscription_service_pb2 as spb
+
+    request_id = fields.pop("request_id", "")
+    sub = spb.Subscription(**{"target_url": "https://1.1.1.1/hook", **fields})
+    return spb.CreateSubscriptionRequest(
+        subscription=sub, request_id=request_id
+    ).SerializeToString()
+
+
+def _sub_filter(**fields: Any) -> bytes:
+    return _sub_request(filter=run_service_pb2.RunEventsFilter(**fields))
+
+
+def _named(method: str, name: str) -> Callable[[], bytes]:
+    from runwire.v1 import subscription_service_pb2 as spb
+
+    return lambda: getattr(spb, f"{method}Request")(name=name).SerializeToString()
+
+
+SUBSCRIPTION_CASES: list[tuple[str, str, Callable[[], bytes], str]] = [
+    ("no subscription", "CreateSubscription", lambda: b"", "subscription"),
+    ("no target URL", "CreateSubscription", lambda: _sub_request(target_url=""), "subscription.target_url"),
+    ("ftp target", "CreateSubscription", lambda: _sub_request(target_url="ftp://1.1.1.1/x"), "subscription.target_url"),
+    ("plain http to a public host", "CreateSubscription", lambda: _sub_request(target_url="http://1.1.1.1/x"), "subscription.target_url"),
+    ("loopback target", "CreateSubscription", lambda: _sub_request(target_url="https://127.0.0.1:8443/x"), "subscription.target_url"),
+    ("private target", "CreateSubscription", lambda: _sub_request(target_url="https://10.1.2.3/x"), "subscription.target_url"),
+    ("metadata target", "CreateSubscription", lambda: _sub_request(target_url="https://169.254.169.254/latest"), "subscription.target_url"),
+    ("credentials in the target", "CreateSubscription", lambda: _sub_request(target_url="https://u:p@1.1.1.1/x"), "subscription.target_url"),
+    ("NUL in the target", "CreateSubscription", lambda: _sub_request(target_url="https://1.1.1.1/\x00"), "subscription.target_url"),
+    ("invalid UTF-8 in the target", "CreateSubscription", lambda: _sub_request(target_url="https://1.1.1.1/@@").replace(b"@@", b"\xff\xfe"), "subscription.target_url"),
+    ("secret without whsec_", "CreateSubscription", lambda: _sub_request(secret="c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"), "subscription.secret"),
+    ("secret too short", "CreateSubscription", lambda: _sub_request(secret="whsec_c2hvcnQ="), "subscription.secret"),
+    ("secret not base64", "CreateSubscription", lambda: _sub_request(secret="whsec_!!!"), "subscription.secret"),
+    ("server-set name", "CreateSubscription", lambda: _sub_request(name="subscriptions/mine"), "subscription.name"),
+    ("server-set state", "CreateSubscription", lambda: _sub_request(state=2), "subscription.state"),
+    ("server-set failures", "CreateSubscription", lambda: _sub_request(consecutive_failures=3), "subscription.consecutive_failures"),
+    ("unknown start", "CreateSubscription", lambda: _sub_request(start=7), "subscription.start"),
+    ("unknown event kind", "CreateSubscription", lambda: _sub_filter(events=run_service_pb2.EventFilter(kinds=["node_log", "node_lgo"])), "subscription.filter.events.kinds[1]"),
+    ("empty node id", "CreateSubscription", lambda: _sub_filter(events=run_service_pb2.EventFilter(node_ids=[""])), "subscription.filter.events.node_ids[0]"),
+    ("bad label key", "CreateSubscription", lambda: _sub_filter(labels={"Team": "a"}), "subscription.filter.labels['Team']"),
+    ("unknown run status", "CreateSubscription", lambda: _sub_filter(run_statuses=[99]), "subscription.filter.run_statuses[0]"),
+    ("request id too long", "CreateSubscription", lambda: _sub_request(request_id="r" * 129), "request_id"),
+    ("empty name", "GetSubscription", _named("GetSubscription", ""), "name"),
+    ("a run's name", "GetSubscription", _named("GetSubscription", "runs/run_1"), "name"),
+    ("NUL in the name", "DeleteSubscription", _named("DeleteSubscription", "subscriptions/\x00"), "name"),
+    ("resume a malformed name", "ResumeSubscription", _named("ResumeSubscription", "subscriptions/x"), "name"),
+    ("negative page size", "ListSubscriptions", lambda: b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", "page_size"),
+    ("foreign page token", "ListSubscriptions", lambda: b"\x12\x03!!!", "page_token"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "method", "build", "field"), SUBSCRIPTION_CASES, ids=[c[0] for c in SUBSCRIPTION_CASES]
+)
+async def test_subscription_service_rejects_bad_input_with_exact_field_path(
+    harness: Harness, case: str, method: str, build: Callable[[], bytes], field: str
+) -> None:
+    """Each bad request is INVALID_ARGUMENT naming its field (this server allows no
+    loopback webhook target); nothing is created and the server keeps serving."""
+    from runwire.v1 import subscription_service_pb2 as spb
+
+    path = f"/runwire.v1.SubscriptionService/{method}"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.channel.unary_unary(path, request_serializer=None)(build())
+    assert caught.value.code() == INVALID, case
+    assert _violations(caught.value)[0] == field, (case, _violations(caught.value))
+    listed = await harness.channel.unary_unary(
+        "/runwire.v1.SubscriptionService/ListSubscriptions",
+        request_serializer=None,
+        response_deserializer=spb.ListSubscriptionsResponse.FromString,
+    )(b"")
+    assert list(listed.subscriptions) == []

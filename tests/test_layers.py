@@ -75,11 +75,15 @@ PUBLIC: dict[str, list[str]] = {
         "LogEntry",
         "LogFilter",
         "NewRun",
+        "NewSubscription",
+        "PendingBatch",
         "RunRow",
         "SchemaBehind",
         "Store",
         "StoredEvent",
         "Subscription",
+        "SubscriptionRow",
+        "SubscriptionStore",
         "WriterFailed",
         "decision_of",
         "decode_cursor",
@@ -108,6 +112,22 @@ PUBLIC: dict[str, list[str]] = {
         "to_status",
     ],
     "runwire.replica": ["PruneResult", "Replica", "Retention"],
+    "runwire.webhooks": [
+        "EVENT_TYPE",
+        "SECRET_PREFIX",
+        "Deliverer",
+        "DeliverySettings",
+        "Outcome",
+        "Sender",
+        "backoff",
+        "build_batch",
+        "event_json",
+        "generate_secret",
+        "secret_key",
+        "sign",
+        "target_problem",
+        "verify",
+    ],
     "runwire.adapters": [
         "ActionFailed",
         "ActionSpec",
@@ -165,7 +185,7 @@ def _imports(path: Path) -> list[str]:
     return names
 
 
-@pytest.mark.parametrize("package", ["store", "rpc", "replica"])
+@pytest.mark.parametrize("package", ["store", "rpc", "replica", "webhooks"])
 def test_layers_package_uses_only_public_engine_names(package: str) -> None:
     private = {
         f"{path.relative_to(SERVER)}: {name}"
@@ -183,5 +203,16 @@ def test_layers_engine_imports_neither_rpc_store_grpc_nor_asyncpg() -> None:
         for path in sorted((SERVER / "engine").rglob("*.py"))
         for name in _imports(path)
         if name.startswith(banned)
+    }
+    assert not bad
+
+
+def test_layers_webhooks_import_neither_rpc_nor_grpc() -> None:
+    """Webhook delivery sits between `rpc` and `store`: rpc serves it, it never calls back."""
+    bad = {
+        f"{path.relative_to(SERVER)}: {name}"
+        for path in sorted((SERVER / "webhooks").rglob("*.py"))
+        for name in _imports(path)
+        if name.startswith(("runwire.rpc", "grpc"))
     }
     assert not bad

@@ -32,6 +32,7 @@ from runwire._connect import Connection, UsageError, add_connection_arguments
 from runwire._files import load_flow, parse_inputs
 from runwire._migrate_cli import add_migrate_arguments, run_migrate
 from runwire._output import FORMATS, dump, run_lines, runs_table, status_name
+from runwire._subscriptions_cli import add_subscription_commands
 from runwire._workers import REUSE_PORT_ENV
 from runwire.config import add_serve_arguments, parse_duration, settings_from_args
 from runwire.v1 import (
@@ -712,6 +713,8 @@ def _parser() -> argparse.ArgumentParser:
             "--wait", action="store_true", help=f"wait until the run has {_WORD[name]} and say so"
         )
         p.set_defaults(func=_control)
+
+    add_subscription_commands(sub, client)
 
     completion = sub.add_parser(
         "completion",

@@ -69,6 +69,12 @@ class Settings:
     keepalive_time: float = 30.0
     max_connection_age: float = 0.0
     max_connection_age_grace: float = 0.0
+    webhook_allow: tuple[str, ...] = ()
+    webhook_max_failures: int = 10
+    webhook_timeout: float = 10.0
+    webhook_batch_events: int = 100
+    webhook_retry_initial: float = 1.0
+    webhook_retry_max: float = 300.0
     server_id: str = field(
         default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
@@ -342,6 +348,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     _add_retention_args(parser, d)
     _add_ai_args(parser, d)
     _add_deploy_args(parser, d)
+    _add_webhook_args(parser, d)
 
 
 def _flag(name: str) -> bool:
@@ -395,6 +402,61 @@ def _add_deploy_args(parser: argparse.ArgumentParser, d: Settings) -> None:
             metavar="SECONDS",
             help=f"{what} (RUNWIRE_{env}; default %(default)s)",
         )
+
+
+def _add_webhook_args(parser: argparse.ArgumentParser, d: Settings) -> None:
+    parser.add_argument(
+        "--webhook-allow",
+        action="append",
+        default=_env_list("WEBHOOK_ALLOW", commas_only=True),
+        metavar="HOST_OR_CIDR",
+        help="let webhook subscriptions target this host name, *.suffix, IP or CIDR even though "
+        "it is loopback, private, link-local or metadata, and over plain http; repeatable "
+        "(RUNWIRE_WEBHOOK_ALLOW, comma-separated)",
+    )
+    parser.add_argument(
+        "--webhook-max-failures",
+        type=int,
+        default=int(_env("WEBHOOK_MAX_FAILURES", str(d.webhook_max_failures)) or 10),
+        metavar="N",
+        help="failed deliveries in a row that pause a subscription until ResumeSubscription "
+        "(RUNWIRE_WEBHOOK_MAX_FAILURES; default %(default)s)",
+    )
+    for flag, env, value, what in (
+        (
+            "--webhook-timeout",
+            "WEBHOOK_TIMEOUT",
+            d.webhook_timeout,
+            "one webhook POST may take (capped at 0.8 x --lease-seconds)",
+        ),
+        (
+            "--webhook-retry-initial",
+            "WEBHOOK_RETRY_INITIAL",
+            d.webhook_retry_initial,
+            "before the first retry of a failed delivery; doubles per failure, with jitter",
+        ),
+        (
+            "--webhook-retry-max",
+            "WEBHOOK_RETRY_MAX",
+            d.webhook_retry_max,
+            "at most between retries (a receiver's Retry-After is honoured up to an hour)",
+        ),
+    ):
+        parser.add_argument(
+            flag,
+            type=float,
+            default=float(_env(env, str(value)) or value),
+            metavar="SECONDS",
+            help=f"seconds {what} (RUNWIRE_{env}; default %(default)s)",
+        )
+    parser.add_argument(
+        "--webhook-batch-events",
+        type=int,
+        default=int(_env("WEBHOOK_BATCH_EVENTS", str(d.webhook_batch_events)) or 100),
+        metavar="N",
+        help="events in one webhook POST at most, when many are due (and about 1 MiB of JSON) "
+        "(RUNWIRE_WEBHOOK_BATCH_EVENTS; default %(default)s)",
+    )
 
 
 def _add_retention_args(parser: argparse.ArgumentParser, d: Settings) -> None:
@@ -541,4 +603,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         keepalive_time=args.keepalive_time,
         max_connection_age=args.max_connection_age,
         max_connection_age_grace=args.max_connection_age_grace,
+        webhook_allow=tuple(args.webhook_allow),
+        webhook_max_failures=args.webhook_max_failures,
+        webhook_timeout=args.webhook_timeout,
+        webhook_batch_events=args.webhook_batch_events,
+        webhook_retry_initial=args.webhook_retry_initial,
+        webhook_retry_max=args.webhook_retry_max,
     )

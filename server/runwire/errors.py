@@ -7,7 +7,9 @@
     │   ├── FilterInvalid          a ListRuns filter cannot be parsed
     │   └── CursorInvalid          a WatchEvents cursor is malformed
     ├── RunNotFound                NOT_FOUND
+    ├── SubscriptionNotFound       NOT_FOUND
     ├── RequestIdReused            ALREADY_EXISTS
+    │   └── SubscriptionRequestIdReused
     ├── FailedPrecondition
     │   ├── RunFinished            the run has ended and cannot be controlled
     │   ├── AdapterDisabled        the flow needs an adapter this server has off
@@ -53,6 +55,8 @@ __all__ = [
     "RunwireError",
     "ServerDraining",
     "ServerUnavailable",
+    "SubscriptionNotFound",
+    "SubscriptionRequestIdReused",
     "Unauthenticated",
 ]
 
@@ -143,6 +147,27 @@ class RequestIdReused(RunwireError):
         super().__init__(
             f"request_id {request_id!r} was used for run {run_id!r} with a different request body",
             metadata={"request_id": request_id, "run_id": run_id},
+        )
+
+
+class SubscriptionNotFound(RunwireError):
+    """No subscription has the given name."""
+
+    code = "NOT_FOUND"
+    reason = "SUBSCRIPTION_NOT_FOUND"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"subscription {name!r} not found", metadata={"name": name})
+
+
+class SubscriptionRequestIdReused(RequestIdReused):
+    """A CreateSubscription request id was used before with a different body."""
+
+    def __init__(self, request_id: str, name: str) -> None:
+        RunwireError.__init__(
+            self,
+            f"request_id {request_id!r} was used for {name!r} with a different request body",
+            metadata={"request_id": request_id, "name": name},
         )
 
 

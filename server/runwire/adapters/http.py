@@ -27,7 +27,9 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_REDIRECTS",
     "EgressPolicy",
+    "EgressRefused",
     "HttpAdapter",
+    "admitted_addresses",
     "resolve_host",
 ]
 
@@ -180,6 +182,34 @@ async def resolve_host(host: str, port: int) -> list[IPAddress]:
     for _family, _type, _proto, _canon, sockaddr in infos:
         seen.setdefault(ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0]), None)
     return list(seen)
+
+
+class EgressRefused(Exception):
+    """The egress policy refuses a destination; the message says which address and why."""
+
+
+async def admitted_addresses(
+    policy: EgressPolicy, host: str, port: int, *, flag: str = "--http-allow"
+) -> list[IPAddress]:
+    """Resolve `host` once and check every address against `policy`; the addresses to
+    connect to (connect to these, never resolve again: DNS rebinding).
+
+    Shared by the http adapter and webhook delivery; `flag` names the allow-list
+    that would permit a refused address.
+
+    Raises:
+        OSError: The name does not resolve, or resolves to no address.
+        EgressRefused: An address is refused.
+    """
+    addresses = await resolve_host(host, port)
+    if not addresses:
+        raise OSError(f"{host!r} resolves to no address")
+    literal = _literal(host) is not None
+    for ip in addresses:
+        if why := policy.refusal(host, ip):
+            said = f"{ip} is {why}" if literal else f"{host} resolves to {ip}, {why}"
+            raise EgressRefused(f"{said}; add the host or a CIDR to {flag} to permit it")
+    return addresses
 
 
 def _url_problem(url: str) -> str | None:
@@ -526,20 +556,14 @@ class _Exchange:
         host = url.raw_host.decode("ascii")
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
-            addresses = await resolve_host(host, port)
+            addresses = await admitted_addresses(self.adapter.policy, host, port)
+        except EgressRefused as exc:
+            raise SandboxRefused(
+                events_pb2.SANDBOX_VIOLATION_KIND_NETWORK, _redact(url), str(exc)
+            ) from None
         except OSError as exc:
             raise ActionFailed("HTTP_DNS", f"cannot resolve {host!r}: {exc}") from None
-        if not addresses:
-            raise ActionFailed("HTTP_DNS", f"{host!r} resolves to no address")
         literal = _literal(host) is not None
-        for ip in addresses:
-            if why := self.adapter.policy.refusal(host, ip):
-                said = f"{ip} is {why}" if literal else f"{host} resolves to {ip}, {why}"
-                raise SandboxRefused(
-                    events_pb2.SANDBOX_VIOLATION_KIND_NETWORK,
-                    _redact(url),
-                    f"{said}; add the host or a CIDR to --http-allow to permit it",
-                )
         headers = {"Host": url.netloc.decode("ascii"), **self.headers}
         extensions = {"sni_hostname": host} if url.scheme == "https" and not literal else {}
         client.cookies.clear()  # cookies set for one IP must not follow a redirect to another name

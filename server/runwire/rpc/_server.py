@@ -19,7 +19,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.trace import TracerProvider
 
 from runwire import telemetry
-from runwire.adapters import Registry
+from runwire.adapters import EgressPolicy, Registry
 from runwire.adapters.ai import OpenAiGateway, load_ai_config
 from runwire.config import Settings
 from runwire.engine import Engine, EngineSettings
@@ -30,6 +30,7 @@ from runwire.rpc._admission import Admission, Limits
 from runwire.rpc._decode import decode_request
 from runwire.rpc._service import RunService
 from runwire.rpc._status import to_status
+from runwire.rpc._subscriptions import SUBSCRIPTION_SERVICE_NAME, SubscriptionService
 from runwire.rpc._watch_events import WatchEventsService
 from runwire.store import (
     DurableGates,
@@ -38,11 +39,13 @@ from runwire.store import (
     Hub,
     SchemaBehind,
     Store,
+    SubscriptionStore,
     migrate,
     pending_migrations,
     session_settings,
 )
-from runwire.v1 import admin_service_pb2, run_service_pb2
+from runwire.v1 import admin_service_pb2, run_service_pb2, subscription_service_pb2
+from runwire.webhooks import Deliverer, DeliverySettings
 
 __all__ = ["RunwireServer", "ServerFailed"]
 
@@ -183,6 +186,44 @@ def _handlers(
     )
 
 
+def _subscription_handlers(service: SubscriptionService) -> grpc.GenericRpcHandler:
+    pb = subscription_service_pb2
+
+    def unary(fn: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(
+            _decoding(fn, request), response_serializer=response.SerializeToString
+        )
+
+    return grpc.method_handlers_generic_handler(
+        SUBSCRIPTION_SERVICE_NAME,
+        {
+            "CreateSubscription": unary(
+                service.CreateSubscription,
+                pb.CreateSubscriptionRequest,
+                pb.CreateSubscriptionResponse,
+            ),
+            "GetSubscription": unary(
+                service.GetSubscription, pb.GetSubscriptionRequest, pb.GetSubscriptionResponse
+            ),
+            "ListSubscriptions": unary(
+                service.ListSubscriptions,
+                pb.ListSubscriptionsRequest,
+                pb.ListSubscriptionsResponse,
+            ),
+            "DeleteSubscription": unary(
+                service.DeleteSubscription,
+                pb.DeleteSubscriptionRequest,
+                pb.DeleteSubscriptionResponse,
+            ),
+            "ResumeSubscription": unary(
+                service.ResumeSubscription,
+                pb.ResumeSubscriptionRequest,
+                pb.ResumeSubscriptionResponse,
+            ),
+        },
+    )
+
+
 class _BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
     """Require `authorization: Bearer <token>` on every RPC but health checks."""
 
@@ -283,6 +324,9 @@ class RunwireServer:
             raise ValueError("--keepalive-time must be more than 0 seconds")
         if settings.max_connection_age < 0 or settings.max_connection_age_grace < 0:
             raise ValueError("--max-connection-age and its grace must not be negative")
+        if settings.webhook_max_failures < 1 or settings.webhook_batch_events < 1:
+            raise ValueError("--webhook-max-failures and --webhook-batch-events must be at least 1")
+        EgressPolicy.parse(settings.webhook_allow)  # a malformed entry stops the server here
         # A bad AI configuration stops the server here, naming the provider and field.
         ai_config = load_ai_config(
             settings.ai_config,
@@ -309,6 +353,7 @@ class RunwireServer:
         self.engine: Engine | None = None
         self.store: Store | None = None
         self.replica: Replica | None = None
+        self.deliverer: Deliverer | None = None
         self.failure: str | None = None  # why the server went dead, once it did
         self.dead = asyncio.Event()  # set once a dead server has stopped its runs
         self._signalled: asyncio.Event | None = None
@@ -451,12 +496,25 @@ class RunwireServer:
         self._grpc.add_generic_rpc_handlers(
             (_handlers(self.service, self.watch_events, self.admission), _admin_handlers(admin))
         )
+        self.deliverer = self._deliverer()
+        self._grpc.add_generic_rpc_handlers(
+            (
+                _subscription_handlers(
+                    SubscriptionService(
+                        SubscriptionStore(self._pool),
+                        self.deliverer,
+                        EgressPolicy.parse(self.settings.webhook_allow),
+                    )
+                ),
+            )
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         if self.settings.reflection:
             reflection.enable_server_reflection(
                 (
                     SERVICE_NAME,
                     ADMIN_SERVICE_NAME,
+                    SUBSCRIPTION_SERVICE_NAME,
                     reflection.SERVICE_NAME,
                     "grpc.health.v1.Health",
                 ),
@@ -467,6 +525,7 @@ class RunwireServer:
         await self._refresh_health()
         self.replica.start()
         self.retention.start()
+        self.deliverer.start()
         for what, task in (
             ("the event writer", self._writer.task),
             ("the LISTEN task", self.hub.task),
@@ -476,6 +535,26 @@ class RunwireServer:
             self._supervise(what, task)
         log.info("runwire serving on %s (port %d)", self.settings.listen, self.port)
         return self.port
+
+    def _deliverer(self) -> Deliverer:
+        """Webhook deliveries of this process (see runwire.webhooks)."""
+        assert self._pool is not None
+        s = self.settings
+        return Deliverer(
+            SubscriptionStore(self._pool),
+            self._pool,
+            owner_id=s.server_id,
+            settings=DeliverySettings(
+                allow=s.webhook_allow,
+                max_failures=s.webhook_max_failures,
+                timeout=s.webhook_timeout,
+                batch_events=s.webhook_batch_events,
+                retry_initial=s.webhook_retry_initial,
+                retry_max=s.webhook_retry_max,
+                lease_seconds=s.lease_seconds,
+            ),
+            log_changed=self.hub.log_changed,
+        )
 
     def _listen(self) -> int:
         assert self._grpc is not None
@@ -564,6 +643,8 @@ class RunwireServer:
         await self._refresh_health()
         if self.replica is not None:
             await self.replica.stop()
+        if self.deliverer is not None:
+            await self.deliverer.stop()
         if self.engine is not None:
             self._left = await self.engine.stop()
         if self.service is not None:
@@ -597,6 +678,8 @@ class RunwireServer:
             await self.replica.stop()
         if self.retention is not None:
             await self.retention.stop()
+        if self.deliverer is not None:
+            await self.deliverer.stop()
         if self.engine is not None:
             left = [*self._left, *await self.engine.stop()]
             if left and self._writer is not None and self.store is not None:

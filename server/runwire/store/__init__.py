@@ -19,6 +19,12 @@ from runwire.store._migrate import SchemaBehind, migrate, pending_migrations
 from runwire.store._partitions import new_run_id
 from runwire.store._session import session_settings
 from runwire.store._store import GateRow, NewRun, RunRow, Store, StoredEvent
+from runwire.store._subscriptions import (
+    NewSubscription,
+    PendingBatch,
+    SubscriptionRow,
+    SubscriptionStore,
+)
 from runwire.store._transient import is_transient
 from runwire.store._writer import EventWriter, WriterFailed
 
@@ -33,11 +39,15 @@ __all__ = [
     "LogEntry",
     "LogFilter",
     "NewRun",
+    "NewSubscription",
+    "PendingBatch",
     "RunRow",
     "SchemaBehind",
     "Store",
     "StoredEvent",
     "Subscription",
+    "SubscriptionRow",
+    "SubscriptionStore",
     "WriterFailed",
     "decision_of",
     "decode_cursor",
