@@ -152,6 +152,10 @@ bench-workers: $(VENV)/.installed ## runs/s of 5-node flows with 50 clients, ser
 bench-idle: $(VENV)/.installed ## Server memory per idle watcher (1 000 on a gated run) and after they leave, beside the code before.
 	$(PY) bench/idle_watchers.py
 
+.PHONY: bench-metrics
+bench-metrics: $(VENV)/.installed ## What recording metrics costs the write path: ev/s and server CPU per event with --metrics-listen beside without.
+	$(PY) bench/metrics.py
+
 .PHONY: clean
 clean: ## Remove the virtualenv, tool installs, build outputs and local data.
 	rm -rf $(VENV) tools/node_modules .runwire .pytest_cache .mypy_cache .ruff_cache
