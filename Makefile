@@ -195,6 +195,10 @@ image: ## Build the server image with podman (deploy/build-image.sh; IMAGE=... P
 bench-watch-events: $(VENV)/.installed ## WatchEvents: positions/s and delivered ev/s with a filter matching 1 % and 100 %, beside a raw asyncpg read.
 	$(PY) bench/watch_events.py
 
+.PHONY: bench-metrics
+bench-metrics: $(VENV)/.installed ## What recording metrics costs the write path: ev/s and server CPU per event with --metrics-listen beside without.
+	$(PY) bench/metrics.py
+
 .PHONY: clean
 clean: ## Remove the virtualenv, tool installs, build outputs and local data.
 	rm -rf $(VENV) tools/node_modules .runwire .pytest_cache .mypy_cache .ruff_cache

@@ -145,8 +145,11 @@ class Server:
         commit_interval: float | None,
         command: list[str] | None = None,
         source: Path | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.command = command or [sys.executable, "-m", "runwire.cli"]
+        self.args = args  # more `serve` flags
+        self.metrics_url = ""  # with --metrics-listen: where serve said it serves them
         self.source = source  # another tree's runwire (PYTHONPATH), e.g. a git worktree
         self.workdir = workdir
         self.data_dir = workdir / "data"
@@ -171,6 +174,7 @@ class Server:
         ]
         if self.commit_interval is not None:
             argv += ["--commit-interval", str(self.commit_interval)]
+        argv += self.args
         env = {
             **os.environ,
             "RUNWIRE_LOG_LEVEL": os.environ.get("RUNWIRE_LOG_LEVEL", "WARNING"),
@@ -198,7 +202,12 @@ class Server:
                 self._fail("exited before listening")
             if line.startswith("runwire listening on "):
                 self.addr = line.split()[-1]
-                break
+                if "--metrics-listen" not in self.args or self.metrics_url:
+                    break
+            elif line.startswith("runwire metrics on "):
+                self.metrics_url = line.split()[-1]
+                if self.addr:
+                    break
         if not self.database_url:
             from pgserver.utils import PostmasterInfo
 

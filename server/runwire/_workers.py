@@ -64,7 +64,19 @@ def claim_port(listen: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def _worker_argv(raw_argv: Sequence[str], listen: str, database_url: str) -> list[str]:
+def _worker_metrics(metrics_listen: str | None, index: int) -> list[str]:
+    """Worker `index` (from 0) serves its own metrics on PORT+index (each its own
+    kernel-picked port at 0): a scrape must see one process's counters, never
+    whichever process SO_REUSEPORT handed the connection to."""
+    if metrics_listen is None:
+        return []
+    host, _, port = metrics_listen.rpartition(":")
+    return ["--metrics-listen", f"{host}:{int(port) + index if int(port) else 0}"]
+
+
+def _worker_argv(
+    raw_argv: Sequence[str], listen: str, database_url: str, metrics: Sequence[str] = ()
+) -> list[str]:
     # argparse keeps the last of a repeated option: these override the user's.
     return [
         sys.executable,
@@ -77,6 +89,7 @@ def _worker_argv(raw_argv: Sequence[str], listen: str, database_url: str) -> lis
         listen,
         "--database-url",
         database_url,
+        *metrics,
     ]
 
 
@@ -88,8 +101,15 @@ def _forward(stream: object) -> None:
 
 def serve_workers(settings: Settings, workers: int, raw_argv: Sequence[str]) -> int:
     """Run `workers` server processes on one port; returns the exit code."""
+    from runwire.metrics import parse_listen
     from runwire.store._embedded import EmbeddedPostgres
 
+    if settings.metrics_listen is not None:
+        try:
+            parse_listen(settings.metrics_listen)
+        except ValueError as exc:
+            print(f"runwire: {exc}", file=sys.stderr)
+            return 2
     host = settings.listen.rpartition(":")[0]
     try:
         port = claim_port(settings.listen)
@@ -126,7 +146,9 @@ def serve_workers(settings: Settings, workers: int, raw_argv: Sequence[str]) -> 
             if stopping:
                 break
             proc = subprocess.Popen(
-                _worker_argv(raw_argv, listen, database_url),
+                _worker_argv(
+                    raw_argv, listen, database_url, _worker_metrics(settings.metrics_listen, i)
+                ),
                 stdout=subprocess.PIPE,
                 text=True,
                 env=env,

@@ -81,6 +81,9 @@ def _serve(args: argparse.Namespace) -> int:
         server.watch_signals()
         port = await server.start()
         print(f"runwire listening on {settings.listen.rsplit(':', 1)[0]}:{port}", flush=True)
+        if server.metrics_port is not None:
+            host = settings.metrics_listen.rsplit(":", 1)[0] if settings.metrics_listen else ""
+            print(f"runwire metrics on http://{host}:{server.metrics_port}/metrics", flush=True)
         await server.serve_until_signal()
 
     try:

@@ -54,6 +54,7 @@ class Settings:
     max_watchers: int = 10_000
     watcher_queue_chunks: int = 256
     lease_seconds: float = 15.0
+    metrics_listen: str | None = None  # HOST:PORT of the Prometheus endpoint; None: none
     # Set in the worker processes of `serve --workers N` (N > 1): they share
     # the port with SO_REUSEPORT, which the supervisor checked no one else held.
     reuse_port: bool = False
@@ -344,6 +345,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="nodes a run executes at once when its flow does not say "
         "(RUNWIRE_MAX_PARALLEL; default %(default)s)",
     )
+    parser.add_argument(
+        "--metrics-listen",
+        default=_env("METRICS_LISTEN") or None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (RUNWIRE_METRICS_LISTEN; "
+        "default: none). With --workers N, worker i (from 0) listens on PORT+i, or each on a "
+        "port of its own at PORT 0. Metrics also go over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT "
+        "is set.",
+    )
     _add_admission_args(parser, d)
     _add_retention_args(parser, d)
     _add_ai_args(parser, d)
@@ -585,6 +595,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         drain_grace=args.drain_grace,
         max_parallel=args.max_parallel,
         lease_seconds=args.lease_seconds,
+        metrics_listen=args.metrics_listen or None,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,

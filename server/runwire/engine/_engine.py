@@ -83,6 +83,11 @@ class Engine:
         """How many runs execute in this process."""
         return len(self._runs)
 
+    def gates_pending(self) -> int:
+        """How many gates the local runs (and their fan-out items) wait on."""
+        # A list first: the metrics endpoint's thread calls this while runs come and go.
+        return sum(len(x.gate_waiters) for x, _ in list(self._runs.values()))
+
     def running(self) -> list[str]:
         """Ids of runs executing in this process."""
         return list(self._runs)

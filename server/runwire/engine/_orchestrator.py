@@ -32,6 +32,7 @@ from runwire.engine._attempts import duration_of, run_visit
 from runwire.engine._events import NodeRef, SpanIds, new_event
 from runwire.engine._fan_out import run_fan_out
 from runwire.engine._gates import SYSTEM, GateKey, gate_key
+from runwire.engine._metering import METERED, RunMeter
 from runwire.engine._ports import (
     Decision,
     GateStore,
@@ -44,6 +45,7 @@ from runwire.engine._ports import (
 from runwire.engine._run_state import NodeStatus, RunState
 from runwire.engine._templates import contains_template
 from runwire.engine._validate import Graph, canonical_json
+from runwire.metrics import NOOP_METRICS, Metrics
 from runwire.v1 import events_pb2 as ev
 from runwire.v1 import flow_pb2
 
@@ -65,6 +67,7 @@ class EngineSettings:
     heartbeat_interval: float = 5.0
     max_parallel: int = 4
     ai: ModelGateway | None = None  # the configured model providers; None: ai nodes refused
+    metrics: Metrics = NOOP_METRICS  # runs, attempts and AI usage are counted as emitted
 
 
 @dataclass
@@ -112,6 +115,7 @@ class RunExecutor:
         self.tracer = tracer
         self.settings = settings
         self.state = RunState(plan.run_id, plan.graph)
+        self._meter = RunMeter(settings.metrics, plan.graph)
         self.cancelled = asyncio.Event()
         # (node_id, GATE_KIND_*, item_index or None) -> the visit or item waiting on it
         self.gate_waiters: dict[GateKey, asyncio.Future[Decision]] = {}
@@ -171,6 +175,8 @@ class RunExecutor:
             )
             st.apply(event)
             events.append(event)
+            if variant in METERED:
+                self._meter.saw(variant, payload, node)
             row = row or variant in _ROW_EVENTS
         patch = None
         if row:

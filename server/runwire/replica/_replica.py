@@ -13,6 +13,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from runwire.engine import Engine, RunPlan, validate_flow
+from runwire.metrics import NOOP_METRICS, Metrics
 from runwire.store import EventWriter, RunRow, Store, decision_of, is_transient
 from runwire.v1 import events_pb2, flow_pb2
 
@@ -41,8 +42,10 @@ class Replica:
         lease_seconds: float,
         draining: Callable[[], bool] = lambda: False,
         on_health: Callable[[bool], None] | None = None,
+        metrics: Metrics = NOOP_METRICS,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._engine = engine
         self._writer = writer
         self._server_id = server_id
@@ -240,6 +243,7 @@ class Replica:
                 cancel_requested=row.cancel_requested,
             )
         )
+        self._metrics.takeovers.add(1)
         # A pause, resume or cancel recorded between the claim and now found no
         # local run to tell and its NOTIFY was ignored: read the row again.
         await self.apply_control(row.run_id)

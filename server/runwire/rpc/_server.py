@@ -24,6 +24,7 @@ from runwire.adapters.ai import OpenAiGateway, load_ai_config
 from runwire.config import Settings
 from runwire.engine import Engine, EngineSettings
 from runwire.errors import RunwireError
+from runwire.metrics import MetricsExport
 from runwire.replica import Replica, Retention
 from runwire.rpc._admin import ADMIN_SERVICE_NAME, AdminService
 from runwire.rpc._admission import Admission, Limits
@@ -339,7 +340,11 @@ class RunwireServer:
         self.ai = OpenAiGateway(ai_config) if ai_config is not None else None
         self.settings = settings
         self.tracer_provider = tracer_provider or telemetry.make_tracer_provider()
+        # OTLP and/or the Prometheus endpoint (--metrics-listen); a bad address stops here.
+        self.metrics_export = MetricsExport(settings.metrics_listen)
+        self.metrics = self.metrics_export.metrics
         self.port = 0
+        self.metrics_port: int | None = None  # the Prometheus endpoint's port once listening
         self.database_url = settings.database_url or ""
         self._embedded: EmbeddedPostgres | None = None
         self._pool: asyncpg.Pool | None = None
@@ -411,6 +416,7 @@ class RunwireServer:
             lease_seconds=self.settings.lease_seconds,
             interval=self.settings.commit_interval,
             on_health=lambda ok: self._condition("event commits", ok),
+            metrics=self.metrics,
         )
         self._writer.start()
         self.engine = Engine(
@@ -431,6 +437,7 @@ class RunwireServer:
                 heartbeat_interval=self.settings.heartbeat_interval,
                 max_parallel=self.settings.max_parallel,
                 ai=self.ai,
+                metrics=self.metrics,
             ),
         )
         self.service = RunService(
@@ -440,6 +447,7 @@ class RunwireServer:
             server_id=self.settings.server_id,
             lease_seconds=self.settings.lease_seconds,
             tracer=telemetry.tracer(self.tracer_provider),
+            metrics=self.metrics,
         )
         service = self.service
         self.replica = Replica(
@@ -450,6 +458,13 @@ class RunwireServer:
             lease_seconds=self.settings.lease_seconds,
             draining=service.draining.is_set,
             on_health=lambda ok: self._condition("lease renewal", ok),
+            metrics=self.metrics,
+        )
+        engine = self.engine
+        self.metrics.observe(
+            watchers=lambda: self.hub.watching,
+            leases_held=engine.active,
+            gates_pending=engine.gates_pending,
         )
         self.hub.on_control = self.replica.on_control
         self.hub.on_listen = self.replica.on_listen
@@ -521,6 +536,7 @@ class RunwireServer:
                 self._grpc,
             )
         self.port = self._listen()
+        self.metrics_port = self.metrics_export.start()
         await self._grpc.start()
         await self._refresh_health()
         self.replica.start()
@@ -698,6 +714,7 @@ class RunwireServer:
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
         self.tracer_provider.shutdown()
+        await asyncio.to_thread(self.metrics_export.shutdown, _STOP_DB_TIMEOUT)
 
     async def _hand_over(self, left: list[str]) -> None:
         """Commit what the stopped runs appended, then release their leases at once

@@ -46,6 +46,7 @@ from runwire.errors import (
     ServerDraining,
     ServerUnavailable,
 )
+from runwire.metrics import NOOP_METRICS, Metrics
 from runwire.rpc._convert import decode_page_token, encode_page_token, parse_filter, run_to_proto
 from runwire.rpc._status import to_status
 from runwire.store import (
@@ -185,8 +186,10 @@ class RunService:
         server_id: str,
         lease_seconds: float,
         tracer: trace.Tracer | None = None,
+        metrics: Metrics = NOOP_METRICS,
     ) -> None:
         self.tracer = tracer or trace.get_tracer(telemetry.TRACER_NAME)
+        self.metrics = metrics
         self.server_id = server_id
         self.lease_seconds = lease_seconds
         self.store = store
@@ -615,6 +618,14 @@ class RunService:
                     if self.closing_streams.is_set():
                         continue
                     chunks, overflowed, wake_seq = sub.take()
+                    # Seqs behind when it woke; the hub's wake-everyone marker after
+                    # a reconnect (1 << 62) is no seq and counts as nothing.
+                    newest = max(
+                        wake_seq if wake_seq < 1 << 62 else 0,
+                        chunks[-1].last_seq if chunks else 0,
+                    )
+                    if newest > cursor.last and not beyond:
+                        self.metrics.watcher_lag.record(newest - cursor.last)
                     if beyond:
                         if (
                             chunks

@@ -119,6 +119,7 @@ class Hub:
 
     def __init__(self, max_chunks: int = 256) -> None:
         self._subs: dict[str, set[Subscription]] = {}
+        self.watching = 0  # live subscriptions (watchers) of this process
         self._max_chunks = max_chunks
         self.overflows = 0  # how often a slow watcher fell back to the store
         self.origin = uuid.uuid4().hex[:16]  # tags this process's NOTIFYs
@@ -137,12 +138,14 @@ class Hub:
         """Start queueing the run's live events for one watcher."""
         sub = Subscription(self, run_id, self._max_chunks)
         self._subs.setdefault(run_id, set()).add(sub)
+        self.watching += 1
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.run_id)
-        if subs is not None:
+        if subs is not None and sub in subs:
             subs.discard(sub)
+            self.watching -= 1
             if not subs:
                 del self._subs[sub.run_id]
         self._left += 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from runwire.engine import MAX_EVENT_BYTES, JournalFailed, RunPatch, bound_event
+from runwire.metrics import NOOP_METRICS, Metrics
 from runwire.store._framing import frame_event
 from runwire.store._hub import EVENTS_CHANNEL, Chunk, Hub
 from runwire.store._transient import is_transient
@@ -185,8 +186,10 @@ class EventWriter:
         max_batch_bytes: int = 1 << 20,
         commit_timeout: float = 10.0,
         on_health: Callable[[bool], None] | None = None,
+        metrics: Metrics = NOOP_METRICS,
     ) -> None:
         self._connect = connect
+        self._metrics = metrics
         self._conn: asyncpg.Connection | None = None
         self._hub = hub
         self._owner_id = owner_id
@@ -426,6 +429,7 @@ class EventWriter:
             self._conn = await self._connect()
         conn = self._conn
         runs = list(batch.values())
+        began = time.perf_counter()
         try:
             rows = await conn.fetch(
                 _COMMIT,
@@ -453,6 +457,7 @@ class EventWriter:
             with contextlib.suppress(Exception):
                 conn.terminate()
             raise
+        elapsed = time.perf_counter() - began
         proved = {r["run_id"] for r in rows}
         events = 0
         for p in runs:
@@ -478,6 +483,11 @@ class EventWriter:
                 )
         self.batches_committed += 1
         self.events_committed += events
+        # One record per batch, never per event.
+        m = self._metrics
+        m.events_committed.add(events)
+        m.commit_batch_size.record(events)
+        m.commit_duration.record(elapsed)
         for p in runs:
             if p.run_id in proved and p.seqs:
                 for chunk in _chunks(p):
