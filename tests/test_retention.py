@@ -27,7 +27,7 @@ from grpc_status import rpc_status
 
 from runwire.config import parse_duration
 from runwire.replica import Retention
-from runwire.store import Store, new_run_id
+from runwire.store import Store, encode_cursor, new_run_id
 from runwire.store._partitions import bounds, ensure_partitions, partition_days
 from runwire.v1 import (
     admin_service_pb2,
@@ -506,3 +506,44 @@ async def test_retention_two_replicas_prune_side_by_side(
     assert sum(x.run_count for x in answers) == len(runs)
     for run_id in runs:
         await _not_found(a, run_id)
+
+
+async def _across_runs(
+    h: Harness, request: run_service_pb2.WatchEventsRequest, runs: int
+) -> list[Any]:
+    """WatchEvents until `runs` RunCompleted events arrived; the events."""
+    events: list[Any] = []
+    call = h.stub.WatchEvents(request)
+    try:
+        async for response in call:
+            events.extend(response.events)
+            if sum(e.HasField("run_completed") for e in events) >= runs:
+                return events
+    finally:
+        call.cancel()
+    raise AssertionError("WatchEvents ended")
+
+
+async def test_retention_raises_the_log_horizon_past_pruned_runs(
+    harness: Harness, database_url: str
+) -> None:
+    """A pruned run's events, still in today's partition, never reach WatchEvents;
+    a cursor from before the prune is CURSOR_EXPIRED, not a silent gap."""
+    old, kept = await _finish(harness, _shell_flow()), await _finish(harness, _shell_flow())
+    from_start = run_service_pb2.WatchEventsRequest(start=run_service_pb2.STREAM_START_EARLIEST)
+    before = await _across_runs(harness, from_start, 2)
+    assert {e.run_id for e in before} == {old, kept}
+    first_cursor = run_service_pb2.WatchEventsRequest(cursor=encode_cursor(0))
+    assert await _across_runs(harness, first_cursor, 2) == before
+    await _age(database_url, [old], 10)
+    assert (await _admin(harness).PruneRuns(_prune_request(7))).run_count == 1
+    conn = await asyncpg.connect(database_url)
+    try:  # the pruned run's events wait for their day's partition to be dropped
+        assert await conn.fetchval("SELECT count(*) FROM events WHERE run_id = $1", old) > 0
+    finally:
+        await conn.close()
+    with pytest.raises(grpc.aio.AioRpcError) as expired:
+        await _across_runs(harness, first_cursor, 1)
+    assert expired.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    after = await _across_runs(harness, from_start, 1)
+    assert after == [e for e in before if e.run_id == kept]
