@@ -72,8 +72,8 @@ async def test_migrate_0007_keeps_every_row_and_the_columns_added_before_it(
             i % 2 == 0,
         )
         await conn.executemany(
-            "INSERT INTO events (run_id, seq, kind, event) VALUES ($1, $2, 'node_log', $3)",
-            [(run_id, seq, _event(run_id, seq)) for seq in range(1, 26)],
+            "INSERT INTO events (run_id, seq, kind, event, pos) VALUES ($1, $2, 'node_log', $3, $4)",
+            [(run_id, seq, _event(run_id, seq), i * 25 + seq) for seq in range(1, 26)],
         )
         await conn.execute(
             """INSERT INTO gates (run_id, node_id, iteration, kind, message)
@@ -100,12 +100,12 @@ async def test_migrate_0007_keeps_every_row_and_the_columns_added_before_it(
     assert {"events_pkey", "events_by_position"} <= indexes
     with pytest.raises(asyncpg.UniqueViolationError):
         await conn.execute(
-            "INSERT INTO events (run_id, seq, kind, event) VALUES ($1, 1, 'node_log', '')",
+            "INSERT INTO events (run_id, seq, kind, event, pos) VALUES ($1, 1, 'node_log', '', 0)",
             run_ids[0],
         )
     new_id = new_run_id()
     next_position = await conn.fetchval(
-        "INSERT INTO events (run_id, seq, kind, event) VALUES ($1, 1, 'node_log', $2) "
+        "INSERT INTO events (run_id, seq, kind, event, pos) VALUES ($1, 1, 'node_log', $2, 1001) "
         "RETURNING position",
         new_id,
         _event(new_id, 1),

@@ -187,6 +187,12 @@ async def test_retention_dry_run_counts_and_deletes_nothing(
         assert (await harness.stub.GetRun(run_service_pb2.GetRunRequest(run_id=run_id))).run
 
 
+async def _positions(conn: asyncpg.Connection, count: int) -> range:
+    """Log positions for `count` events, taken from the counter as the writer takes them."""
+    head = int(await conn.fetchval("UPDATE event_log_head SET pos = pos + $1 RETURNING pos", count))
+    return range(head - count + 1, head + 1)
+
+
 async def _big_finished_run(url: str, run_id: str, count: int, line_bytes: int) -> None:
     """A finished run of `count` events, stored as the writer would store them."""
     conn = await asyncpg.connect(url)
@@ -200,20 +206,25 @@ async def _big_finished_run(url: str, run_id: str, count: int, line_bytes: int) 
             count,
         )
         line = "x" * line_bytes
-        rows: list[tuple[str, int, str, bytes]] = []
+        rows: list[tuple[str, int, str, bytes, int]] = []
+        pos = await _positions(conn, count)
         for seq in range(1, count):
             event = events_pb2.RunEvent(
                 run_id=run_id, seq=seq, node_log=events_pb2.NodeLog(line=line, line_number=seq)
             )
-            rows.append((run_id, seq, "node_log", event.SerializeToString(deterministic=True)))
+            rows.append(
+                (run_id, seq, "node_log", event.SerializeToString(deterministic=True), pos[seq - 1])
+            )
         done = events_pb2.RunEvent(
             run_id=run_id,
             seq=count,
             run_completed=events_pb2.RunCompleted(status=events_pb2.RUN_STATUS_SUCCEEDED),
         )
-        rows.append((run_id, count, "run_completed", done.SerializeToString(deterministic=True)))
+        rows.append(
+            (run_id, count, "run_completed", done.SerializeToString(deterministic=True), pos[-1])
+        )
         await conn.copy_records_to_table(
-            "events", records=rows, columns=["run_id", "seq", "kind", "event"]
+            "events", records=rows, columns=["run_id", "seq", "kind", "event", "pos"]
         )
     finally:
         await conn.close()
@@ -265,15 +276,16 @@ async def _insert_run(
         events,
         None if finished_days_ago is None else finished_days_ago * DAY,
     )
-    for seq in range(1, events + 1):
+    for seq, pos in zip(range(1, events + 1), await _positions(conn, events), strict=True):
         event = events_pb2.RunEvent(
             run_id=run_id, seq=seq, node_log=events_pb2.NodeLog(line=f"l{seq}", line_number=seq)
         )
         await conn.execute(
-            "INSERT INTO events (run_id, seq, kind, event) VALUES ($1, $2, 'node_log', $3)",
+            "INSERT INTO events (run_id, seq, kind, event, pos) VALUES ($1, $2, 'node_log', $3, $4)",
             run_id,
             seq,
             event.SerializeToString(deterministic=True),
+            pos,
         )
 
 
