@@ -133,18 +133,18 @@ async def _main(args: argparse.Namespace) -> int:
         finally:
             server.stop()
     print(f"after: {_load()}")
-    print(f"{'WatchEvents':<34}{'positions/s':>26}{'delivered ev/s':>26}")
+    print(f"{'WatchEvents':<34}{'positions/s':>32}{'delivered ev/s':>32}")
     print(
-        f"{'100 % (no filter)':<34}{_mmm([total / t for t in every]):>26}"
-        f"{_mmm([total / t for t in every]):>26}"
+        f"{'100 % (no filter)':<34}{_mmm([total / t for t in every]):>32}"
+        f"{_mmm([total / t for t in every]):>32}"
     )
     print(
-        f"{f'~1 % (labels bench=hit, {hits} ev)':<34}{_mmm([total / t for t in one]):>26}"
-        f"{_mmm([hits / t for t in one]):>26}"
+        f"{f'~1 % (labels bench=hit, {hits} ev)':<34}{_mmm([total / t for t in one]):>32}"
+        f"{_mmm([hits / t for t in one]):>32}"
     )
     print(
-        f"{'reference: asyncpg pages of 1000':<34}{_mmm([total / t for t in ref]):>26}"
-        f"{_mmm([total / t for t in ref]):>26}"
+        f"{'reference: asyncpg pages of 1000':<34}{_mmm([total / t for t in ref]):>32}"
+        f"{_mmm([total / t for t in ref]):>32}"
     )
     print("(min/median/max over repeats; positions/s = the whole log / time to the last event)")
     return 0
