@@ -3,6 +3,7 @@ cursor errors, draining and takeovers (real servers, real Postgres)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -217,6 +218,22 @@ async def test_watch_events_resumes_from_any_cursor_exactly_once(harness: Harnes
         resumed.cancel()
         assert seen + rest == everything
     cuts.cancel()
+
+
+async def test_watch_events_says_its_start_at_once_so_a_cut_before_any_event_loses_none(
+    harness: Harness,
+) -> None:
+    call = harness.stub.WatchEvents(run_service_pb2.WatchEventsRequest())  # LATEST
+    # Nothing is committed yet: the first response is the starting cursor alone.
+    first = await asyncio.wait_for(call.read(), 10)  # a guard: without it, a hang
+    assert list(first.events) == []
+    assert first.cursor
+    call.cancel()  # cut before any event
+    run = await harness.start(logging_flow("late"))
+    stored = await harness.events(run.run_id)
+    resumed = Reader(harness.stub, cursor=first.cursor)
+    assert await resumed.until(completed(1)) == stored
+    resumed.cancel()
 
 
 async def test_watch_events_cursor_errors(harness: Harness) -> None:

@@ -120,6 +120,10 @@ class WatchEventsService:
             },
         )
         try:
+            # The starting position at once, before anything is due: a client
+            # that started at LATEST and is cut before the first event resumes
+            # from here, instead of from a later LATEST over a gap.
+            yield frame_cursor(encode_cursor(pos))
             sent = pos  # the cursor of the last response
             while True:
                 if self.closing_streams.is_set():

@@ -1783,7 +1783,9 @@ pub struct WatchEventsRequest {
 pub struct WatchEventsResponse {
     /// Events in the order their batches committed; within a run, in `seq`
     /// order. May be empty when the response only advances `cursor` past
-    /// events the filter skipped.
+    /// events the filter skipped; the first response of every call is empty and
+    /// carries the starting position, so a client cut before any event resumes
+    /// from where it began.
     #[prost(message, repeated, tag = "1")]
     pub events: ::prost::alloc::vec::Vec<RunEvent>,
     /// Opaque position after the last event of this response (and after every

@@ -815,7 +815,9 @@ type WatchEventsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Events in the order their batches committed; within a run, in `seq`
 	// order. May be empty when the response only advances `cursor` past
-	// events the filter skipped.
+	// events the filter skipped; the first response of every call is empty and
+	// carries the starting position, so a client cut before any event resumes
+	// from where it began.
 	Events []*RunEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	// Opaque position after the last event of this response (and after every
 	// skipped event before it); pass it as WatchEventsRequest.cursor to resume.

@@ -438,7 +438,9 @@ export type WatchEventsResponse = Message<"runwire.v1.WatchEventsResponse"> & {
   /**
    * Events in the order their batches committed; within a run, in `seq`
    * order. May be empty when the response only advances `cursor` past
-   * events the filter skipped.
+   * events the filter skipped; the first response of every call is empty and
+   * carries the starting position, so a client cut before any event resumes
+   * from where it began.
    *
    * @generated from field: repeated runwire.v1.RunEvent events = 1;
    */

@@ -3401,7 +3401,9 @@ class WatchEventsResponse(betterproto2.Message):
     """
     Events in the order their batches committed; within a run, in `seq`
     order. May be empty when the response only advances `cursor` past
-    events the filter skipped.
+    events the filter skipped; the first response of every call is empty and
+    carries the starting position, so a client cut before any event resumes
+    from where it began.
     """
 
     cursor: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
