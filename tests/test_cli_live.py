@@ -4,6 +4,7 @@ start, progress and elapsed time, a row per loop visit, attempts, latest output.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import os
 import pty
@@ -26,6 +27,10 @@ class _Terminal:
 
     def __init__(self) -> None:
         self.text = ""
+        self._raw = ""
+        # A read may end inside a multi-byte character or an escape sequence:
+        # decode across reads, and strip escapes from the whole screen so far.
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._changed = asyncio.Event()
         self._eof = False
 
@@ -48,7 +53,8 @@ class _Terminal:
         if not chunk:
             self._eof = True
             asyncio.get_running_loop().remove_reader(self._master)
-        self.text += _ANSI.sub("", chunk.decode(errors="replace"))
+        self._raw += self._decoder.decode(chunk, final=not chunk)
+        self.text = _ANSI.sub("", self._raw)
         self._changed.set()
 
     async def until(self, pattern: str) -> re.Match[str]:
