@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hmac
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import asyncpg
@@ -23,14 +22,18 @@ from runwire.adapters import EgressPolicy, Registry
 from runwire.adapters.ai import OpenAiGateway, load_ai_config
 from runwire.config import Settings
 from runwire.engine import Engine, EngineSettings
-from runwire.errors import RunwireError
 from runwire.metrics import MetricsExport
 from runwire.replica import Replica, Retention
 from runwire.rpc._admin import ADMIN_SERVICE_NAME, AdminService
 from runwire.rpc._admission import Admission, Limits
-from runwire.rpc._decode import decode_request
+from runwire.rpc._auth import BearerAuth
+from runwire.rpc._handlers import (
+    SERVICE_NAME,
+    admin_handlers,
+    run_service_handlers,
+    subscription_handlers,
+)
 from runwire.rpc._service import RunService
-from runwire.rpc._status import to_status
 from runwire.rpc._subscriptions import SUBSCRIPTION_SERVICE_NAME, SubscriptionService
 from runwire.rpc._watch_events import WatchEventsService
 from runwire.store import (
@@ -45,14 +48,12 @@ from runwire.store import (
     pending_migrations,
     session_settings,
 )
-from runwire.v1 import admin_service_pb2, run_service_pb2, subscription_service_pb2
 from runwire.webhooks import Deliverer, DeliverySettings
 
 __all__ = ["RunwireServer", "ServerFailed"]
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = "runwire.v1.RunService"
 # Keepalive pings find watchers whose connection died without a FIN (their
 # subscriptions are freed) and keep idle streams alive through proxies and
 # meshes that drop quiet connections; clients may ping every 10 s.
@@ -86,7 +87,6 @@ def connection_options(settings: Settings) -> list[tuple[str, int]]:
 # serves, even with its database down or while draining (`""` and
 # SERVICE_NAME say whether to route calls here: readiness).
 LIVENESS_SERVICE = "runwire.liveness"
-_HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
 # How long a stopping server waits for the database (last commits, releasing
 # leases, closing the pool) before it gives up on it and exits anyway.
 _STOP_DB_TIMEOUT = 5.0
@@ -97,182 +97,6 @@ class ServerFailed(RuntimeError):
 
     `runwire serve` exits non-zero on it, so a supervisor restarts the process.
     """
-
-
-def _decoding(fn: Any, request: Any, admit: Callable[[], Any] | None = None) -> Any:
-    """`fn` taking the request's bytes: a request that does not parse is INVALID_ARGUMENT;
-    with `admit`, a call over its admission limit is RESOURCE_EXHAUSTED at once."""
-
-    async def handler(data: bytes, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            decoded = decode_request(request, data)
-            place = admit() if admit is not None else contextlib.nullcontext()
-            place.__enter__()
-        except RunwireError as exc:
-            await context.abort_with_status(to_status(exc))
-        try:
-            return await fn(decoded, context)
-        finally:
-            place.__exit__(None, None, None)
-
-    return handler
-
-
-def _decoding_stream(fn: Any, request: Any, admit: Callable[[], Any]) -> Any:
-    async def handler(data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        try:
-            decoded = decode_request(request, data)
-            place = admit()
-            place.__enter__()
-        except RunwireError as exc:
-            await context.abort_with_status(to_status(exc))
-        try:
-            async for item in fn(decoded, context):
-                yield item
-        finally:
-            place.__exit__(None, None, None)
-
-    return handler
-
-
-def _handlers(
-    service: RunService, events: WatchEventsService, admission: Admission
-) -> grpc.GenericRpcHandler:
-    pb = run_service_pb2
-
-    # Requests arrive as bytes (no request_deserializer) and are decoded by
-    # rpc/_decode.py, so a parse failure names its field instead of being
-    # gRPC's INTERNAL.
-    def unary(
-        fn: Any, request: Any, response: Any, admit: Callable[[], Any] | None = None
-    ) -> grpc.RpcMethodHandler:
-        return grpc.unary_unary_rpc_method_handler(
-            _decoding(fn, request, admit), response_serializer=response.SerializeToString
-        )
-
-    return grpc.method_handlers_generic_handler(
-        SERVICE_NAME,
-        {
-            "StartRun": unary(
-                service.StartRun, pb.StartRunRequest, pb.StartRunResponse, admission.start
-            ),
-            # WatchRun writes pre-serialized WatchRunResponse bytes: identity serializer.
-            "WatchRun": grpc.unary_stream_rpc_method_handler(
-                _decoding_stream(service.WatchRun, pb.WatchRunRequest, admission.watch),
-                response_serializer=lambda b: b,
-            ),
-            # WatchEvents too (pre-framed stored events), under the watchers' limit.
-            "WatchEvents": grpc.unary_stream_rpc_method_handler(
-                _decoding_stream(events.WatchEvents, pb.WatchEventsRequest, admission.watch),
-                response_serializer=lambda b: b,
-            ),
-            "GetRun": unary(service.GetRun, pb.GetRunRequest, pb.GetRunResponse),
-            "ListRuns": unary(service.ListRuns, pb.ListRunsRequest, pb.ListRunsResponse),
-            "PauseRun": unary(service.PauseRun, pb.PauseRunRequest, pb.PauseRunResponse),
-            "ResumeRun": unary(service.ResumeRun, pb.ResumeRunRequest, pb.ResumeRunResponse),
-            "CancelRun": unary(service.CancelRun, pb.CancelRunRequest, pb.CancelRunResponse),
-            "ConfirmAction": unary(
-                service.ConfirmAction, pb.ConfirmActionRequest, pb.ConfirmActionResponse
-            ),
-            "ResolveApproval": unary(
-                service.ResolveApproval, pb.ResolveApprovalRequest, pb.ResolveApprovalResponse
-            ),
-            "ResolveReview": unary(
-                service.ResolveReview, pb.ResolveReviewRequest, pb.ResolveReviewResponse
-            ),
-            "ValidateFlow": unary(
-                service.ValidateFlow, pb.ValidateFlowRequest, pb.ValidateFlowResponse
-            ),
-        },
-    )
-
-
-def _subscription_handlers(service: SubscriptionService) -> grpc.GenericRpcHandler:
-    pb = subscription_service_pb2
-
-    def unary(fn: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
-        return grpc.unary_unary_rpc_method_handler(
-            _decoding(fn, request), response_serializer=response.SerializeToString
-        )
-
-    return grpc.method_handlers_generic_handler(
-        SUBSCRIPTION_SERVICE_NAME,
-        {
-            "CreateSubscription": unary(
-                service.CreateSubscription,
-                pb.CreateSubscriptionRequest,
-                pb.CreateSubscriptionResponse,
-            ),
-            "GetSubscription": unary(
-                service.GetSubscription, pb.GetSubscriptionRequest, pb.GetSubscriptionResponse
-            ),
-            "ListSubscriptions": unary(
-                service.ListSubscriptions,
-                pb.ListSubscriptionsRequest,
-                pb.ListSubscriptionsResponse,
-            ),
-            "DeleteSubscription": unary(
-                service.DeleteSubscription,
-                pb.DeleteSubscriptionRequest,
-                pb.DeleteSubscriptionResponse,
-            ),
-            "ResumeSubscription": unary(
-                service.ResumeSubscription,
-                pb.ResumeSubscriptionRequest,
-                pb.ResumeSubscriptionResponse,
-            ),
-        },
-    )
-
-
-class _BearerAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no types
-    """Require `authorization: Bearer <token>` on every RPC but health checks."""
-
-    def __init__(self, tokens: tuple[str, ...]) -> None:
-        self._tokens = [t.encode() for t in tokens]
-
-        async def deny(_request: Any, context: grpc.aio.ServicerContext) -> None:
-            from runwire.errors import Unauthenticated
-            from runwire.rpc._status import to_status
-
-            await context.abort_with_status(
-                to_status(Unauthenticated("a valid bearer token is required"))
-            )
-
-        self._deny_unary = grpc.unary_unary_rpc_method_handler(deny)
-        self._deny_stream = grpc.unary_stream_rpc_method_handler(deny)
-
-    def _ok(self, metadata: Any) -> bool:
-        for key, value in metadata or ():
-            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-                given = value[len("Bearer ") :].encode()
-                return any(hmac.compare_digest(given, t) for t in self._tokens)
-        return False
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        if details.method.startswith(_HEALTH_METHOD_PREFIX) or self._ok(
-            details.invocation_metadata
-        ):
-            return await continuation(details)
-        streaming = details.method.endswith(("/WatchRun", "/WatchEvents"))
-        return self._deny_stream if streaming else self._deny_unary
-
-
-def _admin_handlers(admin: AdminService) -> grpc.GenericRpcHandler:
-    pb = admin_service_pb2
-    return grpc.method_handlers_generic_handler(
-        ADMIN_SERVICE_NAME,
-        {
-            "PruneRuns": grpc.unary_unary_rpc_method_handler(
-                _decoding(admin.PruneRuns, pb.PruneRunsRequest),
-                response_serializer=pb.PruneRunsResponse.SerializeToString,
-            ),
-        },
-    )
 
 
 class RunwireServer:
@@ -479,7 +303,7 @@ class RunwireServer:
             aio_server_interceptor(tracer_provider=self.tracer_provider, filter_=not_watch)  # type: ignore[no-untyped-call]  # untyped library
         ]
         if self.settings.auth_tokens:
-            interceptors.insert(0, _BearerAuth(self.settings.auth_tokens))
+            interceptors.insert(0, BearerAuth(self.settings.auth_tokens))
         # gRPC sets SO_REUSEPORT by default, which would let a second server of
         # the same user start on a port in use and take half its connections.
         # Only the workers of one `serve --workers N` share a port.
@@ -509,12 +333,15 @@ class RunwireServer:
             guarded=bool(self.settings.auth_tokens) or self.settings.mutual_tls(),
         )
         self._grpc.add_generic_rpc_handlers(
-            (_handlers(self.service, self.watch_events, self.admission), _admin_handlers(admin))
+            (
+                run_service_handlers(self.service, self.watch_events, self.admission),
+                admin_handlers(admin),
+            )
         )
         self.deliverer = self._deliverer()
         self._grpc.add_generic_rpc_handlers(
             (
-                _subscription_handlers(
+                subscription_handlers(
                     SubscriptionService(
                         SubscriptionStore(self._pool),
                         self.deliverer,
