@@ -4,6 +4,11 @@
 from __future__ import annotations
 
 import os
+
+# Before gRPC loads: see server/runwire/__init__.py (this process forks pg_ctl
+# and shell nodes while its gRPC threads are busy).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
 import shutil
 import tempfile
 import uuid
