@@ -119,7 +119,6 @@ class Hub:
 
     def __init__(self, max_chunks: int = 256) -> None:
         self._subs: dict[str, set[Subscription]] = {}
-        self.watching = 0  # live subscriptions (watchers) of this process
         self._max_chunks = max_chunks
         self.overflows = 0  # how often a slow watcher fell back to the store
         self.origin = uuid.uuid4().hex[:16]  # tags this process's NOTIFYs
@@ -138,14 +137,12 @@ class Hub:
         """Start queueing the run's live events for one watcher."""
         sub = Subscription(self, run_id, self._max_chunks)
         self._subs.setdefault(run_id, set()).add(sub)
-        self.watching += 1
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.run_id)
-        if subs is not None and sub in subs:
+        if subs is not None:
             subs.discard(sub)
-            self.watching -= 1
             if not subs:
                 del self._subs[sub.run_id]
         self._left += 1
@@ -160,6 +157,11 @@ class Hub:
         self._left = 0
         if _malloc_trim is not None:
             _malloc_trim(0)
+
+    @property
+    def watching(self) -> int:
+        """Live subscriptions (watchers) of this process; read when metrics are collected."""
+        return sum(len(subs) for subs in self._subs.values())
 
     def watcher_count(self, run_id: str) -> int:
         """How many watchers of the run this process serves."""
