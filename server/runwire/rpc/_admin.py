@@ -16,7 +16,8 @@ import grpc
 
 from runwire.errors import FieldViolation, InvalidArgument, PermissionDenied
 from runwire.replica import Retention
-from runwire.rpc._service import _mapped, principal_of
+from runwire.rpc._service import principal_of
+from runwire.rpc._status import mapped
 from runwire.v1 import admin_service_pb2
 
 __all__ = ["ADMIN_SERVICE_NAME", "AdminService"]
@@ -71,7 +72,7 @@ class AdminService:
             else "AdminService is off: this server checks credentials and has no --admin-token"
         )
 
-    @_mapped
+    @mapped
     async def PruneRuns(
         self, request: admin_service_pb2.PruneRunsRequest, context: grpc.aio.ServicerContext
     ) -> admin_service_pb2.PruneRunsResponse:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import jsonschema
@@ -34,7 +33,6 @@ from runwire.engine import (
 )
 from runwire.errors import (
     AfterSeqBeyondEnd,
-    DatabaseUnavailable,
     FieldViolation,
     FlowInvalid,
     GateAlreadyResolved,
@@ -48,7 +46,7 @@ from runwire.errors import (
 )
 from runwire.metrics import NOOP_METRICS, Metrics
 from runwire.rpc._convert import decode_page_token, encode_page_token, parse_filter, run_to_proto
-from runwire.rpc._status import to_status
+from runwire.rpc._status import mapped, public_error, to_status
 from runwire.store import (
     Hub,
     LogFilter,
@@ -79,9 +77,6 @@ PRINCIPAL_HEADER = "x-runwire-principal"
 # StartRun checks flows with more nodes than this on a worker thread.
 _INLINE_NODES = 64
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-
 
 @dataclass(frozen=True)
 class _Prepared:
@@ -105,31 +100,6 @@ def principal_of(context: grpc.aio.ServicerContext) -> str:
         if key == PRINCIPAL_HEADER and isinstance(value, str) and value:
             return value[:256]
     return "anonymous"
-
-
-def _public(exc: Exception) -> Exception:
-    """The error a caller sees: a database that is restarting or unreachable is
-    UNAVAILABLE (retry, here or on another replica), not INTERNAL."""
-    if is_transient(exc):
-        log.warning("database unavailable: %r", exc)
-        return DatabaseUnavailable(f"{type(exc).__name__}: {exc}"[:200])
-    return exc
-
-
-def _mapped(
-    fn: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
-) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
-    @functools.wraps(fn)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
-        try:
-            return await fn(self, request, context)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await context.abort_with_status(to_status(_public(exc)))
-            raise  # unreachable: abort_with_status raises
-
-    return wrapper
 
 
 def _check_edited_answer(row: RunRow, node_id: str, output_json: str) -> None:
@@ -285,7 +255,7 @@ class RunService:
             request_digest=hashlib.sha256(request_text.encode()).hexdigest(),
         )
 
-    @_mapped
+    @mapped
     async def StartRun(
         self, request: run_service_pb2.StartRunRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.StartRunResponse:
@@ -341,7 +311,7 @@ class RunService:
         )
         return run_service_pb2.StartRunResponse(run=run_to_proto(row))
 
-    @_mapped
+    @mapped
     async def ValidateFlow(
         self, request: run_service_pb2.ValidateFlowRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.ValidateFlowResponse:
@@ -354,13 +324,13 @@ class RunService:
             root_node_ids=graph.roots,
         )
 
-    @_mapped
+    @mapped
     async def GetRun(
         self, request: run_service_pb2.GetRunRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.GetRunResponse:
         return run_service_pb2.GetRunResponse(run=await self._view(await self._run(request.run_id)))
 
-    @_mapped
+    @mapped
     async def ListRuns(
         self, request: run_service_pb2.ListRunsRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.ListRunsResponse:
@@ -407,7 +377,7 @@ class RunService:
         # one included) applies the recorded request; see runwire.replica.
         return await self._view(updated)
 
-    @_mapped
+    @mapped
     async def PauseRun(
         self, request: run_service_pb2.PauseRunRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.PauseRunResponse:
@@ -416,7 +386,7 @@ class RunService:
         )
         return run_service_pb2.PauseRunResponse(run=run)
 
-    @_mapped
+    @mapped
     async def ResumeRun(
         self, request: run_service_pb2.ResumeRunRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.ResumeRunResponse:
@@ -425,7 +395,7 @@ class RunService:
         )
         return run_service_pb2.ResumeRunResponse(run=run)
 
-    @_mapped
+    @mapped
     async def CancelRun(
         self, request: run_service_pb2.CancelRunRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.CancelRunResponse:
@@ -493,7 +463,7 @@ class RunService:
         # The decision reaches the run's owner through the store's NOTIFY (one route).
         return await self._view(await self._run(run_id))
 
-    @_mapped
+    @mapped
     async def ConfirmAction(
         self, request: run_service_pb2.ConfirmActionRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.ConfirmActionResponse:
@@ -509,7 +479,7 @@ class RunService:
         )
         return run_service_pb2.ConfirmActionResponse(run=run)
 
-    @_mapped
+    @mapped
     async def ResolveApproval(
         self, request: run_service_pb2.ResolveApprovalRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.ResolveApprovalResponse:
@@ -523,7 +493,7 @@ class RunService:
         )
         return run_service_pb2.ResolveApprovalResponse(run=run)
 
-    @_mapped
+    @mapped
     async def ResolveReview(
         self, request: run_service_pb2.ResolveReviewRequest, context: grpc.aio.ServicerContext
     ) -> run_service_pb2.ResolveReviewResponse:
@@ -563,7 +533,7 @@ class RunService:
             )
             row = await self._run(request.run_id)
         except Exception as exc:
-            await context.abort_with_status(to_status(_public(exc)))
+            await context.abort_with_status(to_status(public_error(exc)))
             return
         if flt is not None and flt.selects_all_events:
             flt = None  # an empty filter: the shared, pre-framed path
@@ -681,7 +651,7 @@ class RunService:
                     raise
                 # The database blinked mid-stream: UNAVAILABLE, so the client
                 # resumes with after_seq (here or on another replica).
-                await context.abort_with_status(to_status(_public(exc)))
+                await context.abort_with_status(to_status(public_error(exc)))
             finally:
                 sub.close()
         finally:

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from runwire.errors import InvalidArgument, Overloaded, RunwireError
+from runwire.errors import DatabaseUnavailable, InvalidArgument, Overloaded, RunwireError
+from runwire.store import is_transient
 
-__all__ = ["DOMAIN", "to_status"]
+__all__ = ["DOMAIN", "mapped", "public_error", "to_status"]
 
 log = logging.getLogger(__name__)
 
 DOMAIN = "runwire.v1"
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 
 def _pack(message: object) -> any_pb2.Any:
@@ -75,3 +83,30 @@ class _Status(grpc.Status):  # type: ignore[misc]  # grpc ships no types
     code: grpc.StatusCode
     details: str
     trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+def public_error(exc: Exception) -> Exception:
+    """The error a caller sees: a database that is restarting or unreachable is
+    UNAVAILABLE (retry, here or on another replica), not INTERNAL."""
+    if is_transient(exc):
+        log.warning("database unavailable: %r", exc)
+        return DatabaseUnavailable(f"{type(exc).__name__}: {exc}"[:200])
+    return exc
+
+
+def mapped(
+    fn: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
+) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
+    """A unary servicer method whose every error ends the call with its status."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        try:
+            return await fn(self, request, context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await context.abort_with_status(to_status(public_error(exc)))
+            raise  # unreachable: abort_with_status raises
+
+    return wrapper

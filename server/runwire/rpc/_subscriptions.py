@@ -22,7 +22,8 @@ from runwire.errors import (
     SubscriptionNotFound,
     SubscriptionRequestIdReused,
 )
-from runwire.rpc._service import _mapped, principal_of
+from runwire.rpc._service import principal_of
+from runwire.rpc._status import mapped
 from runwire.store import (
     LogFilter,
     NewSubscription,
@@ -161,7 +162,7 @@ class SubscriptionService:
         if out:
             raise InvalidArgument(out)
 
-    @_mapped
+    @mapped
     async def CreateSubscription(
         self, request: pb.CreateSubscriptionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateSubscriptionResponse:
@@ -190,13 +191,13 @@ class SubscriptionService:
         # caller that lost the first answer would otherwise never learn it.
         return pb.CreateSubscriptionResponse(subscription=_to_proto(row, secret=True))
 
-    @_mapped
+    @mapped
     async def GetSubscription(
         self, request: pb.GetSubscriptionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSubscriptionResponse:
         return pb.GetSubscriptionResponse(subscription=_to_proto(await self._row(request.name)))
 
-    @_mapped
+    @mapped
     async def ListSubscriptions(
         self, request: pb.ListSubscriptionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSubscriptionsResponse:
@@ -214,7 +215,7 @@ class SubscriptionService:
             next_page_token=_page_token(rows[-1]) if more else "",
         )
 
-    @_mapped
+    @mapped
     async def DeleteSubscription(
         self, request: pb.DeleteSubscriptionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteSubscriptionResponse:
@@ -222,7 +223,7 @@ class SubscriptionService:
             raise SubscriptionNotFound(request.name)
         return pb.DeleteSubscriptionResponse()
 
-    @_mapped
+    @mapped
     async def ResumeSubscription(
         self, request: pb.ResumeSubscriptionRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResumeSubscriptionResponse:

@@ -25,8 +25,7 @@ from runwire.errors import (
     InvalidArgument,
     ServerDraining,
 )
-from runwire.rpc._service import _public
-from runwire.rpc._status import to_status
+from runwire.rpc._status import public_error, to_status
 from runwire.store import (
     Hub,
     LogEntry,
@@ -106,7 +105,7 @@ class WatchEventsService:
         try:
             flt, pos = await self._start(request)
         except Exception as exc:
-            await context.abort_with_status(to_status(_public(exc)))
+            await context.abort_with_status(to_status(public_error(exc)))
             return
         # A span we start and end ourselves, as WatchRun's (see RunService.WatchRun).
         span = self.tracer.start_span(
@@ -159,6 +158,6 @@ class WatchEventsService:
             if not is_transient(exc):
                 raise
             # The database blinked: UNAVAILABLE, the client resumes from its cursor.
-            await context.abort_with_status(to_status(_public(exc)))
+            await context.abort_with_status(to_status(public_error(exc)))
         finally:
             span.end()
