@@ -8,22 +8,21 @@
 
 Each event is the proto3 JSON mapping of its RunEvent (lowerCamelCase names,
 64-bit integers as strings, enums by name), the shape every client decodes;
-the whole body is canonical JSON (keys sorted, compact, non-ASCII as is), the
-corpus README's form. Events are in commit order, so in `seq` order per run;
+the whole body is canonical JSON (RFC 8785, engine.canonical_json: the form
+runwire gives every free-form JSON value). Events are in commit order, so in `seq` order per run;
 a receiver deduplicates by (`runId`, `seq`). The envelope follows the
 Standard Webhooks payload structure (`type`, `timestamp`, `data`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from google.protobuf import json_format
 
+from runwire.engine import canonical_json
 from runwire.store import LogEntry, PendingBatch, encode_cursor
 from runwire.v1 import events_pb2
 
@@ -32,13 +31,9 @@ __all__ = ["EVENT_TYPE", "build_batch", "event_json"]
 EVENT_TYPE = "runwire.events"
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def event_json(event: bytes) -> str:
     """A stored RunEvent as canonical JSON."""
-    return _canonical(json_format.MessageToDict(events_pb2.RunEvent.FromString(event)))
+    return canonical_json(json_format.MessageToDict(events_pb2.RunEvent.FromString(event)))
 
 
 @dataclass(frozen=True)
@@ -74,15 +69,15 @@ def build_batch(
     now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     body = (
         '{"data":{"cursor":'
-        + _canonical(encode_cursor(cut.through_pos))
+        + canonical_json(encode_cursor(cut.through_pos))
         + ',"events":['
         + ",".join(cut.events)
         + '],"subscription":'
-        + _canonical(f"subscriptions/{subscription_id}")
+        + canonical_json(f"subscriptions/{subscription_id}")
         + '},"timestamp":'
-        + _canonical(now)
+        + canonical_json(now)
         + ',"type":'
-        + _canonical(EVENT_TYPE)
+        + canonical_json(EVENT_TYPE)
         + "}"
     )
     return PendingBatch(
