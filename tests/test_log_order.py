@@ -55,6 +55,7 @@ async def _slow_writer_holds(conn: asyncpg.Connection, run_id: str, first_seq: i
         payloads,
         EVENTS_CHANNEL,
         "slowpoke",
+        len(seqs),
     )
 
 
@@ -100,7 +101,7 @@ async def _writers_waiting(admin: asyncpg.Connection, readers: list[Reader], bef
             waiting = await admin.fetchval(
                 """SELECT count(*) FROM pg_stat_activity
                    WHERE datname = current_database() AND wait_event_type = 'Lock'
-                     AND query LIKE '%WITH proved AS%'"""
+                     AND query LIKE '%runwire: event commit%'"""
             )
             if waiting >= 2 or any(len(r.seen) > before for r in readers):
                 return

@@ -16,6 +16,7 @@ import pytest
 
 from runwire.store import EventWriter
 from runwire.store._hub import Hub
+from runwire.store._writer import _COMMIT, _Pending, commit_args
 from runwire.v1 import events_pb2
 
 DEADLINE = 30.0
@@ -87,7 +88,7 @@ async def writer_waits_on_lock(rig: Rig) -> bool:
     await rig.admin.execute("SELECT pg_stat_clear_snapshot()")
     waiting: Any = await rig.admin.fetchval(
         """SELECT count(*) FROM pg_stat_activity
-           WHERE wait_event_type = 'Lock' AND query LIKE '%WITH proved AS%'"""
+           WHERE wait_event_type = 'Lock' AND query LIKE '%runwire: event commit%'"""
     )
     return bool(waiting)
 
@@ -148,7 +149,7 @@ async def test_writer_commits_in_one_statement_on_one_connection(rig: Rig) -> No
     assert rig.writer.batches_committed - batches == 20
     statements = rig.queries[before:]
     assert len(statements) == 20, statements
-    assert all("WITH proved AS" in q for q in statements)
+    assert all("runwire: event commit" in q for q in statements)
     assert await rig.stored("r") == list(range(1, 22))
 
 
@@ -175,3 +176,44 @@ async def test_writer_settled_waits_for_the_commit_in_flight_after_a_discard(rig
     await asyncio.wait_for(settled, DEADLINE)
     assert rig.writer.holds("r"), "a discarded run is not a fenced one"
     await rig.writer.settled("other")  # no commit in flight carries it: at once
+
+
+async def test_a_batch_committed_again_after_a_lost_reply_adds_nothing(rig: Rig) -> None:
+    """The writer retries a batch whose reply was lost; the batch had committed
+    whole. Sent again (with events of another run beside it), the statement
+    writes none of its events twice and does not fail, and the new run's events
+    get positions above every position taken before."""
+
+    def pending(run_id: str, seqs: range) -> _Pending:
+        events = [log_event(run_id, s) for s in seqs]
+        return _Pending(
+            run_id,
+            seqs=list(seqs),
+            kinds=["node_log"] * len(events),
+            payloads=[e.SerializeToString(deterministic=True) for e in events],
+        )
+
+    await rig.new_run("once")
+    await rig.new_run("later")
+    batch = [pending("once", range(1, 51))]
+    first = await rig.admin.fetch(_COMMIT, *commit_args(batch, OWNER, 30.0, "test"))
+    assert [r["run_id"] for r in first] == ["once"]
+    positions = await rig.admin.fetch(
+        "SELECT seq, pos FROM events WHERE run_id = 'once' ORDER BY seq"
+    )
+    again = [*batch, pending("later", range(1, 4))]
+    second = await rig.admin.fetch(_COMMIT, *commit_args(again, OWNER, 30.0, "test"))
+    assert sorted(r["run_id"] for r in second) == ["later", "once"]
+    assert await rig.stored("once") == list(range(1, 51))
+    assert (
+        await rig.admin.fetch("SELECT seq, pos FROM events WHERE run_id = 'once' ORDER BY seq")
+        == positions
+    ), "the repeated events were not written again"
+    later = [
+        r["pos"]
+        for r in await rig.admin.fetch("SELECT pos FROM events WHERE run_id = 'later' ORDER BY seq")
+    ]
+    assert len(later) == 3
+    assert later == sorted(later)
+    assert later[0] > max(r["pos"] for r in positions)
+    assert await rig.admin.fetchval("SELECT last_seq FROM runs WHERE run_id = 'once'") == 50

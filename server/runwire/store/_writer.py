@@ -93,29 +93,43 @@ def _chunks(p: _Pending) -> list[Chunk]:
 
 
 # One statement is one transaction and, once prepared, one round trip: the
-# UPDATE fences (only the holder of an unexpired lease may extend a run's
-# stream; it locks the rows, so a takeover's FOR UPDATE SKIP LOCKED cannot claim
-# a run while its events commit), the INSERT writes only the events of runs the
-# UPDATE proved, and pg_notify tells other processes on commit, never before.
+# `locked` SELECT fences (only the holder of an unexpired lease may extend a
+# run's stream; it locks the rows, so a takeover's FOR UPDATE SKIP LOCKED
+# cannot claim a run while its events commit) and reads each run's last
+# committed seq from the row's newest version; `proved` applies the run
+# patches; the INSERT writes only the events of runs proved, and only those
+# past the run's last committed seq; pg_notify tells other processes on
+# commit, never before.
+#
+# Why not INSERT ... ON CONFLICT DO NOTHING for idempotence: a speculative
+# insertion per row costs an extra index probe and WAL record each, and
+# measured about a third of the statement's Postgres time (see the commit
+# that made this change). A batch is retried only after a lost reply; whatever of it
+# committed then committed whole, with the run's last_seq, so `seq > prev_seq`
+# skips exactly it. Only this statement inserts events.
 #
 # Log positions (events.pos, read across runs by runwire.store._log): the
-# `head` UPDATE takes the next positions from the one-row counter
-# event_log_head, last in the statement (it needs `proved`, so it runs after
-# the run rows are locked, and nothing else locks the counter: no lock cycle).
-# Its row lock is held until this transaction commits, so a second writer (a
-# worker or another replica) takes its positions only after this commit is
-# visible: positions follow commit order and every uncommitted position lies
-# above every committed one. A reader that has seen position N therefore never
-# finds a committed event below N later. The price is that commits of
-# different processes serialise on that row for the tail of the statement and
-# the COMMIT itself; within a process there is one writer connection, so they
-# were serial already. (The alternative, an xid8 visibility watermark, keeps
-# commits concurrent but lets any long transaction in the database hold every
-# cross-run stream back, and orders by transaction start, not commit.) A batch
-# retried after a lost reply may leave unused positions behind: positions are
-# increasing, not dense.
-_COMMIT = """
-WITH proved AS (
+# `head` UPDATE takes $17 (the batch's event count) positions from the one-row
+# counter event_log_head, after the run rows are locked (nothing else locks
+# the counter: no lock cycle). Its row lock is held until this transaction
+# commits, so a second writer (a worker or another replica) takes its
+# positions only after this commit is visible: positions follow commit order
+# and every uncommitted position lies above every committed one. A reader
+# that has seen position N therefore never finds a committed event below N
+# later. The price is that commits of different processes serialise on that
+# row for the tail of the statement and the COMMIT itself; within a process
+# there is one writer connection, so they were serial already. (The
+# alternative, an xid8 visibility watermark, keeps commits concurrent but
+# lets any long transaction in the database hold every cross-run stream
+# back, and orders by transaction start, not commit.) Events of a fenced run
+# and a batch retried after a lost reply leave unused positions behind:
+# positions are increasing, not dense.
+_COMMIT = """-- runwire: event commit
+WITH locked AS (
+    SELECT r.run_id, r.last_seq AS prev_seq FROM runs AS r
+    WHERE r.run_id = ANY($1::text[]) AND r.owner_id = $9 AND r.lease_expire_time > now()
+    FOR UPDATE
+), proved AS (
     UPDATE runs AS r SET
         last_seq = GREATEST(r.last_seq, b.last_seq),
         update_time = now(),
@@ -127,30 +141,53 @@ WITH proved AS (
         error = COALESCE(b.error::jsonb, r.error),
         -- A commit proves the lease: it extends it like a renewal does.
         lease_expire_time = GREATEST(r.lease_expire_time, now() + make_interval(secs => $10))
-    FROM unnest($1::text[], $2::bigint[], $3::smallint[], $4::int[], $5::int[], $6::int[],
+    FROM locked AS l,
+         unnest($1::text[], $2::bigint[], $3::smallint[], $4::int[], $5::int[], $6::int[],
                 $7::bool[], $8::text[])
          AS b(run_id, last_seq, status, succeeded, failed, skipped, finished, error)
-    WHERE r.run_id = b.run_id AND r.owner_id = $9 AND r.lease_expire_time > now()
-    RETURNING r.run_id, b.last_seq
-), ev AS (
-    SELECT e.run_id, e.seq, e.kind, e.event, e.ord
-    FROM unnest($11::text[], $12::bigint[], $13::text[], $14::bytea[])
-         WITH ORDINALITY AS e(run_id, seq, kind, event, ord)
-    WHERE e.run_id IN (SELECT run_id FROM proved)
+    WHERE r.run_id = l.run_id AND b.run_id = l.run_id
+    RETURNING r.run_id, l.prev_seq, b.last_seq
 ), head AS (
-    UPDATE event_log_head SET pos = pos + (SELECT count(*) FROM ev)
-    WHERE EXISTS (SELECT 1 FROM ev)
-    RETURNING pos - (SELECT count(*) FROM ev) AS base
+    UPDATE event_log_head SET pos = pos + $17
+    WHERE $17 > 0 AND EXISTS (SELECT 1 FROM proved)
+    RETURNING pos - $17 AS base
 ), written AS (
     INSERT INTO events (run_id, seq, kind, event, pos)
-    SELECT ev.run_id, ev.seq, ev.kind, ev.event, head.base + row_number() OVER (ORDER BY ev.ord)
-    FROM ev CROSS JOIN head
-    ON CONFLICT DO NOTHING
+    SELECT e.run_id, e.seq, e.kind, e.event, head.base + e.ord
+    FROM unnest($11::text[], $12::bigint[], $13::text[], $14::bytea[])
+         WITH ORDINALITY AS e(run_id, seq, kind, event, ord)
+    JOIN proved AS p ON p.run_id = e.run_id AND e.seq > p.prev_seq
+    CROSS JOIN head
 )
 SELECT run_id, CASE WHEN last_seq > 0
     THEN pg_notify($15, $16 || '|' || run_id || ':' || last_seq) END AS notified
 FROM proved
 """
+
+
+def commit_args(
+    runs: list[_Pending], owner_id: str, lease_seconds: float, origin: str
+) -> tuple[object, ...]:
+    """The parameters of `_COMMIT` for one batch, runs in the order given."""
+    return (
+        [p.run_id for p in runs],
+        [p.seqs[-1] if p.seqs else 0 for p in runs],
+        [p.patch.get("status") for p in runs],
+        [p.patch.get("succeeded_node_count") for p in runs],
+        [p.patch.get("failed_node_count") for p in runs],
+        [p.patch.get("skipped_node_count") for p in runs],
+        [bool(p.patch.get("finished", False)) for p in runs],
+        [p.patch.get("error") for p in runs],
+        owner_id,
+        lease_seconds,
+        [p.run_id for p in runs for _ in p.seqs],
+        [s for p in runs for s in p.seqs],
+        [k for p in runs for k in p.kinds],
+        [b for p in runs for b in p.payloads],
+        EVENTS_CHANNEL,
+        origin,
+        sum(len(p.seqs) for p in runs),
+    )
 
 
 class WriterFailed(JournalFailed):
@@ -432,23 +469,7 @@ class EventWriter:
         began = time.perf_counter()
         try:
             rows = await conn.fetch(
-                _COMMIT,
-                [p.run_id for p in runs],
-                [p.seqs[-1] if p.seqs else 0 for p in runs],
-                [p.patch.get("status") for p in runs],
-                [p.patch.get("succeeded_node_count") for p in runs],
-                [p.patch.get("failed_node_count") for p in runs],
-                [p.patch.get("skipped_node_count") for p in runs],
-                [bool(p.patch.get("finished", False)) for p in runs],
-                [p.patch.get("error") for p in runs],
-                self._owner_id,
-                self._lease_seconds,
-                [p.run_id for p in runs for _ in p.seqs],
-                [s for p in runs for s in p.seqs],
-                [k for p in runs for k in p.kinds],
-                [b for p in runs for b in p.payloads],
-                EVENTS_CHANNEL,
-                self._hub.origin,
+                _COMMIT, *commit_args(runs, self._owner_id, self._lease_seconds, self._hub.origin)
             )
         except BaseException:
             # Whatever state the connection is in now (mid-statement, a dead
