@@ -13,8 +13,7 @@ import grpc
 from _live_procs import ServerProcess
 from conftest import shell_node
 
-from runwire.store._hub import EVENTS_CHANNEL
-from runwire.store._writer import _COMMIT
+from runwire.store._writer import _COMMIT, _Pending, commit_args
 from runwire.v1 import events_pb2, flow_pb2, run_service_pb2, run_service_pb2_grpc
 
 ROUNDS = 3
@@ -37,26 +36,8 @@ async def _slow_writer_holds(conn: asyncpg.Connection, run_id: str, first_seq: i
         for s in seqs
     ]
     await conn.execute("BEGIN")
-    await conn.fetch(
-        _COMMIT,
-        [run_id],
-        [seqs[-1]],
-        [None],
-        [None],
-        [None],
-        [None],
-        [False],
-        [None],
-        "slowpoke",
-        3600.0,
-        [run_id] * len(seqs),
-        seqs,
-        ["node_log"] * len(seqs),
-        payloads,
-        EVENTS_CHANNEL,
-        "slowpoke",
-        len(seqs),
-    )
+    pending = _Pending(run_id, seqs=seqs, kinds=["node_log"] * len(seqs), payloads=payloads)
+    await conn.fetch(_COMMIT, *commit_args([pending], "slowpoke", 3600.0, "slowpoke"))
 
 
 class Reader:

@@ -185,7 +185,10 @@ async def test_a_batch_committed_again_after_a_lost_reply_adds_nothing(rig: Rig)
     get positions above every position taken before."""
 
     def pending(run_id: str, seqs: range) -> _Pending:
+        # Lines of growing length, so the payloads differ in size.
         events = [log_event(run_id, s) for s in seqs]
+        for e in events:
+            e.node_log.line = "x" * e.seq
         return _Pending(
             run_id,
             seqs=list(seqs),
@@ -217,3 +220,10 @@ async def test_a_batch_committed_again_after_a_lost_reply_adds_nothing(rig: Rig)
     assert later == sorted(later)
     assert later[0] > max(r["pos"] for r in positions)
     assert await rig.admin.fetchval("SELECT last_seq FROM runs WHERE run_id = 'once'") == 50
+    stored = await rig.admin.fetch("SELECT run_id, seq, kind, event FROM events ORDER BY pos")
+    sent = [
+        (p.run_id, seq, kind, payload)
+        for p in again
+        for seq, kind, payload in zip(p.seqs, p.kinds, p.payloads, strict=True)
+    ]
+    assert [tuple(r) for r in stored] == sent, "every event byte for byte, in batch order"

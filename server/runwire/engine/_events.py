@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from runwire.engine._limits import bound_event
 from runwire.v1 import events_pb2
@@ -51,16 +50,23 @@ def new_event(
     if _PAYLOAD_TYPE.get(variant) != name:
         raise ValueError(f"{name} is not the payload of variant {variant!r}")
     now = time.time_ns()
-    event = events_pb2.RunEvent(
-        run_id=run_id,
-        seq=seq,
-        event_time=Timestamp(seconds=now // 1_000_000_000, nanos=now % 1_000_000_000),
-        trace_id=span.trace_id,
-        span_id=span.span_id,
-    )
+    # One constructor call builds the whole event (every event passes here:
+    # setting fields one by one afterwards cost about 1 µs more per event).
+    fields: dict[str, object] = {
+        "run_id": run_id,
+        "seq": seq,
+        "event_time": {"seconds": now // 1_000_000_000, "nanos": now % 1_000_000_000},
+        "trace_id": span.trace_id,
+        "span_id": span.span_id,
+        variant: payload,
+    }
     if node is not None:
-        event.node_id, event.iteration, event.attempt = node.node_id, node.iteration, node.attempt
+        fields["node_id"], fields["iteration"], fields["attempt"] = (
+            node.node_id,
+            node.iteration,
+            node.attempt,
+        )
         if node.item_index is not None:
-            event.item_index, event.item_key = node.item_index, node.item_key
-    getattr(event, variant).CopyFrom(payload)
+            fields["item_index"], fields["item_key"] = node.item_index, node.item_key
+    event = events_pb2.RunEvent(**fields)  # type: ignore[arg-type]
     return bound_event(event)

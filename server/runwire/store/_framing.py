@@ -29,7 +29,14 @@ def _varint(n: int) -> bytes:
 
 def frame_event(payload: bytes) -> bytes:
     """One serialized RunEvent as one `events` entry of a WatchRunResponse."""
-    return _EVENTS_TAG + _varint(len(payload)) + payload
+    n = len(payload)
+    # Every event passes here on its way to watchers: the one- and two-byte
+    # lengths (all but the largest events) skip the general varint loop.
+    if n < 0x80:
+        return bytes((0x0A, n)) + payload
+    if n < 0x4000:
+        return bytes((0x0A, (n & 0x7F) | 0x80, n >> 7)) + payload
+    return _EVENTS_TAG + _varint(n) + payload
 
 
 def frame_events(payloads: Iterable[bytes]) -> bytes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -154,8 +155,14 @@ WITH locked AS (
 ), written AS (
     INSERT INTO events (run_id, seq, kind, event, pos)
     SELECT e.run_id, e.seq, e.kind, e.event, head.base + e.ord
-    FROM unnest($11::text[], $12::bigint[], $13::text[], $14::bytea[])
-         WITH ORDINALITY AS e(run_id, seq, kind, event, ord)
+    FROM (
+        SELECT ($1::text[])[u.run] AS run_id, u.seq, u.kind, u.ord,
+               substring($14::bytea FROM u.off + 1 FOR u.len) AS event
+        FROM unnest(string_to_array($11, ',')::int[], string_to_array($12, ',')::bigint[],
+                    string_to_array($13, ','), string_to_array($18, ',')::int[],
+                    string_to_array($19, ',')::int[])
+             WITH ORDINALITY AS u(run, seq, kind, off, len, ord)
+    ) AS e
     JOIN proved AS p ON p.run_id = e.run_id AND e.seq > p.prev_seq
     CROSS JOIN head
 )
@@ -168,7 +175,17 @@ FROM proved
 def commit_args(
     runs: list[_Pending], owner_id: str, lease_seconds: float, origin: str
 ) -> tuple[object, ...]:
-    """The parameters of `_COMMIT` for one batch, runs in the order given."""
+    """The parameters of `_COMMIT` for one batch, runs in the order given.
+
+    The events go as one bytea of their payloads end to end and comma-separated
+    texts of their run (an index into the runs), seq, kind, offset and length,
+    which Postgres splits: asyncpg encodes an array element by element with two
+    abstract-base-class checks each, about 1 µs per element (2.2 ms of client
+    CPU for a batch of 2 000 events in four arrays, against 0.05 ms for the
+    texts and the blob; measured in the commit that made this change).
+    """
+    payloads = [b for p in runs for b in p.payloads]
+    lengths = list(map(len, payloads))
     return (
         [p.run_id for p in runs],
         [p.seqs[-1] if p.seqs else 0 for p in runs],
@@ -180,13 +197,15 @@ def commit_args(
         [p.patch.get("error") for p in runs],
         owner_id,
         lease_seconds,
-        [p.run_id for p in runs for _ in p.seqs],
-        [s for p in runs for s in p.seqs],
-        [k for p in runs for k in p.kinds],
-        [b for p in runs for b in p.payloads],
+        ",".join(",".join(itertools.repeat(str(i), len(p.seqs))) for i, p in enumerate(runs, 1)),
+        ",".join(str(s) for p in runs for s in p.seqs),
+        ",".join(k for p in runs for k in p.kinds),
+        b"".join(payloads),
         EVENTS_CHANNEL,
         origin,
-        sum(len(p.seqs) for p in runs),
+        len(payloads),
+        ",".join(map(str, itertools.accumulate(lengths[:-1], initial=0))) if lengths else "",
+        ",".join(map(str, lengths)),
     )
 
 
@@ -288,9 +307,13 @@ class EventWriter:
         """Queue events for the next commit; never blocks."""
         item = _Append(run_id, self._lives.get(run_id, 0), patch)
         for event in events:
-            if event.ByteSize() > MAX_EVENT_BYTES:
-                event = bound_event(event)  # new_event bounds them; this is the backstop
             payload = event.SerializeToString(deterministic=True)
+            if len(payload) > MAX_EVENT_BYTES:
+                # new_event bounds them; this is the backstop. (Not ByteSize()
+                # first: upb computes it by serializing, so it would cost a
+                # second encoding of every event.)
+                event = bound_event(event)
+                payload = event.SerializeToString(deterministic=True)
             item.seqs.append(event.seq)
             item.kinds.append(event.WhichOneof("event") or "")
             item.payloads.append(payload)
