@@ -53,6 +53,7 @@ from runwire.store import (
     NewRun,
     RunRow,
     Store,
+    Subscription,
     frame_event,
     frame_resume_after,
     is_transient,
@@ -577,7 +578,7 @@ class RunService:
                             to_status(_beyond_end(await self._run(request.run_id), cursor.last))
                         )
                         return
-                async for response in self._catch_up(request.run_id, cursor, flt):
+                async for response in self._catch_up(request.run_id, cursor, flt, sub):
                     yield response
                 while not cursor.done:
                     if self.closing_streams.is_set():
@@ -610,7 +611,7 @@ class RunService:
                             )
                             return
                         if not beyond:
-                            async for response in self._catch_up(request.run_id, cursor, flt):
+                            async for response in self._catch_up(request.run_id, cursor, flt, sub):
                                 yield response
                         continue
                     parts: list[bytes] = []
@@ -638,7 +639,7 @@ class RunService:
                         # a response that only advances resume_after_seq.
                         yield cursor.response(parts)
                     if not cursor.done and (overflowed or wake_seq > cursor.last):
-                        async for response in self._catch_up(request.run_id, cursor, flt):
+                        async for response in self._catch_up(request.run_id, cursor, flt, sub):
                             yield response
                 # The end of the finished run, in a response of its own: the
                 # chunks before it are shared, pre-framed bytes.
@@ -675,15 +676,28 @@ class RunService:
         return False
 
     async def _catch_up(
-        self, run_id: str, cursor: _Cursor, flt: LogFilter | None = None
+        self,
+        run_id: str,
+        cursor: _Cursor,
+        flt: LogFilter | None = None,
+        sub: Subscription | None = None,
     ) -> AsyncIterator[bytes]:
-        """Yield every committed event after the cursor that `flt` selects, advancing it."""
+        """Yield every committed event after the cursor that `flt` selects, advancing it.
+
+        It stops where `sub`'s queue of live chunks takes over: a watcher that
+        joins a busy run reads the store only up to its first queued chunk,
+        not for as long as the writer stays ahead of its page reads.
+        """
         while not cursor.done:
-            rows = await self.store.read_events(run_id, cursor.last, _REPLAY_PAGE)
-            if rows is None:
+            live = sub.live_from() if sub is not None else None
+            if live is not None and live <= cursor.last + 1:
+                return
+            page = await self.store.read_events(run_id, cursor.last, _REPLAY_PAGE)
+            if page is None:
                 # Retention deleted the run mid-replay: NOT_FOUND, never an
                 # OK stream without its end.
                 raise RunNotFound(run_id)
+            rows = page if live is None else [r for r in page if r.seq < live]
             parts: list[bytes] = []
             size = 0
             for row in rows:
@@ -708,7 +722,7 @@ class RunService:
                     cursor.status = _completed_status(events_pb2.RunEvent.FromString(row.payload))
             if parts or cursor.last > cursor.sent:
                 yield cursor.response(parts)
-            if len(rows) < _REPLAY_PAGE:
+            if len(page) < _REPLAY_PAGE:
                 return
 
 

@@ -100,6 +100,13 @@ class Subscription:
         """Return once something was offered since the last `take`, or the hub closes."""
         await self._ready.wait()
 
+    def live_from(self) -> int | None:
+        """The first seq of the queued chunks when the queue holds every local
+        commit of the run since then (it did not overflow); else None."""
+        if self.overflowed or not self._chunks:
+            return None
+        return self._chunks[0].first_seq
+
     def take(self) -> tuple[list[Chunk], bool, int]:
         """Everything queued, whether the queue overflowed, and the newest seq woken for."""
         chunks = list(self._chunks)
