@@ -1,6 +1,7 @@
-"""Migration 0007 on a database with data: every row is kept, the events table
-comes out partitioned, and columns, defaults, sequences and indexes that other
-migrations added before it (whatever they are) come along."""
+"""Migrations 0007 and 0008 on a database with data: every row is kept, the
+events table comes out partitioned (0007) with run_id in the "C" collation
+(0008), and columns, defaults, sequences and indexes that other migrations
+added before them (whatever they are) come along."""
 
 from __future__ import annotations
 
@@ -13,15 +14,31 @@ import pytest
 
 from runwire.store import Store, migrate, new_run_id
 from runwire.store._migrate import _migrations
+from runwire.store._partitions import bounds, ensure_partitions
 from runwire.v1 import events_pb2
 
 _PARTITIONED = 7
+_COLLATE_C = 8
 
 
 @pytest.fixture
 async def old_db(pg_url: str) -> AsyncIterator[tuple[asyncpg.Connection, str]]:
     """An empty database with every migration before 0007 applied, as an
     earlier release left it."""
+    async for db in _database_before(pg_url, _PARTITIONED):
+        yield db
+
+
+@pytest.fixture
+async def db_at_0007(pg_url: str) -> AsyncIterator[tuple[asyncpg.Connection, str]]:
+    """An empty database with every migration before 0008 applied."""
+    async for db in _database_before(pg_url, _COLLATE_C):
+        yield db
+
+
+async def _database_before(
+    pg_url: str, version_before: int
+) -> AsyncIterator[tuple[asyncpg.Connection, str]]:
     name = f"m_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(pg_url)
     await admin.execute(f"CREATE DATABASE {name}")
@@ -32,7 +49,7 @@ async def old_db(pg_url: str) -> AsyncIterator[tuple[asyncpg.Connection, str]]:
                applied_time timestamptz NOT NULL DEFAULT now())"""
     )
     for version, file, sql in _migrations():
-        if version < _PARTITIONED:
+        if version < version_before:
             await conn.execute(sql)
             await conn.execute("INSERT INTO schema_migrations VALUES ($1, $2)", version, file)
     try:
@@ -121,3 +138,85 @@ async def test_migrate_0007_keeps_every_row_and_the_columns_added_before_it(
         await pool.close()
     assert stored is not None
     assert [r.seq for r in stored] == list(range(1, 26))
+
+
+async def test_migrate_0008_puts_run_id_in_the_c_collation_and_keeps_every_partition(
+    db_at_0007: tuple[asyncpg.Connection, str],
+) -> None:
+    conn, url = db_at_0007
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    try:
+        await ensure_partitions(pool, ahead_days=1)  # today's and tomorrow's
+        today_id, old_id = new_run_id(), f"run_{uuid.uuid4().hex}"
+        await conn.executemany(
+            "INSERT INTO events (run_id, seq, kind, event, pos) VALUES ($1, $2, 'node_log', $3, $4)",
+            [
+                (r, s, _event(r, s), i * 10 + s)
+                for i, r in enumerate((today_id, old_id))
+                for s in (1, 2)
+            ],
+        )
+        where = """SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound
+                   FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid
+                   WHERE h.inhparent = 'events'::regclass ORDER BY 1"""
+        partitions = [tuple(r) for r in await conn.fetch(where)]
+        query = "SELECT tableoid::regclass::text, run_id, seq, event, pos FROM events ORDER BY pos"
+        before = [tuple(r) for r in await conn.fetch(query)]
+        assert len(partitions) == 3
+        assert {r[0] for r in before} == {"events_default", partitions[1][0]}  # today's
+
+        assert await migrate(conn) == [f for v, f, _ in _migrations() if v >= _COLLATE_C]
+
+        assert [tuple(r) for r in await conn.fetch(where)] == partitions
+        assert [tuple(r) for r in await conn.fetch(query)] == before
+        collations = await conn.fetch(
+            """SELECT a.attrelid::regclass::text AS rel, co.collname FROM pg_attribute a
+               JOIN pg_collation co ON co.oid = a.attcollation
+               WHERE a.attname = 'run_id' AND a.attrelid IN (
+                   SELECT 'events'::regclass UNION ALL
+                   SELECT inhrelid FROM pg_inherits WHERE inhparent = 'events'::regclass)"""
+        )
+        assert {r["collname"] for r in collations} == {"C"}
+        assert len(collations) == 4
+        assert (
+            await conn.fetchval(
+                """SELECT partcollation[0]::regcollation::text FROM pg_partitioned_table
+               WHERE partrelid = 'events'::regclass"""
+            )
+            == '"C"'
+        )
+        # The key and the position index hold on every partition.
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute(
+                "INSERT INTO events (run_id, seq, kind, event, pos) VALUES ($1, 1, 'x', '', 0)",
+                today_id,
+            )
+        assert (
+            await conn.fetchval(
+                """SELECT count(*) FROM pg_indexes
+                   WHERE tablename LIKE 'events%' AND indexdef LIKE '%btree (pos)'"""
+            )
+            == 4
+        )
+        # A lookup by run_id is pruned to one partition, and new day
+        # partitions (made LIKE events) attach in the new collation.
+        plan = "\n".join(
+            r[0]
+            for r in await conn.fetch(
+                "EXPLAIN SELECT * FROM events WHERE run_id = $1 AND seq > 0", today_id
+            )
+        )
+        assert plan.count("Scan") == 1, plan
+        created = await ensure_partitions(pool, ahead_days=3)
+        assert len(created) == 2
+        lo, _hi = bounds(int(today_id[4:16], 16) // 86_400_000 + 3)
+        assert (
+            await conn.fetchval(
+                "INSERT INTO events (run_id, seq, kind, event, pos) VALUES ($1, 1, 'x', '', 99) "
+                "RETURNING tableoid::regclass::text",
+                lo + "0" * 20,
+            )
+            == created[-1]
+        )
+    finally:
+        await pool.close()
