@@ -48,6 +48,7 @@ from runwire.metrics import NOOP_METRICS, Metrics
 from runwire.rpc._convert import decode_page_token, encode_page_token, parse_filter, run_to_proto
 from runwire.rpc._status import mapped, public_error, to_status
 from runwire.store import (
+    Chunk,
     Hub,
     LogFilter,
     NewRun,
@@ -622,7 +623,7 @@ class RunService:
                         if chunk.first_seq != cursor.last + 1:
                             overflowed = True  # a gap or an overlap: let the store settle it
                             break
-                        framed = chunk.framed if flt is None else _select(chunk.framed, flt)
+                        framed = chunk.framed if flt is None else _select(chunk, flt)
                         if parts and size + len(framed) > RESPONSE_BYTES:
                             yield cursor.response(parts)
                             parts, size = [], 0
@@ -746,14 +747,30 @@ def _beyond_end(row: RunRow, after_seq: int) -> AfterSeqBeyondEnd:
     )
 
 
-def _select(framed: bytes, flt: LogFilter) -> bytes:
-    """The events of a pre-framed live chunk that the filter selects, framed again."""
+def _select(chunk: Chunk, flt: LogFilter) -> bytes:
+    """The events of a pre-framed live chunk that the filter selects, still framed.
+
+    The writer records each event's kind and where its framed entry ends, so
+    an event is looked into only when the filter names node ids, and none is
+    decoded and encoded again."""
+    framed = chunk.framed
+    looks_inside = bool(flt.node_ids)
     parts: list[bytes] = []
-    for event in run_service_pb2.WatchRunResponse.FromString(framed).events:
-        payload = event.SerializeToString(deterministic=True)
-        if flt.selects(event.WhichOneof("event") or "", payload):
-            parts.append(frame_event(payload))
+    start = 0
+    for kind, end in zip(chunk.kinds, chunk.ends, strict=True):
+        if flt.selects(kind, _unframed(framed, start, end) if looks_inside else b""):
+            parts.append(framed[start:end])
+        start = end
     return b"".join(parts)
+
+
+def _unframed(framed: bytes, start: int, end: int) -> bytes:
+    """The RunEvent bytes of the framed entry at [start, end): after its tag
+    and its length varint (whose last byte is the first without the high bit)."""
+    i = start + 1
+    while framed[i] & 0x80:
+        i += 1
+    return framed[i + 1 : end]
 
 
 @dataclass

@@ -55,14 +55,21 @@ EVENTS_CHANNEL = "runwire_events"
 CONTROL_CHANNEL = "runwire_control"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Chunk:
-    """Consecutive committed events of one run, framed for WatchRunResponse."""
+    """Consecutive committed events of one run, framed for WatchRunResponse.
+
+    `kinds` and `ends` (each event's oneof case, and where its framed entry
+    ends in `framed`) let a filtered watcher pick events without decoding
+    the chunk.
+    """
 
     first_seq: int
     last_seq: int
     framed: bytes
     completed: bool
+    kinds: tuple[str, ...]
+    ends: tuple[int, ...]
 
 
 class Subscription:

@@ -79,17 +79,30 @@ def _chunks(p: _Pending) -> list[Chunk]:
     out: list[Chunk] = []
     start, size = 0, 0
     parts: list[bytes] = []
+    ends: list[int] = []
+
+    def cut(stop: int, completed: bool) -> None:
+        out.append(
+            Chunk(
+                p.seqs[start],
+                p.seqs[stop - 1],
+                b"".join(parts),
+                completed,
+                tuple(p.kinds[start:stop]),
+                tuple(ends),
+            )
+        )
+
     for i, payload in enumerate(p.payloads):
         framed = frame_event(payload)
         if parts and size + len(framed) > CHUNK_BYTES:
-            out.append(Chunk(p.seqs[start], p.seqs[i - 1], b"".join(parts), completed=False))
-            start, size, parts = i, 0, []
+            cut(i, False)
+            start, size, parts, ends = i, 0, [], []
         parts.append(framed)
         size += len(framed)
+        ends.append(size)
     if parts:
-        out.append(
-            Chunk(p.seqs[start], p.seqs[-1], b"".join(parts), p.kinds[-1] == "run_completed")
-        )
+        cut(len(p.payloads), p.kinds[-1] == "run_completed")
     return out
 
 
