@@ -59,13 +59,21 @@ class Abort:
 
 
 @dataclasses.dataclass(frozen=True)
+class Refuse:
+    """End the call with a status exactly as given: code, details and trailers
+    (for example the runwire server's own, from runwire.rpc._status)."""
+
+    status: grpc.Status
+
+
+@dataclasses.dataclass(frozen=True)
 class Hold:
     """Keep the call open until the event is set (never, when it is not)."""
 
     until: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
-Step = Sequence[Send | End | Abort | Hold]
+Step = Sequence[Send | End | Abort | Refuse | Hold]
 
 
 def _to_proto(item: RunEvent | bytes) -> events_pb2.RunEvent:
@@ -162,6 +170,9 @@ class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
                     )
                 elif isinstance(action, Hold):
                     await action.until.wait()
+                elif isinstance(action, Refuse):
+                    self.abort_times.append(asyncio.get_running_loop().time())
+                    await context.abort_with_status(action.status)
                 else:
                     self.abort_times.append(asyncio.get_running_loop().time())
                     await context.abort(

@@ -15,6 +15,8 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
+from runwire.errors import Overloaded
+from runwire.rpc._status import to_status
 from runwire_client import (
     Backoff,
     RunEnd,
@@ -30,7 +32,16 @@ from runwire_client import (
 )
 
 from ._events import RUN_ID, stream
-from .conftest import Abort, End, Hold, ScriptedRunService, Send, StartFront, StartServer
+from .conftest import (
+    Abort,
+    End,
+    Hold,
+    Refuse,
+    ScriptedRunService,
+    Send,
+    StartFront,
+    StartServer,
+)
 
 # Fast reconnects keep the suite quick; the defaults are tested on their own.
 FAST = Backoff(initial=0.001, maximum=0.01, give_up_after=30.0)
@@ -445,6 +456,21 @@ async def test_watch_waits_at_least_the_retry_info_delay(
     assert service.after_seqs == [0, 2]
     # A lower bound on the server's own clock: the second call came no
     # sooner than the delay after the failure was sent.
+    assert service.call_times[1] - service.abort_times[0] >= ASKED
+
+
+async def test_watch_waits_out_the_runwire_servers_own_overloaded_status(
+    start_server: StartServer, channel_to: Callable[[int], Channel]
+) -> None:
+    """The status the server sends at its watcher bound, made by its own mapping
+    (RetryInfo and the grpc-retry-pushback-ms trailer), is waited out in full."""
+    refused = to_status(Overloaded("open WatchRun streams", 1, ASKED))
+    service = ScriptedRunService([Send(RUN[:2]), Refuse(refused)], [Send(RUN[1:])])
+    port, _ = await start_server(service)
+
+    events = await asyncio.wait_for(collect(watch(channel_to(port), RUN_ID, backoff=FAST)), 10)
+
+    assert seqs(events) == list(range(1, 9))
     assert service.call_times[1] - service.abort_times[0] >= ASKED
 
 
