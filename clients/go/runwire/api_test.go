@@ -14,7 +14,7 @@ import (
 // decision, made here on purpose.
 var exported = []string{
 	"CheckKnown", "Checker", "DecodeEvent",
-	"DefaultInitialBackoff", "DefaultMaxBackoff", "DefaultRetryTimeout",
+	"DefaultInitialBackoff", "DefaultMaxBackoff", "DefaultMaxServerDelay", "DefaultRetryTimeout",
 	"ErrSeqGap", "Error", "ErrorDomain", "FieldViolation", "FromError", "IsFiltered", "NewChecker", "NewFilteredChecker",
 	"RuleAttemptOpen", "RuleAttemptUnclosed", "RuleItemOutsideFrame", "RuleItemUnclosed", "RuleOutputOutsideAttempt", "RuleRunCompletedLast",
 	"RuleRunIDStable", "RuleRunStartedFirst", "RuleSeqGapless", "RuleSeqStart",

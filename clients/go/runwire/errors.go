@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -141,6 +142,30 @@ func runwireReason(st *status.Status) string {
 		}
 	}
 	return ""
+}
+
+// retryDelay is the wait the google.rpc.RetryInfo of err's status asks for,
+// and whether it carries one. The runwire server attaches one when it turns
+// a call away at an admission bound (RESOURCE_EXHAUSTED, reason
+// OVERLOADED); any status may carry one. A negative or invalid delay counts
+// as none; of several RetryInfos the longest counts.
+func retryDelay(err error) (time.Duration, bool) {
+	st, ok := status.FromError(err)
+	if !ok {
+		return 0, false
+	}
+	var asked time.Duration
+	found := false
+	for _, d := range st.Details() {
+		info, ok := d.(*errdetails.RetryInfo)
+		if !ok || info.GetRetryDelay() == nil || info.GetRetryDelay().CheckValid() != nil {
+			continue
+		}
+		if delay := info.GetRetryDelay().AsDuration(); delay >= 0 && (!found || delay > asked) {
+			asked, found = delay, true
+		}
+	}
+	return asked, found
 }
 
 // UnknownEventError reports a RunEvent whose oneof case this client does not

@@ -23,6 +23,9 @@ const (
 	DefaultInitialBackoff = 100 * time.Millisecond
 	DefaultMaxBackoff     = 2 * time.Second
 	DefaultRetryTimeout   = 2 * time.Minute
+	// DefaultMaxServerDelay caps the wait a server asks for with a
+	// google.rpc.RetryInfo; see WatchOptions.MaxServerDelay.
+	DefaultMaxServerDelay = 30 * time.Second
 )
 
 // ErrSeqGap is wrapped by the error Watch yields when the server skips a
@@ -43,6 +46,15 @@ type WatchOptions struct {
 	// quiet for hours costs nothing. Default DefaultRetryTimeout (a server
 	// restart fits well inside it); negative retries until ctx ends.
 	RetryTimeout time.Duration
+	// MaxServerDelay caps the wait a failed status's google.rpc.RetryInfo
+	// asks for (an OVERLOADED server sends one). The wait before a
+	// reconnect is the longer of the jittered backoff and that delay, so
+	// Watch never comes back sooner than the server asked, and a bogus
+	// delay cannot stall it for longer than this. When the capped delay
+	// would end after RetryTimeout runs out, or after ctx's deadline, Watch
+	// ends at once with the last error wrapped rather than sleep past it.
+	// Default DefaultMaxServerDelay.
+	MaxServerDelay time.Duration
 	// OnRetry, when set, is called before each wait with the error that
 	// broke the stream and the wait that follows; for logging.
 	OnRetry func(err error, delay time.Duration)
@@ -77,6 +89,9 @@ func (o *WatchOptions) withDefaults() WatchOptions {
 	if w.RetryTimeout == 0 {
 		w.RetryTimeout = DefaultRetryTimeout
 	}
+	if w.MaxServerDelay <= 0 {
+		w.MaxServerDelay = DefaultMaxServerDelay
+	}
 	return w
 }
 
@@ -89,7 +104,8 @@ func (o *WatchOptions) withDefaults() WatchOptions {
 //
 // When the stream breaks (the server restarts or drains, the connection
 // drops) Watch calls WatchRun again with after_seq set to the last seq it
-// yielded, after a capped exponential backoff, and drops the events it has
+// yielded, after a capped exponential backoff (and no sooner than a
+// RetryInfo on the failed status asks; see WatchOptions.MaxServerDelay), and drops the events it has
 // already yielded should the server send them again. It never skips one:
 // a seq gap ends the watch with an error wrapping ErrSeqGap. With
 // WatchOptions.Filter, only the events it selects are yielded, seqs may
@@ -99,7 +115,8 @@ func (o *WatchOptions) withDefaults() WatchOptions {
 // an *Error for a non-retryable status (NOT_FOUND, INVALID_ARGUMENT, ...),
 // an *UnknownEventError for an event of a variant this client does not
 // know, the context's error when ctx ends, or the last error wrapped when
-// RetryTimeout passes without the server answering. Stopping the loop early
+// RetryTimeout passes without the server answering (or the server asks for
+// a retry later than RetryTimeout or ctx's deadline allows). Stopping the loop early
 // cancels the stream.
 //
 // For quick reconnects after a server restart, give the client's
@@ -206,6 +223,21 @@ func (r *retrier) wait(ctx context.Context, progressed bool, err error, what str
 	// Equal jitter: half the backoff fixed, half random, so clients cut
 	// off by one restart do not all come back in the same instant.
 	delay := r.backoff/2 + rand.N(r.backoff/2+1)
+	if asked, ok := retryDelay(err); ok {
+		// The server's RetryInfo: never come back sooner than it asked (up
+		// to the cap), and give up now rather than sleep past the budget
+		// or the caller's deadline.
+		asked = min(asked, r.opts.MaxServerDelay)
+		if failing := now.Sub(r.failingSince); r.opts.RetryTimeout > 0 && failing+asked > r.opts.RetryTimeout {
+			return fmt.Errorf("runwire: %s: no answer for %v, and the server asks for a retry in %v, past RetryTimeout %v: %w",
+				what, failing.Round(time.Millisecond), asked, r.opts.RetryTimeout, FromError(err))
+		}
+		if deadline, ok := ctx.Deadline(); ok && now.Add(asked).After(deadline) {
+			return fmt.Errorf("runwire: %s: the server asks for a retry in %v, past the context's deadline: %w",
+				what, asked, FromError(err))
+		}
+		delay = max(delay, asked)
+	}
 	if r.opts.OnRetry != nil {
 		r.opts.OnRetry(err, delay)
 	}

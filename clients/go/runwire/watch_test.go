@@ -580,8 +580,8 @@ func TestWatchEndKeepsAStatusNewerThanTheClient(t *testing.T) {
 }
 
 func TestWatchDefaultsAreTheSameInEveryClient(t *testing.T) {
-	if DefaultInitialBackoff != 100*time.Millisecond || DefaultMaxBackoff != 2*time.Second || DefaultRetryTimeout != 120*time.Second {
-		t.Errorf("defaults %v %v %v, want 100ms 2s 2m0s (clients/GRAMMAR.md)", DefaultInitialBackoff, DefaultMaxBackoff, DefaultRetryTimeout)
+	if DefaultInitialBackoff != 100*time.Millisecond || DefaultMaxBackoff != 2*time.Second || DefaultRetryTimeout != 120*time.Second || DefaultMaxServerDelay != 30*time.Second {
+		t.Errorf("defaults %v %v %v %v, want 100ms 2s 2m0s 30s (clients/GRAMMAR.md)", DefaultInitialBackoff, DefaultMaxBackoff, DefaultRetryTimeout, DefaultMaxServerDelay)
 	}
 }
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 import grpc
 import pytest
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpclib.client import Channel
 
@@ -55,6 +55,15 @@ class Abort:
     violations: Sequence[tuple[str, str]] = ()
     domain: str = "runwire.v1"
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+    retry_delay: float | None = None  # seconds: adds a google.rpc.RetryInfo
+
+
+@dataclasses.dataclass(frozen=True)
+class Refuse:
+    """End the call with a status exactly as given: code, details and trailers
+    (for example the runwire server's own, from runwire.rpc._status)."""
+
+    status: grpc.Status
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +73,7 @@ class Hold:
     until: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
-Step = Sequence[Send | End | Abort | Hold]
+Step = Sequence[Send | End | Abort | Refuse | Hold]
 
 
 def _to_proto(item: RunEvent | bytes) -> events_pb2.RunEvent:
@@ -92,16 +101,26 @@ def _status_details(abort: Abort) -> bytes:
         packed = any_pb2.Any()
         packed.Pack(bad)
         details.append(packed)
+    if abort.retry_delay is not None:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(round(abort.retry_delay * 1000))
+        packed = any_pb2.Any()
+        packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        details.append(packed)
     status = status_pb2.Status(code=abort.code.value[0], message=abort.message, details=details)
     return status.SerializeToString()
 
 
 class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
     """WatchRun and WatchEvents play the next step of the script on each call
-    and record their requests (WatchRun's after_seq in `after_seqs`)."""
+    and record their requests (WatchRun's after_seq in `after_seqs`), when
+    each call arrived (`call_times`) and when each Abort was sent
+    (`abort_times`), on the event loop's clock."""
 
     def __init__(self, *steps: Step) -> None:
         self.steps = list(steps)
+        self.call_times: list[float] = []
+        self.abort_times: list[float] = []
         self.after_seqs: list[int] = []
         self.watch_requests: list[run_service_pb2.WatchRunRequest] = []
         self.events_requests: list[run_service_pb2.WatchEventsRequest] = []
@@ -127,6 +146,7 @@ class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
     async def _play(
         self, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[run_service_pb2.WatchRunResponse | run_service_pb2.WatchEventsResponse]:
+        self.call_times.append(asyncio.get_running_loop().time())
         step = self.steps.pop(0)
         try:
             for action in step:
@@ -150,7 +170,11 @@ class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
                     )
                 elif isinstance(action, Hold):
                     await action.until.wait()
+                elif isinstance(action, Refuse):
+                    self.abort_times.append(asyncio.get_running_loop().time())
+                    await context.abort_with_status(action.status)
                 else:
+                    self.abort_times.append(asyncio.get_running_loop().time())
                     await context.abort(
                         action.code,
                         action.message,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
@@ -12,8 +13,10 @@ import h2.exceptions
 import pytest
 from grpclib.client import Channel
 from grpclib.const import Status
-from grpclib.exceptions import ProtocolError, StreamTerminatedError
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
+from runwire.errors import Overloaded
+from runwire.rpc._status import to_status
 from runwire_client import (
     Backoff,
     RunEnd,
@@ -29,7 +32,16 @@ from runwire_client import (
 )
 
 from ._events import RUN_ID, stream
-from .conftest import Abort, End, Hold, ScriptedRunService, Send, StartFront, StartServer
+from .conftest import (
+    Abort,
+    End,
+    Hold,
+    Refuse,
+    ScriptedRunService,
+    Send,
+    StartFront,
+    StartServer,
+)
 
 # Fast reconnects keep the suite quick; the defaults are tested on their own.
 FAST = Backoff(initial=0.001, maximum=0.01, give_up_after=30.0)
@@ -415,6 +427,91 @@ async def test_watch_gives_up_after_its_budget(
     assert caught.value.code == Status.UNAVAILABLE
 
 
+# A RetryInfo delay far above FAST's waits (1 ms doubling to 10 ms): a watch
+# that ignored it would come back within a few milliseconds.
+ASKED = 0.3
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [(Code.RESOURCE_EXHAUSTED, "OVERLOADED"), (Code.UNAVAILABLE, "SERVER_DRAINING")],
+    ids=["overloaded", "draining"],
+)
+async def test_watch_waits_at_least_the_retry_info_delay(
+    code: grpc.StatusCode,
+    reason: str,
+    start_server: StartServer,
+    channel_to: Callable[[int], Channel],
+) -> None:
+    """The wait is the longer of the backoff's and the server's RetryInfo, for any retried code."""
+    service = ScriptedRunService(
+        [Send(RUN[:2]), Abort(code, "busy", reason=reason, retry_delay=ASKED)],
+        [Send(RUN[1:])],
+    )
+    port, _ = await start_server(service)
+
+    events = await asyncio.wait_for(collect(watch(channel_to(port), RUN_ID, backoff=FAST)), 10)
+
+    assert seqs(events) == list(range(1, 9))
+    assert service.after_seqs == [0, 2]
+    # A lower bound on the server's own clock: the second call came no
+    # sooner than the delay after the failure was sent.
+    assert service.call_times[1] - service.abort_times[0] >= ASKED
+
+
+async def test_watch_waits_out_the_runwire_servers_own_overloaded_status(
+    start_server: StartServer, channel_to: Callable[[int], Channel]
+) -> None:
+    """The status the server sends at its watcher bound, made by its own mapping
+    (RetryInfo and the grpc-retry-pushback-ms trailer), is waited out in full."""
+    refused = to_status(Overloaded("open WatchRun streams", 1, ASKED))
+    service = ScriptedRunService([Send(RUN[:2]), Refuse(refused)], [Send(RUN[1:])])
+    port, _ = await start_server(service)
+
+    events = await asyncio.wait_for(collect(watch(channel_to(port), RUN_ID, backoff=FAST)), 10)
+
+    assert seqs(events) == list(range(1, 9))
+    assert service.call_times[1] - service.abort_times[0] >= ASKED
+
+
+async def test_watch_caps_the_retry_info_delay(
+    start_server: StartServer, channel_to: Callable[[int], Channel]
+) -> None:
+    """An hour-long RetryInfo is cut to max_server_delay: the watch comes back, not before it."""
+    service = ScriptedRunService(
+        [Abort(Code.RESOURCE_EXHAUSTED, "busy", reason="OVERLOADED", retry_delay=3600)],
+        [Send(RUN)],
+    )
+    port, _ = await start_server(service)
+    capped = dataclasses.replace(FAST, max_server_delay=ASKED)
+
+    events = await asyncio.wait_for(collect(watch(channel_to(port), RUN_ID, backoff=capped)), 10)
+
+    assert seqs(events) == list(range(1, 9))
+    assert service.call_times[1] - service.abort_times[0] >= ASKED
+
+
+async def test_watch_gives_up_when_the_retry_info_delay_outlasts_its_budget(
+    start_server: StartServer, channel_to: Callable[[int], Channel]
+) -> None:
+    """A delay past give_up_after ends the watch with the last error instead of a sleep past it."""
+    service = ScriptedRunService(
+        [Abort(Code.RESOURCE_EXHAUSTED, "busy", reason="OVERLOADED", retry_delay=20)],
+        [Send(RUN)],
+    )
+    port, _ = await start_server(service)
+    budget = dataclasses.replace(FAST, give_up_after=10.0)
+
+    with pytest.raises(RunwireError, match=r"server asked for a retry in 20\.0s") as caught:
+        await asyncio.wait_for(collect(watch(channel_to(port), RUN_ID, backoff=budget)), 10)
+
+    assert caught.value.code == Status.UNAVAILABLE
+    last = caught.value.__cause__
+    assert isinstance(last, GRPCError)
+    assert last.status == Status.RESOURCE_EXHAUSTED
+    assert len(service.call_times) == 1
+
+
 def test_backoff_grows_to_its_cap_with_bounded_jitter() -> None:
     policy = Backoff(initial=0.1, maximum=1.0, multiplier=2.0, jitter=0.2)
     for failures, base in [(0, 0.1), (1, 0.2), (2, 0.4), (3, 0.8), (4, 1.0), (500, 1.0)]:
@@ -435,6 +532,7 @@ def test_backoff_defaults_are_the_same_in_every_client() -> None:
     policy = Backoff()
     assert (policy.initial, policy.maximum, policy.multiplier) == (0.1, 2.0, 2.0)
     assert (policy.jitter, policy.give_up_after) == (0.5, 120.0)
+    assert policy.max_server_delay == 30.0
 
 
 async def test_watch_at_the_last_seq_of_a_finished_run_ends_with_its_status(

@@ -105,6 +105,29 @@ async def test_watch_events_resumes_from_the_last_cursor_and_drops_resent_events
     assert items[2].cursor == "c6"
 
 
+async def test_watch_events_waits_at_least_the_retry_info_delay(
+    start_server: StartServer, channel_to: Callable[[int], Channel]
+) -> None:
+    """The same Retrier as watch: an OVERLOADED RetryInfo delay is waited out in full."""
+    asked = 0.3  # far above FAST's waits
+    service = ScriptedRunService(
+        [
+            Send([A1], cursor="c1"),
+            Abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, "busy", reason="OVERLOADED", retry_delay=asked
+            ),
+        ],
+        [Send([B1], cursor="c2"), Hold()],
+    )
+    port, _ = await start_server(service)
+
+    items = await take(watch_events(channel_to(port), FILTER, backoff=FAST), 2)
+
+    assert keys(items) == [("run_a", 1), ("run_b", 1)]
+    assert [r.cursor for r in service.events_requests] == ["", "c1"]
+    assert service.call_times[1] - service.abort_times[0] >= asked
+
+
 async def test_watch_events_restarts_at_start_when_no_response_came(
     start_server: StartServer, channel_to: Callable[[int], Channel]
 ) -> None:

@@ -33,7 +33,8 @@ pub enum Error {
     #[error(transparent)]
     UnknownEvent(#[from] UnknownEventError),
     /// The watch kept failing with retryable errors and received nothing for
-    /// longer than its budget (`WatchOptions::give_up_after`).
+    /// longer than its budget (`WatchOptions::give_up_after`), or the server
+    /// asked for a retry (`last.retry_delay()`) later than the budget allows.
     #[error(
         "gave up watching run {run_id:?} after {elapsed:?} without progress (resuming after seq {after_seq}): {last}"
     )]
@@ -48,7 +49,9 @@ pub enum Error {
         last: RpcError,
     },
     /// `watch_events` kept failing with retryable errors and received
-    /// nothing for longer than its budget (`WatchOptions::give_up_after`).
+    /// nothing for longer than its budget (`WatchOptions::give_up_after`), or
+    /// the server asked for a retry (`last.retry_delay()`) later than the
+    /// budget allows.
     #[error("gave up watching events after {elapsed:?} without progress (resuming from cursor {cursor:?}): {last}")]
     EventsRetriesExhausted {
         /// The cursor the next attempt would have used; resume from it.
@@ -108,6 +111,7 @@ struct RpcErrorInner {
     domain: Option<String>,
     metadata: HashMap<String, String>,
     field_violations: Vec<FieldViolation>,
+    retry_delay: Option<Duration>,
     retryable: bool,
 }
 
@@ -120,9 +124,12 @@ impl RpcError {
     pub fn from_status(status: &tonic::Status) -> Self {
         let mut infos = Vec::new();
         let mut field_violations = Vec::new();
+        let mut retry_delay: Option<Duration> = None;
         for detail in status.get_error_details_vec() {
             match detail {
                 ErrorDetail::ErrorInfo(info) => infos.push(info),
+                // Of several, the longest; tonic-types reads a negative one as zero.
+                ErrorDetail::RetryInfo(retry) => retry_delay = retry_delay.max(retry.retry_delay),
                 ErrorDetail::BadRequest(bad) => field_violations.extend(
                     bad.field_violations
                         .into_iter()
@@ -149,6 +156,7 @@ impl RpcError {
             domain,
             metadata,
             field_violations,
+            retry_delay,
             retryable,
         }))
     }
@@ -191,6 +199,15 @@ impl RpcError {
     /// The `BadRequest` field violations; empty unless `INVALID_ARGUMENT`.
     pub fn field_violations(&self) -> &[FieldViolation] {
         &self.0.field_violations
+    }
+
+    /// The `google.rpc.RetryInfo` `retry_delay` the status carries: how long
+    /// the server asks the caller to wait before trying again. The runwire
+    /// server sends one with `RESOURCE_EXHAUSTED` `OVERLOADED`; a watch waits
+    /// at least this long (up to [`WatchOptions::max_server_delay`](crate::WatchOptions::max_server_delay))
+    /// before it retries.
+    pub fn retry_delay(&self) -> Option<Duration> {
+        self.0.retry_delay
     }
 
     /// Whether a watch retries after this error: `UNAVAILABLE` always;
@@ -256,7 +273,7 @@ impl std::error::Error for RpcError {}
 #[cfg(test)]
 mod tests {
     use tonic::Code;
-    use tonic_types::{ErrorDetails, ErrorInfo, StatusExt};
+    use tonic_types::{ErrorDetails, ErrorInfo, RetryInfo, StatusExt};
 
     use super::*;
 
@@ -361,6 +378,17 @@ mod tests {
         let overloaded = RpcError::from(runwire_status(Code::ResourceExhausted, "OVERLOADED", ErrorDetails::new()));
         assert!(overloaded.is_retryable(), "an admission refusal asks for a retry");
         assert_eq!(draining.reason(), Some(ErrorReason::ServerDraining));
+    }
+
+    #[test]
+    fn test_rpc_error_reads_the_longest_retry_info() {
+        let asking = |delays: &[u64]| {
+            let details = delays.iter().map(|s| RetryInfo::new(Some(Duration::from_secs(*s))).into());
+            RpcError::from(tonic::Status::with_error_details_vec(Code::ResourceExhausted, "busy", details))
+        };
+        assert_eq!(asking(&[]).retry_delay(), None);
+        assert_eq!(asking(&[1]).retry_delay(), Some(Duration::from_secs(1)));
+        assert_eq!(asking(&[1, 3, 2]).retry_delay(), Some(Duration::from_secs(3)));
     }
 
     #[test]

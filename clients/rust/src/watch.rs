@@ -64,6 +64,14 @@ pub struct WatchOptions {
     /// on this long without a response received. The default outlasts a
     /// server restart.
     pub give_up_after: Duration,
+    /// Cap on the wait a failed status's `google.rpc.RetryInfo` asks for
+    /// ([`RpcError::retry_delay`]; an `OVERLOADED` server sends one). The
+    /// wait before a retry is the longer of the jittered backoff and that
+    /// delay, so a watch never comes back sooner than the server asked, and
+    /// a bogus delay cannot stall it for longer than this. When the capped
+    /// delay would end after `give_up_after`, the watch gives up at once
+    /// (with the last error) instead of sleeping past its budget.
+    pub max_server_delay: Duration,
     /// Called before each wait for a reconnect, for logging; `None` (the
     /// default) calls nothing.
     pub on_retry: Option<OnRetry>,
@@ -71,13 +79,15 @@ pub struct WatchOptions {
 
 /// The defaults, the same in every runwire client (clients/GRAMMAR.md,
 /// "Watching"): 100 ms doubling to 2 s, each wait drawn from
-/// `[wait/2, wait]`, giving up after 120 s without a response.
+/// `[wait/2, wait]`, giving up after 120 s without a response; a server's
+/// RetryInfo delay honoured up to 30 s.
 impl Default for WatchOptions {
     fn default() -> Self {
         Self {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
             give_up_after: Duration::from_secs(120),
+            max_server_delay: Duration::from_secs(30),
             on_retry: None,
         }
     }
@@ -162,7 +172,9 @@ impl Stream for Watch {
 /// default [`WatchOptions`].
 ///
 /// After a retryable failure it calls `WatchRun` again with the last `seq`
-/// it delivered, after a capped exponential backoff. Retried are
+/// it delivered, after a capped exponential backoff (and no sooner than a
+/// `google.rpc.RetryInfo` on the failed status asks; see
+/// [`WatchOptions::max_server_delay`]). Retried are
 /// `UNAVAILABLE` (connection refused or reset, a draining or restarting
 /// server); `INTERNAL`, `UNKNOWN`, `CANCELLED`, `ABORTED` and
 /// `DEADLINE_EXCEEDED` when the status carries no `ErrorInfo` of domain
@@ -289,7 +301,8 @@ impl Retrier {
     }
 
     /// After a retryable `error`: waits before the next call, or returns
-    /// how long the failures have lasted once that spends the budget.
+    /// how long the failures have lasted once that spends the budget (or
+    /// the server's RetryInfo asks for a wait that would).
     pub(crate) async fn wait(
         &mut self,
         error: &RpcError,
@@ -305,7 +318,17 @@ impl Retrier {
         // [backoff/2, backoff], so watchers cut off by one restart do not
         // all come back in the same instant; the last lands on the budget.
         let half = self.backoff / 2;
-        let jittered = half + half.mul_f64(fastrand::f64());
+        let mut jittered = half + half.mul_f64(fastrand::f64());
+        if let Some(asked) = error.retry_delay() {
+            // The server's RetryInfo: never come back sooner than it asked
+            // (up to the cap), and give up now rather than sleep past the
+            // budget when it asks for longer than is left.
+            let asked = asked.min(self.options.max_server_delay);
+            if elapsed + asked > self.options.give_up_after {
+                return Err(elapsed);
+            }
+            jittered = jittered.max(asked);
+        }
         let wait = jittered.min(self.options.give_up_after - elapsed);
         self.backoff = (self.backoff * 2).min(self.options.max_backoff);
         if let Some(on_retry) = &self.options.on_retry {

@@ -19,7 +19,7 @@ fn fast() -> WatchOptions {
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(10),
         give_up_after: Duration::from_secs(30),
-        on_retry: None,
+        ..WatchOptions::default()
     }
 }
 

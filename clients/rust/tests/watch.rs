@@ -27,7 +27,7 @@ fn fast() -> WatchOptions {
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(10),
         give_up_after: Duration::from_secs(30),
-        on_retry: None,
+        ..WatchOptions::default()
     }
 }
 
@@ -352,14 +352,96 @@ async fn test_watch_calls_on_retry_once_per_reconnect() {
     assert_eq!(*retries.lock().unwrap(), [(Code::Aborted, 2), (Code::Unavailable, 2), (Code::Unavailable, 4)]);
 }
 
+// --- the server's RetryInfo ------------------------------------------------
+
+/// A RetryInfo delay far above [`fast`]'s waits (1 ms doubling to 10 ms): a
+/// watch that ignored it would come back within milliseconds.
+const ASKED: Duration = Duration::from_millis(300);
+
+/// `code` with a runwire ErrorInfo of `reason` and a RetryInfo of `delay`.
+fn asking(code: Code, reason: &str, delay: Duration) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_retry_info(Some(delay));
+    runwire_status(code, reason, details)
+}
+
+/// From the first failure sent to the second call received, on the server's clock.
+fn retry_gap(server: &Server) -> Duration {
+    let (fails, calls) = (server.fail_times(), server.call_times());
+    assert!(!fails.is_empty() && calls.len() >= 2, "{} failures, {} calls", fails.len(), calls.len());
+    calls[1].duration_since(fails[0])
+}
+
+/// The wait is the longer of the backoff's and the server's RetryInfo, for
+/// any retried code: OVERLOADED, and UNAVAILABLE should a draining server
+/// send one.
+#[tokio::test]
+async fn test_watch_waits_at_least_the_retry_info_delay() {
+    for (code, reason) in [(Code::ResourceExhausted, "OVERLOADED"), (Code::Unavailable, "SERVER_DRAINING")] {
+        let server = Server::start(vec![
+            vec![Step::Send(events(5, 1, 2)), Step::Fail(asking(code, reason, ASKED))],
+            vec![Step::Send(events(5, 3, 5))],
+        ])
+        .await;
+        let mut watch = watch_with_options(client(server.addr), RUN_ID, 0, fast());
+
+        assert_eq!(rest(&mut watch).await, simple_run(5), "{code:?}");
+        assert_eq!(server.after_seqs(), [0, 2]);
+        let gap = retry_gap(&server);
+        assert!(gap >= ASKED, "{code:?}: second call {gap:?} after the failure, want at least {ASKED:?}");
+    }
+}
+
+/// An hour-long RetryInfo is cut to `max_server_delay`: the watch comes
+/// back, and not before the cap.
+#[tokio::test]
+async fn test_watch_caps_the_retry_info_delay() {
+    let hour = Duration::from_secs(3600);
+    let server = Server::start(vec![
+        vec![Step::Fail(asking(Code::ResourceExhausted, "OVERLOADED", hour))],
+        vec![Step::Send(events(5, 1, 5))],
+    ])
+    .await;
+    let options = WatchOptions { max_server_delay: ASKED, ..fast() };
+    let mut watch = watch_with_options(client(server.addr), RUN_ID, 0, options);
+
+    let got = tokio::time::timeout(Duration::from_secs(10), rest(&mut watch)).await.expect("the cap bounds the wait");
+    assert_eq!(got, simple_run(5));
+    let gap = retry_gap(&server);
+    assert!(gap >= ASKED, "second call {gap:?} after the failure, want at least the cap {ASKED:?}");
+}
+
+/// A delay past `give_up_after` ends the watch at once with the last error,
+/// rather than a sleep past the budget.
+#[tokio::test]
+async fn test_watch_gives_up_when_the_retry_info_delay_outlasts_its_budget() {
+    let server = Server::start(vec![
+        vec![Step::Fail(asking(Code::ResourceExhausted, "OVERLOADED", Duration::from_secs(20)))],
+        vec![Step::Send(events(5, 1, 5))],
+    ])
+    .await;
+    let options = WatchOptions { give_up_after: Duration::from_secs(10), ..fast() };
+    let mut watch = watch_with_options(client(server.addr), RUN_ID, 0, options);
+
+    match watch.next().await {
+        Some(Err(Error::RetriesExhausted { last, elapsed, .. })) => {
+            assert_eq!(last.reason(), Some(ErrorReason::Overloaded));
+            assert_eq!(last.retry_delay(), Some(Duration::from_secs(20)));
+            assert!(elapsed < Duration::from_secs(10));
+        }
+        other => panic!("expected RetriesExhausted, got {other:?}"),
+    }
+    assert_eq!(server.after_seqs(), [0], "no retry past the budget");
+}
+
 // --- the run's end ---------------------------------------------------------
 
 #[test]
 fn test_watch_defaults_are_the_same_in_every_client() {
     let d = WatchOptions::default();
     assert_eq!(
-        (d.initial_backoff, d.max_backoff, d.give_up_after),
-        (Duration::from_millis(100), Duration::from_secs(2), Duration::from_secs(120))
+        (d.initial_backoff, d.max_backoff, d.give_up_after, d.max_server_delay),
+        (Duration::from_millis(100), Duration::from_secs(2), Duration::from_secs(120), Duration::from_secs(30))
     );
 }
 

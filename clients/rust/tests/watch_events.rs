@@ -22,7 +22,7 @@ fn fast() -> WatchOptions {
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(10),
         give_up_after: Duration::from_secs(30),
-        on_retry: None,
+        ..WatchOptions::default()
     }
 }
 
@@ -126,6 +126,30 @@ async fn test_watch_events_resumes_from_the_last_cursor_and_drops_resent_events(
         assert_eq!(requests.iter().map(|r| r.cursor.as_str()).collect::<Vec<_>>(), ["", "c5"], "{failure:?}");
         assert!(requests.iter().all(|r| r.filter == Some(deploy())));
     }
+}
+
+/// The same retrier as `watch`: an OVERLOADED RetryInfo delay is waited out in full.
+#[tokio::test]
+async fn test_watch_events_waits_at_least_the_retry_info_delay() {
+    let asked = Duration::from_millis(300); // far above fast()'s waits
+    let mut details = ErrorDetails::new();
+    details.set_retry_info(Some(asked));
+    let server = Server::start(vec![
+        vec![
+            Step::SendCursor(vec![a1()], "c1"),
+            Step::Fail(runwire_status(Code::ResourceExhausted, "OVERLOADED", details)),
+        ],
+        vec![Step::SendCursor(vec![b1()], "c2"), Step::Hang],
+    ])
+    .await;
+    let mut watch = watch_events_with_options(client(server.addr), WatchEventsRequest::default(), fast());
+
+    let got = take(&mut watch, 2).await.unwrap();
+
+    assert_eq!(keys(&got), ["run_a/1", "run_b/1"]);
+    let (fails, calls) = (server.fail_times(), server.call_times());
+    let gap = calls[1].duration_since(fails[0]);
+    assert!(gap >= asked, "second call {gap:?} after the failure, want at least {asked:?}");
 }
 
 #[tokio::test]

@@ -14,7 +14,11 @@
  */
 
 import { Code, ConnectError } from "@connectrpc/connect";
-import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import {
+  BadRequestSchema,
+  ErrorInfoSchema,
+  RetryInfoSchema,
+} from "./gen/google/rpc/error_details_pb.js";
 import { ErrorReason, ErrorReasonSchema } from "./gen/runwire/v1/errors_pb.js";
 
 /** The `google.rpc.ErrorInfo.domain` of every runwire error. */
@@ -227,6 +231,23 @@ export function runwireErrorInfo(
   err: ConnectError,
 ): { reason: string; domain: string; metadata: Record<string, string> } | undefined {
   return err.findDetails(ErrorInfoSchema).find((i) => i.domain === ERROR_DOMAIN);
+}
+
+/**
+ * The wait in milliseconds the status's `google.rpc.RetryInfo` asks for, or
+ * undefined. The runwire server attaches one when it turns a call away at an
+ * admission bound (RESOURCE_EXHAUSTED, reason OVERLOADED); any status may
+ * carry one. A negative delay counts as none; of several, the longest counts.
+ */
+export function retryDelayMs(err: ConnectError): number | undefined {
+  let asked: number | undefined;
+  for (const info of err.findDetails(RetryInfoSchema)) {
+    const delay = info.retryDelay;
+    if (delay === undefined) continue;
+    const ms = Number(delay.seconds) * 1000 + delay.nanos / 1e6;
+    if (ms >= 0 && (asked === undefined || ms > asked)) asked = ms;
+  }
+  return asked;
 }
 
 function parseReason(name: string): ErrorReason {

@@ -12,6 +12,7 @@ import {
   RunwireError,
   SeqGapError,
   WatchGaveUpError,
+  retryDelayMs,
   runwireErrorInfo,
   toRpcError,
 } from "./_errors.js";
@@ -30,6 +31,16 @@ export interface WatchOptions {
    * ridden out. `Infinity` never gives up.
    */
   giveUpAfterMs?: number | undefined;
+  /**
+   * Cap of the wait a failed status's `google.rpc.RetryInfo` asks for (an
+   * OVERLOADED server sends one). The wait before a reconnect is the longer
+   * of the jittered backoff and that delay, so the watch never comes back
+   * sooner than the server asked, and a bogus delay cannot stall it for
+   * longer than this. When the capped delay would end past `giveUpAfterMs`,
+   * the watch gives up at once (`WatchGaveUpError`, the last error as its
+   * `cause`) instead of sleeping past its budget. Default 30 s.
+   */
+  maxServerDelayMs?: number | undefined;
   /** Called before each reconnect, e.g. to log it. Must not throw. */
   onRetry?: ((retry: WatchRetry) => void) | undefined;
   /**
@@ -50,7 +61,7 @@ export interface WatchOptions {
 /** The retry tuning `watch` and `watchEvents` share. */
 export type RetryOptions = Pick<
   WatchOptions,
-  "signal" | "initialBackoffMs" | "maxBackoffMs" | "giveUpAfterMs"
+  "signal" | "initialBackoffMs" | "maxBackoffMs" | "giveUpAfterMs" | "maxServerDelayMs"
 >;
 
 /**
@@ -62,6 +73,7 @@ export class Retrier {
   readonly #initialBackoffMs: number;
   readonly #maxBackoffMs: number;
   readonly #giveUpAfterMs: number;
+  readonly #maxServerDelayMs: number;
   readonly #signal: AbortSignal | undefined;
   #failedAttempts = 0;
   #failingSince: number | undefined;
@@ -70,16 +82,20 @@ export class Retrier {
     this.#initialBackoffMs = options.initialBackoffMs ?? WATCH_DEFAULTS.initialBackoffMs;
     this.#maxBackoffMs = options.maxBackoffMs ?? WATCH_DEFAULTS.maxBackoffMs;
     this.#giveUpAfterMs = options.giveUpAfterMs ?? WATCH_DEFAULTS.giveUpAfterMs;
+    this.#maxServerDelayMs = options.maxServerDelayMs ?? WATCH_DEFAULTS.maxServerDelayMs;
     this.#signal = options.signal;
   }
 
   /**
-   * After a failed attempt (`healthy`: it received a response first): waits
-   * before the next one, telling `notify` the failed attempts in a row and
-   * the wait, or throws `giveUp(failedAttempts)` once the budget is spent.
+   * After a failed attempt (`healthy`: it received a response first) that
+   * ended with `error`: waits before the next one, telling `notify` the
+   * failed attempts in a row and the wait, or throws
+   * `giveUp(failedAttempts)` once the budget is spent (or the server's
+   * RetryInfo asks for a wait past it).
    */
   async failed(
     healthy: boolean,
+    error: ConnectError,
     giveUp: (failedAttempts: number) => Error,
     notify: (failedAttempts: number, delayMs: number) => void,
   ): Promise<void> {
@@ -90,22 +106,37 @@ export class Retrier {
     }
     this.#failingSince ??= now;
     this.#failedAttempts += 1;
-    if (now - this.#failingSince >= this.#giveUpAfterMs) throw giveUp(this.#failedAttempts);
+    const failing = now - this.#failingSince;
+    if (failing >= this.#giveUpAfterMs) throw giveUp(this.#failedAttempts);
     const ceiling = Math.min(
       this.#maxBackoffMs,
       this.#initialBackoffMs * 2 ** (this.#failedAttempts - 1),
     );
     // Jitter in [ceiling/2, ceiling] keeps many watchers of a restarted
     // server from reconnecting in lockstep; the last try lands on the budget.
-    const jittered = Math.round(ceiling * (0.5 + Math.random() / 2));
-    const delayMs = Math.max(
-      0,
-      Math.min(jittered, Math.ceil(this.#giveUpAfterMs - (now - this.#failingSince))),
-    );
+    let wanted = Math.round(ceiling * (0.5 + Math.random() / 2));
+    const asked = retryDelayMs(error);
+    if (asked !== undefined) {
+      // The server's RetryInfo: never come back sooner than it asked (up to
+      // the cap), and give up now rather than sleep past the budget when it
+      // asks for longer than is left.
+      const capped = Math.min(asked, this.#maxServerDelayMs);
+      if (failing + capped > this.#giveUpAfterMs) throw giveUp(this.#failedAttempts);
+      wanted = Math.max(wanted, Math.ceil(capped));
+    }
+    const delayMs = Math.max(0, Math.min(wanted, Math.ceil(this.#giveUpAfterMs - failing)));
     notify(this.#failedAttempts, delayMs);
     const signal = this.#signal;
     try {
-      await sleep(delayMs, undefined, signal === undefined ? undefined : { signal });
+      // A timer may fire up to a millisecond early on the clock of
+      // performance.now() (libuv counts whole, cached milliseconds): sleep
+      // again until the wait has truly passed.
+      const until = now + delayMs;
+      let left = delayMs;
+      do {
+        await sleep(Math.ceil(left), undefined, signal === undefined ? undefined : { signal });
+        left = until - performance.now();
+      } while (left > 0);
     } catch (err) {
       if (signal?.aborted) throw signal.reason;
       throw err;
@@ -116,12 +147,14 @@ export class Retrier {
 /**
  * The watch defaults, the same in every runwire client (clients/GRAMMAR.md,
  * "Watching"): 100 ms doubling to 2 s, each wait drawn from [wait/2, wait],
- * giving up after 120 s without a response.
+ * giving up after 120 s without a response; a server's RetryInfo delay is
+ * honoured up to 30 s.
  */
 export const WATCH_DEFAULTS = Object.freeze({
   initialBackoffMs: 100,
   maxBackoffMs: 2_000,
   giveUpAfterMs: 120_000,
+  maxServerDelayMs: 30_000,
 });
 
 /** How a watched run ended. */
@@ -186,8 +219,9 @@ export interface WatchRetry {
  * or a proxy failing with INTERNAL, UNKNOWN, CANCELLED, ABORTED or
  * DEADLINE_EXCEEDED without a runwire ErrorInfo, or an OK end before
  * the run's end; see `isRetryable`) the watch reconnects with `after_seq` set
- * to the last seq it yielded, after a capped exponential backoff with jitter,
- * and drops events it already yielded should the server send them again.
+ * to the last seq it yielded, after a capped exponential backoff with jitter
+ * (and no sooner than a `google.rpc.RetryInfo` on the failed status asks, up
+ * to `maxServerDelayMs`), and drops events it already yielded should the server send them again.
  *
  * With `options.filter` naming kinds or node ids, only the events it selects
  * are yielded, seqs may skip, and a reconnect resumes after the last
@@ -197,7 +231,8 @@ export interface WatchRetry {
  *
  * @throws RpcError for a status that is not retried (NOT_FOUND, INVALID_ARGUMENT,
  *   INTERNAL with a runwire ErrorInfo, …).
- * @throws WatchGaveUpError after `giveUpAfterMs` without a healthy stream.
+ * @throws WatchGaveUpError after `giveUpAfterMs` without a healthy stream,
+ *   or when the server's RetryInfo asks for a wait past that budget.
  * @throws UnknownEventError for a variant this client does not know.
  * @throws SeqGapError if the server skips a seq.
  */
@@ -276,6 +311,7 @@ export async function* watch(
     const error = failure;
     await retrier.failed(
       healthy,
+      error,
       (failedAttempts) => new WatchGaveUpError(runId, resume, failedAttempts, error),
       (failedAttempts, delayMs) =>
         options.onRetry?.({ failedAttempts, error, delayMs, afterSeq: resume }),

@@ -134,6 +134,7 @@ export async function* watchEvents(
     const at = cursor;
     await retrier.failed(
       healthy,
+      error,
       (failedAttempts) => new WatchEventsGaveUpError(at, failedAttempts, error),
       (failedAttempts, delayMs) =>
         options.onRetry?.({ failedAttempts, error, delayMs, cursor: at }),

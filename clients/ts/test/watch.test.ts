@@ -522,7 +522,12 @@ describe("watch", () => {
   test("test_watch_defaults_are_the_same_in_every_client", () => {
     assert.deepEqual(
       { ...WATCH_DEFAULTS },
-      { initialBackoffMs: 100, maxBackoffMs: 2_000, giveUpAfterMs: 120_000 },
+      {
+        initialBackoffMs: 100,
+        maxBackoffMs: 2_000,
+        giveUpAfterMs: 120_000,
+        maxServerDelayMs: 30_000,
+      },
     );
   });
 

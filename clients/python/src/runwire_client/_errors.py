@@ -20,7 +20,7 @@ from typing import Any
 
 # Imported for its side effect too: grpclib decodes the status details trailer
 # through protobuf's default symbol database, which only knows ErrorInfo and
-# BadRequest once this module is loaded.
+# BadRequest (and RetryInfo) once this module is loaded.
 from google.rpc import error_details_pb2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -139,6 +139,22 @@ def runwire_reason(error: GRPCError) -> str:
         if isinstance(detail, error_details_pb2.ErrorInfo) and detail.domain == ERROR_DOMAIN:
             return str(detail.reason)
     return ""
+
+
+def retry_delay(error: GRPCError) -> float | None:
+    """The wait in seconds the status's google.rpc.RetryInfo asks for, or None.
+
+    The runwire server attaches one when it turns a call away at an admission
+    bound (RESOURCE_EXHAUSTED, reason OVERLOADED); any status may carry one.
+    A negative delay counts as none; several RetryInfos: the longest.
+    """
+    delays = [
+        detail.retry_delay.ToTimedelta().total_seconds()
+        for detail in _details(error)
+        if isinstance(detail, error_details_pb2.RetryInfo) and detail.HasField("retry_delay")
+    ]
+    asked = max(delays, default=None)
+    return asked if asked is not None and asked >= 0 else None
 
 
 def has_runwire_info(error: GRPCError) -> bool:

@@ -15,7 +15,14 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from h2.exceptions import ProtocolError as H2ProtocolError
 
-from ._errors import ERROR_DOMAIN, RunwireError, SeqGapError, has_runwire_info, runwire_reason
+from ._errors import (
+    ERROR_DOMAIN,
+    RunwireError,
+    SeqGapError,
+    has_runwire_info,
+    retry_delay,
+    runwire_reason,
+)
 from ._events import event_case
 from ._gen.runwire.v1 import (
     EventFilter,
@@ -129,7 +136,9 @@ def _beyond_end(run_id: str, error: RunwireError) -> RunEnd | None:
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """How `watch` waits between reconnects: capped exponential with jitter.
+    """How `watch` waits between reconnects: capped exponential with jitter,
+    and never sooner than a RetryInfo on the failed status asks (up to
+    `max_server_delay`).
 
     Attributes:
         initial: The first wait, in seconds.
@@ -140,15 +149,21 @@ class Backoff:
         give_up_after: Seconds of failing without receiving anything after
             which `watch` raises `RunwireError(UNAVAILABLE)`; `None` retries
             forever. The default outlasts a server restart by a wide margin.
+        max_server_delay: The cap, in seconds, on a wait the server asks for
+            with a google.rpc.RetryInfo on the failed status: the wait is the
+            longer of the backoff's and the server's, the server's cut to
+            this, so a bogus delay cannot stall the watch for long.
     """
 
     # The same defaults and jitter in every client: 100 ms doubling to 2 s,
-    # each wait drawn from [wait/2, wait], giving up after 120 s of failures.
+    # each wait drawn from [wait/2, wait], giving up after 120 s of failures;
+    # a server's RetryInfo delay honoured up to 30 s.
     initial: float = 0.1
     maximum: float = 2.0
     multiplier: float = 2.0
     jitter: float = 0.5
     give_up_after: float | None = 120.0
+    max_server_delay: float = 30.0
 
     def delay(self, failures: int) -> float:
         """The wait before reconnect number `failures + 1` of a failing streak."""
@@ -198,6 +213,20 @@ class Retrier:
                 f"{cause}",
             ) from error
         delay = policy.delay(self._failures)
+        asked = retry_delay(error) if isinstance(error, GRPCError) else None
+        if asked is not None:
+            # The server's RetryInfo: never come back sooner than it asked
+            # (up to the cap), and give up now rather than sleep past the
+            # budget when it asks for longer than is left.
+            asked = min(asked, policy.max_server_delay)
+            if policy.give_up_after is not None and failing + asked > policy.give_up_after:
+                raise RunwireError(
+                    Status.UNAVAILABLE,
+                    f"gave up watching {what} after {failing:.1f}s of failures (resuming "
+                    f"{resume}): the server asked for a retry in {asked:.1f}s, past the "
+                    f"{policy.give_up_after:g}s budget: {cause}",
+                ) from error
+            delay = max(delay, asked)
         if policy.give_up_after is not None:
             # The last try lands on the budget, not a whole wait beyond it.
             delay = min(delay, policy.give_up_after - failing)
@@ -335,7 +364,9 @@ def watch(
     it); the returned `Watch`'s `end` then holds the final status and last
     seq. On a transport error, a server restart or a draining server it
     reconnects with `after_seq` set to the last `seq` it yielded, waiting per
-    `backoff`; it never yields a `seq` twice (a server may resend events) and
+    `backoff` (and at least the `google.rpc.RetryInfo` delay a failed status
+    carries, such as an OVERLOADED server's, up to
+    `backoff.max_server_delay`); it never yields a `seq` twice (a server may resend events) and
     drops nothing: a skipped seq raises `SeqGapError`. Resumed are:
     UNAVAILABLE; INTERNAL, UNKNOWN, CANCELLED, ABORTED and DEADLINE_EXCEEDED
     when the status carries no runwire ErrorInfo (a dying connection, not the
@@ -359,7 +390,8 @@ def watch(
     Raises:
         RunwireError: The server answered with a status that is not retried
             (for example NOT_FOUND, or INTERNAL with reason INTERNAL), or
-            reconnecting failed for longer than `backoff.give_up_after`.
+            reconnecting failed for longer than `backoff.give_up_after`, or
+            the server asked for a retry later than that budget allows.
         UnknownEventError: The server sent an event this client does not know.
         SeqGapError: The server skipped a seq.
     """

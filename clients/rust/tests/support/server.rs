@@ -5,6 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use futures_util::{Stream, StreamExt};
 use runwire_client::ERROR_DOMAIN;
@@ -51,6 +52,40 @@ struct Script {
     watch_requests: Mutex<Vec<WatchRunRequest>>,
     /// Every WatchEvents request, in order.
     events_requests: Mutex<Vec<WatchEventsRequest>>,
+    /// When each call (of either method) arrived, in order.
+    call_times: Mutex<Vec<Instant>>,
+    /// When each `Step::Fail` status was sent, in order.
+    fail_times: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Script {
+    /// Records a call's arrival and pops its steps.
+    fn next_call(&self) -> Vec<Step> {
+        self.call_times.lock().unwrap().push(Instant::now());
+        self.calls.lock().unwrap().pop_front().unwrap_or_else(|| vec![Step::Fail(draining())])
+    }
+
+    /// `status` as the call's only answer (trailers-only), its time recorded.
+    fn fail_now<T>(&self, status: &Status) -> Result<T, Status> {
+        self.fail_times.lock().unwrap().push(Instant::now());
+        Err(status.clone())
+    }
+
+    /// `items` as a response stream (then pending when `hang`), the time of
+    /// each error it sends recorded.
+    fn stream<T: Send + 'static>(
+        &self,
+        items: Vec<Result<T, Status>>,
+        hang: bool,
+    ) -> Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>> {
+        let fails = Arc::clone(&self.fail_times);
+        let stream = futures_util::stream::iter(items).inspect(move |item| {
+            if item.is_err() {
+                fails.lock().unwrap().push(Instant::now());
+            }
+        });
+        if hang { stream.chain(futures_util::stream::pending()).boxed() } else { stream.boxed() }
+    }
 }
 
 #[derive(Clone)]
@@ -63,9 +98,9 @@ type EventsStream = Pin<Box<dyn Stream<Item = Result<WatchEventsResponse, Status
 impl RunService for ScriptedRunService {
     async fn watch_events(&self, request: Request<WatchEventsRequest>) -> Result<Response<EventsStream>, Status> {
         self.0.events_requests.lock().unwrap().push(request.into_inner());
-        let steps = self.0.calls.lock().unwrap().pop_front().unwrap_or_else(|| vec![Step::Fail(draining())]);
+        let steps = self.0.next_call();
         if let Some(Step::Fail(status)) = steps.first() {
-            return Err(status.clone());
+            return self.0.fail_now(status);
         }
         let mut items = Vec::new();
         let mut hang = false;
@@ -79,8 +114,7 @@ impl RunService for ScriptedRunService {
                 _ => panic!("not a WatchEvents step"),
             }
         }
-        let stream = futures_util::stream::iter(items);
-        Ok(Response::new(if hang { stream.chain(futures_util::stream::pending()).boxed() } else { stream.boxed() }))
+        Ok(Response::new(self.0.stream(items, hang)))
     }
 
     async fn watch_run(&self, request: Request<WatchRunRequest>) -> Result<Response<ResponseStream>, Status> {
@@ -88,9 +122,9 @@ impl RunService for ScriptedRunService {
         assert_eq!(request.run_id, RUN_ID);
         self.0.seen_after_seq.lock().unwrap().push(request.after_seq);
         self.0.watch_requests.lock().unwrap().push(request.clone());
-        let steps = self.0.calls.lock().unwrap().pop_front().unwrap_or_else(|| vec![Step::Fail(draining())]);
+        let steps = self.0.next_call();
         if let Some(Step::Fail(status)) = steps.first() {
-            return Err(status.clone()); // trailers-only, before any message
+            return self.0.fail_now(status); // trailers-only, before any message
         }
         let mut items = Vec::new();
         let mut hang = false;
@@ -113,8 +147,7 @@ impl RunService for ScriptedRunService {
                 Step::Hang => hang = true,
             }
         }
-        let stream = futures_util::stream::iter(items);
-        Ok(Response::new(if hang { stream.chain(futures_util::stream::pending()).boxed() } else { stream.boxed() }))
+        Ok(Response::new(self.0.stream(items, hang)))
     }
 }
 
@@ -174,6 +207,16 @@ impl Server {
 
     pub fn events_requests(&self) -> Vec<WatchEventsRequest> {
         self.script.events_requests.lock().unwrap().clone()
+    }
+
+    /// When each call arrived, on the server's clock.
+    pub fn call_times(&self) -> Vec<Instant> {
+        self.script.call_times.lock().unwrap().clone()
+    }
+
+    /// When each scripted failure was sent, on the server's clock.
+    pub fn fail_times(&self) -> Vec<Instant> {
+        self.script.fail_times.lock().unwrap().clone()
     }
 
     /// Graceful shutdown; returns once the listener is closed and every
