@@ -23,7 +23,6 @@ import contextlib
 import ctypes
 import logging
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -66,47 +65,67 @@ class Chunk:
 
 
 class Subscription:
-    """One watcher's bounded view of a run's live events."""
+    """One watcher's bounded view of a run's live events.
+
+    An idle watcher costs this object, a list and one future (no asyncio.Event
+    with its deque of waiters, no deque of its own): thousands of them wait on
+    a run held at a gate.
+    """
+
+    __slots__ = ("_chunks", "_hub", "_max", "_ready", "_waiter", "overflowed", "run_id", "wake_seq")
 
     def __init__(self, hub: Hub, run_id: str, max_chunks: int) -> None:
         self._hub = hub
         self.run_id = run_id
         self._max = max_chunks
-        self._chunks: deque[Chunk] = deque()
-        self._ready = asyncio.Event()
-        if hub.closing:
-            self._ready.set()
+        self._chunks: list[Chunk] = []
+        # Something was offered since the last take (or the hub closes); the
+        # future, if any, is what `wait` handed out while nothing was.
+        self._ready = hub.closing
+        self._waiter: asyncio.Future[None] | None = None
         self.overflowed = False
         self.wake_seq = 0
+
+    def _set_ready(self) -> None:
+        self._ready = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _offer(self, chunk: Chunk) -> None:
         if self.overflowed:
             return
         if len(self._chunks) >= self._max:
             # Slow watcher: forget the queue, it will re-read from the store.
-            self._chunks.clear()
+            self._chunks = []
             self.overflowed = True
             self._hub.overflows += 1
             self.wake_seq = max(self.wake_seq, chunk.last_seq)
         else:
             self._chunks.append(chunk)
-        self._ready.set()
+        self._set_ready()
 
     def _wake(self, seq: int) -> None:
         self.wake_seq = max(self.wake_seq, seq)
-        self._ready.set()
+        self._set_ready()
 
-    async def wait(self) -> None:
-        """Return once something was offered since the last `take`, or the hub closes."""
-        await self._ready.wait()
+    def wait(self) -> Awaitable[None]:
+        """Done once something was offered since the last `take`, or the hub closes."""
+        waiter = self._waiter
+        if waiter is None or waiter.cancelled():
+            # None since the last take, or cancelled with the task that waited.
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+        if self._ready and not waiter.done():
+            waiter.set_result(None)
+        return waiter
 
     def take(self) -> tuple[list[Chunk], bool, int]:
         """Everything queued, whether the queue overflowed, and the newest seq woken for."""
-        chunks = list(self._chunks)
-        self._chunks.clear()
+        chunks, self._chunks = self._chunks, []
         overflowed, wake_seq = self.overflowed, self.wake_seq
         self.overflowed = False
-        self._ready.clear()
+        self._ready = False
+        self._waiter = None
         return chunks, overflowed, wake_seq
 
     def close(self) -> None:
@@ -197,7 +216,7 @@ class Hub:
         self.wake_log()
         for subs in self._subs.values():
             for sub in subs:
-                sub._ready.set()
+                sub._set_ready()
 
     def wake_all(self) -> None:
         """After a lost LISTEN connection: every watcher re-checks the store."""
