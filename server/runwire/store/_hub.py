@@ -35,7 +35,11 @@ __all__ = ["CONTROL_CHANNEL", "EVENTS_CHANNEL", "Chunk", "Hub", "Subscription"]
 log = logging.getLogger(__name__)
 
 # After this many watchers left, the process returns freed heap to the system
-# TRIM_DELAY seconds later (malloc_trim; glibc only, else nothing happens).
+# TRIM_DELAY seconds later (malloc_trim, in a thread: it takes milliseconds on
+# a large heap; glibc only, else nothing happens), at most once per TRIM_DELAY.
+# gRPC core's per-call memory (most of an idle watcher's) is malloc'd, and
+# glibc keeps it otherwise. CPython's small-object arenas are not malloc'd:
+# they go back only when entirely free (see bench/README.md, idle watchers).
 TRIM_AFTER_LEAVING = 128
 TRIM_DELAY = 1.0
 
@@ -142,6 +146,9 @@ class Hub:
         self.overflows = 0  # how often a slow watcher fell back to the store
         self.origin = uuid.uuid4().hex[:16]  # tags this process's NOTIFYs
         self._left = 0  # watchers gone since the last trim
+        self.trims = 0  # heap trims done after waves of watchers left
+        self.on_trimmed: Callable[[], None] | None = None  # called after each
+        # The trim scheduled or running, if any.
         self._trim: asyncio.TimerHandle | None = None
         self._listener: asyncio.Task[None] | None = None
         self.on_control: Callable[[str], None] | None = None
@@ -165,17 +172,31 @@ class Hub:
             if not subs:
                 del self._subs[sub.run_id]
         self._left += 1
-        if self._left >= TRIM_AFTER_LEAVING and self._trim is None:
+        if self._left >= TRIM_AFTER_LEAVING and self._trim is None and _malloc_trim is not None:
             # Many watchers left: once the wave has passed, hand the freed
-            # heap back to the system (glibc keeps it otherwise).
+            # heap back to the system.
             with contextlib.suppress(RuntimeError):  # no running loop: nothing to trim for
                 self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trim_now)
 
     def _trim_now(self) -> None:
-        self._trim = None
         self._left = 0
-        if _malloc_trim is not None:
-            _malloc_trim(0)
+        trim = _malloc_trim
+        if trim is None:
+            self._trim = None
+            return
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, trim, 0).add_done_callback(self._trimmed)
+
+    def _trimmed(self, done: asyncio.Future[int]) -> None:
+        # Only now may the next wave schedule a trim: never two at once.
+        self._trim = None
+        if not done.cancelled() and done.exception() is None:
+            self.trims += 1
+            if self.on_trimmed is not None:
+                self.on_trimmed()
+        if self._left >= TRIM_AFTER_LEAVING and not self.closing:
+            # A wave left while this trim ran.
+            self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trim_now)
 
     @property
     def watching(self) -> int:
@@ -280,7 +301,9 @@ class Hub:
                         conn.terminate()
 
     async def stop(self) -> None:
-        """Stop listening."""
+        """Stop listening (and trimming)."""
+        if self._trim is not None:
+            self._trim.cancel()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
