@@ -751,7 +751,7 @@ def _select(framed: bytes, flt: LogFilter) -> bytes:
     return b"".join(parts)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Cursor:
     """How far one watcher has been looked through (`last`) and told (`sent`)."""
 
