@@ -1,6 +1,6 @@
 """Idle watchers give their memory back: after a wave of watchers leaves, the
 hub hands the freed heap back to the system (malloc_trim), in a thread, one
-trim at a time."""
+trim at a time; watchers coming and going at a steady level cause none."""
 
 from __future__ import annotations
 
@@ -94,3 +94,17 @@ async def test_a_wave_that_left_during_a_trim_gets_one_trim_after_it(trims: _Tri
     trims.release.set()
     await done.reach(2)  # the second wave's trim follows the first
     assert len(trims.threads) == 2
+
+
+async def test_watchers_coming_and_going_cause_no_trim(trims: _Trims) -> None:
+    trims.loop = asyncio.get_running_loop()
+    hub = Hub()
+    steady = [hub.subscribe(f"run-{i}") for i in range(10)]
+    for i in range(10 * TRIM_AFTER_LEAVING):
+        steady.append(hub.subscribe(f"run-{i % 7}"))
+        gone = steady.pop(0)
+        gone.close()
+        gone.close()  # closing twice counts once
+    assert hub._trim is None
+    assert (hub.trims, trims.threads) == (0, [])
+    assert hub.watching == 10

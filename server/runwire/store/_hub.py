@@ -34,9 +34,11 @@ __all__ = ["CONTROL_CHANNEL", "EVENTS_CHANNEL", "Chunk", "Hub", "Subscription"]
 
 log = logging.getLogger(__name__)
 
-# After this many watchers left, the process returns freed heap to the system
-# TRIM_DELAY seconds later (malloc_trim, in a thread: it takes milliseconds on
-# a large heap; glibc only, else nothing happens), at most once per TRIM_DELAY.
+# When the watcher count has dropped this far below its peak since the last
+# trim (a wave left, not the churn of watchers coming and going), the process
+# returns freed heap to the system TRIM_DELAY seconds later (malloc_trim, in a
+# thread: it takes milliseconds on a large heap; glibc only, else nothing
+# happens), one trim at a time.
 # gRPC core's per-call memory (most of an idle watcher's) is malloc'd, and
 # glibc keeps it otherwise. CPython's small-object arenas are not malloc'd:
 # they go back only when entirely free (see bench/README.md, idle watchers).
@@ -145,7 +147,10 @@ class Hub:
         self._max_chunks = max_chunks
         self.overflows = 0  # how often a slow watcher fell back to the store
         self.origin = uuid.uuid4().hex[:16]  # tags this process's NOTIFYs
-        self._left = 0  # watchers gone since the last trim
+        # The trim trigger's count of live subscriptions and its peak since
+        # the last trim (`watching` stays the sum over the sets).
+        self._live = 0
+        self._peak = 0
         self.trims = 0  # heap trims done after waves of watchers left
         self.on_trimmed: Callable[[], None] | None = None  # called after each
         # The trim scheduled or running, if any.
@@ -163,23 +168,29 @@ class Hub:
         """Start queueing the run's live events for one watcher."""
         sub = Subscription(self, run_id, self._max_chunks)
         self._subs.setdefault(run_id, set()).add(sub)
+        self._live += 1
+        self._peak = max(self._peak, self._live)
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.run_id)
-        if subs is not None:
-            subs.discard(sub)
-            if not subs:
-                del self._subs[sub.run_id]
-        self._left += 1
-        if self._left >= TRIM_AFTER_LEAVING and self._trim is None and _malloc_trim is not None:
+        if subs is None or sub not in subs:
+            return  # closed before
+        subs.discard(sub)
+        if not subs:
+            del self._subs[sub.run_id]
+        self._live -= 1
+        if self._wave_left() and self._trim is None:
             # Many watchers left: once the wave has passed, hand the freed
             # heap back to the system.
             with contextlib.suppress(RuntimeError):  # no running loop: nothing to trim for
                 self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trim_now)
 
+    def _wave_left(self) -> bool:
+        return self._peak - self._live >= TRIM_AFTER_LEAVING and _malloc_trim is not None
+
     def _trim_now(self) -> None:
-        self._left = 0
+        self._peak = self._live
         trim = _malloc_trim
         if trim is None:
             self._trim = None
@@ -194,7 +205,7 @@ class Hub:
             self.trims += 1
             if self.on_trimmed is not None:
                 self.on_trimmed()
-        if self._left >= TRIM_AFTER_LEAVING and not self.closing:
+        if self._wave_left() and not self.closing:
             # A wave left while this trim ran.
             self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trim_now)
 
