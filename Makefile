@@ -184,7 +184,7 @@ bench-webhooks: $(VENV)/.installed ## Webhook deliveries/s to a fast loopback re
 	$(PY) bench/webhooks.py
 
 .PHONY: bench-idle
-bench-idle: $(VENV)/.installed ## Server memory per idle watcher (1 000 on a gated run) and after they leave, beside the code before.
+bench-idle: $(VENV)/.installed ## Server memory per idle watcher (1 000 on a gated run) and after they leave, first and later waves, beside bare grpc.aio and the code before.
 	$(PY) bench/idle_watchers.py
 
 .PHONY: image

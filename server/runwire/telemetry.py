@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Mapping
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.util import types
 
 __all__ = [
     "ATTR_ATTEMPT",
@@ -31,6 +35,7 @@ __all__ = [
     "SPAN_NODE_PREFIX",
     "SPAN_RUN_PREFIX",
     "TRACER_NAME",
+    "EndRecordedSpan",
     "make_tracer_provider",
 ]
 
@@ -86,3 +91,43 @@ def tracer(provider: TracerProvider | None = None) -> trace.Tracer:
     if provider is None:
         return trace.get_tracer(TRACER_NAME)
     return provider.get_tracer(TRACER_NAME)
+
+
+class EndRecordedSpan:
+    """A span made when it ends, with the time it started: for a long stream.
+
+    A live SDK span holds locks, bounded lists and its attributes for as long
+    as it is open; a WatchRun stream on a run held at a gate may stay open for
+    days, thousands of them at once. This holds only the parent context, the
+    attributes and the start time, and hands the span to the provider at
+    `end` (so span processors see its start only then). Nothing may be added
+    to it meanwhile, and it is never the current span.
+    """
+
+    __slots__ = ("_attributes", "_kind", "_name", "_parent", "_start", "_tracer")
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        name: str,
+        *,
+        parent: otel_context.Context,
+        kind: trace.SpanKind,
+        attributes: Mapping[str, types.AttributeValue],
+    ) -> None:
+        self._tracer = tracer
+        self._name = name
+        self._parent = parent
+        self._kind = kind
+        self._attributes = attributes
+        self._start = time.time_ns()
+
+    def end(self) -> None:
+        """Record the span, from its start until now."""
+        self._tracer.start_span(
+            self._name,
+            context=self._parent,
+            kind=self._kind,
+            attributes=self._attributes,
+            start_time=self._start,
+        ).end()

@@ -54,13 +54,28 @@ class Admission:
         finally:
             self.starting -= 1
 
-    @contextmanager
-    def watch(self) -> Iterator[None]:
-        """Hold a place for one WatchRun stream, or raise Overloaded."""
+    def watch(self) -> _Watching:
+        """Hold a place for one WatchRun stream (a context manager), or raise Overloaded.
+
+        A plain object, not a generator-based context manager: one is held
+        for the whole life of every stream, idle ones included.
+        """
         if self.watchers >= self.limits.watchers:
             raise self._refuse("open WatchRun streams", self.limits.watchers)
         self.watchers += 1
-        try:
-            yield
-        finally:
-            self.watchers -= 1
+        return _Watching(self)
+
+
+class _Watching:
+    """One stream's place among the watchers; leaving the `with` gives it back."""
+
+    __slots__ = ("_admission",)
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_exc: object) -> None:
+        self._admission.watchers -= 1

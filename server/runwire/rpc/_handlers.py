@@ -4,7 +4,8 @@ Requests arrive as bytes (no request_deserializer) and are decoded by
 rpc/_decode.py, so a request that does not parse is INVALID_ARGUMENT naming
 its field instead of gRPC's INTERNAL; a call over its admission limit
 (rpc/_admission.py) is RESOURCE_EXHAUSTED before its servicer runs. The
-streams answer pre-serialized bytes (identity serializer).
+streams answer pre-serialized bytes (handed over in a `_Reply` the serializer
+empties).
 """
 
 from __future__ import annotations
@@ -47,16 +48,37 @@ def _decoding(fn: Any, request: Any, admit: Callable[[], Any] | None = None) -> 
     return handler
 
 
+class _Reply:
+    """A stream's response on its way to gRPC, emptied by the serializer (`take`).
+
+    gRPC's stream loop keeps its last response referenced until the next one;
+    so would this module's loop variable. Through this holder, neither keeps
+    an idle stream's last response (up to 1 MiB of replay) alive.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def take(self) -> bytes:
+        data, self.data = self.data, b""
+        return data
+
+
 def _decoding_stream(fn: Any, request: Any, admit: Callable[[], Any]) -> Any:
-    async def handler(data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        with contextlib.ExitStack() as admitted:
-            try:
-                decoded = decode_request(request, data)
-                admitted.enter_context(admit())
-            except RunwireError as exc:
-                await context.abort_with_status(to_status(exc))
+    async def handler(data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[_Reply]:
+        try:
+            decoded = decode_request(request, data)
+            admitted = admit()
+        except RunwireError as exc:
+            await context.abort_with_status(to_status(exc))
+            raise  # not reached: abort_with_status raises
+        with admitted:
             async for item in fn(decoded, context):
-                yield item
+                reply = _Reply(item)
+                del item
+                yield reply
 
     return handler
 
@@ -82,15 +104,15 @@ def run_service_handlers(
             "StartRun": unary(
                 service.StartRun, pb.StartRunRequest, pb.StartRunResponse, admission.start
             ),
-            # WatchRun writes pre-serialized WatchRunResponse bytes: identity serializer.
+            # WatchRun writes pre-serialized WatchRunResponse bytes (in a _Reply).
             "WatchRun": grpc.unary_stream_rpc_method_handler(
                 _decoding_stream(service.WatchRun, pb.WatchRunRequest, admission.watch),
-                response_serializer=lambda b: b,
+                response_serializer=_Reply.take,
             ),
             # WatchEvents too (pre-framed stored events), under the watchers' limit.
             "WatchEvents": grpc.unary_stream_rpc_method_handler(
                 _decoding_stream(events.WatchEvents, pb.WatchEventsRequest, admission.watch),
-                response_serializer=lambda b: b,
+                response_serializer=_Reply.take,
             ),
             "GetRun": unary(service.GetRun, pb.GetRunRequest, pb.GetRunResponse),
             "ListRuns": unary(service.ListRuns, pb.ListRunsRequest, pb.ListRunsResponse),

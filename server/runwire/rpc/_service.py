@@ -69,6 +69,11 @@ log = logging.getLogger(__name__)
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _REPLAY_PAGE = 2000
 WATCH_SPAN = "/runwire.v1.RunService/WatchRun"
+_WATCH_ATTRIBUTES = {
+    "rpc.system": "grpc",
+    "rpc.service": "runwire.v1.RunService",
+    "rpc.method": "WatchRun",
+}
 # Keep every WatchRunResponse well under gRPC's default 4 MiB receive limit:
 # responses are cut at this size, and one event (at most MAX_EVENT_BYTES, half
 # of it) always fits in a response of its own.
@@ -547,18 +552,15 @@ class RunService:
                 return
             yield _stream_end(row.last_seq, row.status)
             return
-        # A span we start and end ourselves, never attached as the current
-        # context: the generator may be finalized in another task.
-        span = self.tracer.start_span(
+        # A span we end ourselves, never attached as the current context (the
+        # generator may be finalized in another task), and made only when it
+        # ends: an open SDK span per idle watcher costs more than the watcher.
+        span = telemetry.EndRecordedSpan(
+            self.tracer,
             WATCH_SPAN,
-            context=propagate.extract(dict(context.invocation_metadata() or ())),
+            parent=propagate.extract(dict(context.invocation_metadata() or ())),
             kind=trace.SpanKind.SERVER,
-            attributes={
-                "rpc.system": "grpc",
-                "rpc.service": "runwire.v1.RunService",
-                "rpc.method": "WatchRun",
-                telemetry.ATTR_RUN_ID: request.run_id,
-            },
+            attributes={**_WATCH_ATTRIBUTES, telemetry.ATTR_RUN_ID: request.run_id},
         )
         try:
             # Subscribe before the first store read, so nothing committed between
@@ -571,6 +573,7 @@ class RunService:
             # the run row is read on every wake-up (and once now, after
             # subscribing, in case the run finished since the read above).
             beyond: bool | None = request.after_seq > row.last_seq
+            del row  # an idle stream holds nothing it no longer needs (see below)
             try:
                 if beyond:
                     beyond = await self._settle_beyond(request.run_id, cursor)
@@ -585,6 +588,11 @@ class RunService:
                     if self.closing_streams.is_set():
                         await context.abort_with_status(to_status(ServerDraining()))
                         return
+                    # Idle until woken: keep neither the last response nor the
+                    # last batch alive (a replay response may be 1 MiB).
+                    response = b""
+                    chunks: list[Chunk] = []
+                    parts: list[bytes] = []
                     # No task per wait: the hub wakes every watcher on drain.
                     await sub.wait()
                     if self.closing_streams.is_set():
@@ -615,7 +623,7 @@ class RunService:
                             async for response in self._catch_up(request.run_id, cursor, flt, sub):
                                 yield response
                         continue
-                    parts: list[bytes] = []
+                    parts = []
                     size = 0
                     for chunk in chunks:
                         if chunk.last_seq <= cursor.last:
@@ -773,7 +781,7 @@ def _unframed(framed: bytes, start: int, end: int) -> bytes:
     return framed[i + 1 : end]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Cursor:
     """How far one watcher has been looked through (`last`) and told (`sent`)."""
 

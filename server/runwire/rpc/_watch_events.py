@@ -46,6 +46,11 @@ __all__ = ["WatchEventsService"]
 log = logging.getLogger(__name__)
 
 WATCH_EVENTS_SPAN = "/runwire.v1.RunService/WatchEvents"
+_ATTRIBUTES = {
+    "rpc.system": "grpc",
+    "rpc.service": "runwire.v1.RunService",
+    "rpc.method": "WatchEvents",
+}
 # Entries per log read, and the response budget (as WatchRun's).
 _PAGE = 1000
 _RESPONSE_BYTES = 1 << 20
@@ -107,16 +112,13 @@ class WatchEventsService:
         except Exception as exc:
             await context.abort_with_status(to_status(public_error(exc)))
             return
-        # A span we start and end ourselves, as WatchRun's (see RunService.WatchRun).
-        span = self.tracer.start_span(
+        # A span made when it ends, as WatchRun's (see RunService.WatchRun).
+        span = telemetry.EndRecordedSpan(
+            self.tracer,
             WATCH_EVENTS_SPAN,
-            context=propagate.extract(dict(context.invocation_metadata() or ())),
+            parent=propagate.extract(dict(context.invocation_metadata() or ())),
             kind=trace.SpanKind.SERVER,
-            attributes={
-                "rpc.system": "grpc",
-                "rpc.service": "runwire.v1.RunService",
-                "rpc.method": "WatchEvents",
-            },
+            attributes=_ATTRIBUTES,
         )
         try:
             # The starting position at once, before anything is due: a client

@@ -23,7 +23,6 @@ import contextlib
 import ctypes
 import logging
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -35,8 +34,14 @@ __all__ = ["CONTROL_CHANNEL", "EVENTS_CHANNEL", "Chunk", "Hub", "Subscription"]
 
 log = logging.getLogger(__name__)
 
-# After this many watchers left, the process returns freed heap to the system
-# TRIM_DELAY seconds later (malloc_trim; glibc only, else nothing happens).
+# When the watcher count has dropped this far below its peak since the last
+# trim (a wave left, not the churn of watchers coming and going), the process
+# returns freed heap to the system TRIM_DELAY seconds later (malloc_trim, in a
+# thread: it takes milliseconds on a large heap; glibc only, else nothing
+# happens), one trim at a time.
+# gRPC core's per-call memory (most of an idle watcher's) is malloc'd, and
+# glibc keeps it otherwise. CPython's small-object arenas are not malloc'd:
+# they go back only when entirely free (see bench/README.md, idle watchers).
 TRIM_AFTER_LEAVING = 128
 TRIM_DELAY = 1.0
 
@@ -73,39 +78,59 @@ class Chunk:
 
 
 class Subscription:
-    """One watcher's bounded view of a run's live events."""
+    """One watcher's bounded view of a run's live events.
+
+    An idle watcher costs this object, a list and one future (no asyncio.Event
+    with its deque of waiters, no deque of its own): thousands of them wait on
+    a run held at a gate.
+    """
+
+    __slots__ = ("_chunks", "_hub", "_max", "_ready", "_waiter", "overflowed", "run_id", "wake_seq")
 
     def __init__(self, hub: Hub, run_id: str, max_chunks: int) -> None:
         self._hub = hub
         self.run_id = run_id
         self._max = max_chunks
-        self._chunks: deque[Chunk] = deque()
-        self._ready = asyncio.Event()
-        if hub.closing:
-            self._ready.set()
+        self._chunks: list[Chunk] = []
+        # Something was offered since the last take (or the hub closes); the
+        # future, if any, is what `wait` handed out while nothing was.
+        self._ready = hub.closing
+        self._waiter: asyncio.Future[None] | None = None
         self.overflowed = False
         self.wake_seq = 0
+
+    def _set_ready(self) -> None:
+        self._ready = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _offer(self, chunk: Chunk) -> None:
         if self.overflowed:
             return
         if len(self._chunks) >= self._max:
             # Slow watcher: forget the queue, it will re-read from the store.
-            self._chunks.clear()
+            self._chunks = []
             self.overflowed = True
             self._hub.overflows += 1
             self.wake_seq = max(self.wake_seq, chunk.last_seq)
         else:
             self._chunks.append(chunk)
-        self._ready.set()
+        self._set_ready()
 
     def _wake(self, seq: int) -> None:
         self.wake_seq = max(self.wake_seq, seq)
-        self._ready.set()
+        self._set_ready()
 
-    async def wait(self) -> None:
-        """Return once something was offered since the last `take`, or the hub closes."""
-        await self._ready.wait()
+    def wait(self) -> Awaitable[None]:
+        """Done once something was offered since the last `take`, or the hub closes."""
+        waiter = self._waiter
+        if waiter is None or waiter.cancelled():
+            # None since the last take, or cancelled with the task that waited.
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+        if self._ready and not waiter.done():
+            waiter.set_result(None)
+        return waiter
 
     def live_from(self) -> int | None:
         """The first seq of the queued chunks when the queue holds every local
@@ -116,11 +141,11 @@ class Subscription:
 
     def take(self) -> tuple[list[Chunk], bool, int]:
         """Everything queued, whether the queue overflowed, and the newest seq woken for."""
-        chunks = list(self._chunks)
-        self._chunks.clear()
+        chunks, self._chunks = self._chunks, []
         overflowed, wake_seq = self.overflowed, self.wake_seq
         self.overflowed = False
-        self._ready.clear()
+        self._ready = False
+        self._waiter = None
         return chunks, overflowed, wake_seq
 
     def close(self) -> None:
@@ -136,7 +161,13 @@ class Hub:
         self._max_chunks = max_chunks
         self.overflows = 0  # how often a slow watcher fell back to the store
         self.origin = uuid.uuid4().hex[:16]  # tags this process's NOTIFYs
-        self._left = 0  # watchers gone since the last trim
+        # The trim trigger's count of live subscriptions and its peak since
+        # the last trim (`watching` stays the sum over the sets).
+        self._live = 0
+        self._peak = 0
+        self.trims = 0  # heap trims done after waves of watchers left
+        self.on_trimmed: Callable[[], None] | None = None  # called after each
+        # The trim scheduled or running, if any.
         self._trim: asyncio.TimerHandle | None = None
         self._listener: asyncio.Task[None] | None = None
         self.on_control: Callable[[str], None] | None = None
@@ -151,26 +182,46 @@ class Hub:
         """Start queueing the run's live events for one watcher."""
         sub = Subscription(self, run_id, self._max_chunks)
         self._subs.setdefault(run_id, set()).add(sub)
+        self._live += 1
+        self._peak = max(self._peak, self._live)
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.run_id)
-        if subs is not None:
-            subs.discard(sub)
-            if not subs:
-                del self._subs[sub.run_id]
-        self._left += 1
-        if self._left >= TRIM_AFTER_LEAVING and self._trim is None:
+        if subs is None or sub not in subs:
+            return  # closed before
+        subs.discard(sub)
+        if not subs:
+            del self._subs[sub.run_id]
+        self._live -= 1
+        if self._wave_left() and self._trim is None:
             # Many watchers left: once the wave has passed, hand the freed
-            # heap back to the system (glibc keeps it otherwise).
+            # heap back to the system.
             with contextlib.suppress(RuntimeError):  # no running loop: nothing to trim for
                 self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trim_now)
 
+    def _wave_left(self) -> bool:
+        return self._peak - self._live >= TRIM_AFTER_LEAVING and _malloc_trim is not None
+
     def _trim_now(self) -> None:
+        self._peak = self._live
+        trim = _malloc_trim
+        if trim is None:
+            self._trim = None
+            return
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, trim, 0).add_done_callback(self._trimmed)
+
+    def _trimmed(self, done: asyncio.Future[int]) -> None:
+        # Only now may the next wave schedule a trim: never two at once.
         self._trim = None
-        self._left = 0
-        if _malloc_trim is not None:
-            _malloc_trim(0)
+        if not done.cancelled() and done.exception() is None:
+            self.trims += 1
+            if self.on_trimmed is not None:
+                self.on_trimmed()
+        if self._wave_left() and not self.closing:
+            # A wave left while this trim ran.
+            self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY, self._trim_now)
 
     @property
     def watching(self) -> int:
@@ -211,7 +262,7 @@ class Hub:
         self.wake_log()
         for subs in self._subs.values():
             for sub in subs:
-                sub._ready.set()
+                sub._set_ready()
 
     def wake_all(self) -> None:
         """After a lost LISTEN connection: every watcher re-checks the store."""
@@ -275,7 +326,9 @@ class Hub:
                         conn.terminate()
 
     async def stop(self) -> None:
-        """Stop listening."""
+        """Stop listening (and trimming)."""
+        if self._trim is not None:
+            self._trim.cancel()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
