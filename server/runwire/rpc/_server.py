@@ -339,6 +339,7 @@ class RunwireServer:
             )
         )
         self.deliverer = self._deliverer()
+        self.hub.on_subscriptions = self.deliverer.wake  # claim on any replica's NOTIFY
         self._grpc.add_generic_rpc_handlers(
             (
                 subscription_handlers(

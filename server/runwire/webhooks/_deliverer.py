@@ -2,7 +2,8 @@
 
 One loop per server process claims active subscriptions nobody holds (or
 whose holder's lease expired: a dead replica's subscriptions are taken over
-within a lease), renews the ones it holds every third of a lease, and runs
+within a lease; one created, resumed or released is claimed at once, on the
+NOTIFY its write sends), renews the ones it holds every third of a lease, and runs
 one task per held subscription. That task reads the cross-run log after the
 subscription's durable position with its filter, forms a batch (at most
 `batch_events` events and about `batch_bytes` of JSON), stores it as the
@@ -123,7 +124,8 @@ class Deliverer:
         self._main = asyncio.create_task(self._run(), name="webhook deliveries")
 
     def wake(self) -> None:
-        """Claim now: a subscription was created or resumed through this process."""
+        """Claim now: a subscription was created, resumed or released (by any process:
+        the hub calls this on the subscriptions channel's NOTIFY)."""
         self._wake.set()
 
     def held(self) -> list[str]:
@@ -151,13 +153,15 @@ class Deliverer:
 
     async def _run(self) -> None:
         while True:
+            # Cleared before the round, not after: a wake-up during the round
+            # (a subscription created after its claim query) runs another.
+            self._wake.clear()
             try:
                 await self._tick()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("webhook lease round failed (%r); retrying", exc)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.lease_seconds / 3)
 
