@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 from _webhook_receiver import Receiver, assert_in_order_without_loss, complete
 from conftest import Harness, util_node
+from test_webhooks import FAST, SECRET
 
 from runwire.v1 import (
     flow_pb2,
@@ -24,14 +25,7 @@ from runwire.v1 import (
 )
 
 pb = subscription_service_pb2
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-LONG_LEASE = {
-    "webhook_allow": ("127.0.0.1",),
-    "webhook_retry_initial": 0.05,
-    "webhook_retry_max": 0.2,
-    "webhook_timeout": 1.0,
-    "lease_seconds": 600.0,  # lease rounds 200 s apart
-}
+LONG_LEASE = {**FAST, "lease_seconds": 600.0}  # lease rounds 200 s apart
 WITHIN = 60.0  # well inside one lease round
 ACTIVE, PAUSED = pb.SUBSCRIPTION_STATE_ACTIVE, pb.SUBSCRIPTION_STATE_PAUSED
 
