@@ -9,6 +9,7 @@ is over, or paused from the start) are inserted with SQL."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -17,12 +18,14 @@ from _webhook_receiver import Receiver, assert_in_order_without_loss, complete
 from conftest import Harness, util_node
 from test_webhooks import FAST, SECRET
 
+from runwire.store import SubscriptionStore
 from runwire.v1 import (
     flow_pb2,
     run_service_pb2,
     subscription_service_pb2,
     subscription_service_pb2_grpc,
 )
+from runwire.webhooks import Deliverer, DeliverySettings
 
 pb = subscription_service_pb2
 LONG_LEASE = {**FAST, "lease_seconds": 600.0}  # lease rounds 200 s apart
@@ -131,3 +134,29 @@ async def test_webhooks_released_leases_are_claimed_at_once_by_another_replica(
         await receiver.until(complete(more), within=WITHIN)
         assert_in_order_without_loss(receiver, more)
         assert sid in second.server.deliverer.held()
+
+
+async def test_webhooks_deliverer_stops_when_woken_as_it_is_cancelled(database_url: str) -> None:
+    """Regression: the lease loop waited with asyncio.wait_for, which on Python 3.11
+    drops a cancellation that comes as the wake-up is set (a NOTIFY or a create
+    just before stop()); the loop went on and stop() waited for ever."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        deliverer = Deliverer(
+            SubscriptionStore(pool),
+            pool,
+            owner_id="t",
+            settings=DeliverySettings(lease_seconds=600),
+        )
+        first_round = deliverer._renewed  # set when the first lease round ends
+        deliverer.start()
+        await first_round.wait()  # and the loop is parked in its wait now
+        deliverer.wake()
+        stopping = asyncio.ensure_future(deliverer.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=10)  # a bound on failure only
+        if not done and deliverer._main is not None:
+            deliverer._main.cancel()  # the loop that kept going: end the test
+            await asyncio.wait({stopping})
+        assert done, "stop() was still waiting for the lease loop"
+    finally:
+        await pool.close()

@@ -74,6 +74,18 @@ class DeliverySettings:
     poll: float = 1.0  # seconds between log reads when nothing wakes the loop
 
 
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until `event` is set or `seconds` pass.
+
+    Not asyncio.wait_for: on Python 3.11 it drops a cancellation that arrives
+    while the event is being set (it returns the inner result instead), and
+    stop(), awaiting the cancelled loop, then waited for ever.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
 def backoff(failures: int, initial: float, cap: float) -> float:
     """Seconds before the next attempt after `failures` in a row: doubling from
     `initial` up to `cap`, with equal jitter (half fixed, half random)."""
@@ -162,8 +174,7 @@ class Deliverer:
                 raise
             except Exception as exc:
                 log.warning("webhook lease round failed (%r); retrying", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.lease_seconds / 3)
+            await _wait(self._wake, self.settings.lease_seconds / 3)
 
     async def _tick(self) -> None:
         lease = self.settings.lease_seconds
@@ -250,8 +261,7 @@ class Deliverer:
             # read again, but never spin.
             await asyncio.sleep(_SET_PAUSE)
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), self.settings.poll)
+        await _wait(changed, self.settings.poll)
 
     def log_generation(self) -> asyncio.Event:
         """The event the next commit sets (Hub.log_changed); take it before reading the log."""
