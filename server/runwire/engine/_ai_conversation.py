@@ -10,7 +10,6 @@ it stays gapless across attempts and takeovers.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -19,9 +18,9 @@ from opentelemetry import trace
 
 from runwire import telemetry
 from runwire.engine._ai_audit import PREVIEW_CHARS, AiResult, emit_invocation, failure
+from runwire.engine._ai_calls import bounded_call, may_send
 from runwire.engine._ai_tools import RunTool, run_tool_call, tool_function_name, tool_specs
 from runwire.engine._ports import (
-    LeaseLost,
     ModelCallFailed,
     ModelGateway,
     ModelRoute,
@@ -86,28 +85,16 @@ async def _guarded_call(
     tokens: _Tokens,
     deadline: float,
 ) -> ModelTurn:
-    """One model call, cancelled by CancelRun (the stream closes) and bounded by the attempt."""
-    # Sending the prompt is a side effect: only under a committed NodeStarted and a held lease.
-    await x.journal.flush()
-    if not x.journal.holds(x.run_id):
-        raise LeaseLost(x.run_id)
-    call = asyncio.create_task(gateway.chat(route, messages, tools, tokens.add, schema=schema))
-    x.inner[ctx.ref] = call
-    try:
-        done, _ = await asyncio.wait({call}, timeout=max(0.0, deadline - time.monotonic()))
-        if not done:
-            call.cancel()
-            await asyncio.wait({call})
-            raise ModelCallFailed(
-                "TIMEOUT",
-                f"provider {route.provider} model {route.model}: "
-                "attempt timed out while the model was answering",
-            )
-    finally:
-        x.inner.pop(ctx.ref, None)
-    if call.cancelled():
-        raise ModelCallFailed("CANCELLED", "run cancelled while the model was answering")
-    return call.result()
+    """One chat turn, cancelled by CancelRun and bounded by the attempt (see _ai_calls)."""
+    await may_send(x)
+    return await bounded_call(
+        x,
+        ctx,
+        lambda: gateway.chat(route, messages, tools, tokens.add, schema=schema),
+        deadline,
+        doing="the model was answering",
+        who=f"provider {route.provider} model {route.model}: ",
+    )
 
 
 class AiConversation:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -10,7 +9,8 @@ from opentelemetry import trace
 
 from runwire import telemetry
 from runwire.engine._ai_audit import PREVIEW_CHARS, AiResult, emit_invocation, failure
-from runwire.engine._ports import LeaseLost, ModelCallFailed, ModelGateway, ModelRoute
+from runwire.engine._ai_calls import bounded_call, may_send
+from runwire.engine._ports import ModelCallFailed, ModelEmbedding, ModelGateway, ModelRoute
 
 if TYPE_CHECKING:
     from runwire.engine._attempts import AttemptContext
@@ -28,9 +28,7 @@ async def embed(
     deadline: float,
 ) -> AiResult:
     """An EMBED attempt: one embeddings call, audited like a chat call."""
-    await x.journal.flush()
-    if not x.journal.holds(x.run_id):
-        raise LeaseLost(x.run_id)
+    await may_send(x)
     t0 = time.monotonic()
     with x.tracer.start_as_current_span(
         f"embeddings {route.model}",
@@ -41,29 +39,19 @@ async def embed(
             telemetry.GEN_AI_REQUEST_MODEL: route.model,
         },
     ) as span:
-        call = asyncio.create_task(gateway.embed(route, text))
-        x.inner[ctx.ref] = call
-        try:
-            done, _ = await asyncio.wait({call}, timeout=max(0.0, deadline - time.monotonic()))
-            if not done:
-                call.cancel()
-                await asyncio.wait({call})
-        finally:
-            x.inner.pop(ctx.ref, None)
         failed: ModelCallFailed | None = None
-        if not done:
-            failed = ModelCallFailed("TIMEOUT", "attempt timed out while embedding")
-        elif call.cancelled():
-            failed = ModelCallFailed("CANCELLED", "run cancelled while embedding")
-        elif isinstance(call.exception(), ModelCallFailed):
-            failed = call.exception()  # type: ignore[assignment]  # checked just above
-        elif call.exception() is not None:
-            raise call.exception()  # type: ignore[misc]  # an unexpected bug: the node crashes
-        if failed is not None:
+        result: ModelEmbedding | None = None
+        try:
+            result = await bounded_call(
+                x, ctx, lambda: gateway.embed(route, text), deadline, doing="embedding"
+            )
+        except ModelCallFailed as exc:  # anything else is a bug: the node crashes
+            failed = exc
+        if result is None:
+            assert failed is not None
             span.set_status(trace.Status(trace.StatusCode.ERROR, failed.message))
         else:
-            span.set_attribute(telemetry.GEN_AI_USAGE_INPUT_TOKENS, call.result().input_tokens)
-    result = None if failed is not None else call.result()
+            span.set_attribute(telemetry.GEN_AI_USAGE_INPUT_TOKENS, result.input_tokens)
     tokens = result.input_tokens if result else 0
     cost = gateway.cost_micros(route, tokens, 0)
     await emit_invocation(
