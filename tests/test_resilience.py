@@ -110,15 +110,21 @@ def _proxy_for(database_url: str, tmp_path: Path) -> tuple[TcpProxy, str]:
     return proxy, database_url
 
 
-async def test_unreachable_database_is_unavailable_with_a_reason(
-    harness_factory: Any, database_url: str, tmp_path: Path
-) -> None:
-    """Regression: during a Postgres outage every RPC answered INTERNAL, which clients treat as final."""
+async def _started_proxy(database_url: str, tmp_path: Path) -> tuple[TcpProxy, str]:
+    """`_proxy_for`, listening, and the URL through it."""
     proxy, proxied = _proxy_for(database_url, tmp_path)
     await proxy.start()
     if proxy.listen_unix is None:
         parts = urlsplit(database_url)
         proxied = parts._replace(netloc=f"{parts.netloc.rpartition('@')[0]}@{proxy.addr}").geturl()
+    return proxy, proxied
+
+
+async def test_unreachable_database_is_unavailable_with_a_reason(
+    harness_factory: Any, database_url: str, tmp_path: Path
+) -> None:
+    """Regression: during a Postgres outage every RPC answered INTERNAL, which clients treat as final."""
+    proxy, proxied = await _started_proxy(database_url, tmp_path)
     try:
         h: Harness = await harness_factory(database_url=proxied)
         run = await h.start(flow_pb2.Flow(name="ok", nodes=[util_node("a", "set", value=1)]))

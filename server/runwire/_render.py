@@ -80,6 +80,7 @@ def watch_and_render(
     credentials: grpc.ChannelCredentials | None = None,
     node_ids: Sequence[str] = (),
     give_up_after: float = _GIVE_UP_AFTER,
+    event_filter: run_service_pb2.EventFilter | None = None,
 ) -> int:
     """Watch to the run's end, reconnecting with after_seq; 0 when the run succeeded.
 
@@ -93,7 +94,18 @@ def watch_and_render(
     `runwire watch RUN --after-seq LAST` exits as `runwire watch RUN` does.
     `node_ids`, when the flow is known, lists its nodes so the live view shows
     them all from the start.
+
+    With an `event_filter` naming kinds or node ids, only the events it
+    selects are shown (RunCompleted always is), seqs may skip, and a
+    reconnect resumes after the server's last `resume_after_seq`, past the
+    events the filter skipped (as the Python client's `watch` does). A
+    status the server answers that is not retried (a bad filter's
+    INVALID_ARGUMENT) is raised for the CLI to print.
     """
+    filtered = event_filter is not None and bool(event_filter.kinds or event_filter.node_ids)
+    # view.last_seq: the seq last shown. resume: where the next call starts,
+    # the same unless a filter skipped events past it (resume_after_seq).
+    resume = after_seq
     view = _View(run_id, node_ids, last_seq=after_seq)
     console = Console()
     # The display re-renders the view on each refresh (8 a second), so running
@@ -117,15 +129,17 @@ def watch_and_render(
             )
             stub = run_service_pb2_grpc.RunServiceStub(channel)
             try:
-                for response in stub.WatchRun(
-                    run_service_pb2.WatchRunRequest(run_id=run_id, after_seq=view.last_seq),
-                    metadata=metadata,
-                ):
+                request = run_service_pb2.WatchRunRequest(
+                    run_id=run_id,
+                    after_seq=resume,
+                    filter=event_filter if filtered else None,
+                )
+                for response in stub.WatchRun(request, metadata=metadata):
                     backoff, failing_since = _FIRST_BACKOFF, None
                     for event in response.events:
-                        if event.seq <= view.last_seq:
-                            continue
-                        if event.seq != view.last_seq + 1:
+                        if event.seq <= resume:
+                            continue  # already shown: resent after a resume
+                        if not filtered and event.seq != view.last_seq + 1:
                             print(
                                 f"runwire: run {run_id}: expected seq {view.last_seq + 1}, "
                                 f"received seq {event.seq}",
@@ -133,6 +147,7 @@ def watch_and_render(
                             )
                             return 1
                         view.apply(event)
+                        resume = event.seq
                         if live is None:
                             print(_line(event), flush=True)
                             if event.node_id in view.gates and event.WhichOneof("event") in (
@@ -149,6 +164,9 @@ def watch_and_render(
                         end = response.stream_end.last_seq, response.stream_end.status
                     if end is not None:
                         break
+                    if filtered:
+                        # The server looked this far; what it skipped is filtered out.
+                        resume = max(resume, response.resume_after_seq)
                 else:
                     # An OK end without the run's end is a cut stream: resume.
                     raise _CutStream
@@ -158,14 +176,14 @@ def watch_and_render(
                     if end is not None:
                         break
                     if not _retryable(exc):
-                        print(f"runwire: {exc.code().name}: {exc.details()}", file=sys.stderr)
-                        return 1
+                        raise  # the CLI prints it with its field violations
+
                 now = time.monotonic()
                 failing_since = now if failing_since is None else failing_since
                 if give_up_after and now - failing_since >= give_up_after:
                     print(
                         f"runwire: gave up watching run {run_id} after {now - failing_since:.0f}s "
-                        f"of failures (last seq {view.last_seq})",
+                        f"of failures (last seq {resume})",
                         file=sys.stderr,
                     )
                     return 3
@@ -173,7 +191,7 @@ def watch_and_render(
                 cause = exc.code().name if isinstance(exc, grpc.RpcError) else "stream cut"
                 print(
                     f"runwire: watch of {run_id} interrupted ({cause}); retrying after seq "
-                    f"{view.last_seq} in {wait:.1f}s",
+                    f"{resume} in {wait:.1f}s",
                     file=sys.stderr,
                     flush=True,
                 )

@@ -9,6 +9,7 @@ from datetime import UTC
 import grpc
 
 from runwire._connect import Connection, UsageError
+from runwire._event_filter_cli import add_event_filter_arguments, event_filter
 from runwire._output import dump
 from runwire.v1 import (
     events_pb2,
@@ -107,8 +108,7 @@ def _create(args: argparse.Namespace) -> int:
         if name not in events_pb2.RunStatus.keys():  # noqa: SIM118 - an enum wrapper, not a dict
             raise UsageError(f"--status: unknown run status {status!r}")
         sub.filter.run_statuses.append(events_pb2.RunStatus.Value(name))  # type: ignore[arg-type]  # a RunStatus number
-    sub.filter.events.kinds.extend(args.kind)
-    sub.filter.events.node_ids.extend(args.node)
+    sub.filter.events.MergeFrom(event_filter(args))
     request = pb.CreateSubscriptionRequest(subscription=sub, request_id=args.request_id)
     connection, channel, stub = _stub(args)
     with channel:
@@ -181,20 +181,7 @@ def add_subscription_commands(
         metavar="STATUS",
         help="only runs in this status when read (RUNNING, FAILED, ...); repeatable",
     )
-    create.add_argument(
-        "--kind",
-        action="append",
-        default=[],
-        metavar="KIND",
-        help="only events of this kind (node_log, run_completed, ...); repeatable; run_completed always passes",
-    )
-    create.add_argument(
-        "--node",
-        action="append",
-        default=[],
-        metavar="NODE_ID",
-        help="only events of this node (and run-level events); repeatable",
-    )
+    add_event_filter_arguments(create)
     create.add_argument(
         "--start",
         choices=sorted(_STARTS),

@@ -29,6 +29,7 @@ import grpc
 from google.protobuf import json_format
 
 from runwire._connect import Connection, UsageError, add_connection_arguments
+from runwire._event_filter_cli import add_event_filter_arguments, event_filter
 from runwire._files import load_flow, parse_inputs
 from runwire._migrate_cli import add_migrate_arguments, run_migrate
 from runwire._output import FORMATS, dump, run_lines, runs_table, status_name
@@ -206,6 +207,7 @@ def _watch(args: argparse.Namespace) -> int:
         credentials=connection.credentials(),
         node_ids=getattr(args, "node_ids", ()),
         give_up_after=args.give_up_after,
+        event_filter=event_filter(args) if hasattr(args, "kind") else None,
     )
 
 
@@ -603,6 +605,7 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("run_id")
     watch.add_argument("--after-seq", type=int, default=0)
     watch.add_argument("--plain", action="store_true", help="one line per event, no live display")
+    add_event_filter_arguments(watch)
     _give_up_argument(watch)
     watch.set_defaults(func=_watch)
 

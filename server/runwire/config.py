@@ -7,6 +7,7 @@ import ipaddress
 import os
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,7 +187,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reflection",
         action="store_true",
-        default=(_env("REFLECTION", "") or "").lower() in {"1", "true", "yes"},
+        default=_flag("REFLECTION"),
         help="serve gRPC server reflection (RUNWIRE_REFLECTION=1)",
     )
     parser.add_argument(
@@ -206,43 +207,37 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "(RUNWIRE_SHELL_DESTRUCTIVE, colon-separated)",
     )
     limits = d.shell_limits
-    for flag, env, default, what in (
-        ("--shell-cpu-seconds", "SHELL_CPU_SECONDS", limits.cpu_seconds, "CPU seconds"),
-        ("--shell-processes", "SHELL_PROCESSES", limits.processes, "processes of the user"),
-        ("--shell-open-files", "SHELL_OPEN_FILES", limits.open_files, "open files"),
+    for flag, value, what in (
+        ("--shell-cpu-seconds", limits.cpu_seconds, "CPU seconds"),
+        ("--shell-processes", limits.processes, "processes of the user"),
+        ("--shell-open-files", limits.open_files, "open files"),
     ):
-        parser.add_argument(
+        _number(
+            parser,
             flag,
-            type=int,
-            default=int(_env(env, str(default)) or default),
-            metavar="N",
-            help=f"limit on a shell child's {what}; 0 keeps the server's own "
-            f"(RUNWIRE_{env}; default %(default)s)",
+            int,
+            value,
+            f"limit on a shell child's {what}; 0 keeps the server's own",
+            "N",
         )
-    for flag, env, default, what in (
-        ("--shell-memory", "SHELL_MEMORY", limits.memory_bytes, "address space"),
-        ("--shell-file-size", "SHELL_FILE_SIZE", limits.file_bytes, "largest file written"),
-        (
-            "--shell-output-cap",
-            "SHELL_OUTPUT_CAP",
-            limits.output_bytes,
-            "stdout+stderr logged per attempt",
-        ),
-        ("--fs-max-bytes", "FS_MAX_BYTES", d.fs_max_bytes, "fs read or write"),
+    for flag, value, what in (
+        ("--shell-memory", limits.memory_bytes, "address space"),
+        ("--shell-file-size", limits.file_bytes, "largest file written"),
+        ("--shell-output-cap", limits.output_bytes, "stdout+stderr logged per attempt"),
+        ("--fs-max-bytes", d.fs_max_bytes, "fs read or write"),
         (
             "--http-max-bytes",
-            "HTTP_MAX_BYTES",
             d.http_max_bytes,
             "http request body (refused above) and response body (truncated)",
         ),
     ):
-        parser.add_argument(
+        _number(
+            parser,
             flag,
-            type=_size_arg,
-            default=_size_arg(_env(env) or str(default)),
-            metavar="SIZE",
-            help=f"bytes for the {what}; K/M/G suffixes, 0 for no limit "
-            f"(RUNWIRE_{env}; default %(default)s)",
+            _size_arg,
+            value,
+            f"bytes for the {what}; K/M/G suffixes, 0 for no limit",
+            "SIZE",
         )
     parser.add_argument(
         "--fs-root",
@@ -282,32 +277,32 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trusted-network",
         action="store_true",
-        default=(_env("TRUSTED_NETWORK", "") or "").lower() in {"1", "true", "yes"},
+        default=_flag("TRUSTED_NETWORK"),
         help="accept bearer tokens over plain-text gRPC on a non-loopback listener, because "
         "the network in between is trusted, e.g. a mesh sidecar terminating mTLS "
         "(RUNWIRE_TRUSTED_NETWORK=1). Without it such a listener needs --tls-cert.",
     )
-    parser.add_argument(
+    _number(
+        parser,
         "--heartbeat-interval",
-        type=float,
-        default=float(_env("HEARTBEAT_INTERVAL", str(d.heartbeat_interval)) or 5.0),
-        help="seconds between NodeHeartbeat events of a running node "
-        "(RUNWIRE_HEARTBEAT_INTERVAL; default %(default)s)",
+        float,
+        d.heartbeat_interval,
+        "seconds between NodeHeartbeat events of a running node",
     )
-    parser.add_argument(
+    _number(
+        parser,
         "--commit-interval",
-        type=float,
-        default=float(_env("COMMIT_INTERVAL", str(d.commit_interval)) or 0.0),
-        help="seconds the event writer waits to gather a batch before committing; at 0 it "
-        "commits at once when idle and batches what arrives while a commit is in flight "
-        "(RUNWIRE_COMMIT_INTERVAL; default %(default)s)",
+        float,
+        d.commit_interval,
+        "seconds the event writer waits to gather a batch before committing; at 0 it "
+        "commits at once when idle and batches what arrives while a commit is in flight",
     )
-    parser.add_argument(
+    _number(
+        parser,
         "--drain-grace",
-        type=float,
-        default=float(_env("DRAIN_GRACE", str(d.drain_grace)) or 5.0),
-        help="seconds SIGTERM waits for streams and RPCs before closing them "
-        "(RUNWIRE_DRAIN_GRACE; default %(default)s)",
+        float,
+        d.drain_grace,
+        "seconds SIGTERM waits for streams and RPCs before closing them",
     )
     parser.add_argument(
         "--tls-cert",
@@ -331,19 +326,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="require client certificates signed by these PEM CAs: mutual TLS "
         "(RUNWIRE_TLS_CLIENT_CA). The certificate's common name becomes the caller's principal.",
     )
-    parser.add_argument(
+    _number(
+        parser,
         "--lease-seconds",
-        type=float,
-        default=float(_env("LEASE_SECONDS", str(d.lease_seconds)) or 15.0),
-        help="how long this replica's claim on a run lasts without renewal; another replica "
-        "takes an expired run over (RUNWIRE_LEASE_SECONDS; default %(default)s)",
+        float,
+        d.lease_seconds,
+        "how long this replica's claim on a run lasts without renewal; another replica "
+        "takes an expired run over",
     )
-    parser.add_argument(
+    _number(
+        parser,
         "--max-parallel",
-        type=int,
-        default=int(_env("MAX_PARALLEL", str(d.max_parallel)) or 4),
-        help="nodes a run executes at once when its flow does not say "
-        "(RUNWIRE_MAX_PARALLEL; default %(default)s)",
+        int,
+        d.max_parallel,
+        "nodes a run executes at once when its flow does not say",
     )
     parser.add_argument(
         "--metrics-listen",
@@ -365,6 +361,27 @@ def _flag(name: str) -> bool:
     return (_env(name, "") or "").lower() in {"1", "true", "yes"}
 
 
+def _number(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    kind: Callable[[str], float],
+    value: float,
+    what: str,
+    metavar: str | None = None,
+) -> None:
+    """A number flag (`kind` parses it: int, float, a size) whose default is its
+    RUNWIRE_* variable, named after the flag (`--max-parallel`: RUNWIRE_MAX_PARALLEL),
+    else `value`; the help is `what`, then the variable and the default."""
+    env = flag.removeprefix("--").replace("-", "_").upper()
+    parser.add_argument(
+        flag,
+        type=kind,
+        default=kind(_env(env) or str(value)),
+        metavar=metavar,
+        help=f"{what} (RUNWIRE_{env}; default %(default)s)",
+    )
+
+
 def _add_deploy_args(parser: argparse.ArgumentParser, d: Settings) -> None:
     parser.add_argument(
         "--no-migrate",
@@ -382,36 +399,27 @@ def _add_deploy_args(parser: argparse.ArgumentParser, d: Settings) -> None:
         help="refuse to start without --database-url instead of starting an embedded "
         "Postgres (RUNWIRE_REQUIRE_DATABASE_URL=1; the container image sets it)",
     )
-    for flag, env, value, what in (
+    for flag, value, what in (
         (
             "--keepalive-time",
-            "KEEPALIVE_TIME",
             d.keepalive_time,
             "seconds between the server's HTTP/2 keepalive pings on a connection; they find "
             "dead watchers and keep quiet streams alive through proxies",
         ),
         (
             "--max-connection-age",
-            "MAX_CONNECTION_AGE",
             d.max_connection_age,
             "seconds after which a client connection gets GOAWAY, so clients reconnect and "
             "load spreads over new replicas; 0 never",
         ),
         (
             "--max-connection-age-grace",
-            "MAX_CONNECTION_AGE_GRACE",
             d.max_connection_age_grace,
             "seconds the calls of a connection past --max-connection-age may go on before "
             "they are cut; 0 lets them finish (a WatchRun stream stays until its run ends)",
         ),
     ):
-        parser.add_argument(
-            flag,
-            type=float,
-            default=float(_env(env, str(value)) or value),
-            metavar="SECONDS",
-            help=f"{what} (RUNWIRE_{env}; default %(default)s)",
-        )
+        _number(parser, flag, float, value, what, "SECONDS")
 
 
 def _add_webhook_args(parser: argparse.ArgumentParser, d: Settings) -> None:
@@ -424,48 +432,39 @@ def _add_webhook_args(parser: argparse.ArgumentParser, d: Settings) -> None:
         "it is loopback, private, link-local or metadata, and over plain http; repeatable "
         "(RUNWIRE_WEBHOOK_ALLOW, comma-separated)",
     )
-    parser.add_argument(
+    _number(
+        parser,
         "--webhook-max-failures",
-        type=int,
-        default=int(_env("WEBHOOK_MAX_FAILURES", str(d.webhook_max_failures)) or 10),
-        metavar="N",
-        help="failed deliveries in a row that pause a subscription until ResumeSubscription "
-        "(RUNWIRE_WEBHOOK_MAX_FAILURES; default %(default)s)",
+        int,
+        d.webhook_max_failures,
+        "failed deliveries in a row that pause a subscription until ResumeSubscription",
+        "N",
     )
-    for flag, env, value, what in (
+    for flag, value, what in (
         (
             "--webhook-timeout",
-            "WEBHOOK_TIMEOUT",
             d.webhook_timeout,
             "one webhook POST may take (capped at 0.8 x --lease-seconds)",
         ),
         (
             "--webhook-retry-initial",
-            "WEBHOOK_RETRY_INITIAL",
             d.webhook_retry_initial,
             "before the first retry of a failed delivery; doubles per failure, with jitter",
         ),
         (
             "--webhook-retry-max",
-            "WEBHOOK_RETRY_MAX",
             d.webhook_retry_max,
             "at most between retries (a receiver's Retry-After is honoured up to an hour)",
         ),
     ):
-        parser.add_argument(
-            flag,
-            type=float,
-            default=float(_env(env, str(value)) or value),
-            metavar="SECONDS",
-            help=f"seconds {what} (RUNWIRE_{env}; default %(default)s)",
-        )
-    parser.add_argument(
+        _number(parser, flag, float, value, f"seconds {what}", "SECONDS")
+    _number(
+        parser,
         "--webhook-batch-events",
-        type=int,
-        default=int(_env("WEBHOOK_BATCH_EVENTS", str(d.webhook_batch_events)) or 100),
-        metavar="N",
-        help="events in one webhook POST at most, when many are due (and about 1 MiB of JSON) "
-        "(RUNWIRE_WEBHOOK_BATCH_EVENTS; default %(default)s)",
+        int,
+        d.webhook_batch_events,
+        "events in one webhook POST at most, when many are due (and about 1 MiB of JSON)",
+        "N",
     )
 
 
@@ -479,24 +478,22 @@ def _add_retention_args(parser: argparse.ArgumentParser, d: Settings) -> None:
         "events, gates and workspaces; off keeps them forever "
         "(RUNWIRE_RETENTION; default off)",
     )
-    parser.add_argument(
+    _number(
+        parser,
         "--retention-batch",
-        type=int,
-        default=int(_env("RETENTION_BATCH", str(d.retention_batch)) or d.retention_batch),
-        metavar="N",
-        help="runs deleted per transaction by retention "
-        "(RUNWIRE_RETENTION_BATCH; default %(default)s)",
+        int,
+        d.retention_batch,
+        "runs deleted per transaction by retention",
+        "N",
     )
-    parser.add_argument(
+    _number(
+        parser,
         "--retention-interval",
-        type=float,
-        default=float(
-            _env("RETENTION_INTERVAL", str(d.retention_interval)) or d.retention_interval
-        ),
-        metavar="SECONDS",
-        help="seconds between retention rounds, which also create the events partitions of "
-        "the coming days and drop emptied ones (RUNWIRE_RETENTION_INTERVAL; default "
-        "%(default)s)",
+        float,
+        d.retention_interval,
+        "seconds between retention rounds, which also create the events partitions of "
+        "the coming days and drop emptied ones",
+        "SECONDS",
     )
 
 
@@ -522,45 +519,46 @@ def _add_ai_args(parser: argparse.ArgumentParser, d: Settings) -> None:
     parser.add_argument(
         "--ai-local-only",
         action="store_true",
-        default=(_env("AI_LOCAL_ONLY", "") or "").lower() in {"1", "true", "yes"},
+        default=_flag("AI_LOCAL_ONLY"),
         help="refuse ai nodes whose provider is cloud (RUNWIRE_AI_LOCAL_ONLY=1)",
     )
     parser.add_argument(
         "--ai-capture-content",
         action="store_true",
-        default=(_env("AI_CAPTURE_CONTENT", "") or "").lower() in {"1", "true", "yes"},
+        default=_flag("AI_CAPTURE_CONTENT"),
         help="put prompts and answers on the chat spans (gen_ai.input.messages, "
         "gen_ai.output.messages); off by default: they may hold personal data "
         "(RUNWIRE_AI_CAPTURE_CONTENT=1)",
     )
-    parser.add_argument(
+    _number(
+        parser,
         "--ai-max-turns",
-        type=int,
-        default=int(_env("AI_MAX_TURNS", str(d.ai_max_turns)) or d.ai_max_turns),
-        help="model turns of an ai node's tool loop when the node does not say, 1-100 "
-        "(RUNWIRE_AI_MAX_TURNS; default %(default)s)",
+        int,
+        d.ai_max_turns,
+        "model turns of an ai node's tool loop when the node does not say, 1-100",
     )
-    parser.add_argument(
+    _number(
+        parser,
         "--ai-read-timeout",
-        type=float,
-        default=float(_env("AI_READ_TIMEOUT", str(d.ai_read_timeout)) or d.ai_read_timeout),
-        help="seconds a model call may go without data before it fails "
-        "(RUNWIRE_AI_READ_TIMEOUT; default %(default)s)",
+        float,
+        d.ai_read_timeout,
+        "seconds a model call may go without data before it fails",
     )
 
 
 def _add_admission_args(parser: argparse.ArgumentParser, d: Settings) -> None:
-    for flag, env, value, what in (
-        ("--max-starting", "MAX_STARTING", d.max_starting, "StartRun calls in flight"),
-        ("--max-active-runs", "MAX_ACTIVE_RUNS", d.max_active_runs, "runs executing here"),
-        ("--max-watchers", "MAX_WATCHERS", d.max_watchers, "open WatchRun streams"),
+    for flag, value, what in (
+        ("--max-starting", d.max_starting, "StartRun calls in flight"),
+        ("--max-active-runs", d.max_active_runs, "runs executing here"),
+        ("--max-watchers", d.max_watchers, "open WatchRun streams"),
     ):
-        parser.add_argument(
+        _number(
+            parser,
             flag,
-            type=int,
-            default=int(_env(env, str(value)) or value),
-            help=f"at most this many {what}; past it calls fail at once with "
-            f"RESOURCE_EXHAUSTED and a retry delay (RUNWIRE_{env}; default %(default)s)",
+            int,
+            value,
+            f"at most this many {what}; past it calls fail at once with "
+            "RESOURCE_EXHAUSTED and a retry delay",
         )
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "EgressRefused",
     "HttpAdapter",
     "admitted_addresses",
+    "parse_http_url",
     "resolve_host",
 ]
 
@@ -155,16 +156,21 @@ class EgressPolicy:
                 hosts.add(name)
         return cls(frozenset(hosts), tuple(suffixes), tuple(networks))
 
-    def refusal(self, host: str, ip: IPAddress) -> str | None:
-        """Why a connection to `ip` (found for `host`) is refused, or None if it may go."""
+    def permits(self, host: str, ip: IPAddress | None = None) -> bool:
+        """Whether the allow-list names `host` (exactly or by a `*.suffix`) or covers `ip`
+        (by default `host` itself, when it is an IP address)."""
         name = host.lower().rstrip(".")
         if name in self.hosts or name.endswith(self.suffixes):
-            return None
+            return True
+        ip = ip if ip is not None else _literal(name)
+        if ip is None:
+            return False
         mapped = _embedded_ipv4(ip)
-        for net in self.networks:
-            if ip in net or (mapped is not None and mapped in net):
-                return None
-        return _forbidden(ip)
+        return any(ip in net or (mapped is not None and mapped in net) for net in self.networks)
+
+    def refusal(self, host: str, ip: IPAddress) -> str | None:
+        """Why a connection to `ip` (found for `host`) is refused, or None if it may go."""
+        return None if self.permits(host, ip) else _forbidden(ip)
 
 
 async def resolve_host(host: str, port: int) -> list[IPAddress]:
@@ -212,23 +218,39 @@ async def admitted_addresses(
     return addresses
 
 
-def _url_problem(url: str) -> str | None:
-    """Why `url` cannot be requested, checked as far as templates allow."""
+def _characters_problem(url: str) -> str | None:
     if any(unicodedata.category(c) in ("Cc", "Zs", "Zl", "Zp") for c in url):
         return "must not contain whitespace or control characters"
-    if _templated(url):
-        scheme, sep, _ = url.partition("://")
-        if sep and not _templated(scheme) and scheme.lower() not in ("http", "https"):
-            return f"scheme {scheme!r} is not allowed; use http or https"
-        return None
+    return None
+
+
+def parse_http_url(url: str, *, schemes: str = "use http or https") -> httpx.URL | str:
+    """`url` parsed, or why it cannot be requested: whitespace or control characters,
+    bad syntax, a scheme other than http and https (`schemes` says what to use
+    instead), no host. Shared by the http adapter and webhook targets."""
+    if why := _characters_problem(url):
+        return why
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
         return f"is not a valid URL: {exc}"
     if parsed.scheme not in ("http", "https"):
-        return f"scheme {parsed.scheme!r} is not allowed; use http or https"
+        return f"scheme {parsed.scheme!r} is not allowed; {schemes}"
     if not parsed.host:
         return "must name a host"
+    return parsed
+
+
+def _url_problem(url: str) -> str | None:
+    """Why `url` cannot be requested, checked as far as templates allow."""
+    if not _templated(url):
+        parsed = parse_http_url(url)
+        return parsed if isinstance(parsed, str) else None
+    if why := _characters_problem(url):
+        return why
+    scheme, sep, _ = url.partition("://")
+    if sep and not _templated(scheme) and scheme.lower() not in ("http", "https"):
+        return f"scheme {scheme!r} is not allowed; use http or https"
     return None
 
 

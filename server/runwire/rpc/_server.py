@@ -293,7 +293,7 @@ class RunwireServer:
         self.hub.on_control = self.replica.on_control
         self.hub.on_listen = self.replica.on_listen
         self.hub.start(lambda: asyncpg.connect(url))
-        # WatchRun and WatchEvents make their own spans (see RunService.WatchRun): the aio
+        # WatchRun and WatchEvents make their own spans (rpc/_streams.py): the aio
         # interceptor keeps a context attached across the stream's yields and
         # cannot detach it when a client drops the stream mid-write.
         not_watch = filters.negate(
@@ -339,6 +339,7 @@ class RunwireServer:
             )
         )
         self.deliverer = self._deliverer()
+        self.hub.on_subscriptions = self.deliverer.wake  # claim on any replica's NOTIFY
         self._grpc.add_generic_rpc_handlers(
             (
                 subscription_handlers(

@@ -15,7 +15,7 @@ import grpc
 import jsonschema
 from google.protobuf import json_format
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 
 from runwire import telemetry
 from runwire.engine import (
@@ -47,6 +47,7 @@ from runwire.errors import (
 from runwire.metrics import NOOP_METRICS, Metrics
 from runwire.rpc._convert import decode_page_token, encode_page_token, parse_filter, run_to_proto
 from runwire.rpc._status import mapped, public_error, to_status
+from runwire.rpc._streams import stream_span
 from runwire.store import (
     Chunk,
     Hub,
@@ -57,7 +58,6 @@ from runwire.store import (
     Subscription,
     frame_event,
     frame_resume_after,
-    is_transient,
     new_run_id,
 )
 from runwire.v1 import events_pb2, run_service_pb2
@@ -68,12 +68,6 @@ log = logging.getLogger(__name__)
 
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _REPLAY_PAGE = 2000
-WATCH_SPAN = "/runwire.v1.RunService/WatchRun"
-_WATCH_ATTRIBUTES = {
-    "rpc.system": "grpc",
-    "rpc.service": "runwire.v1.RunService",
-    "rpc.method": "WatchRun",
-}
 # Keep every WatchRunResponse well under gRPC's default 4 MiB receive limit:
 # responses are cut at this size, and one event (at most MAX_EVENT_BYTES, half
 # of it) always fits in a response of its own.
@@ -552,17 +546,9 @@ class RunService:
                 return
             yield _stream_end(row.last_seq, row.status)
             return
-        # A span we end ourselves, never attached as the current context (the
-        # generator may be finalized in another task), and made only when it
-        # ends: an open SDK span per idle watcher costs more than the watcher.
-        span = telemetry.EndRecordedSpan(
-            self.tracer,
-            WATCH_SPAN,
-            parent=propagate.extract(dict(context.invocation_metadata() or ())),
-            kind=trace.SpanKind.SERVER,
-            attributes={**_WATCH_ATTRIBUTES, telemetry.ATTR_RUN_ID: request.run_id},
-        )
-        try:
+        async with stream_span(
+            self.tracer, context, "WatchRun", {telemetry.ATTR_RUN_ID: request.run_id}
+        ):
             # Subscribe before the first store read, so nothing committed between
             # the read and the subscription can fall into a gap.
             sub = self.hub.subscribe(request.run_id)
@@ -656,16 +642,8 @@ class RunService:
             except RunNotFound as exc:
                 # Pruned while watched (see _catch_up).
                 await context.abort_with_status(to_status(exc))
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                # The database blinked mid-stream: UNAVAILABLE, so the client
-                # resumes with after_seq (here or on another replica).
-                await context.abort_with_status(to_status(public_error(exc)))
             finally:
                 sub.close()
-        finally:
-            span.end()
 
     async def _settle_beyond(self, run_id: str, cursor: _Cursor) -> bool | None:
         """For a watcher whose after_seq is beyond the run's last seq: is it still?

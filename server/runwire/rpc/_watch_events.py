@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 
 from runwire import telemetry
 from runwire.engine import MAX_EVENT_BYTES, bound_event
@@ -26,6 +26,7 @@ from runwire.errors import (
     ServerDraining,
 )
 from runwire.rpc._status import public_error, to_status
+from runwire.rpc._streams import stream_span
 from runwire.store import (
     Hub,
     LogEntry,
@@ -35,7 +36,6 @@ from runwire.store import (
     encode_cursor,
     frame_cursor,
     frame_event,
-    is_transient,
     log_bounds,
     read_log,
 )
@@ -45,12 +45,6 @@ __all__ = ["WatchEventsService"]
 
 log = logging.getLogger(__name__)
 
-WATCH_EVENTS_SPAN = "/runwire.v1.RunService/WatchEvents"
-_ATTRIBUTES = {
-    "rpc.system": "grpc",
-    "rpc.service": "runwire.v1.RunService",
-    "rpc.method": "WatchEvents",
-}
 # Entries per log read, and the response budget (as WatchRun's).
 _PAGE = 1000
 _RESPONSE_BYTES = 1 << 20
@@ -112,15 +106,7 @@ class WatchEventsService:
         except Exception as exc:
             await context.abort_with_status(to_status(public_error(exc)))
             return
-        # A span made when it ends, as WatchRun's (see RunService.WatchRun).
-        span = telemetry.EndRecordedSpan(
-            self.tracer,
-            WATCH_EVENTS_SPAN,
-            parent=propagate.extract(dict(context.invocation_metadata() or ())),
-            kind=trace.SpanKind.SERVER,
-            attributes=_ATTRIBUTES,
-        )
-        try:
+        async with stream_span(self.tracer, context, "WatchEvents"):
             # The starting position at once, before anything is due: a client
             # that started at LATEST and is cut before the first event resumes
             # from here, instead of from a later LATEST over a gap.
@@ -156,10 +142,3 @@ class WatchEventsService:
                     pos = looked
                     continue  # there may be more: read again before waiting
                 await changed.wait()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            # The database blinked: UNAVAILABLE, the client resumes from its cursor.
-            await context.abort_with_status(to_status(public_error(exc)))
-        finally:
-            span.end()

@@ -14,6 +14,11 @@ arrive on the same NOTIFY channel), on a LISTEN reconnect (commits may have
 been missed) and on drain. Take it before reading the log, then wait on it
 when the read found nothing new: a commit between the read and the wait
 has set it already.
+
+And it tells the webhook deliverer (`on_subscriptions`) when any process made
+a subscription claimable (created, resumed, or its lease released) on the
+subscriptions channel, and after a LISTEN reconnect, so a replica claims it
+at once rather than on its next lease round.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ _malloc_trim = _find_malloc_trim()
 
 EVENTS_CHANNEL = "runwire_events"
 CONTROL_CHANNEL = "runwire_control"
+# Payload: a subscription id that became claimable (store/_subscriptions.py).
+SUBSCRIPTIONS_CHANNEL = "runwire_subscriptions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +181,9 @@ class Hub:
         # Called after every (re)connect of the LISTEN connection: control
         # requests NOTIFYed while it was down were missed and must be re-read.
         self.on_listen: Callable[[], None] | None = None
+        # Called when a webhook subscription became claimable, and after every
+        # (re)connect (a NOTIFY may have been missed): the deliverer claims now.
+        self.on_subscriptions: Callable[[], None] | None = None
         # Set by close_all (drain): every wait returns, now and from then on.
         self.closing = False
         self._log_event: asyncio.Event | None = None
@@ -287,6 +297,8 @@ class Hub:
                 self.wake(run_id, int(seq))
         elif channel == CONTROL_CHANNEL and self.on_control is not None:
             self.on_control(payload)
+        elif channel == SUBSCRIPTIONS_CHANNEL and self.on_subscriptions is not None:
+            self.on_subscriptions()
 
     def start(self, connect: Callable[[], Awaitable[asyncpg.Connection]]) -> None:
         """Listen for other processes' commits and control requests."""
@@ -307,11 +319,14 @@ class Hub:
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(EVENTS_CHANNEL, self._on_notify)
                 await conn.add_listener(CONTROL_CHANNEL, self._on_notify)
+                await conn.add_listener(SUBSCRIPTIONS_CHANNEL, self._on_notify)
                 backoff = 0.1
                 # Anything committed while we were not listening must be read now.
                 self.wake_all()
                 if self.on_listen is not None:
                     self.on_listen()
+                if self.on_subscriptions is not None:
+                    self.on_subscriptions()
                 await lost.wait()
                 log.warning("LISTEN connection lost; reconnecting")
             except Exception as exc:

@@ -6,6 +6,10 @@ advance it or record a failure on it. The batch in flight (`pending_*`) is
 stored before its first POST and cleared by the acknowledgement that advances
 `delivered_pos` past it, so a retry after a crash or a takeover sends the same
 body under the same webhook-id.
+
+A write that makes a subscription claimable (create, resume, release) NOTIFYs
+the subscriptions channel in its transaction: every replica's hub wakes its
+deliverer, and one claims it at once instead of on its next lease round.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from datetime import datetime
 
 import asyncpg
 
+from runwire.store._hub import SUBSCRIPTIONS_CHANNEL
 from runwire.store._log import log_bounds
 
 __all__ = [
@@ -147,6 +152,7 @@ class SubscriptionStore:
                 horizon if sub.start == START_EARLIEST else latest,
             )
             if record is not None:
+                await _claimable(conn, [sub.subscription_id])
                 return _row(record), True
             existing = await conn.fetchrow(
                 "SELECT * FROM subscriptions WHERE request_id = $1", sub.request_id
@@ -187,17 +193,21 @@ class SubscriptionStore:
 
     async def resume(self, subscription_id: str) -> SubscriptionRow | None:
         """Make a paused subscription active again, due at once; None when there is none."""
-        record = await self.pool.fetchrow(
-            """UPDATE subscriptions
-               SET state = $2,
-                   consecutive_failures = CASE WHEN state = $3 THEN 0 ELSE consecutive_failures END,
-                   next_attempt_time = CASE WHEN state = $3 THEN now() ELSE next_attempt_time END
-               WHERE subscription_id = $1 RETURNING *""",
-            subscription_id,
-            ACTIVE,
-            PAUSED,
-        )
-        return None if record is None else _row(record)
+        async with self.pool.acquire() as conn, conn.transaction():
+            record = await conn.fetchrow(
+                """UPDATE subscriptions
+                   SET state = $2,
+                       consecutive_failures = CASE WHEN state = $3 THEN 0 ELSE consecutive_failures END,
+                       next_attempt_time = CASE WHEN state = $3 THEN now() ELSE next_attempt_time END
+                   WHERE subscription_id = $1 RETURNING *""",
+                subscription_id,
+                ACTIVE,
+                PAUSED,
+            )
+            if record is None:
+                return None
+            await _claimable(conn, [subscription_id])
+        return _row(record)
 
     # -- delivery -------------------------------------------------------------------
 
@@ -240,12 +250,15 @@ class SubscriptionStore:
 
     async def release(self, owner_id: str, ids: list[str]) -> None:
         """Give leases up at once, for another replica to take over without waiting."""
-        await self.pool.execute(
-            """UPDATE subscriptions SET owner_id = NULL, lease_expire_time = NULL
-               WHERE subscription_id = ANY($2) AND owner_id = $1""",
-            owner_id,
-            ids,
-        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            released = await conn.fetch(
+                """UPDATE subscriptions SET owner_id = NULL, lease_expire_time = NULL
+                   WHERE subscription_id = ANY($2) AND owner_id = $1
+                   RETURNING subscription_id, state""",
+                owner_id,
+                ids,
+            )
+            await _claimable(conn, [r["subscription_id"] for r in released if r["state"] == ACTIVE])
 
     async def set_pending(self, subscription_id: str, owner_id: str, batch: PendingBatch) -> bool:
         """Store the batch about to be POSTed; False when the lease is lost."""
@@ -325,3 +338,11 @@ class SubscriptionStore:
             error[:1000],
         )
         return bool(done.endswith(" 1"))
+
+
+async def _claimable(conn: asyncpg.pool.PoolConnectionProxy, ids: list[str]) -> None:
+    """NOTIFY, at this transaction's commit, that these subscriptions may be claimed now."""
+    if ids:
+        await conn.execute(
+            "SELECT pg_notify($1, sid) FROM unnest($2::text[]) AS sid", SUBSCRIPTIONS_CHANNEL, ids
+        )

@@ -2,7 +2,8 @@
 
 One loop per server process claims active subscriptions nobody holds (or
 whose holder's lease expired: a dead replica's subscriptions are taken over
-within a lease), renews the ones it holds every third of a lease, and runs
+within a lease; one created, resumed or released is claimed at once, on the
+NOTIFY its write sends), renews the ones it holds every third of a lease, and runs
 one task per held subscription. That task reads the cross-run log after the
 subscription's durable position with its filter, forms a batch (at most
 `batch_events` events and about `batch_bytes` of JSON), stores it as the
@@ -73,6 +74,18 @@ class DeliverySettings:
     poll: float = 1.0  # seconds between log reads when nothing wakes the loop
 
 
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until `event` is set or `seconds` pass.
+
+    Not asyncio.wait_for: on Python 3.11 it drops a cancellation that arrives
+    while the event is being set (it returns the inner result instead), and
+    stop(), awaiting the cancelled loop, then waited for ever.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
 def backoff(failures: int, initial: float, cap: float) -> float:
     """Seconds before the next attempt after `failures` in a row: doubling from
     `initial` up to `cap`, with equal jitter (half fixed, half random)."""
@@ -123,7 +136,8 @@ class Deliverer:
         self._main = asyncio.create_task(self._run(), name="webhook deliveries")
 
     def wake(self) -> None:
-        """Claim now: a subscription was created or resumed through this process."""
+        """Claim now: a subscription was created, resumed or released (by any process:
+        the hub calls this on the subscriptions channel's NOTIFY)."""
         self._wake.set()
 
     def held(self) -> list[str]:
@@ -151,15 +165,16 @@ class Deliverer:
 
     async def _run(self) -> None:
         while True:
+            # Cleared before the round, not after: a wake-up during the round
+            # (a subscription created after its claim query) runs another.
+            self._wake.clear()
             try:
                 await self._tick()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("webhook lease round failed (%r); retrying", exc)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.lease_seconds / 3)
+            await _wait(self._wake, self.settings.lease_seconds / 3)
 
     async def _tick(self) -> None:
         lease = self.settings.lease_seconds
@@ -246,8 +261,7 @@ class Deliverer:
             # read again, but never spin.
             await asyncio.sleep(_SET_PAUSE)
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), self.settings.poll)
+        await _wait(changed, self.settings.poll)
 
     def log_generation(self) -> asyncio.Event:
         """The event the next commit sets (Hub.log_changed); take it before reading the log."""

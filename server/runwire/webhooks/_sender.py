@@ -19,7 +19,12 @@ from datetime import UTC, datetime
 
 import httpx
 
-from runwire.adapters.http import EgressPolicy, EgressRefused, admitted_addresses
+from runwire.adapters.http import (
+    EgressPolicy,
+    EgressRefused,
+    admitted_addresses,
+    parse_http_url,
+)
 from runwire.webhooks._signing import sign
 
 __all__ = ["MAX_RETRY_AFTER", "Outcome", "Sender", "target_problem"]
@@ -47,34 +52,16 @@ def target_problem(url: str, policy: EgressPolicy) -> str | None:
     """
     if len(url) > 2048:
         return "must be at most 2048 characters"
-    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        return "must not contain whitespace or control characters"
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        return f"is not a valid URL: {exc}"
-    if parsed.scheme not in ("http", "https"):
-        return f"scheme {parsed.scheme!r} is not allowed; use https"
-    if not parsed.host:
-        return "must name a host"
+    parsed = parse_http_url(url, schemes="use https")
+    if isinstance(parsed, str):
+        return parsed
     if parsed.userinfo:
         return "must not carry credentials; receivers check the signature instead"
     if parsed.fragment:
         return "must not have a fragment"
-    if parsed.scheme == "http" and not _allowed_by_name(parsed.host, policy):
+    if parsed.scheme == "http" and not policy.permits(parsed.host):
         return "must use https (http only to a host on --webhook-allow)"
     return None
-
-
-def _allowed_by_name(host: str, policy: EgressPolicy) -> bool:
-    name = host.lower().rstrip(".")
-    if name in policy.hosts or name.endswith(policy.suffixes):
-        return True
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return any(ip in net for net in policy.networks)
 
 
 def _retry_after(value: str | None) -> float | None:
