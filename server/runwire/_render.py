@@ -32,6 +32,8 @@ _TRANSPORT = {
     grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 _FIRST_BACKOFF, _MAX_BACKOFF, _GIVE_UP_AFTER = 0.1, 2.0, 120.0
+# The most of a server's RetryInfo delay the CLI waits (as the clients do).
+_MAX_SERVER_DELAY = 30.0
 
 
 def _runwire_info(exc: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
@@ -41,6 +43,17 @@ def _runwire_info(exc: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
         if detail.Unpack(info) and info.domain == "runwire.v1":
             return info
     return None
+
+
+def _server_delay(exc: grpc.RpcError) -> float:
+    """The longest `google.rpc.RetryInfo` delay the failed status asks for, capped; else 0."""
+    status = rpc_status.from_call(exc)
+    delay = 0.0
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            delay = max(delay, info.retry_delay.ToTimedelta().total_seconds())
+    return min(delay, _MAX_SERVER_DELAY)
 
 
 def _retryable(exc: grpc.RpcError) -> bool:
@@ -188,6 +201,18 @@ def watch_and_render(
                     )
                     return 3
                 wait = backoff * (0.5 + random.random() / 2)
+                if isinstance(exc, grpc.RpcError):
+                    # Never sooner than the server asked (an overloaded server
+                    # says how long in RetryInfo), nor past the give-up time.
+                    wait = max(wait, _server_delay(exc))
+                    if give_up_after and now + wait - failing_since > give_up_after:
+                        print(
+                            f"runwire: gave up watching run {run_id}: the server asked to "
+                            f"wait {wait:.1f}s, past {give_up_after:.0f}s of failures "
+                            f"(last seq {resume})",
+                            file=sys.stderr,
+                        )
+                        return 3
                 cause = exc.code().name if isinstance(exc, grpc.RpcError) else "stream cut"
                 print(
                     f"runwire: watch of {run_id} interrupted ({cause}); retrying after seq "
