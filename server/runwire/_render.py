@@ -201,10 +201,11 @@ def watch_and_render(
                     )
                     return 3
                 wait = backoff * (0.5 + random.random() / 2)
-                if isinstance(exc, grpc.RpcError):
+                asked = _server_delay(exc) if isinstance(exc, grpc.RpcError) else 0.0
+                if asked > wait:
                     # Never sooner than the server asked (an overloaded server
                     # says how long in RetryInfo), nor past the give-up time.
-                    wait = max(wait, _server_delay(exc))
+                    wait = asked
                     if give_up_after and now + wait - failing_since > give_up_after:
                         print(
                             f"runwire: gave up watching run {run_id}: the server asked to "
