@@ -97,6 +97,7 @@ PUBLIC: dict[str, list[str]] = {
         "mark_pruned",
         "migrate",
         "new_run_id",
+        "open_pool",
         "pending_migrations",
         "read_log",
         "session_settings",
