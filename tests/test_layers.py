@@ -77,6 +77,7 @@ PUBLIC: dict[str, list[str]] = {
         "NewRun",
         "NewSubscription",
         "PendingBatch",
+        "RunHead",
         "RunRow",
         "SchemaBehind",
         "Store",
