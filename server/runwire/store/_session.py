@@ -33,7 +33,9 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     """Nothing to undo when a connection goes back to the pool (see `open_pool`)."""
 
 
-async def open_pool(url: str, *, lease_seconds: float, min_size: int, max_size: int) -> asyncpg.Pool:
+async def open_pool(
+    url: str, *, lease_seconds: float, min_size: int, max_size: int
+) -> asyncpg.Pool:
     """The server's connection pool: `session_settings` on every connection, and
     no reset round trip when a connection is returned.
 
