@@ -166,6 +166,38 @@ def _row(r: asyncpg.Record) -> RunRow:
     )
 
 
+def _created(run: NewRun, times: asyncpg.Record, owner_id: str) -> RunRow:
+    """The row create_run inserted: what it wrote, the column defaults, and the
+    times Postgres stamped (RETURNING only those: sending the flow's JSON back
+    and parsing it again cost both sides CPU on every StartRun)."""
+    return RunRow(
+        run_id=run.run_id,
+        flow_name=run.flow_name,
+        flow_digest=run.flow_digest,
+        flow_json=run.flow_json,
+        inputs=run.inputs,
+        labels=run.labels,
+        request_id=run.request_id,
+        request_digest=run.request_digest,
+        principal=run.principal,
+        status=run.status,
+        create_time=times["create_time"],
+        update_time=times["update_time"],
+        end_time=None,
+        node_count=run.node_count,
+        succeeded_node_count=0,
+        failed_node_count=0,
+        skipped_node_count=0,
+        last_seq=0,
+        error=None,
+        pause_requested=False,
+        cancel_requested=False,
+        control_principal="",
+        control_reason="",
+        owner_id=owner_id,
+    )
+
+
 async def _fence(conn: asyncpg.pool.PoolConnectionProxy, run_id: str, owner_id: str | None) -> None:
     """Raise LeaseLost unless `owner_id` (when given) holds the run's unexpired lease."""
     if owner_id is None:
@@ -206,7 +238,7 @@ class Store:
                        VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6::jsonb, $7, $8, $9, $10, $11,
                                $12, now() + make_interval(secs => $13))
                        ON CONFLICT (request_id) DO NOTHING
-                       RETURNING *""",
+                       RETURNING create_time, update_time""",
                     run.run_id,
                     run.flow_name,
                     run.flow_digest,
@@ -222,7 +254,7 @@ class Store:
                     lease_seconds,
                 )
                 if record is not None:
-                    return _row(record), True
+                    return _created(run, record, owner_id), True
                 existing = await conn.fetchrow(
                     "SELECT * FROM runs WHERE request_id = $1", run.request_id
                 )
