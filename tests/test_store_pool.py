@@ -51,3 +51,31 @@ async def test_pool_rolls_back_a_transaction_left_open(database_url: str) -> Non
     finally:
         await pool.close()
         await admin.close()
+
+
+async def test_pool_plans_prepared_statements_for_the_tables_as_they_are(
+    database_url: str,
+) -> None:
+    """A statement prepared while `runs` was empty and executed often (the event
+    commit) must not keep a generic plan that scans the whole table once it
+    has grown: that made the commit's cost grow with every run stored."""
+    pool = await open_pool(database_url, lease_seconds=15.0, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "PREPARE probe(text[]) AS SELECT last_seq FROM runs WHERE run_id = ANY($1)"
+            )
+            for _ in range(8):  # past the five custom plans before a generic one
+                await conn.execute("EXECUTE probe('{r1,r2}')")
+            await conn.execute(
+                """INSERT INTO runs (run_id, flow_name, flow_digest, flow, inputs, status,
+                                     node_count)
+                   SELECT 'r' || g, 'f', 'd', '{}', '{}', 1, 1
+                   FROM generate_series(1, 20000) AS g"""
+            )
+            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN EXECUTE probe('{r1,r2}')"))
+            await conn.execute("DEALLOCATE probe")
+        assert "Seq Scan" not in plan, plan
+        assert "runs_pkey" in plan, plan
+    finally:
+        await pool.close()

@@ -22,6 +22,14 @@ def session_settings(lease_seconds: float) -> dict[str, str]:
         "idle_in_transaction_session_timeout": str(max(500, lease_ms // 2)),
         # No lock wait outlasts a lease: the waiter retries instead of hanging.
         "lock_timeout": str(lease_ms),
+        # Plan each execution of a prepared statement with its parameters and
+        # the tables as they are now. Postgres otherwise switches a statement
+        # to a generic plan after five executions and keeps it until the next
+        # ANALYZE: the event commit, prepared while `runs` was nearly empty,
+        # kept scanning the whole table for `run_id = ANY($1)`, its cost per
+        # run growing with every run stored (0.64 -> 1.27 ms of Postgres CPU
+        # per run over 4 000 runs of `make bench-workers`; flat at 0.54 so).
+        "plan_cache_mode": "force_custom_plan",
         # Find clients that vanished behind a partition (no FIN ever came).
         "tcp_keepalives_idle": "10",
         "tcp_keepalives_interval": "5",
