@@ -344,7 +344,8 @@ def main() -> int:
     )
     print(
         f"  measured ratio {statistics.median(ratios):.2f} (median) against a bound of "
-        f"{statistics.median(bound2):.2f}-{statistics.median(bound1):.2f}; the target is 1.6"
+        f"{min(statistics.median(bound1), statistics.median(bound2)):.2f} to "
+        f"{max(statistics.median(bound1), statistics.median(bound2)):.2f}; the target is 1.6"
     )
     return 0
 
