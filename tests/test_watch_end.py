@@ -244,3 +244,37 @@ async def test_watch_run_beyond_a_run_on_another_server_settles_when_it_finishes
         await watching
     assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
     assert _error_info(caught.value).metadata["status"] == "RUN_STATUS_SUCCEEDED"
+
+
+async def test_watch_run_opens_with_one_store_read(harness: Harness) -> None:
+    """A watcher's stream opens with one statement, the run's head and its first
+    page of events together: no read of the run row before it (a round trip
+    per watcher, which capped runs/s under many short runs). A live stream
+    then reads nothing more; a finished run's replay also reads once."""
+    store = harness.server.store
+    assert store is not None
+    run = await harness.start(_gated_flow())
+    runs, pages = store.run_reads, store.event_reads
+    events: list[events_pb2.RunEvent] = []
+    request = run_service_pb2.WatchRunRequest(run_id=run.run_id)
+    async for response in harness.stub.WatchRun(request):
+        events.extend(response.events)
+        if any(e.HasField("approval_requested") for e in response.events):
+            assert (store.run_reads, store.event_reads) == (runs, pages + 1)
+            runs = store.run_reads  # ResolveApproval reads the run itself
+            await _resolve(harness, run.run_id)
+            runs, pages = store.run_reads, store.event_reads
+    assert events[-1].HasField("run_completed")
+    assert (store.run_reads, store.event_reads) == (runs, pages), "live: no more reads"
+    replay = await collect(harness.stub, run.run_id)
+    assert [e.seq for e in replay] == [e.seq for e in events]
+    assert (store.run_reads, store.event_reads) == (runs, pages + 1)
+
+
+async def test_watch_run_of_an_unknown_run_is_not_found_and_leaves_no_watcher(
+    harness: Harness,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(harness.stub, "no-such-run")
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert harness.server.hub.watching == 0

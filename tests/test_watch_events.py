@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import Harness, collect, edge, shell_node, util_node
+from conftest import Harness, collect, edge, shell_node, util_node, wait_for_event
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -98,6 +98,9 @@ async def test_watch_run_filter_live_sends_progress_and_run_completed(harness: H
         edges=[edge("ok", "after")],
     )
     run = await harness.start(flow)
+    # The gate must be pending before the test resolves it: a filtered
+    # stream's first response may come before the engine opened it.
+    await wait_for_event(harness.stub, run.run_id, lambda e: e.HasField("approval_requested"))
     flt = run_service_pb2.EventFilter(kinds=["ai_invocation"])  # selects nothing here
     stream = harness.stub.WatchRun(run_service_pb2.WatchRunRequest(run_id=run.run_id, filter=flt))
     first = await stream.read()

@@ -45,6 +45,7 @@ from runwire.store import (
     Store,
     SubscriptionStore,
     migrate,
+    open_pool,
     pending_migrations,
     session_settings,
 )
@@ -212,17 +213,19 @@ class RunwireServer:
             self._embedded = EmbeddedPostgres(self.settings.data_dir / "postgres")
             self.database_url = await asyncio.to_thread(self._embedded.start)
         url = self.database_url
-        self._pool = await asyncpg.create_pool(
-            url,
-            min_size=2,
-            max_size=10,
-            server_settings=session_settings(self.settings.lease_seconds),
-        )
-        async with self._pool.acquire() as conn:
+        # Migrations on a connection of their own: their session advisory lock
+        # must never reach the pool, which does not reset connections.
+        conn = await asyncpg.connect(url)
+        try:
             if self.settings.migrate:
                 await migrate(conn)
             elif missing := await pending_migrations(conn):
                 raise SchemaBehind(missing)
+        finally:
+            await conn.close()
+        self._pool = await open_pool(
+            url, lease_seconds=self.settings.lease_seconds, min_size=2, max_size=10
+        )
         self.store = Store(self._pool)
         self.retention = Retention(
             self.store,

@@ -53,8 +53,10 @@ from runwire.store import (
     Hub,
     LogFilter,
     NewRun,
+    RunHead,
     RunRow,
     Store,
+    StoredEvent,
     Subscription,
     frame_event,
     frame_resume_after,
@@ -532,13 +534,31 @@ class RunService:
             flt: LogFilter | None = LogFilter.for_run(
                 request.filter if request.HasField("filter") else None
             )
-            row = await self._run(request.run_id)
+            _check_run_id(request.run_id)
         except Exception as exc:
             await context.abort_with_status(to_status(public_error(exc)))
             return
         if flt is not None and flt.selects_all_events:
             flt = None  # an empty filter: the shared, pre-framed path
+        # Subscribe before the first store read, so nothing committed between
+        # the read and the subscription can fall into a gap. One statement
+        # reads the run's head and its first page of events.
+        sub = self.hub.subscribe(request.run_id)
+        try:
+            opened = await self.store.open_stream(request.run_id, request.after_seq, _REPLAY_PAGE)
+            if opened is None:
+                raise RunNotFound(request.run_id)
+        except BaseException as exc:
+            sub.close()
+            if not isinstance(exc, Exception):
+                raise
+            await context.abort_with_status(to_status(public_error(exc)))
+            return
+        row = opened[0]
+        first: list[StoredEvent] | None = opened[1]
+        del opened
         if row.finished and request.after_seq >= row.last_seq:
+            sub.close()
             # Nothing after the end of a finished run: say so, never an empty
             # OK stream (a client would take that for a cut stream and resume).
             if request.after_seq > row.last_seq:
@@ -549,9 +569,6 @@ class RunService:
         async with stream_span(
             self.tracer, context, "WatchRun", {telemetry.ATTR_RUN_ID: request.run_id}
         ):
-            # Subscribe before the first store read, so nothing committed between
-            # the read and the subscription can fall into a gap.
-            sub = self.hub.subscribe(request.run_id)
             cursor = _Cursor(request.after_seq, sent=request.after_seq)
             # after_seq beyond what the live run has committed: live chunks
             # up to after_seq are none of this watcher's business, and the
@@ -562,14 +579,17 @@ class RunService:
             del row  # an idle stream holds nothing it no longer needs (see below)
             try:
                 if beyond:
+                    first = None  # the store may have more once it settles
                     beyond = await self._settle_beyond(request.run_id, cursor)
                     if beyond is None:
                         await context.abort_with_status(
                             to_status(_beyond_end(await self._run(request.run_id), cursor.last))
                         )
                         return
-                async for response in self._catch_up(request.run_id, cursor, flt, sub):
+                replay, first = self._catch_up(request.run_id, cursor, flt, sub, first), None
+                async for response in replay:
                     yield response
+                del replay  # nor the first page (see below)
                 while not cursor.done:
                     if self.closing_streams.is_set():
                         await context.abort_with_status(to_status(ServerDraining()))
@@ -668,8 +688,10 @@ class RunService:
         cursor: _Cursor,
         flt: LogFilter | None = None,
         sub: Subscription | None = None,
+        first: list[StoredEvent] | None = None,
     ) -> AsyncIterator[bytes]:
-        """Yield every committed event after the cursor that `flt` selects, advancing it.
+        """Yield every committed event after the cursor that `flt` selects, advancing it;
+        `first` is the first page when it was read already (see `Store.open_stream`).
 
         It stops where `sub`'s queue of live chunks takes over: a watcher that
         joins a busy run reads the store only up to its first queued chunk,
@@ -679,7 +701,11 @@ class RunService:
             live = sub.live_from() if sub is not None else None
             if live is not None and live <= cursor.last + 1:
                 return
-            page = await self.store.read_events(run_id, cursor.last, _REPLAY_PAGE)
+            page: list[StoredEvent] | None
+            if first is not None:
+                page, first = first, None
+            else:
+                page = await self.store.read_events(run_id, cursor.last, _REPLAY_PAGE)
             if page is None:
                 # Retention deleted the run mid-replay: NOT_FOUND, never an
                 # OK stream without its end.
@@ -727,7 +753,7 @@ def _stream_end(last_seq: int, status: int) -> bytes:
     ).SerializeToString()
 
 
-def _beyond_end(row: RunRow, after_seq: int) -> AfterSeqBeyondEnd:
+def _beyond_end(row: RunRow | RunHead, after_seq: int) -> AfterSeqBeyondEnd:
     return AfterSeqBeyondEnd(
         row.run_id, after_seq, row.last_seq, events_pb2.RunStatus.Name(row.status)
     )

@@ -17,8 +17,8 @@ from runwire.store._log import (
 )
 from runwire.store._migrate import SchemaBehind, migrate, pending_migrations
 from runwire.store._partitions import new_run_id
-from runwire.store._session import session_settings
-from runwire.store._store import GateRow, NewRun, RunRow, Store, StoredEvent
+from runwire.store._session import open_pool, session_settings
+from runwire.store._store import GateRow, NewRun, RunHead, RunRow, Store, StoredEvent
 from runwire.store._subscriptions import (
     NewSubscription,
     PendingBatch,
@@ -41,6 +41,7 @@ __all__ = [
     "NewRun",
     "NewSubscription",
     "PendingBatch",
+    "RunHead",
     "RunRow",
     "SchemaBehind",
     "Store",
@@ -61,6 +62,7 @@ __all__ = [
     "mark_pruned",
     "migrate",
     "new_run_id",
+    "open_pool",
     "pending_migrations",
     "read_log",
     "session_settings",

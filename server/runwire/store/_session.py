@@ -8,7 +8,9 @@ depend on the old owner's cooperation. The server ends such sessions itself.
 
 from __future__ import annotations
 
-__all__ = ["session_settings"]
+import asyncpg
+
+__all__ = ["open_pool", "session_settings"]
 
 
 def session_settings(lease_seconds: float) -> dict[str, str]:
@@ -20,8 +22,45 @@ def session_settings(lease_seconds: float) -> dict[str, str]:
         "idle_in_transaction_session_timeout": str(max(500, lease_ms // 2)),
         # No lock wait outlasts a lease: the waiter retries instead of hanging.
         "lock_timeout": str(lease_ms),
+        # Plan each execution of a prepared statement with its parameters and
+        # the tables as they are now. Postgres otherwise switches a statement
+        # to a generic plan after five executions and keeps it until the next
+        # ANALYZE: the event commit, prepared while `runs` was nearly empty,
+        # kept scanning the whole table for `run_id = ANY($1)`, its cost per
+        # run growing with every run stored (0.64 -> 1.27 ms of Postgres CPU
+        # per run over 4 000 runs of `make bench-workers`; flat at 0.54 so).
+        "plan_cache_mode": "force_custom_plan",
         # Find clients that vanished behind a partition (no FIN ever came).
         "tcp_keepalives_idle": "10",
         "tcp_keepalives_interval": "5",
         "tcp_keepalives_count": "3",
     }
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Nothing to undo when a connection goes back to the pool (see `open_pool`)."""
+
+
+async def open_pool(
+    url: str, *, lease_seconds: float, min_size: int, max_size: int
+) -> asyncpg.Pool:
+    """The server's connection pool: `session_settings` on every connection, and
+    no reset round trip when a connection is returned.
+
+    asyncpg's default reset sends `SELECT pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL` on every release: one more round trip (and
+    transaction) per pooled query, about half of the statements a run costs.
+    Pooled connections never hold session state for it to undo: no session
+    advisory lock (migrations take theirs on a connection of their own), no
+    cursor outliving its transaction, no LISTEN (the hub has its own
+    connection), no session SET (only SET LOCAL). What must not leak still
+    doesn't: asyncpg rolls back a transaction left open before it calls the
+    reset hook, and drops the connection's listeners.
+    """
+    return await asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings=session_settings(lease_seconds),
+        reset=_keep_session,
+    )

@@ -15,7 +15,7 @@ from runwire.store._hub import CONTROL_CHANNEL
 from runwire.store._partitions import drop_pruned_partitions, ensure_partitions
 from runwire.store._prune import count_prunable, existing_runs, prune_batch
 
-__all__ = ["NewRun", "RunRow", "Store", "StoredEvent"]
+__all__ = ["NewRun", "RunHead", "RunRow", "Store", "StoredEvent"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,16 @@ class RunRow:
     def finished(self) -> bool:
         """True once RunCompleted is committed."""
         return self.end_time is not None
+
+
+@dataclass(frozen=True)
+class RunHead:
+    """What a watcher needs of its run: how far its stream is committed and how it ended."""
+
+    run_id: str
+    last_seq: int
+    status: int
+    finished: bool  # RunCompleted is committed
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,38 @@ def _row(r: asyncpg.Record) -> RunRow:
     )
 
 
+def _created(run: NewRun, times: asyncpg.Record, owner_id: str) -> RunRow:
+    """The row create_run inserted: what it wrote, the column defaults, and the
+    times Postgres stamped (RETURNING only those: sending the flow's JSON back
+    and parsing it again cost both sides CPU on every StartRun)."""
+    return RunRow(
+        run_id=run.run_id,
+        flow_name=run.flow_name,
+        flow_digest=run.flow_digest,
+        flow_json=run.flow_json,
+        inputs=run.inputs,
+        labels=run.labels,
+        request_id=run.request_id,
+        request_digest=run.request_digest,
+        principal=run.principal,
+        status=run.status,
+        create_time=times["create_time"],
+        update_time=times["update_time"],
+        end_time=None,
+        node_count=run.node_count,
+        succeeded_node_count=0,
+        failed_node_count=0,
+        skipped_node_count=0,
+        last_seq=0,
+        error=None,
+        pause_requested=False,
+        cancel_requested=False,
+        control_principal="",
+        control_reason="",
+        owner_id=owner_id,
+    )
+
+
 async def _fence(conn: asyncpg.pool.PoolConnectionProxy, run_id: str, owner_id: str | None) -> None:
     """Raise LeaseLost unless `owner_id` (when given) holds the run's unexpired lease."""
     if owner_id is None:
@@ -175,7 +217,8 @@ class Store:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self.event_reads = 0  # read_events calls: how often watchers went to the store
+        self.event_reads = 0  # read_events and open_stream calls: watchers going to the store
+        self.run_reads = 0  # get_run calls
 
     async def create_run(
         self, run: NewRun, *, owner_id: str, lease_seconds: float
@@ -195,7 +238,7 @@ class Store:
                        VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6::jsonb, $7, $8, $9, $10, $11,
                                $12, now() + make_interval(secs => $13))
                        ON CONFLICT (request_id) DO NOTHING
-                       RETURNING *""",
+                       RETURNING create_time, update_time""",
                     run.run_id,
                     run.flow_name,
                     run.flow_digest,
@@ -211,7 +254,7 @@ class Store:
                     lease_seconds,
                 )
                 if record is not None:
-                    return _row(record), True
+                    return _created(run, record, owner_id), True
                 existing = await conn.fetchrow(
                     "SELECT * FROM runs WHERE request_id = $1", run.request_id
                 )
@@ -220,6 +263,7 @@ class Store:
 
     async def get_run(self, run_id: str) -> RunRow | None:
         """The run, or None."""
+        self.run_reads += 1
         record = await self.pool.fetchrow("SELECT * FROM runs WHERE run_id = $1", run_id)
         return None if record is None else _row(record)
 
@@ -275,6 +319,36 @@ class Store:
         if not records:
             return None
         return [
+            StoredEvent(r["seq"], r["kind"], r["event"]) for r in records if r["seq"] is not None
+        ]
+
+    async def open_stream(
+        self, run_id: str, after_seq: int, limit: int
+    ) -> tuple[RunHead, list[StoredEvent]] | None:
+        """The run's head and its first page of committed events after `after_seq`,
+        read in one statement (one snapshot); None when the run is not stored.
+
+        WatchRun opens a stream with it: one round trip instead of a read of the
+        run and then one of its events.
+        """
+        self.event_reads += 1
+        records = await self.pool.fetch(
+            """SELECT r.last_seq, r.status, r.end_time IS NOT NULL AS finished,
+                      e.seq, e.kind, e.event
+               FROM runs r
+               LEFT JOIN LATERAL (
+                   SELECT seq, kind, event FROM events
+                   WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) e ON true
+               WHERE r.run_id = $1""",
+            run_id,
+            after_seq,
+            limit,
+        )
+        if not records:
+            return None
+        first = records[0]
+        head = RunHead(run_id, first["last_seq"], first["status"], first["finished"])
+        return head, [
             StoredEvent(r["seq"], r["kind"], r["event"]) for r in records if r["seq"] is not None
         ]
 
