@@ -102,6 +102,7 @@ PUBLIC: dict[str, list[str]] = {
         "pending_migrations",
         "read_log",
         "session_settings",
+        "writer_settings",
     ],
     "runwire.rpc": [
         "DOMAIN",

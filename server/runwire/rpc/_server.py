@@ -47,7 +47,7 @@ from runwire.store import (
     migrate,
     open_pool,
     pending_migrations,
-    session_settings,
+    writer_settings,
 )
 from runwire.webhooks import Deliverer, DeliverySettings
 
@@ -235,9 +235,9 @@ class RunwireServer:
             interval=self.settings.retention_interval,
         )
         await self.retention.prepare()  # today's events partition, and the next days'
-        writer_settings = session_settings(self.settings.lease_seconds)
+        connect_settings = writer_settings(self.settings.lease_seconds)
         self._writer = EventWriter(
-            lambda: asyncpg.connect(url, server_settings=writer_settings),
+            lambda: asyncpg.connect(url, server_settings=connect_settings),
             self.hub,
             owner_id=self.settings.server_id,
             lease_seconds=self.settings.lease_seconds,

@@ -17,7 +17,7 @@ from runwire.store._log import (
 )
 from runwire.store._migrate import SchemaBehind, migrate, pending_migrations
 from runwire.store._partitions import new_run_id
-from runwire.store._session import open_pool, session_settings
+from runwire.store._session import open_pool, session_settings, writer_settings
 from runwire.store._store import GateRow, NewRun, RunHead, RunRow, Store, StoredEvent
 from runwire.store._subscriptions import (
     NewSubscription,
@@ -66,4 +66,5 @@ __all__ = [
     "pending_migrations",
     "read_log",
     "session_settings",
+    "writer_settings",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncpg
 
-__all__ = ["open_pool", "session_settings"]
+__all__ = ["open_pool", "session_settings", "writer_settings"]
 
 
 def session_settings(lease_seconds: float) -> dict[str, str]:
@@ -35,6 +35,22 @@ def session_settings(lease_seconds: float) -> dict[str, str]:
         "tcp_keepalives_interval": "5",
         "tcp_keepalives_count": "3",
     }
+
+
+def writer_settings(lease_seconds: float) -> dict[str, str]:
+    """Settings for the event writer's own connection: `session_settings`, with
+    Postgres's plan cache on and sequential scans off.
+
+    The writer runs one statement, commit after commit, and its plan is the
+    same every time: index lookups of the batch's runs. Planning it afresh on
+    every execution (force_custom_plan) cost about 0.6 ms per commit, nearly
+    doubling emit -> watcher p50 at 1 000 events/s (0.8 -> 1.5 ms, measured
+    commit by commit over this change). A cached generic plan made while
+    `runs` was empty chooses a sequential scan of `runs` (see session_settings)
+    and keeps it; with sequential scans off it looks the runs up by their
+    primary key whatever the table's size when the plan was made.
+    """
+    return session_settings(lease_seconds) | {"plan_cache_mode": "auto", "enable_seqscan": "off"}
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
