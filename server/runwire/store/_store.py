@@ -305,22 +305,8 @@ class Store:
         the run first and its events later (with their partition), so a page
         read after the run is gone is None, never a stream cut short.
         """
-        self.event_reads += 1
-        records = await self.pool.fetch(
-            """SELECT e.seq, e.kind, e.event FROM runs r
-               LEFT JOIN LATERAL (
-                   SELECT seq, kind, event FROM events
-                   WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) e ON true
-               WHERE r.run_id = $1""",
-            run_id,
-            after_seq,
-            limit,
-        )
-        if not records:
-            return None
-        return [
-            StoredEvent(r["seq"], r["kind"], r["event"]) for r in records if r["seq"] is not None
-        ]
+        opened = await self.open_stream(run_id, after_seq, limit)
+        return None if opened is None else opened[1]
 
     async def open_stream(
         self, run_id: str, after_seq: int, limit: int
