@@ -5,6 +5,7 @@ import { existsSync } from "node:fs";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import * as path from "node:path";
+import { afterEach } from "node:test";
 import { fileURLToPath } from "node:url";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext } from "@connectrpc/connect";
@@ -236,4 +237,26 @@ export function latch<T = void>(): { promise: Promise<T>; resolve: (value: T) =>
   let resolve!: (value: T) => void;
   const promise = new Promise<T>((r) => (resolve = r));
   return { promise, resolve };
+}
+
+/**
+ * Scripted servers for one test file: `serve` (WatchRun) and `serveEvents` (WatchEvents)
+ * start one, and each is stopped after the test that started it.
+ */
+export function scriptedServers(): {
+  serve: (script: WatchScript) => Promise<ScriptedServer>;
+  serveEvents: (script: EventsScript) => Promise<ScriptedServer>;
+} {
+  const servers: ScriptedServer[] = [];
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map((s) => s.stop()));
+  });
+  const track = (server: ScriptedServer): ScriptedServer => {
+    servers.push(server);
+    return server;
+  };
+  return {
+    serve: async (script) => track(await ScriptedServer.start(script)),
+    serveEvents: async (script) => track(await ScriptedServer.startEvents(script)),
+  };
 }

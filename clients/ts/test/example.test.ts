@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import * as path from "node:path";
 import { createInterface } from "node:readline";
-import { afterEach, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { toJsonString } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
@@ -12,27 +12,17 @@ import { RunEventSchema, RunStatus } from "../src/gen/runwire/v1/events_pb.js";
 import {
   E,
   RUN_ID,
-  ScriptedServer,
+  scriptedServers,
   aborted,
   canonicalJson,
   ev,
   packageRoot,
   validRun,
-  type WatchScript,
 } from "./_support.js";
 
 const EXAMPLE = path.join(packageRoot(), "build", "examples", "watch.js");
 
-const servers: ScriptedServer[] = [];
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.stop()));
-});
-
-async function serve(script: WatchScript): Promise<ScriptedServer> {
-  const server = await ScriptedServer.start(script);
-  servers.push(server);
-  return server;
-}
+const { serve, serveEvents } = scriptedServers();
 
 interface Outcome {
   code: number | null;
@@ -230,7 +220,7 @@ describe("example watch script, filtered and across runs", () => {
     const a = ev(1, E.runStarted);
     const b = ev(1, E.runStarted, "", "run_other");
     const b2 = ev(2, E.runCompleted, "", "run_other");
-    const server = await ScriptedServer.startEvents(async function* (_req, call) {
+    const server = await serveEvents(async function* (_req, call) {
       if (call.index === 0) {
         yield { events: [a, b], cursor: "c2" };
         throw new ConnectError("draining", Code.Unavailable);
@@ -238,7 +228,6 @@ describe("example watch script, filtered and across runs", () => {
       yield { events: [b, b2], cursor: "c3" };
       await aborted(call.signal);
     });
-    servers.push(server);
     const out = await runExample([
       "--addr", server.address, "--events", "--start", "earliest", "--flow-name", "deploy", "--count", "3",
     ]); // prettier-ignore

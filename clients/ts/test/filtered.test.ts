@@ -1,7 +1,7 @@
 /** Filtered streams: the grammar's relaxation rule (clients/GRAMMAR.md) and watch with a filter. */
 
 import assert from "node:assert/strict";
-import { afterEach, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { RunEvent } from "../src/gen/runwire/v1/events_pb.js";
@@ -15,20 +15,11 @@ import {
   watch,
   type RunEnd,
 } from "../src/index.js";
-import { E, RUN_ID, ScriptedServer, ev, type WatchScript } from "./_support.js";
+import { E, RUN_ID, scriptedServers, ev } from "./_support.js";
 
 const FAST = { initialBackoffMs: 1, maxBackoffMs: 20 };
 
-const servers: ScriptedServer[] = [];
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.stop()));
-});
-
-async function serve(script: WatchScript): Promise<ScriptedServer> {
-  const server = await ScriptedServer.start(script);
-  servers.push(server);
-  return server;
-}
+const { serve } = scriptedServers();
 
 /** seq 1..9: a whole run with one attempt each of nodes a and b, as in every client's tests. */
 const RUN = [

@@ -1,7 +1,7 @@
 /** watch() and watchEvents() honour the server's google.rpc.RetryInfo, against a real gRPC server. */
 
 import assert from "node:assert/strict";
-import { afterEach, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema, RetryInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
 import type { RunEvent } from "../src/gen/runwire/v1/events_pb.js";
@@ -14,16 +14,7 @@ import {
   type WatchedEvent,
 } from "../src/index.js";
 import { retryDelayMs } from "../src/_errors.js";
-import {
-  E,
-  RUN_ID,
-  ScriptedServer,
-  aborted,
-  ev,
-  validRun,
-  type EventsScript,
-  type WatchScript,
-} from "./_support.js";
+import { E, RUN_ID, scriptedServers, aborted, ev, validRun, type WatchScript } from "./_support.js";
 
 /** Fast backoff: 1 ms doubling to 20 ms. */
 const FAST: RetryOptions = { initialBackoffMs: 1, maxBackoffMs: 20 };
@@ -31,22 +22,7 @@ const FAST: RetryOptions = { initialBackoffMs: 1, maxBackoffMs: 20 };
 /** A RetryInfo delay far above FAST's waits: a watch ignoring it comes back within milliseconds. */
 const ASKED_MS = 300;
 
-const servers: ScriptedServer[] = [];
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.stop()));
-});
-
-async function serve(script: WatchScript): Promise<ScriptedServer> {
-  const server = await ScriptedServer.start(script);
-  servers.push(server);
-  return server;
-}
-
-async function serveEvents(script: EventsScript): Promise<ScriptedServer> {
-  const server = await ScriptedServer.startEvents(script);
-  servers.push(server);
-  return server;
-}
+const { serve, serveEvents } = scriptedServers();
 
 /** A runwire status with reason `reason` and a RetryInfo of `delayMs`. */
 function asking(code: Code, reason: string, delayMs: number): ConnectError {

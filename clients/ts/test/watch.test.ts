@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import * as http2 from "node:http2";
-import { afterEach, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -23,30 +23,12 @@ import {
   type WatchOptions,
   type WatchRetry,
 } from "../src/index.js";
-import {
-  E,
-  RUN_ID,
-  ScriptedServer,
-  aborted,
-  ev,
-  latch,
-  validRun,
-  type WatchScript,
-} from "./_support.js";
+import { E, RUN_ID, scriptedServers, aborted, ev, latch, validRun } from "./_support.js";
 
 /** Fast backoff so retries cost milliseconds; nothing waits on these timers. */
 const FAST: WatchOptions = { initialBackoffMs: 1, maxBackoffMs: 20 };
 
-const servers: ScriptedServer[] = [];
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.stop()));
-});
-
-async function serve(script: WatchScript): Promise<ScriptedServer> {
-  const server = await ScriptedServer.start(script);
-  servers.push(server);
-  return server;
-}
+const { serve } = scriptedServers();
 
 /** The events with seq in [from, to]. */
 function seqs(events: RunEvent[], from: number, to: number): RunEvent[] {

@@ -1,7 +1,7 @@
 /** watchEvents() against a real gRPC server on 127.0.0.1:0: cursors, resumes, dedup, typed errors. */
 
 import assert from "node:assert/strict";
-import { afterEach, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -17,20 +17,11 @@ import {
   type WatchEventsRequestInit,
   type WatchedEvent,
 } from "../src/index.js";
-import { E, ScriptedServer, aborted, ev, type EventsScript } from "./_support.js";
+import { E, ScriptedServer, scriptedServers, aborted, ev } from "./_support.js";
 
 const FAST = { initialBackoffMs: 1, maxBackoffMs: 20 };
 
-const servers: ScriptedServer[] = [];
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.stop()));
-});
-
-async function serve(script: EventsScript): Promise<ScriptedServer> {
-  const server = await ScriptedServer.startEvents(script);
-  servers.push(server);
-  return server;
-}
+const { serveEvents: serve } = scriptedServers();
 
 // Two runs interleaved in commit order.
 const A1 = ev(1, E.runStarted, "", "run_a");
