@@ -10,17 +10,36 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from runwire.engine._ports import LeaseLost, ModelCallFailed
+from opentelemetry import trace
+
+from runwire import telemetry
+from runwire.engine._ports import LeaseLost, ModelCallFailed, ModelRoute
 
 if TYPE_CHECKING:
     from runwire.engine._attempts import AttemptContext
     from runwire.engine._orchestrator import RunExecutor
 
-__all__ = ["bounded_call", "may_send"]
+__all__ = ["bounded_call", "may_send", "model_span"]
 
 T = TypeVar("T")
+
+
+def model_span(
+    tracer: trace.Tracer, operation: str, route: ModelRoute
+) -> AbstractContextManager[trace.Span]:
+    """The `{operation} {model}` CLIENT span of one model call (GenAI conventions)."""
+    return tracer.start_as_current_span(
+        f"{operation} {route.model}",
+        kind=trace.SpanKind.CLIENT,
+        attributes={
+            telemetry.GEN_AI_OPERATION: operation,
+            telemetry.GEN_AI_PROVIDER: route.provider,
+            telemetry.GEN_AI_REQUEST_MODEL: route.model,
+        },
+    )
 
 
 async def may_send(x: RunExecutor) -> None:

@@ -18,7 +18,7 @@ from opentelemetry import trace
 
 from runwire import telemetry
 from runwire.engine._ai_audit import PREVIEW_CHARS, AiResult, emit_invocation, failure
-from runwire.engine._ai_calls import bounded_call, may_send
+from runwire.engine._ai_calls import bounded_call, may_send, model_span
 from runwire.engine._ai_tools import RunTool, run_tool_call, tool_function_name, tool_specs
 from runwire.engine._ports import (
     ModelCallFailed,
@@ -250,15 +250,7 @@ class AiConversation:
 
     async def _call(self, route: ModelRoute) -> ModelTurn | ModelCallFailed:
         """One model call inside its `chat {model}` CLIENT span (GenAI conventions)."""
-        with self.x.tracer.start_as_current_span(
-            f"chat {route.model}",
-            kind=trace.SpanKind.CLIENT,
-            attributes={
-                telemetry.GEN_AI_OPERATION: "chat",
-                telemetry.GEN_AI_PROVIDER: route.provider,
-                telemetry.GEN_AI_REQUEST_MODEL: route.model,
-            },
-        ) as span:
+        with model_span(self.x.tracer, "chat", route) as span:
             if self.gateway.capture_content:
                 span.set_attribute(telemetry.GEN_AI_INPUT_MESSAGES, json.dumps(self.messages))
             try:

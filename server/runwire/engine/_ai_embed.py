@@ -9,7 +9,7 @@ from opentelemetry import trace
 
 from runwire import telemetry
 from runwire.engine._ai_audit import PREVIEW_CHARS, AiResult, emit_invocation, failure
-from runwire.engine._ai_calls import bounded_call, may_send
+from runwire.engine._ai_calls import bounded_call, may_send, model_span
 from runwire.engine._ports import ModelCallFailed, ModelEmbedding, ModelGateway, ModelRoute
 
 if TYPE_CHECKING:
@@ -30,15 +30,7 @@ async def embed(
     """An EMBED attempt: one embeddings call, audited like a chat call."""
     await may_send(x)
     t0 = time.monotonic()
-    with x.tracer.start_as_current_span(
-        f"embeddings {route.model}",
-        kind=trace.SpanKind.CLIENT,
-        attributes={
-            telemetry.GEN_AI_OPERATION: "embeddings",
-            telemetry.GEN_AI_PROVIDER: route.provider,
-            telemetry.GEN_AI_REQUEST_MODEL: route.model,
-        },
-    ) as span:
+    with model_span(x.tracer, "embeddings", route) as span:
         failed: ModelCallFailed | None = None
         result: ModelEmbedding | None = None
         try:
