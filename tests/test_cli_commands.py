@@ -32,9 +32,20 @@ _ENV = {k: v for k, v in os.environ.items() if not k.startswith("RUNWIRE_")} | {
 }
 
 
+# A terminal delivers Ctrl-C to a CLI whose SIGINT is at its default. A runner
+# that starts the tests in the background (CI does) leaves SIGINT ignored, and an
+# ignored signal stays ignored across exec: the CLI would then rightly never see
+# it. This prefix puts SIGINT back to its default before the CLI starts.
+_AS_FROM_A_TERMINAL = (
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'runwire.cli', *sys.argv[1:]])",
+)
+
+
 async def _spawn(*args: str, addr: str | None = None, **kwargs: Any) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "runwire.cli", *args, *(["--addr", addr] if addr else []),
+        sys.executable, *_AS_FROM_A_TERMINAL, *args, *(["--addr", addr] if addr else []),
         stdout=kwargs.pop("stdout", asyncio.subprocess.PIPE), stderr=asyncio.subprocess.PIPE,
         env={**_ENV, **kwargs.pop("env", {})}, **kwargs,
     )  # fmt: skip
@@ -193,7 +204,7 @@ async def test_cli_ctrl_c_exits_130_without_traceback(harness: Harness, tmp_path
     assert " run_started " in (await proc.stdout.readline()).decode()
     proc.send_signal(signal.SIGINT)
     _, err_bytes = await proc.communicate()
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err_bytes.decode()
     assert "Traceback" not in err_bytes.decode()
     _release(harness, run_id, "a")
 
