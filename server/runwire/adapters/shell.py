@@ -402,7 +402,9 @@ def _kill_group(pgid: int, sig: signal.Signals) -> None:
 async def _terminate_group(proc: asyncio.subprocess.Process) -> None:
     _kill_group(proc.pid, signal.SIGTERM)
     with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-        await asyncio.wait_for(asyncio.shield(proc.wait()), _KILL_GRACE)
+        async with asyncio.timeout(_KILL_GRACE):
+            await asyncio.shield(proc.wait())
     _kill_group(proc.pid, signal.SIGKILL)
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(asyncio.shield(proc.wait()), _KILL_GRACE)
+        async with asyncio.timeout(_KILL_GRACE):
+            await asyncio.shield(proc.wait())

@@ -269,7 +269,8 @@ async def _attempts(
             return
         backoff *= multiplier
         try:
-            await asyncio.wait_for(x.cancelled.wait(), wait)
+            async with asyncio.timeout(wait):
+                await x.cancelled.wait()
         except TimeoutError:
             continue
         # Cancelled while waiting to retry: the announced retry will not run.

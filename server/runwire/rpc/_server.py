@@ -509,7 +509,8 @@ class RunwireServer:
         grace = self.settings.drain_grace
         if self.engine is not None and self.engine.running():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.engine.wait_idle(), grace)
+                async with asyncio.timeout(grace):
+                    await self.engine.wait_idle()
         self.service.close_streams()
         await self.stop(grace=min(grace, 1.0))
 
@@ -538,7 +539,8 @@ class RunwireServer:
             task.cancel()
         if self._pool is not None:
             try:
-                await asyncio.wait_for(self._pool.close(), _STOP_DB_TIMEOUT)
+                async with asyncio.timeout(_STOP_DB_TIMEOUT):
+                    await self._pool.close()
             except Exception as exc:
                 log.warning("closing the database pool failed (%r); terminating it", exc)
                 self._pool.terminate()
@@ -553,8 +555,10 @@ class RunwireServer:
         assert self._writer is not None
         assert self.store is not None
         try:
-            await asyncio.wait_for(self._writer.flush(), _STOP_DB_TIMEOUT)
-            await asyncio.wait_for(self.store.release_leases(left), _STOP_DB_TIMEOUT)
+            async with asyncio.timeout(_STOP_DB_TIMEOUT):
+                await self._writer.flush()
+            async with asyncio.timeout(_STOP_DB_TIMEOUT):
+                await self.store.release_leases(left)
             log.warning("%d runs left for takeover: %s", len(left), ", ".join(left))
         except Exception as exc:
             log.error(

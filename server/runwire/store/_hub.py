@@ -315,7 +315,8 @@ class Hub:
             lost = asyncio.Event()
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncio.wait_for(connect(), 10)
+                async with asyncio.timeout(10):
+                    conn = await connect()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(EVENTS_CHANNEL, self._on_notify)
                 await conn.add_listener(CONTROL_CHANNEL, self._on_notify)

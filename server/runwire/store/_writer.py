@@ -443,7 +443,8 @@ class EventWriter:
                 return
             self._in_flight = frozenset(batch)
             try:
-                await asyncio.wait_for(self._commit(batch), self._commit_timeout)
+                async with asyncio.timeout(self._commit_timeout):
+                    await self._commit(batch)
             except Exception as exc:
                 # Keep the batch and retry on a fresh connection (the failed one
                 # was terminated). Inserts are idempotent under (run_id, seq) and
@@ -558,7 +559,8 @@ class EventWriter:
             return
         if self._queue and not self._dead():
             try:
-                await asyncio.wait_for(self.flush(), wait)
+                async with asyncio.timeout(wait):
+                    await self.flush()
             except (TimeoutError, WriterFailed):
                 log.error(
                     "stopping with %d events not committed; their runs continue from their "
@@ -570,5 +572,6 @@ class EventWriter:
             await self._task  # a writer that died already said why
         if self._conn is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._conn.close(), 2)
+                async with asyncio.timeout(2):
+                    await self._conn.close()
             self._conn = None

@@ -157,7 +157,8 @@ class Deliverer:
         self._tasks.clear()
         if held:
             try:
-                await asyncio.wait_for(self.subscriptions.release(self.owner_id, held), 5.0)
+                async with asyncio.timeout(5.0):
+                    await self.subscriptions.release(self.owner_id, held)
             except Exception as exc:
                 log.warning("could not release %d webhook leases (%r)", len(held), exc)
 
