@@ -14,7 +14,7 @@ from _live_proxy import TcpProxy
 from conftest import Harness, wait_for_event
 
 from runwire._view import event_line
-from runwire.v1 import events_pb2
+from runwire.v1 import events_pb2, run_service_pb2
 
 # The CLI reads RUNWIRE_* and ~/.config/runwire: start each from none of the caller's.
 _ENV = {k: v for k, v in os.environ.items() if not k.startswith("RUNWIRE_")} | {
@@ -159,3 +159,43 @@ async def test_cli_watch_bad_filter_exits_1_naming_the_field(
     assert "  filter.kinds[1]: 'nope' is not a RunEvent kind" in err
     assert "  filter.node_ids[0]: must be 1 to 64 characters" in err
     assert "retrying" not in err
+
+
+async def test_cli_run_watch_filter_prints_only_the_selected_events(
+    harness: Harness, tmp_path: Path
+) -> None:
+    flow = tmp_path / "two.json"
+    flow.write_text(json.dumps({**_FLOW, "nodes": [_FLOW["nodes"][0], {
+        "id": "b", "action": {"adapter": "shell", "action": "exec",
+                              "params": {"argv": ["sh", "-c", "echo b"]}}}]}))  # fmt: skip
+    code, out, err = await _cli(
+        harness.addr, "run", str(flow), "--watch", "--plain", "--kind", "node_log", "--node", "a"
+    )
+    assert code == 0, err
+    started, *lines, summary = out.splitlines()
+    run_id = started.removeprefix("started ")
+    events = await harness.events(run_id)
+    selected = [
+        e
+        for e in events
+        if e.HasField("run_completed") or (e.HasField("node_log") and e.node_id == "a")
+    ]
+    assert [e.node_log.line for e in selected[:-1]] == ["one", "two"]
+    assert lines == [event_line(e) for e in selected]
+    assert summary.startswith(f"run {run_id} SUCCEEDED")
+
+
+async def test_cli_run_refuses_a_filter_it_cannot_apply_before_starting_the_run(
+    harness: Harness, tmp_path: Path
+) -> None:
+    flow = tmp_path / "two.json"
+    flow.write_text(json.dumps(_FLOW))
+    for args, says in (
+        (("--kind", "node_log"), "--kind and --node choose what --watch shows; add --watch"),
+        (("--watch", "--kind", "nope"), "--kind 'nope' is not a RunEvent kind; one of: "),
+        (("--watch", "--node", "c"), "--node 'c' is not a node of this flow; its nodes: a, b"),
+    ):
+        code, out, err = await _cli(harness.addr, "run", str(flow), *args)
+        assert (code, out) == (2, ""), err
+        assert err.startswith(f"runwire: {says}"), err
+    assert list((await harness.stub.ListRuns(run_service_pb2.ListRunsRequest())).runs) == []

@@ -29,7 +29,7 @@ import grpc
 from google.protobuf import json_format
 
 from runwire._connect import Connection, UsageError, add_connection_arguments
-from runwire._event_filter_cli import add_event_filter_arguments, event_filter
+from runwire._event_filter_cli import add_event_filter_arguments, check_for_flow, event_filter
 from runwire._files import load_flow, parse_inputs
 from runwire._migrate_cli import add_migrate_arguments, run_migrate
 from runwire._output import FORMATS, dump, run_lines, runs_table, status_name
@@ -164,6 +164,7 @@ def _print_run(run: run_service_pb2.Run, args: argparse.Namespace, text: str) ->
 
 def _run(args: argparse.Namespace) -> int:
     flow = load_flow(Path(args.flow))
+    check_for_flow(args, [node.id for node in flow.nodes])
     inputs = parse_inputs(args.input, args.inputs_file)
     request = run_service_pb2.StartRunRequest(flow=flow, request_id=args.request_id or "")
     json_format.ParseDict(inputs, request.inputs)
@@ -177,7 +178,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.watch:
         print(f"started {run.run_id}", flush=True)
         args.run_id, args.after_seq = run.run_id, 0
-        args.node_ids = [node.id for node in flow.nodes]
+        # The live view lists these nodes from the start: the flow's, or those --node chose.
+        args.node_ids = args.node or [node.id for node in flow.nodes]
         return _watch(args)
     _print_run(run, args, run.run_id)
     return 0
@@ -599,6 +601,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--plain", action="store_true", help="with --watch: one line per event, no live display"
     )
+    add_event_filter_arguments(run, "with --watch: ")
     run.set_defaults(func=_run)
 
     watch = client(sub, "watch", "render a run's live event stream", output=False)
