@@ -214,6 +214,9 @@ def watch_and_render(
                             file=sys.stderr,
                         )
                         return 3
+                if give_up_after:
+                    # The last try lands on the give-up time, not a whole backoff past it.
+                    wait = min(wait, give_up_after - (now - failing_since))
                 cause = exc.code().name if isinstance(exc, grpc.RpcError) else "stream cut"
                 print(
                     f"runwire: watch of {run_id} interrupted ({cause}); retrying after seq "

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	runwirev1 "github.com/runwire/runwire/clients/go/gen/runwire/v1"
@@ -205,6 +206,30 @@ func TestRetryDelayReadsTheLongestValidRetryInfo(t *testing.T) {
 		got, found := retryDelay(tc.err)
 		if got != tc.want || found != tc.found {
 			t.Errorf("%s: retryDelay = %v, %v; want %v, %v", tc.name, got, found, tc.want, tc.found)
+		}
+	}
+}
+
+func TestWatchWaitsNoLongerThanWhatIsLeftOfRetryTimeout(t *testing.T) {
+	srv := scripted.Start(t, func(_ int, _ *runwirev1.WatchRunRequest, _ runwirev1.RunService_WatchRunServer) error {
+		return status.Error(codes.Unavailable, "down")
+	})
+	// A backoff of an hour: without the clamp the first wait would be at
+	// least half of it, and the bounded context would end the test first.
+	opts := &WatchOptions{InitialBackoff: time.Hour, MaxBackoff: time.Hour, RetryTimeout: 50 * time.Millisecond}
+	var delays []time.Duration
+	opts.OnRetry = func(_ error, d time.Duration) { delays = append(delays, d) }
+
+	_, err := collect(t, Watch(bounded(t), srv.Dial(t), runID, 0, opts))
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "no answer for") {
+		t.Fatalf("error %v, want the last UNAVAILABLE after RetryTimeout", err)
+	}
+	if len(delays) == 0 {
+		t.Fatal("no retry before giving up")
+	}
+	for i, d := range delays {
+		if d > opts.RetryTimeout {
+			t.Errorf("wait %d was %v, more than all of RetryTimeout %v", i, d, opts.RetryTimeout)
 		}
 	}
 }

@@ -238,6 +238,11 @@ func (r *retrier) wait(ctx context.Context, progressed bool, err error, what str
 		}
 		delay = max(delay, asked)
 	}
+	if r.opts.RetryTimeout > 0 {
+		// The last try lands on the budget, not a whole backoff beyond it
+		// (never below what the server asked: that fits, checked above).
+		delay = min(delay, r.opts.RetryTimeout-now.Sub(r.failingSince))
+	}
 	if r.opts.OnRetry != nil {
 		r.opts.OnRetry(err, delay)
 	}
