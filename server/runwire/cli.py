@@ -20,7 +20,9 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -737,8 +739,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Set by Ctrl-C (see _on_interrupt).
+_interrupted = threading.Event()
+
+
+def _on_interrupt(_signum: int, _frame: object) -> None:
+    """Python's own SIGINT handler, remembering that it ran.
+
+    KeyboardInterrupt is raised wherever the main thread happens to be. Inside
+    a gRPC call, unwinding the call can end in an error of its own (a
+    cancelled call's status, a closed channel's ValueError) that replaces the
+    KeyboardInterrupt; after Ctrl-C the exit status is 130 all the same.
+    """
+    _interrupted.set()
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `runwire` console script; returns the exit code."""
+    # Only where Python's handler is in place: an inherited ignore (a
+    # background job) stays ignored, as it does for any program.
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
+        signal.signal(signal.SIGINT, _on_interrupt)
     try:
         args = _parser().parse_args(argv)
         args.raw_argv = list(sys.argv[1:] if argv is None else argv)
@@ -747,8 +772,6 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"runwire: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except grpc.RpcError as exc:
-        return _fail(exc)
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -757,7 +780,14 @@ def main(argv: list[str] | None = None) -> int:
         # /dev/null so the interpreter's final flush does not complain either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_PIPE
-    return result
+    except Exception as exc:
+        if _interrupted.is_set():
+            print(file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if isinstance(exc, grpc.RpcError):
+            return _fail(exc)
+        raise
+    return EXIT_INTERRUPTED if _interrupted.is_set() else result
 
 
 if __name__ == "__main__":
