@@ -422,6 +422,11 @@ class EventWriter:
             if self._interval > 0:
                 # Optional gather: let concurrent runs add to this batch.
                 await asyncio.sleep(self._interval)
+            else:
+                # One turn of the loop: whatever is ready to run (the runs
+                # woken by the last commit, RPCs that arrived meanwhile) adds
+                # to this batch first.
+                await asyncio.sleep(0)
             self._wakeup.clear()
             batch, gen = self._take()
             if self._queue:
