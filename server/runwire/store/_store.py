@@ -341,8 +341,26 @@ class Store:
     async def request_control(
         self, run_id: str, *, pause: bool | None, cancel: bool, principal: str, reason: str
     ) -> RunRow | None:
-        """Record a pause/resume/cancel request and wake the run's owner."""
-        sets = ["control_principal = $2", "control_reason = $3", "update_time = now()"]
+        """Record a pause/resume/cancel request and wake the run's owner.
+
+        Who asked and why are recorded only by a request that changes what is
+        asked (as the engine applies them): a second pause of a pausing run
+        keeps the first one's reason. Otherwise the owner, reading the row on
+        the first request's NOTIFY after the second request wrote it, would
+        announce the pause with the second's (often empty) reason.
+        """
+        if cancel:
+            changes = "NOT cancel_requested"
+        elif pause is not None:
+            changes = f"pause_requested IS DISTINCT FROM {'true' if pause else 'false'}"
+        else:
+            changes = "true"
+        # SET expressions read the row as it was before this UPDATE.
+        sets = [
+            f"control_principal = CASE WHEN {changes} THEN $2 ELSE control_principal END",
+            f"control_reason = CASE WHEN {changes} THEN $3 ELSE control_reason END",
+            "update_time = now()",
+        ]
         if pause is not None:
             sets.append(f"pause_requested = {'true' if pause else 'false'}")
         if cancel:
