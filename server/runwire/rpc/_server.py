@@ -546,7 +546,9 @@ class RunwireServer:
                 self._pool.terminate()
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
-        self.tracer_provider.shutdown()
+        # Both flush to their exporters (an OTLP collector may take its 10 s
+        # deadline): off the loop, which may still serve other servers (tests).
+        await asyncio.to_thread(self.tracer_provider.shutdown)
         await asyncio.to_thread(self.metrics_export.shutdown, _STOP_DB_TIMEOUT)
 
     async def _hand_over(self, left: list[str]) -> None:
