@@ -660,6 +660,49 @@ async def test_live_watchers_get_shared_chunks_not_store_reads(harness: Harness)
     assert harness.server.store.event_reads <= 2 * len(watchers) + 1
 
 
+async def test_watchers_woken_by_a_listen_reconnect_go_back_to_shared_chunks(
+    harness: Harness,
+) -> None:
+    """Regression: the wake-everyone marker of a LISTEN (re)connect stayed set,
+    and every later commit sent each watcher to the store. Seen under load,
+    when a server's first LISTEN connect completed after its first watchers
+    subscribed: 71 store reads where 11 were expected."""
+    flow = flow_pb2.Flow(
+        name="ticks",
+        nodes=[
+            shell_node(
+                "tick", "sh", "-c",
+                "while [ ! -e go ]; do sleep 0.02; done;"
+                " for i in 1 2 3 4 5 6 7 8 9 10; do echo $i; sleep 0.02; done",
+            )
+        ],
+    )  # fmt: skip
+    run = await harness.start(flow)
+    store = harness.server.store
+    assert store is not None
+    await wait_for_event(harness.stub, run.run_id, lambda e: e.HasField("node_started"))
+    streams = [
+        harness.stub.WatchRun(run_service_pb2.WatchRunRequest(run_id=run.run_id)) for _ in range(5)
+    ]
+    received: list[list[events_pb2.RunEvent]] = []
+    for stream in streams:  # each has subscribed and replayed what was stored
+        received.append(list((await stream.read()).events))
+    reads = store.event_reads
+    # Every watcher of the run: these five, and wait_for_event's if its
+    # handler has not yet seen that the client left.
+    woken = harness.server.hub.watcher_count(run.run_id)
+    harness.server.hub.wake_all()  # what the hub does after a LISTEN reconnect
+    (harness.data_dir / "workspaces" / run.run_id / "go").touch()
+    for stream, events in zip(streams, received, strict=True):
+        while (response := await stream.read()) is not grpc.aio.EOF:
+            events.extend(response.events)
+    # One store read per watcher for the wake-up, then shared chunks only.
+    assert store.event_reads - reads <= woken
+    stored = await harness.stored(run.run_id)
+    assert len({e.event_time.ToNanoseconds() // 1_000_000 for e in stored}) > 5
+    assert all(events == stored for events in received)
+
+
 async def test_watch_run_responses_stay_under_the_size_budget(harness: Harness) -> None:
     flow = flow_pb2.Flow(name="firehose", nodes=[shell_node("spam", "seq", "1", "80000")])
     run = await harness.start(flow)

@@ -147,10 +147,14 @@ class Subscription:
         return self._chunks[0].first_seq
 
     def take(self) -> tuple[list[Chunk], bool, int]:
-        """Everything queued, whether the queue overflowed, and the newest seq woken for."""
+        """Everything queued, whether the queue overflowed, and the newest seq woken
+        for since the last take (0: none)."""
         chunks, self._chunks = self._chunks, []
         overflowed, wake_seq = self.overflowed, self.wake_seq
-        self.overflowed = False
+        # Handed over once: the caller reads the store for it. Kept, the
+        # reconnect marker (1 << 62) sent the watcher to the store on every
+        # later commit for the rest of its life.
+        self.overflowed, self.wake_seq = False, 0
         self._ready = False
         self._waiter = None
         return chunks, overflowed, wake_seq
