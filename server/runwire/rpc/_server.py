@@ -91,6 +91,8 @@ LIVENESS_SERVICE = "runwire.liveness"
 # How long a stopping server waits for the database (last commits, releasing
 # leases, closing the pool) before it gives up on it and exits anyway.
 _STOP_DB_TIMEOUT = 5.0
+# How long start waits for the first LISTEN connect before serving anyway.
+_LISTEN_WAIT = 10.0
 
 
 class ServerFailed(RuntimeError):
@@ -366,6 +368,13 @@ class RunwireServer:
                 ),
                 self._grpc,
             )
+        # Serve once this process hears the others (their commits wake its
+        # watchers): a watcher that subscribed before the first LISTEN connect
+        # is only woken by the connect's wake-everyone, to read the store.
+        # Bounded: the LISTEN task retries on its own and its death is fatal.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_LISTEN_WAIT):
+                await self.hub.listening.wait()
         self.port = self._listen()
         self.metrics_port = self.metrics_export.start()
         await self._grpc.start()

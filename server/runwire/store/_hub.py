@@ -190,6 +190,9 @@ class Hub:
         self.on_subscriptions: Callable[[], None] | None = None
         # Set by close_all (drain): every wait returns, now and from then on.
         self.closing = False
+        # Set while the LISTEN connection is up: this process hears the other
+        # processes' commits and control requests.
+        self.listening = asyncio.Event()
         self._log_event: asyncio.Event | None = None
 
     def subscribe(self, run_id: str) -> Subscription:
@@ -326,6 +329,7 @@ class Hub:
                 await conn.add_listener(CONTROL_CHANNEL, self._on_notify)
                 await conn.add_listener(SUBSCRIPTIONS_CHANNEL, self._on_notify)
                 backoff = 0.1
+                self.listening.set()
                 # Anything committed while we were not listening must be read now.
                 self.wake_all()
                 if self.on_listen is not None:
@@ -341,6 +345,7 @@ class Hub:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
+                self.listening.clear()
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         conn.terminate()
