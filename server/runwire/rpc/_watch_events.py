@@ -82,6 +82,7 @@ class WatchEventsService:
         self.tracer = tracer or trace.get_tracer(telemetry.TRACER_NAME)
         # One reader of the log's newest entries for every caught-up stream.
         self.tail = LogTail(lambda: store.pool, hub)
+        self.store_reads = 0  # read_log calls of streams the tail's window did not serve
 
     async def _start(self, request: run_service_pb2.WatchEventsRequest) -> tuple[LogFilter, int]:
         """Check the request; returns the filter and the position to read after."""
@@ -131,6 +132,7 @@ class WatchEventsService:
                     if taken is not None:
                         entries, looked, horizon = taken
                     else:
+                        self.store_reads += 1
                         entries, looked = await read_log(self.store.pool, pos, _PAGE, flt)
                         horizon = (await log_bounds(self.store.pool))[0] if looked > pos else 0
                     if looked > pos and horizon > pos:
