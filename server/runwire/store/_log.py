@@ -16,7 +16,10 @@ Cursors are opaque strings around a position (`encode_cursor`,
 
 New entries: wait on `Hub.log_changed()` (store/_hub.py), which is set by this
 process's writer after each commit and by other processes' commits through
-their NOTIFY on the events channel.
+their NOTIFY on the events channel. Caught-up WatchEvents streams share one
+reader of the newest entries instead (`LogTail`, store/_log_tail.py), which
+filters with `LogFilter.selects_run` and `selects`: keep those in step with
+`read_log`'s SQL.
 """
 
 from __future__ import annotations
