@@ -4,10 +4,11 @@ It reads the event log (store/_log.py) from the request's cursor; once it
 has caught up it takes its entries from this process's shared tail
 (store/_log_tail.py: one read of the new entries per change of the log for
 every stream, filtered here in Python) and waits on it, and it goes back to
-the store whenever its position is older than the tail's window. Log positions are global and
-follow commit order, so the stream is the same from any replica or worker
-and through takeovers, and a cursor resumes it exactly once. Responses are
-written as bytes: stored events are framed without decoding them.
+the store whenever its position is older than the tail's window. Log
+positions are global and follow commit order, so the stream is the same from
+any replica or worker and through takeovers, and a cursor resumes it exactly
+once. Responses are written as bytes: stored events are framed without
+decoding them.
 """
 
 from __future__ import annotations
