@@ -133,6 +133,7 @@ bench: bootstrap ## Throughput and latency benchmarks, then the engine's cost; p
 	$(PY) bench/workers.py
 	$(PY) bench/idle_watchers.py
 	$(PY) bench/watch_events.py
+	$(PY) bench/watch_events_live.py
 	$(PY) bench/webhooks.py
 	$(PY) bench/engine.py
 	$(PY) bench/tokens.py
@@ -194,6 +195,10 @@ image: ## Build the server image with podman (deploy/build-image.sh; IMAGE=... P
 .PHONY: bench-watch-events
 bench-watch-events: $(VENV)/.installed ## WatchEvents: positions/s and delivered ev/s with a filter matching 1 % and 100 %, beside a raw asyncpg read.
 	$(PY) bench/watch_events.py
+
+.PHONY: bench-watch-events-live
+bench-watch-events-live: $(VENV)/.installed ## K caught-up WatchEvents readers under steady commits: pg xact/s, CPU per delivered event, p50/p99; beside the code before the shared tail.
+	$(PY) bench/watch_events_live.py
 
 .PHONY: bench-metrics
 bench-metrics: $(VENV)/.installed ## What recording metrics costs the write path: ev/s and server CPU per event with --metrics-listen beside without.

@@ -74,6 +74,7 @@ PUBLIC: dict[str, list[str]] = {
         "Hub",
         "LogEntry",
         "LogFilter",
+        "LogTail",
         "NewRun",
         "NewSubscription",
         "PendingBatch",

@@ -1,10 +1,14 @@
 """WatchEvents: the events of every run a filter selects, in commit order, by cursor.
 
-It reads the event log (store/_log.py) from the request's cursor and waits on
-`Hub.log_changed()` when it has caught up. Log positions are global and
-follow commit order, so the stream is the same from any replica or worker
-and through takeovers, and a cursor resumes it exactly once. Responses are
-written as bytes: stored events are framed without decoding them.
+It reads the event log (store/_log.py) from the request's cursor; once it
+has caught up it takes its entries from this process's shared tail
+(store/_log_tail.py: one read of the new entries per change of the log for
+every stream, filtered here in Python) and waits on it, and it goes back to
+the store whenever its position is older than the tail's window. Log
+positions are global and follow commit order, so the stream is the same from
+any replica or worker and through takeovers, and a cursor resumes it exactly
+once. Responses are written as bytes: stored events are framed without
+decoding them.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from runwire.store import (
     Hub,
     LogEntry,
     LogFilter,
+    LogTail,
     Store,
     decode_cursor,
     encode_cursor,
@@ -76,6 +81,9 @@ class WatchEventsService:
         self.hub = hub
         self.closing_streams = closing_streams
         self.tracer = tracer or trace.get_tracer(telemetry.TRACER_NAME)
+        # One reader of the log's newest entries for every caught-up stream.
+        self.tail = LogTail(lambda: store.pool, hub)
+        self.store_reads = 0  # read_log calls of streams the tail's window did not serve
 
     async def _start(self, request: run_service_pb2.WatchEventsRequest) -> tuple[LogFilter, int]:
         """Check the request; returns the filter and the position to read after."""
@@ -112,33 +120,43 @@ class WatchEventsService:
             # from here, instead of from a later LATEST over a gap.
             yield frame_cursor(encode_cursor(pos))
             sent = pos  # the cursor of the last response
-            while True:
-                if self.closing_streams.is_set():
-                    await context.abort_with_status(to_status(ServerDraining()))
-                    return
-                # Taken before the read: a commit after the read has set it.
-                changed = self.hub.log_changed()
-                entries, looked = await read_log(self.store.pool, pos, _PAGE, flt)
-                if looked > pos:
-                    horizon, _ = await log_bounds(self.store.pool)
-                    if horizon > pos:
+            with self.tail.attached():
+                while True:
+                    if self.closing_streams.is_set():
+                        await context.abort_with_status(to_status(ServerDraining()))
+                        return
+                    # Taken before the read: a commit after the read has set it.
+                    changed = self.hub.log_changed()
+                    # From the shared tail's window when it reaches back to
+                    # `pos`, else from the store as a reader behind it must.
+                    taken = self.tail.take(pos, _PAGE, flt)
+                    if taken is not None:
+                        entries, looked, horizon = taken
+                    else:
+                        self.store_reads += 1
+                        entries, looked = await read_log(self.store.pool, pos, _PAGE, flt)
+                        horizon = (await log_bounds(self.store.pool))[0] if looked > pos else 0
+                    if looked > pos and horizon > pos:
                         # Retention deleted events this stream had not reached.
                         await context.abort_with_status(to_status(CursorExpired(pos, horizon)))
                         return
-                parts: list[bytes] = []
-                size = 0
-                for entry in entries:
-                    framed = frame_event(_payload(entry))
-                    if parts and size + len(framed) > _RESPONSE_BYTES:
-                        yield b"".join(parts) + frame_cursor(encode_cursor(pos))
-                        sent, parts, size = pos, [], 0
-                    parts.append(framed)
-                    size += len(framed)
-                    pos = entry.pos
-                if parts or looked - sent >= _PROGRESS_EVERY:
-                    yield b"".join(parts) + frame_cursor(encode_cursor(looked))
-                    sent = looked
-                if looked > pos or entries:
-                    pos = looked
-                    continue  # there may be more: read again before waiting
-                await changed.wait()
+                    parts: list[bytes] = []
+                    size = 0
+                    for entry in entries:
+                        framed = frame_event(_payload(entry))
+                        if parts and size + len(framed) > _RESPONSE_BYTES:
+                            yield b"".join(parts) + frame_cursor(encode_cursor(pos))
+                            sent, parts, size = pos, [], 0
+                        parts.append(framed)
+                        size += len(framed)
+                        pos = entry.pos
+                    if parts or looked - sent >= _PROGRESS_EVERY:
+                        yield b"".join(parts) + frame_cursor(encode_cursor(looked))
+                        sent = looked
+                    if looked > pos or entries:
+                        pos = looked
+                        continue  # there may be more: read again before waiting
+                    if taken is not None:
+                        await self.tail.wait_past(pos)
+                    else:
+                        await changed.wait()

@@ -1,5 +1,5 @@
 """Postgres persistence: migrations, runs, the group-commit event writer, watcher fan-out and
-the event log across runs."""
+the event log across runs and its shared tail."""
 
 from runwire.store._embedded import EmbeddedPostgres
 from runwire.store._framing import frame_cursor, frame_event, frame_events, frame_resume_after
@@ -15,6 +15,7 @@ from runwire.store._log import (
     mark_pruned,
     read_log,
 )
+from runwire.store._log_tail import LogTail
 from runwire.store._migrate import SchemaBehind, migrate, pending_migrations
 from runwire.store._partitions import new_run_id
 from runwire.store._session import open_pool, session_settings, writer_settings
@@ -38,6 +39,7 @@ __all__ = [
     "Hub",
     "LogEntry",
     "LogFilter",
+    "LogTail",
     "NewRun",
     "NewSubscription",
     "PendingBatch",

@@ -7,7 +7,8 @@ then read the events from the store. Publishing never blocks: a watcher whose
 bounded queue overflows is marked, drops its queue and catches up from the
 store (promise 5).
 
-It also wakes cross-run log readers (runwire.store._log, WatchEvents):
+It also wakes cross-run log readers (runwire.store._log; for WatchEvents, the
+shared tail of runwire.store._log_tail, and webhook delivery):
 `log_changed()` returns an event that is set at the next commit of events by
 any process (this process's writer calls `wake_log`; other processes' commits
 arrive on the same NOTIFY channel), on a LISTEN reconnect (commits may have

@@ -16,7 +16,10 @@ Cursors are opaque strings around a position (`encode_cursor`,
 
 New entries: wait on `Hub.log_changed()` (store/_hub.py), which is set by this
 process's writer after each commit and by other processes' commits through
-their NOTIFY on the events channel.
+their NOTIFY on the events channel. Caught-up WatchEvents streams share one
+reader of the newest entries instead (`LogTail`, store/_log_tail.py), which
+filters with `LogFilter.selects_run` and `selects`: keep those in step with
+`read_log`'s SQL.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,16 +174,38 @@ class LogFilter:
         """True when the event fields select every event of a selected run."""
         return not self.kinds and not self.node_ids
 
-    def selects(self, kind: str, event: bytes) -> bool:
-        """Whether the event fields select this stored event (run fields aside)."""
+    @property
+    def selects_all_runs(self) -> bool:
+        """True when the run fields select every run."""
+        return not self.flow_name and not self.labels and not self.run_statuses
+
+    def selects(self, kind: str, event: bytes, *, node_id: Callable[[], str] | None = None) -> bool:
+        """Whether the event fields select this stored event (run fields aside).
+        `node_id`, if given, returns the event's node id (a cached decode)."""
         if kind == _COMPLETED:
             return True
         if self.kinds and kind not in self.kinds:
             return False
         if self.node_ids:
-            node_id = events_pb2.RunEvent.FromString(event).node_id
-            return not node_id or node_id in self.node_ids
+            node = node_id() if node_id else events_pb2.RunEvent.FromString(event).node_id
+            return not node or node in self.node_ids
         return True
+
+    def selects_run(
+        self, flow_name: str | None, labels: dict[str, Any], status: int | None
+    ) -> bool:
+        """Whether the run fields select a run with these fields (flow_name None: no
+        run row), as `read_log`'s SQL does: `runs` joined, `labels @>` (each
+        label of the filter present with that value), `status = ANY`."""
+        if self.selects_all_runs:
+            return True
+        if flow_name is None:
+            return False  # the SQL's inner JOIN finds no run row
+        if self.flow_name and flow_name != self.flow_name:
+            return False
+        if any(labels.get(key) != value for key, value in self.labels):
+            return False
+        return not self.run_statuses or status in self.run_statuses
 
 
 def encode_cursor(pos: int) -> str:
@@ -212,7 +238,7 @@ async def read_log(
     args: list[Any] = [after_pos, window, limit]
     clauses: list[str] = []
     run_join = ""
-    if flt.flow_name or flt.labels or flt.run_statuses:
+    if not flt.selects_all_runs:  # keep in step with LogFilter.selects_run
         run_join = "JOIN runs r ON r.run_id = e.run_id"
         if flt.flow_name:
             args.append(flt.flow_name)
