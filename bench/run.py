@@ -23,6 +23,7 @@ import platform
 import queue
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -616,6 +617,21 @@ def run_latency_step(
 
 
 # -- output ---------------------------------------------------------------------
+
+
+def mmm(values: list[float], fmt: str) -> str:
+    """min/median/max of the values (NaN left out), or '-' when there are none."""
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "-"
+    return "/".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
+
+
+def print_columns(head: list[str], rows: list[list[str]]) -> None:
+    """The header and rows, indented, right-justified in columns."""
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
+    for line in [head, *rows]:
+        print("  " + "  ".join(str(x).rjust(w) for x, w in zip(line, widths, strict=True)))
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:

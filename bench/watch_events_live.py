@@ -35,7 +35,6 @@ import asyncio
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from pathlib import Path
 
 import asyncpg
 import grpc
-from run import Server, ticker_flow
+from run import Server, mmm, print_columns, ticker_flow
 
 from runwire.v1 import run_service_pb2, run_service_pb2_grpc
 
@@ -60,13 +59,6 @@ HIT = run_service_pb2.RunEventsFilter(labels={"bench": "hit"})
 def _load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
-
-
-def _mmm(values: list[float], fmt: str) -> str:
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return "-"
-    return "/".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
 
 
 def _percentile(ordered: list[float], p: float) -> float:
@@ -244,20 +236,18 @@ def main() -> int:
         [
             str(k),
             label,
-            _mmm(f.xacts, ",.0f"),
-            _mmm(f.delivered, ",.0f"),
-            _mmm(f.server_ms, ".0f"),
-            _mmm(f.pg_ms, ".0f"),
-            _mmm(f.p50, ".1f"),
-            _mmm(f.p99, ".1f"),
+            mmm(f.xacts, ",.0f"),
+            mmm(f.delivered, ",.0f"),
+            mmm(f.server_ms, ".0f"),
+            mmm(f.pg_ms, ".0f"),
+            mmm(f.p50, ".1f"),
+            mmm(f.p99, ".1f"),
         ]
         for k in ks
         for label, _ in targets
         for f in [figures[label, k]]
     ]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
-    for line in [head, *rows]:
-        print("  " + "  ".join(str(x).rjust(w) for x, w in zip(line, widths, strict=True)))
+    print_columns(head, rows)
     return 0
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ import grpc
 from run import (
     PYTHON,
     Server,
+    mmm,
+    print_columns,
     run_latency_step,
     run_throughput,
     seq_flow,
@@ -61,12 +62,6 @@ class Target:
 def _load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
-
-
-def _mmm(values: list[float], fmt: str) -> str:
-    if not values:
-        return "-"
-    return "/".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
 
 
 def main() -> int:
@@ -156,17 +151,15 @@ def main() -> int:
     rows = [
         [
             t.label,
-            _mmm(t.evs, ",.0f"),
-            _mmm(t.ratio, ".2f"),
-            _mmm(t.health_max, ".0f"),
-            _mmm(t.p50, ".1f"),
-            _mmm(t.p99, ".1f"),
+            mmm(t.evs, ",.0f"),
+            mmm(t.ratio, ".2f"),
+            mmm(t.health_max, ".0f"),
+            mmm(t.p50, ".1f"),
+            mmm(t.p99, ".1f"),
         ]
         for t in targets
     ]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
-    for line in [head, *rows]:
-        print("  " + "  ".join(str(x).rjust(w) for x, w in zip(line, widths, strict=True)))
+    print_columns(head, rows)
     return 0
 
 

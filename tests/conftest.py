@@ -234,6 +234,20 @@ def edge(
     return flow_pb2.Edge(source=source, target=target, condition=condition)  # type: ignore[arg-type]
 
 
+def error_reason(exc: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason of a failed call's status details ("" when it has none)."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    assert status is not None, "the status carries no details"
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info.reason
+    return ""
+
+
 async def wait_for_event(
     stub: run_service_pb2_grpc.RunServiceStub, run_id: str, predicate: Any
 ) -> events_pb2.RunEvent:

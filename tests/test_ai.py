@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 from _fake_openai import FakeOpenAI, Reply, chunk, text_reply, tool_reply
-from conftest import Harness, cases, edge, wait_for_event
+from conftest import Harness, cases, edge, error_reason, wait_for_event
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -54,14 +54,6 @@ def _config(tmp_path: Path, fake: FakeOpenAI, **extra: Any) -> Path:
 async def _server(harness_factory: Any, tmp_path: Path, fake: FakeOpenAI, **kw: Any) -> Harness:
     h: Harness = await harness_factory(ai_config=_config(tmp_path, fake), **kw)
     return h
-
-
-def _reason(exc: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(exc)
-    assert status is not None
-    info = error_details_pb2.ErrorInfo()
-    next(d for d in status.details if d.Is(info.DESCRIPTOR)).Unpack(info)
-    return info.reason
 
 
 def _violations(exc: grpc.aio.AioRpcError) -> list[str]:
@@ -342,7 +334,7 @@ async def test_ai_node_without_a_configured_provider_is_adapter_disabled(harness
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await harness.start(flow_pb2.Flow(name="x", nodes=[ai_node("ask", "hello")]))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert _reason(err.value) == "ADAPTER_DISABLED"
+    assert error_reason(err.value) == "ADAPTER_DISABLED"
 
 
 async def test_ai_bad_nodes_name_their_fields(harness_factory: Any, tmp_path: Path) -> None:
@@ -397,7 +389,7 @@ async def test_ai_local_only_refuses_cloud_providers(
     h = await harness_factory(ai_config=path, ai_local_only=True)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await h.start(flow_pb2.Flow(name="x", nodes=[ai_node("ask", "hi", provider="cloud")]))
-    assert _reason(err.value) == "ADAPTER_DISABLED"
+    assert error_reason(err.value) == "ADAPTER_DISABLED"
     assert "local-only" in (err.value.details() or "")
 
 

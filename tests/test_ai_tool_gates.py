@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from _fake_openai import FakeOpenAI, text_reply, tool_reply
-from conftest import Harness, cases, edge, wait_for_event
+from conftest import Harness, cases, edge, error_reason, wait_for_event
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from test_ai import _server, ai_node
@@ -67,14 +67,6 @@ def _confirm(run_id: str, approve: bool, tool_call_id: str = "") -> Any:
     return run_service_pb2.ConfirmActionRequest(
         run_id=run_id, node_id="agent", approve=approve, tool_call_id=tool_call_id
     )
-
-
-def _reason(exc: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(exc)
-    assert status is not None
-    info = error_details_pb2.ErrorInfo()
-    next(d for d in status.details if d.Is(info.DESCRIPTOR)).Unpack(info)
-    return info.reason
 
 
 def _workspace(h: Harness, run_id: str) -> Path:
@@ -128,7 +120,7 @@ async def test_ai_two_destructive_calls_in_one_visit_are_each_confirmed_on_their
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await h.stub.ConfirmAction(_confirm(run.run_id, True, "call_b"))
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert _reason(err.value) == "GATE_NOT_PENDING"
+        assert error_reason(err.value) == "GATE_NOT_PENDING"
         assert "call_b" in (err.value.details() or "")
         await h.stub.ConfirmAction(_confirm(run.run_id, True, "call_a"))
         await wait_for_event(h.stub, run.run_id, _held("call_b"))
@@ -136,7 +128,7 @@ async def test_ai_two_destructive_calls_in_one_visit_are_each_confirmed_on_their
         await h.stub.ConfirmAction(_confirm(run.run_id, True, "call_a"))
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await h.stub.ConfirmAction(_confirm(run.run_id, False, "call_a"))
-        assert _reason(err.value) == "GATE_ALREADY_RESOLVED"
+        assert error_reason(err.value) == "GATE_ALREADY_RESOLVED"
         # Without an id, ConfirmAction decides the pending call: call_b, not call_a.
         decided = await h.stub.ConfirmAction(_confirm(run.run_id, False))
         assert not any(g.tool_call_id == "call_b" for g in decided.run.pending_gates)
@@ -173,7 +165,7 @@ async def test_ai_confirm_action_bad_tool_call_gets_a_precise_status(
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await h.stub.ConfirmAction(_confirm(run.run_id, True, "no_such_call"))
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert _reason(err.value) == "GATE_NOT_PENDING"
+        assert error_reason(err.value) == "GATE_NOT_PENDING"
         # Nothing was decided by the bad requests: call_a still waits.
         got = (await h.stub.GetRun(run_service_pb2.GetRunRequest(run_id=run.run_id))).run
         assert [g.tool_call_id for g in got.pending_gates] == ["call_a"]

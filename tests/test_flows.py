@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-from conftest import Harness, cases, edge, shell_node, util_node, wait_for_event
+from conftest import Harness, cases, edge, error_reason, shell_node, util_node, wait_for_event
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -25,14 +25,6 @@ def _inputs(**values: Any) -> struct_pb2.Struct:
     s = struct_pb2.Struct()
     s.update(values)
     return s
-
-
-def _reason(exc: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(exc)
-    assert status is not None
-    info = error_details_pb2.ErrorInfo()
-    next(d for d in status.details if d.Is(info.DESCRIPTOR)).Unpack(info)
-    return info.reason
 
 
 def _violations(exc: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
@@ -224,7 +216,7 @@ async def test_approval_approved_takes_success_edges(harness: Harness) -> None:
             run_service_pb2.ResolveApprovalRequest(run_id=run.run_id, node_id="ship", approve=False)
         )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert _reason(caught.value) == "GATE_ALREADY_RESOLVED"
+    assert error_reason(caught.value) == "GATE_ALREADY_RESOLVED"
 
 
 async def test_approval_rejected_takes_failure_edges(harness: Harness) -> None:
@@ -260,7 +252,7 @@ async def test_gate_rpcs_reject_nodes_without_a_pending_gate(harness: Harness) -
             run_service_pb2.ConfirmActionRequest(run_id=run.run_id, node_id="ship", approve=True)
         )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert _reason(caught.value) == "GATE_NOT_PENDING"
+    assert error_reason(caught.value) == "GATE_NOT_PENDING"
     await harness.stub.CancelRun(run_service_pb2.CancelRunRequest(run_id=run.run_id))
     events = await harness.events(run.run_id)
     resolved = next(e for e in events if e.HasField("approval_resolved")).approval_resolved

@@ -13,9 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import Harness, edge, shell_node, util_node, wait_for_event
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from conftest import Harness, edge, error_reason, shell_node, util_node, wait_for_event
 
 from runwire.store import LogFilter, decode_cursor, log_bounds, mark_pruned, read_log
 from runwire.store._log_tail import read_tail
@@ -233,16 +231,6 @@ async def test_a_slow_reader_falls_out_of_the_bounded_window_and_holds_back_nobo
     await fast.close()
 
 
-def _reason(err: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return info.reason
-    return ""
-
-
 async def test_retention_passing_a_caught_up_reader_expires_it_through_the_tail(
     harness: Harness,
 ) -> None:
@@ -259,7 +247,7 @@ async def test_retention_passing_a_caught_up_reader_expires_it_through_the_tail(
     with pytest.raises(AssertionError):
         await reader.until(lambda r: False)
     assert reader.error is not None
-    assert (reader.error.code(), _reason(reader.error)) == (
+    assert (reader.error.code(), error_reason(reader.error)) == (
         grpc.StatusCode.OUT_OF_RANGE,
         "CURSOR_EXPIRED",
     )

@@ -9,9 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import Harness, collect, edge, shell_node, util_node, wait_for_event
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from conftest import Harness, collect, edge, error_reason, shell_node, util_node, wait_for_event
 
 from runwire.store import encode_cursor, log_bounds, mark_pruned
 from runwire.v1 import events_pb2, flow_pb2, run_service_pb2, run_service_pb2_grpc
@@ -33,16 +31,6 @@ def logging_flow(name: str, lines: int = 3) -> flow_pb2.Flow:
 
 def _kind(e: events_pb2.RunEvent) -> str:
     return e.WhichOneof("event") or ""
-
-
-def _reason(err: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return info.reason
-    return ""
 
 
 async def _watch_run(
@@ -251,12 +239,12 @@ async def test_watch_events_cursor_errors(harness: Harness) -> None:
         return caught.value
 
     err = await fails(run_service_pb2.WatchEventsRequest(cursor="not-a-cursor"))
-    assert (err.code(), _reason(err)) == (grpc.StatusCode.INVALID_ARGUMENT, "CURSOR_INVALID")
+    assert (err.code(), error_reason(err)) == (grpc.StatusCode.INVALID_ARGUMENT, "CURSOR_INVALID")
     err = await fails(run_service_pb2.WatchEventsRequest(cursor=encode_cursor(latest + 1)))
-    assert (err.code(), _reason(err)) == (grpc.StatusCode.INVALID_ARGUMENT, "CURSOR_INVALID")
+    assert (err.code(), error_reason(err)) == (grpc.StatusCode.INVALID_ARGUMENT, "CURSOR_INVALID")
     await mark_pruned(pool, 3)
     err = await fails(run_service_pb2.WatchEventsRequest(cursor=encode_cursor(2)))
-    assert (err.code(), _reason(err)) == (grpc.StatusCode.OUT_OF_RANGE, "CURSOR_EXPIRED")
+    assert (err.code(), error_reason(err)) == (grpc.StatusCode.OUT_OF_RANGE, "CURSOR_EXPIRED")
     # At the horizon is fine, and EARLIEST starts there.
     at = Reader(harness.stub, cursor=encode_cursor(3))
     rest = await at.until(completed(1))
@@ -312,5 +300,5 @@ async def test_watch_events_shares_the_watchers_admission_bound(harness_factory:
         async for _ in h.stub.WatchEvents(run_service_pb2.WatchEventsRequest()):
             pass
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert _reason(caught.value) == "OVERLOADED"
+    assert error_reason(caught.value) == "OVERLOADED"
     first.cancel()
