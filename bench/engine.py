@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import shutil
 import statistics
@@ -35,6 +34,7 @@ from pathlib import Path
 import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from worktree import add_worktree, remove_worktree
 
 from runwire.v1 import events_pb2, flow_pb2, run_service_pb2, run_service_pb2_grpc
 
@@ -320,10 +320,7 @@ def main() -> int:
     servers = [Server("this tree", ROOT, tmp / "this")]
     worktree = tmp / "ref"
     if args.ref:
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(worktree), args.ref],
-            check=True,
-        )
+        add_worktree(worktree, args.ref)
         servers.append(Server(f"ref {args.ref}", worktree, tmp / "ref-data"))
     print(f"bench-engine: {_load()}; python {sys.version.split()[0]}")
     try:
@@ -334,11 +331,7 @@ def main() -> int:
         for s in servers:
             s.stop()
         if args.ref:
-            with contextlib.suppress(subprocess.CalledProcessError):
-                subprocess.run(
-                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)],
-                    check=True,
-                )
+            remove_worktree(worktree)
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"bench-engine: after: {_load()}")
     return 0

@@ -38,6 +38,7 @@ from pathlib import Path
 import grpc
 import psutil
 from engine import Server
+from worktree import add_worktree, remove_worktree
 
 from runwire.v1 import flow_pb2, run_service_pb2, run_service_pb2_grpc
 
@@ -156,10 +157,7 @@ def main() -> int:
     targets.append(Server("this tree", ROOT, tmp / "this"))
     worktree = tmp / "ref-src"
     if args.ref:
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(worktree), args.ref],
-            check=True,
-        )
+        add_worktree(worktree, args.ref)
         targets.append(Server(f"ref {args.ref}", worktree, tmp / "ref"))
     os.environ["RUNWIRE_WORKERS"] = "1"
     figures = {t.label: Figures() for t in targets}
@@ -193,10 +191,7 @@ def main() -> int:
         for t in targets:
             t.stop()
         if args.ref:
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)],
-                check=False,
-            )
+            remove_worktree(worktree)
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"\nbench-idle: after: {_load()}")

@@ -35,7 +35,6 @@ import asyncio
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,11 +44,10 @@ from pathlib import Path
 import asyncpg
 import grpc
 from run import Server, mmm, print_columns, ticker_flow
+from worktree import add_worktree, remove_worktree
 
 from runwire.v1 import run_service_pb2, run_service_pb2_grpc
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
 DEFAULT_REF = "ea04870"  # main before the shared log tail
 SETTLE = 1.5  # seconds: Postgres backends flush their stats within 1 s of going idle
 STREAMS_PER_CHANNEL = 25
@@ -186,10 +184,7 @@ def main() -> int:
     targets = [("this tree", Server(tmp / "this", commit_interval=None))]
     worktree = tmp / "ref-src"
     if args.ref:
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(worktree), args.ref],
-            check=True,
-        )
+        add_worktree(worktree, args.ref)
         targets.append(
             (f"ref {args.ref}", Server(tmp / "ref", commit_interval=None, source=worktree))
         )
@@ -210,10 +205,7 @@ def main() -> int:
         for _, server in targets:
             server.stop()
         if args.ref:
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)],
-                check=False,
-            )
+            remove_worktree(worktree)
         shutil.rmtree(tmp, ignore_errors=True)
     print(
         f"\nbench-watch-events-live: after: {_load()}; min/median/max over {args.repeats} repeats"

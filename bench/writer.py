@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -40,11 +39,11 @@ from run import (
     run_throughput,
     seq_flow,
 )
+from worktree import add_worktree, remove_worktree
 
 from runwire.v1 import run_service_pb2_grpc
 
 BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
 DEFAULT_REF = "8a245f3"  # main before the writer committed at once, in one statement
 
 
@@ -89,10 +88,7 @@ def main() -> int:
     ]
     worktree = tmp / "ref-src"
     if args.ref:
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(worktree), args.ref],
-            check=True,
-        )
+        add_worktree(worktree, args.ref)
         targets.append(
             Target(f"ref {args.ref}", Server(tmp / "ref", commit_interval=None, source=worktree))
         )
@@ -137,10 +133,7 @@ def main() -> int:
         for t in targets:
             t.server.stop()
         if args.ref:
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)],
-                check=False,
-            )
+            remove_worktree(worktree)
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nbench-writer: after: {_load()}; min/median/max over {args.repeats} repeats")
     print(
