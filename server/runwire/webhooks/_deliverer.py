@@ -336,16 +336,19 @@ class _Delivery:
         s = self.d.settings
         changed = self.d.log_generation()
         async with self.d.pool.acquire() as conn:
-            horizon, _latest = await log_bounds(conn)
-            if self.pos < horizon:
-                await self.d.subscriptions.pause(
-                    self.sid,
-                    self.d.owner_id,
-                    f"CURSOR_EXPIRED: events after position {self.pos} were pruned by "
-                    "retention before they were delivered; recreate the subscription",
-                )
-                return None
             entries, looked = await read_log(conn, self.pos, s.batch_events, self.filter)
+            # The horizon after the read, not before: retention that deleted
+            # entries this read would have returned has raised it by then (read
+            # before, a prune committing in between was a silent gap).
+            horizon, _latest = await log_bounds(conn)
+        if self.pos < horizon:
+            await self.d.subscriptions.pause(
+                self.sid,
+                self.d.owner_id,
+                f"CURSOR_EXPIRED: events after position {self.pos} were pruned by "
+                "retention before they were delivered; recreate the subscription",
+            )
+            return None
         if not entries:
             if looked > self.pos:  # skipped a stretch the filter selects nothing of: go on
                 if not await self.d.subscriptions.skip_to(self.sid, self.d.owner_id, looked):
