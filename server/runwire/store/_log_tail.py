@@ -159,6 +159,11 @@ class LogTail:
         return self._readers
 
     @property
+    def live(self) -> bool:
+        """The task is reading: `take` answers from the window (when it reaches back)."""
+        return self._live
+
+    @property
     def window(self) -> tuple[int, int, int]:
         """(start, looked, entries): the window covers positions in (start, looked]."""
         return self._start, self._looked, len(self._entries)
