@@ -192,11 +192,24 @@ async def _holder(a: Harness, b: Harness, sub: pb.Subscription) -> tuple[Harness
     return (a, b) if sid in _deliverer(a).held() else (b, a)
 
 
+async def _crash(d: Deliverer) -> None:
+    """The deliverer's tasks end as in a killed process: no release, no last write."""
+    tasks = [t for t in (d._main, *d._tasks.values()) if t is not None]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.mark.parametrize("end", ["stop", "crash"])
 async def test_a_takeover_resumes_from_the_lazily_persisted_position_without_repeats_or_gaps(
-    harness_factory: Any,
+    harness_factory: Any, end: str
 ) -> None:
-    a: Harness = await harness_factory(**FAST)
-    b: Harness = await harness_factory(**FAST)
+    """A stopping holder stores the skip it kept in memory as it hands the lease
+    back; a crashed one leaves the stored position behind, and the next holder
+    reads that stretch again. Neither sends anything twice or misses anything."""
+    # Short leases: a crashed holder's lease expires within the test.
+    a: Harness = await harness_factory(**FAST, lease_seconds=2.0)
+    b: Harness = await harness_factory(**FAST, lease_seconds=2.0)
     for h in (a, b):
         _persist_skips_after(h, NEVER)
     flt = run_service_pb2.RunEventsFilter(labels={"team": "a"})
@@ -213,11 +226,16 @@ async def test_a_takeover_resumes_from_the_lazily_persisted_position_without_rep
         assert _deliverer(holder).skip_writes == 0
         posts = len(receiver.posts)
 
-        await _deliverer(holder).stop()  # hands the lease over; the skip was not persisted
+        if end == "stop":
+            await _deliverer(holder).stop()  # hands the lease over with the skip
+            assert (await _stored(a, sub)).delivered_pos == at
+        else:
+            await _crash(_deliverer(holder))
         await _until(lambda: _sid(sub) in _deliverer(other).held())
-        # From the stored position: the stretch after it is read again, and skipped again.
         _, resumed_from = await _looked_through(_deliverer(other), sub, at)
-        assert resumed_from == stored
+        # After a crash, from the stored position: the stretch after it is read
+        # again, and skipped again.
+        assert resumed_from == (at if end == "stop" else stored)
         assert len(receiver.posts) == posts, "the rescan of the skipped stretch sent nothing"
         await _runs(other, 1, labels={"team": "a"})
         await _deliver_exactly(a, receiver, [(sub, flt)])

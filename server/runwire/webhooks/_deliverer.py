@@ -25,8 +25,9 @@ as it does while the tail's task is down. A stretch its filter selects
 nothing of is skipped in memory at once and persisted (`skip_to`) lazily:
 once it is SKIP_PERSIST_POSITIONS long or SKIP_PERSIST_SECONDS old, or at
 once when retention's horizon passed the stored position (a takeover from
-there would pause the subscription for events it had looked at). A takeover
-after a crash rescans at most that stretch, and sends nothing of it again.
+there would pause the subscription for events it had looked at). A stop
+stores what was skipped with the release of the leases; a takeover after a
+crash rescans at most that stretch, and sends nothing of it again.
 """
 
 from __future__ import annotations
@@ -183,6 +184,9 @@ class Deliverer:
     async def stop(self) -> None:
         """Stop delivering and release the leases, so another replica takes over at once."""
         held = list(self._tasks)  # the tasks drop themselves from _tasks as they end
+        # Skips kept in memory only, stored with the release. Read before the
+        # cancel: a cancelled task moves no further, and drops its entry as it ends.
+        skipped = {sid: d.pos for sid, d in self._deliveries.items() if d.pos > d.persisted}
         for task in (self._main, *self._tasks.values()):
             if task is not None:
                 task.cancel()
@@ -195,7 +199,7 @@ class Deliverer:
         if held:
             try:
                 async with asyncio.timeout(5.0):
-                    await self.subscriptions.release(self.owner_id, held)
+                    await self.subscriptions.release(self.owner_id, held, skipped)
             except Exception as exc:
                 log.warning("could not release %d webhook leases (%r)", len(held), exc)
 
