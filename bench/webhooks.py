@@ -5,8 +5,10 @@ Starts `runwire serve --workers 1` (embedded Postgres, `--webhook-allow
 then, `--repeats` times, creates a fresh subscription from the earliest
 position and times the first POST to the last event acknowledged by a minimal
 HTTP/1.1 receiver in this process (it parses each body and answers 200 at
-once). Printed: events/s and POSTs/s as min/median/max, with the load average.
-The reference, measured in the same run: the same receiver fed by one plain
+once). Printed: events/s and POSTs/s as min/median/max, with the load average,
+and Postgres write transactions (xids handed out: the pending batch and its
+acknowledgement, skips, and the server's own lease renewals) per delivered
+event. The reference, measured in the same run: the same receiver fed by one plain
 httpx client POSTing the server's largest body back to back (no database, no
 signing), i.e. the HTTP ceiling of one sequential connection on this machine.
 """
@@ -18,8 +20,6 @@ import asyncio
 import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+from run import Server, mmm, pg_counters
 
 from runwire.v1 import (
     flow_pb2,
@@ -90,22 +91,6 @@ class Receiver(asyncio.Protocol):
             s.changed.set()
 
 
-def _serve(tmp: Path, batch: int) -> tuple[subprocess.Popen[str], str]:
-    argv = [
-        sys.executable, "-m", "runwire.cli", "serve", "--listen", "127.0.0.1:0",
-        "--workers", "1", "--data-dir", str(tmp / "data"), "--shell-allow", "seq",
-        "--webhook-allow", "127.0.0.1", "--webhook-batch-events", str(batch),
-    ]  # fmt: skip
-    env = {**os.environ, "RUNWIRE_LOG_LEVEL": "WARNING"}
-    log = (tmp / "server.log").open("w")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("runwire listening on "):
-            return proc, line.split()[-1]
-    raise SystemExit(f"bench: the server exited; see {tmp}/server.log")
-
-
 async def _fill(addr: str, lines: int) -> int:
     """Run `seq 1 N` to its end; the run's event count."""
     flow = flow_pb2.Flow(name="bench-webhooks")
@@ -154,7 +139,7 @@ async def _reference(url: str, stats: Receiver.Stats, posts: int) -> float:
     return posts * per_post / elapsed
 
 
-async def _main(args: argparse.Namespace, addr: str) -> None:
+async def _main(args: argparse.Namespace, addr: str, database_url: str) -> None:
     stats = Receiver.Stats()
     Receiver.stats = stats
     loop = asyncio.get_running_loop()
@@ -163,28 +148,32 @@ async def _main(args: argparse.Namespace, addr: str) -> None:
     events = await _fill(addr, args.lines)
     rates: list[float] = []
     refs: list[float] = []
+    writes: list[float] = []
     posts = 0
     for r in range(args.repeats):
+        before = await asyncio.to_thread(pg_counters, database_url)
         rate, posts = await _deliver(addr, url, stats, events)
+        after = await asyncio.to_thread(pg_counters, database_url)
+        writes.append((after.xids - before.xids) / events)
         ref = await _reference(url, stats, posts)
         rates.append(rate)
         refs.append(ref)
         print(
-            f"  repeat {r + 1}: {rate:,.0f} events/s in {posts} POSTs; "
-            f"reference {ref:,.0f} events/s; {_load()}",
+            f"  repeat {r + 1}: {rate:,.0f} events/s in {posts} POSTs, "
+            f"{writes[-1]:.3f} pg write xacts/event; reference {ref:,.0f} events/s; {_load()}",
             flush=True,
         )
     server.close()
-
-    def mmm(v: list[float]) -> str:
-        return "/".join(f"{x:,.0f}" for x in (min(v), statistics.median(v), max(v)))
 
     print(
         f"\nbench-webhooks: {events} events (`seq 1 {args.lines}`), up to "
         f"{args.batch_events} per POST; min/median/max over {args.repeats} repeats; {_load()}"
     )
-    print(f"  webhook deliveries to a loopback receiver: {mmm(rates)} events/s ({posts} POSTs)")
-    print(f"  reference, one plain client POSTing the largest body: {mmm(refs)} events/s")
+    print(
+        f"  webhook deliveries to a loopback receiver: {mmm(rates, ',.0f')} events/s ({posts} POSTs)"
+    )
+    print(f"  Postgres write transactions per delivered event: {mmm(writes, '.3f')}")
+    print(f"  reference, one plain client POSTing the largest body: {mmm(refs, ',.0f')} events/s")
 
 
 def main() -> int:
@@ -195,15 +184,16 @@ def main() -> int:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="runwire-bench-webhooks-"))
     print(f"bench-webhooks: before: {_load()}", flush=True)
-    proc, addr = _serve(tmp, args.batch_events)
+    server = Server(
+        tmp,
+        commit_interval=None,
+        args=("--webhook-allow", "127.0.0.1", "--webhook-batch-events", str(args.batch_events)),
+    )
+    server.start()
     try:
-        asyncio.run(_main(args, addr))
+        asyncio.run(_main(args, server.addr, server.database_url))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -41,6 +41,7 @@ from runwire.store import (
     EmbeddedPostgres,
     EventWriter,
     Hub,
+    LogTail,
     SchemaBehind,
     Store,
     SubscriptionStore,
@@ -186,6 +187,7 @@ class RunwireServer:
         self.store: Store | None = None
         self.replica: Replica | None = None
         self.deliverer: Deliverer | None = None
+        self.log_tail: LogTail | None = None  # shared by WatchEvents and the deliverer
         self.failure: str | None = None  # why the server went dead, once it did
         self.dead = asyncio.Event()  # set once a dead server has stopped its runs
         self._signalled: asyncio.Event | None = None
@@ -326,11 +328,16 @@ class RunwireServer:
             ),
             self.engine.active,
         )
+        # One shared reader of the log's newest entries per process, for
+        # caught-up WatchEvents streams and webhook subscriptions alike.
+        store = self.store
+        self.log_tail = LogTail(lambda: store.pool, self.hub)
         self.watch_events = WatchEventsService(
             self.store,
             self.hub,
             self.service.closing_streams,
             tracer=telemetry.tracer(self.tracer_provider),
+            tail=self.log_tail,
         )
         admin = AdminService(
             self.retention,
@@ -410,6 +417,7 @@ class RunwireServer:
                 lease_seconds=s.lease_seconds,
             ),
             log_changed=self.hub.log_changed,
+            tail=self.log_tail,
         )
 
     def _listen(self) -> int:

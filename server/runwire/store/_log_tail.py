@@ -9,7 +9,8 @@ need (flow name, labels, status; LEFT JOIN, so an event whose run row is gone
 still reaches an unfiltered reader), and keeps a bounded window of the newest
 entries in memory. Readers take their entries from the window and apply their
 `LogFilter` in Python (`LogFilter.selects_run` and `selects`, which agree with
-`read_log`'s SQL).
+`read_log`'s SQL). The webhook deliverer's caught-up subscriptions read the
+same tail (the server hands one to both): see runwire.webhooks._deliverer.
 
 The window holds every committed entry in (start, looked]: the statement reads
 the counter, the horizon and the events in one snapshot, as `read_log` does,
@@ -157,6 +158,11 @@ class LogTail:
     def readers(self) -> int:
         """Attached readers."""
         return self._readers
+
+    @property
+    def live(self) -> bool:
+        """The task is reading: `take` answers from the window (when it reaches back)."""
+        return self._live
 
     @property
     def window(self) -> tuple[int, int, int]:

@@ -14,6 +14,7 @@ deliverer, and one claims it at once instead of on its next lease round.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -248,9 +249,25 @@ class SubscriptionStore:
         )
         return [r["subscription_id"] for r in records]
 
-    async def release(self, owner_id: str, ids: list[str]) -> None:
-        """Give leases up at once, for another replica to take over without waiting."""
+    async def release(
+        self, owner_id: str, ids: list[str], skipped: Mapping[str, int] | None = None
+    ) -> None:
+        """Give leases up at once, for another replica to take over without waiting.
+
+        `skipped` (subscription -> position) stores, in the same transaction,
+        how far each was skipped in memory only (see webhooks' lazy `skip_to`),
+        so the next holder does not read that stretch again."""
         async with self.pool.acquire() as conn, conn.transaction():
+            if skipped:
+                await conn.execute(
+                    """UPDATE subscriptions s SET delivered_pos = k.pos
+                       FROM unnest($2::text[], $3::bigint[]) AS k(id, pos)
+                       WHERE s.subscription_id = k.id AND s.owner_id = $1
+                         AND s.pending_id IS NULL AND s.delivered_pos < k.pos""",
+                    owner_id,
+                    list(skipped),
+                    list(skipped.values()),
+                )
             released = await conn.fetch(
                 """UPDATE subscriptions SET owner_id = NULL, lease_expire_time = NULL
                    WHERE subscription_id = ANY($2) AND owner_id = $1

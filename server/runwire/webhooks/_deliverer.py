@@ -14,6 +14,20 @@ ResumeSubscription. Exactly one replica delivers a subscription at a time:
 every write is fenced by the lease, and a POST starts only while the lease
 outlives its timeout. In order per run: one subscription's batches go one at
 a time, in commit order.
+
+A subscription that has caught up does not query Postgres at each change of
+the log: it takes its entries from the process's shared tail
+(runwire.store._log_tail, also WatchEvents'), which reads the new entries
+and the retention horizon once per change for every reader, and waits on it.
+One behind the tail's window (it started far back, or fell behind while its
+receiver was slow or failing) reads the store until it is back in the window,
+as it does while the tail's task is down. A stretch its filter selects
+nothing of is skipped in memory at once and persisted (`skip_to`) lazily:
+once it is SKIP_PERSIST_POSITIONS long or SKIP_PERSIST_SECONDS old, or at
+once when retention's horizon passed the stored position (a takeover from
+there would pause the subscription for events it had looked at). A stop
+stores what was skipped with the release of the leases; a takeover after a
+crash rescans at most that stretch, and sends nothing of it again.
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ import httpx
 from runwire.adapters.http import EgressPolicy
 from runwire.store import (
     LogFilter,
+    LogTail,
     PendingBatch,
     SubscriptionRow,
     SubscriptionStore,
@@ -57,6 +72,13 @@ _DB_RETRY = 1.0  # seconds before a task retries after a database error
 # leaves nearly a lease, so the timeout must fit in it with room for the renewal.
 _TIMEOUT_SHARE = 0.8
 _SET_PAUSE = 0.01  # seconds between reads while the wake-up stays set
+# A stretch of the log a filter selects nothing of is skipped in memory at once,
+# and persisted (`skip_to`, one write) only once it is this many positions
+# long or this many seconds old. Persisting it at every change cost each
+# caught-up subscription a write per commit; a takeover after a crash rescans
+# at most this stretch, which delivers nothing twice: nothing in it was selected.
+SKIP_PERSIST_POSITIONS = 10_000
+SKIP_PERSIST_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -71,7 +93,9 @@ class DeliverySettings:
     retry_initial: float = 1.0
     retry_max: float = 300.0
     lease_seconds: float = 15.0
-    poll: float = 1.0  # seconds between log reads when nothing wakes the loop
+    poll: float = 1.0  # seconds between looks at the log when nothing wakes the loop
+    skip_persist_positions: int = SKIP_PERSIST_POSITIONS
+    skip_persist_seconds: float = SKIP_PERSIST_SECONDS
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:
@@ -104,6 +128,7 @@ class Deliverer:
         owner_id: str,
         settings: DeliverySettings,
         log_changed: Callable[[], asyncio.Event] | None = None,
+        tail: LogTail | None = None,
     ) -> None:
         if settings.max_failures < 1:
             raise ValueError("--webhook-max-failures must be at least 1")
@@ -121,13 +146,19 @@ class Deliverer:
                 _TIMEOUT_SHARE,
             )
         self._log_changed = log_changed
+        # This process's shared reader of the log's newest entries (also
+        # WatchEvents'): a caught-up subscription takes its entries from it.
+        self.tail = tail
         self._ssl: ssl.SSLContext | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._deliveries: dict[str, _Delivery] = {}  # each running task's loop
         self._held_until: dict[str, float] = {}  # monotonic time each lease lasts until
         self._wake = asyncio.Event()
         self._renewed = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self.posts = 0  # POST attempts made (tests, bench)
+        self.store_reads = 0  # read_log calls the tail's window did not serve (tests, bench)
+        self.skip_writes = 0  # skip_to writes (tests, bench)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -144,9 +175,18 @@ class Deliverer:
         """The subscriptions this process delivers now."""
         return sorted(self._tasks)
 
+    def position(self, sid: str) -> tuple[int, int] | None:
+        """(in memory, stored): how far a held subscription has looked through the
+        log, and its durable position (behind while a skip is not persisted yet)."""
+        delivery = self._deliveries.get(sid)
+        return None if delivery is None else (delivery.pos, delivery.persisted)
+
     async def stop(self) -> None:
         """Stop delivering and release the leases, so another replica takes over at once."""
         held = list(self._tasks)  # the tasks drop themselves from _tasks as they end
+        # Skips kept in memory only, stored with the release. Read before the
+        # cancel: a cancelled task moves no further, and drops its entry as it ends.
+        skipped = {sid: d.pos for sid, d in self._deliveries.items() if d.pos > d.persisted}
         for task in (self._main, *self._tasks.values()):
             if task is not None:
                 task.cancel()
@@ -155,10 +195,11 @@ class Deliverer:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._tasks.clear()
+        self._deliveries.clear()
         if held:
             try:
                 async with asyncio.timeout(5.0):
-                    await self.subscriptions.release(self.owner_id, held)
+                    await self.subscriptions.release(self.owner_id, held, skipped)
             except Exception as exc:
                 log.warning("could not release %d webhook leases (%r)", len(held), exc)
 
@@ -206,6 +247,7 @@ class Deliverer:
         """The lease is gone: stop delivering (the task may be mid-POST; its writes are fenced)."""
         task = self._tasks.pop(sid, None)
         self._held_until.pop(sid, None)
+        self._deliveries.pop(sid, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
@@ -228,7 +270,8 @@ class Deliverer:
         try:
             while True:
                 try:
-                    await _Delivery(self, row, sender).run()
+                    delivery = self._deliveries[sid] = _Delivery(self, row, sender)
+                    await delivery.run()
                     return
                 except asyncio.CancelledError:
                     raise
@@ -242,6 +285,7 @@ class Deliverer:
         finally:
             await sender.close()
             if self._tasks.get(sid) is asyncio.current_task():
+                self._deliveries.pop(sid, None)
                 self._tasks.pop(sid, None)
                 self._held_until.pop(sid, None)
 
@@ -264,6 +308,17 @@ class Deliverer:
             return
         await _wait(changed, self.settings.poll)
 
+    async def tail_wait(self, pos: int) -> None:
+        """Until the shared tail looked past `pos`, or a poll interval passes."""
+        assert self.tail is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.poll):
+                await self.tail.wait_past(pos)
+                if not self.tail.live or self.tail.window[1] <= pos:
+                    # The tail stopped (the next read goes to the store) or the
+                    # hub is draining: read again, but never spin.
+                    await asyncio.sleep(_SET_PAUSE)
+
     def log_generation(self) -> asyncio.Event:
         """The event the next commit sets (Hub.log_changed); take it before reading the log."""
         return self._log_changed() if self._log_changed is not None else asyncio.Event()
@@ -277,12 +332,20 @@ class _Delivery:
         self.sid = row.subscription_id
         self.filter = LogFilter.from_proto(run_service_pb2.RunEventsFilter.FromString(row.filter))
         self.pos = row.delivered_pos
+        # The stored position, and when it was stored: a skip is persisted lazily.
+        self.persisted = row.delivered_pos
+        self.persisted_at = time.monotonic()
         self.pending: PendingBatch | None = row.pending
         self.failures = row.consecutive_failures
         self.due = row.next_attempt_time.timestamp()
         self.sender = sender
 
     async def run(self) -> None:
+        tail = self.d.tail
+        with tail.attached() if tail is not None else contextlib.nullcontext():
+            await self._run()
+
+    async def _run(self) -> None:
         s = self.d.settings
         while True:
             if self.pending is None:
@@ -305,6 +368,7 @@ class _Delivery:
                 ):
                     return
                 self.pos, self.pending, self.failures = self.pending.through_pos, None, 0
+                self.persisted, self.persisted_at = self.pos, time.monotonic()
                 self.due = 0.0
                 continue
             self.failures += 1
@@ -334,28 +398,69 @@ class _Delivery:
         read found none (after skipping what the filter does not select, or after
         waiting for a commit); None when this replica must stop delivering."""
         s = self.d.settings
-        changed = self.d.log_generation()
-        async with self.d.pool.acquire() as conn:
-            horizon, _latest = await log_bounds(conn)
-            if self.pos < horizon:
-                await self.d.subscriptions.pause(
-                    self.sid,
-                    self.d.owner_id,
-                    f"CURSOR_EXPIRED: events after position {self.pos} were pruned by "
-                    "retention before they were delivered; recreate the subscription",
-                )
-                return None
-            entries, looked = await read_log(conn, self.pos, s.batch_events, self.filter)
+        tail = self.d.tail
+        # From the shared tail's window when it reaches back to `pos` (its
+        # read took the horizon in the same snapshot), else from the store as
+        # a subscription behind the window must.
+        taken = tail.take(self.pos, s.batch_events, self.filter) if tail is not None else None
+        changed: asyncio.Event | None = None
+        if taken is not None:
+            entries, looked, horizon = taken
+        else:
+            # Taken before the read: a commit after the read has set it.
+            changed = self.d.log_generation()
+            self.d.store_reads += 1
+            async with self.d.pool.acquire() as conn:
+                entries, looked = await read_log(conn, self.pos, s.batch_events, self.filter)
+                # The horizon after the read, not before: retention that deleted
+                # entries this read would have returned has raised it by then.
+                horizon, _latest = await log_bounds(conn)
+        if self.pos < horizon:
+            await self._expired()
+            return None
         if not entries:
             if looked > self.pos:  # skipped a stretch the filter selects nothing of: go on
-                if not await self.d.subscriptions.skip_to(self.sid, self.d.owner_id, looked):
-                    return None
                 self.pos = looked
-                return False
-            await self.d.log_wait(changed)
+                return False if await self._persist_skip(horizon) else None
+            if not await self._persist_skip(horizon):
+                return None
+            if changed is None:
+                await self.d.tail_wait(self.pos)
+            else:
+                await self.d.log_wait(changed)
             return False
         batch = build_batch(self.sid, entries, looked, s.batch_bytes)
         if not await self.d.subscriptions.set_pending(self.sid, self.d.owner_id, batch):
             return None
         self.pending = batch
+        return True
+
+    async def _expired(self) -> None:
+        """Retention deleted events after this subscription's position: pause it."""
+        await self.d.subscriptions.pause(
+            self.sid,
+            self.d.owner_id,
+            f"CURSOR_EXPIRED: events after position {self.pos} were pruned by "
+            "retention before they were delivered; recreate the subscription",
+        )
+
+    async def _persist_skip(self, horizon: int) -> bool:
+        """Persist the position skipped to in memory once it is due (see
+        SKIP_PERSIST_POSITIONS), or at once when retention passed the stored one
+        (a takeover from there would pause the subscription for nothing); False
+        when the lease is lost."""
+        if self.pos <= self.persisted:
+            return True
+        s = self.d.settings
+        now = time.monotonic()
+        if (
+            self.pos - self.persisted < s.skip_persist_positions
+            and now - self.persisted_at < s.skip_persist_seconds
+            and self.persisted >= horizon
+        ):
+            return True
+        self.d.skip_writes += 1
+        if not await self.d.subscriptions.skip_to(self.sid, self.d.owner_id, self.pos):
+            return False
+        self.persisted, self.persisted_at = self.pos, now
         return True
