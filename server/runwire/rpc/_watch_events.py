@@ -75,16 +75,16 @@ class WatchEventsService:
         hub: Hub,
         closing_streams: asyncio.Event,
         *,
+        tail: LogTail,
         tracer: trace.Tracer | None = None,
-        tail: LogTail | None = None,
     ) -> None:
         self.store = store
         self.hub = hub
         self.closing_streams = closing_streams
         self.tracer = tracer or trace.get_tracer(telemetry.TRACER_NAME)
-        # One reader of the log's newest entries for every caught-up stream
-        # (the server shares it with its webhook deliverer).
-        self.tail = tail if tail is not None else LogTail(lambda: store.pool, hub)
+        # The process's one reader of the log's newest entries, for every
+        # caught-up stream (the server shares it with its webhook deliverer).
+        self.tail = tail
         self.store_reads = 0  # read_log calls of streams the tail's window did not serve
 
     async def _start(self, request: run_service_pb2.WatchEventsRequest) -> tuple[LogFilter, int]:
